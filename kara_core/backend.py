@@ -1,0 +1,192 @@
+"""The Backend protocol: the only thing a storage plugin implements.
+
+Paths are ``/``-separated keys relative to the store's root (``row/ns/key/meta.json``);
+they never start with ``/`` and never contain ``..``, empty components or backslashes
+(:func:`check_path` enforces it at the boundary). Everything above this layer (row
+datasets, directory versions, retries policy for readers, progress reporting, shuffling)
+is written once in the core against these methods.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError
+
+__all__ = [
+    "Appender",
+    "Backend",
+    "Capabilities",
+    "ReadStream",
+    "check_path",
+]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the layers above adapt to it.
+
+    - ``writable``: ``put``/``put_if_absent``/``delete`` work.
+    - ``appendable``: ``open_append`` works (row datasets can be written).
+    - ``atomic_create``: ``put_if_absent`` is a real atomic create (writer locks and
+      version manifests rely on it; without it they fall back to best effort).
+    - ``local_path``: ``local_path(path)`` returns a real file path that may be mmapped.
+    - ``parallel_reads``: independent ranged reads may run concurrently and it pays off
+      (remote stores); readers use it to prefetch several ranges at once.
+    """
+
+    writable: bool = True
+    appendable: bool = True
+    atomic_create: bool = True
+    local_path: bool = False
+    parallel_reads: bool = False
+
+
+@runtime_checkable
+class Appender(Protocol):
+    """An open append stream on one object, returned by :meth:`Backend.open_append`.
+
+    ``position`` is the object's size as far as this appender knows (the offset the next
+    ``append`` writes at). ``append`` may buffer; ``flush`` makes everything appended so
+    far durable and visible to readers; ``close`` flushes and releases the stream.
+    """
+
+    @property
+    def position(self) -> int: ...
+
+    def append(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ReadStream = BinaryIO
+
+
+def check_path(path: str) -> str:
+    """Validate a store-relative path and return it unchanged.
+
+    Raises :class:`~kara_core.errors.UnsafePathError` for absolute paths, ``.``/``..``
+    or empty components, backslashes and NUL bytes: no backend may ever be asked to
+    touch something outside its store.
+    """
+    if not isinstance(path, str) or not path:
+        raise UnsafePathError(repr(path), "path is empty")
+    if "\\" in path or "\x00" in path:
+        raise UnsafePathError(path, "backslashes and NUL bytes are not allowed")
+    if path.startswith("/"):
+        raise UnsafePathError(path, "path must be relative to the store")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise UnsafePathError(path, "empty, '.' and '..' components are not allowed")
+    return path
+
+
+class Backend(ABC):
+    """Abstract storage backend. Subclass it and implement the abstract methods.
+
+    Methods that a read-only backend cannot support have default implementations that
+    raise :class:`~kara_core.errors.ReadOnlyStoreError`, so a read-only plugin only
+    implements ``size``, ``read`` and ``list``.
+
+    Thread safety: every method may be called from several threads at once.
+    """
+
+    #: The store URL this backend was opened with (without credentials).
+    url: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    # -- reading -----------------------------------------------------------------
+
+    @abstractmethod
+    def size(self, path: str) -> int | None:
+        """Return the size in bytes of the object at ``path``, or None if it is absent."""
+
+    @abstractmethod
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        """Return bytes ``[start, end)`` of the object (``end=None``: to its end).
+
+        A range reaching past the end of the object is cut at the end (like a file).
+        Raises :class:`~kara_core.errors.NotFoundError` if the object is absent.
+        """
+
+    def open_read(self, path: str, start: int = 0) -> ReadStream:
+        """Return a binary stream reading the object from ``start`` to its end.
+
+        The default reads the whole remaining range into memory; backends that can
+        stream (files, HTTP bodies) override it so large objects never sit in memory.
+        """
+        return io.BytesIO(self.read(path, start))
+
+    def local_path(self, path: str) -> str | None:
+        """Return a local filesystem path for ``path`` if the backend has one, else None."""
+        return None
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Yield the paths of all objects whose path starts with ``prefix``, recursively.
+
+        ``prefix`` is a plain string prefix (use a trailing ``/`` for a folder). Paths
+        are yielded in no particular order. An absent prefix yields nothing.
+        """
+
+    # -- writing -----------------------------------------------------------------
+
+    def _read_only(self, what: str) -> ReadOnlyStoreError:
+        return ReadOnlyStoreError(self.url, what)
+
+    def open_append(self, path: str) -> Appender:
+        """Open ``path`` for appending (created if absent) and return an :class:`Appender`."""
+        raise self._read_only("append to " + path)
+
+    def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        """Atomically create or replace the object at ``path``.
+
+        ``data`` is bytes or a binary stream read to its end. Readers see either the old
+        object or the new one, never a partial one.
+        """
+        raise self._read_only("write " + path)
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Atomically create ``path`` with ``data`` unless it exists.
+
+        Return True if this call created it, False if it already existed (in which case
+        nothing is written). The primitive behind writer locks and version manifests.
+        """
+        raise self._read_only("create " + path)
+
+    def delete(self, path: str) -> None:
+        """Delete the object at ``path``; deleting an absent object is not an error."""
+        raise self._read_only("delete " + path)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release connections and other resources (the default does nothing)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    # -- conveniences built on the protocol --------------------------------------
+
+    def exists(self, path: str) -> bool:
+        """Return True if an object exists at ``path``."""
+        return self.size(path) is not None
+
+    def read_if_exists(self, path: str) -> bytes | None:
+        """Return the whole object, or None if it is absent."""
+        try:
+            return self.read(path)
+        except NotFoundError:
+            return None

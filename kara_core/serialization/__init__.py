@@ -1,0 +1,12 @@
+"""Serializers turn records into bytes and back.
+
+The module and class names are those of kara-storage 2.x
+(``kara_storage.serialization.JSONSerializer`` ...), so existing code keeps working.
+"""
+
+from __future__ import annotations
+
+from .base import Serializer, resolve_serializer
+from .builtin import JSONSerializer, NoSerializer, PickleSerializer
+
+__all__ = ["JSONSerializer", "NoSerializer", "PickleSerializer", "Serializer", "resolve_serializer"]

@@ -1,0 +1,155 @@
+"""KaraStorage: the SDK facade, with the kara-storage 2.1.5 API."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from .backend import Backend
+from .url import open_backend
+
+if TYPE_CHECKING:
+    from .obj import ObjectStore
+    from .row import RowDataset, RowStore
+    from .serialization import Serializer
+
+__all__ = ["KaraStorage"]
+
+
+class KaraStorage:
+    """A store addressed by URL, holding row datasets and directory versions.
+
+    ``KaraStorage("file:///data/store")``, ``KaraStorage("file://relative/store")``,
+    ``KaraStorage("oss://endpoint/bucket/prefix", app_key=..., app_secret=...)``,
+    ``KaraStorage("https://host/prefix", headers={...})``. Keyword options are validated
+    by the plugin that provides the scheme. A :class:`~kara_core.backend.Backend`
+    instance may be passed instead of a URL.
+    """
+
+    def __init__(self, url: str | Backend, **options: Any) -> None:
+        if isinstance(url, Backend):
+            if options:
+                raise TypeError("options cannot be combined with a Backend instance")
+            self._backend = url
+        else:
+            self._backend = open_backend(url, **options)
+        self.url = self._backend.url
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this store reads and writes through."""
+        return self._backend
+
+    @property
+    def prefix(self) -> str:
+        """The store URL (kara-storage 2.x exposed its path prefix here)."""
+        return self.url
+
+    @cached_property
+    def rows(self) -> RowStore:
+        """The row-dataset half of the store."""
+        from .row import RowStore
+
+        return RowStore(self._backend)
+
+    @cached_property
+    def objects(self) -> ObjectStore:
+        """The directory-version (object) half of the store."""
+        from .obj import ObjectStore
+
+        return ObjectStore(self._backend)
+
+    # -- row datasets ---------------------------------------------------------------
+
+    def open_dataset(
+        self,
+        namespace: str,
+        key: str,
+        mode: str = "r",
+        version: Any = "latest",
+        serialization: Serializer | type[Serializer] | str | None = None,
+        **kwargs: Any,
+    ) -> RowDataset:
+        """Open a row dataset for reading (``mode="r"``) or appending (``mode="w"``).
+
+        ``version="latest"`` is the version most recently opened for writing; opening a
+        new dataset for writing needs an explicit version. ``serialization`` is a
+        :class:`Serializer`, a Serializer class or a registered name (default JSON).
+        Other options: ``buffer_size`` (write/read buffer bytes), ``max_file_size``
+        (bytes per block file, default 128 MiB).
+        """
+        return self.rows.open_dataset(namespace, key, mode, version, serialization, **kwargs)
+
+    def open(self, *args: Any, **kwargs: Any) -> RowDataset:
+        """Alias of :meth:`open_dataset` (the name the kara-storage README uses)."""
+        return self.open_dataset(*args, **kwargs)
+
+    def get_row_meta(self, namespace: str, key: str) -> dict[str, Any]:
+        """Return ``meta.json`` of a row dataset (``latest``, ``versions``, ``api``)."""
+        return self.rows.get_meta(namespace, key)
+
+    def put_row_meta(self, namespace: str, key: str, meta: dict[str, Any]) -> None:
+        """Replace ``meta.json`` of a row dataset (atomically)."""
+        self.rows.put_meta(namespace, key, meta)
+
+    # -- directory versions ---------------------------------------------------------
+
+    def save_directory(
+        self, namespace: str, key: str, local_path: str, version: Any = None, progress_bar: bool = True, **kwargs: Any
+    ) -> str:
+        """Save the folder ``local_path`` as a version and return the version name."""
+        return self.objects.save_directory(namespace, key, local_path, version, progress_bar=progress_bar, **kwargs)
+
+    def load_directory(
+        self,
+        namespace: str,
+        key: str,
+        local_path: str,
+        version: Any = "latest",
+        progress_bar: bool = True,
+        **kwargs: Any,
+    ) -> str:
+        """Load a saved version into the folder ``local_path`` and return the version name."""
+        return self.objects.load_directory(namespace, key, local_path, version, progress_bar=progress_bar, **kwargs)
+
+    def get_object_meta(self, namespace: str, key: str) -> dict[str, Any]:
+        """Return ``meta.json`` of a saved directory (``latest``, ``versions``, ``api``)."""
+        return self.objects.get_meta(namespace, key)
+
+    def put_object_meta(self, namespace: str, key: str, meta: dict[str, Any]) -> None:
+        """Replace ``meta.json`` of a saved directory (atomically)."""
+        self.objects.put_meta(namespace, key, meta)
+
+    # -- listing ----------------------------------------------------------------------
+
+    def _half(self, kind: str) -> RowStore | ObjectStore:
+        if kind not in ("row", "obj"):
+            raise ValueError(f"kind must be 'row' or 'obj', got {kind!r}")
+        return self.rows if kind == "row" else self.objects
+
+    def list_namespaces(self, kind: str = "row") -> list[str]:
+        """Return the namespaces holding row datasets (``kind="row"``) or objects (``"obj"``)."""
+        return self._half(kind).list_namespaces()
+
+    def list_keys(self, namespace: str, kind: str = "row") -> list[str]:
+        """Return the dataset (or object) keys of ``namespace``."""
+        return self._half(kind).list_keys(namespace)
+
+    def list_versions(self, namespace: str, key: str, kind: str = "row") -> list[str]:
+        """Return the versions of a dataset (or object) in creation order."""
+        return self._half(kind).list_versions(namespace, key)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the backend's resources (connections, thread pools)."""
+        self._backend.close()
+
+    def __enter__(self) -> KaraStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KaraStorage({self.url!r})"

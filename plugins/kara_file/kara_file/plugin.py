@@ -1,0 +1,20 @@
+"""Entry point of kara-file: registers the ``file`` scheme (cheap to import)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kara_core import hookimpl
+
+
+def _factory(url, options):  # type: ignore[no-untyped-def]
+    from .backend import FileBackend
+
+    return FileBackend.from_url(url, options)
+
+
+@hookimpl
+def kara_register_backends(register: Callable[..., None]) -> None:
+    from .backend import FileOptions
+
+    register("file", _factory, FileOptions, "local or shared filesystem: file:///abs/path or file://relative/path")
