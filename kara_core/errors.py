@@ -47,8 +47,7 @@ class UnknownSchemeError(KaraError, ValueError):
         self.scheme = scheme
         names = ", ".join(sorted(installed)) or "none"
         super().__init__(
-            f"unknown store scheme {scheme + '://'!r} in {url!r}: no kara plugin provides it "
-            f"(installed: {names})"
+            f"unknown store scheme {scheme + '://'!r} in {url!r}: no kara plugin provides it (installed: {names})"
         )
 
 
@@ -88,9 +87,7 @@ class VersionNotFoundError(NotFoundError, ValueError):
         versions = list(available)
         shown = ", ".join(repr(v) for v in versions[-10:]) or "none"
         more = f" (and {len(versions) - 10} more)" if len(versions) > 10 else ""
-        super().__init__(
-            f"version {version!r} of {namespace}/{key} does not exist; available: {shown}{more}"
-        )
+        super().__init__(f"version {version!r} of {namespace}/{key} does not exist; available: {shown}{more}")
 
 
 class VersionExistsError(KaraError, ValueError):

@@ -33,7 +33,14 @@ class KaraStorage:
             self._backend = url
         else:
             self._backend = open_backend(url, **options)
+        self._source = url
+        self._options = options
         self.url = self._backend.url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles as "how to open it again", so DataLoader workers and other processes
+        # open their own connections. A Backend instance is pickled as it is.
+        return (_reopen, (self._source, self._options))
 
     @property
     def backend(self) -> Backend:
@@ -153,3 +160,7 @@ class KaraStorage:
 
     def __repr__(self) -> str:
         return f"KaraStorage({self.url!r})"
+
+
+def _reopen(source: str | Backend, options: dict[str, Any]) -> KaraStorage:
+    return KaraStorage(source, **options)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -80,7 +79,6 @@ class FileBackend(Backend):
         self.root = os.path.abspath(root)
         self.options = options or FileOptions()
         self.url = "file://" + self.root
-        self._dir_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: StoreURL, options: FileOptions) -> FileBackend:

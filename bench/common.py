@@ -1,0 +1,80 @@
+"""Shared pieces of the benchmarks: workloads, timing, the kara-storage 2.1.5 runner, tables.
+
+Every benchmark runs kara and kara-storage 2.1.5 on the same workload in the same run.
+2.1.5 runs in its own virtualenv (it forces the multiprocessing start method on import),
+found through ``KARA_215_PYTHON`` or ``.venv-k215/bin/python``; ``scripts/bench`` sets it up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "bench", ".work")
+
+
+def small_record(i: int) -> dict[str, Any]:
+    """One record of the row workload (the 200,000-record dataset of bench/row.py)."""
+    return {"id": i, "text": "sample text number %d " % i * 4, "tokens": list(range(i % 32))}
+
+
+def k215_python() -> str:
+    """Path of the Python interpreter that has kara-storage 2.1.5 installed."""
+    path = os.environ.get("KARA_215_PYTHON") or os.path.join(ROOT, ".venv-k215", "bin", "python")
+    if not os.path.exists(path):
+        sys.exit(f"kara-storage 2.1.5 not found at {path}: run scripts/bench (it creates .venv-k215)")
+    return path
+
+
+def run_k215(code: str, params: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    """Run ``code`` under kara-storage 2.1.5; it reads ``PARAMS`` and prints one JSON line last."""
+    prelude = "import json, sys, time\nPARAMS = json.loads(sys.stdin.read())\n"
+    proc = subprocess.run(
+        [k215_python(), "-c", prelude + code],
+        input=json.dumps(params),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kara-storage 2.1.5 run failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def timer(results: dict[str, float], name: str) -> Iterator[None]:
+    """Store the wall time of the block in ``results[name]`` (seconds)."""
+    start = time.perf_counter()
+    yield
+    results[name] = time.perf_counter() - start
+
+
+def best_of(n: int, fn: Callable[[], float]) -> float:
+    """Run ``fn`` (which returns seconds) ``n`` times and return the smallest time."""
+    return min(fn() for _ in range(n))
+
+
+def workdir(name: str) -> str:
+    """A fresh scratch directory under bench/.work (git-ignored)."""
+    os.makedirs(WORK, exist_ok=True)
+    return tempfile.mkdtemp(prefix=name + "-", dir=WORK)
+
+
+def print_table(title: str, rows: list[tuple[str, float, float, float | None]]) -> None:
+    """Print ``(workload, kara seconds, 2.1.5 seconds, target ratio)`` rows with speedups."""
+    print(f"\n{title}")
+    print(f"{'workload':<44} {'kara s':>10} {'2.1.5 s':>10} {'speedup':>9} {'target':>8}  ok")
+    for name, ours, theirs, target in rows:
+        ratio = theirs / ours if ours > 0 else float("inf")
+        goal = f"{target:.1f}x" if target else "-"
+        ok = "yes" if target is None or ratio >= target else "NO"
+        print(f"{name:<44} {ours:>10.3f} {theirs:>10.3f} {ratio:>8.2f}x {goal:>8}  {ok}")
