@@ -100,4 +100,6 @@ def open_backend(url: str, **options: Any) -> Backend:
     parsed = parse_store_url(url)
     spec = get_backend_spec(parsed.scheme, url)
     validated = validate_options(parsed.scheme, spec.options_model, options)
-    return spec.factory(parsed, validated)
+    backend = spec.factory(parsed, validated)
+    backend._kara_reopen = (url, dict(options))
+    return backend
