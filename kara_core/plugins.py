@@ -23,9 +23,9 @@ from . import hookspecs
 from .errors import MissingPluginError, PluginLoadError, UnknownSchemeError
 
 __all__ = [
-    "BackendSpec",
     "ENTRY_POINT_GROUP",
     "KNOWN_SCHEMES",
+    "BackendSpec",
     "PluginInfo",
     "get_backend_spec",
     "get_integration",
@@ -122,7 +122,7 @@ class _Registry:
             try:
                 plugin = ep.load()
                 self.pm.register(plugin, name=ep.name)
-            except Exception as exc:  # noqa: BLE001 - isolation is the point
+            except Exception as exc:
                 detail = "".join(traceback.format_exception(exc))
                 info.error = f"{type(exc).__name__}: {exc}"
                 self.errors[ep.name] = detail
@@ -183,7 +183,7 @@ class _Registry:
                 self._current = impl.plugin_name
                 try:
                     impl.function(register=register)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     message = f"kara plugin {impl.plugin_name!r} failed in {hook_name}: {exc!r}"
                     self.errors[impl.plugin_name] = "".join(traceback.format_exception(exc))
                     self.infos[impl.plugin_name].error = message

@@ -116,7 +116,7 @@ class FileBackend(Backend):
 
     def open_read(self, path: str, start: int = 0) -> BinaryIO:
         try:
-            fh = open(self._full(path), "rb")  # noqa: SIM115 - the caller closes the stream
+            fh = open(self._full(path), "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFoundError(f"{self.url}/{path} does not exist") from None
         if start:

@@ -1,0 +1,76 @@
+"""kara-file: the conformance suite, plus what only a local filesystem can show."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from kara_file import FileBackend
+
+from kara_core.backend import Backend
+from kara_core.errors import ConfigurationError
+from kara_core.testing import BackendConformance
+from kara_core.url import open_backend
+
+
+class TestFileBackendConformance(BackendConformance):
+    @pytest.fixture
+    def backend(self, tmp_path) -> Backend:
+        return open_backend(f"file://{tmp_path}/store")
+
+
+def test_relative_url_is_relative_to_the_working_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = open_backend("file://my/database")
+    assert isinstance(backend, FileBackend)
+    assert backend.root == str(tmp_path / "my" / "database")
+
+
+def test_absolute_url_keeps_its_path(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}/abs")
+    assert backend.root == str(tmp_path / "abs")
+    assert backend.url == f"file://{tmp_path}/abs"
+
+
+def test_empty_location_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="names no directory"):
+        open_backend("file://")
+
+
+def test_local_path_points_at_the_real_file(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}")
+    backend.put("a/b.bin", b"data")
+    path = backend.local_path("a/b.bin")
+    assert path == str(tmp_path / "a" / "b.bin")
+    with open(path, "rb") as fh:
+        assert fh.read() == b"data"
+
+
+def test_failed_put_leaves_the_old_object_and_no_temp_files(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}")
+    backend.put("obj", b"old")
+
+    class Exploding:
+        def read(self, n: int) -> bytes:
+            raise RuntimeError("source failed mid-stream")
+
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        backend.put("obj", Exploding())  # type: ignore[arg-type]
+    assert backend.read("obj") == b"old"
+    assert os.listdir(tmp_path) == ["obj"]
+
+
+def test_temp_files_of_an_interrupted_put_are_not_listed(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}")
+    backend.put("dir/real", b"x")
+    (tmp_path / "dir" / ".real.kara-tmp-deadbeef").write_bytes(b"partial")
+    assert list(backend.list("dir/")) == ["dir/real"]
+
+
+def test_fsync_can_be_turned_off_for_scratch_stores(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}", fsync=False)
+    assert backend.options.fsync is False
+    appender = backend.open_append("x.blk")
+    appender.append(b"abc")
+    appender.close()
+    assert backend.read("x.blk") == b"abc"
