@@ -167,7 +167,8 @@ class Backend(ABC):
     # -- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Release connections and other resources (the default does nothing)."""
+        """Release connections and other resources (the default has none to release)."""
+        return None
 
     def __enter__(self) -> Backend:
         return self
