@@ -1,0 +1,72 @@
+"""Store URLs: parsing, routing to the plugin of the scheme, option validation."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from kara_core import KaraStorage
+from kara_core.errors import ConfigurationError, UnknownSchemeError
+from kara_core.url import parse_store_url
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "location"),
+    [
+        ("file:///data/store", "file", "/data/store"),
+        ("file://relative/store", "file", "relative/store"),
+        (
+            "oss://oss-cn-beijing.aliyuncs.com/bucket/some/prefix",
+            "oss",
+            "oss-cn-beijing.aliyuncs.com/bucket/some/prefix",
+        ),
+        ("https://host:8443/prefix", "https", "host:8443/prefix"),
+        ("HTTP://Host/prefix", "http", "Host/prefix"),
+    ],
+)
+def test_urls_split_into_scheme_and_location(url: str, scheme: str, location: str) -> None:
+    parsed = parse_store_url(url)
+    assert (parsed.scheme, parsed.location) == (scheme, location)
+
+
+@pytest.mark.parametrize("url", ["/data/store", "data/store", "file:/data/store", ""])
+def test_a_string_without_scheme_separator_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="is not a store URL"):
+        parse_store_url(url)
+
+
+@pytest.mark.parametrize("url", ["9p://x/y", "fi le://x", "file://a\nb"])
+def test_malformed_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid store URL"):
+        parse_store_url(url)
+
+
+def test_a_non_string_url_is_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="must be a string"):
+        parse_store_url(42)  # type: ignore[arg-type]
+
+
+def test_unknown_options_name_the_valid_ones(tmp_path) -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown option 'app_key'.*valid options: fsync"):
+        KaraStorage(f"file://{tmp_path}", app_key="abc")
+
+
+def test_option_errors_never_echo_the_value(tmp_path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        KaraStorage(f"file://{tmp_path}", fsync="s3cr3t-value-that-must-not-leak")
+    assert "s3cr3t" not in str(info.value)
+    assert "fsync" in str(info.value)
+
+
+def test_unknown_scheme_through_the_facade() -> None:
+    with pytest.raises(UnknownSchemeError):
+        KaraStorage("ftp://host/path")
+
+
+def test_the_facade_pickles_as_the_url_that_reopens_it(tmp_path) -> None:
+    storage = KaraStorage(f"file://{tmp_path}/store")
+    storage.backend.put("x", b"1")
+    clone = pickle.loads(pickle.dumps(storage))
+    assert clone.url == storage.url
+    assert clone.backend.read("x") == b"1"
