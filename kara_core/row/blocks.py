@@ -1,0 +1,337 @@
+"""Block streams: the ``N.blk`` files of one folder read and written as one byte stream.
+
+Readers come in two kinds, picked from the backend's capabilities:
+
+- :class:`MappedBlocks` (``capabilities.local_path``): every block is mmapped read-only,
+  so a record read is one slice of mapped memory (no system call, no request).
+- :class:`RemoteBlocks` (everything else): ranged reads through the backend; sequential
+  readers get large read-ahead windows with the next window prefetched by a background
+  thread, index lookups go through a small page cache, so no request is made per record.
+
+Both only ever expose bytes ``[0, limit)`` of the stream: the part the index vouches for.
+Anything past it (the torn tail of a crashed writer) is never read.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from bisect import bisect_right
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+from ..backend import Appender, Backend
+from ..errors import CorruptDatasetError
+
+__all__ = [
+    "BlockReader",
+    "BlockWriter",
+    "MappedBlocks",
+    "RemoteBlocks",
+    "block_path",
+    "open_blocks",
+    "probe_blocks",
+    "truncate_stream",
+]
+
+#: Bytes fetched per read-ahead request on remote stores (one more is prefetched).
+READ_AHEAD = 8 * 1024 * 1024
+#: Page size and page count of the remote index cache used by random access.
+PAGE_SIZE = 64 * 1024
+PAGE_CACHE_PAGES = 256
+
+
+def block_path(prefix: str, number: int) -> str:
+    """Path of block ``number`` in the folder ``prefix`` (which ends with ``/``)."""
+    return f"{prefix}{number}.blk"
+
+
+def probe_blocks(backend: Backend, prefix: str) -> list[int]:
+    """Sizes of ``0.blk``, ``1.blk``, ... up to the first missing one (as 2.x finds them)."""
+    sizes: list[int] = []
+    while (size := backend.size(block_path(prefix, len(sizes)))) is not None:
+        sizes.append(size)
+    return sizes
+
+
+class BlockReader(Protocol):
+    """Read access to bytes ``[0, limit)`` of a block stream; safe to share between threads."""
+
+    limit: int
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``, fetched exactly (random access)."""
+        ...
+
+    def read_ahead(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` for a reader moving forward: later ranges are prefetched."""
+        ...
+
+    def read_paged(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a small range, through a cache of fixed-size pages."""
+        ...
+
+    def close(self) -> None:
+        """Release maps, connections and threads."""
+        ...
+
+
+def _starts(sizes: list[int]) -> list[int]:
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += size
+    return starts
+
+
+class MappedBlocks:
+    """A block stream on local files, every block mmapped (zero system calls per read)."""
+
+    def __init__(self, backend: Backend, prefix: str, sizes: list[int], limit: int) -> None:
+        self.limit = limit
+        self.prefix = prefix
+        self._maps: list[mmap.mmap] = []
+        self._starts: list[int] = []
+        for number, start in enumerate(_starts(sizes)):
+            length = min(sizes[number], limit - start)
+            if length <= 0:
+                continue
+            path = backend.local_path(block_path(prefix, number))
+            assert path is not None
+            with open(path, "rb") as fh:
+                self._maps.append(mmap.mmap(fh.fileno(), length, access=mmap.ACCESS_READ))
+            self._starts.append(start)
+        #: The single map holding the whole stream, when there is one (the common case).
+        self.single: mmap.mmap | None = self._maps[0] if self._starts == [0] else None
+
+    def read(self, start: int, end: int) -> bytes:
+        if self.single is not None:
+            return self.single[start:end]
+        if start >= end:
+            return b""
+        number = bisect_right(self._starts, start) - 1
+        base = self._starts[number]
+        block = self._maps[number]
+        if end - base <= len(block):
+            return block[start - base : end - base]
+        parts = []
+        while start < end:
+            base, block = self._starts[number], self._maps[number]
+            piece = block[start - base : end - base]
+            parts.append(piece)
+            start += len(piece)
+            number += 1
+        return b"".join(parts)
+
+    read_ahead = read
+    read_paged = read
+
+    def close(self) -> None:
+        for mapped in self._maps:
+            try:
+                mapped.close()
+            except BufferError:
+                # A memoryview someone still holds keeps the map alive; the GC frees it.
+                pass
+        self._maps = []
+        self.single = None
+
+
+class _Window:
+    __slots__ = ("data", "end", "start")
+
+    def __init__(self, start: int, data: bytes) -> None:
+        self.start, self.data, self.end = start, data, start + len(data)
+
+
+class RemoteBlocks:
+    """A block stream on a remote store: ranged reads, read-ahead with prefetch, page cache."""
+
+    def __init__(self, backend: Backend, prefix: str, sizes: list[int], limit: int, window: int = READ_AHEAD) -> None:
+        self.limit = limit
+        self.prefix = prefix
+        self._backend = backend
+        self._sizes = sizes
+        self._starts = _starts(sizes)
+        self._window_size = max(window, PAGE_SIZE)
+        self._lock = threading.Lock()
+        self._current: _Window | None = None
+        self._next: tuple[int, int, Future[bytes]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pages: OrderedDict[int, bytes] = OrderedDict()
+
+    def read(self, start: int, end: int) -> bytes:
+        end = min(end, self.limit)
+        if start >= end:
+            return b""
+        number = bisect_right(self._starts, start) - 1
+        parts = []
+        position = start
+        while position < end:
+            base = self._starts[number]
+            stop = min(end, base + self._sizes[number])
+            path = block_path(self.prefix, number)
+            piece = self._backend.read(path, position - base, stop - base)
+            if len(piece) != stop - position:
+                raise CorruptDatasetError(
+                    f"{self._backend.url}/{path}",
+                    position - base,
+                    f"expected {stop - position} bytes, the store returned {len(piece)} (block shrank?)",
+                )
+            parts.append(piece)
+            position = stop
+            number += 1
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _prefetch(self, start: int) -> None:
+        end = min(self.limit, start + self._window_size)
+        if start >= end:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kara-read-ahead")
+        self._next = (start, end, self._pool.submit(self.read, start, end))
+
+    def read_ahead(self, start: int, end: int) -> bytes:
+        end = min(end, self.limit)
+        if start >= end:
+            return b""
+        with self._lock:
+            current = self._current
+            if current is None or not (current.start <= start < current.end):
+                pending = self._next
+                if pending is not None and pending[0] <= start < pending[1]:
+                    current = _Window(pending[0], pending[2].result())
+                else:
+                    if pending is not None:
+                        pending[2].cancel()
+                    fetched_end = min(self.limit, max(end, start + self._window_size))
+                    current = _Window(start, self.read(start, fetched_end))
+                self._current = current
+                self._prefetch(current.end)
+            if end <= current.end:
+                return current.data[start - current.start : end - current.start]
+            # The range runs past this window: take its tail and continue in the next one.
+            head = current.data[start - current.start :]
+            self._current = None
+        return head + self.read_ahead(current.end, end)
+
+    def read_paged(self, start: int, end: int) -> bytes:
+        end = min(end, self.limit)
+        if start >= end:
+            return b""
+        first, last = start // PAGE_SIZE, (end - 1) // PAGE_SIZE
+        parts = [self._page(number) for number in range(first, last + 1)]
+        joined = parts[0] if len(parts) == 1 else b"".join(parts)
+        offset = first * PAGE_SIZE
+        return joined[start - offset : end - offset]
+
+    def _page(self, number: int) -> bytes:
+        with self._lock:
+            page = self._pages.get(number)
+            if page is not None:
+                self._pages.move_to_end(number)
+                return page
+        start = number * PAGE_SIZE
+        page = self.read(start, min(self.limit, start + PAGE_SIZE))
+        with self._lock:
+            self._pages[number] = page
+            if len(self._pages) > PAGE_CACHE_PAGES:
+                self._pages.popitem(last=False)
+        return page
+
+    def close(self) -> None:
+        with self._lock:
+            self._current = None
+            self._next = None
+            self._pages.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+def open_blocks(backend: Backend, prefix: str, sizes: list[int], limit: int) -> MappedBlocks | RemoteBlocks:
+    """A reader of bytes ``[0, limit)`` of the block stream in ``prefix``: mmapped if local."""
+    if backend.capabilities.local_path and backend.local_path(block_path(prefix, 0)) is not None:
+        return MappedBlocks(backend, prefix, sizes, limit)
+    return RemoteBlocks(backend, prefix, sizes, limit)
+
+
+class BlockWriter:
+    """Appends to a block stream, cutting blocks at exactly ``max_file_size`` bytes.
+
+    Like 2.x, a writer continues the last block of the stream and creates the next
+    (empty) block as soon as one is full, so what it leaves on storage is byte for byte
+    what 2.x would have left.
+    """
+
+    def __init__(self, backend: Backend, prefix: str, sizes: list[int], max_file_size: int) -> None:
+        self._backend = backend
+        self._prefix = prefix
+        self._max = max_file_size
+        self._number = max(len(sizes) - 1, 0)
+        self._appender: Appender = backend.open_append(block_path(prefix, self._number))
+        self._position = self._appender.position
+        self.total = sum(sizes[:-1]) + self._position
+        if self._position >= self._max:
+            self._roll()
+
+    def _roll(self) -> None:
+        self._appender.close()
+        self._number += 1
+        self._appender = self._backend.open_append(block_path(self._prefix, self._number))
+        self._position = self._appender.position
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` (not yet durable: see :meth:`flush`)."""
+        view = memoryview(data)
+        size = len(view)
+        while view:
+            room = self._max - self._position
+            if len(view) <= room:
+                self._appender.append(view)
+                self._position += len(view)
+                view = view[len(view) :]
+            else:
+                self._appender.append(view[:room])
+                self._position += room
+                view = view[room:]
+            if self._position >= self._max:
+                self._roll()
+        self.total += size
+
+    def flush(self) -> None:
+        """Make everything written so far durable and visible."""
+        self._appender.flush()
+
+    def close(self) -> None:
+        """Flush and close the current block."""
+        self._appender.close()
+
+
+def truncate_stream(backend: Backend, prefix: str, sizes: list[int], new_total: int) -> list[int]:
+    """Cut the block stream to ``new_total`` bytes and return the new block sizes.
+
+    Blocks wholly past the cut are deleted (the highest first, so a crash half way never
+    leaves a gap in the numbering); the block holding the cut is truncated in place on
+    local files, or rewritten with its kept prefix through an atomic ``put`` on stores
+    that cannot truncate.
+    """
+    starts = _starts(sizes)
+    kept = list(sizes)
+    for number in range(len(sizes) - 1, -1, -1):
+        start = starts[number]
+        path = block_path(prefix, number)
+        if start >= new_total and number > 0:
+            backend.delete(path)
+            kept.pop()
+        elif start + sizes[number] > new_total:
+            keep = new_total - start
+            local = backend.local_path(path) if backend.capabilities.local_path else None
+            if local is not None:
+                os.truncate(local, keep)
+            else:
+                backend.put(path, backend.read(path, 0, keep))
+            kept[number] = keep
+    return kept

@@ -1,0 +1,357 @@
+"""RowDataset: the kara-storage 2.x row dataset API over a snapshot (read) or a writer (write)."""
+
+from __future__ import annotations
+
+import io
+import operator
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..backend import Backend
+from ..errors import ConfigurationError, DatasetClosedError, ModeError
+from ..serialization import Serializer
+from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
+from .writer import RowWriter
+
+__all__ = ["RowDataset"]
+
+
+class RowDataset:
+    """One version of a row dataset, opened for reading (``"r"``) or appending (``"w"``).
+
+    Get one from :meth:`KaraStorage.open_dataset`. A reader sees the records that were
+    complete when it was opened. Every method is thread-safe; the read cursor
+    (``read``/``seek``/``tell``/iteration) is shared by the threads using the object,
+    while ``ds[i]``, ``pread`` and :meth:`read_raw_range` do not touch it.
+
+    A dataset opened for reading pickles as a small description (backend, namespace,
+    key, pinned version, serializer, slice bounds, cursor) and reopens itself when
+    unpickled, so it can be handed to other processes (DataLoader workers).
+    """
+
+    namespace: str
+    key: str
+    version: str
+    mode: str
+    serializer: Serializer
+    backend: Backend
+
+    def __init__(
+        self,
+        backend: Backend,
+        namespace: str,
+        key: str,
+        version: str,
+        serializer: Serializer,
+        options: dict[str, int],
+        *,
+        snapshot: Snapshot | None = None,
+        writer: RowWriter | None = None,
+        begin: int = 0,
+        end: int | None = None,
+    ) -> None:
+        self.backend = backend
+        self.namespace = namespace
+        self.key = key
+        self.version = version
+        self.serializer = serializer
+        self.mode = "w" if writer is not None else "r"
+        self._options = options
+        self._serialize = serializer.serialize
+        self._deserialize = serializer.deserialize
+        self._lock = threading.Lock()
+        self._closed = False
+        self._snap = snapshot
+        self._writer = writer
+        count = snapshot.count if snapshot is not None else 0
+        self._begin = min(max(begin, 0), count)
+        self._end = count if end is None else min(max(end, self._begin), count)
+        self._pos = self._begin
+        self._batch: list[bytes] = []
+        self._bpos = 0
+
+    # -- state and errors ----------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def _unreadable(self) -> Exception:
+        if self._closed:
+            return DatasetClosedError(f"dataset {self._name()} is closed")
+        return ModeError(f"dataset {self._name()} was opened for writing (mode 'w'); open it with mode 'r' to read")
+
+    def _unwritable(self) -> Exception:
+        if self._closed:
+            return DatasetClosedError(f"dataset {self._name()} is closed")
+        return ModeError(f"dataset {self._name()} was opened for reading (mode 'r'); open it with mode 'w' to append")
+
+    def _name(self) -> str:
+        return f"{self.namespace}/{self.key} version {self.version!r}"
+
+    def _reader(self) -> Snapshot:
+        snap = self._snap
+        if snap is None:
+            raise self._unreadable()
+        return snap
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self, obj: Any) -> bool:
+        """Append one record (buffered until :meth:`flush` or :meth:`close`); return True."""
+        raw = self._serialize(obj)
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                raise self._unwritable()
+            writer.append(raw)
+        return True
+
+    def write_many(self, objs: Iterable[Any]) -> int:
+        """Append every record of ``objs`` (faster than one ``write`` each); return the count."""
+        serialize = self._serialize
+        total = 0
+        chunk: list[bytes] = []
+        for obj in objs:
+            chunk.append(serialize(obj))
+            if len(chunk) >= BATCH_RECORDS:
+                total += self._append_many(chunk)
+                chunk = []
+        return total + self._append_many(chunk)
+
+    def _append_many(self, raws: list[bytes]) -> int:
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                raise self._unwritable()
+            writer.append_many(raws)
+        return len(raws)
+
+    def flush(self) -> None:
+        """Make every record written so far durable and visible to new readers."""
+        with self._lock:
+            if self._closed:
+                raise DatasetClosedError(f"dataset {self._name()} is closed")
+            if self._writer is not None:
+                self._writer.flush()
+
+    def close(self) -> None:
+        """Flush (when writing), release files, threads and the writer lock. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            writer, self._writer = self._writer, None
+            snap, self._snap = self._snap, None
+            self._batch = []
+            self._bpos = 0
+        if writer is not None:
+            writer.close()
+        if snap is not None:
+            snap.release()
+
+    def __enter__(self) -> RowDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # As in 2.x, a dataset dropped without close() is closed (and flushed) here.
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    # -- sequential reading ----------------------------------------------------------
+
+    def _next_raw(self) -> bytes | None:
+        with self._lock:
+            if self._bpos >= len(self._batch):
+                snap = self._reader()
+                if self._pos >= self._end:
+                    return None
+                stop = min(self._end, self._pos + BATCH_RECORDS)
+                self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES)
+                self._bpos = 0
+            raw = self._batch[self._bpos]
+            self._bpos += 1
+            self._pos += 1
+        return raw
+
+    def read(self) -> Any:
+        """Return the next record, or None at the end."""
+        raw = self._next_raw()
+        return None if raw is None else self._deserialize(raw)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield the records from the cursor to the end, moving the cursor along."""
+        next_raw, deserialize = self._next_raw, self._deserialize
+        while (raw := next_raw()) is not None:
+            yield deserialize(raw)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the cursor and return its new position (records from the start).
+
+        ``whence`` 0: ``offset`` from the start; 1: from the cursor; 2: ``offset``
+        records back from the end (``seek(0, 2)`` is the end). The result is clamped
+        into ``[0, len(self)]``.
+        """
+        offset = operator.index(offset)
+        with self._lock:
+            self._reader()
+            if whence == io.SEEK_SET:
+                target = self._begin + offset
+            elif whence == io.SEEK_CUR:
+                target = self._pos + offset
+            elif whence == io.SEEK_END:
+                target = self._end - offset
+            else:
+                raise ConfigurationError(f"whence must be 0, 1 or 2, got {whence!r}")
+            self._pos = min(max(target, self._begin), self._end)
+            self._batch = []
+            self._bpos = 0
+            return self._pos - self._begin
+
+    def tell(self) -> int:
+        """Position of the cursor (records from the start of this dataset or slice)."""
+        with self._lock:
+            self._reader()
+            return self._pos - self._begin
+
+    # -- random access ---------------------------------------------------------------
+
+    def __getitem__(self, index: int) -> Any:
+        """Record ``index`` (negative counts from the end); IndexError when out of range."""
+        snap = self._snap
+        if snap is None:
+            raise self._unreadable()
+        i = operator.index(index)
+        length = self._end - self._begin
+        if i < 0:
+            i += length
+        if not 0 <= i < length:
+            raise IndexError(f"record {index} is out of range for dataset {self._name()} of {length} records")
+        return self._deserialize(snap.raw(self._begin + i))
+
+    def pread(self, index: int) -> Any:
+        """Record ``index`` without moving the cursor (same as ``ds[index]``)."""
+        return self[index]
+
+    def read_raw_range(self, start: int, stop: int) -> list[bytes]:
+        """The serialized bytes of records ``[start, stop)``, clamped like a list slice.
+
+        One index read and one data read, whatever the number of records: the batch
+        accessor for loaders that deserialize (or pass bytes on) themselves.
+        """
+        snap = self._reader()
+        length = self._end - self._begin
+        start = min(max(operator.index(start), 0), length)
+        stop = min(max(operator.index(stop), start), length)
+        return snap.raw_range(self._begin + start, self._begin + stop, False)
+
+    def raw_record_bounds(self, start: int, stop: int) -> list[int]:
+        """Byte offsets, in the data stream, of records ``[start, stop)``: ``stop-start+1`` ints.
+
+        Record ``start + k`` spans ``[bounds[k], bounds[k + 1])``; loaders use it to size
+        batches by bytes before reading them.
+        """
+        snap = self._reader()
+        length = self._end - self._begin
+        start = min(max(operator.index(start), 0), length)
+        stop = min(max(operator.index(stop), start), length)
+        first = self._begin + start
+        return [snap.end(first - 1), *snap.ends(first, self._begin + stop, False)]
+
+    def slice(self, start: int = 0, length: int | None = None) -> RowDataset:
+        """A dataset over records ``[start, start + length)`` of this one, with its own cursor."""
+        start = operator.index(start)
+        if start < 0 or (length is not None and length < 0):
+            raise ConfigurationError(f"slice start and length must be >= 0, got {start} and {length}")
+        with self._lock:
+            snap = self._reader()
+            begin = min(self._begin + start, self._end)
+            end = self._end if length is None else min(begin + length, self._end)
+            return RowDataset(
+                self.backend,
+                self.namespace,
+                self.key,
+                self.version,
+                self.serializer,
+                self._options,
+                snapshot=snap.share(),
+                begin=begin,
+                end=end,
+            )
+
+    # -- sizes -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of records (in this slice; when writing, in the version so far)."""
+        writer = self._writer
+        if writer is not None:
+            return writer.count
+        return self._end - self._begin
+
+    def size(self) -> int:
+        """Same as ``len(ds)`` (the 2.x name)."""
+        return len(self)
+
+    def nbytes(self) -> int:
+        """Bytes of serialized records in this dataset (or slice)."""
+        writer = self._writer
+        if writer is not None:
+            return writer.end
+        snap = self._reader()
+        if self._end == self._begin:
+            return 0
+        return snap.end(self._end - 1) - snap.end(self._begin - 1)
+
+    # -- pickling --------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.mode != "r":
+            raise TypeError(
+                f"dataset {self._name()} is open for writing and cannot be pickled: only one process "
+                "may write a version; close it and pickle a dataset opened with mode 'r'"
+            )
+        if self._closed:
+            raise TypeError(f"dataset {self._name()} is closed and cannot be pickled")
+        return (
+            _reopen,
+            (
+                self.backend,
+                self.namespace,
+                self.key,
+                self.version,
+                self.serializer,
+                self._options,
+                self._begin,
+                self._end,
+                self._pos,
+            ),
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self)} records"
+        return f"<RowDataset {self._name()} mode={self.mode!r} {state} on {self.backend.url}>"
+
+
+def _reopen(
+    backend: Backend,
+    namespace: str,
+    key: str,
+    version: str,
+    serializer: Serializer,
+    options: dict[str, int],
+    begin: int,
+    end: int,
+    position: int,
+) -> RowDataset:
+    from .store import RowStore
+
+    whole = RowStore(backend).open_dataset(namespace, key, "r", version, serializer, **options)
+    view = whole.slice(begin, end - begin)
+    whole.close()
+    view.seek(position - begin)
+    return view

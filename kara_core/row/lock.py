@@ -1,0 +1,173 @@
+"""Lease locks kept as one object on the store, created with ``put_if_absent``.
+
+A lock object holds who took it (host, pid, the pid's start time, a random token) and
+when. A writer's lock is refreshed by a heartbeat thread. A lock is *stale* when:
+
+- it was taken on this host and its process is gone (or the pid now belongs to a process
+  that started later: pid reuse), or
+- it was taken on another host and its heartbeat is older than the lease (``ttl``), or
+- it has no heartbeat (a short-lived lock, as for ``meta.json`` updates) and is older than
+  the lease.
+
+Breaking a stale lock is itself guarded so that two processes breaking the same stale
+lock at once cannot both end up holding the lock: the breaker first creates a
+``<lock>.break-<token>`` marker with ``put_if_absent`` (only one process can), re-reads
+the lock to check it is still the stale one, deletes it, and then competes for the lock
+like anyone else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from ..backend import Backend
+from ..errors import DatasetLockedError
+
+__all__ = ["LeaseLock"]
+
+_HOST = socket.gethostname()
+
+
+def _process_start(pid: int) -> str | None:
+    # Field 22 of /proc/<pid>/stat is the start time in clock ticks: with the pid it
+    # identifies a process even after the pid is reused. Absent off Linux.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat.rsplit(b")", 1)[-1].split()[19].decode()
+
+
+def _process_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or _process_start(pid) in (None, start)
+
+
+class LeaseLock:
+    """A lock object at ``path`` on ``backend``; ``what`` names the locked thing in errors."""
+
+    def __init__(self, backend: Backend, path: str, what: str, ttl: float, heartbeat: bool) -> None:
+        self.backend = backend
+        self.path = path
+        self.what = what
+        self.ttl = ttl
+        self._heartbeat = heartbeat
+        self._token = uuid.uuid4().hex
+        self._held = False
+        self._created = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Set when the heartbeat finds the lock taken over by someone else.
+        self.lost = False
+
+    def _content(self, created: float) -> bytes:
+        pid = os.getpid()
+        info = {
+            "host": _HOST,
+            "pid": pid,
+            "pid_start": _process_start(pid),
+            "token": self._token,
+            "created": created,
+            "heartbeat": time.time() if self._heartbeat else None,
+            "what": self.what,
+        }
+        return json.dumps(info).encode()
+
+    def _read(self) -> tuple[bytes, dict[str, Any]] | None:
+        raw = self.backend.read_if_exists(self.path)
+        if raw is None:
+            return None
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            info = {}
+        return raw, info if isinstance(info, dict) else {}
+
+    def _is_stale(self, info: dict[str, Any]) -> bool:
+        now = time.time()
+        if not info.get("token"):
+            return True
+        heartbeat = info.get("heartbeat")
+        if heartbeat is None and now - float(info.get("created") or 0) > self.ttl:
+            return True
+        if info.get("host") == _HOST:
+            return not _process_alive(int(info.get("pid") or 0), info.get("pid_start"))
+        return heartbeat is not None and now - float(heartbeat) > self.ttl
+
+    def _break(self, raw: bytes, info: dict[str, Any]) -> None:
+        marker = f"{self.path}.break-{info.get('token') or 'unreadable'}"
+        if not self.backend.put_if_absent(marker, self._content(time.time())):
+            return
+        try:
+            current = self.backend.read_if_exists(self.path)
+            if current == raw:
+                self.backend.delete(self.path)
+        finally:
+            self.backend.delete(marker)
+
+    def describe(self, info: dict[str, Any]) -> str:
+        """A human description of a lock holder."""
+        since = info.get("created")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(since))) if since else "an unknown time"
+        return f"pid {info.get('pid')} on host {info.get('host')} since {when}"
+
+    def acquire(self, timeout: float = 0.0) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds; raise DatasetLockedError if held."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            self._created = time.time()
+            if self.backend.put_if_absent(self.path, self._content(self._created)):
+                self._held = True
+                if self._heartbeat:
+                    self._thread = threading.Thread(target=self._beat, name="kara-lock-heartbeat", daemon=True)
+                    self._thread.start()
+                return
+            found = self._read()
+            if found is None:
+                continue
+            raw, info = found
+            if self._is_stale(info):
+                self._break(raw, info)
+                continue
+            if time.monotonic() >= deadline:
+                raise DatasetLockedError(
+                    f"{self.what} is locked by another writer ({self.describe(info)}); "
+                    f"wait for it to close, or if that process is gone for good and the lock "
+                    f"is not detected as stale, delete {self.backend.url}/{self.path}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            found = self._read()
+            if found is None or found[1].get("token") != self._token:
+                self.lost = True
+                return
+            self.backend.put(self.path, self._content(self._created))
+
+    def release(self) -> None:
+        """Give the lock up (only if this object still holds it)."""
+        if not self._held:
+            return
+        self._held = False
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        found = self._read()
+        if found is not None and found[1].get("token") == self._token:
+            self.backend.delete(self.path)

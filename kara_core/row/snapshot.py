@@ -1,0 +1,209 @@
+"""The read side of one version: the records that were complete when it was opened.
+
+A :class:`Snapshot` is immutable once built and shared (reference counted) by a dataset
+and its slices; every method is safe to call from several threads at once.
+
+Torn tails: a writer that crashed may have left an index whose last entries point past
+the end of the data, or a partial 8-byte entry. The snapshot counts only the records
+whose entry is complete and whose bytes are all present, so such a version opens and
+reads as its last complete record.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import threading
+from array import array
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from ..backend import Backend
+from ..errors import CorruptDatasetError
+from .blocks import MappedBlocks, block_path, open_blocks, probe_blocks
+
+__all__ = ["ENTRY", "Snapshot", "complete_records", "decode_ends"]
+
+#: Size of one index entry (the end offset of a record, unsigned 64-bit little-endian).
+ENTRY = 8
+_LITTLE = sys.byteorder == "little"
+_PAIR = struct.Struct("<QQ")
+_ONE = struct.Struct("<Q")
+#: Records fetched per sequential refill, and the data bytes one refill aims at.
+BATCH_RECORDS = 4096
+BATCH_BYTES = 8 * 1024 * 1024
+
+
+def decode_ends(raw: bytes) -> Sequence[int]:
+    """Decode index bytes into record end offsets."""
+    ends = array("Q", raw)
+    if not _LITTLE:
+        ends.byteswap()
+    return ends
+
+
+def complete_records(entries: int, data_bytes: int, end_of: object) -> int:
+    """How many of the first ``entries`` records have all their bytes in ``data_bytes``.
+
+    ``end_of(i)`` returns the end offset of record i. Ends never decrease, so a binary
+    search finds the last complete record in O(log n) index reads.
+    """
+    lo, hi = 0, entries
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if end_of(mid - 1) <= data_bytes:  # type: ignore[operator]
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class Snapshot:
+    """Read access to records ``[0, count)`` of one version, as stored when it was opened."""
+
+    def __init__(self, backend: Backend, index_prefix: str, data_prefix: str) -> None:
+        self.backend = backend
+        self.index_prefix = index_prefix
+        self.data_prefix = data_prefix
+        index_sizes = probe_blocks(backend, index_prefix)
+        data_sizes = probe_blocks(backend, data_prefix)
+        entries = sum(index_sizes) // ENTRY
+        stored_data = sum(data_sizes)
+        self.index = open_blocks(backend, index_prefix, index_sizes, entries * ENTRY)
+        self.index_blocks = len(index_sizes)
+        self.data_blocks = len(data_sizes)
+        self.stored_index_bytes = sum(index_sizes)
+        self.stored_data_bytes = stored_data
+        self._ends: memoryview | None = None
+        if _LITTLE and isinstance(self.index, MappedBlocks) and self.index.single is not None:
+            self._ends = memoryview(self.index.single).cast("Q")
+        self.count = entries
+        if entries and self.end(entries - 1) > stored_data:
+            self.count = complete_records(entries, stored_data, self.end)
+        self.data_bytes = self.end(self.count - 1) if self.count else 0
+        self.data = open_blocks(backend, data_prefix, data_sizes, self.data_bytes)
+        self._single = self.data.single if isinstance(self.data, MappedBlocks) else None
+        self._mapped = isinstance(self.data, MappedBlocks)
+        self._refs = 1
+        self._refs_lock = threading.Lock()
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def share(self) -> Snapshot:
+        """Take one more reference (a slice sharing this snapshot)."""
+        with self._refs_lock:
+            self._refs += 1
+        return self
+
+    def release(self) -> None:
+        """Drop one reference; the last one unmaps files and stops read-ahead threads."""
+        with self._refs_lock:
+            self._refs -= 1
+            if self._refs:
+                return
+        if self._ends is not None:
+            self._ends.release()
+            self._ends = None
+        self.index.close()
+        self.data.close()
+
+    # -- index ---------------------------------------------------------------------
+
+    def end(self, i: int) -> int:
+        """End offset of record ``i`` in the data stream (``-1``: 0)."""
+        if i < 0:
+            return 0
+        ends = self._ends
+        if ends is not None:
+            return ends[i]
+        return _ONE.unpack(self.index.read_paged(i * ENTRY, (i + 1) * ENTRY))[0]
+
+    def ends(self, start: int, stop: int, sequential: bool) -> Sequence[int]:
+        """End offsets of records ``[start, stop)``."""
+        ends = self._ends
+        if ends is not None:
+            return ends[start:stop]
+        read = self.index.read_ahead if sequential else self.index.read
+        return decode_ends(read(start * ENTRY, stop * ENTRY))
+
+    def _corrupt(self, i: int, start: int, end: int) -> CorruptDatasetError:
+        number, offset = self._index_location(i)
+        return CorruptDatasetError(
+            f"{self.backend.url}/{block_path(self.index_prefix, number)}",
+            offset,
+            f"record {i} ends at data offset {end}, before it starts ({start}): the index is damaged",
+        )
+
+    def _index_location(self, i: int) -> tuple[int, int]:
+        offset = i * ENTRY
+        for number in range(self.index_blocks):
+            size = self.backend.size(block_path(self.index_prefix, number)) or 0
+            if offset < size:
+                return number, offset
+            offset -= size
+        return self.index_blocks - 1, offset
+
+    # -- records -------------------------------------------------------------------
+
+    def raw(self, i: int) -> bytes:
+        """The stored bytes of record ``i`` (the caller checked ``0 <= i < count``)."""
+        ends = self._ends
+        if ends is not None:
+            start = ends[i - 1] if i else 0
+            end = ends[i]
+        elif i:
+            start, end = _PAIR.unpack(self.index.read_paged((i - 1) * ENTRY, (i + 1) * ENTRY))
+        else:
+            start, end = 0, self.end(0)
+        if end < start:
+            raise self._corrupt(i, start, end)
+        single = self._single
+        if single is not None:
+            return single[start:end]
+        return self.data.read(start, end)
+
+    def raw_range(self, start: int, stop: int, sequential: bool, budget: int | None = None) -> list[bytes]:
+        """The stored bytes of records ``[start, stop)``, from one index and one data read.
+
+        With ``budget`` the range may be cut short once it holds ``budget`` data bytes
+        (at least one record is always returned): sequential readers refill by it.
+        """
+        if start >= stop:
+            return []
+        if start:
+            ends = self.ends(start - 1, stop, sequential)
+            first = ends[0]
+            ends = ends[1:]
+        else:
+            ends = self.ends(0, stop, sequential)
+            first = 0
+        if budget is not None and ends[-1] - first > budget:
+            ends = ends[: max(1, bisect_right(ends, first + budget))]
+        last = ends[-1]
+        if last < first:
+            raise self._corrupt(start + len(ends) - 1, first, last)
+        if self._mapped and self._single is None:
+            # Several mapped blocks: one slice per record still copies each byte once.
+            read = self.data.read
+            out = []
+            prev = first
+            for i, end in enumerate(ends):
+                if end < prev:
+                    raise self._corrupt(start + i, prev, end)
+                out.append(read(prev, end))
+                prev = end
+            return out
+        if self._single is not None:
+            buf, base = self._single, 0
+        else:
+            buf = (self.data.read_ahead if sequential else self.data.read)(first, last)
+            base = first
+        out = []
+        prev = first - base
+        for i, end in enumerate(ends):
+            end -= base
+            if end < prev:
+                raise self._corrupt(start + i, prev + base, end + base)
+            out.append(buf[prev:end])
+            prev = end
+        return out

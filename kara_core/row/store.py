@@ -1,0 +1,268 @@
+"""RowStore: opening, listing, describing and verifying the row datasets of one store."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..backend import Backend
+from ..errors import (
+    ConfigurationError,
+    DatasetNotFoundError,
+    ReadOnlyStoreError,
+    VersionNotFoundError,
+)
+from ..serialization import Serializer, resolve_serializer
+from .blocks import block_path, open_blocks, probe_blocks
+from .dataset import RowDataset
+from .layout import (
+    ROW_ROOT,
+    check_name,
+    data_prefix,
+    dataset_prefix,
+    encode_meta,
+    index_prefix,
+    meta_lock_path,
+    meta_path,
+    read_meta,
+)
+from .lock import LeaseLock
+from .snapshot import ENTRY, Snapshot, decode_ends
+from .writer import RowWriter
+
+__all__ = ["DEFAULT_BUFFER_SIZE", "DEFAULT_MAX_FILE_SIZE", "RowStore"]
+
+#: Block size at which a new ``N.blk`` starts (2.x's default: 128 MiB).
+DEFAULT_MAX_FILE_SIZE = 128 * 1024 * 1024
+#: Bytes of records buffered in memory before they are appended to storage.
+DEFAULT_BUFFER_SIZE = 8 * 1024 * 1024
+#: A meta.json update holds its lock for milliseconds; older locks are from dead writers.
+META_LOCK_TTL = 30.0
+META_LOCK_WAIT = 60.0
+_OPTIONS = ("buffer_size", "max_file_size")
+_BLOCK = re.compile(r"^(index|data)/(\d+)\.blk$")
+
+
+def _options(kwargs: dict[str, Any]) -> dict[str, int]:
+    unknown = sorted(set(kwargs) - set(_OPTIONS))
+    if unknown:
+        raise ConfigurationError(f"unknown dataset option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
+    options = {"buffer_size": DEFAULT_BUFFER_SIZE, "max_file_size": DEFAULT_MAX_FILE_SIZE}
+    for name, value in kwargs.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigurationError(f"{name} must be a positive integer (bytes), got {value!r}")
+        options[name] = value
+    return options
+
+
+class RowStore:
+    """The row datasets (``row/<namespace>/<key>/...``) of the store behind ``backend``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    # -- meta.json -------------------------------------------------------------------
+
+    def get_meta(self, namespace: str, key: str) -> dict[str, Any]:
+        """Return ``meta.json`` (``latest``, ``versions``, ``api``); DatasetNotFoundError if absent."""
+        return read_meta(self.backend, namespace, key)
+
+    def put_meta(self, namespace: str, key: str, meta: dict[str, Any]) -> None:
+        """Replace ``meta.json`` atomically (written exactly as 2.x writes it)."""
+        self.backend.put(meta_path(namespace, key), encode_meta(meta))
+
+    def _register_version(self, namespace: str, key: str, version: str) -> None:
+        # Read-modify-write of meta.json under a short-lived lock, so two processes
+        # creating versions of one dataset at once are both listed.
+        lock = LeaseLock(
+            self.backend,
+            meta_lock_path(namespace, key),
+            f"meta.json of dataset {namespace}/{key}",
+            META_LOCK_TTL,
+            heartbeat=False,
+        )
+        lock.acquire(timeout=META_LOCK_WAIT)
+        try:
+            try:
+                meta = self.get_meta(namespace, key)
+            except DatasetNotFoundError:
+                meta = {"latest": None, "versions": [], "api": 2}
+            meta["latest"] = version
+            if version not in meta["versions"]:
+                meta["versions"].append(version)
+            self.put_meta(namespace, key, meta)
+        finally:
+            lock.release()
+
+    def _resolve_version(self, namespace: str, key: str, meta: dict[str, Any], version: str) -> str:
+        if version == "latest":
+            if meta.get("latest") is None:
+                raise VersionNotFoundError("row", namespace, key, version, meta.get("versions", []))
+            return str(meta["latest"])
+        if version not in meta.get("versions", []):
+            raise VersionNotFoundError("row", namespace, key, version, meta.get("versions", []))
+        return version
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _snapshot(self, namespace: str, key: str, version: str) -> Snapshot:
+        return Snapshot(self.backend, index_prefix(namespace, key, version), data_prefix(namespace, key, version))
+
+    def open_dataset(
+        self,
+        namespace: str,
+        key: str,
+        mode: str = "r",
+        version: Any = "latest",
+        serialization: Serializer | type[Serializer] | str | None = None,
+        **kwargs: Any,
+    ) -> RowDataset:
+        """Open a version for reading (``"r"``) or appending (``"w"``, created if needed).
+
+        ``version`` is converted with ``str()`` as in 2.x; ``"latest"`` is the version
+        most recently opened for writing, and creating a dataset needs an explicit one.
+        Options: ``buffer_size``, ``max_file_size`` (bytes).
+        """
+        check_name("namespace", namespace)
+        check_name("key", key)
+        options = _options(kwargs)
+        serializer = resolve_serializer(serialization)
+        version = str(version)
+        if mode == "r":
+            version = self._resolve_version(namespace, key, self.get_meta(namespace, key), version)
+            snapshot = self._snapshot(namespace, key, version)
+            return RowDataset(self.backend, namespace, key, version, serializer, options, snapshot=snapshot)
+        if mode != "w":
+            raise ConfigurationError(f"mode must be 'r' (read) or 'w' (append), got {mode!r}")
+        if not self.backend.capabilities.appendable:
+            raise ReadOnlyStoreError(self.backend.url, f"write dataset {namespace}/{key}")
+        if version == "latest":
+            try:
+                latest = self.get_meta(namespace, key).get("latest")
+            except DatasetNotFoundError:
+                latest = None
+            if latest is None:
+                raise ConfigurationError(
+                    f"dataset {namespace}/{key} has no version yet: pass version=... to create one"
+                )
+            version = str(latest)
+        check_name("version", version)
+        writer = RowWriter(self.backend, namespace, key, version, options["max_file_size"], options["buffer_size"])
+        try:
+            self._register_version(namespace, key, version)
+        except BaseException:
+            writer.abandon()
+            raise
+        return RowDataset(self.backend, namespace, key, version, serializer, options, writer=writer)
+
+    # -- listing ---------------------------------------------------------------------
+
+    def _meta_paths(self, prefix: str) -> list[list[str]]:
+        found = []
+        for path in self.backend.list(prefix):
+            parts = path[len(ROW_ROOT) :].split("/")
+            if len(parts) == 3 and parts[2] == "meta.json":
+                found.append(parts)
+        return found
+
+    def list_namespaces(self) -> list[str]:
+        """Namespaces that hold at least one row dataset, sorted."""
+        return sorted({parts[0] for parts in self._meta_paths(ROW_ROOT)})
+
+    def list_keys(self, namespace: str) -> list[str]:
+        """Dataset keys of ``namespace``, sorted."""
+        prefix = ROW_ROOT + check_name("namespace", namespace) + "/"
+        return sorted({parts[1] for parts in self._meta_paths(prefix)})
+
+    def list_versions(self, namespace: str, key: str) -> list[str]:
+        """Versions of a dataset in creation order; DatasetNotFoundError if absent."""
+        return list(self.get_meta(namespace, key)["versions"])
+
+    # -- inspection ------------------------------------------------------------------
+
+    def dataset_info(self, namespace: str, key: str, version: Any = "latest") -> dict[str, Any]:
+        """Describe one version: records, bytes, blocks, whether it is the latest."""
+        meta = self.get_meta(namespace, key)
+        version = self._resolve_version(namespace, key, meta, str(version))
+        snap = self._snapshot(namespace, key, version)
+        try:
+            return {
+                "namespace": namespace,
+                "key": key,
+                "version": version,
+                "latest": meta.get("latest") == version,
+                "records": snap.count,
+                "data_bytes": snap.data_bytes,
+                "index_bytes": snap.count * ENTRY,
+                "blocks": snap.data_blocks,
+                "index_blocks": snap.index_blocks,
+                "torn_bytes": (snap.stored_index_bytes - snap.count * ENTRY)
+                + (snap.stored_data_bytes - snap.data_bytes),
+            }
+        finally:
+            snap.release()
+
+    def verify(self, namespace: str, key: str, version: Any = None) -> list[str]:
+        """Check versions (all listed ones when ``version`` is None); return the problems found.
+
+        Looks for gaps in the block numbering, partial index entries, index entries that
+        decrease or point past the data, and data past the last record (torn tails).
+        An empty list means healthy.
+        """
+        meta = self.get_meta(namespace, key)
+        versions = meta["versions"] if version is None else [self._resolve_version(namespace, key, meta, str(version))]
+        problems: list[str] = []
+        for name in versions:
+            problems.extend(f"version {name!r}: {problem}" for problem in self._verify_version(namespace, key, name))
+        return problems
+
+    def _verify_version(self, namespace: str, key: str, version: str) -> list[str]:
+        backend = self.backend
+        ipath, dpath = index_prefix(namespace, key, version), data_prefix(namespace, key, version)
+        problems = self._block_gaps(dataset_prefix(namespace, key) + version + "/")
+        index_sizes, data_sizes = probe_blocks(backend, ipath), probe_blocks(backend, dpath)
+        if not index_sizes:
+            problems.append(f"no index blocks ({ipath}0.blk is missing): the version reads as empty")
+        if not data_sizes:
+            problems.append(f"no data blocks ({dpath}0.blk is missing)")
+        index_bytes, data_bytes = sum(index_sizes), sum(data_sizes)
+        entries = index_bytes // ENTRY
+        if index_bytes % ENTRY:
+            problems.append(f"index ends in a partial entry ({index_bytes % ENTRY} stray bytes): torn tail")
+        reader = open_blocks(backend, ipath, index_sizes, entries * ENTRY)
+        try:
+            ends = decode_ends(reader.read(0, entries * ENTRY))
+        finally:
+            reader.close()
+        prev = 0
+        for i, end in enumerate(ends):
+            if end < prev:
+                problems.append(f"index entry {i} (end offset {end}) is before the previous one ({prev})")
+                break
+            prev = end
+        last = ends[-1] if entries else 0
+        if last > data_bytes:
+            beyond = sum(1 for end in ends if end > data_bytes)
+            problems.append(
+                f"index points past the data ({last} > {data_bytes} bytes): {beyond} record(s) in a torn tail"
+            )
+        elif data_bytes > last:
+            problems.append(f"{data_bytes - last} bytes of data past the last record: torn tail")
+        return problems
+
+    def _block_gaps(self, prefix: str) -> list[str]:
+        numbers: dict[str, set[int]] = {"index": set(), "data": set()}
+        for path in self.backend.list(prefix):
+            match = _BLOCK.match(path[len(prefix) :])
+            if match:
+                numbers[match.group(1)].add(int(match.group(2)))
+        problems = []
+        for stream, present in numbers.items():
+            missing = sorted(set(range(max(present) + 1)) - present) if present else []
+            if missing:
+                invisible = sorted(n for n in present if n > missing[0])
+                problems.append(
+                    f"missing block {prefix}{block_path(stream + '/', missing[0])}: "
+                    f"blocks {invisible} after it are invisible to readers"
+                )
+        return problems
