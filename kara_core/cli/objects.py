@@ -1,0 +1,197 @@
+"""``kara obj``: save and load folders as versions (2.x's form too), list, remove, gc."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .app import cli
+from .browse import ls_command
+from .options import UrlCommand, global_options, json_option, open_store, store_options, version_option
+from .output import info, print_json, show_progress
+from .seed_form import SeedFormGroup
+
+
+@click.group("obj", cls=SeedFormGroup, short_help="Save and load folders as versions; ls, rm, gc.")
+@global_options
+def obj_group() -> None:
+    """Saved directories (object storage). kara-storage 2.x's form works unchanged:
+
+    \b
+      kara_storage obj URL save NAMESPACE KEY LOCAL_PATH [-v VERSION]
+      kara_storage obj URL load NAMESPACE KEY LOCAL_PATH [-v VERSION]
+      kara obj save URL NAMESPACE KEY LOCAL_PATH     (the same)
+    """
+
+
+def _workers_option(f: Any) -> Any:
+    return click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel transfers.")(f)
+
+
+@obj_group.command("save", cls=UrlCommand)
+@store_options
+@click.argument("namespace")
+@click.argument("key")
+@click.argument("local_path", type=click.Path(exists=True, file_okay=False))
+@version_option(None, "Version name (default: the next free number).")
+@click.option("--overwrite", is_flag=True, help="Replace the version if it already exists.")
+@_workers_option
+@global_options
+def save_command(
+    url: str,
+    app_key: str | None,
+    app_secret: str | None,
+    namespace: str,
+    key: str,
+    local_path: str,
+    version: str | None,
+    overwrite: bool,
+    workers: int | None,
+) -> None:
+    """Save the folder LOCAL_PATH as a new version; print the version name.
+
+    \b
+    Examples:
+      kara obj save file:///data/store models bert ./checkpoint
+      kara_storage obj file:///data/store save models bert ./checkpoint -v step-1000
+    """
+    storage = open_store(url, app_key, app_secret)
+    options: dict[str, Any] = {"overwrite": overwrite}
+    if workers is not None:
+        options["workers"] = workers
+    saved = storage.save_directory(namespace, key, local_path, version, progress_bar=show_progress(), **options)
+    info(f"saved {local_path} as {namespace}/{key} version {saved}")
+    click.echo(saved)
+
+
+@obj_group.command("load", cls=UrlCommand)
+@store_options
+@click.argument("namespace")
+@click.argument("key")
+@click.argument("local_path", type=click.Path(file_okay=False))
+@version_option("latest", "Version to load.")
+@click.option("--delete", is_flag=True, help="Also remove files under LOCAL_PATH that the version does not have.")
+@_workers_option
+@global_options
+def load_command(
+    url: str,
+    app_key: str | None,
+    app_secret: str | None,
+    namespace: str,
+    key: str,
+    local_path: str,
+    version: str,
+    delete: bool,
+    workers: int | None,
+) -> None:
+    """Load a saved version into the folder LOCAL_PATH; print the version name.
+
+    Files already present with the right content are not downloaded again.
+
+    \b
+    Examples:
+      kara obj load file:///data/store models bert ./checkpoint
+      kara_storage obj file:///data/store load models bert ./checkpoint -v step-1000
+    """
+    storage = open_store(url, app_key, app_secret)
+    options: dict[str, Any] = {"delete": delete}
+    if workers is not None:
+        options["workers"] = workers
+    loaded = storage.load_directory(namespace, key, local_path, version, progress_bar=show_progress(), **options)
+    info(f"loaded {namespace}/{key} version {loaded} into {local_path}")
+    click.echo(loaded)
+
+
+@obj_group.command("ls", cls=UrlCommand)
+@store_options
+@click.argument("namespace", required=False)
+@click.argument("key", required=False)
+@json_option
+@global_options
+def obj_ls_command(
+    url: str, app_key: str | None, app_secret: str | None, namespace: str | None, key: str | None, as_json: bool
+) -> None:
+    """List saved directories: namespaces, keys, or a key's versions (files, size, latest).
+
+    \b
+    Examples:
+      kara obj ls file:///data/store
+      kara obj ls file:///data/store models bert --json
+    """
+    click.get_current_context().invoke(
+        ls_command,
+        url=url,
+        app_key=app_key,
+        app_secret=app_secret,
+        namespace=namespace,
+        key=key,
+        kind="obj",
+        as_json=as_json,
+    )
+
+
+@obj_group.command("rm", cls=UrlCommand)
+@store_options
+@click.argument("namespace")
+@click.argument("key")
+@click.option("-v", "--version", "version", required=True, help="Version to remove.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@global_options
+def rm_command(
+    url: str, app_key: str | None, app_secret: str | None, namespace: str, key: str, version: str, yes: bool
+) -> None:
+    """Remove one saved version (its blobs are reclaimed later by `kara obj gc`).
+
+    \b
+    Examples:
+      kara obj rm file:///data/store models bert -v 3 --yes
+    """
+    storage = open_store(url, app_key, app_secret)
+    if not yes:
+        click.confirm(f"remove version {version} of {namespace}/{key} from {storage.url}?", abort=True, err=True)
+    storage.objects.delete_version(namespace, key, version)
+    info(f"removed {namespace}/{key} version {version}")
+
+
+@obj_group.command("gc", cls=UrlCommand)
+@store_options
+@click.argument("namespace")
+@click.argument("key")
+@click.option(
+    "--grace-period",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Keep unreferenced blobs younger than this many seconds (they may belong to a save in progress).",
+)
+@json_option
+@global_options
+def gc_command(
+    url: str,
+    app_key: str | None,
+    app_secret: str | None,
+    namespace: str,
+    key: str,
+    grace_period: float | None,
+    as_json: bool,
+) -> None:
+    """Delete blobs that no version of NAMESPACE/KEY references any more.
+
+    \b
+    Examples:
+      kara obj gc file:///data/store models bert
+      kara obj gc file:///data/store models bert --grace-period 0 --json
+    """
+    storage = open_store(url, app_key, app_secret)
+    options = {} if grace_period is None else {"grace_period": grace_period}
+    result = storage.objects.gc(namespace, key, **options)
+    if as_json:
+        print_json(result)
+    elif isinstance(result, dict):
+        for name, value in result.items():
+            click.echo(f"{name}: {value}")
+    else:
+        click.echo(str(result))
+
+
+cli.add_command(obj_group)
