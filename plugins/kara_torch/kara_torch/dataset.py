@@ -1,0 +1,394 @@
+"""KaraTorchDataset: a row dataset as a ``torch.utils.data.IterableDataset``.
+
+The object handed to DataLoader workers is a small description (the row dataset pickles
+as its store URL, options, namespace, key, pinned version and slice); each worker opens
+its own reader and reads its own records, so no record passes through the main process.
+The order of samples is computed by :mod:`kara_torch.order` from positions alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from multiprocessing.context import get_spawning_popen
+from typing import Any
+
+import numpy as np
+import torch.distributed
+from torch.utils.data import IterableDataset, get_worker_info
+
+from kara_core.errors import ConfigurationError, ModeError
+
+from .order import EpochOrder, OrderCursor, RankPlan, ShuffleParams, worker_positions
+from .reader import RunReader
+
+__all__ = ["KaraTorchDataset", "make_torch_dataset"]
+
+#: Samples a worker looks ahead when it plans its reads.
+READ_GROUP = 1024
+_STATE_FORMAT = 1
+
+
+def make_torch_dataset(
+    rows: Any, shuffle: bool = False, auto_distributed: bool = True, **kwargs: Any
+) -> KaraTorchDataset:
+    """Wrap a row dataset opened with mode ``"r"`` as a :class:`KaraTorchDataset`.
+
+    See :class:`KaraTorchDataset` for the keyword arguments.
+    """
+    return KaraTorchDataset(rows, shuffle=shuffle, auto_distributed=auto_distributed, **kwargs)
+
+
+class _SharedProgress:
+    """Epoch and resume point, in shared memory so DataLoader workers see later changes.
+
+    Persistent workers keep the copy of the dataset they got at start-up; ``set_epoch``
+    in the main process must still reach them. The four int64 are
+    ``epoch, resume_epoch, resume_start, resume_offset`` (``resume_epoch = -1``: none).
+    Forked workers share the memory by inheritance; spawned workers receive it while
+    being spawned. Pickled in any other context it becomes a private copy.
+    """
+
+    def __init__(self, values: tuple[int, int, int, int] = (0, -1, 0, 0)) -> None:
+        self._array = multiprocessing.RawArray("q", list(values))
+
+    @classmethod
+    def _attach(cls, array: Any) -> _SharedProgress:
+        shared = cls.__new__(cls)
+        shared._array = array
+        return shared
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if get_spawning_popen() is not None:
+            return (_SharedProgress._attach, (self._array,))
+        return (_SharedProgress, (self.values(),))
+
+    def values(self) -> tuple[int, int, int, int]:
+        """``(epoch, resume_epoch, resume_start, resume_offset)``."""
+        epoch, resume_epoch, start, offset = self._array
+        return epoch, resume_epoch, start, offset
+
+    def set(self, epoch: int, resume_epoch: int = -1, start: int = 0, offset: int = 0) -> None:
+        """Replace all four values."""
+        self._array[:] = [epoch, resume_epoch, start, offset]
+
+
+class KaraTorchDataset(IterableDataset):
+    """A row dataset as a ``torch.utils.data.IterableDataset`` that scales with workers and ranks.
+
+    Arguments (all keyword-only):
+
+    - ``shuffle``: shuffle with the order described in :mod:`kara_torch.order`, tuned by
+      ``seed`` (0), ``buffer_size`` (10240 records), ``shuffle_ratio`` (0.1) and
+      ``block_size`` (records read together; ``None`` picks it from the slice size).
+    - ``begin``, ``end``: use records ``[begin, end)`` of ``rows`` only.
+    - ``batch_size``: the DataLoader's ``batch_size`` (1 when it has
+      ``batch_size=None``). It tells how the DataLoader interleaves its workers, so the
+      batches it delivers are the same whatever ``num_workers`` is.
+    - ``transform``: a function applied to each sample inside the workers.
+    - ``pad``: when the slice does not divide evenly among the ranks, give every rank
+      one more sample by repeating samples from the start of the epoch instead of
+      dropping the remainder (the default). Either way all ranks yield ``len(self)``.
+    - ``auto_distributed``: take the rank and world size from ``torch.distributed``
+      when it is initialised; ``rank`` and ``world_size`` set them explicitly.
+
+    Call :meth:`set_epoch` before each epoch. :meth:`state_dict` / :meth:`load_state_dict`
+    resume an interrupted epoch exactly (see their docstrings).
+    """
+
+    def __init__(
+        self,
+        rows: Any,
+        *,
+        shuffle: bool = False,
+        auto_distributed: bool = True,
+        seed: int = 0,
+        buffer_size: int = 10240,
+        shuffle_ratio: float = 0.1,
+        block_size: int | None = None,
+        begin: int = 0,
+        end: int | None = None,
+        batch_size: int = 1,
+        transform: Callable[[Any], Any] | None = None,
+        pad: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if getattr(rows, "mode", "r") != "r":
+            raise ModeError("make_torch_dataset needs a row dataset opened with mode 'r'")
+        total = len(rows)
+        end = total if end is None else end
+        if not 0 <= begin <= end <= total:
+            raise ConfigurationError(
+                f"begin={begin}, end={end} is not a slice of a dataset of {total} records (need 0 <= begin <= end)"
+            )
+        if (rank is None) != (world_size is None):
+            raise ConfigurationError("give both rank and world_size, or neither")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if rank is None and auto_distributed and distributed:
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        self._rows = rows
+        self._rows_pid = os.getpid()
+        self._begin, self._end = begin, end
+        self._shuffle = bool(shuffle)
+        self._params = ShuffleParams(seed, buffer_size, shuffle_ratio, block_size)
+        self._transform = transform
+        self._plan = RankPlan(end - begin, world_size or 1, rank or 0, batch_size, bool(pad))
+        self._shared = _SharedProgress()
+        self._pending: dict[str, Any] | None = None
+        self._live: _EpochIterator | None = None
+
+    # -- what a rank yields ------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        """This rank (0 without distributed training)."""
+        return self._plan.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks sharing each epoch."""
+        return self._plan.world_size
+
+    @property
+    def batch_size(self) -> int:
+        """The DataLoader batch size the order is arranged for."""
+        return self._plan.batch_size
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration yields."""
+        return self._shared.values()[0]
+
+    def __len__(self) -> int:
+        """Samples this rank yields in a whole epoch (the same on every rank)."""
+        return self._plan.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch the next iteration yields (each epoch has its own order).
+
+        Takes effect in DataLoader workers too, persistent ones included. A resume point
+        loaded with :meth:`load_state_dict` is kept for its own epoch only.
+        """
+        if epoch < 0:
+            raise ConfigurationError(f"epoch must be >= 0, got {epoch}")
+        _, resume_epoch, start, offset = self._shared.values()
+        if resume_epoch == epoch:
+            self._shared.set(epoch, resume_epoch, start, offset)
+        else:
+            self._shared.set(epoch)
+
+    # -- iteration -----------------------------------------------------------------------
+
+    def __iter__(self) -> _EpochIterator:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        epoch, resume_epoch, start, offset = self._shared.values()
+        skip = 0
+        if self._pending is not None:
+            # A worker-level state loaded by StatefulDataLoader applies, once, to the
+            # iteration it was taken in.
+            pending, self._pending = self._pending, None
+            epoch, start, offset, skip = pending["epoch"], pending["start"], pending["offset"], pending["worker_offset"]
+        elif resume_epoch != epoch:
+            start = offset = 0
+        self._live = _EpochIterator(self, epoch, start, offset, workers, worker, skip)
+        return self._live
+
+    def _rows_here(self) -> Any:
+        # A forked worker inherits the parent's reader (and its file handles, threads,
+        # connections); reopen from the description so every process has its own.
+        if self._rows_pid != os.getpid():
+            self._rows = pickle.loads(pickle.dumps(self._rows))
+            self._rows_pid = os.getpid()
+        return self._rows
+
+    def _samples(self, it: _EpochIterator) -> Iterator[Any]:
+        rows = self._rows_here()
+        plan = RankPlan(self._plan.n, self.world_size, self.rank, self.batch_size, self._plan.pad, it.start)
+        order = EpochOrder(plan.n, it.epoch, self._shuffle, self._params)
+        cursor = OrderCursor(order)
+        head = order.head(min(plan.n, plan.world_size)) if plan.pad else None
+
+        def indices() -> Iterator[np.ndarray]:
+            for positions in worker_positions(plan, it.offset, it.num_workers, it.worker, it.skip, READ_GROUP):
+                regular = positions[positions < plan.n]
+                values = cursor.take(regular)
+                if head is not None and len(regular) < len(positions):
+                    values = np.concatenate((values, head[(positions[len(regular) :] - plan.n) % plan.n]))
+                yield values + self._begin
+
+        deserialize, transform = rows.serializer.deserialize, self._transform
+        for raws in RunReader(rows).read_groups(indices()):
+            for raw in raws:
+                sample = deserialize(raw)
+                yield sample if transform is None else transform(sample)
+
+    # -- exact resume -------------------------------------------------------------------
+
+    def _order_key(self) -> dict[str, Any]:
+        rows = self._rows
+        return {
+            "namespace": getattr(rows, "namespace", None),
+            "key": getattr(rows, "key", None),
+            "version": getattr(rows, "version", None),
+            "begin": self._begin,
+            "end": self._end,
+            "shuffle": self._shuffle,
+            "seed": self._params.seed,
+            "buffer_size": self._params.buffer_size,
+            "shuffle_ratio": self._params.shuffle_ratio,
+            "block_size": self._params.block_size_for(self._plan.n),
+            "pad": self._plan.pad,
+        }
+
+    def _rank_state(self, epoch: int, start: int, offset: int) -> dict[str, Any]:
+        batch = self.batch_size
+        full_batches = RankPlan(self._plan.n, self.world_size, self.rank, batch, self._plan.pad, start).length // batch
+        if offset % batch == 0 and offset // batch <= full_batches:
+            # Every rank consumed the same whole batches: that is the prefix
+            # G[:start + offset * world_size] of the epoch, valid for any world size.
+            start, offset = start + offset * self.world_size, 0
+        return {
+            "format": _STATE_FORMAT,
+            "order": self._order_key(),
+            "epoch": epoch,
+            "world_size": self.world_size,
+            "batch_size": batch,
+            "start": start,
+            "offset": offset,
+            "num_workers": None,
+            "worker": None,
+            "worker_offset": None,
+        }
+
+    def _state_of(self, it: _EpochIterator) -> dict[str, Any]:
+        produced = it.skip + it.yielded
+        if it.num_workers == 1:
+            return self._rank_state(it.epoch, it.start, it.offset + produced)
+        state = self._rank_state(it.epoch, it.start, it.offset)
+        state.update(
+            start=it.start, offset=it.offset, num_workers=it.num_workers, worker=it.worker, worker_offset=produced
+        )
+        return state
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
+        """The position in the current epoch, to resume it exactly with :meth:`load_state_dict`.
+
+        With a plain DataLoader, pass ``consumed``: the number of samples this rank has
+        taken from the loader in the current iteration (batches times ``batch_size``).
+        The state then holds for every rank and any ``num_workers``, and, when
+        ``consumed`` is a whole number of batches, for any world size too.
+
+        Without ``consumed`` the state is what this process's latest iterator produced:
+        exact with ``num_workers=0``, and what torchdata's ``StatefulDataLoader`` records
+        inside each worker (such worker states need the same ``num_workers`` to resume).
+        """
+        epoch, resume_epoch, start, offset = self._shared.values()
+        live = self._live
+        if live is not None and live.epoch == epoch:
+            if consumed is None:
+                return self._state_of(live)
+            return self._rank_state(epoch, live.start, live.offset + consumed)
+        if resume_epoch != epoch:
+            start = offset = 0
+        return self._rank_state(epoch, start, offset + (consumed or 0))
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+            raise ConfigurationError("not a kara-torch state (expected the dict returned by state_dict())")
+        ours = self._order_key()
+        theirs = state["order"]
+        differ = sorted(name for name in ours if ours[name] != theirs.get(name))
+        if differ:
+            detail = ", ".join(f"{name}: {theirs.get(name)!r} in the state, {ours[name]!r} here" for name in differ)
+            raise ConfigurationError(f"this state belongs to a different sample order ({detail})")
+        if state["offset"] and (state["world_size"], state["batch_size"]) != (self.world_size, self.batch_size):
+            raise ConfigurationError(
+                f"this state was taken in the middle of a batch (world_size={state['world_size']}, "
+                f"batch_size={state['batch_size']}); resume it with the same world_size and batch_size, "
+                f"not {self.world_size} and {self.batch_size}"
+            )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at a position returned by :meth:`state_dict` (in this or another process).
+
+        The next iteration yields exactly the samples the interrupted epoch had not yet
+        produced, in the same order; the epoch is set to the state's. Call it before the
+        DataLoader starts its workers (or while persistent workers are idle).
+        """
+        self._check_state(state)
+        if state["num_workers"] is None:
+            self._shared.set(state["epoch"], state["epoch"], state["start"], state["offset"])
+            return
+        info = get_worker_info()
+        if info is None or (info.num_workers, info.id) != (state["num_workers"], state["worker"]):
+            raise ConfigurationError(
+                f"this state was taken inside DataLoader worker {state['worker']} of {state['num_workers']}: "
+                "resume it through torchdata's StatefulDataLoader with the same num_workers, or take a "
+                "worker-independent state with state_dict(consumed=<samples consumed>)"
+            )
+        self._pending = dict(state)
+
+    # -- pickling -------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_live"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rows_pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return (
+            f"<KaraTorchDataset {self._rows!r} [{self._begin}:{self._end}] shuffle={self._shuffle} "
+            f"rank={self.rank}/{self.world_size} batch_size={self.batch_size}>"
+        )
+
+
+class _EpochIterator:
+    """One pass over this worker's share of an epoch; ``StatefulDataLoader`` saves and loads it."""
+
+    def __init__(
+        self, dataset: KaraTorchDataset, epoch: int, start: int, offset: int, num_workers: int, worker: int, skip: int
+    ) -> None:
+        self.dataset = dataset
+        self.epoch, self.start, self.offset, self.skip = epoch, start, offset, skip
+        self.num_workers, self.worker = num_workers, worker
+        self.yielded = 0
+        self._samples: Iterator[Any] | None = None
+
+    def __iter__(self) -> _EpochIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._samples is None:
+            self._samples = self.dataset._samples(self)
+        sample = next(self._samples)
+        self.yielded += 1
+        return sample
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position of this iterator (see :meth:`KaraTorchDataset.state_dict`)."""
+        return self.dataset._state_of(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Start at ``state`` instead (only before the first sample)."""
+        if self._samples is not None:
+            raise RuntimeError("cannot load a state into an iterator that already yielded samples")
+        self.dataset._check_state(state)
+        self.epoch, self.start, self.offset = state["epoch"], state["start"], state["offset"]
+        self.skip = state["worker_offset"] or 0
+        if state["num_workers"] is not None and (state["num_workers"], state["worker"]) != (
+            self.num_workers,
+            self.worker,
+        ):
+            raise ConfigurationError(
+                f"this state belongs to DataLoader worker {state['worker']} of {state['num_workers']}, "
+                f"not worker {self.worker} of {self.num_workers}"
+            )
+        self.yielded = 0
