@@ -1,0 +1,449 @@
+"""Loading a version into a folder: plan, download verified blobs, rename into place.
+
+- Planning compares the folder with the manifest (size first, then hashes from the hash
+  cache or from reading the file) and touches nothing.
+- Blobs are downloaded in parallel into ``<target>/.kara-staging/``, hashed while they
+  are written and renamed to their blob name only once md5 and sha1 match (a mismatch
+  is retried, then raises :class:`~kara_core.errors.BlobIntegrityError`). A staged
+  blob is therefore always complete, and an interrupted load resumes from them.
+- Files are then renamed into place (same filesystem: each file is either old or new,
+  never torn), with Ctrl+C held until the step is done.
+- ``<target>/.kara/state.json`` remembers what kara placed. Only those files are ever
+  deleted or overwritten without ``delete=True``; the state lists the files a load is
+  about to place before it places them, so an interrupted load is still accounted for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..backend import Backend
+from ..errors import BlobIntegrityError, ConfigurationError, KaraError, NotFoundError
+from .hashing import CHUNK, Digests, HashCache, Hasher, hash_file
+from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
+from .scan import ScanResult, scan_folder
+from .tasks import Progress, Worker, defer_interrupt, run_parallel
+
+__all__ = ["STAGING_DIR", "STATE_DIR", "LoadPlan", "UnmanagedFilesError", "execute_load", "plan_load"]
+
+STATE_DIR = ".kara"
+STAGING_DIR = ".kara-staging"
+_STATE_FILE = "state.json"
+_PART = ".part-"
+_DOWNLOAD_ATTEMPTS = 3
+#: Blobs larger than this are fetched as parallel ranged reads from remote stores.
+_RANGED_MIN = 32 * 1024 * 1024
+_RANGE = 8 * 1024 * 1024
+_SHOWN = 20
+
+
+class UnmanagedFilesError(KaraError, FileExistsError):
+    """A load would delete or overwrite files that kara did not place in the folder."""
+
+    def __init__(self, target: str, paths: list[str]) -> None:
+        self.target, self.paths = target, paths
+        shown = "\n  ".join(paths[:_SHOWN]) + (f"\n  ... and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
+        super().__init__(
+            f"refusing to load into {target}: it holds {len(paths)} file(s) that kara did not put there and that "
+            f"the load would delete or overwrite:\n  {shown}\n"
+            "Load into an empty folder, or pass delete=True (CLI: --delete) to replace them."
+        )
+
+
+@dataclass
+class LoadPlan:
+    """What a load will do (see :meth:`ObjectStore.plan_load`); paths are ``/``-separated.
+
+    ``download``: files to write (absent or different); ``keep``: files already right;
+    ``delete``: files and links that are not in the version and will be removed;
+    ``unmanaged``: paths among ``delete`` or ``download`` that kara did not place (the
+    load refuses them unless ``delete=True``); ``links``/``dirs``: symbolic links and
+    empty folders to create; ``chmod``: kept files whose executable bit changes.
+    """
+
+    version: str
+    target: str
+    download: list[FileEntry] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)
+    links: list[LinkEntry] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    chmod: list[tuple[str, int]] = field(default_factory=list)
+    previous: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def bytes_to_download(self) -> int:
+        """Total size of the files to write."""
+        return sum(e.size for e in self.download)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as plain JSON-able data (for ``--dry-run --json``)."""
+        return {
+            "version": self.version,
+            "target": self.target,
+            "download": [e.relpath for e in self.download],
+            "bytes_to_download": self.bytes_to_download,
+            "keep": self.keep,
+            "delete": self.delete,
+            "unmanaged": self.unmanaged,
+            "links": [link.relpath for link in self.links],
+            "dirs": self.dirs,
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"load version {self.version!r} into {self.target}: download {len(self.download)} file(s) "
+            f"({self.bytes_to_download} bytes), keep {len(self.keep)}, delete {len(self.delete)}"
+        ]
+        lines += [f"  download {e.relpath}" for e in self.download]
+        lines += [f"  link     {link.relpath} -> {link.target}" for link in self.links]
+        lines += [f"  mkdir    {d}" for d in self.dirs]
+        unmanaged = set(self.unmanaged)
+        lines += [
+            f"  delete   {p}" + ("  (not placed by kara: needs delete=True)" if p in unmanaged else "")
+            for p in self.delete
+        ]
+        lines += [
+            f"  replace  {p}  (not placed by kara: needs delete=True)" for p in self.unmanaged if p not in self.delete
+        ]
+        return "\n".join(lines)
+
+
+def _read_state(target: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(target, STATE_DIR, _STATE_FILE), "rb") as fh:
+            state = orjson.loads(fh.read())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _write_state(target: str, state: dict[str, Any]) -> None:
+    folder = os.path.join(target, STATE_DIR)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f"{_STATE_FILE}{_PART}{uuid.uuid4().hex}")
+    with open(tmp, "wb") as fh:
+        fh.write(orjson.dumps(state))
+    os.replace(tmp, os.path.join(folder, _STATE_FILE))
+
+
+def _matches(rel: str, st: os.stat_result, path: str, entry: FileEntry, cache: HashCache) -> bool:
+    if st.st_size != entry.size:
+        return False
+    digests = cache.get(rel, st)
+    if digests is None:
+        started = time.time_ns()
+        digests = hash_file(path)
+        cache.put(rel, st, digests, started)
+    return digests.md5 == entry.md5 and digests.sha1 == entry.sha1
+
+
+def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
+    """Compare the folder ``local_path`` with ``manifest`` and return the plan."""
+    target = os.path.abspath(local_path)
+    plan = LoadPlan(version, target)
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise ConfigurationError(f"cannot load into {local_path!r}: it exists and is not a folder")
+    scan = scan_folder(target, strict=False) if os.path.isdir(target) else ScanResult()
+    state = _read_state(target)
+    plan.previous = state
+    managed = set(state.get("files", [])) | set(state.get("links", []))
+    disk = {f.rel: f for f in scan.files}
+    cache = HashCache(target)
+
+    wanted = {e.relpath: e for e in manifest.files}
+    candidates = [(rel, e) for rel, e in wanted.items() if rel in disk and disk[rel].st.st_size == e.size]
+    same = run_parallel(
+        candidates, lambda item: _matches(item[0], disk[item[0]].st, disk[item[0]].path, item[1], cache), 4, Worker()
+    )
+    unchanged = {rel for (rel, _), ok in zip(candidates, same, strict=True) if ok}
+    cache.save()
+    for rel, entry in sorted(wanted.items()):
+        if rel in unchanged:
+            plan.keep.append(rel)
+            mode = disk[rel].st.st_mode
+            if entry.mode is not None and bool(mode & 0o111) != entry.executable:
+                plan.chmod.append((rel, entry.mode))
+            continue
+        plan.download.append(entry)
+        if (rel in disk or rel in scan.links or rel in scan.dirs) and rel not in managed:
+            plan.unmanaged.append(rel)
+    for link in manifest.links:
+        rel = link.relpath
+        if scan.links.get(rel) == link.target:
+            plan.keep.append(rel)
+            continue
+        plan.links.append(link)
+        if (rel in disk or rel in scan.links or rel in scan.dirs) and rel not in managed:
+            plan.unmanaged.append(rel)
+    wanted_links = {link.relpath for link in manifest.links}
+    for rel in sorted([*disk, *scan.links]):
+        if rel not in wanted and rel not in wanted_links:
+            plan.delete.append(rel)
+            if rel not in managed:
+                plan.unmanaged.append(rel)
+    plan.dirs = sorted("/".join(parts) for parts in manifest.dirs if "/".join(parts) not in scan.dirs)
+    plan.unmanaged.sort()
+    return plan
+
+
+class _Downloader:
+    """Fetches blobs into the staging folder, verified, retried, cancellable."""
+
+    def __init__(self, backend: Backend, layout: KeyLayout, staging: str, worker: Worker, bar: Progress) -> None:
+        self.backend, self.layout, self.staging, self.worker, self.bar = backend, layout, staging, worker, bar
+        self._local = backend.capabilities.local_path
+        self._ranged = backend.capabilities.parallel_reads
+
+    def fetch(self, entry: FileEntry) -> None:
+        final = os.path.join(self.staging, entry.file)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(final).st_size == entry.size:
+                self.bar.update(entry.size)
+                return
+        path = self.layout.blob(entry.file)
+        for _ in range(_DOWNLOAD_ATTEMPTS):
+            part = f"{final}{_PART}{uuid.uuid4().hex}"
+            try:
+                written, digests = self._download(path, part, entry.size)
+                if written == entry.size and digests.md5 == entry.md5 and digests.sha1 == entry.sha1:
+                    os.replace(part, final)
+                    return
+            except NotFoundError:
+                raise BlobIntegrityError(
+                    f"blob {entry.file} (for {entry.relpath}) is missing from {self.backend.url}/{self.layout.data}; "
+                    "the version cannot be loaded (run `kara verify` to list every problem)"
+                ) from None
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part)
+        raise BlobIntegrityError(
+            f"blob {entry.file} (for {entry.relpath}) in {self.backend.url}/{self.layout.data} does not match its "
+            f"md5/sha1 after {_DOWNLOAD_ATTEMPTS} downloads: the stored copy is corrupted (run `kara verify`); "
+            "nothing in the target folder was changed"
+        )
+
+    def _download(self, path: str, part: str, size: int) -> tuple[int, Digests]:
+        if not self._local and self._ranged and size > _RANGED_MIN:
+            return self._download_ranged(path, part, size)
+        hasher = Hasher(sha256=False)
+        written = 0
+        local = self.backend.local_path(path) if self._local else None
+        if local is not None:
+            try:
+                source = open(local, "rb", buffering=0)
+            except FileNotFoundError:
+                raise NotFoundError(f"{self.backend.url}/{path} does not exist") from None
+        else:
+            source = self.backend.open_read(path)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        with source, open(part, "wb", buffering=0) as out:
+            while True:
+                self.worker.check()
+                n = source.readinto(buf)
+                if not n:
+                    break
+                hasher.update(view[:n])
+                out.write(view[:n])
+                written += n
+                self.bar.update(n)
+        return written, hasher.digests()
+
+    def _download_ranged(self, path: str, part: str, size: int) -> tuple[int, Digests]:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+
+            def fetch_range(start: int) -> None:
+                self.worker.check()
+                data = self.backend.read(path, start, min(start + _RANGE, size))
+                os.pwrite(fd, data, start)
+                self.bar.update(len(data))
+
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kara-range") as pool:
+                list(pool.map(fetch_range, range(0, size, _RANGE)))
+        finally:
+            os.close(fd)
+        return size, hash_file(part, self.worker.check)
+
+
+def _clean_staging(staging: str) -> None:
+    # Partial downloads of an interrupted run are useless; complete blobs are kept.
+    with contextlib.suppress(FileNotFoundError), os.scandir(staging) as it:
+        for entry in it:
+            if _PART in entry.name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+class _Placer:
+    """Renames staged files into place, creating parent folders and clearing conflicts."""
+
+    def __init__(self, target: str, created_dirs: set[str]) -> None:
+        self.target = target
+        self.created = created_dirs
+        self._known: set[str] = set()
+
+    def dest(self, rel: str) -> str:
+        return os.path.join(self.target, *rel.split("/"))
+
+    def ensure_parent(self, rel: str) -> None:
+        parent = rel.rpartition("/")[0]
+        if parent:
+            self.ensure_dir(parent)
+
+    def ensure_dir(self, rel: str) -> None:
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub in self._known:
+                continue
+            full = self.dest(sub)
+            if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
+                os.unlink(full)  # a stale file or link where the version has a folder
+            if not os.path.isdir(full):
+                os.mkdir(full)
+                self.created.add(sub)
+            self._known.add(sub)
+
+    def place(self, source: str, rel: str) -> None:
+        self.ensure_parent(rel)
+        dest = self.dest(rel)
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest)
+        os.replace(source, dest)
+
+
+def execute_load(
+    backend: Backend,
+    layout: KeyLayout,
+    manifest: Manifest,
+    plan: LoadPlan,
+    *,
+    delete: bool,
+    progress_bar: bool,
+    workers: int,
+) -> None:
+    """Carry out ``plan`` (see :func:`plan_load`) for ``manifest`` read from ``layout``."""
+    if plan.unmanaged and not delete:
+        raise UnmanagedFilesError(plan.target, plan.unmanaged)
+    target = plan.target
+    previous = plan.previous
+    old_files = set(previous.get("files", []))
+    old_links = set(previous.get("links", []))
+    created_dirs = set(previous.get("dirs", []))
+    new_files = {e.relpath for e in manifest.files}
+    new_links = {link.relpath for link in manifest.links}
+    os.makedirs(target, exist_ok=True)
+    if plan.download or plan.links:
+        # Record what this load may place before placing it, so an interrupted load's
+        # files still count as kara's.
+        _write_state(
+            target,
+            {
+                "version": plan.version,
+                "pending": True,
+                "files": sorted(old_files | new_files),
+                "links": sorted(old_links | new_links),
+                "dirs": sorted(created_dirs),
+            },
+        )
+    staging = os.path.join(target, STAGING_DIR)
+    if plan.download:
+        os.makedirs(staging, exist_ok=True)
+        _clean_staging(staging)
+        unique = list({e.file: e for e in plan.download}.values())
+        worker = Worker()
+        with Progress(progress_bar, sum(e.size for e in unique), "Downloading") as bar:
+            downloader = _Downloader(backend, layout, staging, worker, bar)
+            done = [0]
+
+            def fetch(entry: FileEntry) -> None:
+                downloader.fetch(entry)
+                done[0] += 1
+                bar.postfix(f"{done[0]}/{len(unique)} files")
+
+            run_parallel(unique, fetch, workers, worker)
+
+    cache = HashCache(target)
+    umask = os.umask(0)
+    os.umask(umask)
+    placer = _Placer(target, created_dirs)
+    with defer_interrupt():
+        remaining: dict[str, int] = {}
+        for e in plan.download:
+            remaining[e.file] = remaining.get(e.file, 0) + 1
+        now = time.time_ns()
+        for e in plan.download:
+            staged = os.path.join(staging, e.file)
+            remaining[e.file] -= 1
+            if remaining[e.file]:
+                source = f"{staged}.copy{_PART}{uuid.uuid4().hex}"
+                shutil.copyfile(staged, source)
+            else:
+                source = staged
+            os.chmod(source, (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask)
+            if e.mtime_ns is not None:
+                os.utime(source, ns=(e.mtime_ns, e.mtime_ns))
+            placer.place(source, e.relpath)
+            cache.put(e.relpath, os.stat(placer.dest(e.relpath)), Digests(e.md5, e.sha1, e.sha256), now)
+        for link in plan.links:
+            tmp = os.path.join(staging, f"link{_PART}{uuid.uuid4().hex}")
+            os.makedirs(staging, exist_ok=True)
+            os.symlink(link.target, tmp)
+            placer.place(tmp, link.relpath)
+        for rel, mode in plan.chmod:
+            os.chmod(placer.dest(rel), mode & 0o777 & ~umask)
+        for rel in plan.dirs:
+            placer.ensure_dir(rel)
+        for rel in plan.delete:
+            _remove(placer.dest(rel))
+        _prune_dirs(target, created_dirs, manifest)
+        _write_state(
+            target,
+            {
+                "version": plan.version,
+                "files": sorted(new_files),
+                "links": sorted(new_links),
+                "dirs": sorted(created_dirs),
+            },
+        )
+    cache.retain(new_files)
+    cache.save()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prune_dirs(target: str, created: set[str], manifest: Manifest) -> None:
+    # Folders kara created that the version no longer needs go away if they are empty
+    # (a user's files inside keep them); deepest first.
+    needed = {"/".join(parts) for parts in manifest.dirs}
+    for parts in [*(e.path for e in manifest.files), *(link.path for link in manifest.links)]:
+        needed.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    for rel in sorted(created - needed, key=lambda r: r.count("/"), reverse=True):
+        full = os.path.join(target, *rel.split("/"))
+        try:
+            if stat.S_ISDIR(os.lstat(full).st_mode):
+                os.rmdir(full)
+        except OSError:
+            continue
+        created.discard(rel)
+    created.difference_update([r for r in created if not os.path.isdir(os.path.join(target, *r.split("/")))])

@@ -1,0 +1,475 @@
+"""ObjectStore: directory versions over any Backend (the api-2 ``obj/`` layout).
+
+``meta.json`` is only ever changed under a short-lived lock object created with
+``put_if_absent`` (read, modify, write, release), so concurrent savers never drop each
+other's versions. Auto versions are claimed by creating the manifest with
+``put_if_absent``: two savers racing for ``"3"`` get ``"3"`` and ``"4"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from ..backend import Backend
+from ..errors import (
+    BlobIntegrityError,
+    CorruptDatasetError,
+    DatasetLockedError,
+    DatasetNotFoundError,
+    NotFoundError,
+    ReadOnlyStoreError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
+from .hashing import Hasher
+from .load import LoadPlan, execute_load, plan_load
+from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest
+from .save import LEASE_EXPIRY, save_directory
+from .tasks import DEFAULT_WORKERS, Worker, run_parallel
+
+__all__ = ["GCReport", "ObjectStore"]
+
+#: A meta lock older than this is left over by a crashed process and may be broken.
+LOCK_STALE = 30.0
+LOCK_TIMEOUT = 120.0
+DEFAULT_GRACE = 24 * 3600.0
+
+
+@dataclass
+class GCReport:
+    """What :meth:`ObjectStore.gc` did.
+
+    ``removed``: blob names deleted; ``bytes_freed``: their total size; ``kept_recent``:
+    unreferenced blobs kept because they are younger than the grace period;
+    ``deferred``: True if a save of this key was running, so nothing was deleted.
+    """
+
+    removed: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    kept_recent: list[str] = field(default_factory=list)
+    referenced: int = 0
+    deferred: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-able data."""
+        return asdict(self)
+
+
+class ObjectStore:
+    """Saved directories (``obj/<namespace>/<key>/``) of one store."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    # -- meta -----------------------------------------------------------------------
+
+    def _layout(self, namespace: str, key: str) -> KeyLayout:
+        return KeyLayout(namespace, key)
+
+    def _read_meta(self, layout: KeyLayout) -> Meta | None:
+        raw = self.backend.read_if_exists(layout.meta)
+        if raw is None:
+            return None
+        try:
+            return Meta.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise CorruptDatasetError(f"{self.backend.url}/{layout.meta}", None, str(exc)) from None
+
+    def get_meta(self, namespace: str, key: str) -> dict[str, Any]:
+        """Return ``meta.json`` (``latest``, ``versions``, ``api``) of a saved directory.
+
+        Raises :class:`~kara_core.errors.DatasetNotFoundError` if nothing was saved there.
+        """
+        layout = self._layout(namespace, key)
+        meta = self._read_meta(layout)
+        if meta is None:
+            raise DatasetNotFoundError("obj", namespace, key, self.backend.url)
+        return meta.model_dump()
+
+    def put_meta(self, namespace: str, key: str, meta: dict[str, Any]) -> None:
+        """Replace ``meta.json`` of a saved directory (atomically, under the meta lock)."""
+        layout = self._layout(namespace, key)
+        checked = Meta.model_validate(meta)
+        self._update_meta(layout, lambda _: checked)
+
+    def _update_meta(self, layout: KeyLayout, change: Callable[[Meta], Meta]) -> Meta:
+        if not self.backend.capabilities.writable:
+            raise ReadOnlyStoreError(self.backend.url, f"update {layout.meta}")
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while not self.backend.put_if_absent(layout.lock, dump_json({"token": token, "time": time.time()})):
+            self._break_stale_lock(layout)
+            if time.monotonic() > deadline:
+                raise DatasetLockedError(
+                    f"{layout.namespace}/{layout.key}: meta.json stayed locked for {LOCK_TIMEOUT:.0f} s "
+                    f"({self.backend.url}/{layout.lock}); if no kara process is running, delete that object"
+                )
+            time.sleep(0.01 + random.random() * 0.05)
+        try:
+            meta = change(self._read_meta(layout) or Meta())
+            self.backend.put(layout.meta, json.dumps(meta.model_dump()).encode())
+            return meta
+        finally:
+            held = self.backend.read_if_exists(layout.lock)
+            if held is not None and token.encode() in held:
+                self.backend.delete(layout.lock)
+
+    def _break_stale_lock(self, layout: KeyLayout) -> None:
+        raw = self.backend.read_if_exists(layout.lock)
+        if raw is None:
+            return
+        try:
+            taken = float(orjson.loads(raw)["time"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            taken = 0.0
+        if time.time() - taken > LOCK_STALE:
+            self.backend.delete(layout.lock)
+
+    # -- listing --------------------------------------------------------------------
+
+    def _meta_paths(self, prefix: str) -> list[list[str]]:
+        found = []
+        for path in self.backend.list(prefix):
+            parts = path.split("/")
+            if len(parts) == 4 and parts[3] == "meta.json":
+                found.append(parts)
+        return found
+
+    def list_namespaces(self) -> list[str]:
+        """Return the namespaces that hold saved directories."""
+        return sorted({parts[1] for parts in self._meta_paths("obj/")})
+
+    def list_keys(self, namespace: str) -> list[str]:
+        """Return the keys of the saved directories of ``namespace``."""
+        return sorted({parts[2] for parts in self._meta_paths(f"obj/{namespace}/")})
+
+    def list_versions(self, namespace: str, key: str) -> list[str]:
+        """Return the versions of a saved directory in creation order."""
+        return list(self.get_meta(namespace, key)["versions"])
+
+    def resolve_version(self, namespace: str, key: str, version: Any = "latest") -> str:
+        """Return the name of ``version`` (``"latest"`` resolved) or raise if it is not listed."""
+        layout = self._layout(namespace, key)
+        meta = self._read_meta(layout)
+        if meta is None:
+            raise DatasetNotFoundError("obj", namespace, key, self.backend.url)
+        name = str(version)
+        if name == "latest":
+            if meta.latest is None:
+                raise VersionNotFoundError("obj", namespace, key, name, meta.versions)
+            name = meta.latest
+        if name not in meta.versions:
+            raise VersionNotFoundError("obj", namespace, key, name, meta.versions)
+        return name
+
+    def read_manifest(self, namespace: str, key: str, version: str) -> Manifest:
+        """Return the validated manifest of a listed version (hostile manifests raise)."""
+        layout = self._layout(namespace, key)
+        path = layout.manifest(version)
+        raw = self.backend.read_if_exists(path)
+        if raw is None:
+            raise CorruptDatasetError(f"{self.backend.url}/{path}", None, "the version is listed but has no manifest")
+        return parse_manifest(raw, self.backend.read_if_exists(layout.sidecar(version)), f"{self.backend.url}/{path}")
+
+    # -- save -----------------------------------------------------------------------
+
+    def save_directory(
+        self,
+        namespace: str,
+        key: str,
+        local_path: str,
+        version: Any = None,
+        progress_bar: bool = True,
+        *,
+        overwrite: bool = False,
+        workers: int | None = None,
+    ) -> str:
+        """Save the folder ``local_path`` as a new version and return its name.
+
+        ``version=None`` picks ``"0"``, ``"1"``, ... (the smallest free number, distinct
+        even when several processes save at once). An existing version raises
+        :class:`~kara_core.errors.VersionExistsError` unless ``overwrite=True``. Only
+        blobs the store lacks are uploaded, by ``workers`` threads (default 8); hashes of
+        unchanged files come from the hash cache. Progress bars are shown when
+        ``progress_bar`` is true and stderr is a terminal.
+        """
+        layout = self._layout(namespace, key)
+        name = None if version is None else check_version_name(version)
+        if name == "latest":
+            name = self.resolve_version(namespace, key, "latest")
+        return save_directory(
+            self, layout, local_path, name, progress_bar=progress_bar, overwrite=overwrite, workers=workers
+        )
+
+    def check_new_version(self, layout: KeyLayout, version: str | None, overwrite: bool) -> None:
+        """Raise VersionExistsError early if saving ``version`` would need ``overwrite``."""
+        if version is None or overwrite:
+            return
+        meta = self._read_meta(layout) or Meta()
+        if version in meta.versions or self.backend.exists(layout.manifest(version)):
+            raise self._exists_error(layout, version)
+
+    def _exists_error(self, layout: KeyLayout, version: str) -> VersionExistsError:
+        return VersionExistsError(
+            f"version {version!r} of {layout.namespace}/{layout.key} already exists in {self.backend.url}; "
+            "pass overwrite=True (CLI: --overwrite) to replace it, or choose another version name"
+        )
+
+    def publish(self, layout: KeyLayout, version: str | None, manifest: bytes, sidecar: bytes, overwrite: bool) -> str:
+        """Make a version visible: manifest (atomic create), sidecar, then ``meta.json``.
+
+        Called once every blob the manifest names is stored.
+        """
+        backend = self.backend
+        if version is None:
+            taken = set((self._read_meta(layout) or Meta()).versions)
+            number = 0
+            while str(number) in taken or not backend.put_if_absent(layout.manifest(str(number)), manifest):
+                number += 1
+            name = str(number)
+        elif overwrite:
+            name = version
+            backend.put(layout.manifest(name), manifest)
+        else:
+            name = version
+            if not backend.put_if_absent(layout.manifest(name), manifest):
+                raise self._exists_error(layout, name)
+        backend.put(layout.sidecar(name), sidecar)
+
+        def add(meta: Meta) -> Meta:
+            if name not in meta.versions:
+                meta.versions.append(name)
+            meta.latest = name
+            return meta
+
+        self._update_meta(layout, add)
+        return name
+
+    # -- load -----------------------------------------------------------------------
+
+    def plan_load(self, namespace: str, key: str, local_path: str, version: Any = "latest") -> LoadPlan:
+        """Return what loading ``version`` into ``local_path`` would do, touching nothing.
+
+        The plan lists files to download, files already up to date, files to delete and,
+        among those, the ones kara did not place (``unmanaged``: a load refuses them
+        unless ``delete=True``).
+        """
+        name = self.resolve_version(namespace, key, version)
+        return plan_load(self.read_manifest(namespace, key, name), name, local_path)
+
+    def load_directory(
+        self,
+        namespace: str,
+        key: str,
+        local_path: str,
+        version: Any = "latest",
+        progress_bar: bool = True,
+        *,
+        delete: bool = False,
+        dry_run: bool = False,
+        workers: int | None = None,
+    ) -> str:
+        """Make ``local_path`` hold exactly ``version`` and return the version name.
+
+        Only files whose content differs are downloaded (by ``workers`` threads), each
+        verified against its hashes in a staging folder and renamed into place; files
+        kara placed earlier and no longer in the version are removed. Files kara did not
+        place that would be deleted or overwritten make the load refuse with
+        :class:`UnmanagedFilesError` unless ``delete=True``. ``dry_run=True`` only plans.
+        """
+        layout = self._layout(namespace, key)
+        name = self.resolve_version(namespace, key, version)
+        manifest = self.read_manifest(namespace, key, name)
+        plan = plan_load(manifest, name, local_path)
+        if dry_run:
+            return name
+        execute_load(
+            self.backend,
+            layout,
+            manifest,
+            plan,
+            delete=delete,
+            progress_bar=progress_bar,
+            workers=workers or DEFAULT_WORKERS,
+        )
+        return name
+
+    # -- housekeeping ---------------------------------------------------------------
+
+    def version_info(self, namespace: str, key: str, version: Any = "latest") -> dict[str, Any]:
+        """Describe a version: ``version``, ``files``, ``bytes``, ``blobs`` (distinct
+        contents), ``links``, ``dirs`` (empty folders), ``latest`` (bool), ``created``."""
+        name = self.resolve_version(namespace, key, version)
+        manifest = self.read_manifest(namespace, key, name)
+        meta = self.get_meta(namespace, key)
+        sidecar = self.backend.read_if_exists(self._layout(namespace, key).sidecar(name))
+        created = orjson.loads(sidecar).get("created") if sidecar else None
+        return {
+            "version": name,
+            "files": len(manifest.files),
+            "bytes": manifest.total_bytes,
+            "blobs": len(manifest.blobs),
+            "links": len(manifest.links),
+            "dirs": len(manifest.dirs),
+            "latest": meta["latest"] == name,
+            "created": created,
+        }
+
+    def delete_version(self, namespace: str, key: str, version: Any) -> None:
+        """Remove a version from ``meta.json``, then its manifest; blobs wait for :meth:`gc`."""
+        layout = self._layout(namespace, key)
+        name = self.resolve_version(namespace, key, version)
+
+        def drop(meta: Meta) -> Meta:
+            if name in meta.versions:
+                meta.versions.remove(name)
+            if meta.latest == name:
+                meta.latest = meta.versions[-1] if meta.versions else None
+            return meta
+
+        self._update_meta(layout, drop)
+        self.backend.delete(layout.manifest(name))
+        self.backend.delete(layout.sidecar(name))
+
+    def _referenced(self, layout: KeyLayout) -> set[str]:
+        # Every manifest counts, listed or not: a save that has created its manifest but
+        # not yet updated meta.json still needs its blobs.
+        referenced: set[str] = set()
+        for path in self.backend.list(layout.root + "vers/"):
+            if not path.endswith(".json"):
+                continue
+            raw = self.backend.read_if_exists(path)
+            if raw is None:
+                continue
+            try:
+                entries = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            referenced.update(e["file"] for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str))
+        return referenced
+
+    def _saves_running(self, layout: KeyLayout) -> bool:
+        now = time.time()
+        running = False
+        for path in list(self.backend.list(layout.leases)):
+            raw = self.backend.read_if_exists(path)
+            try:
+                written = float(orjson.loads(raw)["time"]) if raw else 0.0
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                written = 0.0
+            if now - written < LEASE_EXPIRY:
+                running = True
+            else:
+                self.backend.delete(path)
+        return running
+
+    def _blob_age(self, path: str, now: float, first_seen: dict[str, float]) -> float:
+        local = self.backend.local_path(path) if self.backend.capabilities.local_path else None
+        if local is not None:
+            try:
+                return now - os.stat(local).st_mtime
+            except OSError:
+                return 0.0
+        return now - first_seen.setdefault(path.rsplit("/", 1)[-1], now)
+
+    def gc(self, namespace: str, key: str, grace_period: float = DEFAULT_GRACE) -> GCReport:
+        """Delete the blobs of ``namespace/key`` that no manifest references.
+
+        Blobs younger than ``grace_period`` seconds (default one day) are kept, and
+        nothing is deleted while a save of this key is running, so a concurrent save
+        never loses a blob it has just uploaded or deduplicated against. On stores
+        without local files a blob's age counts from the first gc run that saw it
+        unreferenced.
+        """
+        layout = self._layout(namespace, key)
+        if not self.backend.capabilities.writable:
+            raise ReadOnlyStoreError(self.backend.url, f"garbage-collect {layout.root}")
+        self.get_meta(namespace, key)
+        report = GCReport()
+        if self._saves_running(layout):
+            report.deferred = True
+            return report
+        referenced = self._referenced(layout)
+        report.referenced = len(referenced)
+        raw_state = self.backend.read_if_exists(layout.gc_state)
+        first_seen: dict[str, float] = orjson.loads(raw_state) if raw_state else {}
+        now = time.time()
+        candidates = []
+        for path in self.backend.list(layout.data):
+            blob = path[len(layout.data) :]
+            if blob in referenced:
+                continue
+            if self._blob_age(path, now, first_seen) < grace_period:
+                report.kept_recent.append(blob)
+            else:
+                candidates.append(blob)
+        # A save may have started while we were listing: check again right before deleting.
+        if candidates and (self._saves_running(layout) or self._referenced(layout) != referenced):
+            report.deferred = True
+            report.kept_recent.extend(candidates)
+            candidates = []
+        for blob in candidates:
+            size = self.backend.size(layout.blob(blob)) or 0
+            self.backend.delete(layout.blob(blob))
+            report.removed.append(blob)
+            report.bytes_freed += size
+            first_seen.pop(blob, None)
+        live = set(report.kept_recent)
+        first_seen = {blob: t for blob, t in first_seen.items() if blob in live}
+        if first_seen or raw_state is not None:
+            self.backend.put(layout.gc_state, dump_json(first_seen))
+        report.removed.sort()
+        report.kept_recent.sort()
+        return report
+
+    def verify(self, namespace: str, key: str, version: Any = None, *, workers: int | None = None) -> list[str]:
+        """Check that every blob of ``version`` (default: every listed version) is intact.
+
+        Returns a list of problems (missing blob, wrong size, hash mismatch, unreadable
+        manifest); an empty list means healthy. Every blob is read and hashed.
+        """
+        versions = (
+            self.list_versions(namespace, key) if version is None else [self.resolve_version(namespace, key, version)]
+        )
+        layout = self._layout(namespace, key)
+        problems: list[str] = []
+        expected: dict[str, int] = {}
+        users: dict[str, str] = {}
+        for name in versions:
+            try:
+                manifest = self.read_manifest(namespace, key, name)
+            except (CorruptDatasetError, BlobIntegrityError, ValueError, NotFoundError) as exc:
+                problems.append(f"version {name!r}: {exc}")
+                continue
+            for entry in manifest.files:
+                expected[entry.file] = entry.size
+                users.setdefault(entry.file, f"version {name!r}, {entry.relpath}")
+
+        def check(blob: str) -> str | None:
+            path = layout.blob(blob)
+            size = self.backend.size(path)
+            if size is None:
+                return f"missing blob {blob} ({users[blob]})"
+            if size != expected[blob]:
+                return f"blob {blob} has {size} bytes, expected {expected[blob]} ({users[blob]})"
+            hasher = Hasher(sha256=False)
+            with self.backend.open_read(path) as stream:
+                while chunk := stream.read(1024 * 1024):
+                    hasher.update(chunk)
+            if hasher.digests().blob != blob:
+                return f"blob {blob} does not match its hashes (corrupted; {users[blob]})"
+            return None
+
+        found = run_parallel(sorted(expected), check, workers or DEFAULT_WORKERS, Worker())
+        problems.extend(p for p in found if p)
+        return problems

@@ -1,0 +1,139 @@
+"""Parallel work that stops promptly: thread pools, cancellation, progress bars, Ctrl+C.
+
+Workers check a shared cancel flag between chunks; the first error (or Ctrl+C in the
+main thread) sets it, pending work is dropped, running work notices within one chunk and
+the error is re-raised once every worker has stopped, so no thread keeps writing after
+the call returns. Publishing steps run with Ctrl+C deferred until they are complete.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+__all__ = ["Cancelled", "Progress", "Worker", "defer_interrupt", "run_parallel"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_WORKERS = 8
+
+
+class Cancelled(Exception):
+    """Raised inside a worker when the operation was cancelled by another failure."""
+
+
+class Worker:
+    """The cancel flag shared by the workers of one operation."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask every worker to stop at its next check."""
+        self._event.set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the operation was cancelled."""
+        if self._event.is_set():
+            raise Cancelled()
+
+
+def run_parallel(items: Iterable[T], fn: Callable[[T], R], workers: int, worker: Worker) -> list[R]:
+    """Run ``fn`` on every item with ``workers`` threads and return the results in order.
+
+    The first exception (or KeyboardInterrupt while waiting) cancels the rest and is
+    re-raised after all running calls have returned.
+    """
+    todo = list(items)
+    if not todo:
+        return []
+    if workers <= 1 or len(todo) == 1:
+        return [fn(item) for item in todo]
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(todo)), thread_name_prefix="kara-obj")
+    futures: list[Future[R]] = []
+    try:
+        futures = [pool.submit(fn, item) for item in todo]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return [future.result() for future in futures]
+    except BaseException:
+        worker.cancel()
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def defer_interrupt() -> Iterator[None]:
+    """Hold Ctrl+C (SIGINT) until the block is done, then raise KeyboardInterrupt.
+
+    Used around the short steps that make something visible (renames into place,
+    publishing a version), so an interruption never leaves them half done. Outside the
+    main thread signals cannot be handled and the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+class Progress:
+    """A tqdm bar (or nothing) that worker threads update; shown only on a terminal."""
+
+    def __init__(self, enabled: bool, total: int, desc: str, unit: str = "B") -> None:
+        show = enabled and sys.stderr.isatty()
+        self._lock = threading.Lock()
+        self._bar = (
+            tqdm(
+                total=total,
+                desc=desc,
+                unit=unit,
+                unit_scale=True,
+                unit_divisor=1024 if unit == "B" else 1000,
+                leave=False,
+            )
+            if show
+            else None
+        )
+
+    def update(self, n: int) -> None:
+        """Advance the bar by ``n`` units."""
+        if self._bar is not None:
+            with self._lock:
+                self._bar.update(n)
+
+    def postfix(self, text: str) -> None:
+        """Show ``text`` after the rate (for example files done / total)."""
+        if self._bar is not None:
+            with self._lock:
+                self._bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
