@@ -53,6 +53,14 @@ class KaraGroup(click.Group):
             self._plugins = _register_plugin_commands(self)
         return self._plugins
 
+    def reset_plugin_commands(self) -> None:
+        """Remove the commands plugins added; the next lookup asks the plugins again."""
+        if self._plugins is not None:
+            for names in self._plugins.commands.values():
+                for name in names:
+                    self.commands.pop(name, None)
+        self._plugins = None
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """Return a built-in command, else load plugins and look for theirs."""
         cmd_name = ALIASES.get(cmd_name, cmd_name)
@@ -69,6 +77,7 @@ class KaraGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; turn failures into one message on stderr and an exit status."""
+        load_plugins_quietly()
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -86,6 +95,19 @@ class KaraGroup(click.Group):
             if isinstance(exc, (MissingPluginError, UnknownSchemeError)):
                 _note_plugin_failures(None)
             ctx.exit(EXIT_ERROR)
+
+
+def load_plugins_quietly() -> None:
+    """Load plugins without printing their load failures.
+
+    Failures are kept by :mod:`kara_core.plugins` and shown where they matter: by
+    ``kara plugins``, and next to a "no backend" or "no such command" error.
+    """
+    from ..plugins import list_plugins
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        list_plugins()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -112,11 +134,8 @@ def _register_plugin_commands(group: click.Group) -> PluginCommands:
     from ..plugins import get_plugin_manager
 
     result = PluginCommands()
-    with warnings.catch_warnings():
-        # Load failures are kept by kara_core.plugins and shown by `kara plugins` or next
-        # to an error they explain, not on every command.
-        warnings.simplefilter("ignore")
-        caller = get_plugin_manager().hook.kara_register_commands
+    load_plugins_quietly()
+    caller = get_plugin_manager().hook.kara_register_commands
     for impl in reversed(caller.get_hookimpls()):
         before = dict(group.commands)
         try:
@@ -208,9 +227,7 @@ def version_command(as_json: bool) -> None:
         return
     from ..plugins import list_plugins
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plugins = list_plugins()
+    plugins = list_plugins()
     print_json(
         {
             "kara": __version__,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -273,7 +274,7 @@ def cat_command(
     ds = storage.open_dataset(namespace, key, "r", version, serialization="raw")
     try:
         start, stop = _bounds(len(ds), begin, end)
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         if start < stop:
             ds.seek(start)
         for index in range(start, stop):

@@ -88,7 +88,8 @@ def import_command(
     from ..serialization import resolve_serializer
 
     serializer = resolve_serializer(serialization)
-    name = "stdin" if source.name in ("<stdin>", "-") else str(source.name)
+    source_name = str(getattr(source, "name", "-"))
+    name = "stdin" if source_name in ("<stdin>", "-") else source_name
     stream = _rewindable(source)
     start = stream.tell()
     count = sum(1 for _ in _records(stream, name, serializer))

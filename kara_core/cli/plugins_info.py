@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import click
@@ -16,13 +15,10 @@ def plugin_report() -> dict[str, Any]:
     """Return every plugin with versions, hooks, registrations and errors, plus clashes."""
     from ..plugins import list_plugins, plugin_clashes, plugin_load_errors
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plugins = list_plugins()
     commands = plugin_commands()
     tracebacks = {**plugin_load_errors(), **commands.errors}
     entries = []
-    for p in plugins:
+    for p in list_plugins():
         entry = p.as_dict()
         entry["commands"] = commands.commands.get(p.name, [])
         if p.name in commands.errors and not entry["error"]:

@@ -176,7 +176,7 @@ def hexdump_lines(data: bytes, width: int = 16) -> list[str]:
         halves = [chunk[:8].hex(" "), chunk[8:].hex(" ")]
         hex_part = "  ".join(h for h in halves if h)
         ascii_part = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{start:08x}  {hex_part:<{width * 3}} |{ascii_part}|")
+        lines.append(f"{start:08x}  {hex_part:<{width * 3 + 1}} |{ascii_part}|")
     lines.append(f"{len(data):08x}")
     return lines
 

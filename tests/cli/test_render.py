@@ -20,7 +20,7 @@ from kara_core.serialization import JSONSerializer, NoSerializer, PickleSerializ
 
 
 def test_cjk_characters_are_two_columns_wide_and_ascii_one():
-    assert [char_width(c) for c in "a中。Ａ"] == [1, 2, 2, 2]
+    assert [char_width(c) for c in "a中。\uff21"] == [1, 2, 2, 2]
     assert display_width("你好, world") == 4 + 7
 
 

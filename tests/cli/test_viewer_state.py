@@ -12,7 +12,9 @@ RECORDS = [json.dumps({"i": i, "text": "第" + str(i) + "条" * 30, "xs": list(r
 
 
 def make_state(index: int = 0) -> ViewerState:
-    return ViewerState(read=RECORDS.__getitem__, count=len(RECORDS), serializer=JSONSerializer(), title="ns/k", index=index)
+    return ViewerState(
+        read=RECORDS.__getitem__, count=len(RECORDS), serializer=JSONSerializer(), title="ns/k", index=index
+    )
 
 
 def test_next_and_previous_move_between_records():
