@@ -9,7 +9,7 @@ import click
 from .app import cli
 from .browse import ls_command
 from .options import UrlCommand, global_options, json_option, open_store, store_options, version_option
-from .output import info, print_json, show_progress
+from .output import human_size, info, print_json, show_progress
 from .seed_form import SeedFormGroup
 
 
@@ -71,8 +71,14 @@ def save_command(
 @click.argument("key")
 @click.argument("local_path", type=click.Path(file_okay=False))
 @version_option("latest", "Version to load.")
-@click.option("--delete", is_flag=True, help="Also remove files under LOCAL_PATH that the version does not have.")
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="Also remove or overwrite files under LOCAL_PATH that kara did not place there.",
+)
+@click.option("--dry-run", is_flag=True, help="Only show what would be downloaded, kept and deleted.")
 @_workers_option
+@json_option
 @global_options
 def load_command(
     url: str,
@@ -83,24 +89,43 @@ def load_command(
     local_path: str,
     version: str,
     delete: bool,
+    dry_run: bool,
     workers: int | None,
+    as_json: bool,
 ) -> None:
     """Load a saved version into the folder LOCAL_PATH; print the version name.
 
-    Files already present with the right content are not downloaded again.
+    Files already present with the right content are not downloaded again. Files that
+    kara did not put there are never deleted or overwritten without --delete.
 
     \b
     Examples:
       kara obj load file:///data/store models bert ./checkpoint
       kara_storage obj file:///data/store load models bert ./checkpoint -v step-1000
+      kara obj load file:///data/store models bert ./checkpoint --dry-run --json
     """
     storage = open_store(url, app_key, app_secret)
+    if dry_run:
+        plan = storage.objects.plan_load(namespace, key, local_path, version)
+        if as_json:
+            print_json(plan.as_dict())
+            return
+        click.echo(f"version {plan.version} into {plan.target}:")
+        click.echo(f"  download  {len(plan.download)} file(s), {human_size(plan.bytes_to_download)}")
+        click.echo(f"  keep      {len(plan.keep)} file(s) already up to date")
+        click.echo(f"  delete    {len(plan.delete)} file(s)")
+        for path in plan.unmanaged:
+            click.echo(f"  not placed by kara (needs --delete): {path}")
+        return
     options: dict[str, Any] = {"delete": delete}
     if workers is not None:
         options["workers"] = workers
     loaded = storage.load_directory(namespace, key, local_path, version, progress_bar=show_progress(), **options)
     info(f"loaded {namespace}/{key} version {loaded} into {local_path}")
-    click.echo(loaded)
+    if as_json:
+        print_json({"namespace": namespace, "key": key, "version": loaded, "path": local_path})
+    else:
+        click.echo(loaded)
 
 
 @obj_group.command("ls", cls=UrlCommand)
@@ -184,14 +209,17 @@ def gc_command(
     """
     storage = open_store(url, app_key, app_secret)
     options = {} if grace_period is None else {"grace_period": grace_period}
-    result = storage.objects.gc(namespace, key, **options)
+    report = storage.objects.gc(namespace, key, **options)
     if as_json:
-        print_json(result)
-    elif isinstance(result, dict):
-        for name, value in result.items():
-            click.echo(f"{name}: {value}")
+        print_json(report.as_dict())
+    elif report.deferred:
+        click.echo("a save of this key is running: nothing was deleted; run gc again later")
     else:
-        click.echo(str(result))
+        click.echo(
+            f"removed {len(report.removed)} blob(s), freed {human_size(report.bytes_freed)}; "
+            f"kept {len(report.kept_recent)} unreferenced blob(s) younger than the grace period; "
+            f"{report.referenced} blob(s) in use"
+        )
 
 
 cli.add_command(obj_group)
