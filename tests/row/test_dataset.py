@@ -1,0 +1,330 @@
+"""The RowDataset API: 2.x semantics (read/seek/tell/index/slice) plus kara's additions."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+
+import kara_core
+from kara_core import KaraStorage
+from kara_core.backend import Capabilities
+from kara_core.errors import (
+    ConfigurationError,
+    DatasetClosedError,
+    DatasetNotFoundError,
+    ModeError,
+    ReadOnlyStoreError,
+    VersionNotFoundError,
+)
+from kara_core.serialization import NoSerializer, Serializer
+
+from .conftest import record
+
+
+def _fill(store: KaraStorage, n: int, version: object = "1", **options: int) -> None:
+    with store.open_dataset("ns", "rows", "w", version=version, **options) as ds:
+        ds.write_many(record(i) for i in range(n))
+
+
+@pytest.fixture
+def ds(store: KaraStorage):
+    _fill(store, 100, max_file_size=2048)
+    with store.open_dataset("ns", "rows") as opened:
+        yield opened
+
+
+def test_row_dataset_is_exported_from_the_package(ds) -> None:
+    assert isinstance(ds, kara_core.RowDataset)
+    assert (ds.namespace, ds.key, ds.version, ds.mode) == ("ns", "rows", "1", "r")
+
+
+def test_read_returns_records_in_order_then_none(ds) -> None:
+    assert [ds.read() for _ in range(100)] == [record(i) for i in range(100)]
+    assert ds.read() is None
+    assert ds.read() is None
+
+
+def test_write_returns_true_and_write_many_returns_the_count(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        assert ds.write(record(0)) is True
+        assert ds.write_many(record(i) for i in range(1, 10_001)) == 10_000
+        assert len(ds) == 10_001
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [record(i) for i in range(10_001)]
+
+
+def test_iteration_yields_none_records_and_moves_the_cursor(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        ds.write_many([1, None, 3])
+    with store.open_dataset("ns", "rows") as ds:
+        assert ds.read() == 1
+        assert list(ds) == [None, 3]
+        assert ds.tell() == 3
+
+
+def test_seek_whence_semantics_match_2x(ds) -> None:
+    assert ds.seek(10) == 10
+    assert ds.tell() == 10
+    assert ds.seek(5, 1) == 15
+    assert ds.read() == record(15)
+    assert ds.seek(-3, 1) == 13
+    assert ds.seek(1, 2) == 99
+    assert ds.read() == record(99)
+    assert ds.seek(0, 2) == 100
+    assert ds.read() is None
+    assert ds.seek(0, 0) == 0
+    assert ds.read() == record(0)
+
+
+def test_seek_clamps_into_range(ds) -> None:
+    assert ds.seek(-5) == 0
+    assert ds.seek(1000) == 100
+    assert ds.seek(1000, 2) == 0
+    assert ds.seek(-10, 2) == 100
+
+
+def test_seek_with_a_bad_whence_is_a_configuration_error(ds) -> None:
+    with pytest.raises(ConfigurationError):
+        ds.seek(0, 3)
+
+
+def test_indexing_supports_negative_indices_and_raises_index_error(ds) -> None:
+    assert ds[0] == record(0)
+    assert ds[-1] == record(99)
+    assert ds[-100] == record(0)
+    assert ds.pread(42) == record(42)
+    for bad in (100, -101):
+        with pytest.raises(IndexError):
+            ds[bad]
+
+
+def test_indexing_does_not_move_the_cursor(ds) -> None:
+    ds.seek(7)
+    assert ds[50] == record(50)
+    assert ds.read() == record(7)
+
+
+def test_slices_have_their_own_cursor_and_bounds(ds) -> None:
+    part = ds.slice(10, 20)
+    assert len(part) == 20
+    assert part[0] == record(10)
+    assert part[-1] == record(29)
+    assert part.read() == record(10)
+    assert ds.read() == record(0)
+    assert part.seek(0, 2) == 20
+    assert part.read() is None
+    assert list(part.slice(15)) == [record(i) for i in range(25, 30)]
+    assert len(ds.slice(90, 50)) == 10
+    assert len(ds.slice(500)) == 0
+    with pytest.raises(IndexError):
+        part[20]
+
+
+def test_closing_the_parent_leaves_slices_readable(ds) -> None:
+    part = ds.slice(95)
+    ds.close()
+    assert list(part) == [record(i) for i in range(95, 100)]
+    part.close()
+
+
+def test_threads_reading_share_the_cursor_without_losing_records(store: KaraStorage) -> None:
+    _fill(store, 20_000, max_file_size=50_000)
+    with store.open_dataset("ns", "rows") as ds:
+        seen: list[list[int]] = [[] for _ in range(4)]
+
+        def drain(out: list[int]) -> None:
+            while (rec := ds.read()) is not None:
+                out.append(rec["id"])
+
+        def index(out: list[int]) -> None:
+            out.extend(ds[i]["id"] - i for i in range(0, 20_000, 3))
+
+        threads = [threading.Thread(target=drain, args=(seen[k],)) for k in range(3)]
+        threads.append(threading.Thread(target=index, args=(seen[3],)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(seen[0] + seen[1] + seen[2]) == list(range(20_000))
+        assert set(seen[3]) == {0}
+
+
+def test_read_raw_range_returns_serialized_records_clamped(ds) -> None:
+    raws = ds.read_raw_range(95, 120)
+    assert [ds.serializer.deserialize(raw) for raw in raws] == [record(i) for i in range(95, 100)]
+    part = ds.slice(10, 5)
+    assert [ds.serializer.deserialize(raw) for raw in part.read_raw_range(-3, 2)] == [record(10), record(11)]
+    bounds = part.raw_record_bounds(0, 5)
+    assert [bounds[k + 1] - bounds[k] for k in range(5)] == [len(raw) for raw in part.read_raw_range(0, 5)]
+
+
+def test_nbytes_counts_the_serialized_records(ds) -> None:
+    sizes = [len(raw) for raw in ds.read_raw_range(0, 100)]
+    assert ds.nbytes() == sum(sizes)
+    assert ds.slice(10, 10).nbytes() == sum(sizes[10:20])
+
+
+def test_reader_pickles_as_a_description_and_reopens(ds) -> None:
+    part = ds.slice(20, 30)
+    part.seek(5)
+    data = pickle.dumps(part)
+    assert len(data) < 2000
+    copy = pickle.loads(data)
+    assert (copy.version, len(copy), copy.tell()) == ("1", 30, 5)
+    assert copy.read() == record(25)
+    copy.close()
+
+
+def test_pickling_a_writer_is_a_type_error(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as ds, pytest.raises(TypeError, match="writing"):
+        pickle.dumps(ds)
+
+
+def test_raw_serializer_refuses_objects(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "raw", "w", version="1", serialization=NoSerializer()) as ds:
+        ds.write(b"bytes are fine")
+        with pytest.raises(TypeError, match="bytes only"):
+            ds.write({"not": "bytes"})
+    with store.open_dataset("ns", "raw", serialization="raw") as ds:
+        assert list(ds) == [b"bytes are fine"]
+
+
+def test_user_serializer_subclass_is_used(store: KaraStorage) -> None:
+    class Upper(Serializer):
+        def serialize(self, x: str) -> bytes:
+            return x.upper().encode()
+
+        def deserialize(self, x: bytes) -> str:
+            return x.decode()
+
+    with store.open_dataset("ns", "text", "w", version="1", serialization=Upper) as ds:
+        ds.write("shout")
+    with store.open_dataset("ns", "text", serialization=Upper()) as ds:
+        assert ds.read() == "SHOUT"
+
+
+def test_versions_are_strings_and_latest_is_the_last_opened_for_writing(store: KaraStorage) -> None:
+    _fill(store, 3, version=3)
+    _fill(store, 4, version="b")
+    assert store.get_row_meta("ns", "rows") == {"latest": "b", "versions": ["3", "b"], "api": 2}
+    with store.open_dataset("ns", "rows", "w", version=3):
+        pass
+    assert store.get_row_meta("ns", "rows")["latest"] == "3"
+    with store.open_dataset("ns", "rows") as ds:
+        assert (ds.version, len(ds)) == ("3", 3)
+
+
+def test_writing_latest_appends_to_the_latest_version(store: KaraStorage) -> None:
+    _fill(store, 3, version="a")
+    with store.open_dataset("ns", "rows", "w") as ds:
+        assert ds.version == "a"
+        ds.write(record(3))
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [record(i) for i in range(4)]
+
+
+def test_creating_a_dataset_without_a_version_is_an_error(store: KaraStorage) -> None:
+    with pytest.raises(ConfigurationError, match="version="):
+        store.open_dataset("ns", "new", "w")
+    assert store.list_keys("ns") == []
+
+
+def test_missing_dataset_and_version_raise_not_found(store: KaraStorage) -> None:
+    with pytest.raises(DatasetNotFoundError):
+        store.open_dataset("ns", "absent")
+    _fill(store, 1)
+    with pytest.raises(VersionNotFoundError, match="'1'"):
+        store.open_dataset("ns", "rows", version="2")
+
+
+def test_wrong_mode_operations_raise_mode_error(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as writer:
+        for call in (writer.read, lambda: writer[0], lambda: writer.seek(0), writer.tell, writer.slice):
+            with pytest.raises(ModeError):
+                call()
+    with store.open_dataset("ns", "rows") as reader:
+        with pytest.raises(ModeError):
+            reader.write(record(0))
+        with pytest.raises(ModeError):
+            reader.write_many([record(0)])
+
+
+def test_operations_on_a_closed_dataset_raise_dataset_closed_error(store: KaraStorage) -> None:
+    _fill(store, 5)
+    ds = store.open_dataset("ns", "rows")
+    ds.close()
+    ds.close()
+    assert ds.closed
+    for call in (ds.read, lambda: ds[0], lambda: ds.seek(0), ds.flush, lambda: list(ds)):
+        with pytest.raises(DatasetClosedError):
+            call()
+    writer = store.open_dataset("ns", "rows", "w", version="1")
+    writer.close()
+    with pytest.raises(DatasetClosedError):
+        writer.write(record(0))
+
+
+def test_bad_mode_and_unknown_options_are_configuration_errors(store: KaraStorage) -> None:
+    with pytest.raises(ConfigurationError, match="mode"):
+        store.open_dataset("ns", "rows", "rw", version="1")
+    with pytest.raises(ConfigurationError, match="trunk_size"):
+        store.open_dataset("ns", "rows", "w", version="1", trunk_size=10)
+    with pytest.raises(ConfigurationError, match="max_file_size"):
+        store.open_dataset("ns", "rows", "w", version="1", max_file_size=0)
+
+
+def test_writing_to_a_store_that_cannot_append_is_a_read_only_error(tmp_path: Path) -> None:
+    from kara_file import FileBackend
+
+    class NoAppend(FileBackend):
+        capabilities = Capabilities(writable=True, appendable=False, local_path=True)
+
+    with pytest.raises(ReadOnlyStoreError):
+        KaraStorage(NoAppend(str(tmp_path))).open_dataset("ns", "rows", "w", version="1")
+
+
+def test_records_written_are_visible_to_new_readers_after_flush(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as writer:
+        writer.write_many(record(i) for i in range(10))
+        writer.flush()
+        with store.open_dataset("ns", "rows") as reader:
+            assert len(reader) == 10
+        writer.write(record(10))
+    with store.open_dataset("ns", "rows") as reader:
+        assert len(reader) == 11
+
+
+def test_empty_version_reads_as_empty(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1"):
+        pass
+    with store.open_dataset("ns", "rows") as ds:
+        assert (len(ds), ds.read(), list(ds), ds.nbytes()) == (0, None, [], 0)
+
+
+def test_large_records_round_trip_across_blocks(store: KaraStorage) -> None:
+    blobs = [bytes([i]) * (300_000 + i) for i in range(8)]
+    with store.open_dataset("ns", "big", "w", version="1", serialization="raw", max_file_size=1_000_000) as ds:
+        for blob in blobs:
+            ds.write(blob)
+    with store.open_dataset("ns", "big", serialization="raw") as ds:
+        assert list(ds) == blobs
+        assert ds[5] == blobs[5]
+        assert ds.read_raw_range(2, 6) == blobs[2:6]
+
+
+def test_dataset_info_and_verify_describe_a_version(store: KaraStorage) -> None:
+    _fill(store, 100, max_file_size=2048)
+    info = store.rows.dataset_info("ns", "rows", "1")
+    assert info["records"] == 100
+    assert info["latest"] is True
+    assert info["blocks"] > 1
+    assert info["data_bytes"] == sum(len(r) for r in store.open_dataset("ns", "rows").read_raw_range(0, 100))
+    assert store.rows.verify("ns", "rows") == []
+    store.backend.delete("row/ns/rows/1/data/1.blk")
+    problems = store.rows.verify("ns", "rows", "1")
+    assert any("missing block row/ns/rows/1/data/1.blk" in p for p in problems)
+    with store.open_dataset("ns", "rows") as ds:
+        assert len(ds) < 100  # records past the gap are not readable, and opening still works

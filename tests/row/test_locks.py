@@ -1,0 +1,142 @@
+"""Writer locks and concurrent meta.json updates, with real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from kara_core import KaraStorage
+from kara_core.errors import DatasetLockedError
+
+from .conftest import record, run_kara
+
+HOLD_WRITER = """
+import sys, time
+from kara_core import KaraStorage
+ds = KaraStorage("file://" + sys.argv[1]).open_dataset("ns", "rows", "w", version="1")
+ds.write({"from": "holder"})
+ds.flush()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+LOCK = "row/ns/rows/1/.kara/writer.lock"
+
+
+def _hold(root: Path):
+    proc = run_kara(HOLD_WRITER, str(root))
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "locked", proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+def test_second_writer_in_another_process_gets_dataset_locked_error(tmp_path: Path) -> None:
+    proc = _hold(tmp_path)
+    try:
+        with pytest.raises(DatasetLockedError, match=rf"pid {proc.pid} on host"):
+            KaraStorage(f"file://{tmp_path}").open_dataset("ns", "rows", "w", version="1")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_other_versions_of_a_locked_dataset_can_be_written(tmp_path: Path) -> None:
+    proc = _hold(tmp_path)
+    try:
+        with KaraStorage(f"file://{tmp_path}").open_dataset("ns", "rows", "w", version="2") as ds:
+            ds.write(record(0))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lock_left_by_a_killed_writer_is_broken(tmp_path: Path) -> None:
+    proc = _hold(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = KaraStorage(f"file://{tmp_path}")
+    assert store.backend.exists(LOCK)
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        ds.write({"from": "next"})
+    assert not store.backend.exists(LOCK)
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [{"from": "holder"}, {"from": "next"}]
+
+
+def _foreign_lock(heartbeat_age: float) -> bytes:
+    now = time.time()
+    info = {
+        "host": "another-host.example",
+        "pid": 4242,
+        "pid_start": None,
+        "token": "t0",
+        "created": now - 1000,
+        "heartbeat": now - heartbeat_age,
+        "what": "dataset ns/rows version '1'",
+    }
+    return json.dumps(info).encode()
+
+
+def test_lock_of_another_host_with_a_live_heartbeat_is_respected(store: KaraStorage) -> None:
+    store.backend.put(LOCK, _foreign_lock(heartbeat_age=5))
+    with pytest.raises(DatasetLockedError, match=r"another-host\.example"):
+        store.open_dataset("ns", "rows", "w", version="1")
+
+
+def test_lock_of_another_host_with_an_expired_heartbeat_is_broken(store: KaraStorage) -> None:
+    store.backend.put(LOCK, _foreign_lock(heartbeat_age=3600))
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        ds.write(record(1))
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [record(1)]
+
+
+def test_lock_is_released_on_close(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        assert store.backend.exists(LOCK)
+    assert ds.closed
+    assert not store.backend.exists(LOCK)
+
+
+CREATE_VERSION = """
+import sys, time
+from kara_core import KaraStorage
+start = float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+with KaraStorage("file://" + sys.argv[1]).open_dataset("ns", "shared", "w", version=sys.argv[2]) as ds:
+    ds.write({"version": sys.argv[2]})
+print("done", flush=True)
+"""
+
+
+def test_versions_created_by_concurrent_processes_are_all_listed(tmp_path: Path) -> None:
+    start = time.time() + 1.0  # every process is past its imports by then
+    names = [f"p{k}" for k in range(5)]
+    procs = [run_kara(CREATE_VERSION, str(tmp_path), name, str(start)) for name in names]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    store = KaraStorage(f"file://{tmp_path}")
+    meta = store.get_row_meta("ns", "shared")
+    assert sorted(meta["versions"]) == names
+    assert meta["latest"] in names
+    for name in names:
+        with store.open_dataset("ns", "shared", version=name) as ds:
+            assert list(ds) == [{"version": name}]
+
+
+def test_meta_lock_left_by_a_killed_process_is_broken(store: KaraStorage) -> None:
+    proc = run_kara("import time; print('up', flush=True); time.sleep(60)")
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.kill()
+    proc.wait()
+    stale = {"host": __import__("socket").gethostname(), "pid": proc.pid, "token": "t", "created": time.time()}
+    store.backend.put("row/ns/rows/.kara/meta.lock", json.dumps(stale).encode())
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        ds.write(record(0))
+    assert store.get_row_meta("ns", "rows")["versions"] == ["1"]
