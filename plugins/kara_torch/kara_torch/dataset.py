@@ -228,7 +228,8 @@ class KaraTorchDataset(IterableDataset):
 
     # -- exact resume -------------------------------------------------------------------
 
-    def _order_key(self) -> dict[str, Any]:
+    def order_key(self) -> dict[str, Any]:
+        """What the sample order depends on, besides epoch, world size and batch size."""
         rows = self._rows
         return {
             "namespace": getattr(rows, "namespace", None),
@@ -253,7 +254,7 @@ class KaraTorchDataset(IterableDataset):
             start, offset = start + offset * self.world_size, 0
         return {
             "format": _STATE_FORMAT,
-            "order": self._order_key(),
+            "order": self.order_key(),
             "epoch": epoch,
             "world_size": self.world_size,
             "batch_size": batch,
@@ -299,7 +300,7 @@ class KaraTorchDataset(IterableDataset):
     def _check_state(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
             raise ConfigurationError("not a kara-torch state (expected the dict returned by state_dict())")
-        ours = self._order_key()
+        ours = self.order_key()
         theirs = state["order"]
         differ = sorted(name for name in ours if ours[name] != theirs.get(name))
         if differ:

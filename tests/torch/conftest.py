@@ -1,0 +1,80 @@
+"""Fixtures of the kara-torch tests: real row datasets in a file:// store, run helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from torch.utils.data import DataLoader
+
+import kara_core
+from kara_core import KaraStorage
+
+HERE = Path(__file__).resolve().parent
+#: Records of the small dataset: odd-sized on purpose, so ranks, workers and batches
+#: never divide it evenly.
+SMALL = 2003
+#: Records of the dataset the shuffle-quality test uses (the issue's target size).
+LARGE = 100_000
+
+
+def as_list(batch: list[Any]) -> list[Any]:
+    """Collate function that keeps the samples of a batch as they are."""
+    return batch
+
+
+def ids(batches: Iterable[list[dict[str, Any]]]) -> list[int]:
+    """The record ids of the samples of some batches, in order."""
+    return [sample["i"] for batch in batches for sample in batch]
+
+
+@pytest.fixture(scope="session")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A file:// store with dataset ``torch/small`` (SMALL records) and ``torch/large`` (LARGE)."""
+    url = f"file://{tmp_path_factory.mktemp('torch')}/store"
+    store = KaraStorage(url, fsync=False)
+    for key, count in (("small", SMALL), ("large", LARGE)):
+        with store.open_dataset("torch", key, "w", version="1") as ds:
+            ds.write_many({"i": i} for i in range(count))
+    return url
+
+
+@pytest.fixture
+def small(store_url: str) -> Any:
+    """The small dataset, opened for reading."""
+    with KaraStorage(store_url).open_dataset("torch", "small") as ds:
+        yield ds
+
+
+@pytest.fixture
+def large(store_url: str) -> Any:
+    """The large dataset, opened for reading."""
+    with KaraStorage(store_url).open_dataset("torch", "large") as ds:
+        yield ds
+
+
+def load(rows: Any, num_workers: int = 0, batch_size: int = 8, epoch: int = 0, **kwargs: Any) -> list[int]:
+    """Ids a DataLoader delivers for one epoch of ``make_torch_dataset(rows, **kwargs)``."""
+    ds = kara_core.make_torch_dataset(rows, batch_size=batch_size, **kwargs)
+    ds.set_epoch(epoch)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=as_list)
+    return ids(loader)
+
+
+def run_script(name: str, params: dict[str, Any], timeout: float = 120) -> Any:
+    """Run ``tests/torch/<name>`` in a new Python process with ``params``; return its JSON output."""
+    proc = subprocess.run(
+        [sys.executable, str(HERE / name)],
+        input=json.dumps(params),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
