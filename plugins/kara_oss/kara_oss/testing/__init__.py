@@ -68,7 +68,10 @@ class OSSTestServer:
     def start(self) -> OSSTestServer:
         """Start serving in a background thread and return self."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="kara-oss-test-server", daemon=True)
+            # A short poll interval makes stop() (and so every test's teardown) quick.
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, args=(0.02,), name="kara-oss-test-server", daemon=True
+            )
             self._thread.start()
         return self
 
