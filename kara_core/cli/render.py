@@ -214,10 +214,12 @@ def render_record(raw: bytes, serializer: Serializer) -> RecordView:
     """
     value, error = decode_record(raw, serializer)
     if error is not None:
-        note = f"cannot decode as {serializer.name or type(serializer).__name__} ({printable(error)[:200]})"
+        name = serializer.name or type(serializer).__name__
+        hint = ""
         if looks_like_pickle(raw) and serializer.name != "pickle":
-            note += "; looks like a pickle: try --serialization pickle (only for data you trust)"
-        return RecordView("hex", _plain(hexdump_lines(raw)), note + f"; {len(raw)} bytes shown as hex")
+            hint = "; looks like a pickle: try --serialization pickle (only for data you trust)"
+        note = f"cannot decode as {name}{hint}; {len(raw)} bytes shown as hex ({printable(error)[:120]})"
+        return RecordView("hex", _plain(hexdump_lines(raw)), note)
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         return RecordView("hex", _plain(hexdump_lines(data)), f"{len(data)} bytes")
