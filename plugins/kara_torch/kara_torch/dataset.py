@@ -21,13 +21,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from kara_core.errors import ConfigurationError, ModeError
 
-from .order import EpochOrder, OrderCursor, RankPlan, ShuffleParams, worker_positions
-from .reader import RunReader
+from .order import EpochOrder, RankPlan, ShuffleParams, worker_positions
+from .reader import BlockReader
 
 __all__ = ["KaraTorchDataset", "make_torch_dataset"]
 
-#: Samples a worker looks ahead when it plans its reads.
-READ_GROUP = 1024
+#: Records read together when the order is not shuffled.
+UNSHUFFLED_BLOCK = 1024
 _STATE_FORMAT = 1
 
 
@@ -209,22 +209,14 @@ class KaraTorchDataset(IterableDataset):
         rows = self._rows_here()
         plan = RankPlan(self._plan.n, self.world_size, self.rank, self.batch_size, self._plan.pad, it.start)
         order = EpochOrder(plan.n, it.epoch, self._shuffle, self._params)
-        cursor = OrderCursor(order)
-        head = order.head(min(plan.n, plan.world_size)) if plan.pad else None
-
-        def indices() -> Iterator[np.ndarray]:
-            for positions in worker_positions(plan, it.offset, it.num_workers, it.worker, it.skip, READ_GROUP):
-                regular = positions[positions < plan.n]
-                values = cursor.take(regular)
-                if head is not None and len(regular) < len(positions):
-                    values = np.concatenate((values, head[(positions[len(regular) :] - plan.n) % plan.n]))
-                yield values + self._begin
-
+        positions = [*worker_positions(plan, it.offset, it.num_workers, it.worker, it.skip), np.empty(0, np.int64)]
+        records = order.values(np.concatenate(positions))
+        block = self._params.block_size_for(plan.n) if self._shuffle else UNSHUFFLED_BLOCK
+        reader = BlockReader(rows, block)
         deserialize, transform = rows.serializer.deserialize, self._transform
-        for raws in RunReader(rows).read_groups(indices()):
-            for raw in raws:
-                sample = deserialize(raw)
-                yield sample if transform is None else transform(sample)
+        for raw in reader.read_in_order(records + self._begin, records // block):
+            sample = deserialize(raw)
+            yield sample if transform is None else transform(sample)
 
     # -- exact resume -------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ from kara_core.errors import ConfigurationError
 
 __all__ = [
     "EpochOrder",
-    "OrderCursor",
     "RankPlan",
     "ShuffleParams",
     "worker_positions",
@@ -85,6 +84,7 @@ class EpochOrder:
         self.epoch = epoch
         self.shuffle = shuffle
         self.params = params
+        self._array: np.ndarray | None = None
 
     def chunks(self) -> Iterator[np.ndarray]:
         """Yield the order as consecutive int64 arrays (together a permutation of ``range(n)``)."""
@@ -121,38 +121,19 @@ class EpochOrder:
         if len(pool):
             yield pool[np.argsort(bits.random_raw(len(pool)), kind="stable")]
 
-    def head(self, count: int) -> np.ndarray:
-        """The first ``count`` entries of the order (``count <= n``)."""
-        cursor = OrderCursor(self)
-        return cursor.take(np.arange(count, dtype=np.int64))
+    def values(self, positions: np.ndarray) -> np.ndarray:
+        """``G[positions]``; positions ``n, n+1, ...`` (padding) stand for ``G[0], G[1], ...``.
 
-
-class OrderCursor:
-    """Reads entries of an :class:`EpochOrder` at increasing positions, in one pass."""
-
-    def __init__(self, order: EpochOrder) -> None:
-        self._identity = not order.shuffle
-        self._chunks = order.chunks()
-        self._buffer = np.empty(0, dtype=np.int64)
-        self._base = 0
-
-    def take(self, positions: np.ndarray) -> np.ndarray:
-        """Return ``G[positions]``; positions ascend and exceed those of earlier calls."""
-        if self._identity or not len(positions):
-            return positions.astype(np.int64, copy=True)
-        last = int(positions[-1])
-        pieces = [self._buffer]
-        have = self._base + len(self._buffer)
-        while have <= last:
-            chunk = next(self._chunks)
-            pieces.append(chunk)
-            have += len(chunk)
-        if len(pieces) > 1:
-            self._buffer = np.concatenate(pieces)
-        values = self._buffer[positions - self._base]
-        self._buffer = self._buffer[last + 1 - self._base :]
-        self._base = last + 1
-        return values
+        The shuffled order is computed once per object, as an array of ``n`` integers
+        (4 bytes each below 2**31 records).
+        """
+        wrapped = positions % self.n if self.n else positions
+        if not self.shuffle:
+            return wrapped
+        if self._array is None:
+            dtype = np.int32 if self.n < 2**31 else np.int64
+            self._array = np.concatenate([*self.chunks(), np.empty(0, dtype=np.int64)]).astype(dtype)
+        return self._array[wrapped].astype(np.int64)
 
 
 @dataclass(frozen=True)

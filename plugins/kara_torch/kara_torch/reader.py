@@ -1,12 +1,16 @@
-"""Reads the records a worker needs with one ranged read per run of nearby records.
+"""Reads the records one worker yields, block by block, in ranged reads.
 
-A worker needs a scattered subset of each group of records (its share of the shuffled
-blocks). Asking for each record on its own would cost one request per record on a remote
-store, so sorted record numbers are merged into runs whenever the records skipped between
-two of them weigh less than ``gap_bytes``, and each run is one
-:meth:`~kara_core.row.RowDataset.read_raw_range` call (one index read, one data read). On
-remote stores the runs of the next groups are read by a few threads while the current
-group is decoded.
+A worker knows its whole sequence of records in advance (the order is computed from
+positions alone). Records belong to blocks of consecutive records (the unit the shuffle
+permutes). The first time the worker's sequence touches a block, it reads all of its own
+records of that block at once and keeps them until their turn: each block costs one
+:meth:`~kara_core.row.RowDataset.read_raw_range` call (one index read and one data read)
+per worker, instead of one per record. Inside a block, records another worker needs are
+skipped when they weigh more than ``gap_bytes`` (large records), and read through
+otherwise (cheaper than another call).
+
+On remote stores (no local path) the blocks of the next groups are read by a few threads
+while the current group is decoded.
 """
 
 from __future__ import annotations
@@ -18,26 +22,30 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunReader"]
+__all__ = ["BlockReader"]
 
-#: Skipped bytes worth reading to save one more read call, on local and remote stores.
+#: Bytes of unneeded records worth reading through to save a read call.
 LOCAL_GAP_BYTES = 16 * 1024
 REMOTE_GAP_BYTES = 1024 * 1024
-#: Threads reading runs ahead, and groups read ahead, on remote stores.
+#: Threads reading ahead, and groups read ahead, on remote stores.
 REMOTE_THREADS = 4
 REMOTE_READ_AHEAD = 2
+#: Samples per read group.
+GROUP = 1024
 
 
-class RunReader:
-    """Raw bytes of arbitrary records of one row dataset, read in coalesced runs."""
+class BlockReader:
+    """Raw bytes of a worker's records, in its order, read block by block."""
 
-    def __init__(self, rows: Any) -> None:
+    def __init__(self, rows: Any, block_size: int) -> None:
         self._rows = rows
         count = len(rows)
         mean_bytes = max(1, rows.nbytes() // count) if count else 1
         capabilities = getattr(getattr(rows, "backend", None), "capabilities", None)
         local = bool(getattr(capabilities, "local_path", False))
-        self._gap = max(1, (LOCAL_GAP_BYTES if local else REMOTE_GAP_BYTES) // mean_bytes)
+        # Never read through more than a block: beyond that the records belong to
+        # blocks that are not due yet.
+        self._gap = max(1, min(block_size, (LOCAL_GAP_BYTES if local else REMOTE_GAP_BYTES) // mean_bytes))
         self._threads = 0 if local else REMOTE_THREADS
 
     def runs(self, unique: np.ndarray) -> list[tuple[int, int]]:
@@ -49,43 +57,65 @@ class RunReader:
         stops = unique[np.concatenate((cuts - 1, [len(unique) - 1]))] + 1
         return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
-    def _read_runs(self, runs: list[tuple[int, int]]) -> list[list[bytes]]:
-        return [self._rows.read_raw_range(start, stop) for start, stop in runs]
+    def read_in_order(self, records: np.ndarray, blocks: np.ndarray) -> Iterator[bytes]:
+        """Yield the raw bytes of ``records`` in order; ``blocks[k]`` is the block of ``records[k]``.
+
+        Records of one block are read together when the first of them is due; a record
+        may appear several times.
+        """
+        if not len(records):
+            return
+        # For each block, the first position in `records` where it is needed; a record
+        # is read with the group of sequence positions holding its block's first use.
+        by_block = np.argsort(blocks, kind="stable")
+        sorted_blocks = blocks[by_block]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_blocks[1:] != sorted_blocks[:-1])))
+        first_use = np.repeat(by_block[starts], np.diff(np.concatenate((starts, [len(blocks)]))))
+        read_group = np.empty(len(records), dtype=np.int64)
+        read_group[by_block] = first_use // GROUP
+        read_order = np.argsort(read_group, kind="stable")
+        bounds = np.searchsorted(read_group[read_order], np.arange(0, -(-len(records) // GROUP) + 1))
+        groups = (read_order[bounds[g] : bounds[g + 1]] for g in range(len(bounds) - 1))
+        cache: dict[int, bytes] = {}
+        emitted = 0
+        for members, raws in self._read_groups(records, groups):
+            cache.update(zip(members.tolist(), raws, strict=True))
+            stop = min(len(records), emitted + GROUP)
+            for k in range(emitted, stop):
+                yield cache.pop(k)
+            emitted = stop
+
+    def _plan(self, records: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        wanted = records[members]
+        unique = np.unique(wanted)
+        return wanted, unique, self.runs(unique)
 
     @staticmethod
-    def _pick(indices: np.ndarray, unique: np.ndarray, runs: list[tuple[int, int]], raws: list[list[bytes]]) -> list:
+    def _pick(wanted: np.ndarray, unique: np.ndarray, runs: list[tuple[int, int]], raws: list[list[bytes]]) -> list:
         table: list[bytes] = []
-        bounds = [start for start, _ in runs]
-        run_of = np.searchsorted(bounds, unique, side="right") - 1
+        run_of = np.searchsorted([start for start, _ in runs], unique, side="right") - 1
         for index, run in zip(unique.tolist(), run_of.tolist(), strict=True):
             table.append(raws[run][index - runs[run][0]])
-        return [table[k] for k in np.searchsorted(unique, indices).tolist()]
+        return [table[k] for k in np.searchsorted(unique, wanted).tolist()]
 
-    def read(self, indices: np.ndarray) -> list[bytes]:
-        """The raw bytes of records ``indices`` (any order, repeats allowed), in that order."""
-        unique = np.unique(indices)
-        runs = self.runs(unique)
-        return self._pick(indices, unique, runs, self._read_runs(runs))
-
-    def read_groups(self, groups: Iterator[np.ndarray]) -> Iterator[list[bytes]]:
-        """Yield :meth:`read` of each group, reading ahead on remote stores."""
+    def _read_groups(self, records: np.ndarray, groups: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, list]]:
+        read = self._rows.read_raw_range
         if not self._threads:
-            for indices in groups:
-                yield self.read(indices)
+            for members in groups:
+                wanted, unique, runs = self._plan(records, members)
+                yield members, self._pick(wanted, unique, runs, [read(start, stop) for start, stop in runs])
             return
         with ThreadPoolExecutor(self._threads, thread_name_prefix="kara-torch-read") as pool:
-            pending: deque[tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[Future]]] = deque()
-            for indices in groups:
-                unique = np.unique(indices)
-                runs = self.runs(unique)
-                futures = [pool.submit(self._rows.read_raw_range, start, stop) for start, stop in runs]
-                pending.append((indices, unique, runs, futures))
-                if len(pending) > REMOTE_READ_AHEAD:
-                    yield self._collect(*pending.popleft())
-            while pending:
-                yield self._collect(*pending.popleft())
+            pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]], list[Future]]] = deque()
 
-    def _collect(
-        self, indices: np.ndarray, unique: np.ndarray, runs: list[tuple[int, int]], futures: list[Future]
-    ) -> list[bytes]:
-        return self._pick(indices, unique, runs, [future.result() for future in futures])
+            def collect() -> tuple[np.ndarray, list]:
+                members, wanted, unique, runs, futures = pending.popleft()
+                return members, self._pick(wanted, unique, runs, [future.result() for future in futures])
+
+            for members in groups:
+                wanted, unique, runs = self._plan(records, members)
+                pending.append((members, wanted, unique, runs, [pool.submit(read, a, b) for a, b in runs]))
+                if len(pending) > REMOTE_READ_AHEAD:
+                    yield collect()
+            while pending:
+                yield collect()
