@@ -26,6 +26,7 @@ from ..backend import Appender, Backend
 from ..errors import CorruptDatasetError
 
 __all__ = [
+    "LARGE_READ",
     "BlockReader",
     "BlockWriter",
     "MappedBlocks",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: Bytes fetched per read-ahead request on remote stores (one more is prefetched).
 READ_AHEAD = 8 * 1024 * 1024
+#: Reads at least this large go through pread on local files: one copy, no page faults.
+LARGE_READ = 256 * 1024
 #: Page size and page count of the remote index cache used by random access.
 PAGE_SIZE = 64 * 1024
 PAGE_CACHE_PAGES = 256
@@ -87,12 +90,13 @@ def _starts(sizes: list[int]) -> list[int]:
 
 
 class MappedBlocks:
-    """A block stream on local files, every block mmapped (zero system calls per read)."""
+    """A block stream on local files: small reads slice mmapped memory, large ones pread."""
 
     def __init__(self, backend: Backend, prefix: str, sizes: list[int], limit: int) -> None:
         self.limit = limit
         self.prefix = prefix
         self._maps: list[mmap.mmap] = []
+        self._fds: list[int] = []
         self._starts: list[int] = []
         for number, start in enumerate(_starts(sizes)):
             length = min(sizes[number], limit - start)
@@ -100,30 +104,36 @@ class MappedBlocks:
                 continue
             path = backend.local_path(block_path(prefix, number))
             assert path is not None
-            with open(path, "rb") as fh:
-                self._maps.append(mmap.mmap(fh.fileno(), length, access=mmap.ACCESS_READ))
+            fd = os.open(path, os.O_RDONLY)
+            self._fds.append(fd)
+            self._maps.append(mmap.mmap(fd, length, access=mmap.ACCESS_READ))
             self._starts.append(start)
         #: The single map holding the whole stream, when there is one (the common case).
         self.single: mmap.mmap | None = self._maps[0] if self._starts == [0] else None
 
     def read(self, start: int, end: int) -> bytes:
-        if self.single is not None:
-            return self.single[start:end]
         if start >= end:
             return b""
+        single = self.single
+        if single is not None and end - start < LARGE_READ:
+            return single[start:end]
         number = bisect_right(self._starts, start) - 1
-        base = self._starts[number]
-        block = self._maps[number]
-        if end - base <= len(block):
-            return block[start - base : end - base]
         parts = []
         while start < end:
             base, block = self._starts[number], self._maps[number]
-            piece = block[start - base : end - base]
+            stop = min(end, base + len(block))
+            if stop - start < LARGE_READ:
+                piece = block[start - base : stop - base]
+            else:
+                piece = os.pread(self._fds[number], stop - start, start - base)
+                if len(piece) != stop - start:
+                    raise CorruptDatasetError(
+                        block_path(self.prefix, number), start - base, "the block file shrank while open"
+                    )
             parts.append(piece)
-            start += len(piece)
+            start = stop
             number += 1
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     read_ahead = read
     read_paged = read
@@ -135,7 +145,9 @@ class MappedBlocks:
             except BufferError:
                 # A memoryview someone still holds keeps the map alive; the GC frees it.
                 pass
-        self._maps = []
+        for fd in self._fds:
+            os.close(fd)
+        self._maps, self._fds = [], []
         self.single = None
 
 

@@ -6,6 +6,7 @@ import io
 import operator
 import threading
 from collections.abc import Iterable, Iterator
+from operator import length_hint
 from typing import Any
 
 from ..backend import Backend
@@ -70,6 +71,8 @@ class RowDataset:
         self._pos = self._begin
         self._batch: list[bytes] = []
         self._bpos = 0
+        # Counts cursor moves, so an interrupted iteration knows whether it may rewind.
+        self._moves = 0
 
     # -- state and errors ----------------------------------------------------------
 
@@ -112,22 +115,18 @@ class RowDataset:
     def write_many(self, objs: Iterable[Any]) -> int:
         """Append every record of ``objs`` (faster than one ``write`` each); return the count."""
         serialize = self._serialize
+        source = iter(objs)
         total = 0
-        chunk: list[bytes] = []
-        for obj in objs:
-            chunk.append(serialize(obj))
-            if len(chunk) >= BATCH_RECORDS:
-                total += self._append_many(chunk)
-                chunk = []
-        return total + self._append_many(chunk)
-
-    def _append_many(self, raws: list[bytes]) -> int:
-        with self._lock:
-            writer = self._writer
-            if writer is None:
-                raise self._unwritable()
-            writer.append_many(raws)
-        return len(raws)
+        while True:
+            # The lock is taken per chunk so that other threads' writes are not starved.
+            with self._lock:
+                writer = self._writer
+                if writer is None:
+                    raise self._unwritable()
+                done = writer.append_many(source, serialize, BATCH_RECORDS)
+            total += done
+            if done < BATCH_RECORDS:
+                return total
 
     def flush(self) -> None:
         """Make every record written so far durable and visible to new readers."""
@@ -165,18 +164,24 @@ class RowDataset:
 
     # -- sequential reading ----------------------------------------------------------
 
+    def _refill(self) -> bool:
+        # Called with the lock held when the batch is used up; False at the end.
+        snap = self._reader()
+        if self._pos >= self._end:
+            return False
+        stop = min(self._end, self._pos + BATCH_RECORDS)
+        self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES)
+        self._bpos = 0
+        return True
+
     def _next_raw(self) -> bytes | None:
         with self._lock:
-            if self._bpos >= len(self._batch):
-                snap = self._reader()
-                if self._pos >= self._end:
-                    return None
-                stop = min(self._end, self._pos + BATCH_RECORDS)
-                self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES)
-                self._bpos = 0
+            if self._bpos >= len(self._batch) and not self._refill():
+                return None
             raw = self._batch[self._bpos]
             self._bpos += 1
             self._pos += 1
+            self._moves += 1
         return raw
 
     def read(self) -> Any:
@@ -185,10 +190,32 @@ class RowDataset:
         return None if raw is None else self._deserialize(raw)
 
     def __iter__(self) -> Iterator[Any]:
-        """Yield the records from the cursor to the end, moving the cursor along."""
-        next_raw, deserialize = self._next_raw, self._deserialize
-        while (raw := next_raw()) is not None:
-            yield deserialize(raw)
+        """Yield the records from the cursor to the end, moving the cursor along.
+
+        The cursor moves a batch at a time while the loop runs (so ``tell()`` inside
+        the loop may be ahead); leaving the loop early puts it right after the last
+        record yielded, unless another read or seek moved it meanwhile.
+        """
+        deserialize = self._deserialize
+        while True:
+            with self._lock:
+                if self._bpos >= len(self._batch) and not self._refill():
+                    return
+                batch = self._batch[self._bpos :] if self._bpos else self._batch
+                self._batch, self._bpos = [], 0
+                self._pos += len(batch)
+                self._moves += 1
+                moves = self._moves
+            rest = iter(batch)
+            try:
+                yield from map(deserialize, rest)
+            finally:
+                left = length_hint(rest)
+                if left:
+                    with self._lock:
+                        if self._moves == moves:
+                            self._pos -= left
+                            self._batch, self._bpos = batch, len(batch) - left
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         """Move the cursor and return its new position (records from the start).
@@ -209,6 +236,7 @@ class RowDataset:
             else:
                 raise ConfigurationError(f"whence must be 0, 1 or 2, got {whence!r}")
             self._pos = min(max(target, self._begin), self._end)
+            self._moves += 1
             self._batch = []
             self._bpos = 0
             return self._pos - self._begin

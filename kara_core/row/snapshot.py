@@ -16,11 +16,11 @@ import sys
 import threading
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from operator import le
 
 from ..backend import Backend
 from ..errors import CorruptDatasetError
-from .blocks import MappedBlocks, block_path, open_blocks, probe_blocks
+from .blocks import LARGE_READ, MappedBlocks, block_path, open_blocks, probe_blocks
 
 __all__ = ["ENTRY", "Snapshot", "complete_records", "decode_ends"]
 
@@ -34,7 +34,7 @@ BATCH_RECORDS = 4096
 BATCH_BYTES = 8 * 1024 * 1024
 
 
-def decode_ends(raw: bytes) -> Sequence[int]:
+def decode_ends(raw: bytes) -> array[int]:
     """Decode index bytes into record end offsets."""
     ends = array("Q", raw)
     if not _LITTLE:
@@ -118,7 +118,7 @@ class Snapshot:
             return ends[i]
         return _ONE.unpack(self.index.read_paged(i * ENTRY, (i + 1) * ENTRY))[0]
 
-    def ends(self, start: int, stop: int, sequential: bool) -> Sequence[int]:
+    def ends(self, start: int, stop: int, sequential: bool) -> memoryview | array[int]:
         """End offsets of records ``[start, stop)``."""
         ends = self._ends
         if ends is not None:
@@ -158,7 +158,7 @@ class Snapshot:
         if end < start:
             raise self._corrupt(i, start, end)
         single = self._single
-        if single is not None:
+        if single is not None and end - start < LARGE_READ:
             return single[start:end]
         return self.data.read(start, end)
 
@@ -171,39 +171,22 @@ class Snapshot:
         if start >= stop:
             return []
         if start:
-            ends = self.ends(start - 1, stop, sequential)
-            first = ends[0]
-            ends = ends[1:]
+            bounds = self.ends(start - 1, stop, sequential).tolist()
         else:
-            ends = self.ends(0, stop, sequential)
-            first = 0
-        if budget is not None and ends[-1] - first > budget:
-            ends = ends[: max(1, bisect_right(ends, first + budget))]
-        last = ends[-1]
-        if last < first:
-            raise self._corrupt(start + len(ends) - 1, first, last)
-        if self._mapped and self._single is None:
-            # Several mapped blocks: one slice per record still copies each byte once.
+            bounds = [0, *self.ends(0, stop, sequential).tolist()]
+        first = bounds[0]
+        if budget is not None and bounds[-1] - first > budget:
+            del bounds[max(2, bisect_right(bounds, first + budget)) :]
+        starts, ends = bounds[:-1], bounds[1:]
+        if not all(map(le, starts, ends)):
+            bad = next(k for k, (a, b) in enumerate(zip(starts, ends, strict=True)) if b < a)
+            raise self._corrupt(start + bad, starts[bad], ends[bad])
+        last = bounds[-1]
+        single = self._single
+        if single is not None and last - first < LARGE_READ * len(ends):
+            return [single[a:b] for a, b in zip(starts, ends, strict=True)]
+        if self._mapped:
             read = self.data.read
-            out = []
-            prev = first
-            for i, end in enumerate(ends):
-                if end < prev:
-                    raise self._corrupt(start + i, prev, end)
-                out.append(read(prev, end))
-                prev = end
-            return out
-        if self._single is not None:
-            buf, base = self._single, 0
-        else:
-            buf = (self.data.read_ahead if sequential else self.data.read)(first, last)
-            base = first
-        out = []
-        prev = first - base
-        for i, end in enumerate(ends):
-            end -= base
-            if end < prev:
-                raise self._corrupt(start + i, prev + base, end + base)
-            out.append(buf[prev:end])
-            prev = end
-        return out
+            return [read(a, b) for a, b in zip(starts, ends, strict=True)]
+        buf = (self.data.read_ahead if sequential else self.data.read)(first, last)
+        return [buf[a - first : b - first] for a, b in zip(starts, ends, strict=True)]

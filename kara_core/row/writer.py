@@ -14,7 +14,9 @@ import os
 import struct
 import sys
 from array import array
-from itertools import accumulate
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any
 
 from ..backend import Backend
 from ..errors import DatasetLockedError
@@ -85,45 +87,65 @@ class RowWriter:
         self._buffer_size = buffer_size
         self._buf = bytearray()
         self._ends = array("Q")
-        #: Records in the version, written ones included; end offset of the last one.
-        self.count = self._index.total // ENTRY
+        self._committed = self._index.total // ENTRY
+        #: End offset (in the data stream) of the last record appended.
         self.end = self._data.total
         self.closed = False
 
+    @property
+    def count(self) -> int:
+        """Records in the version, the buffered ones included."""
+        return self._committed + len(self._ends)
+
     def append(self, raw: bytes) -> None:
-        """Buffer one serialized record."""
+        """Buffer one serialized record (the hot path: kept to a few operations)."""
         size = len(raw)
         if size >= self._buffer_size:
-            # Large records go straight to storage instead of through the buffer.
-            self._spill()
-            self._data.write(raw)
-        else:
-            self._buf += raw
+            self._append_large(raw)
+            return
+        buf = self._buf
+        buf += raw
         self.end += size
-        self._ends.append(self.end)
-        self.count += 1
-        if len(self._buf) >= self._buffer_size:
-            self._spill()
-        if len(self._ends) >= INDEX_BATCH:
+        ends = self._ends
+        ends.append(self.end)
+        if len(ends) >= INDEX_BATCH:
             self._commit()
+        elif len(buf) >= self._buffer_size:
+            self._spill()
 
-    def append_many(self, raws: list[bytes]) -> None:
-        """Buffer many serialized records at once."""
-        if not raws:
-            return
-        if len(raws) == 1:
-            self.append(raws[0])
-            return
-        ends = list(accumulate(map(len, raws), initial=self.end))
-        del ends[0]
-        self._buf += b"".join(raws)
-        self._ends.extend(ends)
-        self.end = ends[-1]
-        self.count += len(raws)
-        if len(self._buf) >= self._buffer_size:
-            self._spill()
-        if len(self._ends) >= INDEX_BATCH:
+    def _append_large(self, raw: bytes) -> None:
+        # Large records go straight to storage instead of being copied into the buffer.
+        self._spill()
+        self._data.write(raw)
+        self.end += len(raw)
+        self._ends.append(self.end)
+
+    def append_many(self, objs: Iterator[Any], serialize: Callable[[Any], bytes], limit: int) -> int:
+        """Serialize and buffer up to ``limit`` records from ``objs``; return how many."""
+        buf, ends, end = self._buf, self._ends, self.end
+        append = ends.append
+        done = 0
+        try:
+            for obj in islice(objs, limit):
+                raw = serialize(obj)
+                if len(raw) >= self._buffer_size:
+                    self.end = end
+                    self._append_large(raw)
+                    buf, end = self._buf, self.end
+                else:
+                    buf += raw
+                    end += len(raw)
+                    append(end)
+                    if len(buf) >= self._buffer_size:
+                        self._spill()
+                        buf = self._buf
+                done += 1
+        finally:
+            # Records buffered before a failing serialize stay consistent with self.end.
+            self.end = end
+        if len(ends) >= INDEX_BATCH:
             self._commit()
+        return done
 
     def _spill(self) -> None:
         if self._buf:
@@ -137,6 +159,7 @@ class RowWriter:
             return
         self._data.flush()
         ends, self._ends = self._ends, array("Q")
+        self._committed += len(ends)
         if not _LITTLE:
             ends.byteswap()
         self._index.write(ends.tobytes())
