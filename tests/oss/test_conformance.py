@@ -1,4 +1,4 @@
-"""kara-oss passes the backend conformance suite against the OSS test server (V1 and V4)."""
+"""kara-oss passes the backend and row-dataset conformance suites against the OSS test server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from kara_oss.testing import OSSTestServer
 
 from kara_core.backend import Backend
 from kara_core.testing import BackendConformance
+from kara_core.testing.row import RowConformance
 from kara_core.url import open_backend
 
 
@@ -24,3 +25,9 @@ class TestOSSBackendConformanceWithV4Signatures(BackendConformance):
         backend = open_backend(oss_server.url("v4"), region=oss_server.region, **oss_server.options)
         yield backend
         backend.close()
+
+
+class TestOSSRows(RowConformance):
+    @pytest.fixture
+    def backend(self, oss_backend: Backend) -> Backend:
+        return oss_backend

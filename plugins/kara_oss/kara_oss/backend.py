@@ -32,6 +32,9 @@ _FORBID_OVERWRITE = {"x-oss-forbid-overwrite": "true"}
 # range is cut at the end and a start past the end is 416, as for files.
 _STANDARD_RANGE = {"x-oss-range-behavior": "standard"}
 _CRC = oss2.utils.Crc64()
+# Marks kara's temporary objects (backups while a normal object becomes appendable);
+# listings skip them, as the file backend skips its temporary files.
+_CONVERT_MARK = ".kara-tmp-append"
 
 
 def _crc64(data: bytes) -> int:
@@ -194,7 +197,8 @@ class OSSBackend(Backend):
                 lambda t=token: self._bucket.list_objects_v2(prefix=full, continuation_token=t, max_keys=1000),
             )
             for info in page.object_list:  # type: ignore[attr-defined]
-                yield info.key[len(self._key_prefix) :]
+                if not info.key.endswith(_CONVERT_MARK):
+                    yield info.key[len(self._key_prefix) :]
             if not page.is_truncated:  # type: ignore[attr-defined]
                 return
             token = page.next_continuation_token  # type: ignore[attr-defined]
@@ -330,21 +334,41 @@ class OSSAppender:
 
     def __init__(self, backend: OSSBackend, path: str, key: str) -> None:
         self._backend, self.path, self._key = backend, path, key
-        bucket = backend._bucket
-        try:
-            head = backend._call("open " + path + " for appending", lambda: bucket.head_object(key))
-        except NotFoundError:
-            self._sent, self._crc = 0, 0
-        else:
-            if head.object_type != "Appendable":  # type: ignore[attr-defined]
-                raise BackendError(
-                    f"cannot append to {backend.url}/{path}: it is a {head.object_type} OSS object "  # type: ignore[attr-defined]
-                    "(only objects created by appending can be appended to)"
-                )
-            self._sent = head.content_length  # type: ignore[attr-defined]
-            self._crc = head.server_crc or 0  # type: ignore[attr-defined]
+        self._sent, self._crc = 0, 0
         self._buffer = bytearray()
         self._closed = False
+        head = self._head(key)
+        backup = key + _CONVERT_MARK
+        if head is None:
+            pending = self._head(backup)
+            if pending is not None:
+                # A conversion (below) was interrupted between deleting the object and
+                # rewriting it: finish it from the backup.
+                self._rewrite(backend._call("read " + path, lambda: backend._fetch(backup, 0, None)), backup)  # type: ignore[arg-type]
+        elif head.object_type != "Appendable":  # type: ignore[attr-defined]
+            # OSS only appends to objects created by AppendObject. A normal object (a
+            # block rewritten by a truncation, or uploaded by another tool) becomes
+            # appendable by rewriting it, with a backup so a crash loses nothing.
+            content: bytes = backend._call("read " + path, lambda: backend._fetch(key, 0, None))  # type: ignore[assignment]
+            backend._call("back up " + path, lambda: backend._bucket.put_object(backup, content))
+            backend._call("delete " + path, lambda: backend._bucket.delete_object(key))
+            self._rewrite(content, backup)
+        else:
+            self._sent = head.content_length  # type: ignore[attr-defined]
+            self._crc = head.server_crc or 0  # type: ignore[attr-defined]
+
+    def _head(self, key: str) -> object | None:
+        try:
+            return self._backend._call(
+                "open " + self.path + " for appending", lambda: self._backend._bucket.head_object(key)
+            )
+        except NotFoundError:
+            return None
+
+    def _rewrite(self, content: bytes, backup: str) -> None:
+        self._buffer += content
+        self.flush()
+        self._backend._call("delete the backup of " + self.path, lambda: self._backend._bucket.delete_object(backup))
 
     @property
     def position(self) -> int:
