@@ -25,6 +25,7 @@ SCRIPT = Path(sys.executable).parent / "kara_storage"
 RECORDS = [{"i": i, "标题": f"第{i}条记录", "text": "中文字符" * 30, "items": list(range(30))} for i in range(4)]
 PICKLED = [{(1, "元组"): {1, 2}}, b"\x00raw bytes"]
 TIMEOUT = 15.0
+QUIET = 0.15
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +65,16 @@ class Terminal:
         return [line.rstrip() for line in self.screen.display]
 
     def wait(self, ready: Callable[[list[str]], bool], what: str) -> list[str]:
-        """Read output until ``ready(lines)`` holds; fail naming ``what`` after TIMEOUT."""
+        """Read output until ``ready(lines)`` holds and the screen is quiet; fail after TIMEOUT.
+
+        Waiting for a quiet moment (no output for QUIET seconds) makes sure a frame is
+        complete, not just begun, before the test looks at it.
+        """
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             try:
-                self.stream.feed(self.child.read_nonblocking(65536, timeout=0.05))
+                self.stream.feed(self.child.read_nonblocking(65536, timeout=QUIET))
+                continue
             except pexpect.TIMEOUT:
                 pass
             except pexpect.EOF:

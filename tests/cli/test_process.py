@@ -1,0 +1,57 @@
+"""The installed scripts as separate processes: a light ``--help`` and quiet pipes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import kara_core
+
+BIN = Path(sys.executable).parent
+HEAVY = ("torch", "oss2", "requests")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["cat", "--help"], ["obj", "--help"]], ids=" ".join)
+def test_help_imports_no_heavy_library(args):
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from kara_core.cli import main
+        try:
+            main({args!r})
+        except SystemExit:
+            pass
+        print("HEAVY:", sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Usage:" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "HEAVY: []"
+
+
+def test_kara_storage_script_runs_the_same_cli():
+    result = subprocess.run([str(BIN / "kara_storage"), "version"], capture_output=True, text=True, check=True)
+    assert result.stdout == f"kara {kara_core.__version__}\n"
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "kara_core.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == f"kara {kara_core.__version__}\n"
+
+
+def test_cat_into_head_exits_quietly(tmp_path):
+    url = f"file://{tmp_path / 'store'}"
+    with kara_core.KaraStorage(url).open_dataset("ns", "big", "w", "1") as ds:
+        ds.write_many({"i": i, "pad": "x" * 40} for i in range(30000))
+    cat = subprocess.Popen([str(BIN / "kara"), "cat", url, "ns", "big"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.run(["head", "-n", "2"], stdin=cat.stdout, capture_output=True, check=True)
+    cat.stdout.close()
+    stderr = cat.stderr.read()
+    cat.stderr.close()
+    assert cat.wait(timeout=60) == 141
+    assert head.stdout.decode().splitlines() == ['{"i":0,"pad":"' + "x" * 40 + '"}', '{"i":1,"pad":"' + "x" * 40 + '"}']
+    assert stderr == b""
