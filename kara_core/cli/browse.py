@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import DatasetNotFoundError, NotFoundError
+from ..errors import DatasetNotFoundError, NotFoundError, VersionNotFoundError
 from .app import CommandError, cli
 from .options import (
     UrlCommand,
@@ -194,13 +194,22 @@ def info_command(
     if not present:
         raise DatasetNotFoundError(kinds[0], namespace, key, storage.url)
     described = []
+    missing: list[VersionNotFoundError] = []
     for k in present:
         chosen = version if version is not None else _latest(storage, k, namespace, key)
         if chosen is None:
             continue
-        facts = version_summary(storage, k, namespace, key, chosen)
+        try:
+            facts = version_summary(storage, k, namespace, key, chosen)
+        except VersionNotFoundError as exc:
+            # A key may be both a dataset and a saved directory with different versions:
+            # describe whichever has the version asked for.
+            missing.append(exc)
+            continue
         facts["versions"] = storage.list_versions(namespace, key, k)
         described.append(facts)
+    if not described and missing:
+        raise missing[0]
     if as_json:
         print_json(described)
         return

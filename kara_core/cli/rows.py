@@ -55,8 +55,6 @@ def view_command(
     from ..serialization import resolve_serializer
     from .viewer import ViewerState, run_viewer
 
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise CommandError("the viewer needs a terminal; to print records use: kara cat URL NAMESPACE KEY")
     serializer = resolve_serializer(serialization)
     storage = open_store(url, app_key, app_secret)
     ds = storage.open_dataset(namespace, key, "r", version, serialization="raw")
@@ -65,6 +63,8 @@ def view_command(
         start = begin + count if begin < 0 else begin
         if count and not 0 <= start < count:
             raise CommandError(f"--begin {begin} is out of range: {namespace}/{key} has {count} records")
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise CommandError("the viewer needs a terminal; to print records use: kara cat URL NAMESPACE KEY")
         state = ViewerState(
             read=ds.__getitem__,
             count=count,

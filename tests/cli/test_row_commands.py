@@ -175,3 +175,39 @@ def test_verify_missing_key_is_an_error(kara, store_url):
     result = kara("verify", store_url, "ns", "nope", "--kind", "row")
     assert result.exit_code == 1
     assert "ns/nope does not exist" in result.stderr
+
+
+def test_info_of_a_key_that_is_both_kinds_describes_the_one_with_that_version(kara, store_url, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    kara("obj", "save", store_url, "ns", "zh", str(tmp_path / "d"), "-v", "only-obj")
+    [facts] = json.loads(kara("info", store_url, "ns", "zh", "-v", "only-obj", "--json").stdout)
+    assert facts["kind"] == "obj" and facts["files"] == 1
+    assert {f["kind"] for f in json.loads(kara("info", store_url, "ns", "zh", "--json").stdout)} == {"row", "obj"}
+
+
+def test_info_of_a_version_no_kind_has_is_an_error(kara, store_url):
+    result = kara("info", store_url, "ns", "zh", "-v", "9")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("kara: error: version '9' of ns/zh does not exist")
+
+
+def test_view_seed_form_without_a_terminal_points_to_cat(kara, store_url):
+    result = kara("row", store_url, "view", "ns", "zh")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        == "kara: error: the viewer needs a terminal; to print records use: kara cat URL NAMESPACE KEY"
+    )
+
+
+def test_view_of_a_missing_dataset_is_an_error(kara, store_url):
+    result = kara("row", store_url, "view", "ns", "nope")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"kara: error: dataset ns/nope does not exist in {store_url}"
+
+
+def test_view_begin_out_of_range_is_an_error(kara, store_url):
+    result = kara("row", "view", store_url, "ns", "zh", "-v", "1", "--begin", "5")
+    assert result.exit_code == 1
+    assert "--begin 5 is out of range: ns/zh has 5 records" in result.stderr
