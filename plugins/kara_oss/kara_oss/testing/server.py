@@ -17,6 +17,7 @@ import email.utils
 import hashlib
 import http.server
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -753,6 +754,12 @@ class _Server(http.server.ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
     state: OSSServerState
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up (timeouts, closed pools, injected drops) are routine here.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def serve(state: OSSServerState, host: str, port: int) -> _Server:
