@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
@@ -29,7 +30,7 @@ import orjson
 
 from ..backend import Backend
 from ..errors import BlobIntegrityError, ConfigurationError, KaraError, NotFoundError
-from .hashing import CHUNK, Digests, HashCache, Hasher, hash_file
+from .hashing import Digests, HashCache, chunk_buffer, hash_file, sha1_file
 from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
 from .scan import ScanResult, scan_folder
 from .tasks import Progress, Worker, defer_interrupt, run_parallel
@@ -216,8 +217,8 @@ class _Downloader:
         for _ in range(_DOWNLOAD_ATTEMPTS):
             part = f"{final}{_PART}{uuid.uuid4().hex}"
             try:
-                written, digests = self._download(path, part, entry.size)
-                if written == entry.size and digests.md5 == entry.md5 and digests.sha1 == entry.sha1:
+                written, sha1 = self._download(path, part, entry.size, entry.mode)
+                if written == entry.size and sha1 == entry.sha1:
                     os.replace(part, final)
                     return
             except NotFoundError:
@@ -234,10 +235,12 @@ class _Downloader:
             "nothing in the target folder was changed"
         )
 
-    def _download(self, path: str, part: str, size: int) -> tuple[int, Digests]:
+    def _download(self, path: str, part: str, size: int, mode: int | None) -> tuple[int, str]:
+        # Created with the saved permission bits (the umask applies, as for any new file).
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, (mode if mode is not None else 0o666) & 0o777)
         if not self._local and self._ranged and size > _RANGED_MIN:
-            return self._download_ranged(path, part, size)
-        hasher = Hasher(sha256=False)
+            return self._download_ranged(path, fd, part, size)
+        hasher = hashlib.sha1()
         written = 0
         local = self.backend.local_path(path) if self._local else None
         if local is not None:
@@ -247,22 +250,20 @@ class _Downloader:
                 raise NotFoundError(f"{self.backend.url}/{path} does not exist") from None
         else:
             source = self.backend.open_read(path)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        with source, open(part, "wb", buffering=0) as out:
+        view = chunk_buffer()
+        with source, open(fd, "wb", buffering=0) as out:
             while True:
                 self.worker.check()
-                n = source.readinto(buf)
+                n = source.readinto(view)
                 if not n:
                     break
                 hasher.update(view[:n])
                 out.write(view[:n])
                 written += n
                 self.bar.update(n)
-        return written, hasher.digests()
+        return written, hasher.hexdigest()
 
-    def _download_ranged(self, path: str, part: str, size: int) -> tuple[int, Digests]:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    def _download_ranged(self, path: str, fd: int, part: str, size: int) -> tuple[int, str]:
         try:
 
             def fetch_range(start: int) -> None:
@@ -275,7 +276,7 @@ class _Downloader:
                 list(pool.map(fetch_range, range(0, size, _RANGE)))
         finally:
             os.close(fd)
-        return size, hash_file(part, self.worker.check)
+        return os.path.getsize(part), sha1_file(part, self.worker.check)
 
 
 def _clean_staging(staging: str) -> None:

@@ -85,7 +85,10 @@ class _UploadStream:
 
     def read(self, size: int = -1) -> bytes:
         self._worker.check()
-        data = self._fh.read(-1 if size is None else size)
+        # Never ask for more than what is left (+1 to notice a file that grew): backends
+        # read in large chunks, and a buffer that size per small file is costly.
+        left = self._local.st.st_size - self._seen + 1
+        data = self._fh.read(left if size is None or size < 0 else min(size, left))
         self._account(len(data))
         return data
 

@@ -1,0 +1,97 @@
+"""Directory versions: kara against kara-storage 2.1.5 on a file:// store.
+
+Workload: a folder of 2,000 files of 4-64 KiB (in 20 sub-folders) plus 4 files of
+64 MiB. Both libraries, in the same run: save, re-save unchanged, load into an empty
+folder, re-load unchanged. The folder is generated under bench/.work and deleted after.
+
+    .venv/bin/python bench/objects.py
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+
+from common import print_table, run_k215, timer, workdir
+
+SMALL_FILES = 2000
+BIG_FILES = 4
+BIG_SIZE = 64 * 1024 * 1024
+
+K215_CODE = """
+import kara_storage
+store = kara_storage.KaraStorage("file://" + PARAMS["store"])
+times = {}
+t = time.perf_counter(); store.save_directory("bench", "dir", PARAMS["src"], progress_bar=False)
+times["save"] = time.perf_counter() - t
+t = time.perf_counter(); store.save_directory("bench", "dir", PARAMS["src"], progress_bar=False)
+times["resave"] = time.perf_counter() - t
+t = time.perf_counter(); store.load_directory("bench", "dir", PARAMS["dst"], "0", progress_bar=False)
+times["load"] = time.perf_counter() - t
+t = time.perf_counter(); store.load_directory("bench", "dir", PARAMS["dst"], "0", progress_bar=False)
+times["reload"] = time.perf_counter() - t
+print(json.dumps(times))
+"""
+
+
+def make_folder(root: str) -> None:
+    """Write the workload folder (deterministic sizes, random contents)."""
+    rng = random.Random(1)
+    for i in range(SMALL_FILES):
+        sub = os.path.join(root, f"part{i % 20:02d}")
+        os.makedirs(sub, exist_ok=True)
+        with open(os.path.join(sub, f"file{i:05d}.bin"), "wb") as fh:
+            fh.write(os.urandom(rng.randint(4 * 1024, 64 * 1024)))
+    chunk = 8 * 1024 * 1024
+    for i in range(BIG_FILES):
+        with open(os.path.join(root, f"big{i}.bin"), "wb") as fh:
+            for _ in range(BIG_SIZE // chunk):
+                fh.write(os.urandom(chunk))
+
+
+def run_kara(src: str, store_dir: str, dst: str) -> dict[str, float]:
+    """Time the four operations with kara (progress bars off, as for 2.1.5)."""
+    from kara_core import KaraStorage
+
+    store = KaraStorage("file://" + store_dir)
+    times: dict[str, float] = {}
+    with timer(times, "save"):
+        store.save_directory("bench", "dir", src, progress_bar=False)
+    with timer(times, "resave"):
+        store.save_directory("bench", "dir", src, progress_bar=False)
+    with timer(times, "load"):
+        store.load_directory("bench", "dir", dst, "0", progress_bar=False)
+    with timer(times, "reload"):
+        store.load_directory("bench", "dir", dst, "0", progress_bar=False)
+    return times
+
+
+def main() -> None:
+    """Run both libraries on the same folder and print the table."""
+    work = workdir("objects")
+    try:
+        src = os.path.join(work, "src")
+        make_folder(src)
+        # A cold hash cache: the first kara save hashes every file, like 2.1.5.
+        os.environ["KARA_CACHE_DIR"] = os.path.join(work, "cache")
+        ours = run_kara(src, os.path.join(work, "kara-store"), os.path.join(work, "kara-dst"))
+        theirs = run_k215(
+            K215_CODE,
+            {"src": src, "store": os.path.join(work, "k215-store"), "dst": os.path.join(work, "k215-dst")},
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(
+        f"directory versions, file:// store ({SMALL_FILES} files of 4-64 KiB + {BIG_FILES} x 64 MiB)",
+        [
+            ("save", ours["save"], theirs["save"], 1.5),
+            ("re-save unchanged", ours["resave"], theirs["resave"], 3.0),
+            ("load into an empty folder", ours["load"], theirs["load"], 1.2),
+            ("re-load unchanged", ours["reload"], theirs["reload"], 3.0),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
