@@ -149,7 +149,7 @@ def _register_plugin_commands(group: click.Group) -> PluginCommands:
         for name, command in list(group.commands.items()):
             if name in before and before[name] is not command:
                 group.commands[name] = before[name]
-                owner = result_owner(result, name)
+                owner = _owner(result, name)
                 result.clashes.append(f"command {name!r} from {impl.plugin_name} ignored: already provided by {owner}")
             elif name not in before:
                 added.append(name)
@@ -157,8 +157,7 @@ def _register_plugin_commands(group: click.Group) -> PluginCommands:
     return result
 
 
-def result_owner(result: PluginCommands, name: str) -> str:
-    """Return who provides command ``name``: a plugin name or ``kara-core``."""
+def _owner(result: PluginCommands, name: str) -> str:
     for plugin, names in result.commands.items():
         if name in names:
             return plugin

@@ -18,7 +18,7 @@ from .options import (
     store_options,
     version_option,
 )
-from .output import human_size, print_json, print_table
+from .output import human_size, info, print_json, print_table
 from .render import decode_record, hexdump_lines
 
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ def ls_command(
                 )
         if as_json:
             print_json(entries)
+        elif not entries:
+            info(f"namespace {namespace!r} holds no datasets or saved directories in {storage.url}")
         else:
             print_table(
                 ["KIND", "KEY", "VERSIONS", "LATEST"],

@@ -37,6 +37,12 @@ def _records(stream: IO[bytes], name: str, serializer: Any) -> Iterator[Any]:
         yield value
 
 
+def _counted(values: Iterator[Any], bar: Any) -> Iterator[Any]:
+    for value in values:
+        yield value
+        bar.update()
+
+
 def _rewindable(source: IO[bytes]) -> IO[bytes]:
     # The input is read twice (check, then write); stdin and pipes cannot seek, so they
     # are copied while being read the first time.
@@ -98,9 +104,7 @@ def import_command(
     ds = storage.open_dataset(namespace, key, "w", version, serialization=serializer)
     with progress_bar(count, f"import {namespace}/{key}", unit="rec") as bar:
         try:
-            for value in _records(stream, name, serializer):
-                ds.write(value)
-                bar.update()
+            ds.write_many(_counted(_records(stream, name, serializer), bar))
         finally:
             ds.close()
     if as_json:

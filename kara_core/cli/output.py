@@ -48,12 +48,12 @@ def human_size(n: int | None) -> str:
     """Return a byte count as ``512 B``, ``1.5 KiB``, ``3.2 GiB``."""
     if n is None:
         return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    size, unit = float(n), 0
+    while size >= 1024 and unit < len(units) - 1:
         size /= 1024
-    raise AssertionError("unreachable")
+        unit += 1
+    return f"{n} B" if unit == 0 else f"{size:.1f} {units[unit]}"
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

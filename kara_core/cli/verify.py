@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import DatasetNotFoundError
+from ..errors import DatasetNotFoundError, VersionNotFoundError
 from .app import cli
 from .browse import KINDS, has_key, kind_option
 from .options import UrlCommand, global_options, json_option, open_store, store_options
@@ -60,7 +60,14 @@ def verify_command(
     with progress_bar(len(targets), "verify", unit="key") as bar:
         for k, ns, name in targets:
             half = storage.rows if k == "row" else storage.objects
-            problems = half.verify(ns, name, version)
+            try:
+                problems = half.verify(ns, name, version)
+            except VersionNotFoundError:
+                if key is not None:
+                    raise
+                # `-v V` over many keys checks the keys that have a version V.
+                bar.update()
+                continue
             results.append({"kind": k, "namespace": ns, "key": name, "ok": not problems, "problems": problems})
             bar.update()
     bad = [r for r in results if not r["ok"]]

@@ -94,3 +94,9 @@ def test_raw_bytes_render_as_hex_dump():
 def test_pickle_detection():
     assert looks_like_pickle(pickle.dumps([1]))
     assert not looks_like_pickle(b'{"a": 1}')
+
+
+def test_human_sizes_use_binary_units():
+    from kara_core.cli.output import human_size
+
+    assert [human_size(n) for n in (0, 1023, 1536, 5 * 1024**3)] == ["0 B", "1023 B", "1.5 KiB", "5.0 GiB"]

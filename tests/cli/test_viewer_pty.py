@@ -180,6 +180,27 @@ def test_arrow_keys_scroll_down_and_right(term):
     t.wait(lambda lines: lines[1] == "{", "the record back at its origin")
 
 
+def test_a_wide_character_cut_by_the_left_edge_shows_as_a_space(term):
+    t = term()
+    t.wait_for("index 0")
+    for _ in range(4):
+        t.press("right")
+    # Scrolled 16 columns: `    "text": "` is 13, so 中 fills 13-14 and 文 15-16; only
+    # the right half of 文 is in view, shown as a space.
+    lines = t.wait(lambda lines: any(line.startswith(" 字符中文") for line in lines), "the text line scrolled by 16")
+    assert all(display_width(line) <= 80 for line in lines)
+
+
+def test_json_is_coloured_by_token_kind(term):
+    t = term()
+    t.wait_for("index 0")
+    row = t.screen.buffer[2]  # `    "i": 0,`
+    # pyte names ANSI colour 3 (curses COLOR_YELLOW) "brown", after the VGA palette.
+    assert (row[4].fg, row[9].fg) == ("cyan", "brown")
+    title_row = t.screen.buffer[3]  # `    "标题": "第0条记录",`
+    assert title_row[4].fg == "cyan" and title_row[12].fg == "green"
+
+
 def test_resizing_the_terminal_redraws_to_the_new_size(term):
     t = term()
     t.wait_for("index 0")
