@@ -1,0 +1,21 @@
+"""kara-http: read any kara store over HTTP(S), and serve one with ``kara serve``.
+
+Importing this package stays cheap (no requests): the backend loads on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ListingNotSupportedError, RangeNotSupportedError
+from .options import HTTPOptions
+
+__all__ = ["HTTPBackend", "HTTPOptions", "ListingNotSupportedError", "RangeNotSupportedError"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HTTPBackend":
+        from .backend import HTTPBackend
+
+        return HTTPBackend
+    raise AttributeError(f"module 'kara_http' has no attribute {name!r}")

@@ -1,0 +1,412 @@
+"""The http:// and https:// backend: static mirrors read-only, ``kara serve`` gateways read-write."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from kara_core.backend import Backend, Capabilities, check_path
+from kara_core.errors import BackendError, ConfigurationError, NotFoundError, PermissionDeniedError
+from kara_core.url import StoreURL
+
+from .errors import ListingNotSupportedError
+from .options import HTTPOptions
+from .protocol import DISCOVERY_NAME, SIZE_HEADER, GatewayInfo
+from .retry import RETRY_STATUSES, RetryBudget, parse_retry_after
+from .stream import BodyStream
+
+__all__ = ["GatewayAppender", "HTTPBackend"]
+
+_STATIC = Capabilities(writable=False, appendable=False, atomic_create=False, parallel_reads=True)
+#: Error bodies up to this size are read so the keep-alive connection can be reused.
+_SMALL_BODY = 64 * 1024
+#: Bytes an appender gathers before it sends them (``flush`` sends earlier).
+_APPEND_BUFFER = 8 * 1024 * 1024
+#: Stream bodies of ``put`` bigger than this are spooled to disk (retries resend them).
+_SPOOL_IN_MEMORY = 16 * 1024 * 1024
+
+_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+def _user_agent() -> str:
+    from kara_core import __version__
+
+    return f"kara-http/{__version__}"
+
+
+class HTTPBackend(Backend):
+    """A store under an HTTP(S) URL prefix.
+
+    On a static web server (nginx, a CDN, an OSS bucket with public read) the store is
+    read-only: sizes come from ``HEAD`` (or a ``GET`` of byte 0 where ``HEAD`` is not
+    allowed), every partial read is a ``Range`` request. On a ``kara serve`` gateway
+    (discovered once, through ``<prefix>/.kara-gateway``) it is also writable with a
+    token. One pooled keep-alive :class:`requests.Session` serves all threads.
+    """
+
+    def __init__(self, base_url: str, options: HTTPOptions | None = None) -> None:
+        self.options = options or HTTPOptions()
+        self.url = base_url.rstrip("/")
+        self._base = self.url + "/"
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._head_allowed = True
+        self._gateway: GatewayInfo | None = None
+        self._gateway_probed = self.options.gateway is False
+
+    @classmethod
+    def from_url(cls, url: StoreURL, options: HTTPOptions) -> HTTPBackend:
+        """Build from ``http(s)://host[:port]/prefix``."""
+        location = url.location
+        host, _, prefix = location.partition("/")
+        if not host:
+            raise ConfigurationError(f"{url.scheme}:// store URL names no host: use {url.scheme}://host[:port]/prefix")
+        if "@" in host:
+            raise ConfigurationError(
+                f"credentials in an {url.scheme}:// store URL are not allowed: pass username=/password= "
+                "or token= as options (they are kept out of logs and error messages)"
+            )
+        if "?" in location or "#" in location:
+            raise ConfigurationError(f"a store URL cannot have a query or fragment: {url.scheme}://{host}/...")
+        prefix = prefix.strip("/")
+        return cls(f"{url.scheme}://{host}/{prefix}" if prefix else f"{url.scheme}://{host}", options)
+
+    # -- transport -------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        """The pooled session (created on first use, so pickled copies open their own)."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> requests.Session:
+        opts = self.options
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=opts.max_connections, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        # identity: byte ranges must address the stored bytes, not a compressed rendition.
+        session.headers.update({"Accept-Encoding": "identity", "User-Agent": _user_agent()})
+        session.headers.update(opts.headers)
+        if opts.token is not None:
+            session.headers["Authorization"] = "Bearer " + opts.token.get_secret_value()
+        elif opts.username is not None:
+            password = opts.password.get_secret_value() if opts.password is not None else ""
+            session.auth = (opts.username, password)
+        session.verify = opts.verify
+        return session
+
+    def retry_budget(self, what: str) -> RetryBudget:
+        """A fresh retry budget for one operation, with this store's settings."""
+        opts = self.options
+        return RetryBudget(what, opts.retry_budget, opts.backoff_base, opts.backoff_max)
+
+    def url_of(self, path: str) -> str:
+        """The URL of the store-relative ``path`` (percent-encoded)."""
+        return self._base + quote(path, safe="/")
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        data: bytes | BinaryIO | None = None,
+        stream: bool = False,
+        budget: RetryBudget | None = None,
+    ) -> requests.Response:
+        """Send one request, retrying transport errors, 429 and 5xx within the retry budget.
+
+        Returns the response for any other status; 401/403 raise
+        :class:`PermissionDeniedError` (never retried: the credentials will not improve).
+        """
+        url = self.url_of(path)
+        budget = budget or self.retry_budget(f"{method} {self.url}/{path}")
+        timeout = (self.options.connect_timeout, self.options.read_timeout)
+        while True:
+            if data is not None and not isinstance(data, bytes):
+                data.seek(0)
+            try:
+                response = self.session.request(
+                    method, url, headers=headers, params=params, data=data, stream=stream, timeout=timeout
+                )
+            except _TRANSPORT_ERRORS as exc:
+                budget.wait(f"{type(exc).__name__} talking to {self.url}")
+                continue
+            status = response.status_code
+            if status in RETRY_STATUSES:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                self.discard(response)
+                budget.wait(f"HTTP {status} {response.reason}", retry_after)
+                continue
+            if status in (401, 403):
+                self.discard(response)
+                raise PermissionDeniedError(
+                    f"{method} {self.url}/{path}: HTTP {status} {response.reason}; the server refused the "
+                    "credentials (check the token, username/password or headers options)"
+                )
+            return response
+
+    @staticmethod
+    def discard(response: requests.Response) -> None:
+        """Finish with a response whose body we do not need, keeping the connection if cheap."""
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) <= _SMALL_BODY:
+            try:
+                response.content  # noqa: B018 - reading the body lets the connection be reused
+            except requests.RequestException:
+                pass
+        response.close()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def size(self, path: str) -> int | None:
+        check_path(path)
+        if self._head_allowed:
+            response = self.send("HEAD", path)
+            if response.status_code not in (405, 501):
+                return self._size_from(response, path)
+            self._head_allowed = False
+        response = self.send("GET", path, headers={"Range": "bytes=0-0"}, stream=True)
+        return self._size_from(response, path)
+
+    def _size_from(self, response: requests.Response, path: str) -> int | None:
+        status = response.status_code
+        try:
+            if status in (404, 410):
+                return None
+            if status == 206:
+                total = response.headers.get("Content-Range", "").rpartition("/")[2]
+                if total.isdigit():
+                    return int(total)
+            elif status == 416:
+                # bytes=0-0 of an empty object is unsatisfiable: the object exists, empty.
+                return 0
+            elif status == 200:
+                length = response.headers.get("Content-Length")
+                if length is not None and length.isdigit():
+                    return int(length)
+                raise BackendError(f"{self.url}/{path}: the server sent no Content-Length, so the size is unknown")
+            raise BackendError(f"size of {self.url}/{path}: unexpected HTTP {status} {response.reason}")
+        finally:
+            if status == 200 and response.request.method == "GET":
+                # Never read this body for a size: the server ignored Range and sends it all.
+                response.close()
+            else:
+                self.discard(response)
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        check_path(path)
+        if start < 0 or (end is not None and end < 0):
+            raise ValueError(f"negative range [{start}, {end}) for {path}")
+        if end is not None and end <= start:
+            if self.size(path) is None:
+                raise NotFoundError(f"{self.url}/{path} does not exist")
+            return b""
+        with BodyStream(self, path, start, end) as stream:
+            return stream.read_exactly()
+
+    def open_read(self, path: str, start: int = 0) -> BinaryIO:
+        check_path(path)
+        return io.BufferedReader(BodyStream(self, path, start), buffer_size=1024 * 1024)  # type: ignore[return-value]
+
+    def list(self, prefix: str) -> Iterator[str]:
+        if prefix:
+            check_path(prefix[:-1] if prefix.endswith("/") else prefix)
+        gateway = self._gateway_info()
+        if gateway is None:
+            raise ListingNotSupportedError(
+                f"cannot list {self.url}/{prefix}: a static web server cannot list folders; "
+                "serve the store with `kara serve` or open the underlying store's own URL"
+            )
+        response = self.send("GET", DISCOVERY_NAME, params={"list": prefix})
+        self._expect(response, 200, f"list {prefix!r}")
+        return iter([line for line in response.text.split("\n") if line])
+
+    # -- gateway ---------------------------------------------------------------------
+
+    def _gateway_info(self) -> GatewayInfo | None:
+        if not self._gateway_probed:
+            with self._probe_lock:
+                if not self._gateway_probed:
+                    self._gateway = self._probe_gateway()
+                    self._gateway_probed = True
+        return self._gateway
+
+    def _probe_gateway(self) -> GatewayInfo | None:
+        response = self.send("GET", DISCOVERY_NAME)
+        try:
+            if response.status_code == 200:
+                try:
+                    return GatewayInfo.model_validate_json(response.content)
+                except ValueError:
+                    pass
+        finally:
+            response.close()
+        if self.options.gateway:
+            raise ConfigurationError(
+                f"{self.url} is not a kara gateway (option gateway=True): start it with kara serve"
+            )
+        return None
+
+    @property  # type: ignore[override]
+    def capabilities(self) -> Capabilities:
+        """Read-only on a static server; writable on a gateway when we hold a token it accepts."""
+        gateway = self._gateway_info()
+        if gateway is None or not self._can_write(gateway):
+            return _STATIC
+        return Capabilities(writable=True, appendable=True, atomic_create=True, parallel_reads=True)
+
+    def _can_write(self, gateway: GatewayInfo) -> bool:
+        return gateway.writable and (self.options.token is not None or not gateway.write_token_required)
+
+    def _writable(self, what: str) -> GatewayInfo:
+        gateway = self._gateway_info()
+        if gateway is None:
+            raise self._read_only(what + " (a static web server is read-only; `kara serve` makes a store writable)")
+        if not gateway.writable:
+            raise self._read_only(what + " (the gateway serves a read-only store)")
+        if not self._can_write(gateway):
+            raise self._read_only(what + " (the gateway needs a token for writes: pass token=...)")
+        return gateway
+
+    def _expect(self, response: requests.Response, status: int | tuple[int, ...], what: str) -> None:
+        allowed = (status,) if isinstance(status, int) else status
+        if response.status_code in allowed:
+            return
+        detail = response.text[:300] if len(response.content) <= _SMALL_BODY else ""
+        response.close()
+        if response.status_code == 413:
+            raise BackendError(f"{what} on {self.url}: the gateway refused a body this large ({detail.strip()})")
+        raise BackendError(f"{what} on {self.url}: HTTP {response.status_code} {response.reason} {detail.strip()}")
+
+    def _body(self, gateway: GatewayInfo, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> Any:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            body: Any = bytes(data)
+            size = len(body)
+        else:
+            body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by put
+            while chunk := data.read(1024 * 1024):
+                body.write(chunk)
+            size = body.tell()
+        if size > gateway.max_body_size:
+            if not isinstance(body, bytes):
+                body.close()
+            raise BackendError(
+                f"cannot write {path} ({size} bytes) to {self.url}: the gateway accepts at most "
+                f"{gateway.max_body_size} bytes per request (kara serve --max-body-size)"
+            )
+        return body
+
+    def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        check_path(path)
+        gateway = self._writable("write " + path)
+        body = self._body(gateway, path, data)
+        try:
+            response = self.send("PUT", path, data=body)
+        finally:
+            if not isinstance(body, bytes):
+                body.close()
+        self._expect(response, (200, 201, 204), f"put {path}")
+        response.close()
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        check_path(path)
+        gateway = self._writable("create " + path)
+        body = self._body(gateway, path, data)
+        # The request id lets the gateway answer a retried request as it answered the
+        # first, so a create whose response was lost is not reported as "already exists".
+        headers = {"If-None-Match": "*", "X-Kara-Request-Id": uuid.uuid4().hex}
+        response = self.send("PUT", path, data=body, headers=headers)
+        if response.status_code == 412:
+            self.discard(response)
+            return False
+        self._expect(response, (200, 201), f"create {path}")
+        response.close()
+        return True
+
+    def delete(self, path: str) -> None:
+        check_path(path)
+        self._writable("delete " + path)
+        response = self.send("DELETE", path)
+        self._expect(response, (200, 204, 404), f"delete {path}")
+        response.close()
+
+    def open_append(self, path: str) -> GatewayAppender:
+        check_path(path)
+        self._writable("append to " + path)
+        return GatewayAppender(self, path, self.size(path) or 0)
+
+    def append_at(self, path: str, position: int, data: bytes) -> int:
+        """Append ``data`` at byte ``position`` of ``path`` on the gateway; return the new size.
+
+        Safe to retry: the gateway applies it once (see :mod:`kara_http.protocol`).
+        """
+        response = self.send("POST", path, params={"append": str(position)}, data=data)
+        if response.status_code == 409:
+            current = response.headers.get(SIZE_HEADER, "?")
+            self.discard(response)
+            raise BackendError(
+                f"append to {self.url}/{path} at byte {position} refused: the object now has {current} bytes "
+                "(another writer appended to it)"
+            )
+        self._expect(response, (200, 201, 204), f"append to {path}")
+        response.close()
+        return position + len(data)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+
+class GatewayAppender:
+    """Appends to one object on a gateway; bytes are sent in large batches or on flush."""
+
+    def __init__(self, backend: HTTPBackend, path: str, position: int) -> None:
+        self._backend = backend
+        self._path = path
+        self._stored = position
+        self._buffer = bytearray()
+        self._closed = False
+
+    @property
+    def position(self) -> int:
+        """Size of the object including bytes appended but not sent yet."""
+        return self._stored + len(self._buffer)
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` (sent once the buffer holds 8 MiB, or on flush/close)."""
+        if self._closed:
+            raise ValueError(f"append to closed appender of {self._path}")
+        self._buffer += data
+        if len(self._buffer) >= _APPEND_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffered bytes; when it returns they are stored and visible."""
+        if self._buffer:
+            self._stored = self._backend.append_at(self._path, self._stored, bytes(self._buffer))
+            self._buffer.clear()
+
+    def close(self) -> None:
+        """Flush and stop accepting appends."""
+        if not self._closed:
+            self.flush()
+            self._closed = True

@@ -1,0 +1,71 @@
+"""Options of ``http://`` and ``https://`` stores (pydantic only: cheap to import)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from kara_core.url import BackendOptions
+
+__all__ = ["HTTPOptions"]
+
+MiB = 1024 * 1024
+
+
+class HTTPOptions(BackendOptions):
+    """Options of ``http(s)://host[:port]/prefix`` stores.
+
+    - ``headers``: extra request headers sent with every request (kara-storage 2.x's
+      ``headers`` option), for example a CDN key.
+    - ``username`` / ``password``: HTTP basic auth.
+    - ``token``: a bearer token (``Authorization: Bearer ...``); a ``kara serve`` gateway
+      needs it for writes. Secrets never appear in ``repr``, logs or error messages.
+    - ``connect_timeout`` / ``read_timeout``: seconds, per request and per socket read.
+    - ``retry_budget``: total seconds one operation may spend retrying connection errors,
+      timeouts, 429 and 5xx answers (exponential backoff with jitter, ``Retry-After``
+      honoured); ``backoff_base`` / ``backoff_max`` shape the delays.
+    - ``readahead``: bytes a sequential reader asks for in one ranged request;
+      ``max_connections``: size of the keep-alive pool (parallel prefetches and
+      DataLoader threads share it).
+    - ``gateway``: ``None`` (default) asks the server once whether it is a ``kara serve``
+      gateway (which makes the store writable); ``False`` treats it as a static mirror
+      without asking; ``True`` requires a gateway.
+    - ``verify``: TLS certificate verification (``False`` or a CA bundle path).
+    """
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    username: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    retry_budget: float = Field(default=120.0, ge=0)
+    backoff_base: float = Field(default=0.2, gt=0)
+    backoff_max: float = Field(default=10.0, gt=0)
+    readahead: int = Field(default=8 * MiB, ge=64 * 1024)
+    max_connections: int = Field(default=16, ge=1, le=256)
+    gateway: bool | None = None
+    verify: bool | str = True
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_clean(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if any(ch in str(name) + str(header) for ch in "\r\n\x00"):
+                raise ValueError("header names and values must not contain CR, LF or NUL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_auth(self) -> HTTPOptions:
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs a username")
+        if self.token is not None and self.username is not None:
+            raise ValueError("use either token (bearer) or username/password (basic), not both")
+        return self
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        # Header values often carry credentials (Authorization, CDN keys): show names only.
+        for name, value in super().__repr_args__():
+            if name == "headers":
+                yield name, sorted(self.headers)
+            else:
+                yield name, value
