@@ -298,7 +298,7 @@ class HTTPBackend(Backend):
             body: Any = bytes(data)
             size = len(body)
         else:
-            body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by put
+            body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
             while chunk := data.read(1024 * 1024):
                 body.write(chunk)
             size = body.tell()

@@ -192,7 +192,7 @@ class _Gateway:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_size):
             raise _Refused(413, f"request body larger than the gateway's limit of {self.max_body_size} bytes")
-        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - caller closes it
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         received = 0
         async for chunk in request.stream():
             received += len(chunk)

@@ -12,7 +12,6 @@ import urllib3
 from kara_core.errors import BackendError, NotFoundError
 
 from .errors import RangeNotSupportedError
-from .retry import RetryBudget
 
 if TYPE_CHECKING:
     from .backend import HTTPBackend
