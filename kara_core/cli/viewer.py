@@ -10,9 +10,13 @@ import locale
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..serialization import Serializer
 from .render import Line, RecordView, clip_line, display_width, line_text, printable, render_record
+
+if TYPE_CHECKING:
+    import curses
 
 __all__ = ["ViewerState", "frame", "run_viewer"]
 
@@ -197,10 +201,35 @@ def _styles() -> dict[str, int]:
     return styles
 
 
-def _loop(stdscr: object, state: ViewerState) -> None:
+def _paint(stdscr: curses.window, screen: list[Line], styles: dict[str, int]) -> None:
     import curses
 
-    assert isinstance(stdscr, curses.window)
+    height, width = stdscr.getmaxyx()
+    stdscr.erase()
+    for row, line in enumerate(screen):
+        # The bottom-right cell cannot be written without curses raising.
+        limit = width - (1 if row == height - 1 else 0)
+        col = 0
+        for text, style in line:
+            piece = clip_line([(text, style)], 0, limit - col) if display_width(text) > limit - col else [(text, style)]
+            if not piece or col >= limit:
+                break
+            try:
+                stdscr.addstr(row, col, piece[0][0], styles.get(style, 0))
+            except curses.error:
+                pass  # a write that reaches the last cell still draws; curses only complains
+            col += display_width(piece[0][0])
+        if line and line[0][1] == "bar" and col < limit:
+            try:
+                stdscr.addstr(row, col, " " * (limit - col), styles["bar"])
+            except curses.error:
+                pass
+    stdscr.refresh()
+
+
+def _loop(stdscr: curses.window, state: ViewerState) -> None:
+    import curses
+
     try:
         curses.curs_set(0)
     except curses.error:
@@ -209,32 +238,11 @@ def _loop(stdscr: object, state: ViewerState) -> None:
     stdscr.keypad(True)
     while True:
         height, width = stdscr.getmaxyx()
-        stdscr.erase()
-        for row, line in enumerate(frame(state, height, width)):
-            col = 0
-            for text, style in line:
-                # The bottom-right cell cannot be written without curses raising.
-                room = width - col - (1 if row == height - 1 else 0)
-                if room <= 0:
-                    break
-                if display_width(text) > room:
-                    piece = clip_line([(text, style)], 0, room)
-                    text = piece[0][0] if piece else ""
-                try:
-                    stdscr.addstr(row, col, text, styles.get(style, 0))
-                except curses.error:
-                    pass
-                col += display_width(text)
-            if line and line[0][1] == "bar":
-                try:
-                    stdscr.addstr(row, col, " " * max(0, width - col - 1), styles["bar"])
-                except curses.error:
-                    pass
-        stdscr.refresh()
+        _paint(stdscr, frame(state, height, width), styles)
         key = stdscr.get_wch()
         if key == curses.KEY_RESIZE:
             curses.update_lines_cols()
             continue
         action = _action(key)
-        if action is not None and not state.apply(action, max(0, stdscr.getmaxyx()[0] - 2), width):
+        if action is not None and not state.apply(action, max(0, height - 2), width):
             return
