@@ -56,7 +56,7 @@ def plugins_command(as_json: bool, tracebacks: bool) -> None:
             )
             if p[field]
         ]
-        status = f"FAILED: {p['error']}" if p["error"] else "; ".join(provides) or "-"
+        status = "; ".join([*provides, *([f"FAILED: {p['error']}"] if p["error"] else [])]) or "-"
         rows.append([p["name"], p["distribution"] or "-", p["version"] or "-", status])
     print_table(["PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES"], rows)
     for clash in report["clashes"]:
