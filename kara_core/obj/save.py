@@ -16,6 +16,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, BinaryIO
 
+import orjson
+
 from ..backend import Backend
 from ..errors import ConfigurationError, ReadOnlyStoreError
 from .hashing import Digests, HashCache, hash_file, stat_key
@@ -34,11 +36,43 @@ LEASE_REFRESH = 30.0
 LEASE_EXPIRY = 120.0
 
 
+def _lease_is_live(raw: bytes | None, now: float) -> bool:
+    try:
+        body = orjson.loads(raw) if raw else {}
+        written, pid, host = float(body["time"]), int(body["pid"]), str(body["host"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return False
+    if now - written >= LEASE_EXPIRY:
+        return False
+    if host == socket.gethostname():
+        # A save on this machine whose process is gone was killed: its lease is void.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
+def count_live_leases(backend: Backend, layout: KeyLayout) -> int:
+    """Return how many saves of this key are running; remove the leases of dead ones."""
+    now = time.time()
+    live = 0
+    for path in list(backend.list(layout.leases)):
+        if _lease_is_live(backend.read_if_exists(path), now):
+            live += 1
+        else:
+            backend.delete(path)
+    return live
+
+
 class Lease:
     """Marks a running save of one key, so garbage collection leaves its blobs alone."""
 
     def __init__(self, backend: Backend, layout: KeyLayout) -> None:
         self._backend = backend
+        count_live_leases(backend, layout)
         self.path = f"{layout.leases}{uuid.uuid4().hex}.json"
         self._stop = threading.Event()
         self._write()

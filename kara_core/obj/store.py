@@ -34,7 +34,7 @@ from ..errors import (
 from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest
-from .save import LEASE_EXPIRY, save_directory
+from .save import count_live_leases, save_directory
 from .tasks import DEFAULT_WORKERS, Worker, run_parallel
 
 __all__ = ["GCReport", "ObjectStore"]
@@ -358,21 +358,6 @@ class ObjectStore:
             referenced.update(e["file"] for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str))
         return referenced
 
-    def _saves_running(self, layout: KeyLayout) -> bool:
-        now = time.time()
-        running = False
-        for path in list(self.backend.list(layout.leases)):
-            raw = self.backend.read_if_exists(path)
-            try:
-                written = float(orjson.loads(raw)["time"]) if raw else 0.0
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                written = 0.0
-            if now - written < LEASE_EXPIRY:
-                running = True
-            else:
-                self.backend.delete(path)
-        return running
-
     def _blob_age(self, path: str, now: float, first_seen: dict[str, float]) -> float:
         local = self.backend.local_path(path) if self.backend.capabilities.local_path else None
         if local is not None:
@@ -396,7 +381,7 @@ class ObjectStore:
             raise ReadOnlyStoreError(self.backend.url, f"garbage-collect {layout.root}")
         self.get_meta(namespace, key)
         report = GCReport()
-        if self._saves_running(layout):
+        if count_live_leases(self.backend, layout):
             report.deferred = True
             return report
         referenced = self._referenced(layout)
@@ -414,7 +399,7 @@ class ObjectStore:
             else:
                 candidates.append(blob)
         # A save may have started while we were listing: check again right before deleting.
-        if candidates and (self._saves_running(layout) or self._referenced(layout) != referenced):
+        if candidates and (count_live_leases(self.backend, layout) or self._referenced(layout) != referenced):
             report.deferred = True
             report.kept_recent.extend(candidates)
             candidates = []

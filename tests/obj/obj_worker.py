@@ -1,0 +1,94 @@
+"""Runs one save or load in its own process, for the interruption and concurrency tests.
+
+    python obj_worker.py save|load STORE_DIR NAMESPACE KEY FOLDER [--slow] [--version V] [--wait-for FILE]
+
+``--slow`` throttles the file backend (64 KiB per read, 5 ms each, no local paths) so a
+test can kill the process in the middle of a transfer. ``--wait-for`` waits until FILE
+exists before starting (to start two processes at the same moment). Prints the version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from typing import BinaryIO
+
+from kara_file.backend import FileBackend
+
+from kara_core.backend import Capabilities
+from kara_core.obj import ObjectStore
+
+_STEP = 64 * 1024
+_DELAY = 0.005
+
+
+class _SlowReader(io.RawIOBase):
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        time.sleep(_DELAY)
+        view = memoryview(buf)[:_STEP]
+        data = self._inner.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        time.sleep(_DELAY)
+        return self._inner.read(_STEP if size is None or size < 0 else min(size, _STEP))
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+class SlowFileBackend(FileBackend):
+    """The file backend, throttled, without local paths (forces the streaming code paths)."""
+
+    capabilities = Capabilities(writable=True, appendable=True, atomic_create=True, local_path=False)
+
+    def local_path(self, path: str) -> str | None:
+        return None
+
+    def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            super().put(path, data)
+        else:
+            super().put(path, _SlowReader(data))  # type: ignore[arg-type]
+
+    def open_read(self, path: str, start: int = 0) -> BinaryIO:
+        return _SlowReader(super().open_read(path, start))  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("action", choices=["save", "load"])
+    parser.add_argument("store")
+    parser.add_argument("namespace")
+    parser.add_argument("key")
+    parser.add_argument("folder")
+    parser.add_argument("--slow", action="store_true")
+    parser.add_argument("--version", default=None)
+    parser.add_argument("--wait-for", default=None)
+    args = parser.parse_args()
+    backend = (SlowFileBackend if args.slow else FileBackend)(args.store)
+    objects = ObjectStore(backend)
+    if args.wait_for:
+        while not os.path.exists(args.wait_for):
+            time.sleep(0.001)
+    if args.action == "save":
+        version = objects.save_directory(args.namespace, args.key, args.folder, args.version, progress_bar=False)
+    else:
+        version = objects.load_directory(
+            args.namespace, args.key, args.folder, args.version or "latest", progress_bar=False, workers=2
+        )
+    print(version, flush=True)
+
+
+if __name__ == "__main__":
+    main()
