@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -55,3 +57,44 @@ def test_cat_into_head_exits_quietly(tmp_path):
     assert cat.wait(timeout=60) == 141
     assert head.stdout.decode().splitlines() == ['{"i":0,"pad":"' + "x" * 40 + '"}', '{"i":1,"pad":"' + "x" * 40 + '"}']
     assert stderr == b""
+
+
+@pytest.fixture
+def broken_plugin_env(tmp_path) -> dict[str, str]:
+    """An environment where a real installed distribution's entry point fails to import."""
+    (tmp_path / "kara_broken_cli_example.py").write_text("raise RuntimeError('boom at import')\n")
+    dist = tmp_path / "kara_broken_cli_example-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kara-broken-cli-example\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[kara.plugins]\nbroken = kara_broken_cli_example\n")
+    return dict(os.environ, PYTHONPATH=str(tmp_path))
+
+
+def test_a_plugin_that_fails_to_import_is_silent_in_unrelated_commands(broken_plugin_env, tmp_path):
+    url = f"file://{tmp_path / 'store'}"
+    result = subprocess.run([str(BIN / "kara"), "ls", url], capture_output=True, text=True, env=broken_plugin_env)
+    assert result.returncode == 0 and result.stderr == ""
+    assert (
+        subprocess.run([str(BIN / "kara"), "--help"], capture_output=True, text=True, env=broken_plugin_env).stderr
+        == ""
+    )
+
+
+def test_a_plugin_that_fails_to_import_is_listed_by_kara_plugins(broken_plugin_env):
+    result = subprocess.run(
+        [str(BIN / "kara"), "plugins", "--json"], capture_output=True, text=True, env=broken_plugin_env
+    )
+    broken = next(p for p in json.loads(result.stdout)["plugins"] if p["name"] == "broken")
+    assert (broken["distribution"], broken["version"]) == ("kara-broken-cli-example", "1.2.3")
+    assert broken["error"] == "RuntimeError: boom at import"
+    assert "boom at import" in broken["traceback"]
+
+
+def test_a_plugin_that_fails_to_import_is_noted_next_to_a_missing_backend_error(broken_plugin_env):
+    result = subprocess.run(
+        [str(BIN / "kara"), "ls", "nosuch://x"], capture_output=True, text=True, env=broken_plugin_env
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.splitlines()[-1] == "kara: note: plugin(s) broken failed to load; run `kara plugins` for details"
+    )
