@@ -1,0 +1,160 @@
+"""oss:// stores: kara against kara-storage 2.1.5 on the OSS test server, one run.
+
+The server (``python -m kara_oss.testing``) runs in its own process on 127.0.0.1 with
+5 ms added to every request, standing in for the round trip to a real OSS endpoint.
+Both libraries talk to it through oss2. Workloads: write 200,000 ``small_record`` JSON
+records (one ``write`` per record), read them all in order, 2,000 random ``ds[i]``; save
+the folder of bench/objects.py (2,000 files of 4-64 KiB + 4 x 64 MiB) and load it into an
+empty folder.
+
+    .venv/bin/python bench/oss.py          (scripts/bench oss)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import k215_python, print_table, run_k215, small_record, timer, workdir  # noqa: E402
+from objects import BIG_FILES, SMALL_FILES, make_folder  # noqa: E402
+
+RECORDS = 200_000
+RANDOM_READS = 2_000
+LATENCY = 0.005
+
+K215_CODE = """
+import kara_storage
+
+def small_record(i):
+    return {"id": i, "text": "sample text number %d " % i * 4, "tokens": list(range(i % 32))}
+
+store = kara_storage.KaraStorage(PARAMS["url"], app_key=PARAMS["app_key"], app_secret=PARAMS["app_secret"])
+records = [small_record(i) for i in range(PARAMS["records"])]
+times = {}
+t = time.perf_counter()
+ds = store.open_dataset("bench", "small", "w", version="1")
+for rec in records:
+    ds.write(rec)
+ds.close()
+times["write"] = time.perf_counter() - t
+
+t = time.perf_counter()
+ds = store.open_dataset("bench", "small", "r", version="1")
+n = sum(1 for _ in ds)
+ds.close()
+times["read"] = time.perf_counter() - t
+assert n == len(records), n
+
+ds = store.open_dataset("bench", "small", "r", version="1")
+t = time.perf_counter()
+for i in PARAMS["indices"]:
+    assert ds[i]["id"] == i
+times["random"] = time.perf_counter() - t
+ds.close()
+
+t = time.perf_counter()
+store.save_directory("bench", "dir", PARAMS["src"], progress_bar=False)
+times["save"] = time.perf_counter() - t
+t = time.perf_counter()
+store.load_directory("bench", "dir", PARAMS["dst"], progress_bar=False)
+times["load"] = time.perf_counter() - t
+print(json.dumps(times))
+"""
+
+
+def ensure_k215_oss2() -> None:
+    """2.1.5 imports oss2 only for oss:// stores; install it into its environment if absent."""
+    python = k215_python()
+    if subprocess.run([python, "-c", "import oss2"], capture_output=True, check=False).returncode != 0:
+        subprocess.run([python, "-m", "pip", "install", "-q", "oss2==2.19.1"], check=True)
+
+
+def start_server() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start the OSS test server in its own process; return it and its connection info."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kara_oss.testing", "--latency", str(LATENCY)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def run_kara(info: dict[str, str], indices: list[int], src: str, dst: str) -> dict[str, float]:
+    """Time every workload with kara."""
+    from kara_core import KaraStorage
+
+    store = KaraStorage(info["url"] + "/kara", app_key=info["app_key"], app_secret=info["app_secret"])
+    records = [small_record(i) for i in range(RECORDS)]
+    times: dict[str, float] = {}
+    with timer(times, "write"):
+        with store.open_dataset("bench", "small", "w", version="1") as ds:
+            for rec in records:
+                ds.write(rec)
+    with timer(times, "read"):
+        with store.open_dataset("bench", "small", version="1") as ds:
+            n = sum(1 for _ in ds)
+    assert n == RECORDS, n
+    with store.open_dataset("bench", "small", version="1") as ds:
+        with timer(times, "random"):
+            for i in indices:
+                assert ds[i]["id"] == i
+    with timer(times, "save"):
+        store.save_directory("bench", "dir", src, progress_bar=False)
+    with timer(times, "load"):
+        store.load_directory("bench", "dir", dst, progress_bar=False)
+    store.close()
+    return times
+
+
+def main() -> None:
+    """Run both libraries against one server process and print the table."""
+    ensure_k215_oss2()
+    work = workdir("oss")
+    proc, info = start_server()
+    try:
+        src = os.path.join(work, "src")
+        make_folder(src)
+        os.environ["KARA_CACHE_DIR"] = os.path.join(work, "cache")
+        rng = random.Random(7)
+        indices = [rng.randrange(RECORDS) for _ in range(RANDOM_READS)]
+        started = time.perf_counter()
+        ours = run_kara(info, indices, src, os.path.join(work, "kara-dst"))
+        print(f"kara done in {time.perf_counter() - started:.1f} s", flush=True)
+        params = {
+            "url": info["url"] + "/k215",
+            "app_key": info["app_key"],
+            "app_secret": info["app_secret"],
+            "records": RECORDS,
+            "indices": indices,
+            "src": src,
+            "dst": os.path.join(work, "k215-dst"),
+        }
+        theirs = run_k215(K215_CODE, params)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(
+        f"oss:// on the OSS test server, {LATENCY * 1000:g} ms per request: kara vs kara-storage 2.1.5",
+        [
+            (f"write {RECORDS:,} records", ours["write"], theirs["write"], 1.2),
+            ("sequential read (iterate all)", ours["read"], theirs["read"], 1.5),
+            (f"random ds[i] x {RANDOM_READS:,}", ours["random"], theirs["random"], 3.0),
+            (f"save folder ({SMALL_FILES} small + {BIG_FILES} x 64 MiB)", ours["save"], theirs["save"], 3.0),
+            ("load it into an empty folder", ours["load"], theirs["load"], 3.0),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
