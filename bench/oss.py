@@ -22,8 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import k215_python, print_table, run_k215, small_record, timer, workdir  # noqa: E402
-from objects import BIG_FILES, SMALL_FILES, make_folder  # noqa: E402
+from common import k215_python, print_table, run_k215, small_record, timer, workdir
+from objects import BIG_FILES, SMALL_FILES, make_folder
 
 RECORDS = 200_000
 RANDOM_READS = 2_000
