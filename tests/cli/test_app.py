@@ -211,7 +211,7 @@ def test_broken_plugin_is_reported_by_kara_plugins(kara, plugin):
 
 def test_unknown_command_mentions_plugins_that_failed(kara, plugin):
     plugin(_BrokenCommandsPlugin(), "broken-plugin")
-    result = kara("serve")
+    result = kara("no-such-command")
     assert result.exit_code == 2
     assert "broken-plugin" in result.stderr and "kara plugins" in result.stderr
 
