@@ -98,3 +98,26 @@ def test_a_plugin_that_fails_to_import_is_noted_next_to_a_missing_backend_error(
     assert (
         result.stderr.splitlines()[-1] == "kara: note: plugin(s) broken failed to load; run `kara plugins` for details"
     )
+
+
+def _import_on_a_terminal(tmp_path, *extra: str) -> str:
+    import pexpect
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"i": {i}}}\n' for i in range(1000)))
+    url = f"file://{tmp_path / 'store'}"
+    child = pexpect.spawn(str(BIN / "kara"), [*extra, "import", url, "ns", "k", "-v", "1", str(source)], timeout=60)
+    output = child.read().decode()
+    child.close()
+    assert child.exitstatus == 0
+    return output
+
+
+def test_import_on_a_terminal_shows_a_progress_bar(tmp_path):
+    output = _import_on_a_terminal(tmp_path)
+    assert "import ns/k: 100%" in output and "1000/1000" in output
+    assert "imported 1000 records into ns/k version 1" in output
+
+
+def test_quiet_import_on_a_terminal_prints_nothing(tmp_path):
+    assert _import_on_a_terminal(tmp_path, "--quiet") == ""
