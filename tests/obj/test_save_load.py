@@ -1,0 +1,241 @@
+"""Saving and loading on the file:// backend: layout, cache, metadata, safe deletion."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from kara_file.backend import FileBackend
+
+import kara_core.obj.save
+from kara_core.errors import BlobIntegrityError, ConfigurationError, DatasetNotFoundError, VersionNotFoundError
+from kara_core.obj import ObjectStore, UnmanagedFilesError
+from kara_core.testing.obj import read_tree, write_tree
+
+FIXTURE_STORE = Path(__file__).resolve().parents[1] / "fixtures" / "kara-2.1.5" / "store"
+FIXTURE_TREE = Path(__file__).resolve().parents[1] / "fixtures" / "kara-2.1.5" / "tree"
+
+
+def _manifest(store: Path, version: str) -> list[dict]:
+    return json.loads((store / "obj/ns/ckpt/vers" / f"{version}.json").read_text())
+
+
+def test_the_manifest_keeps_the_2x_fields_and_adds_sha256_mode_and_mtime(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    entry = next(e for e in _manifest(tmp_path / "store", "0") if e["path"] == ["sub", "b.bin"])
+    data = (source / "sub" / "b.bin").read_bytes()
+    assert entry["md5"] == hashlib.md5(data).hexdigest() and entry["sha1"] == hashlib.sha1(data).hexdigest()
+    assert entry["file"] == f"{entry['md5']}_{entry['sha1']}" and entry["size"] == len(data)
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert entry["mode"] == (source / "sub" / "b.bin").stat().st_mode & 0o7777
+    assert entry["mtime_ns"] == (source / "sub" / "b.bin").stat().st_mtime_ns
+    meta = json.loads((tmp_path / "store/obj/ns/ckpt/meta.json").read_text())
+    assert meta == {"latest": "0", "versions": ["0"], "api": 2}
+
+
+def test_resaving_an_unchanged_folder_reads_no_file(
+    objects: ObjectStore, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for path in source.rglob("*"):
+        os.utime(path, ns=(1, 1_000_000_000))  # older than the racy-timestamp margin
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    hashed: list[str] = []
+    real = kara_core.obj.save.hash_file
+    monkeypatch.setattr(kara_core.obj.save, "hash_file", lambda path, *a: hashed.append(path) or real(path, *a))
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    assert hashed == []
+    os.utime(source / "a.txt", ns=(2, 2_000_000_000))
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    assert hashed == [str(source / "a.txt")]
+
+
+def test_the_hash_cache_lives_outside_the_saved_folder(
+    objects: ObjectStore, source: Path, private_hash_cache: Path
+) -> None:
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
+    assert list((private_hash_cache / "hashes").glob("*.json"))
+
+
+def test_a_changed_file_is_saved_with_its_new_content(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    (source / "a.txt").write_bytes(b"HELLO\n")  # same size, new content, same second
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert (tmp_path / "out" / "a.txt").read_bytes() == b"HELLO\n"
+
+
+def test_the_executable_bit_is_kept(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    (source / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    (source / "run.sh").chmod(0o755)
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert os.access(tmp_path / "out" / "run.sh", os.X_OK)
+    assert not os.access(tmp_path / "out" / "a.txt", os.X_OK)
+
+
+def test_empty_folders_and_relative_links_round_trip_through_the_sidecar(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    (source / "logs" / "empty").mkdir(parents=True)
+    (source / "latest.txt").symlink_to("sub/c.txt")
+    (source / "sub" / "up").symlink_to("../a.txt")
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    manifest_paths = {"/".join(e["path"]) for e in _manifest(tmp_path / "store", "0")}
+    assert manifest_paths == {"a.txt", "sub/b.bin", "sub/c.txt", "d.txt"}, "2.x sees regular files only"
+    sidecar = json.loads((tmp_path / "store/obj/ns/ckpt/kara/0.json").read_text())
+    assert sidecar["dirs"] == [["logs", "empty"]]
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert (out / "logs" / "empty").is_dir()
+    assert os.readlink(out / "latest.txt") == "sub/c.txt" and (out / "latest.txt").read_bytes() == b"c\n"
+    assert os.readlink(out / "sub" / "up") == "../a.txt"
+
+
+def test_a_link_leaving_the_folder_is_refused_at_save(objects: ObjectStore, source: Path) -> None:
+    (source / "passwd").symlink_to("/etc/passwd")
+    with pytest.raises(ConfigurationError, match="passwd"):
+        objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+
+
+def test_kara_state_in_a_loaded_folder_is_not_saved(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert (out / ".kara" / "state.json").exists()
+    objects.save_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert all(e["path"][0] != ".kara" for e in _manifest(tmp_path / "store", "1"))
+
+
+def test_reloading_an_unchanged_folder_writes_nothing(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    inodes = {p: p.stat().st_ino for p in out.rglob("*") if p.is_file() and ".kara" not in p.parts}
+    plan = objects.plan_load("ns", "ckpt", str(out))
+    assert plan.download == [] and plan.delete == [] and len(plan.keep) == 4
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert {p: p.stat().st_ino for p in inodes} == inodes
+
+
+def test_files_kara_placed_and_the_next_version_drops_are_deleted(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    shutil.rmtree(source / "sub")
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), "0", progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(out), "1", progress_bar=False)
+    assert read_tree(out) == {"a.txt": b"hello\n", "d.txt": b"hello\n"}
+    assert not (out / "sub").exists(), "the folder kara created is gone with its files"
+
+
+def test_a_user_file_added_to_a_loaded_folder_blocks_the_next_load(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    (source / "d.txt").unlink()
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), "0", progress_bar=False)
+    (out / "sub" / "mine.txt").write_bytes(b"precious")
+    with pytest.raises(UnmanagedFilesError) as err:
+        objects.load_directory("ns", "ckpt", str(out), "1", progress_bar=False)
+    assert err.value.paths == ["sub/mine.txt"]
+    assert (out / "sub" / "mine.txt").read_bytes() == b"precious" and (out / "d.txt").exists()
+
+
+def test_delete_true_replaces_files_kara_did_not_place(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = write_tree(tmp_path / "out", {"notes.txt": b"mine", "a.txt": b"not hello"})
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False, delete=True)
+    assert read_tree(out) == read_tree(source)
+
+
+def test_a_folder_already_holding_the_same_files_is_adopted_without_delete(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert read_tree(out) == read_tree(source)
+
+
+def test_dry_run_plans_without_touching_anything(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = write_tree(tmp_path / "out", {"notes.txt": b"mine"})
+    assert objects.load_directory("ns", "ckpt", str(out), progress_bar=False, dry_run=True) == "0"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    plan = objects.plan_load("ns", "ckpt", str(out))
+    assert plan.unmanaged == ["notes.txt"] and plan.delete == ["notes.txt"]
+    assert "notes.txt" in str(plan) and "needs delete=True" in str(plan)
+    assert plan.as_dict()["bytes_to_download"] == plan.bytes_to_download == 2000 + 6 + 2 + 6
+
+
+class _CorruptFirstRead(FileBackend):
+    """A file store whose first read of each blob returns damaged bytes (a flaky network)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.reads: dict[str, int] = {}
+        self.capabilities = type(self.capabilities)(local_path=False)
+
+    def local_path(self, path: str) -> str | None:
+        return None
+
+    def open_read(self, path: str, start: int = 0) -> io.BytesIO:  # type: ignore[override]
+        self.reads[path] = self.reads.get(path, 0) + 1
+        data = super().read(path, start)
+        return io.BytesIO(b"X" + data[1:] if self.reads[path] == 1 and data else data)
+
+
+def test_a_damaged_download_is_retried(source: Path, tmp_path: Path) -> None:
+    backend = _CorruptFirstRead(str(tmp_path / "store"))
+    objects = ObjectStore(backend)
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == read_tree(source)
+    assert max(backend.reads.values()) == 2
+
+
+def test_a_missing_blob_is_named_in_the_error(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    blob = next(e["file"] for e in _manifest(tmp_path / "store", "0") if e["path"] == ["sub", "c.txt"])
+    (tmp_path / "store/obj/ns/ckpt/data" / blob).unlink()
+    with pytest.raises(BlobIntegrityError, match=blob):
+        objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == {}
+
+
+def test_unknown_objects_and_versions_raise_not_found(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError) as err:
+        objects.load_directory("ns", "nothing", str(tmp_path / "out"), progress_bar=False)
+    assert err.value.kind == "obj"
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    with pytest.raises(VersionNotFoundError):
+        objects.load_directory("ns", "ckpt", str(tmp_path / "out"), "7", progress_bar=False)
+
+
+@pytest.mark.parametrize(("version", "tree"), [("0", None), ("second", FIXTURE_TREE)])
+def test_kara_loads_the_versions_kara_storage_2_1_5_saved(version: str, tree: Path | None, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(FIXTURE_STORE, store)
+    out = tmp_path / "out"
+    objects = ObjectStore(FileBackend(str(store)))
+    assert objects.load_directory("demo", "ckpt", str(out), version, progress_bar=False) == version
+    if tree is None:
+        assert (out / "a.txt").read_bytes() == b"hello\n"
+        assert sorted(read_tree(out)) == ["a.txt", "empty.dat", "sub/b.bin", "sub/deeper/same_as_a.txt"]
+    else:
+        assert read_tree(out) == read_tree(tree)
+    assert objects.verify("demo", "ckpt") == []
