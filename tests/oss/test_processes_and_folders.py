@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kara_core import KaraStorage
 from kara_oss.testing import OSSTestServer
+
+from kara_core import KaraStorage
 
 READ_PICKLED = """
 import json, pickle, sys
