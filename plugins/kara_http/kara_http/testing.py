@@ -74,11 +74,21 @@ class LoggedRequest:
     method: str
     path: str
     range: str | None
+    #: The request headers (names as sent).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: The client's TCP port: requests with the same port came over one connection.
+    client_port: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without NODELAY, Nagle and delayed
+        # ACKs add ~40 ms to every small response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: tests read :attr:`StaticServer.log` instead."""
@@ -107,7 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, send_body: bool) -> None:
         faults = self.server.faults
         url_path = urlsplit(self.path).path
-        self.server.log.append(LoggedRequest(self.command, url_path, self.headers.get("Range")))
+        self.server.log.append(
+            LoggedRequest(self.command, url_path, self.headers.get("Range"), dict(self.headers), self.client_address[1])
+        )
         if faults.latency:
             time.sleep(faults.latency)
         if url_path in faults.status_for:
@@ -197,7 +209,9 @@ class StaticServer:
     def __init__(self, root: str, faults: Faults | None = None) -> None:
         self.faults = faults or Faults()
         self._server = _Server(root, self.faults)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kara-static-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kara-static-server", daemon=True
+        )
 
     @property
     def port(self) -> int:
