@@ -283,6 +283,9 @@ class BlockWriter:
         self._prefix = prefix
         self._max = max_file_size
         self._number = max(len(sizes) - 1, 0)
+        # Full blocks not yet flushed: flushing (fsync) them at the next flush() instead of
+        # when they fill lets the OS write them back while the writer goes on.
+        self._retired: list[Appender] = []
         self._appender: Appender = backend.open_append(block_path(prefix, self._number))
         self._position = self._appender.position
         self.total = sum(sizes[:-1]) + self._position
@@ -290,7 +293,7 @@ class BlockWriter:
             self._roll()
 
     def _roll(self) -> None:
-        self._appender.close()
+        self._retired.append(self._appender)
         self._number += 1
         self._appender = self._backend.open_append(block_path(self._prefix, self._number))
         self._position = self._appender.position
@@ -313,12 +316,19 @@ class BlockWriter:
                 self._roll()
         self.total += size
 
+    def _close_retired(self) -> None:
+        while self._retired:
+            self._retired[0].close()
+            del self._retired[0]
+
     def flush(self) -> None:
         """Make everything written so far durable and visible."""
+        self._close_retired()
         self._appender.flush()
 
     def close(self) -> None:
-        """Flush and close the current block."""
+        """Flush and close the stream."""
+        self._close_retired()
         self._appender.close()
 
 

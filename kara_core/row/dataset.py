@@ -5,17 +5,38 @@ from __future__ import annotations
 import io
 import operator
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from operator import length_hint
 from typing import Any
 
+import orjson
+
 from ..backend import Backend
 from ..errors import ConfigurationError, DatasetClosedError, ModeError
-from ..serialization import Serializer
+from ..serialization import JSONSerializer, Serializer
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .writer import RowWriter
 
 __all__ = ["RowDataset"]
+
+#: Records collected by ``write`` before they are handed to the writer's buffer; a
+#: record of DRAIN_BYTES or more is handed on at once.
+DRAIN_RECORDS = 512
+DRAIN_BYTES = 64 * 1024
+
+
+def _codec(serializer: Serializer) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+    # The built-in JSON serializer's methods only forward to orjson: calling orjson
+    # directly saves a Python call per record. Subclasses that override a method keep it.
+    serialize, deserialize = serializer.serialize, serializer.deserialize
+    kind = type(serializer)
+    if issubclass(kind, JSONSerializer):
+        if kind.serialize is JSONSerializer.serialize:
+            serialize = orjson.dumps
+        if kind.deserialize is JSONSerializer.deserialize:
+            deserialize = orjson.loads
+    return serialize, deserialize
 
 
 class RowDataset:
@@ -59,12 +80,13 @@ class RowDataset:
         self.serializer = serializer
         self.mode = "w" if writer is not None else "r"
         self._options = options
-        self._serialize = serializer.serialize
-        self._deserialize = serializer.deserialize
+        self._serialize, self._deserialize = _codec(serializer)
         self._lock = threading.Lock()
         self._closed = False
         self._snap = snapshot
         self._writer = writer
+        #: Records written but not yet handed to the writer (None: not writable).
+        self._parts: list[bytes] | None = [] if writer is not None else None
         count = snapshot.count if snapshot is not None else 0
         self._begin = min(max(begin, 0), count)
         self._end = count if end is None else min(max(end, self._begin), count)
@@ -106,10 +128,14 @@ class RowDataset:
         """Append one record (buffered until :meth:`flush` or :meth:`close`); return True."""
         raw = self._serialize(obj)
         with self._lock:
-            writer = self._writer
-            if writer is None:
+            parts = self._parts
+            if parts is None:
                 raise self._unwritable()
-            writer.append(raw)
+            parts.append(raw)
+            # Few records are kept here, and a large one is passed on at once: memory
+            # stays bounded (DRAIN_RECORDS * DRAIN_BYTES) without counting bytes.
+            if len(parts) >= DRAIN_RECORDS or len(raw) >= DRAIN_BYTES:
+                self._drain()
         return True
 
     def write_many(self, objs: Iterable[Any]) -> int:
@@ -118,15 +144,24 @@ class RowDataset:
         source = iter(objs)
         total = 0
         while True:
-            # The lock is taken per chunk so that other threads' writes are not starved.
-            with self._lock:
-                writer = self._writer
-                if writer is None:
-                    raise self._unwritable()
-                done = writer.append_many(source, serialize, BATCH_RECORDS)
-            total += done
-            if done < BATCH_RECORDS:
+            # Serialize outside the lock, a chunk at a time, so other writers are not starved.
+            chunk = list(map(serialize, islice(source, BATCH_RECORDS)))
+            if not chunk:
                 return total
+            with self._lock:
+                parts = self._parts
+                if parts is None:
+                    raise self._unwritable()
+                parts.extend(chunk)
+                self._drain()
+            total += len(chunk)
+
+    def _drain(self) -> None:
+        # Hand the records buffered here to the writer (called with the lock held).
+        writer, parts = self._writer, self._parts
+        if parts and writer is not None:
+            writer.append(parts)
+            self._parts = []
 
     def flush(self) -> None:
         """Make every record written so far durable and visible to new readers."""
@@ -134,6 +169,7 @@ class RowDataset:
             if self._closed:
                 raise DatasetClosedError(f"dataset {self._name()} is closed")
             if self._writer is not None:
+                self._drain()
                 self._writer.flush()
 
     def close(self) -> None:
@@ -142,6 +178,8 @@ class RowDataset:
             if self._closed:
                 return
             self._closed = True
+            self._drain()
+            self._parts = None
             writer, self._writer = self._writer, None
             snap, self._snap = self._snap, None
             self._batch = []
@@ -318,7 +356,7 @@ class RowDataset:
         """Number of records (in this slice; when writing, in the version so far)."""
         writer = self._writer
         if writer is not None:
-            return writer.count
+            return writer.count + len(self._parts or ())
         return self._end - self._begin
 
     def size(self) -> int:
@@ -329,7 +367,7 @@ class RowDataset:
         """Bytes of serialized records in this dataset (or slice)."""
         writer = self._writer
         if writer is not None:
-            return writer.end
+            return writer.end + sum(map(len, self._parts or ()))
         snap = self._reader()
         if self._end == self._begin:
             return 0

@@ -72,6 +72,12 @@ class RowStore:
         self.backend.put(meta_path(namespace, key), encode_meta(meta))
 
     def _register_version(self, namespace: str, key: str, version: str) -> None:
+        try:
+            current = self.get_meta(namespace, key)
+        except DatasetNotFoundError:
+            current = None
+        if current is not None and current["latest"] == version and version in current["versions"]:
+            return  # already the latest: nothing to write (and no fsyncs to pay)
         # Read-modify-write of meta.json under a short-lived lock, so two processes
         # creating versions of one dataset at once are both listed.
         lock = LeaseLock(

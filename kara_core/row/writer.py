@@ -14,9 +14,7 @@ import os
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Iterator
-from itertools import islice
-from typing import Any
+from itertools import accumulate
 
 from ..backend import Backend
 from ..errors import DatasetLockedError
@@ -31,6 +29,8 @@ __all__ = ["WRITER_LOCK_TTL", "RowWriter"]
 WRITER_LOCK_TTL = 120.0
 #: Index entries buffered before they (and the data under them) are appended.
 INDEX_BATCH = 64 * 1024
+#: Batches of at least this many bytes are appended directly instead of buffered.
+DIRECT_WRITE = 64 * 1024
 _LITTLE = sys.byteorder == "little"
 _ONE = struct.Struct("<Q")
 
@@ -97,55 +97,24 @@ class RowWriter:
         """Records in the version, the buffered ones included."""
         return self._committed + len(self._ends)
 
-    def append(self, raw: bytes) -> None:
-        """Buffer one serialized record (the hot path: kept to a few operations)."""
-        size = len(raw)
-        if size >= self._buffer_size:
-            self._append_large(raw)
-            return
-        buf = self._buf
-        buf += raw
-        self.end += size
-        ends = self._ends
-        ends.append(self.end)
-        if len(ends) >= INDEX_BATCH:
-            self._commit()
-        elif len(buf) >= self._buffer_size:
+    def append(self, raws: list[bytes]) -> None:
+        """Buffer serialized records (the caller batches them: one call per many records)."""
+        joined = raws[0] if len(raws) == 1 else b"".join(raws)
+        ends = list(accumulate(map(len, raws), initial=self.end))
+        del ends[0]
+        if len(joined) >= min(DIRECT_WRITE, self._buffer_size):
+            # Large batches (large records) go straight to storage: no second copy.
             self._spill()
-
-    def _append_large(self, raw: bytes) -> None:
-        # Large records go straight to storage instead of being copied into the buffer.
-        self._spill()
-        self._data.write(raw)
-        self.end += len(raw)
-        self._ends.append(self.end)
-
-    def append_many(self, objs: Iterator[Any], serialize: Callable[[Any], bytes], limit: int) -> int:
-        """Serialize and buffer up to ``limit`` records from ``objs``; return how many."""
-        buf, ends, end = self._buf, self._ends, self.end
-        append = ends.append
-        done = 0
-        try:
-            for obj in islice(objs, limit):
-                raw = serialize(obj)
-                if len(raw) >= self._buffer_size:
-                    self.end = end
-                    self._append_large(raw)
-                    buf, end = self._buf, self.end
-                else:
-                    buf += raw
-                    end += len(raw)
-                    append(end)
-                    if len(buf) >= self._buffer_size:
-                        self._spill()
-                        buf = self._buf
-                done += 1
-        finally:
-            # Records buffered before a failing serialize stay consistent with self.end.
-            self.end = end
-        if len(ends) >= INDEX_BATCH:
+            self._data.write(joined)
+        else:
+            self._buf += joined
+            if len(self._buf) >= self._buffer_size:
+                self._spill()
+        self._ends.extend(ends)
+        if ends:
+            self.end = ends[-1]
+        if len(self._ends) >= INDEX_BATCH:
             self._commit()
-        return done
 
     def _spill(self) -> None:
         if self._buf:
