@@ -42,7 +42,11 @@ def store(tmp_path_factory) -> str:
 
 def _keys() -> dict[str, str]:
     # What the terminal sends for each key once curses has switched it to keypad mode.
-    curses.setupterm("xterm-256color", sys.__stdout__.fileno() if sys.__stdout__.isatty() else os.open(os.devnull, 0))
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        curses.setupterm("xterm-256color", devnull)
+    finally:
+        os.close(devnull)
     names = {"up": "kcuu1", "down": "kcud1", "left": "kcub1", "right": "kcuf1"}
     return {key: curses.tigetstr(cap).decode() for key, cap in names.items()}
 
