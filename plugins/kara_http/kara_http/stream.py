@@ -42,6 +42,9 @@ class BodyStream(io.RawIOBase):
         self._pos = start
         self._end = end
         self._response: requests.Response | None = None
+        #: ETag (or Last-Modified) of the first response: a resumed request sends it as
+        #: If-Range, so bytes of a replaced object are never spliced onto the old ones.
+        self._validator: str | None = None
         self._budget = backend.retry_budget(f"GET {backend.url}/{path}")
         self._open()
 
@@ -56,6 +59,8 @@ class BodyStream(io.RawIOBase):
         if ranged:
             last = "" if self._end is None else str(self._end - 1)
             headers["Range"] = f"bytes={self._pos}-{last}"
+            if self._validator is not None:
+                headers["If-Range"] = self._validator
         response = self._backend.send("GET", self._path, headers=headers, stream=True, budget=self._budget)
         status = response.status_code
         if status in (404, 410):
@@ -68,6 +73,8 @@ class BodyStream(io.RawIOBase):
             return
         if status == 200 and ranged:
             response.close()
+            if self._validator is not None:
+                raise BackendError(f"{self._backend.url}/{self._path} was replaced while it was being read")
             raise RangeNotSupportedError(
                 f"{self._backend.url}/{self._path}: the server ignored the Range header and sent the whole "
                 "object; kara needs a server with Range support (it would otherwise download whole block "
@@ -90,6 +97,11 @@ class BodyStream(io.RawIOBase):
         else:
             self._backend.discard(response)
             raise BackendError(f"GET {self._backend.url}/{self._path}: unexpected HTTP {status} {response.reason}")
+        if self._validator is None:
+            etag = response.headers.get("ETag")
+            # Weak ETags are not allowed in If-Range (RFC 9110 13.1.5).
+            strong = etag if etag and not etag.startswith("W/") else None
+            self._validator = strong or response.headers.get("Last-Modified")
         self._response = response
 
     def readable(self) -> bool:

@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,6 +54,8 @@ class Faults:
     #: Wait ``stall`` seconds after the headers of this many GET responses.
     stall: float = 0.0
     stall_count: int = 0
+    #: Called (with the file path) right after a connection is dropped mid-body.
+    on_drop: Callable[[str], None] | None = None
     #: Force a status for a URL path (``{"/prefix/secret.bin": 403}``).
     status_for: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -136,9 +139,13 @@ class _Handler(BaseHTTPRequestHandler):
         if full is None:
             self._simple(404)
             return
-        size = os.path.getsize(full)
+        stat = os.stat(full)
+        size = stat.st_size
+        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
         start, end, status = 0, size, 200
         wanted = self.headers.get("Range")
+        if self.headers.get("If-Range", etag) != etag:
+            wanted = None  # the client's copy is outdated: send the whole current object
         if wanted and not faults.ignore_range:
             match = _RANGE.match(wanted.strip())
             if match is None or match.groups() == ("", ""):
@@ -156,6 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(end - start))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
         self.send_header("Content-Type", "application/octet-stream")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
@@ -185,6 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
+            if faults.on_drop is not None:
+                faults.on_drop(full)
 
 
 class _Server(ThreadingHTTPServer):
