@@ -112,6 +112,7 @@ class MappedBlocks:
         self.single: mmap.mmap | None = self._maps[0] if self._starts == [0] else None
 
     def read(self, start: int, end: int) -> bytes:
+        end = min(end, self.limit)
         if start >= end:
             return b""
         single = self.single

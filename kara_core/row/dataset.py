@@ -178,7 +178,8 @@ class RowDataset:
             if self._closed:
                 return
             self._closed = True
-            self._drain()
+            if self._writer is not None and not self._writer.forked:
+                self._drain()
             self._parts = None
             writer, self._writer = self._writer, None
             snap, self._snap = self._snap, None

@@ -93,6 +93,11 @@ class RowWriter:
         self.closed = False
 
     @property
+    def forked(self) -> bool:
+        """True in a child process that inherited this writer with fork (it must not write)."""
+        return os.getpid() != self._pid
+
+    @property
     def count(self) -> int:
         """Records in the version, the buffered ones included."""
         return self._committed + len(self._ends)
@@ -148,7 +153,7 @@ class RowWriter:
         if self.closed:
             return
         self.closed = True
-        if os.getpid() != self._pid:
+        if self.forked:
             # A forked copy of a writer: the parent owns the buffers, streams and lock.
             return
         try:

@@ -140,3 +140,55 @@ def test_meta_lock_left_by_a_killed_process_is_broken(store: KaraStorage) -> Non
     with store.open_dataset("ns", "rows", "w", version="1") as ds:
         ds.write(record(0))
     assert store.get_row_meta("ns", "rows")["versions"] == ["1"]
+
+
+def test_heartbeat_refreshes_the_lock_and_notices_a_takeover(store: KaraStorage) -> None:
+    from kara_core.row.lock import LeaseLock
+
+    lock = LeaseLock(store.backend, "row/ns/rows/1/.kara/writer.lock", "test lock", ttl=0.4, heartbeat=True)
+    lock.acquire()
+    try:
+        first = json.loads(store.backend.read(LOCK))["heartbeat"]
+        time.sleep(0.25)
+        assert json.loads(store.backend.read(LOCK))["heartbeat"] > first
+        assert not lock.lost
+        store.backend.put(LOCK, _foreign_lock(heartbeat_age=0))
+        deadline = time.monotonic() + 5
+        while not lock.lost and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert lock.lost
+    finally:
+        lock.release()
+    assert json.loads(store.backend.read(LOCK))["host"] == "another-host.example"  # not ours to delete
+
+
+def test_writer_whose_lock_was_taken_over_refuses_to_flush(store: KaraStorage, monkeypatch) -> None:
+    from kara_core.row import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "WRITER_LOCK_TTL", 0.2)  # heartbeat every 50 ms
+    ds = store.open_dataset("ns", "rows", "w", version="1")
+    ds.write(record(0))
+    store.backend.put(LOCK, _foreign_lock(heartbeat_age=0))  # presumed dead, lock taken over
+    time.sleep(0.3)
+    with pytest.raises(DatasetLockedError, match="taken over"):
+        ds.flush()
+    with pytest.raises(DatasetLockedError):
+        ds.close()
+    assert json.loads(store.backend.read(LOCK))["host"] == "another-host.example"
+
+
+def test_a_forked_copy_of_a_writer_neither_writes_nor_unlocks(store: KaraStorage) -> None:
+    import os
+
+    ds = store.open_dataset("ns", "rows", "w", version="1")
+    ds.write_many(record(i) for i in range(3))
+    pid = os.fork()
+    if pid == 0:  # the child closes its copy, then leaves without running other cleanup
+        ds.close()
+        os._exit(0 if store.backend.exists(LOCK) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.backend.exists(LOCK)
+    ds.close()
+    with store.open_dataset("ns", "rows") as reader:
+        assert list(reader) == [record(i) for i in range(3)]
