@@ -159,31 +159,29 @@ class _Gateway:
         size = await run_in_threadpool(self.backend.size, path)
         if size is None:
             raise _Refused(404, "not found")
-        start, end, status = 0, size, 200
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         wanted = request.headers.get("range")
+        if request.method == "HEAD":
+            return Response(headers={**headers, "Content-Length": str(size)})
         if wanted:
             start, end = _parse_range(wanted, size)
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
-        if request.method == "HEAD":
-            return Response(status_code=status, headers=headers)
-        if end - start <= _READ_WHOLE:
+            # One backend read: the bytes all come from one version of the object.
             data = await run_in_threadpool(self.backend.read, path, start, end)
-            headers["Content-Length"] = str(len(data))
-            return Response(data, status_code=status, headers=headers)
-        return StreamingResponse(self._chunks(path, start, end), status_code=status, headers=headers)
+            if not data:
+                raise _Refused(416, "range not satisfiable", {"Content-Range": f"bytes */{size}"})
+            headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{size}"
+            return Response(data, status_code=206, headers=headers)
+        if size <= _READ_WHOLE:
+            data = await run_in_threadpool(self.backend.read, path)
+            return Response(data, headers=headers)
+        # A large object streams from one open stream (one version of it); chunked
+        # encoding, since its length may change before the stream is opened.
+        return StreamingResponse(self._chunks(path), headers=headers)
 
-    def _chunks(self, path: str, start: int, end: int) -> Iterator[bytes]:
+    def _chunks(self, path: str) -> Iterator[bytes]:
         # A sync generator: starlette runs it in the thread pool.
-        with self.backend.open_read(path, start) as stream:
-            left = end - start
-            while left > 0:
-                chunk = stream.read(min(_STREAM_CHUNK, left))
-                if not chunk:
-                    return
-                left -= len(chunk)
+        with self.backend.open_read(path) as stream:
+            while chunk := stream.read(_STREAM_CHUNK):
                 yield chunk
 
     # -- writes --------------------------------------------------------------------------
