@@ -139,10 +139,10 @@ class _Gateway:
             raise _Refused(403, "the bearer token is not valid")
 
     async def _discovery(self, request: Request, root: str) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise _Refused(405, "method not allowed", {"Allow": "GET, HEAD"})
         if root:
             check_path(root)
+        if request.method not in ("GET", "HEAD"):
+            raise _Refused(405, "method not allowed", {"Allow": "GET, HEAD"})
         if "list" not in request.query_params:
             return Response(self.info, media_type="application/json")
         self._authorize(request, write=False)
