@@ -164,3 +164,32 @@ def test_row_dataset_written_and_read_through_faults_is_exact(oss_server: OSSTes
     with store.open_dataset("ns", "faulty", version="1") as ds:
         assert list(ds) == records
         assert [ds[i] for i in (1999, 0, 1234)] == [records[1999], records[0], records[1234]]
+
+
+def test_corrupted_download_is_caught_by_crc64_and_read_again(oss_server: OSSTestServer, oss_backend: Backend) -> None:
+    oss_backend.put("obj", DATA)
+    fault = oss_server.inject("corrupt", "GetObject")
+    assert oss_backend.read("obj") == DATA
+    assert fault.hits == 1
+    assert oss_server.count("GetObject") == 2
+
+
+def test_corrupted_upload_is_caught_by_crc64_and_sent_again(oss_server: OSSTestServer, oss_backend: Backend) -> None:
+    oss_server.inject("corrupt", "PutObject")
+    oss_backend.put("obj", DATA)
+    assert oss_server.get("store/obj") == DATA
+    assert oss_server.count("PutObject") == 2
+
+
+def test_corrupted_part_is_caught_by_crc64_and_sent_again(oss_server: OSSTestServer, small_parts: Backend) -> None:
+    oss_server.inject("corrupt", "UploadPart")
+    small_parts.put("big", DATA)
+    assert oss_server.get("mp/big") == DATA
+
+
+def test_corrupted_append_is_reported_not_hidden(oss_server: OSSTestServer, oss_backend: Backend) -> None:
+    appender = oss_backend.open_append("log.blk")
+    appender.append(b"good")
+    oss_server.inject("corrupt", "AppendObject")
+    with pytest.raises(BackendError, match="CRC64 mismatch"):
+        appender.flush()

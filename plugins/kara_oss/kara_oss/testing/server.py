@@ -27,21 +27,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-import crcmod
-
+from ..crc import crc64
 from .signature import check_signature
 
 __all__ = ["FAULT_ACTIONS", "Fault", "OSSServerState", "serve"]
-
-crc64 = crcmod.mkCrcFun(0x142F0E1EBA9EA3693, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
 
 #: What an injected fault does to the request it matches:
 #: ``error`` answers with ``status``/``code`` (and ``Retry-After`` if set) without
 #: executing the request; ``drop`` closes the connection without executing it;
 #: ``drop_after_apply`` executes it and closes the connection instead of answering;
 #: ``drop_mid_body`` sends the headers and half the body, then closes; ``slow`` waits
-#: ``delay`` seconds before handling the request normally.
-FAULT_ACTIONS = ("error", "drop", "drop_after_apply", "drop_mid_body", "slow")
+#: ``delay`` seconds before handling the request normally; ``corrupt`` flips one byte of
+#: the request body before it is stored, or of the answer body after its CRC64 header
+#: was computed (what bit rot on the wire looks like).
+FAULT_ACTIONS = ("error", "drop", "drop_after_apply", "drop_mid_body", "slow", "corrupt")
 
 _MAX_SKEW = 15 * 60
 _MIN_PART_SIZE = 100 * 1024
@@ -148,6 +147,10 @@ class OSSServerState:
                     fault.hits += 1
                     return fault
         return None
+
+
+def _flip_first_byte(data: bytes | bytearray | memoryview) -> bytes:
+    return bytes([data[0] ^ 0xFF]) + bytes(data[1:])
 
 
 def _etag(data: bytes | bytearray) -> str:
@@ -336,6 +339,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._drop()
             return
         body = self._read_body()
+        corrupt = fault is not None and fault.action == "corrupt"
+        if corrupt and body:
+            body = _flip_first_byte(body)
         if fault is not None and fault.action == "slow":
             time.sleep(fault.delay)
         try:
@@ -356,6 +362,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault is not None and fault.action == "drop_after_apply":
             self._drop()
             return
+        if corrupt and answer.body and self.command == "GET":
+            answer.body = _flip_first_byte(answer.body)
         limit = len(answer.body) // 2 if fault is not None and fault.action == "drop_mid_body" else None
         try:
             self._send(answer, request_id, limit)
