@@ -8,7 +8,9 @@ The order of samples is computed by :mod:`kara_torch.order` from positions alone
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+import operator
 import os
 import pickle
 from collections.abc import Callable, Iterator
@@ -28,6 +30,8 @@ __all__ = ["KaraTorchDataset", "make_torch_dataset"]
 
 #: Records read together when the order is not shuffled.
 UNSHUFFLED_BLOCK = 1024
+#: Samples decoded and transformed at a time (few, so transformed samples do not pile up).
+DECODE_CHUNK = 32
 _STATE_FORMAT = 1
 
 
@@ -138,7 +142,7 @@ class KaraTorchDataset(IterableDataset):
         self._plan = RankPlan(end - begin, world_size or 1, rank or 0, batch_size, bool(pad))
         self._shared = _SharedProgress()
         self._pending: dict[str, Any] | None = None
-        self._live: _EpochIterator | None = None
+        self._live: _Progress | None = None
 
     # -- what a rank yields ------------------------------------------------------------
 
@@ -182,7 +186,7 @@ class KaraTorchDataset(IterableDataset):
 
     # -- iteration -----------------------------------------------------------------------
 
-    def __iter__(self) -> _EpochIterator:
+    def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         epoch, resume_epoch, start, offset = self._shared.values()
@@ -194,8 +198,10 @@ class KaraTorchDataset(IterableDataset):
             epoch, start, offset, skip = pending["epoch"], pending["start"], pending["offset"], pending["worker_offset"]
         elif resume_epoch != epoch:
             start = offset = 0
-        self._live = _EpochIterator(self, epoch, start, offset, workers, worker, skip)
-        return self._live
+        self._live = _Progress(epoch, start, offset, workers, worker, skip)
+        # The samples come out of a chain of list iterators: no Python code runs per
+        # sample, and the position is read off the current list iterator when needed.
+        return itertools.chain.from_iterable(self._chunks(self._live))
 
     def _rows_here(self) -> Any:
         # A forked worker inherits the parent's reader (and its file handles, threads,
@@ -205,7 +211,8 @@ class KaraTorchDataset(IterableDataset):
             self._rows_pid = os.getpid()
         return self._rows
 
-    def _samples(self, it: _EpochIterator) -> Iterator[Any]:
+    def _chunks(self, it: _Progress) -> Iterator[Iterator[Any]]:
+        """Iterators over the samples of ``it``, decoded (and transformed) a few at a time."""
         rows = self._rows_here()
         plan = RankPlan(self._plan.n, self.world_size, self.rank, self.batch_size, self._plan.pad, it.start)
         order = EpochOrder(plan.n, it.epoch, self._shuffle, self._params)
@@ -214,9 +221,12 @@ class KaraTorchDataset(IterableDataset):
         block = self._params.block_size_for(plan.n) if self._shuffle else UNSHUFFLED_BLOCK
         reader = BlockReader(rows, block)
         deserialize, transform = rows.serializer.deserialize, self._transform
-        for raw in reader.read_in_order(records + self._begin, records // block):
-            sample = deserialize(raw)
-            yield sample if transform is None else transform(sample)
+        for raws in reader.read_in_order(records + self._begin, records // block):
+            for first in range(0, len(raws), DECODE_CHUNK):
+                samples = list(map(deserialize, raws[first : first + DECODE_CHUNK]))
+                if transform is not None:
+                    samples = list(map(transform, samples))
+                yield it.advance(samples)
 
     # -- exact resume -------------------------------------------------------------------
 
@@ -257,7 +267,7 @@ class KaraTorchDataset(IterableDataset):
             "worker_offset": None,
         }
 
-    def _state_of(self, it: _EpochIterator) -> dict[str, Any]:
+    def _state_of(self, it: _Progress) -> dict[str, Any]:
         produced = it.skip + it.yielded
         if it.num_workers == 1:
             return self._rank_state(it.epoch, it.start, it.offset + produced)
@@ -343,45 +353,24 @@ class KaraTorchDataset(IterableDataset):
         )
 
 
-class _EpochIterator:
-    """One pass over this worker's share of an epoch; ``StatefulDataLoader`` saves and loads it."""
+class _Progress:
+    """Where one iteration over this worker's share of an epoch stands."""
 
-    def __init__(
-        self, dataset: KaraTorchDataset, epoch: int, start: int, offset: int, num_workers: int, worker: int, skip: int
-    ) -> None:
-        self.dataset = dataset
+    def __init__(self, epoch: int, start: int, offset: int, num_workers: int, worker: int, skip: int) -> None:
         self.epoch, self.start, self.offset, self.skip = epoch, start, offset, skip
         self.num_workers, self.worker = num_workers, worker
-        self.yielded = 0
-        self._samples: Iterator[Any] | None = None
+        self._current: Iterator[Any] = iter(())
+        self._current_size = 0
+        self._done = 0
 
-    def __iter__(self) -> _EpochIterator:
-        return self
+    def advance(self, samples: list[Any]) -> Iterator[Any]:
+        """Return the iterator over the next ``samples``, remembered for :attr:`yielded`."""
+        self._done += self._current_size
+        self._current_size = len(samples)
+        self._current = iter(samples)
+        return self._current
 
-    def __next__(self) -> Any:
-        if self._samples is None:
-            self._samples = self.dataset._samples(self)
-        sample = next(self._samples)
-        self.yielded += 1
-        return sample
-
-    def state_dict(self) -> dict[str, Any]:
-        """The position of this iterator (see :meth:`KaraTorchDataset.state_dict`)."""
-        return self.dataset._state_of(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Start at ``state`` instead (only before the first sample)."""
-        if self._samples is not None:
-            raise RuntimeError("cannot load a state into an iterator that already yielded samples")
-        self.dataset._check_state(state)
-        self.epoch, self.start, self.offset = state["epoch"], state["start"], state["offset"]
-        self.skip = state["worker_offset"] or 0
-        if state["num_workers"] is not None and (state["num_workers"], state["worker"]) != (
-            self.num_workers,
-            self.worker,
-        ):
-            raise ConfigurationError(
-                f"this state belongs to DataLoader worker {state['worker']} of {state['num_workers']}, "
-                f"not worker {self.worker} of {self.num_workers}"
-            )
-        self.yielded = 0
+    @property
+    def yielded(self) -> int:
+        """Samples returned so far."""
+        return self._done + self._current_size - operator.length_hint(self._current)

@@ -57,64 +57,65 @@ class BlockReader:
         stops = unique[np.concatenate((cuts - 1, [len(unique) - 1]))] + 1
         return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
-    def read_in_order(self, records: np.ndarray, blocks: np.ndarray) -> Iterator[bytes]:
-        """Yield the raw bytes of ``records`` in order; ``blocks[k]`` is the block of ``records[k]``.
+    def read_in_order(self, records: np.ndarray, blocks: np.ndarray) -> Iterator[list[bytes]]:
+        """Yield the raw bytes of ``records``, in order, as consecutive lists.
 
-        Records of one block are read together when the first of them is due; a record
-        may appear several times.
+        ``blocks[k]`` is the block of ``records[k]``. Records of one block are read
+        together when the first of them is due; a record may appear several times.
         """
         if not len(records):
             return
         # For each block, the first position in `records` where it is needed; a record
-        # is read with the group of sequence positions holding its block's first use.
-        by_block = np.argsort(blocks, kind="stable")
-        sorted_blocks = blocks[by_block]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_blocks[1:] != sorted_blocks[:-1])))
-        first_use = np.repeat(by_block[starts], np.diff(np.concatenate((starts, [len(blocks)]))))
-        read_group = np.empty(len(records), dtype=np.int64)
-        read_group[by_block] = first_use // GROUP
-        read_order = np.argsort(read_group, kind="stable")
+        # is read with the group of positions holding its block's first use.
+        first_use = np.full(int(blocks.max()) + 1, len(blocks), dtype=np.int64)
+        np.minimum.at(first_use, blocks, np.arange(len(blocks), dtype=np.int64))
+        read_group = first_use[blocks] // GROUP
+        # Small integer keys make the stable sort a linear-time radix sort.
+        narrow = np.int16 if len(records) // GROUP < 2**15 else np.int64
+        read_order = np.argsort(read_group.astype(narrow), kind="stable")
         bounds = np.searchsorted(read_group[read_order], np.arange(0, -(-len(records) // GROUP) + 1))
         groups = (read_order[bounds[g] : bounds[g + 1]] for g in range(len(bounds) - 1))
-        cache: dict[int, bytes] = {}
+        # Raw bytes wait in `slots` (one per sequence position) from their read to their turn.
+        slots = np.empty(len(records), dtype=object)
         emitted = 0
         for members, raws in self._read_groups(records, groups):
-            cache.update(zip(members.tolist(), raws, strict=True))
+            slots[members] = raws
             stop = min(len(records), emitted + GROUP)
-            for k in range(emitted, stop):
-                yield cache.pop(k)
+            yield slots[emitted:stop].tolist()
+            slots[emitted:stop] = None
             emitted = stop
 
-    def _plan(self, records: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    def _plan(self, records: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         wanted = records[members]
-        unique = np.unique(wanted)
-        return wanted, unique, self.runs(unique)
+        return wanted, self.runs(np.unique(wanted))
 
     @staticmethod
-    def _pick(wanted: np.ndarray, unique: np.ndarray, runs: list[tuple[int, int]], raws: list[list[bytes]]) -> list:
-        table: list[bytes] = []
-        run_of = np.searchsorted([start for start, _ in runs], unique, side="right") - 1
-        for index, run in zip(unique.tolist(), run_of.tolist(), strict=True):
-            table.append(raws[run][index - runs[run][0]])
-        return [table[k] for k in np.searchsorted(unique, wanted).tolist()]
+    def _pick(wanted: np.ndarray, runs: list[tuple[int, int]], raws: list[list[bytes]]) -> np.ndarray:
+        """The entries of ``raws`` (one list per run) holding records ``wanted``."""
+        flat = np.empty(sum(map(len, raws)), dtype=object)
+        flat[:] = [raw for run in raws for raw in run]
+        run_starts = np.array([start for start, _ in runs], dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum([stop - start for start, stop in runs], dtype=np.int64)))
+        run_of = np.searchsorted(run_starts, wanted, side="right") - 1
+        return flat[offsets[run_of] + wanted - run_starts[run_of]]
 
-    def _read_groups(self, records: np.ndarray, groups: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, list]]:
+    def _read_groups(self, records: np.ndarray, groups: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, Any]]:
         read = self._rows.read_raw_range
         if not self._threads:
             for members in groups:
-                wanted, unique, runs = self._plan(records, members)
-                yield members, self._pick(wanted, unique, runs, [read(start, stop) for start, stop in runs])
+                wanted, runs = self._plan(records, members)
+                yield members, self._pick(wanted, runs, [read(start, stop) for start, stop in runs])
             return
         with ThreadPoolExecutor(self._threads, thread_name_prefix="kara-torch-read") as pool:
-            pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]], list[Future]]] = deque()
+            pending: deque[tuple[np.ndarray, np.ndarray, list[tuple[int, int]], list[Future]]] = deque()
 
-            def collect() -> tuple[np.ndarray, list]:
-                members, wanted, unique, runs, futures = pending.popleft()
-                return members, self._pick(wanted, unique, runs, [future.result() for future in futures])
+            def collect() -> tuple[np.ndarray, np.ndarray]:
+                members, wanted, runs, futures = pending.popleft()
+                return members, self._pick(wanted, runs, [future.result() for future in futures])
 
             for members in groups:
-                wanted, unique, runs = self._plan(records, members)
-                pending.append((members, wanted, unique, runs, [pool.submit(read, a, b) for a, b in runs]))
+                wanted, runs = self._plan(records, members)
+                pending.append((members, wanted, runs, [pool.submit(read, a, b) for a, b in runs]))
                 if len(pending) > REMOTE_READ_AHEAD:
                     yield collect()
             while pending:
