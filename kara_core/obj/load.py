@@ -202,17 +202,22 @@ def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
 class _Downloader:
     """Fetches blobs into the staging folder, verified, retried, cancellable."""
 
-    def __init__(self, backend: Backend, layout: KeyLayout, staging: str, worker: Worker, bar: Progress) -> None:
+    def __init__(
+        self, backend: Backend, layout: KeyLayout, staging: str, staged: set[str], worker: Worker, bar: Progress
+    ) -> None:
         self.backend, self.layout, self.staging, self.worker, self.bar = backend, layout, staging, worker, bar
+        self.staged = staged
         self._local = backend.capabilities.local_path
         self._ranged = backend.capabilities.parallel_reads
 
     def fetch(self, entry: FileEntry) -> None:
         final = os.path.join(self.staging, entry.file)
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(final).st_size == entry.size:
-                self.bar.update(entry.size)
-                return
+        if entry.file in self.staged:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(final).st_size == entry.size:
+                    self.bar.update(entry.size)
+                    self.bar.file_done()
+                    return
         path = self.layout.blob(entry.file)
         for _ in range(_DOWNLOAD_ATTEMPTS):
             part = f"{final}{_PART}{uuid.uuid4().hex}"
@@ -220,6 +225,7 @@ class _Downloader:
                 written, sha1 = self._download(path, part, entry.size, entry.mode)
                 if written == entry.size and sha1 == entry.sha1:
                     os.replace(part, final)
+                    self.bar.file_done()
                     return
             except NotFoundError:
                 raise BlobIntegrityError(
@@ -279,13 +285,18 @@ class _Downloader:
         return os.path.getsize(part), sha1_file(part, self.worker.check)
 
 
-def _clean_staging(staging: str) -> None:
-    # Partial downloads of an interrupted run are useless; complete blobs are kept.
+def _clean_staging(staging: str) -> set[str]:
+    # Partial downloads of an interrupted run are useless; complete (verified) blobs are
+    # kept and returned, so the load resumes from them.
+    kept = set()
     with contextlib.suppress(FileNotFoundError), os.scandir(staging) as it:
         for entry in it:
             if _PART in entry.name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
+            else:
+                kept.add(entry.name)
+    return kept
 
 
 def _remove(path: str) -> None:
@@ -371,19 +382,11 @@ def execute_load(
     staging = os.path.join(target, STAGING_DIR)
     if plan.download:
         os.makedirs(staging, exist_ok=True)
-        _clean_staging(staging)
+        staged = _clean_staging(staging)
         unique = list({e.file: e for e in plan.download}.values())
         worker = Worker()
-        with Progress(progress_bar, sum(e.size for e in unique), "Downloading") as bar:
-            downloader = _Downloader(backend, layout, staging, worker, bar)
-            done = [0]
-
-            def fetch(entry: FileEntry) -> None:
-                downloader.fetch(entry)
-                done[0] += 1
-                bar.postfix(f"{done[0]}/{len(unique)} files")
-
-            run_parallel(unique, fetch, workers, worker)
+        with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
+            run_parallel(unique, _Downloader(backend, layout, staging, staged, worker, bar).fetch, workers, worker)
 
     cache = HashCache(target)
     umask = os.umask(0)

@@ -217,13 +217,17 @@ def _check_tree(manifest: Manifest) -> None:
         _check_link_target(link)
 
 
-def _check_link_target(link: LinkEntry) -> None:
-    target = link.target
+def link_stays_inside(rel: str, target: str) -> bool:
+    """True if a link at ``rel`` pointing to ``target`` is relative and resolves inside the folder."""
     if not target or target.startswith("/") or "\\" in target or "\x00" in target or _DRIVE.match(target):
-        raise UnsafePathError(link.relpath, f"link target {target!r} must be a relative path")
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link.relpath), target))
-    if resolved == ".." or resolved.startswith("../"):
-        raise UnsafePathError(link.relpath, f"link target {target!r} points outside the folder")
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    return not (resolved == ".." or resolved.startswith("../"))
+
+
+def _check_link_target(link: LinkEntry) -> None:
+    if not link_stays_inside(link.relpath, link.target):
+        raise UnsafePathError(link.relpath, f"link target {link.target!r} must be relative and stay inside the folder")
 
 
 def parse_manifest(raw: bytes, sidecar_raw: bytes | None, where: str) -> Manifest:

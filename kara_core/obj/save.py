@@ -20,7 +20,7 @@ import orjson
 
 from ..backend import Backend
 from ..errors import ConfigurationError, ReadOnlyStoreError
-from .hashing import Digests, HashCache, hash_file, stat_key
+from .hashing import Digests, HashCache, Hasher, hash_file, stat_key
 from .manifest import KeyLayout, dump_json
 from .scan import LocalFile, scan_folder
 from .tasks import DEFAULT_WORKERS, Progress, Worker, defer_interrupt, run_parallel
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .store import ObjectStore
 
 __all__ = ["Lease", "save_directory"]
+
+#: Files up to this size are read once into memory: hashed and uploaded from the same bytes.
+SMALL_FILE = 1024 * 1024
 
 #: How often a running save refreshes its lease, and after how long a lease that was
 #: not refreshed is considered abandoned (its process died).
@@ -166,8 +169,9 @@ def save_directory(
     worker = Worker()
     lease = Lease(backend, layout)
     try:
-        digests = _hash_all(scan.files, cache, worker, nworkers, progress_bar)
-        _upload_missing(backend, layout, scan.files, digests, worker, nworkers, progress_bar)
+        with Progress(progress_bar, sum(f.st.st_size for f in scan.files), len(scan.files), "Saving") as bar:
+            pipeline = _FilePipeline(backend, layout, cache, worker, bar)
+            digests = run_parallel(scan.files, pipeline.save_file, nworkers, worker)
         entries = [
             {
                 "md5": d.md5,
@@ -195,60 +199,59 @@ def save_directory(
         lease.release()
 
 
-def _hash_all(
-    files: list[LocalFile], cache: HashCache, worker: Worker, workers: int, progress_bar: bool
-) -> list[Digests]:
-    cached = [cache.get(f.rel, f.st) for f in files]
-    todo = [i for i, d in enumerate(cached) if d is None]
-    total = sum(files[i].st.st_size for i in todo)
-    done = [0]
-    with Progress(progress_bar and bool(todo), total, "Hashing") as bar:
+class _FilePipeline:
+    """Hash one file (or take its cached hashes), then upload its blob if the store lacks it.
 
-        def one(i: int) -> Digests:
-            local = files[i]
+    One task per file overlaps hashing (CPU) with uploads (I/O) across the workers. A
+    small file is read once: the bytes that were hashed are the bytes uploaded, so its
+    blob always matches its name. A large file is streamed twice (hash, then upload), and
+    the upload fails if the file changed in between.
+    """
+
+    def __init__(self, backend: Backend, layout: KeyLayout, cache: HashCache, worker: Worker, bar: Progress) -> None:
+        self.backend, self.layout, self.cache, self.worker, self.bar = backend, layout, cache, worker, bar
+        self._claimed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def save_file(self, local: LocalFile) -> Digests:
+        self.worker.check()
+        size = local.st.st_size
+        digests = self.cache.get(local.rel, local.st)
+        data = None
+        if digests is None:
             started = time.time_ns()
-            digests = hash_file(local.path, worker.check, bar.update)
-            _check_unchanged(local)
-            cache.put(local.rel, local.st, digests, started)
-            done[0] += 1
-            bar.postfix(f"{done[0]}/{len(todo)} files")
-            return digests
+            if size <= SMALL_FILE:
+                data = _read_small(local)
+                hasher = Hasher()
+                hasher.update(data)
+                digests = hasher.digests()
+                self.bar.update(size)
+            else:
+                digests = hash_file(local.path, self.worker.check, self.bar.update)
+                _check_unchanged(local)
+            self.cache.put(local.rel, local.st, digests, started)
+        else:
+            self.bar.update(size)
+        with self._lock:
+            first = digests.blob not in self._claimed
+            self._claimed.add(digests.blob)
+        # A stored blob of the wrong size is a leftover of a broken writer: replaced.
+        if first and self.backend.size(self.layout.blob(digests.blob)) != size:
+            if data is not None:
+                self.backend.put(self.layout.blob(digests.blob), data)
+            else:
+                self.bar.add_total(size)
+                with open(local.path, "rb") as fh:
+                    stream = _UploadStream(local, fh, self.worker, self.bar)
+                    self.backend.put(self.layout.blob(digests.blob), stream)  # type: ignore[arg-type]
+        self.bar.file_done()
+        return digests
 
-        for i, digests in zip(todo, run_parallel(todo, one, workers, worker), strict=True):
-            cached[i] = digests
-    return [d for d in cached if d is not None]
 
-
-def _upload_missing(
-    backend: Backend,
-    layout: KeyLayout,
-    files: list[LocalFile],
-    digests: list[Digests],
-    worker: Worker,
-    workers: int,
-    progress_bar: bool,
-) -> None:
-    # One upload per distinct content; a stored blob of the wrong size is a leftover of
-    # a broken writer and is replaced.
-    sources: dict[str, LocalFile] = {}
-    for local, d in zip(files, digests, strict=True):
-        sources.setdefault(d.blob, local)
-    blobs = sorted(sources)
-
-    def present(blob: str) -> bool:
-        worker.check()
-        return backend.size(layout.blob(blob)) == sources[blob].st.st_size
-
-    missing = [b for b, ok in zip(blobs, run_parallel(blobs, present, workers, worker), strict=True) if not ok]
-    total = sum(sources[b].st.st_size for b in missing)
-    done = [0]
-    with Progress(progress_bar and bool(missing), total, "Uploading") as bar:
-
-        def upload(blob: str) -> None:
-            local = sources[blob]
-            with open(local.path, "rb") as fh:
-                backend.put(layout.blob(blob), _UploadStream(local, fh, worker, bar))  # type: ignore[arg-type]
-            done[0] += 1
-            bar.postfix(f"{done[0]}/{len(missing)} files")
-
-        run_parallel(missing, upload, workers, worker)
+def _read_small(local: LocalFile) -> bytes:
+    with open(local.path, "rb", buffering=0) as fh:
+        data = fh.read(local.st.st_size + 1)
+        st = os.fstat(fh.fileno())
+    if len(data) != local.st.st_size or stat_key(st) != stat_key(local.st):
+        raise _changed_error(local)
+    return data

@@ -10,12 +10,11 @@ sockets, devices) are refused too.
 from __future__ import annotations
 
 import os
-import posixpath
 import stat
 from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError
-from .manifest import RESERVED_NAMES
+from .manifest import RESERVED_NAMES, link_stays_inside
 
 __all__ = ["LocalFile", "ScanResult", "scan_folder"]
 
@@ -85,11 +84,3 @@ def scan_folder(root: str, *, strict: bool = True) -> ScanResult:
     result.files.sort(key=lambda f: f.rel)
     result.empty_dirs.sort()
     return result
-
-
-def link_stays_inside(rel: str, target: str) -> bool:
-    """True if the link at ``rel`` with ``target`` is relative and resolves inside the folder."""
-    if not target or os.path.isabs(target) or "\\" in target:
-        return False
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-    return not (resolved == ".." or resolved.startswith("../"))

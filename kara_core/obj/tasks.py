@@ -23,6 +23,8 @@ __all__ = ["Cancelled", "Progress", "Worker", "defer_interrupt", "run_parallel"]
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: Threads per transfer: remote stores gain from many requests in flight, and on local
+#: disks file creation and fsync wait on the journal, which overlapping hides.
 DEFAULT_WORKERS = 8
 
 
@@ -97,35 +99,38 @@ def defer_interrupt() -> Iterator[None]:
 
 
 class Progress:
-    """A tqdm bar (or nothing) that worker threads update; shown only on a terminal."""
+    """A tqdm bar of bytes (with rate and files done / total) that worker threads update.
 
-    def __init__(self, enabled: bool, total: int, desc: str, unit: str = "B") -> None:
-        show = enabled and sys.stderr.isatty()
+    Drawn on stderr only when enabled and stderr is a terminal; otherwise every method
+    does nothing.
+    """
+
+    def __init__(self, enabled: bool, total_bytes: int, files: int, desc: str) -> None:
         self._lock = threading.Lock()
-        self._bar = (
-            tqdm(
-                total=total,
-                desc=desc,
-                unit=unit,
-                unit_scale=True,
-                unit_divisor=1024 if unit == "B" else 1000,
-                leave=False,
-            )
-            if show
-            else None
-        )
+        self._files, self._done = files, 0
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            self._bar = tqdm(total=total_bytes, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+            self._bar.set_postfix_str(f"0/{files} files", refresh=False)
 
     def update(self, n: int) -> None:
-        """Advance the bar by ``n`` units."""
+        """Advance the bar by ``n`` bytes."""
         if self._bar is not None:
             with self._lock:
                 self._bar.update(n)
 
-    def postfix(self, text: str) -> None:
-        """Show ``text`` after the rate (for example files done / total)."""
+    def add_total(self, n: int) -> None:
+        """Grow the total by ``n`` bytes (work discovered on the way, such as an upload)."""
         if self._bar is not None:
             with self._lock:
-                self._bar.set_postfix_str(text, refresh=False)
+                self._bar.total += n
+
+    def file_done(self) -> None:
+        """Count one more file as done."""
+        if self._bar is not None:
+            with self._lock:
+                self._done += 1
+                self._bar.set_postfix_str(f"{self._done}/{self._files} files", refresh=False)
 
     def close(self) -> None:
         """Remove the bar."""

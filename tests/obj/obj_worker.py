@@ -1,6 +1,7 @@
 """Runs one save or load in its own process, for the interruption and concurrency tests.
 
     python obj_worker.py save|load STORE_DIR NAMESPACE KEY FOLDER [--slow] [--version V] [--wait-for FILE]
+                         [--progress]
 
 ``--slow`` throttles the file backend (64 KiB per read, 5 ms each, no local paths) so a
 test can kill the process in the middle of a transfer. ``--wait-for`` waits until FILE
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--slow", action="store_true")
     parser.add_argument("--version", default=None)
     parser.add_argument("--wait-for", default=None)
+    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     backend = (SlowFileBackend if args.slow else FileBackend)(args.store)
     objects = ObjectStore(backend)
@@ -82,10 +84,12 @@ def main() -> None:
         while not os.path.exists(args.wait_for):
             time.sleep(0.001)
     if args.action == "save":
-        version = objects.save_directory(args.namespace, args.key, args.folder, args.version, progress_bar=False)
+        version = objects.save_directory(
+            args.namespace, args.key, args.folder, args.version, progress_bar=args.progress
+        )
     else:
         version = objects.load_directory(
-            args.namespace, args.key, args.folder, args.version or "latest", progress_bar=False, workers=2
+            args.namespace, args.key, args.folder, args.version or "latest", progress_bar=args.progress, workers=2
         )
     print(version, flush=True)
 

@@ -47,8 +47,9 @@ def test_resaving_an_unchanged_folder_reads_no_file(
         os.utime(path, ns=(1, 1_000_000_000))  # older than the racy-timestamp margin
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     hashed: list[str] = []
-    real = kara_core.obj.save.hash_file
-    monkeypatch.setattr(kara_core.obj.save, "hash_file", lambda path, *a: hashed.append(path) or real(path, *a))
+    read_small, hash_file = kara_core.obj.save._read_small, kara_core.obj.save.hash_file
+    monkeypatch.setattr(kara_core.obj.save, "_read_small", lambda local: hashed.append(local.path) or read_small(local))
+    monkeypatch.setattr(kara_core.obj.save, "hash_file", lambda path, *a: hashed.append(path) or hash_file(path, *a))
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     assert hashed == []
     os.utime(source / "a.txt", ns=(2, 2_000_000_000))
