@@ -12,7 +12,8 @@ kara's file backend fsyncs on flush/close (and when taking its writer lock and u
 meta.json); 2.1.5 never fsyncs. The small-record workloads are therefore timed twice:
 with the default store, and with ``fsync=False`` (the same durability as 2.1.5).
 
-Each time is the best of ``REPEAT`` runs; the store is created anew for each write.
+Each time is the best of ``REPEAT`` rounds; the rounds alternate between kara, plain
+I/O and 2.1.5 so that load from elsewhere on the machine slows them alike.
 
     .venv/bin/python bench/row.py
 """
@@ -33,7 +34,7 @@ RECORDS = 200_000
 RANDOM_READS = 20_000
 BIG_RECORDS = 1024
 BIG_SIZE = 1024 * 1024
-REPEAT = 3
+REPEAT = 5
 
 K215_CODE = """
 import random, shutil, os
@@ -47,8 +48,8 @@ times = {}
 records = [small_record(i) for i in range(PARAMS["records"])]
 indices = PARAMS["indices"]
 best = {}
-for run in range(PARAMS["repeat"]):
-    root = os.path.join(PARAMS["root"], "k215-%d" % run)
+for run in range(2):  # the first run warms the fresh interpreter up, as kara's earlier rounds do
+    root = os.path.join(PARAMS["root"], "k215")
     store = kara_storage.KaraStorage("file://" + root)
     t = time.perf_counter()
     ds = store.open_dataset("bench", "small", "w", version="1")
@@ -93,95 +94,98 @@ def _best(results: dict[str, float], name: str, seconds: float) -> None:
     results[name] = min(results.get(name, float("inf")), seconds)
 
 
-def run_kara(root: str, indices: list[int], fsync: bool) -> dict[str, float]:
-    """Time every workload with kara (best of REPEAT); ``fsync`` is the file store option."""
+def kara_round(root: str, records: list[dict], indices: list[int], fsync: bool) -> dict[str, float]:
+    """Time every workload once with kara; ``fsync`` is the file store option."""
     from kara_core import KaraStorage
 
-    records = [small_record(i) for i in range(RECORDS)]
-    best: dict[str, float] = {}
-    for run in range(REPEAT):
-        store = KaraStorage("file://" + os.path.join(root, f"kara-{run}"), fsync=fsync)
+    times: dict[str, float] = {}
+    path = os.path.join(root, "kara")
+    store = KaraStorage("file://" + path, fsync=fsync)
+    t = time.perf_counter()
+    with store.open_dataset("bench", "small", "w", version="1") as ds:
+        for rec in records:
+            ds.write(rec)
+    times["write"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with store.open_dataset("bench", "many", "w", version="1") as ds:
+        ds.write_many(records)
+    times["write_many"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with store.open_dataset("bench", "small") as ds:
+        n = sum(1 for _ in ds)
+    times["read"] = time.perf_counter() - t
+    assert n == RECORDS
+
+    with store.open_dataset("bench", "small") as ds:
         t = time.perf_counter()
-        with store.open_dataset("bench", "small", "w", version="1") as ds:
-            for rec in records:
-                ds.write(rec)
-        _best(best, "write", time.perf_counter() - t)
+        for i in indices:
+            ds[i]
+        times["random"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        with store.open_dataset("bench", "many", "w", version="1") as ds:
-            ds.write_many(records)
-        _best(best, "write_many", time.perf_counter() - t)
-
-        t = time.perf_counter()
-        with store.open_dataset("bench", "small") as ds:
-            n = sum(1 for _ in ds)
-        _best(best, "read", time.perf_counter() - t)
-        assert n == RECORDS
-
-        with store.open_dataset("bench", "small") as ds:
-            t = time.perf_counter()
-            for i in indices:
-                ds[i]
-            _best(best, "random", time.perf_counter() - t)
-
-        blob = os.urandom(BIG_SIZE)
-        t = time.perf_counter()
-        with store.open_dataset("bench", "big", "w", version="1", serialization="raw") as ds:
-            for _ in range(BIG_RECORDS):
-                ds.write(blob)
-        _best(best, "big_write", time.perf_counter() - t)
-        t = time.perf_counter()
-        with store.open_dataset("bench", "big", serialization="raw") as ds:
-            total = sum(len(r) for r in ds)
-        _best(best, "big_read", time.perf_counter() - t)
-        assert total == BIG_SIZE * BIG_RECORDS
-        store.close()
-        shutil.rmtree(os.path.join(root, f"kara-{run}"))
-    return best
+    blob = os.urandom(BIG_SIZE)
+    t = time.perf_counter()
+    with store.open_dataset("bench", "big", "w", version="1", serialization="raw") as ds:
+        for _ in range(BIG_RECORDS):
+            ds.write(blob)
+    times["big_write"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with store.open_dataset("bench", "big", serialization="raw") as ds:
+        total = sum(len(r) for r in ds)
+    times["big_read"] = time.perf_counter() - t
+    assert total == BIG_SIZE * BIG_RECORDS
+    store.close()
+    shutil.rmtree(path)
+    return times
 
 
-def run_plain(root: str) -> dict[str, float]:
-    """Time plain Python file I/O of the 1 MiB records (best of REPEAT)."""
-    best: dict[str, float] = {}
+def plain_round(root: str) -> dict[str, float]:
+    """Time plain Python file I/O of the 1 MiB records once."""
+    times: dict[str, float] = {}
     path = os.path.join(root, "plain.bin")
-    for _ in range(REPEAT):
-        blob = os.urandom(BIG_SIZE)
-        t = time.perf_counter()
-        with open(path, "wb") as fh:
-            for _ in range(BIG_RECORDS):
-                fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _best(best, "big_write", time.perf_counter() - t)
-        t = time.perf_counter()
-        total = 0
-        with open(path, "rb") as fh:
-            while chunk := fh.read(BIG_SIZE):
-                total += len(chunk)
-        _best(best, "big_read", time.perf_counter() - t)
-        assert total == BIG_SIZE * BIG_RECORDS
-        os.unlink(path)
-    return best
+    blob = os.urandom(BIG_SIZE)
+    t = time.perf_counter()
+    with open(path, "wb") as fh:
+        for _ in range(BIG_RECORDS):
+            fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
+    times["big_write"] = time.perf_counter() - t
+    t = time.perf_counter()
+    total = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(BIG_SIZE):
+            total += len(chunk)
+    times["big_read"] = time.perf_counter() - t
+    assert total == BIG_SIZE * BIG_RECORDS
+    os.unlink(path)
+    return times
+
+
+def _keep_best(best: dict[str, float], times: dict[str, float]) -> None:
+    for name, seconds in times.items():
+        best[name] = min(best.get(name, float("inf")), seconds)
 
 
 def main() -> None:
-    """Run kara, plain file I/O and kara-storage 2.1.5 and print the tables."""
+    """Run kara, plain file I/O and kara-storage 2.1.5 in turns and print the tables."""
     root = workdir("row")
+    rng = random.Random(7)
+    indices = [rng.randrange(RECORDS) for _ in range(RANDOM_READS)]
+    records = [small_record(i) for i in range(RECORDS)]
+    params = {"root": root, "records": RECORDS, "indices": indices, "big_records": BIG_RECORDS, "big_size": BIG_SIZE}
+    ours: dict[str, float] = {}
+    nosync: dict[str, float] = {}
+    plain: dict[str, float] = {}
+    theirs: dict[str, float] = {}
     try:
-        rng = random.Random(7)
-        indices = [rng.randrange(RECORDS) for _ in range(RANDOM_READS)]
-        ours = run_kara(root, indices, fsync=True)
-        nosync = run_kara(root, indices, fsync=False)
-        plain = run_plain(root)
-        params = {
-            "root": root,
-            "records": RECORDS,
-            "indices": indices,
-            "repeat": REPEAT,
-            "big_records": BIG_RECORDS,
-            "big_size": BIG_SIZE,
-        }
-        theirs = run_k215(K215_CODE, params)
+        # Rounds alternate between the contenders so that a busy machine slows them alike.
+        for _ in range(REPEAT):
+            _keep_best(ours, kara_round(root, records, indices, fsync=True))
+            _keep_best(plain, plain_round(root))
+            _keep_best(theirs, run_k215(K215_CODE, params))
+            _keep_best(nosync, kara_round(root, records, indices, fsync=False))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for label, kara in (("kara default: fsync on flush/close", ours), ("kara fsync=False, like 2.1.5", nosync)):

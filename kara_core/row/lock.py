@@ -68,6 +68,7 @@ class LeaseLock:
         self._held = False
         self._created = 0.0
         self._stop = threading.Event()
+        self._beat_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         #: Set when the heartbeat finds the lock taken over by someone else.
         self.lost = False
@@ -153,21 +154,27 @@ class LeaseLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 4):
-            found = self._read()
-            if found is None or found[1].get("token") != self._token:
-                self.lost = True
-                return
-            self.backend.put(self.path, self._content(self._created))
+            # Checked and refreshed under the beat lock: release() takes it too, so a
+            # refresh can never recreate the lock object after release deleted it.
+            with self._beat_lock:
+                if self._stop.is_set():
+                    return
+                found = self._read()
+                if found is None or found[1].get("token") != self._token:
+                    self.lost = True
+                    return
+                self.backend.put(self.path, self._content(self._created))
 
     def release(self) -> None:
         """Give the lock up (only if this object still holds it)."""
         if not self._held:
             return
         self._held = False
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        with self._beat_lock:
+            # No join: the thread sees the event and ends on its own (joining a thread
+            # that sleeps in wait() costs a GIL hand-off per writer close).
+            self._stop.set()
+        self._thread = None
         found = self._read()
         if found is not None and found[1].get("token") == self._token:
             self.backend.delete(self.path)

@@ -29,9 +29,10 @@ ENTRY = 8
 _LITTLE = sys.byteorder == "little"
 _PAIR = struct.Struct("<QQ")
 _ONE = struct.Struct("<Q")
-#: Records fetched per sequential refill, and the data bytes one refill aims at.
+#: Records fetched per sequential refill, and the data bytes one refill aims at (kept
+#: small: many large records alive at once make the allocator return and refault memory).
 BATCH_RECORDS = 4096
-BATCH_BYTES = 8 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024
 
 
 def decode_ends(raw: bytes) -> array[int]:

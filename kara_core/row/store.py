@@ -55,6 +55,10 @@ def _options(kwargs: dict[str, Any]) -> dict[str, int]:
     return options
 
 
+def _new_meta(version: str) -> dict[str, Any]:
+    return {"latest": version, "versions": [version], "api": 2}
+
+
 class RowStore:
     """The row datasets (``row/<namespace>/<key>/...``) of the store behind ``backend``."""
 
@@ -72,14 +76,19 @@ class RowStore:
         self.backend.put(meta_path(namespace, key), encode_meta(meta))
 
     def _register_version(self, namespace: str, key: str, version: str) -> None:
+        # meta.json is only ever created with put_if_absent and only ever replaced under
+        # a short-lived lock after reading it, so two processes creating versions of one
+        # dataset at once are both listed. A new dataset needs no lock: creating meta.json
+        # is atomic by itself.
+        path = meta_path(namespace, key)
         try:
             current = self.get_meta(namespace, key)
         except DatasetNotFoundError:
-            current = None
-        if current is not None and current["latest"] == version and version in current["versions"]:
-            return  # already the latest: nothing to write (and no fsyncs to pay)
-        # Read-modify-write of meta.json under a short-lived lock, so two processes
-        # creating versions of one dataset at once are both listed.
+            if self.backend.put_if_absent(path, encode_meta(_new_meta(version))):
+                return
+            current = self.get_meta(namespace, key)
+        if current["latest"] == version and version in current["versions"]:
+            return  # already the latest: nothing to write
         lock = LeaseLock(
             self.backend,
             meta_lock_path(namespace, key),
@@ -89,10 +98,7 @@ class RowStore:
         )
         lock.acquire(timeout=META_LOCK_WAIT)
         try:
-            try:
-                meta = self.get_meta(namespace, key)
-            except DatasetNotFoundError:
-                meta = {"latest": None, "versions": [], "api": 2}
+            meta = self.get_meta(namespace, key)
             meta["latest"] = version
             if version not in meta["versions"]:
                 meta["versions"].append(version)
