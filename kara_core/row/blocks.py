@@ -6,7 +6,8 @@ Readers come in two kinds, picked from the backend's capabilities:
   so a record read is one slice of mapped memory (no system call, no request).
 - :class:`RemoteBlocks` (everything else): ranged reads through the backend; sequential
   readers get large read-ahead windows with the next window prefetched by a background
-  thread, index lookups go through a small page cache, so no request is made per record.
+  thread (as concurrent requests when ``capabilities.parallel_reads``), index lookups go
+  through a small page cache, so no request is made per record.
 
 Both only ever expose bytes ``[0, limit)`` of the stream: the part the index vouches for.
 Anything past it (the torn tail of a crashed writer) is never read.
@@ -41,6 +42,10 @@ __all__ = [
 READ_AHEAD = 8 * 1024 * 1024
 #: Reads at least this large go through pread on local files: one copy, no page faults.
 LARGE_READ = 256 * 1024
+#: With ``capabilities.parallel_reads``, a read-ahead window is fetched as concurrent
+#: requests of this size, this many at a time.
+PARALLEL_PART = 2 * 1024 * 1024
+PARALLEL_REQUESTS = 4
 #: Page size and page count of the remote index cache used by random access.
 PAGE_SIZE = 64 * 1024
 PAGE_CACHE_PAGES = 256
@@ -173,6 +178,8 @@ class RemoteBlocks:
         self._current: _Window | None = None
         self._next: tuple[int, int, Future[bytes]] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._parts_pool: ThreadPoolExecutor | None = None
+        self._parallel = backend.capabilities.parallel_reads
         self._pages: OrderedDict[int, bytes] = OrderedDict()
 
     def read(self, start: int, end: int) -> bytes:
@@ -204,7 +211,18 @@ class RemoteBlocks:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kara-read-ahead")
-        self._next = (start, end, self._pool.submit(self.read, start, end))
+        self._next = (start, end, self._pool.submit(self._fetch_window, start, end))
+
+    def _fetch_window(self, start: int, end: int) -> bytes:
+        # On stores where parallel ranged reads pay off (remote object stores), a window
+        # is fetched as several concurrent requests.
+        if not self._parallel or end - start < 2 * PARALLEL_PART:
+            return self.read(start, end)
+        if self._parts_pool is None:
+            self._parts_pool = ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS, thread_name_prefix="kara-range")
+        cuts = [*range(start, end, PARALLEL_PART), end]
+        parts = self._parts_pool.map(self.read, cuts[:-1], cuts[1:])
+        return b"".join(parts)
 
     def read_ahead(self, start: int, end: int) -> bytes:
         end = min(end, self.limit)
@@ -220,7 +238,7 @@ class RemoteBlocks:
                     if pending is not None:
                         pending[2].cancel()
                     fetched_end = min(self.limit, max(end, start + self._window_size))
-                    current = _Window(start, self.read(start, fetched_end))
+                    current = _Window(start, self._fetch_window(start, fetched_end))
                 self._current = current
                 self._prefetch(current.end)
             if end <= current.end:
@@ -259,9 +277,10 @@ class RemoteBlocks:
             self._current = None
             self._next = None
             self._pages.clear()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            for pool in (self._pool, self._parts_pool):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._parts_pool = None
 
 
 def open_blocks(backend: Backend, prefix: str, sizes: list[int], limit: int) -> MappedBlocks | RemoteBlocks:

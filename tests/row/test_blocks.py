@@ -33,8 +33,9 @@ def backend(request, tmp_path) -> Backend:
 def _stream(backend: Backend, size: int, block: int) -> bytes:
     data = random.Random(size).randbytes(size)
     writer = BlockWriter(backend, PREFIX, [], block)
-    for start in range(0, size, 777):
-        writer.write(data[start : start + 777])
+    step = max(777, size // 40)  # odd-sized appends, not too many (memory:// copies on append)
+    for start in range(0, size, step):
+        writer.write(data[start : start + step])
     writer.close()
     return data
 
@@ -128,5 +129,23 @@ def test_truncate_stream_cuts_at_any_offset(backend: Backend, cut: int) -> None:
     reader = open_blocks(backend, PREFIX, sizes, cut)
     try:
         assert reader.read(0, cut) == data[:cut]
+    finally:
+        reader.close()
+
+
+def test_parallel_read_ahead_splits_windows_into_concurrent_requests() -> None:
+    from dataclasses import replace
+
+    backend = open_backend(f"memory://blocks-{next(_names)}")
+    backend.capabilities = replace(backend.capabilities, parallel_reads=True)
+    data = _stream(backend, 11 * 1024 * 1024 + 5, 4 * 1024 * 1024)
+    reader = RemoteBlocks(backend, PREFIX, probe_blocks(backend, PREFIX), len(data), window=9 * 1024 * 1024)
+    try:
+        position = 0
+        while position < len(data):
+            end = min(len(data), position + 1_000_003)
+            assert reader.read_ahead(position, end) == data[position:end]
+            position = end
+        assert reader._parts_pool is not None  # the windows were fetched in parts
     finally:
         reader.close()
