@@ -2,10 +2,11 @@
 
 - Planning compares the folder with the manifest (size first, then hashes from the hash
   cache or from reading the file) and touches nothing.
-- Blobs are downloaded in parallel into ``<target>/.kara-staging/``, hashed while they
-  are written and renamed to their blob name only once md5 and sha1 match (a mismatch
-  is retried, then raises :class:`~kara_core.errors.BlobIntegrityError`). A staged
-  blob is therefore always complete, and an interrupted load resumes from them.
+- Blobs are downloaded in parallel into ``<target>/.kara-staging/<blob>``, hashed while
+  they are written and checked against the size and sha1 of the manifest (a mismatch
+  is retried, then raises :class:`~kara_core.errors.BlobIntegrityError`). Nothing
+  leaves the staging folder unverified; an interrupted load resumes from the staged
+  blobs that verify.
 - Files are then renamed into place (same filesystem: each file is either old or new,
   never torn), with Ctrl+C held until the step is done.
 - ``<target>/.kara/state.json`` remembers what kara placed. Only those files are ever
@@ -211,30 +212,31 @@ class _Downloader:
         self._ranged = backend.capabilities.parallel_reads
 
     def fetch(self, entry: FileEntry) -> None:
+        """Put the verified content of ``entry`` at ``<staging>/<blob>`` (or raise)."""
         final = os.path.join(self.staging, entry.file)
-        if entry.file in self.staged:
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(final).st_size == entry.size:
-                    self.bar.update(entry.size)
-                    self.bar.file_done()
-                    return
+        # A staged blob left by an interrupted run may be partial: it is kept only if it
+        # verifies now.
+        if entry.file in self.staged and _staged_is_valid(final, entry, self.worker):
+            self.bar.update(entry.size)
+            self.bar.file_done()
+            return
         path = self.layout.blob(entry.file)
-        for _ in range(_DOWNLOAD_ATTEMPTS):
-            part = f"{final}{_PART}{uuid.uuid4().hex}"
-            try:
-                written, sha1 = self._download(path, part, entry.size, entry.mode)
+        try:
+            for _ in range(_DOWNLOAD_ATTEMPTS):
+                written, sha1 = self._download(path, final, entry.size, entry.mode)
                 if written == entry.size and sha1 == entry.sha1:
-                    os.replace(part, final)
                     self.bar.file_done()
                     return
-            except NotFoundError:
-                raise BlobIntegrityError(
-                    f"blob {entry.file} (for {entry.relpath}) is missing from {self.backend.url}/{self.layout.data}; "
-                    "the version cannot be loaded (run `kara verify` to list every problem)"
-                ) from None
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(part)
+        except NotFoundError:
+            _unlink(final)
+            raise BlobIntegrityError(
+                f"blob {entry.file} (for {entry.relpath}) is missing from {self.backend.url}/{self.layout.data}; "
+                "the version cannot be loaded (run `kara verify` to list every problem)"
+            ) from None
+        except BaseException:
+            _unlink(final)
+            raise
+        _unlink(final)
         raise BlobIntegrityError(
             f"blob {entry.file} (for {entry.relpath}) in {self.backend.url}/{self.layout.data} does not match its "
             f"md5/sha1 after {_DOWNLOAD_ATTEMPTS} downloads: the stored copy is corrupted (run `kara verify`); "
@@ -285,15 +287,28 @@ class _Downloader:
         return os.path.getsize(part), sha1_file(part, self.worker.check)
 
 
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _staged_is_valid(path: str, entry: FileEntry, worker: Worker) -> bool:
+    try:
+        if os.stat(path).st_size != entry.size:
+            return False
+        return sha1_file(path, worker.check) == entry.sha1
+    except FileNotFoundError:
+        return False
+
+
 def _clean_staging(staging: str) -> set[str]:
-    # Partial downloads of an interrupted run are useless; complete (verified) blobs are
-    # kept and returned, so the load resumes from them.
+    # Temporary copies and links of an interrupted run are useless; staged blobs are
+    # returned, and reused by the load if they verify.
     kept = set()
     with contextlib.suppress(FileNotFoundError), os.scandir(staging) as it:
         for entry in it:
             if _PART in entry.name:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                _unlink(entry.path)
             else:
                 kept.add(entry.name)
     return kept
@@ -405,7 +420,9 @@ def execute_load(
                 shutil.copyfile(staged, source)
             else:
                 source = staged
-            os.chmod(source, (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask)
+            want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
+            if stat.S_IMODE(os.stat(source).st_mode) != want:
+                os.chmod(source, want)
             if e.mtime_ns is not None:
                 os.utime(source, ns=(e.mtime_ns, e.mtime_ns))
             placer.place(source, e.relpath)

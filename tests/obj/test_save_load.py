@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from kara_file.backend import FileBackend
 
+import kara_core.obj.load
 import kara_core.obj.save
 from kara_core.errors import BlobIntegrityError, ConfigurationError, DatasetNotFoundError, VersionNotFoundError
 from kara_core.obj import ObjectStore, UnmanagedFilesError
@@ -240,3 +241,33 @@ def test_kara_loads_the_versions_kara_storage_2_1_5_saved(version: str, tree: Pa
     else:
         assert read_tree(out) == read_tree(tree)
     assert objects.verify("demo", "ckpt") == []
+
+
+class _RemoteLike(FileBackend):
+    """A file store that presents itself as a remote one: no local paths, parallel reads pay off."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.capabilities = type(self.capabilities)(local_path=False, parallel_reads=True)
+        self.ranges: list[tuple[int, int | None]] = []
+
+    def local_path(self, path: str) -> str | None:
+        return None
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        self.ranges.append((start, end))
+        return super().read(path, start, end)
+
+
+def test_big_blobs_from_remote_stores_arrive_as_parallel_ranged_reads(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kara_core.obj.load, "_RANGED_MIN", 1024 * 1024)
+    monkeypatch.setattr(kara_core.obj.load, "_RANGE", 256 * 1024)
+    (source / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    backend = _RemoteLike(str(tmp_path / "store"))
+    objects = ObjectStore(backend)
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == read_tree(source)
+    assert len([r for r in backend.ranges if r[1] is not None and r[1] - r[0] == 256 * 1024]) == 12
