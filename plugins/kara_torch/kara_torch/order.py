@@ -39,6 +39,9 @@ __all__ = [
 #: correlation between a record's index and its output position is about
 #: ``1 / sqrt(blocks)``, so 4096 blocks keep it near 0.016.
 MIN_BLOCKS = 4096
+#: Fewest records per block: small slices have few blocks anyway, but then they fit in
+#: the shuffle buffer, which permutes them completely.
+MIN_BLOCK_SIZE = 16
 #: Mixed into every seed so kara's streams differ from other users of the same seed.
 _SALT = 0x6B617261
 
@@ -47,7 +50,7 @@ _SALT = 0x6B617261
 class ShuffleParams:
     """The knobs of the shuffle (the defaults are kara-storage 2.x's).
 
-    ``block_size=None`` picks ``n // 4096`` records per block, at least 1 and at most
+    ``block_size=None`` picks ``n // 4096`` records per block, at least 16 and at most
     one refresh of the buffer (``buffer_size * shuffle_ratio``).
     """
 
@@ -73,7 +76,7 @@ class ShuffleParams:
         """The block size used for a slice of ``n`` records."""
         if self.block_size is not None:
             return self.block_size
-        return max(1, min(self.refresh, n // MIN_BLOCKS))
+        return max(1, min(self.refresh, max(MIN_BLOCK_SIZE, n // MIN_BLOCKS)))
 
 
 class EpochOrder:
