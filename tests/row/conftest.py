@@ -51,10 +51,11 @@ def run_k215(code: str, params: dict[str, Any]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_kara(code: str, *args: str) -> subprocess.Popen[str]:
-    """Start ``code`` in a new kara Python process (stdout is a pipe)."""
+def run_kara(code: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+    """Start ``code`` in a new kara Python process (stdout, and stdin if asked, are pipes)."""
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,8 +3,10 @@ fails to open, lose nothing they flushed, and the next writer continues cleanly.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,29 +14,46 @@ from kara_core import KaraStorage
 
 from .conftest import record, run_kara
 
-# Appends record(i) from wherever the version stands, flushing at random points and
-# reporting each flushed count on stdout; small blocks and buffers so rollovers and
-# buffer spills happen all the time.
-WRITER = """
-import random, sys
+# A launcher that imports kara once and then, for each "go" on stdin, forks a writer child
+# (a real process, killed for real) so that each of the many runs does not pay for a new
+# interpreter. The child appends record(i) from wherever the version stands, flushing at
+# random points and reporting each flushed count; small blocks and buffers so rollovers
+# and buffer spills happen all the time.
+LAUNCHER = """
+import os, random, sys
 from kara_core import KaraStorage
 sys.path.insert(0, sys.argv[2])
 from conftest import record
-store = KaraStorage("file://" + sys.argv[1])
-ds = store.open_dataset("crash", "rows", "w", version="1", max_file_size=1500, buffer_size=700)
-n = len(ds)
-rng = random.Random()
-print(n, flush=True)
-while True:
-    batch = rng.randint(1, 40)
-    if rng.random() < 0.5:
-        ds.write_many(record(i) for i in range(n, n + batch))
-    else:
-        for i in range(n, n + batch):
-            ds.write(record(i))
-    n += batch
-    ds.flush()
-    print(n, flush=True)
+
+def write_forever():
+    store = KaraStorage("file://" + sys.argv[1])
+    ds = store.open_dataset("crash", "rows", "w", version="1", max_file_size=6000, buffer_size=700)
+    n = len(ds)
+    rng = random.Random()
+    print("count", n, flush=True)
+    while True:
+        batch = rng.randint(1, 40)
+        if rng.random() < 0.5:
+            ds.write_many(record(i) for i in range(n, n + batch))
+        else:
+            for i in range(n, n + batch):
+                ds.write(record(i))
+        n += batch
+        ds.flush()
+        print("count", n, flush=True)
+
+for line in sys.stdin:
+    if line.strip() != "go":
+        break
+    pid = os.fork()
+    if pid == 0:
+        try:
+            write_forever()
+        finally:
+            os._exit(1)
+    print("child", pid, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print("exited", os.waitstatus_to_exitcode(status), flush=True)
 """
 
 RUNS_PER_STORE = 6
@@ -50,36 +69,54 @@ def _check(root: Path, flushed: int) -> int:
     return n
 
 
+def _expect(proc: subprocess.Popen[str], word: str) -> list[str]:
+    assert proc.stdout is not None
+    lines = []
+    while True:
+        line = proc.stdout.readline()
+        assert line, f"launcher died: {proc.stderr.read() if proc.stderr else ''}"
+        lines.append(line)
+        if line.startswith(word):
+            return lines
+
+
 def test_writers_killed_at_random_moments_lose_nothing_flushed(tmp_path: Path) -> None:
     rng = random.Random(20240527)
     tests_dir = str(Path(__file__).parent)
     roots = [tmp_path / f"store{k}" for k in range(STORES)]
+    launchers = [run_kara(LAUNCHER, str(root), tests_dir, stdin=True) for root in roots]
     history: list[tuple[int, int]] = []
-    for _ in range(RUNS_PER_STORE):
-        # One writer per store at a time, STORES stores in parallel to keep the test short.
-        procs = [run_kara(WRITER, str(root), tests_dir) for root in roots]
-        flushed = []
-        for proc in procs:
-            assert proc.stdout is not None
-            start = proc.stdout.readline()
-            assert start, proc.stderr.read() if proc.stderr else ""
-        time.sleep(rng.uniform(0.0, 0.25))
-        for proc in procs:
-            time.sleep(rng.uniform(0.0, 0.05))
-            proc.send_signal(signal.SIGKILL)
-        for proc in procs:
-            out, _ = proc.communicate()
-            assert proc.returncode == -signal.SIGKILL
-            lines = out.split()
-            flushed.append(int(lines[-1]) if lines else 0)
-        for root, count in zip(roots, flushed, strict=True):
-            history.append((count, _check(root, count)))
+    try:
+        for _ in range(RUNS_PER_STORE):
+            # One writer per store at a time, STORES stores in parallel to keep the test short.
+            for launcher in launchers:
+                assert launcher.stdin is not None
+                launcher.stdin.write("go\n")
+                launcher.stdin.flush()
+            children = []
+            for launcher in launchers:
+                children.append(int(_expect(launcher, "child")[-1].split()[1]))
+                _expect(launcher, "count")  # the writer is open and appending
+            time.sleep(rng.uniform(0.0, 0.25))
+            for pid in children:
+                time.sleep(rng.uniform(0.0, 0.05))
+                os.kill(pid, signal.SIGKILL)
+            for root, launcher in zip(roots, launchers, strict=True):
+                lines = _expect(launcher, "exited")
+                assert lines[-1].split()[1] == str(-signal.SIGKILL)
+                counts = [int(line.split()[1]) for line in lines if line.startswith("count")]
+                flushed = counts[-1] if counts else 0
+                history.append((flushed, _check(root, flushed)))
+    finally:
+        for launcher in launchers:
+            launcher.kill()
+            launcher.communicate()
     assert len(history) >= 20
     # The kills landed while records were being written, not before the first one.
-    assert sum(1 for count, _ in history if count > 0) >= 20
+    assert sum(1 for flushed, _ in history if flushed > 0) >= 20
     for root in roots:
         store = KaraStorage(f"file://{root}")
-        with store.open_dataset("crash", "rows", "w", version="1", max_file_size=1500) as ds:
+        with store.open_dataset("crash", "rows", "w", version="1", max_file_size=6000) as ds:
             start = len(ds)
             ds.write_many(record(i) for i in range(start, start + 10))
         assert _check(root, start + 10) == start + 10

@@ -328,3 +328,34 @@ def test_dataset_info_and_verify_describe_a_version(store: KaraStorage) -> None:
     assert any("missing block row/ns/rows/1/data/1.blk" in p for p in problems)
     with store.open_dataset("ns", "rows") as ds:
         assert len(ds) < 100  # records past the gap are not readable, and opening still works
+
+
+def test_threads_writing_at_once_lose_no_record(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1", buffer_size=4096, max_file_size=10_000) as ds:
+
+        def produce(k: int) -> None:
+            for i in range(k * 10_000, k * 10_000 + 2_000):
+                ds.write(record(i))
+            ds.write_many(record(i) for i in range(k * 10_000 + 2_000, k * 10_000 + 5_000))
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with store.open_dataset("ns", "rows") as ds:
+        ids = sorted(rec["id"] for rec in ds)
+    assert ids == sorted(k * 10_000 + i for k in range(4) for i in range(5_000))
+
+
+def test_a_record_that_fails_to_serialize_leaves_the_dataset_consistent(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        ds.write_many(record(i) for i in range(3))
+        with pytest.raises(TypeError):
+            ds.write_many([record(3), object()])
+        with pytest.raises(TypeError):
+            ds.write(object())
+        ds.write(record(4))
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [record(0), record(1), record(2), record(4)]
+        assert store.rows.verify("ns", "rows") == []
