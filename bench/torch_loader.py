@@ -23,9 +23,14 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
 
-from common import print_table, run_k215, small_record, workdir
+from common import print_table, run_k215, small_record, workdir  # noqa: E402
+
+# bench/ has modules named like standard ones (http.py, which torch's import of
+# urllib.request would pick up): keep the folder off the import path from here on.
+sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != BENCH]
 
 RECORDS = 200_000
 BATCH = 64
