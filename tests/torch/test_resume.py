@@ -61,7 +61,7 @@ def load_rest(ds, num_workers: int) -> list[int]:
 
 
 @pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, 1, 2])
 def test_stateful_dataloader_resumes_exactly(small, num_workers: int) -> None:
     reference = load(small, batch_size=BATCH, shuffle=True, epoch=3)
 

@@ -323,10 +323,15 @@ class KaraTorchDataset(IterableDataset):
         DataLoader starts its workers (or while persistent workers are idle).
         """
         self._check_state(state)
-        if state["num_workers"] is None:
-            self._shared.set(state["epoch"], state["epoch"], state["start"], state["offset"])
-            return
         info = get_worker_info()
+        if state["num_workers"] is None:
+            if info is None:
+                self._shared.set(state["epoch"], state["epoch"], state["start"], state["offset"])
+            else:
+                # Inside a worker (StatefulDataLoader restoring it): this process only,
+                # the shared values belong to the main process.
+                self._pending = {**state, "worker_offset": 0}
+            return
         if info is None or (info.num_workers, info.id) != (state["num_workers"], state["worker"]):
             raise ConfigurationError(
                 f"this state was taken inside DataLoader worker {state['worker']} of {state['num_workers']}: "
