@@ -14,7 +14,7 @@ import orjson
 
 from ..backend import Backend
 from ..errors import ConfigurationError, DatasetClosedError, ModeError
-from ..serialization import JSONSerializer, Serializer
+from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .writer import RowWriter
 
@@ -24,6 +24,10 @@ __all__ = ["RowDataset"]
 #: record of DRAIN_BYTES or more is handed on at once.
 DRAIN_RECORDS = 512
 DRAIN_BYTES = 64 * 1024
+
+
+#: Serializers known to return bytes (others are checked record by record).
+_BUILTIN_SERIALIZE = (JSONSerializer.serialize, PickleSerializer.serialize, NoSerializer.serialize)
 
 
 def _codec(serializer: Serializer) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
@@ -36,7 +40,21 @@ def _codec(serializer: Serializer) -> tuple[Callable[[Any], bytes], Callable[[by
             serialize = orjson.dumps
         if kind.deserialize is JSONSerializer.deserialize:
             deserialize = orjson.loads
+    if getattr(kind, "serialize", None) not in _BUILTIN_SERIALIZE:
+        serialize = _checked(serialize, kind.__name__)
     return serialize, deserialize
+
+
+def _checked(serialize: Callable[[Any], bytes], name: str) -> Callable[[Any], bytes]:
+    # A user serializer that returns something else than bytes is reported at the
+    # write that caused it, not later when a batch of records is joined.
+    def checked(obj: Any) -> bytes:
+        raw = serialize(obj)
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{name}.serialize must return bytes, got {type(raw).__name__}")
+        return raw
+
+    return checked
 
 
 class RowDataset:

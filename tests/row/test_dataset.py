@@ -359,3 +359,17 @@ def test_a_record_that_fails_to_serialize_leaves_the_dataset_consistent(store: K
     with store.open_dataset("ns", "rows") as ds:
         assert list(ds) == [record(0), record(1), record(2), record(4)]
         assert store.rows.verify("ns", "rows") == []
+
+
+def test_a_user_serializer_returning_text_is_a_type_error_at_the_write(store: KaraStorage) -> None:
+    class Text(Serializer):
+        def serialize(self, x: str) -> str:  # type: ignore[override]
+            return x
+
+        def deserialize(self, x: bytes) -> str:
+            return x.decode()
+
+    with store.open_dataset("ns", "text", "w", version="1", serialization=Text) as ds:
+        with pytest.raises(TypeError, match=r"Text\.serialize must return bytes, got str"):
+            ds.write("not bytes")
+        assert len(ds) == 0
