@@ -20,7 +20,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Import the other bench modules from bench/, but after the standard library: a bench
+# script named like a stdlib module (bench/http.py) must not shadow it.
+_BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
 
 from common import k215_python, print_table, run_k215, small_record, timer, workdir
 from objects import BIG_FILES, SMALL_FILES, make_folder

@@ -100,10 +100,13 @@ class OSSBackend(Backend):
         endpoint_url = f"{scheme}://{endpoint}"
         session = oss2.Session(pool_size=max(16, 2 * options.parallelism))
         # requests re-reads proxy settings from the environment on every request (most
-        # of the client-side cost of a small GET); read them once here instead.
+        # of the client-side cost of a small GET); read them once here instead. It also
+        # stats the CA bundle per request unless verification is off, which it may be
+        # for plain http, where there is no certificate to verify.
         proxies = requests.utils.get_environ_proxies(endpoint_url) or None
         session.session.trust_env = False
-        session.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        session.session.verify = (ca_bundle or True) if options.use_ssl else False
         try:
             self._bucket = oss2.Bucket(
                 auth,
