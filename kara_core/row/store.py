@@ -264,7 +264,11 @@ class RowStore:
 
     def _block_gaps(self, prefix: str) -> list[str]:
         numbers: dict[str, set[int]] = {"index": set(), "data": set()}
-        for path in self.backend.list(prefix):
+        try:
+            paths = list(self.backend.list(prefix))
+        except NotImplementedError:
+            return []  # a store that cannot list (a static web mirror): gaps go unseen
+        for path in paths:
             match = _BLOCK.match(path[len(prefix) :])
             if match:
                 numbers[match.group(1)].add(int(match.group(2)))
