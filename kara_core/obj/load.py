@@ -2,7 +2,9 @@
 
 - Planning compares the folder with the manifest (size first, then hashes from the hash
   cache or from reading the file) and touches nothing.
-- Blobs are downloaded in parallel into ``<target>/.kara-staging/<blob>``, hashed while
+- Blobs are downloaded in parallel into ``<target>/.kara-staging/<b>/<blob>`` (``<b>``:
+  the blob's first hex digit; files created at once in one folder contend for its
+  lock, so the staging area is spread over 16 sub-folders), hashed while
   they are written and checked against the size and sha1 of the manifest (a mismatch
   is retried, then raises :class:`~kara_core.errors.BlobIntegrityError`). Nothing
   leaves the staging folder unverified; an interrupted load resumes from the staged
@@ -212,8 +214,8 @@ class _Downloader:
         self._ranged = backend.capabilities.parallel_reads
 
     def fetch(self, entry: FileEntry) -> None:
-        """Put the verified content of ``entry`` at ``<staging>/<blob>`` (or raise)."""
-        final = os.path.join(self.staging, entry.file)
+        """Put the verified content of ``entry`` at its staging path (or raise)."""
+        final = staged_path(self.staging, entry.file)
         # A staged blob left by an interrupted run may be partial: it is kept only if it
         # verifies now.
         if entry.file in self.staged and _staged_is_valid(final, entry, self.worker):
@@ -301,16 +303,23 @@ def _staged_is_valid(path: str, entry: FileEntry, worker: Worker) -> bool:
         return False
 
 
-def _clean_staging(staging: str) -> set[str]:
+def staged_path(staging: str, blob: str) -> str:
+    """Where blob ``blob`` is staged."""
+    return os.path.join(staging, blob[0], blob)
+
+
+def _prepare_staging(staging: str, blobs: list[str]) -> set[str]:
     # Temporary copies and links of an interrupted run are useless; staged blobs are
     # returned, and reused by the load if they verify.
     kept = set()
-    with contextlib.suppress(FileNotFoundError), os.scandir(staging) as it:
-        for entry in it:
-            if _PART in entry.name:
-                _unlink(entry.path)
+    for dirpath, _, filenames in os.walk(staging):
+        for name in filenames:
+            if _PART in name:
+                _unlink(os.path.join(dirpath, name))
             else:
-                kept.add(entry.name)
+                kept.add(name)
+    for shard in {blob[0] for blob in blobs}:
+        os.makedirs(os.path.join(staging, shard), exist_ok=True)
     return kept
 
 
@@ -396,9 +405,11 @@ def execute_load(
         )
     staging = os.path.join(target, STAGING_DIR)
     if plan.download:
-        os.makedirs(staging, exist_ok=True)
-        staged = _clean_staging(staging)
-        unique = list({e.file: e for e in plan.download}.values())
+        staged = _prepare_staging(staging, [e.file for e in plan.download])
+        # Small files first: on journaling filesystems (ext4 data=ordered) creating files
+        # stalls behind commits that must flush every dirty data block, so the big
+        # writes come last.
+        unique = sorted({e.file: e for e in plan.download}.values(), key=lambda e: e.size)
         worker = Worker()
         with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
             run_parallel(unique, _Downloader(backend, layout, staging, staged, worker, bar).fetch, workers, worker)
@@ -413,7 +424,7 @@ def execute_load(
             remaining[e.file] = remaining.get(e.file, 0) + 1
         now = time.time_ns()
         for e in plan.download:
-            staged = os.path.join(staging, e.file)
+            staged = staged_path(staging, e.file)
             remaining[e.file] -= 1
             if remaining[e.file]:
                 source = f"{staged}.copy{_PART}{uuid.uuid4().hex}"

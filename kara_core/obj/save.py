@@ -171,7 +171,13 @@ def save_directory(
     try:
         with Progress(progress_bar, sum(f.st.st_size for f in scan.files), len(scan.files), "Saving") as bar:
             pipeline = _FilePipeline(backend, layout, cache, worker, bar)
-            digests = run_parallel(scan.files, pipeline.save_file, nworkers, worker)
+            # Small files first: creating blobs stalls behind journal commits that flush
+            # dirty data (ext4 data=ordered), so big uploads come last.
+            order = sorted(range(len(scan.files)), key=lambda i: scan.files[i].st.st_size)
+            done = run_parallel([scan.files[i] for i in order], pipeline.save_file, nworkers, worker)
+            digests: list[Digests] = [None] * len(order)  # type: ignore[list-item]
+            for i, d in zip(order, done, strict=True):
+                digests[i] = d
         entries = [
             {
                 "md5": d.md5,

@@ -94,7 +94,7 @@ def test_a_load_killed_mid_download_leaves_no_torn_file_and_the_rerun_completes(
 
     proc = _start("load", store, out, "--slow", "--version", "1")
     staging = out / ".kara-staging"
-    _wait_until(lambda: staging.exists() and any(staging.iterdir()), proc)
+    _wait_until(lambda: staging.exists() and any(p.is_file() for p in staging.rglob("*")), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # Nothing of version 1 is visible yet: the old file is intact, no partial file outside staging.
@@ -130,14 +130,14 @@ def test_ctrl_c_during_a_load_leaves_the_folder_untouched_and_the_rerun_finishes
     out = tmp_path / "out"
     proc = _start("load", store, out, "--slow")
     staging = out / ".kara-staging"
-    _wait_until(lambda: staging.exists() and any(staging.iterdir()), proc)
+    _wait_until(lambda: staging.exists() and any(p.is_file() for p in staging.rglob("*")), proc)
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
     _, err = proc.communicate(timeout=10)
     assert time.monotonic() - start < 3, "Ctrl+C must stop the load promptly"
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert read_tree(out) == {}
-    for staged in staging.iterdir():  # what is left is complete, verified content
+    for staged in (p for p in staging.rglob("*") if p.is_file()):  # what is left is complete, verified content
         assert hashlib.sha1(staged.read_bytes()).hexdigest() == staged.name.split("_")[1], staged.name
     objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
     assert read_tree(out) == _tree()
