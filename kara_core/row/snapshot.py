@@ -16,6 +16,7 @@ import sys
 import threading
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from operator import le
 
 from ..backend import Backend
@@ -43,7 +44,7 @@ def decode_ends(raw: bytes) -> array[int]:
     return ends
 
 
-def complete_records(entries: int, data_bytes: int, end_of: object) -> int:
+def complete_records(entries: int, data_bytes: int, end_of: Callable[[int], int]) -> int:
     """How many of the first ``entries`` records have all their bytes in ``data_bytes``.
 
     ``end_of(i)`` returns the end offset of record i. Ends never decrease, so a binary
@@ -52,7 +53,7 @@ def complete_records(entries: int, data_bytes: int, end_of: object) -> int:
     lo, hi = 0, entries
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if end_of(mid - 1) <= data_bytes:  # type: ignore[operator]
+        if end_of(mid - 1) <= data_bytes:
             lo = mid
         else:
             hi = mid - 1
