@@ -173,11 +173,11 @@ def save_directory(
             pipeline = _FilePipeline(backend, layout, cache, worker, bar)
             # Small files first: creating blobs stalls behind journal commits that flush
             # dirty data (ext4 data=ordered), so big uploads come last.
-            order = sorted(range(len(scan.files)), key=lambda i: scan.files[i].st.st_size)
-            done = run_parallel([scan.files[i] for i in order], pipeline.save_file, nworkers, worker)
-            digests: list[Digests] = [None] * len(order)  # type: ignore[list-item]
-            for i, d in zip(order, done, strict=True):
-                digests[i] = d
+            order = sorted(scan.files, key=lambda f: f.st.st_size)
+            found = dict(
+                zip((f.rel for f in order), run_parallel(order, pipeline.save_file, nworkers, worker), strict=True)
+            )
+            digests = [found[f.rel] for f in scan.files]
         entries = [
             {
                 "md5": d.md5,
