@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 import kara_core
 from kara_core.errors import ConfigurationError, MissingPluginError
-from kara_core.plugins import register_plugin, unregister_plugin
+from kara_core.plugins import reset_plugins, unregister_plugin
 
 from .conftest import SMALL, as_list, ids, load
 
@@ -31,14 +31,12 @@ def test_make_torch_dataset_returns_an_iterable_dataset_with_the_2x_defaults(sma
 
 
 def test_without_the_plugin_make_torch_dataset_says_what_to_install(small) -> None:
-    import kara_torch.plugin
-
     unregister_plugin("torch")
     try:
         with pytest.raises(MissingPluginError, match="pip install kara-torch"):
             kara_core.make_torch_dataset(small)
     finally:
-        register_plugin(kara_torch.plugin, "torch")
+        reset_plugins()  # the next lookup loads the entry points again
 
 
 def test_every_record_comes_exactly_once_per_epoch(small) -> None:
