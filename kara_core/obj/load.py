@@ -35,7 +35,7 @@ from ..backend import Backend
 from ..errors import BlobIntegrityError, ConfigurationError, KaraError, NotFoundError
 from .hashing import Digests, HashCache, chunk_buffer, hash_file, sha1_file
 from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
-from .scan import ScanResult, scan_folder
+from .scan import LocalFile, ScanResult, scan_folder
 from .tasks import Progress, Worker, defer_interrupt, run_parallel
 
 __all__ = ["STAGING_DIR", "STATE_DIR", "LoadPlan", "UnmanagedFilesError", "execute_load", "plan_load"]
@@ -153,6 +153,15 @@ def _matches(rel: str, st: os.stat_result, path: str, entry: FileEntry, cache: H
     return digests.md5 == entry.md5 and digests.sha1 == entry.sha1
 
 
+def _occupied_by_user(
+    rel: str, disk: dict[str, LocalFile], scan: ScanResult, managed: set[str], managed_dirs: set[str]
+) -> bool:
+    # Something kara did not place sits where the version puts a file or a link.
+    if rel in scan.dirs:
+        return rel not in managed_dirs
+    return (rel in disk or rel in scan.links) and rel not in managed
+
+
 def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
     """Compare the folder ``local_path`` with ``manifest`` and return the plan."""
     target = os.path.abspath(local_path)
@@ -163,6 +172,7 @@ def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
     state = _read_state(target)
     plan.previous = state
     managed = set(state.get("files", [])) | set(state.get("links", []))
+    managed_dirs = set(state.get("dirs", []))
     disk = {f.rel: f for f in scan.files}
     cache = HashCache(target)
 
@@ -181,7 +191,7 @@ def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
                 plan.chmod.append((rel, entry.mode))
             continue
         plan.download.append(entry)
-        if (rel in disk or rel in scan.links or rel in scan.dirs) and rel not in managed:
+        if _occupied_by_user(rel, disk, scan, managed, managed_dirs):
             plan.unmanaged.append(rel)
     for link in manifest.links:
         rel = link.relpath
@@ -189,7 +199,7 @@ def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
             plan.keep.append(rel)
             continue
         plan.links.append(link)
-        if (rel in disk or rel in scan.links or rel in scan.dirs) and rel not in managed:
+        if _occupied_by_user(rel, disk, scan, managed, managed_dirs):
             plan.unmanaged.append(rel)
     wanted_links = {link.relpath for link in manifest.links}
     for rel in sorted([*disk, *scan.links]):
@@ -324,10 +334,11 @@ def _prepare_staging(staging: str, blobs: list[str]) -> set[str]:
 
 
 def _remove(path: str) -> None:
+    # Gone already is fine: a replaced folder took its files with it.
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(path)
 
 
@@ -419,6 +430,10 @@ def execute_load(
     os.umask(umask)
     placer = _Placer(target, created_dirs)
     with defer_interrupt():
+        # Stale entries go first: a file of the old version may sit where the new one
+        # has a folder.
+        for rel in plan.delete:
+            _remove(placer.dest(rel))
         remaining: dict[str, int] = {}
         for e in plan.download:
             remaining[e.file] = remaining.get(e.file, 0) + 1
@@ -447,8 +462,6 @@ def execute_load(
             os.chmod(placer.dest(rel), mode & 0o777 & ~umask)
         for rel in plan.dirs:
             placer.ensure_dir(rel)
-        for rel in plan.delete:
-            _remove(placer.dest(rel))
         _prune_dirs(target, created_dirs, manifest)
         _write_state(
             target,

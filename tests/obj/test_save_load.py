@@ -271,3 +271,30 @@ def test_big_blobs_from_remote_stores_arrive_as_parallel_ranged_reads(
     objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
     assert read_tree(tmp_path / "out") == read_tree(source)
     assert len([r for r in backend.ranges if r[1] is not None and r[1] - r[0] == 256 * 1024]) == 12
+
+
+def test_a_folder_kara_created_may_become_a_file_in_the_next_version(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    shutil.rmtree(source / "sub")
+    (source / "sub").write_bytes(b"now a file\n")
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), "0", progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(out), "1", progress_bar=False)
+    assert read_tree(out) == read_tree(source)
+
+
+def test_a_file_kara_placed_may_become_a_folder_in_the_next_version(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    (source / "a.txt").unlink()
+    (source / "a.txt").mkdir()
+    (source / "a.txt" / "inner.txt").write_bytes(b"inside\n")
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), "0", progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(out), "1", progress_bar=False)
+    assert read_tree(out) == read_tree(source)
