@@ -247,6 +247,28 @@ class KaraTorchDataset(IterableDataset):
             "pad": self._plan.pad,
         }
 
+    def _state(
+        self,
+        epoch: int,
+        start: int,
+        offset: int,
+        num_workers: int | None = None,
+        worker: int | None = None,
+        worker_offset: int | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "format": _STATE_FORMAT,
+            "order": self.order_key(),
+            "epoch": epoch,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "start": start,
+            "offset": offset,
+            "num_workers": num_workers,
+            "worker": worker,
+            "worker_offset": worker_offset,
+        }
+
     def _rank_state(self, epoch: int, start: int, offset: int) -> dict[str, Any]:
         batch = self.batch_size
         full_batches = RankPlan(self._plan.n, self.world_size, self.rank, batch, self._plan.pad, start).length // batch
@@ -254,28 +276,13 @@ class KaraTorchDataset(IterableDataset):
             # Every rank consumed the same whole batches: that is the prefix
             # G[:start + offset * world_size] of the epoch, valid for any world size.
             start, offset = start + offset * self.world_size, 0
-        return {
-            "format": _STATE_FORMAT,
-            "order": self.order_key(),
-            "epoch": epoch,
-            "world_size": self.world_size,
-            "batch_size": batch,
-            "start": start,
-            "offset": offset,
-            "num_workers": None,
-            "worker": None,
-            "worker_offset": None,
-        }
+        return self._state(epoch, start, offset)
 
     def _state_of(self, it: _Progress) -> dict[str, Any]:
         produced = it.skip + it.yielded
         if it.num_workers == 1:
             return self._rank_state(it.epoch, it.start, it.offset + produced)
-        state = self._rank_state(it.epoch, it.start, it.offset)
-        state.update(
-            start=it.start, offset=it.offset, num_workers=it.num_workers, worker=it.worker, worker_offset=produced
-        )
-        return state
+        return self._state(it.epoch, it.start, it.offset, it.num_workers, it.worker, produced)
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
         """The position in the current epoch, to resume it exactly with :meth:`load_state_dict`.
@@ -308,11 +315,12 @@ class KaraTorchDataset(IterableDataset):
         if differ:
             detail = ", ".join(f"{name}: {theirs.get(name)!r} in the state, {ours[name]!r} here" for name in differ)
             raise ConfigurationError(f"this state belongs to a different sample order ({detail})")
-        if state["offset"] and (state["world_size"], state["batch_size"]) != (self.world_size, self.batch_size):
+        portable = not state["offset"] and state["num_workers"] is None
+        if not portable and (state["world_size"], state["batch_size"]) != (self.world_size, self.batch_size):
             raise ConfigurationError(
-                f"this state was taken in the middle of a batch (world_size={state['world_size']}, "
-                f"batch_size={state['batch_size']}); resume it with the same world_size and batch_size, "
-                f"not {self.world_size} and {self.batch_size}"
+                f"this state was taken in the middle of a batch or inside a worker (world_size="
+                f"{state['world_size']}, batch_size={state['batch_size']}); resume it with the same world_size "
+                f"and batch_size, not {self.world_size} and {self.batch_size}"
             )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
