@@ -240,7 +240,7 @@ class OSSBackend(Backend):
         if isinstance(data, (bytes, bytearray, memoryview)):
             view = memoryview(data).cast("B")
             if len(view) <= threshold:
-                self._put_object(path, key, bytes(view))
+                self._put_object(path, key, data if isinstance(data, bytes) else bytes(view))
                 return
             part = self.options.part_size
             self._multipart(path, key, (bytes(view[i : i + part]) for i in range(0, len(view), part)))

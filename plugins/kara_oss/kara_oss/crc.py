@@ -1,33 +1,26 @@
-"""CRC-64/ECMA as OSS computes it (``x-oss-hash-crc64ecma``), in C through crcmod.
+"""CRC-64/ECMA as OSS computes it (``x-oss-hash-crc64ecma``; the CRC-64/XZ model).
 
-``crc64(data, crc)`` continues a previous value, so a running CRC over appended pieces
-is ``crc64(piece, previous)``; :func:`crc64_combine` joins the CRCs of adjacent pieces
-without their bytes (for multipart uploads, whose parts are checked one by one).
+Computed with anycrc, about 30 times faster here than crcmod's byte-at-a-time table
+(what oss2 uses), which cost more CPU than the transfer itself.
+``crc64(data, crc)`` continues a previous value, so a running CRC over appended pieces is
+``crc64(piece, previous)``; :func:`crc64_combine` joins the CRCs of adjacent pieces
+without their bytes (multipart uploads check each part, then the whole).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cache
-
-import crcmod
+import anycrc
 
 __all__ = ["crc64", "crc64_combine"]
 
-_POLY = 0x142F0E1EBA9EA3693
-_XOROUT = 0xFFFFFFFFFFFFFFFF
-
-crc64: Callable[..., int] = crcmod.mkCrcFun(_POLY, initCrc=0, rev=True, xorOut=_XOROUT)
+_MODEL = anycrc.Model("CRC64-XZ")
 
 
-@cache
-def _combiner() -> Callable[[int, int, int], int]:
-    # Imported on first use: the test server uses crc64 and must not pull in oss2.
-    from oss2.crc64_combine import mkCombineFun
-
-    return mkCombineFun(_POLY, initCrc=0, rev=True, xorOut=_XOROUT)
+def crc64(data: bytes | bytearray | memoryview, crc: int | None = None) -> int:
+    """CRC64 of ``data``, continuing from ``crc`` (the CRC of the bytes before it)."""
+    return _MODEL.calc(data, crc)
 
 
 def crc64_combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC of ``a + b`` from ``crc64(a)``, ``crc64(b)`` and ``len(b)``."""
-    return _combiner()(crc1, crc2, len2)
+    return _MODEL.combine(crc1, crc2, len2)

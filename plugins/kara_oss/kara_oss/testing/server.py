@@ -16,6 +16,7 @@ import calendar
 import email.utils
 import hashlib
 import http.server
+import itertools
 import socket
 import sys
 import threading
@@ -43,6 +44,7 @@ __all__ = ["FAULT_ACTIONS", "Fault", "OSSServerState", "serve"]
 FAULT_ACTIONS = ("error", "drop", "drop_after_apply", "drop_mid_body", "slow", "corrupt")
 
 _MAX_SKEW = 15 * 60
+_REQUEST_IDS = itertools.count(int(time.time() * 1000) << 32)
 _MIN_PART_SIZE = 100 * 1024
 _XML = "application/xml"
 
@@ -77,7 +79,7 @@ class Fault:
 
 @dataclass
 class _Object:
-    data: bytearray
+    data: bytes | bytearray  # bytearray once appended to (appends extend it in place)
     kind: str  # Normal, Appendable or Multipart, as OSS reports x-oss-object-type
     etag: str
     crc: int
@@ -325,7 +327,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         state: OSSServerState = self.server.state
-        request_id = uuid.uuid4().hex[:24].upper()
+        request_id = f"{next(_REQUEST_IDS):024X}"
         raw_path, _, raw_query = self.path.partition("?")
         bucket_raw, _, key_raw = raw_path.lstrip("/").partition("/")
         bucket, key = unquote(bucket_raw), unquote(key_raw)
@@ -445,7 +447,7 @@ class _Operations:
                 409, "FileAlreadyExists", "The object you specified already exists and can not be overwritten."
             )
         obj = _Object(
-            bytearray(data),
+            bytes(data),
             kind,
             etag or _etag(data),
             crc64(data),
@@ -476,10 +478,10 @@ class _Operations:
             spec = self.headers.get("range", "")
             span = _resolve_range(spec, size, self.headers.get("x-oss-range-behavior") == "standard") if spec else None
             if span is None:
-                return _Answer(200, headers, bytes(obj.data))
+                return _Answer(200, headers, bytes(obj.data))  # a snapshot: appends may follow
             start, end = span
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-            return _Answer(206, headers, bytes(obj.data[start:end]))
+            return _Answer(206, headers, memoryview(obj.data)[start:end].tobytes())
 
     def op_HeadObject(self) -> _Answer:
         with self.state.lock:
@@ -520,6 +522,8 @@ class _Operations:
             if obj is None:
                 obj = self._store(self.body, "Appendable")
             else:
+                if isinstance(obj.data, bytes):
+                    obj.data = bytearray(obj.data)
                 obj.data += self.body
                 obj.crc = crc64(self.body, obj.crc)
                 obj.etag = _etag(obj.data)
