@@ -1,4 +1,4 @@
-"""kara-oss passes the backend and row-dataset conformance suites against the OSS test server."""
+"""kara-oss passes the backend, row-dataset and directory-version conformance suites on the OSS test server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from kara_oss.testing import OSSTestServer
 
 from kara_core.backend import Backend
 from kara_core.testing import BackendConformance
+from kara_core.testing.obj import ObjectConformance
 from kara_core.testing.row import RowConformance
 from kara_core.url import open_backend
 
@@ -28,6 +29,12 @@ class TestOSSBackendConformanceWithV4Signatures(BackendConformance):
 
 
 class TestOSSRows(RowConformance):
+    @pytest.fixture
+    def backend(self, oss_backend: Backend) -> Backend:
+        return oss_backend
+
+
+class TestOSSObjects(ObjectConformance):
     @pytest.fixture
     def backend(self, oss_backend: Backend) -> Backend:
         return oss_backend
