@@ -351,14 +351,17 @@ class _Placer:
         self._known: set[str] = set()
 
     def dest(self, rel: str) -> str:
+        """The absolute path of ``rel`` in the target folder."""
         return os.path.join(self.target, *rel.split("/"))
 
     def ensure_parent(self, rel: str) -> None:
+        """Create the folders above ``rel``."""
         parent = rel.rpartition("/")[0]
         if parent:
             self.ensure_dir(parent)
 
     def ensure_dir(self, rel: str) -> None:
+        """Create folder ``rel`` and its parents, replacing stale files in the way."""
         parts = rel.split("/")
         for i in range(1, len(parts) + 1):
             sub = "/".join(parts[:i])
@@ -373,6 +376,7 @@ class _Placer:
             self._known.add(sub)
 
     def place(self, source: str, rel: str) -> None:
+        """Rename ``source`` to ``rel``, replacing a stale folder in the way."""
         self.ensure_parent(rel)
         dest = self.dest(rel)
         if os.path.isdir(dest) and not os.path.islink(dest):

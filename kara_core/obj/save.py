@@ -220,6 +220,7 @@ class _FilePipeline:
         self._lock = threading.Lock()
 
     def save_file(self, local: LocalFile) -> Digests:
+        """Return the hashes of ``local`` once its blob is in the store."""
         self.worker.check()
         size = local.st.st_size
         digests = self.cache.get(local.rel, local.st)

@@ -75,10 +75,12 @@ class ObjectConformance:
 
     @pytest.fixture
     def objects(self, backend: Backend) -> ObjectStore:
+        """The object store under test, over ``backend``."""
         return ObjectStore(backend)
 
     @pytest.fixture
     def source(self, tmp_path: Path) -> Path:
+        """A folder holding :data:`TREE`."""
         return write_tree(tmp_path / "source", TREE)
 
     def _blobs(self, backend: Backend) -> list[str]:
