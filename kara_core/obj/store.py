@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,13 +22,13 @@ from ..backend import Backend
 from ..errors import (
     BlobIntegrityError,
     CorruptDatasetError,
-    DatasetLockedError,
     DatasetNotFoundError,
     NotFoundError,
     ReadOnlyStoreError,
     VersionExistsError,
     VersionNotFoundError,
 )
+from ..row.lock import LeaseLock
 from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest
@@ -39,7 +37,8 @@ from .tasks import DEFAULT_WORKERS, Worker, run_parallel
 
 __all__ = ["GCReport", "ObjectStore"]
 
-#: A meta lock older than this is left over by a crashed process and may be broken.
+#: A meta lock is held for milliseconds: one older than this (or whose process is gone)
+#: was left by a crash and is broken.
 LOCK_STALE = 30.0
 LOCK_TIMEOUT = 120.0
 DEFAULT_GRACE = 24 * 3600.0
@@ -105,35 +104,16 @@ class ObjectStore:
     def _update_meta(self, layout: KeyLayout, change: Callable[[Meta], Meta]) -> Meta:
         if not self.backend.capabilities.writable:
             raise ReadOnlyStoreError(self.backend.url, f"update {layout.meta}")
-        token = uuid.uuid4().hex
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while not self.backend.put_if_absent(layout.lock, dump_json({"token": token, "time": time.time()})):
-            self._break_stale_lock(layout)
-            if time.monotonic() > deadline:
-                raise DatasetLockedError(
-                    f"{layout.namespace}/{layout.key}: meta.json stayed locked for {LOCK_TIMEOUT:.0f} s "
-                    f"({self.backend.url}/{layout.lock}); if no kara process is running, delete that object"
-                )
-            time.sleep(0.01 + random.random() * 0.05)
+        lock = LeaseLock(
+            self.backend, layout.lock, f"meta.json of {layout.namespace}/{layout.key}", ttl=LOCK_STALE, heartbeat=False
+        )
+        lock.acquire(timeout=LOCK_TIMEOUT)
         try:
             meta = change(self._read_meta(layout) or Meta())
             self.backend.put(layout.meta, json.dumps(meta.model_dump()).encode())
             return meta
         finally:
-            held = self.backend.read_if_exists(layout.lock)
-            if held is not None and token.encode() in held:
-                self.backend.delete(layout.lock)
-
-    def _break_stale_lock(self, layout: KeyLayout) -> None:
-        raw = self.backend.read_if_exists(layout.lock)
-        if raw is None:
-            return
-        try:
-            taken = float(orjson.loads(raw)["time"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            taken = 0.0
-        if time.time() - taken > LOCK_STALE:
-            self.backend.delete(layout.lock)
+            lock.release()
 
     # -- listing --------------------------------------------------------------------
 
