@@ -79,7 +79,10 @@ def test_a_save_killed_mid_upload_publishes_nothing_and_the_rerun_completes(tmp_
     objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
     assert read_tree(out) == _tree()
     assert objects.verify("ns", "ckpt") == []
-    assert not list((store / "obj/ns/ckpt").glob("kara-saves/*")), "the rerun leaves no lease behind"
+    visible = {p for p in FileBackend(str(store)).list("obj/ns/ckpt/") if not p.startswith("obj/ns/ckpt/data/")}
+    assert visible == {"obj/ns/ckpt/meta.json", "obj/ns/ckpt/vers/0.json", "obj/ns/ckpt/kara/0.json"}, (
+        "no lease, lock or half-published object is left"
+    )
 
 
 def test_a_load_killed_mid_download_leaves_no_torn_file_and_the_rerun_completes(tmp_path: Path) -> None:
