@@ -25,8 +25,8 @@ import time
 _BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
 
-from common import k215_python, print_table, run_k215, small_record, timer, workdir
-from objects import BIG_FILES, SMALL_FILES, make_folder
+from common import k215_python, print_table, run_k215, small_record, timer, workdir  # noqa: E402
+from objects import BIG_FILES, SMALL_FILES, make_folder  # noqa: E402
 
 RECORDS = 200_000
 RANDOM_READS = 2_000
