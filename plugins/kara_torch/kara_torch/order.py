@@ -114,9 +114,7 @@ class EpochOrder:
             incoming = (block_order[first : first + step, None] * block + offsets).ravel()
             pool = np.concatenate((pool, incoming[incoming < n]))
             while len(pool) >= capacity:
-                keys = bits.random_raw(len(pool))
-                chosen = np.argpartition(keys, refresh - 1)[:refresh] if refresh < len(pool) else np.arange(len(pool))
-                chosen = chosen[np.argsort(keys[chosen], kind="stable")]
+                chosen = _distinct(bits, len(pool), refresh)
                 yield pool[chosen]
                 keep = np.ones(len(pool), dtype=bool)
                 keep[chosen] = False
@@ -137,6 +135,21 @@ class EpochOrder:
             dtype = np.int32 if self.n < 2**31 else np.int64
             self._array = np.concatenate([*self.chunks(), np.empty(0, dtype=np.int64)]).astype(dtype)
         return self._array[wrapped].astype(np.int64)
+
+
+def _distinct(bits: np.random.PCG64, n: int, k: int) -> np.ndarray:
+    """``k`` distinct integers of ``range(n)`` in random order (drawn uniformly)."""
+    if k >= n:
+        return np.argsort(bits.random_raw(n), kind="stable")
+    chosen = np.empty(0, dtype=np.int64)
+    while len(chosen) < k:
+        # Draw a few more than needed, keep first occurrences in draw order; repeats
+        # are rare (k^2 / 2n expected), so one round almost always suffices.
+        draws = (bits.random_raw(k - len(chosen) + k // 16 + 16) >> 11).astype(np.float64) * (n / 2.0**53)
+        candidates = np.concatenate((chosen, draws.astype(np.int64)))
+        _, first = np.unique(candidates, return_index=True)
+        chosen = candidates[np.sort(first)]
+    return chosen[:k]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ while the current group is decoded.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,8 +93,7 @@ class BlockReader:
     @staticmethod
     def _pick(wanted: np.ndarray, runs: list[tuple[int, int]], raws: list[list[bytes]]) -> np.ndarray:
         """The entries of ``raws`` (one list per run) holding records ``wanted``."""
-        flat = np.empty(sum(map(len, raws)), dtype=object)
-        flat[:] = [raw for run in raws for raw in run]
+        flat = np.fromiter(itertools.chain.from_iterable(raws), dtype=object, count=sum(map(len, raws)))
         run_starts = np.array([start for start, _ in runs], dtype=np.int64)
         offsets = np.concatenate(([0], np.cumsum([stop - start for start, stop in runs], dtype=np.int64)))
         run_of = np.searchsorted(run_starts, wanted, side="right") - 1
