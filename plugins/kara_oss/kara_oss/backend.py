@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import oss2
 import requests
@@ -46,6 +46,21 @@ def _check_crc(what: str, expected: int, headers: object) -> None:
     stated = headers.get("x-oss-hash-crc64ecma")  # type: ignore[attr-defined]
     if stated is not None and int(stated) != expected:
         raise oss2.exceptions.InconsistentError(f"CRC64 mismatch on {what}: OSS has {stated}, kara sent {expected}", "")
+
+
+_Result = TypeVar("_Result", bound=oss2.models.RequestResult)
+
+
+def _released(result: _Result) -> _Result:
+    """Hand the connection of a HEAD answer back to the pool.
+
+    oss2 leaves it checked out when the answer states a Content-Length (HEAD states the
+    object's), so without this every HEAD would open a new connection.
+    """
+    raw = result.resp.response.raw
+    raw.read()
+    raw.release_conn()
+    return result
 
 
 def _body(result: oss2.models.RequestResult) -> bytes:
@@ -185,7 +200,7 @@ class OSSBackend(Backend):
         """Size from GetObjectMeta (a HEAD request); None if the object is absent."""
         key = self._key(path)
         try:
-            meta = self._call("get the size of " + path, lambda: self._bucket.get_object_meta(key))
+            meta = self._call("get the size of " + path, lambda: _released(self._bucket.get_object_meta(key)))
         except NotFoundError:
             return None
         return meta.content_length  # type: ignore[attr-defined]
@@ -312,7 +327,7 @@ class OSSBackend(Backend):
                 # An earlier attempt may have completed it and lost the answer: the
                 # object is then there with exactly our size and CRC.
                 if attempts > 1:
-                    head = self._bucket.head_object(key)
+                    head = _released(self._bucket.head_object(key))
                     if head.content_length == size and head.server_crc == crc:
                         return
                 raise
@@ -400,7 +415,7 @@ class OSSAppender:
     def _head(self, key: str) -> object | None:
         try:
             return self._backend._call(
-                "open " + self.path + " for appending", lambda: self._backend._bucket.head_object(key)
+                "open " + self.path + " for appending", lambda: _released(self._backend._bucket.head_object(key))
             )
         except NotFoundError:
             return None
@@ -441,7 +456,7 @@ class OSSAppender:
                 _check_crc("append to " + self.path, expected_crc, result.headers)
             except oss2.exceptions.PositionNotEqualToLength as exc:
                 if attempts > 1 and exc.next_position == position + len(chunk):
-                    head = bucket.head_object(self._key)
+                    head = _released(bucket.head_object(self._key))
                     if head.server_crc == expected_crc:
                         return exc.next_position
                 raise BackendError(
