@@ -16,14 +16,13 @@ import sys
 import threading
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
 from operator import le
 
 from ..backend import Backend
 from ..errors import CorruptDatasetError
-from .blocks import LARGE_READ, MappedBlocks, block_path, open_blocks, probe_blocks
+from .blocks import LARGE_READ, MappedBlocks, RemoteBlocks, block_path, open_blocks, probe_blocks
 
-__all__ = ["ENTRY", "Snapshot", "complete_records", "decode_ends"]
+__all__ = ["ENTRY", "Snapshot", "complete_extent", "decode_ends"]
 
 #: Size of one index entry (the end offset of a record, unsigned 64-bit little-endian).
 ENTRY = 8
@@ -44,20 +43,37 @@ def decode_ends(raw: bytes) -> array[int]:
     return ends
 
 
-def complete_records(entries: int, data_bytes: int, end_of: Callable[[int], int]) -> int:
-    """How many of the first ``entries`` records have all their bytes in ``data_bytes``.
+def complete_extent(backend: Backend, index_prefix: str, index_sizes: list[int], data_bytes: int) -> tuple[int, int]:
+    """How many records are complete, and where the last one ends in the data stream.
 
-    ``end_of(i)`` returns the end offset of record i. Ends never decrease, so a binary
-    search finds the last complete record in O(log n) index reads.
+    A record is complete when its whole 8-byte index entry is stored and its end is within
+    the ``data_bytes`` stored. End offsets never decrease, so when the last entry points
+    past the data a binary search finds the last complete record in O(log n) reads. The
+    entries are read with ranged reads, never mapped: a writer repairing this torn tail
+    may be truncating those very bytes.
     """
-    lo, hi = 0, entries
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if end_of(mid - 1) <= data_bytes:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    entries = sum(index_sizes) // ENTRY
+    if not entries:
+        return 0, 0
+    reader = RemoteBlocks(backend, index_prefix, index_sizes, entries * ENTRY)
+    try:
+
+        def end_of(i: int) -> int:
+            return _ONE.unpack(reader.read(i * ENTRY, (i + 1) * ENTRY))[0]
+
+        last = end_of(entries - 1)
+        if last <= data_bytes:
+            return entries, last
+        lo, hi = 0, entries - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if end_of(mid - 1) <= data_bytes:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo, end_of(lo - 1) if lo else 0
+    finally:
+        reader.close()
 
 
 class Snapshot:
@@ -69,9 +85,10 @@ class Snapshot:
         self.data_prefix = data_prefix
         index_sizes = probe_blocks(backend, index_prefix)
         data_sizes = probe_blocks(backend, data_prefix)
-        entries = sum(index_sizes) // ENTRY
         stored_data = sum(data_sizes)
-        self.index = open_blocks(backend, index_prefix, index_sizes, entries * ENTRY)
+        self.count, self.data_bytes = complete_extent(backend, index_prefix, index_sizes, stored_data)
+        # Only the complete records are mapped: bytes past them may be cut by a writer.
+        self.index = open_blocks(backend, index_prefix, index_sizes, self.count * ENTRY)
         self.index_blocks = len(index_sizes)
         self.data_blocks = len(data_sizes)
         self.stored_index_bytes = sum(index_sizes)
@@ -79,10 +96,6 @@ class Snapshot:
         self._ends: memoryview | None = None
         if _LITTLE and isinstance(self.index, MappedBlocks) and self.index.single is not None:
             self._ends = memoryview(self.index.single).cast("Q")
-        self.count = entries
-        if entries and self.end(entries - 1) > stored_data:
-            self.count = complete_records(entries, stored_data, self.end)
-        self.data_bytes = self.end(self.count - 1) if self.count else 0
         self.data = open_blocks(backend, data_prefix, data_sizes, self.data_bytes)
         self._single = self.data.single if isinstance(self.data, MappedBlocks) else None
         self._mapped = isinstance(self.data, MappedBlocks)

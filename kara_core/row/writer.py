@@ -11,17 +11,16 @@ ignores and the next writer cuts off (:func:`~kara_core.row.blocks.truncate_stre
 from __future__ import annotations
 
 import os
-import struct
 import sys
 from array import array
 from itertools import accumulate
 
 from ..backend import Backend
 from ..errors import DatasetLockedError
-from .blocks import BlockWriter, open_blocks, probe_blocks, truncate_stream
+from .blocks import BlockWriter, probe_blocks, truncate_stream
 from .layout import data_prefix, index_prefix, writer_lock_path
 from .lock import LeaseLock
-from .snapshot import ENTRY, complete_records
+from .snapshot import ENTRY, complete_extent
 
 __all__ = ["WRITER_LOCK_TTL", "RowWriter"]
 
@@ -32,7 +31,6 @@ INDEX_BATCH = 64 * 1024
 #: Batches of at least this many bytes are appended directly instead of buffered.
 DIRECT_WRITE = 64 * 1024
 _LITTLE = sys.byteorder == "little"
-_ONE = struct.Struct("<Q")
 
 
 def _repair(backend: Backend, ipath: str, dpath: str) -> tuple[list[int], list[int]]:
@@ -40,19 +38,7 @@ def _repair(backend: Backend, ipath: str, dpath: str) -> tuple[list[int], list[i
     index_sizes = probe_blocks(backend, ipath)
     data_sizes = probe_blocks(backend, dpath)
     index_bytes, data_bytes = sum(index_sizes), sum(data_sizes)
-    entries = index_bytes // ENTRY
-    valid_data = 0
-    if entries:
-        reader = open_blocks(backend, ipath, index_sizes, entries * ENTRY)
-        try:
-
-            def end_of(i: int) -> int:
-                return _ONE.unpack(reader.read_paged(i * ENTRY, (i + 1) * ENTRY))[0]
-
-            entries = complete_records(entries, data_bytes, end_of)
-            valid_data = end_of(entries - 1) if entries else 0
-        finally:
-            reader.close()
+    entries, valid_data = complete_extent(backend, ipath, index_sizes, data_bytes)
     if index_bytes != entries * ENTRY:
         index_sizes = truncate_stream(backend, ipath, index_sizes, entries * ENTRY)
     if data_bytes != valid_data:
