@@ -49,13 +49,13 @@ class BlockReader:
         self._gap = max(1, min(block_size, (LOCAL_GAP_BYTES if local else REMOTE_GAP_BYTES) // mean_bytes))
         self._threads = 0 if local else REMOTE_THREADS
 
-    def runs(self, unique: np.ndarray) -> list[tuple[int, int]]:
-        """Split sorted distinct record numbers into ``[start, stop)`` runs worth one read each."""
-        if not len(unique):
+    def runs(self, ordered: np.ndarray) -> list[tuple[int, int]]:
+        """Split sorted record numbers into ``[start, stop)`` runs worth one read each."""
+        if not len(ordered):
             return []
-        cuts = np.flatnonzero(np.diff(unique) > self._gap) + 1
-        starts = unique[np.concatenate(([0], cuts))]
-        stops = unique[np.concatenate((cuts - 1, [len(unique) - 1]))] + 1
+        cuts = np.flatnonzero(np.diff(ordered) > self._gap) + 1
+        starts = ordered[np.concatenate(([0], cuts))]
+        stops = ordered[np.concatenate((cuts - 1, [len(ordered) - 1]))] + 1
         return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
     def read_in_order(self, records: np.ndarray, blocks: np.ndarray) -> Iterator[list[bytes]]:
@@ -88,7 +88,7 @@ class BlockReader:
 
     def _plan(self, records: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         wanted = records[members]
-        return wanted, self.runs(np.unique(wanted))
+        return wanted, self.runs(np.sort(wanted))
 
     @staticmethod
     def _pick(wanted: np.ndarray, runs: list[tuple[int, int]], raws: list[list[bytes]]) -> np.ndarray:
