@@ -33,7 +33,7 @@ from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest
 from .save import count_live_leases, save_directory
-from .tasks import DEFAULT_WORKERS, Worker, run_parallel
+from .tasks import DEFAULT_WORKERS, LOCAL_LOAD_WORKERS, Worker, run_parallel
 
 __all__ = ["GCReport", "ObjectStore"]
 
@@ -261,7 +261,8 @@ class ObjectStore:
     ) -> str:
         """Make ``local_path`` hold exactly ``version`` and return the version name.
 
-        Only files whose content differs are downloaded (by ``workers`` threads), each
+        Only files whose content differs are downloaded (by ``workers`` threads; default 8,
+        4 from stores with local files), each
         verified against its hashes in a staging folder and renamed into place; files
         kara placed earlier and no longer in the version are removed. Files kara did not
         place that would be deleted or overwritten make the load refuse with
@@ -280,7 +281,7 @@ class ObjectStore:
             plan,
             delete=delete,
             progress_bar=progress_bar,
-            workers=workers or DEFAULT_WORKERS,
+            workers=workers or (LOCAL_LOAD_WORKERS if self.backend.capabilities.local_path else DEFAULT_WORKERS),
         )
         return name
 

@@ -23,9 +23,11 @@ __all__ = ["Cancelled", "Progress", "Worker", "defer_interrupt", "run_parallel"]
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Threads per transfer: remote stores gain from many requests in flight, and on local
-#: disks file creation and fsync wait on the journal, which overlapping hides.
+#: Threads per transfer: remote stores gain from many requests in flight, and saves to
+#: local disks overlap their fsyncs. Loads from a local store only copy, hash and create
+#: files (CPU and directory locks): more threads than that contend with each other.
 DEFAULT_WORKERS = 8
+LOCAL_LOAD_WORKERS = 4
 
 
 class Cancelled(Exception):
