@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import orjson
 
 from ..backend import Backend
-from ..errors import ConfigurationError, ReadOnlyStoreError
+from ..errors import ConfigurationError, NotFoundError, ReadOnlyStoreError
 from .hashing import Digests, HashCache, Hasher, hash_file, stat_key
 from .manifest import KeyLayout, dump_json
 from .scan import LocalFile, scan_folder
@@ -160,6 +160,8 @@ def save_directory(
     if not backend.capabilities.writable:
         raise ReadOnlyStoreError(backend.url, f"save {layout.namespace}/{layout.key}")
     root = os.path.abspath(local_path)
+    if not os.path.exists(root):
+        raise NotFoundError(f"cannot save {local_path!r}: it does not exist")
     if not os.path.isdir(root):
         raise ConfigurationError(f"cannot save {local_path!r}: it is not a folder")
     nworkers = workers or DEFAULT_WORKERS

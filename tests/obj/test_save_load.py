@@ -298,3 +298,16 @@ def test_a_file_kara_placed_may_become_a_folder_in_the_next_version(
     objects.load_directory("ns", "ckpt", str(out), "0", progress_bar=False)
     objects.load_directory("ns", "ckpt", str(out), "1", progress_bar=False)
     assert read_tree(out) == read_tree(source)
+
+
+def test_saving_a_missing_folder_raises_not_found(objects: ObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        objects.save_directory("ns", "ckpt", str(tmp_path / "nowhere"), progress_bar=False)
+    assert objects.list_namespaces() == []
+
+
+def test_an_empty_folder_round_trips(objects: ObjectStore, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert objects.save_directory("ns", "ckpt", str(tmp_path / "empty"), progress_bar=False) == "0"
+    objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert (tmp_path / "out").is_dir() and read_tree(tmp_path / "out") == {}
