@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -51,13 +51,17 @@ def run_k215(code: str, params: dict[str, Any]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_kara(code: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
-    """Start ``code`` in a new kara Python process (stdout, and stdin if asked, are pipes)."""
+def run_kara(code: str, *args: str, stdin: bool = False, stderr: IO[str] | None = None) -> subprocess.Popen[str]:
+    """Start ``code`` in a new kara Python process.
+
+    stdout is a pipe, and so is stdin if asked; stderr is a pipe unless a file is given
+    (long-running processes get a file, so that a full pipe can never block them).
+    """
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr if stderr is not None else subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )

@@ -74,7 +74,7 @@ def _expect(proc: subprocess.Popen[str], word: str) -> list[str]:
     lines = []
     while True:
         line = proc.stdout.readline()
-        assert line, f"launcher died: {proc.stderr.read() if proc.stderr else ''}"
+        assert line, "a launcher died (see launchers.err in the test's tmp_path)"
         lines.append(line)
         if line.startswith(word):
             return lines
@@ -84,7 +84,8 @@ def test_writers_killed_at_random_moments_lose_nothing_flushed(tmp_path: Path) -
     rng = random.Random(20240527)
     tests_dir = str(Path(__file__).parent)
     roots = [tmp_path / f"store{k}" for k in range(STORES)]
-    launchers = [run_kara(LAUNCHER, str(root), tests_dir, stdin=True) for root in roots]
+    errors = (tmp_path / "launchers.err").open("w")
+    launchers = [run_kara(LAUNCHER, str(root), tests_dir, stdin=True, stderr=errors) for root in roots]
     history: list[tuple[int, int]] = []
     try:
         for _ in range(RUNS_PER_STORE):
@@ -103,7 +104,7 @@ def test_writers_killed_at_random_moments_lose_nothing_flushed(tmp_path: Path) -
                 os.kill(pid, signal.SIGKILL)
             for root, launcher in zip(roots, launchers, strict=True):
                 lines = _expect(launcher, "exited")
-                assert lines[-1].split()[1] == str(-signal.SIGKILL)
+                assert lines[-1].split()[1] == str(-signal.SIGKILL), "".join(lines[-5:])
                 counts = [int(line.split()[1]) for line in lines if line.startswith("count")]
                 flushed = counts[-1] if counts else 0
                 history.append((flushed, _check(root, flushed)))
@@ -111,6 +112,7 @@ def test_writers_killed_at_random_moments_lose_nothing_flushed(tmp_path: Path) -
         for launcher in launchers:
             launcher.kill()
             launcher.communicate()
+        errors.close()
     assert len(history) >= 20
     # The kills landed while records were being written, not before the first one.
     assert sum(1 for flushed, _ in history if flushed > 0) >= 20
