@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 import threading
 import uuid
@@ -17,6 +18,7 @@ from kara_core.backend import Backend, Capabilities, check_path
 from kara_core.errors import BackendError, ConfigurationError, NotFoundError, PermissionDeniedError
 from kara_core.url import StoreURL
 
+from .cache import WindowCache
 from .errors import ListingNotSupportedError
 from .options import HTTPOptions
 from .protocol import DISCOVERY_NAME, SIZE_HEADER, GatewayInfo
@@ -25,6 +27,8 @@ from .stream import BodyStream
 
 __all__ = ["GatewayAppender", "HTTPBackend"]
 
+#: Objects the format only ever appends to (row blocks): their windows may be cached.
+_APPEND_ONLY_SUFFIX = ".blk"
 _STATIC = Capabilities(writable=False, appendable=False, atomic_create=False, parallel_reads=True)
 #: Error bodies up to this size are read so the keep-alive connection can be reused.
 _SMALL_BODY = 64 * 1024
@@ -62,6 +66,8 @@ class HTTPBackend(Backend):
         self._head_allowed = True
         self._gateway: GatewayInfo | None = None
         self._gateway_probed = self.options.gateway is False
+        opts = self.options
+        self._windows = WindowCache(opts.window_size, opts.window_cache) if opts.window_cache else None
 
     @classmethod
     def from_url(cls, url: StoreURL, options: HTTPOptions) -> HTTPBackend:
@@ -105,7 +111,13 @@ class HTTPBackend(Backend):
         elif opts.username is not None:
             password = opts.password.get_secret_value() if opts.password is not None else ""
             session.auth = (opts.username, password)
-        session.verify = opts.verify
+        # The environment (proxies, CA bundle) is read once here, not on every request:
+        # requests' per-request lookup walks os.environ twice and costs more CPU than
+        # the rest of a small request.
+        session.trust_env = False
+        session.proxies = requests.utils.get_environ_proxies(self._base)
+        env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        session.verify = env_bundle if opts.verify is True and env_bundle else opts.verify
         return session
 
     def retry_budget(self, what: str) -> RetryBudget:
@@ -216,8 +228,24 @@ class HTTPBackend(Backend):
             if self.size(path) is None:
                 raise NotFoundError(f"{self.url}/{path} does not exist")
             return b""
+        if self._windows is not None and end is not None and path.endswith(_APPEND_ONLY_SUFFIX):
+            first = self._windows.window_of(start, end)
+            if first is not None:
+                return self._read_windowed(path, first, start, end)
+        return self._fetch(path, start, end)
+
+    def _fetch(self, path: str, start: int, end: int | None) -> bytes:
         with BodyStream(self, path, start, end) as stream:
             return stream.read_exactly()
+
+    def _read_windowed(self, path: str, first: int, start: int, end: int) -> bytes:
+        assert self._windows is not None
+        hit = self._windows.get(path, first, start, end)
+        if hit is not None:
+            return hit
+        window = self._fetch(path, first, first + self._windows.window_size)
+        self._windows.put(path, first, window)
+        return window[start - first : end - first]
 
     def open_read(self, path: str, start: int = 0) -> BinaryIO:
         check_path(path)

@@ -23,8 +23,13 @@ class HTTPOptions(BackendOptions):
     - ``retry_budget``: total seconds one operation may spend retrying connection errors,
       timeouts, 429 and 5xx answers (exponential backoff with jitter, ``Retry-After``
       honoured); ``backoff_base`` / ``backoff_max`` shape the delays.
-    - ``readahead``: bytes a sequential reader asks for in one ranged request;
-      ``max_connections``: size of the keep-alive pool (parallel prefetches and
+    - ``window_size`` / ``window_cache``: a small read of a block file (``*.blk``, which
+      the format only ever appends to) fetches the aligned ``window_size`` bytes around
+      it, and the most recent windows are kept, up to ``window_cache`` bytes, so random
+      record reads cost one round trip per window instead of one per record
+      (``window_cache=0`` turns it off). Sequential readers ask for large ranges
+      themselves and bypass it.
+    - ``max_connections``: size of the keep-alive pool (parallel prefetches and
       DataLoader threads share it).
     - ``gateway``: ``None`` (default) asks the server once whether it is a ``kara serve``
       gateway (which makes the store writable); ``False`` treats it as a static mirror
@@ -41,7 +46,8 @@ class HTTPOptions(BackendOptions):
     retry_budget: float = Field(default=120.0, ge=0)
     backoff_base: float = Field(default=0.2, gt=0)
     backoff_max: float = Field(default=10.0, gt=0)
-    readahead: int = Field(default=8 * MiB, ge=64 * 1024)
+    window_size: int = Field(default=256 * 1024, ge=4096)
+    window_cache: int = Field(default=64 * MiB, ge=0)
     max_connections: int = Field(default=16, ge=1, le=256)
     gateway: bool | None = None
     verify: bool | str = True

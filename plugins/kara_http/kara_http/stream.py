@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BodyStream"]
 
+_READ_CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 #: What a body that breaks mid-transfer raises (then we resume with a Range request).
@@ -117,6 +118,9 @@ class BodyStream(io.RawIOBase):
                     self._release()
                     return 0
                 view = view[:remaining]
+            # Reads of at most 1 MiB: urllib3 allocates and copies what it is asked for,
+            # and one huge read is several times slower than a loop of these.
+            view = view[:_READ_CHUNK]
             if self._response is None:
                 self._open()
                 continue

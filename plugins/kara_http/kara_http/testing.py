@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -207,6 +208,12 @@ class _Server(ThreadingHTTPServer):
         self.log: list[LoggedRequest] = []
         super().__init__(("127.0.0.1", 0), _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients close connections mid-body all the time (a reader that stops early,
+        # a ranged reader that got enough): that is not worth a traceback.
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
 
 class StaticServer:
     """A static web server with Range support serving ``root`` on 127.0.0.1.
@@ -299,3 +306,30 @@ class GatewayServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a folder as a static mirror until interrupted (benchmarks run it as a process).
+
+    ``python -m kara_http.testing ROOT [--latency SECONDS] [--ignore-range]`` prints the
+    server's URL on the first line of stdout.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kara_http.testing", description=main.__doc__)
+    parser.add_argument("root", help="folder to serve")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every response")
+    parser.add_argument("--ignore-range", action="store_true", help="answer ranged requests with the whole file")
+    args = parser.parse_args(argv)
+    server = StaticServer(args.root, Faults(latency=args.latency, ignore_range=args.ignore_range))
+    print(server.url, flush=True)
+    try:
+        server._server.serve_forever(poll_interval=0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server._server.server_close()
+
+
+if __name__ == "__main__":
+    main()
