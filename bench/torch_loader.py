@@ -55,10 +55,30 @@ print(json.dumps(seconds))
 """
 
 
+#: Loop iterations worth TRANSFORM_SECONDS of CPU, set by calibrate() (forked workers inherit it).
+WORK_LOOPS = 0
+
+
+def calibrate() -> None:
+    """Find how many loop iterations take TRANSFORM_SECONDS of CPU time on this machine.
+
+    The transform does a fixed amount of work, not "spin until 200 us have passed": on a
+    busy machine a clock-based spin would finish early whenever the process is preempted.
+    """
+    global WORK_LOOPS
+    loops = 100_000
+    spent = float("inf")
+    for _ in range(5):
+        t = time.process_time()
+        for _ in range(loops):
+            pass
+        spent = min(spent, time.process_time() - t)
+    WORK_LOOPS = max(1, round(loops * TRANSFORM_SECONDS / spent))
+
+
 def busy_transform(sample: dict[str, Any]) -> dict[str, Any]:
-    """A per-sample transform that burns about 200 us of CPU (as decoding or augmenting would)."""
-    deadline = time.perf_counter() + TRANSFORM_SECONDS
-    while time.perf_counter() < deadline:
+    """A per-sample transform costing about 200 us of CPU (as decoding or augmenting would)."""
+    for _ in range(WORK_LOOPS):
         pass
     return sample
 
@@ -101,6 +121,7 @@ def main() -> None:
             for _ in range(rounds):
                 ours[workers] = min(ours.get(workers, float("inf")), epoch_seconds(url, workers))
                 theirs[workers] = min(theirs.get(workers, float("inf")), run_k215(K215_CODE, params))
+        calibrate()
         for _ in range(2):
             for workers in (0, 2):
                 seconds = epoch_seconds(url, workers, end=TRANSFORM_RECORDS, transform=busy_transform)
