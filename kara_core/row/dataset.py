@@ -170,7 +170,10 @@ class RowDataset:
                 parts = self._parts
                 if parts is None:
                     raise self._unwritable()
-                parts.extend(chunk)
+                if parts:
+                    parts.extend(chunk)
+                else:
+                    self._parts = chunk
                 self._drain()
             total += len(chunk)
 

@@ -90,9 +90,9 @@ class RowWriter:
 
     def append(self, raws: list[bytes]) -> None:
         """Buffer serialized records (the caller batches them: one call per many records)."""
+        if not raws:
+            return
         joined = raws[0] if len(raws) == 1 else b"".join(raws)
-        ends = list(accumulate(map(len, raws), initial=self.end))
-        del ends[0]
         if len(joined) >= min(DIRECT_WRITE, self._buffer_size):
             # Large batches (large records) go straight to storage: no second copy.
             self._spill()
@@ -101,9 +101,10 @@ class RowWriter:
             self._buf += joined
             if len(self._buf) >= self._buffer_size:
                 self._spill()
+        ends = accumulate(map(len, raws), initial=self.end)
+        next(ends)  # the initial value: the end of the previous record
         self._ends.extend(ends)
-        if ends:
-            self.end = ends[-1]
+        self.end = self._ends[-1]
         if len(self._ends) >= INDEX_BATCH:
             self._commit()
 
