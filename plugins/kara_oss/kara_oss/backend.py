@@ -108,7 +108,8 @@ class OSSBackend(Backend):
         self.url = f"oss://{endpoint}/{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         self._key_prefix = self.prefix + "/" if self.prefix else ""
         token = credentials.token.get_secret_value() if credentials.token else None
-        _REDACT.secrets.update(s for s in (credentials.secret.get_secret_value(), token) if s)
+        # Masking a very short string would mangle every log line and hides nothing.
+        _REDACT.secrets.update(s for s in (credentials.secret.get_secret_value(), token) if s and len(s) >= 8)
         provider = StaticCredentialsProvider(credentials.key_id, credentials.secret.get_secret_value(), token)
         auth = oss2.ProviderAuthV4(provider) if options.region else oss2.ProviderAuth(provider)
         scheme = "https" if options.use_ssl else "http"
