@@ -62,10 +62,10 @@ def test_503_and_500_without_retry_after_are_retried(oss_server: OSSTestServer, 
 
 
 def test_slow_answer_times_out_and_is_retried(oss_server: OSSTestServer) -> None:
-    backend = open_backend(oss_server.url("slow"), read_timeout=0.3, retry_budget=5, **oss_server.options)
+    backend = open_backend(oss_server.url("slow"), read_timeout=1.0, retry_budget=10, **oss_server.options)
     try:
         backend.put("obj", DATA)
-        oss_server.inject("slow", "GetObject", delay=1.0)
+        oss_server.inject("slow", "GetObject", delay=3.0)
         assert backend.read("obj", 5, 70_000) == DATA[5:70_000]
         assert oss_server.count("GetObject") == 2
     finally:
@@ -80,7 +80,7 @@ def test_exhausted_retry_budget_raises_backend_error(oss_server: OSSTestServer) 
         start = time.monotonic()
         with pytest.raises(BackendError, match="retry budget"):
             backend.read("obj")
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 5
     finally:
         backend.close()
 
