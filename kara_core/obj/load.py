@@ -72,7 +72,8 @@ class LoadPlan:
     ``delete``: files and links that are not in the version and will be removed;
     ``unmanaged``: paths among ``delete`` or ``download`` that kara did not place (the
     load refuses them unless ``delete=True``); ``links``/``dirs``: symbolic links and
-    empty folders to create; ``chmod``: kept files whose executable bit changes.
+    empty folders to create; ``chmod``: kept files whose executable bit changes;
+    ``replace_dirs``: folders that sit where the version has a file or a link.
     """
 
     version: str
@@ -84,6 +85,7 @@ class LoadPlan:
     links: list[LinkEntry] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     chmod: list[tuple[str, int]] = field(default_factory=list)
+    replace_dirs: list[str] = field(default_factory=list)
     previous: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -191,6 +193,8 @@ def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
                 plan.chmod.append((rel, entry.mode))
             continue
         plan.download.append(entry)
+        if rel in scan.dirs:
+            plan.replace_dirs.append(rel)
         if _occupied_by_user(rel, disk, scan, managed, managed_dirs):
             plan.unmanaged.append(rel)
     for link in manifest.links:
@@ -199,6 +203,8 @@ def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
             plan.keep.append(rel)
             continue
         plan.links.append(link)
+        if rel in scan.dirs:
+            plan.replace_dirs.append(rel)
         if _occupied_by_user(rel, disk, scan, managed, managed_dirs):
             plan.unmanaged.append(rel)
     wanted_links = {link.relpath for link in manifest.links}
@@ -220,6 +226,8 @@ class _Downloader:
     ) -> None:
         self.backend, self.layout, self.staging, self.worker, self.bar = backend, layout, staging, worker, bar
         self.staged = staged
+        #: The stat of each staged blob once it is final (its key in the hash cache).
+        self.stats: dict[str, os.stat_result] = {}
         self._local = backend.capabilities.local_path
         self._ranged = backend.capabilities.parallel_reads
 
@@ -230,14 +238,14 @@ class _Downloader:
         # verifies now.
         if entry.file in self.staged and _staged_is_valid(final, entry, self.worker):
             self.bar.update(entry.size)
-            self.bar.file_done()
+            self._finish(final, entry)
             return
         path = self.layout.blob(entry.file)
         try:
             for _ in range(_DOWNLOAD_ATTEMPTS):
                 written, sha1 = self._download(path, final, entry.size, entry.mode)
                 if written == entry.size and sha1 == entry.sha1:
-                    self.bar.file_done()
+                    self._finish(final, entry)
                     return
         except NotFoundError:
             _unlink(final)
@@ -254,6 +262,13 @@ class _Downloader:
             f"md5/sha1 after {_DOWNLOAD_ATTEMPTS} downloads: the stored copy is corrupted (run `kara verify`); "
             "nothing in the target folder was changed"
         )
+
+    def _finish(self, path: str, entry: FileEntry) -> None:
+        # Done here, in parallel, rather than in the short single-threaded rename step.
+        if entry.mtime_ns is not None:
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+        self.stats[entry.file] = os.stat(path)
+        self.bar.file_done()
 
     def _download(self, path: str, part: str, size: int, mode: int | None) -> tuple[int, str]:
         # Created with the saved permission bits (the umask applies, as for any new file).
@@ -345,9 +360,10 @@ def _remove(path: str) -> None:
 class _Placer:
     """Renames staged files into place, creating parent folders and clearing conflicts."""
 
-    def __init__(self, target: str, created_dirs: set[str]) -> None:
+    def __init__(self, target: str, created_dirs: set[str], dirs_in_the_way: set[str]) -> None:
         self.target = target
         self.created = created_dirs
+        self._in_the_way = dirs_in_the_way
         self._known: set[str] = set()
 
     def dest(self, rel: str) -> str:
@@ -379,7 +395,7 @@ class _Placer:
         """Rename ``source`` to ``rel``, replacing a stale folder in the way."""
         self.ensure_parent(rel)
         dest = self.dest(rel)
-        if os.path.isdir(dest) and not os.path.islink(dest):
+        if rel in self._in_the_way:
             shutil.rmtree(dest)
         os.replace(source, dest)
 
@@ -419,6 +435,7 @@ def execute_load(
             },
         )
     staging = os.path.join(target, STAGING_DIR)
+    staged_stats: dict[str, os.stat_result] = {}
     if plan.download:
         staged = _prepare_staging(staging, [e.file for e in plan.download])
         # Small files first: on journaling filesystems (ext4 data=ordered) creating files
@@ -427,12 +444,14 @@ def execute_load(
         unique = sorted({e.file: e for e in plan.download}.values(), key=lambda e: e.size)
         worker = Worker()
         with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
-            run_parallel(unique, _Downloader(backend, layout, staging, staged, worker, bar).fetch, workers, worker)
+            downloader = _Downloader(backend, layout, staging, staged, worker, bar)
+            run_parallel(unique, downloader.fetch, workers, worker)
+            staged_stats = downloader.stats
 
     cache = HashCache(target)
     umask = os.umask(0)
     os.umask(umask)
-    placer = _Placer(target, created_dirs)
+    placer = _Placer(target, created_dirs, set(plan.replace_dirs))
     with defer_interrupt():
         # Stale entries go first: a file of the old version may sit where the new one
         # has a folder.
@@ -445,18 +464,21 @@ def execute_load(
         for e in plan.download:
             staged = staged_path(staging, e.file)
             remaining[e.file] -= 1
+            want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
             if remaining[e.file]:
                 source = f"{staged}.copy{_PART}{uuid.uuid4().hex}"
                 shutil.copyfile(staged, source)
-            else:
-                source = staged
-            want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
-            if stat.S_IMODE(os.stat(source).st_mode) != want:
                 os.chmod(source, want)
-            if e.mtime_ns is not None:
-                os.utime(source, ns=(e.mtime_ns, e.mtime_ns))
+                if e.mtime_ns is not None:
+                    os.utime(source, ns=(e.mtime_ns, e.mtime_ns))
+                st = os.stat(source)
+            else:
+                source, st = staged, staged_stats[e.file]
+                if stat.S_IMODE(st.st_mode) != want:
+                    os.chmod(source, want)
             placer.place(source, e.relpath)
-            cache.put(e.relpath, os.stat(placer.dest(e.relpath)), Digests(e.md5, e.sha1, e.sha256), now)
+            # A rename keeps the inode, size and mtime: ``st`` is the placed file's key.
+            cache.put(e.relpath, st, Digests(e.md5, e.sha1, e.sha256), now)
         for link in plan.links:
             tmp = os.path.join(staging, f"link{_PART}{uuid.uuid4().hex}")
             os.makedirs(staging, exist_ok=True)
