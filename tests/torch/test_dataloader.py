@@ -11,7 +11,8 @@ import pytest
 from torch.utils.data import DataLoader, IterableDataset
 
 import kara_core
-from kara_core.errors import ConfigurationError, MissingPluginError
+from kara_core import KaraStorage
+from kara_core.errors import ConfigurationError, MissingPluginError, ModeError
 from kara_core.plugins import reset_plugins, unregister_plugin
 
 from .conftest import SMALL, as_list, ids, load
@@ -71,6 +72,12 @@ def test_slice_yields_only_records_from_begin_to_end(small) -> None:
 def test_slice_outside_the_dataset_is_rejected(small) -> None:
     with pytest.raises(ConfigurationError, match="not a slice"):
         kara_core.make_torch_dataset(small, begin=10, end=SMALL + 1)
+
+
+def test_a_dataset_open_for_writing_is_refused(store_url: str) -> None:
+    with KaraStorage(store_url).open_dataset("torch", "scratch", "w", version="1") as writing:
+        with pytest.raises(ModeError, match="mode 'r'"):
+            kara_core.make_torch_dataset(writing)
 
 
 def test_epochs_have_different_orders(small) -> None:

@@ -126,7 +126,8 @@ class KaraTorchDataset(IterableDataset):
         end = total if end is None else end
         if not 0 <= begin <= end <= total:
             raise ConfigurationError(
-                f"begin={begin}, end={end} is not a slice of a dataset of {total} records (need 0 <= begin <= end)"
+                f"begin={begin}, end={end} is not a slice of a dataset of {total} records "
+                f"(need 0 <= begin <= end <= {total})"
             )
         if (rank is None) != (world_size is None):
             raise ConfigurationError("give both rank and world_size, or neither")
@@ -139,7 +140,9 @@ class KaraTorchDataset(IterableDataset):
         self._shuffle = bool(shuffle)
         self._params = ShuffleParams(seed, buffer_size, shuffle_ratio, block_size)
         self._transform = transform
-        self._plan = RankPlan(end - begin, world_size or 1, rank or 0, batch_size, bool(pad))
+        if rank is None or world_size is None:
+            rank, world_size = 0, 1
+        self._plan = RankPlan(end - begin, world_size, rank, batch_size, bool(pad))
         self._shared = _SharedProgress()
         self._pending: dict[str, Any] | None = None
         self._live: _Progress | None = None

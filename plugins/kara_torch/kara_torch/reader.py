@@ -6,8 +6,8 @@ permutes). The first time the worker's sequence touches a block, it reads all of
 records of that block at once and keeps them until their turn: each block costs one
 :meth:`~kara_core.row.RowDataset.read_raw_range` call (one index read and one data read)
 per worker, instead of one per record. Inside a block, records another worker needs are
-skipped when they weigh more than ``gap_bytes`` (large records), and read through
-otherwise (cheaper than another call).
+read through when they are small (up to :data:`LOCAL_GAP_BYTES` or
+:data:`REMOTE_GAP_BYTES` in a row: cheaper than another call) and skipped when large.
 
 On remote stores (no local path) the blocks of the next groups are read by a few threads
 while the current group is decoded.
