@@ -13,7 +13,8 @@ meta.json); 2.1.5 never fsyncs. The small-record workloads are therefore timed t
 with the default store, and with ``fsync=False`` (the same durability as 2.1.5).
 
 Each time is the best of ``REPEAT`` rounds; the rounds alternate between kara, plain
-I/O and 2.1.5 so that load from elsewhere on the machine slows them alike.
+I/O and 2.1.5 so that load from elsewhere on the machine slows them alike, and every
+timed write starts after ``os.sync()`` so that no contender pays for another's dirty pages.
 
     .venv/bin/python bench/row.py
 """
@@ -51,6 +52,7 @@ best = {}
 for run in range(2):  # the first run warms the fresh interpreter up, as kara's earlier rounds do
     root = os.path.join(PARAMS["root"], "k215")
     store = kara_storage.KaraStorage("file://" + root)
+    os.sync()
     t = time.perf_counter()
     ds = store.open_dataset("bench", "small", "w", version="1")
     for rec in records:
@@ -73,6 +75,7 @@ for run in range(2):  # the first run warms the fresh interpreter up, as kara's 
     ds.close()
 
     blob = os.urandom(PARAMS["big_size"])
+    os.sync()
     t = time.perf_counter()
     ds = store.open_dataset("bench", "big", "w", version="1", serialization=NoSerializer())
     for _ in range(PARAMS["big_records"]):
@@ -101,12 +104,14 @@ def kara_round(root: str, records: list[dict], indices: list[int], fsync: bool) 
     times: dict[str, float] = {}
     path = os.path.join(root, "kara")
     store = KaraStorage("file://" + path, fsync=fsync)
+    os.sync()  # nobody's dirty pages (an earlier contender's) slow this one's writes down
     t = time.perf_counter()
     with store.open_dataset("bench", "small", "w", version="1") as ds:
         for rec in records:
             ds.write(rec)
     times["write"] = time.perf_counter() - t
 
+    os.sync()
     t = time.perf_counter()
     with store.open_dataset("bench", "many", "w", version="1") as ds:
         ds.write_many(records)
@@ -125,6 +130,7 @@ def kara_round(root: str, records: list[dict], indices: list[int], fsync: bool) 
         times["random"] = time.perf_counter() - t
 
     blob = os.urandom(BIG_SIZE)
+    os.sync()
     t = time.perf_counter()
     with store.open_dataset("bench", "big", "w", version="1", serialization="raw") as ds:
         for _ in range(BIG_RECORDS):
@@ -145,6 +151,7 @@ def plain_round(root: str) -> dict[str, float]:
     times: dict[str, float] = {}
     path = os.path.join(root, "plain.bin")
     blob = os.urandom(BIG_SIZE)
+    os.sync()
     t = time.perf_counter()
     with open(path, "wb") as fh:
         for _ in range(BIG_RECORDS):

@@ -72,8 +72,26 @@ class RowStore:
         return read_meta(self.backend, namespace, key)
 
     def put_meta(self, namespace: str, key: str, meta: dict[str, Any]) -> None:
-        """Replace ``meta.json`` atomically (written exactly as 2.x writes it)."""
-        self.backend.put(meta_path(namespace, key), encode_meta(meta))
+        """Replace ``meta.json`` atomically (written exactly as 2.x writes it).
+
+        Taken under the same lock as the updates writers make, so it never undoes a
+        version that a writer is registering at the same moment.
+        """
+        lock = self._meta_lock(namespace, key)
+        lock.acquire(timeout=META_LOCK_WAIT)
+        try:
+            self.backend.put(meta_path(namespace, key), encode_meta(meta))
+        finally:
+            lock.release()
+
+    def _meta_lock(self, namespace: str, key: str) -> LeaseLock:
+        return LeaseLock(
+            self.backend,
+            meta_lock_path(namespace, key),
+            f"meta.json of dataset {namespace}/{key}",
+            META_LOCK_TTL,
+            heartbeat=False,
+        )
 
     def _register_version(self, namespace: str, key: str, version: str) -> None:
         # meta.json is only ever created with put_if_absent and only ever replaced under
@@ -89,20 +107,14 @@ class RowStore:
             current = self.get_meta(namespace, key)
         if current["latest"] == version and version in current["versions"]:
             return  # already the latest: nothing to write
-        lock = LeaseLock(
-            self.backend,
-            meta_lock_path(namespace, key),
-            f"meta.json of dataset {namespace}/{key}",
-            META_LOCK_TTL,
-            heartbeat=False,
-        )
+        lock = self._meta_lock(namespace, key)
         lock.acquire(timeout=META_LOCK_WAIT)
         try:
             meta = self.get_meta(namespace, key)
             meta["latest"] = version
             if version not in meta["versions"]:
                 meta["versions"].append(version)
-            self.put_meta(namespace, key, meta)
+            self.backend.put(path, encode_meta(meta))
         finally:
             lock.release()
 

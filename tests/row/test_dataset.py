@@ -373,3 +373,13 @@ def test_a_user_serializer_returning_text_is_a_type_error_at_the_write(store: Ka
         with pytest.raises(TypeError, match=r"Text\.serialize must return bytes, got str"):
             ds.write("not bytes")
         assert len(ds) == 0
+
+
+def test_put_row_meta_replaces_meta_json_as_2x_writes_it(store: KaraStorage) -> None:
+    _fill(store, 1, version="a")
+    _fill(store, 1, version="b")
+    store.put_row_meta("ns", "rows", {"latest": "a", "versions": ["a", "b"], "api": 2})
+    assert store.backend.read("row/ns/rows/meta.json") == b'{"latest": "a", "versions": ["a", "b"], "api": 2}'
+    with store.open_dataset("ns", "rows") as ds:
+        assert ds.version == "a"
+    assert not store.backend.exists("row/ns/rows/.kara/meta.lock")
