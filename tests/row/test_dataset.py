@@ -383,3 +383,56 @@ def test_put_row_meta_replaces_meta_json_as_2x_writes_it(store: KaraStorage) -> 
     with store.open_dataset("ns", "rows") as ds:
         assert ds.version == "a"
     assert not store.backend.exists("row/ns/rows/.kara/meta.lock")
+
+
+def test_a_dataset_dropped_without_close_is_flushed(store: KaraStorage) -> None:
+    ds = store.open_dataset("ns", "rows", "w", version="1")
+    ds.write_many(record(i) for i in range(5))
+    del ds
+    with store.open_dataset("ns", "rows") as reader:
+        assert list(reader) == [record(i) for i in range(5)]
+
+
+def test_readers_opened_while_a_writer_appends_see_a_clean_prefix(store: KaraStorage) -> None:
+    done = threading.Event()
+
+    def append() -> None:
+        with store.open_dataset("ns", "rows", "w", version="1", buffer_size=1000, max_file_size=3000) as ds:
+            for start in range(0, 3000, 37):
+                ds.write_many(record(i) for i in range(start, start + 37))
+                ds.flush()
+        done.set()
+
+    _fill(store, 0)
+    writer = threading.Thread(target=append)
+    writer.start()
+    seen = []
+    while not done.is_set():
+        with store.open_dataset("ns", "rows") as ds:
+            n = len(ds)
+            assert list(ds) == [record(i) for i in range(n)]
+            seen.append(n)
+    writer.join()
+    assert len(set(seen)) > 2  # the readers really ran while the writer was appending
+
+
+PICKLED_READER = """
+import pickle, sys, json
+ds = pickle.loads(sys.stdin.buffer.read())
+print(json.dumps({"version": ds.version, "tell": ds.tell(), "rows": list(ds)}))
+"""
+
+
+def test_a_pickled_reader_reopens_in_another_process(store: KaraStorage) -> None:
+    import json
+    import subprocess
+    import sys
+
+    _fill(store, 50)
+    with store.open_dataset("ns", "rows") as ds:
+        part = ds.slice(10, 20)
+        part.seek(15)
+        data = pickle.dumps(part)
+    proc = subprocess.run([sys.executable, "-c", PICKLED_READER], input=data, capture_output=True, check=True)
+    result = json.loads(proc.stdout)
+    assert result == {"version": "1", "tell": 15, "rows": [record(i) for i in range(25, 30)]}
