@@ -303,9 +303,11 @@ class BlockWriter:
         self._prefix = prefix
         self._max = max_file_size
         self._number = max(len(sizes) - 1, 0)
-        # Full blocks not yet flushed: flushing (fsync) them at the next flush() instead of
-        # when they fill lets the OS write them back while the writer goes on.
-        self._retired: list[Appender] = []
+        # Full blocks are closed (flushed: fsynced on local files, uploaded on remote
+        # stores) by a background thread while the writer fills the next block;
+        # flush() waits for them, so they are durable before any index entry is.
+        self._closing: list[Future[None]] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._appender: Appender = backend.open_append(block_path(prefix, self._number))
         self._position = self._appender.position
         self.total = sum(sizes[:-1]) + self._position
@@ -313,7 +315,9 @@ class BlockWriter:
             self._roll()
 
     def _roll(self) -> None:
-        self._retired.append(self._appender)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kara-block-close")
+        self._closing.append(self._pool.submit(self._appender.close))
         self._number += 1
         self._appender = self._backend.open_append(block_path(self._prefix, self._number))
         self._position = self._appender.position
@@ -336,20 +340,24 @@ class BlockWriter:
                 self._roll()
         self.total += size
 
-    def _close_retired(self) -> None:
-        while self._retired:
-            self._retired[0].close()
-            del self._retired[0]
+    def _wait_closing(self) -> None:
+        while self._closing:
+            self._closing.pop(0).result()
 
     def flush(self) -> None:
         """Make everything written so far durable and visible."""
-        self._close_retired()
+        self._wait_closing()
         self._appender.flush()
 
     def close(self) -> None:
         """Flush and close the stream."""
-        self._close_retired()
-        self._appender.close()
+        try:
+            self._wait_closing()
+            self._appender.close()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
 
 def truncate_stream(backend: Backend, prefix: str, sizes: list[int], new_total: int) -> list[int]:
