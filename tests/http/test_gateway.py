@@ -163,3 +163,14 @@ def test_the_torch_pipeline_reads_through_the_gateway_from_worker_processes(gate
         for i in range(300):
             ds.write({"i": i})
     assert _worker_records(gateway.url, {"token": TOKEN}) == list(range(300))
+
+
+def test_a_block_read_while_it_grows_never_serves_stale_bytes(remote: Backend) -> None:
+    appender = remote.open_append("row/ns/ds/1/data/0.blk")
+    appender.append(b"abc")
+    appender.flush()
+    assert remote.read("row/ns/ds/1/data/0.blk", 0, 3) == b"abc"
+    appender.append(b"def")
+    appender.close()
+    assert remote.read("row/ns/ds/1/data/0.blk", 1, 6) == b"bcdef"
+    assert remote.read("row/ns/ds/1/data/0.blk", 0, 2) == b"ab"

@@ -112,3 +112,50 @@ def test_connections_are_kept_alive_across_requests(static: StaticServer, mirror
     for i in range(20):
         mirror.read("k.bin", i, i + 10)
     assert len({r.client_port for r in static.log}) == 1
+
+
+def test_small_reads_of_block_files_share_one_window_request(
+    static: StaticServer, mirror: Backend, store_dir: Path
+) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB: four 256 KiB windows
+    _write(store_dir, "data/0.blk", data)
+    for start in (10, 5000, 100_000, 200_000, 262_000):
+        assert mirror.read("data/0.blk", start, start + 100) == data[start : start + 100]
+    assert mirror.read("data/0.blk", 300_000, 300_050) == data[300_000:300_050]
+    assert [r.range for r in static.log] == ["bytes=0-262143", "bytes=262144-524287"]
+
+
+def test_a_read_spanning_two_windows_is_fetched_exactly(static: StaticServer, mirror: Backend, store_dir: Path) -> None:
+    data = bytes(range(256)) * 2048
+    _write(store_dir, "data/0.blk", data)
+    assert mirror.read("data/0.blk", 262_100, 262_200) == data[262_100:262_200]
+    assert [r.range for r in static.log] == ["bytes=262100-262199"]
+
+
+def test_other_objects_are_never_served_from_the_window_cache(
+    static: StaticServer, mirror: Backend, store_dir: Path
+) -> None:
+    _write(store_dir, "meta.json", b'{"latest": "1"}')
+    assert mirror.read("meta.json", 0, 5) == b'{"lat'
+    _write(store_dir, "meta.json", b'{"latest": "2"}')
+    assert mirror.read("meta.json", 0, 15) == b'{"latest": "2"}'
+    assert [r.range for r in static.log] == ["bytes=0-4", "bytes=0-14"]
+
+
+def test_the_window_cache_can_be_turned_off(static: StaticServer, store_dir: Path) -> None:
+    _write(store_dir, "data/0.blk", b"w" * 10_000)
+    backend = open_backend(static.url, window_cache=0)
+    try:
+        backend.read("data/0.blk", 0, 10)
+        backend.read("data/0.blk", 10, 20)
+    finally:
+        backend.close()
+    assert [r.range for r in static.log] == ["bytes=0-9", "bytes=10-19"]
+
+
+def test_redirects_are_followed_for_sizes_and_reads(static: StaticServer, mirror: Backend, store_dir: Path) -> None:
+    _write(store_dir, "elsewhere/real.bin", b"0123456789")
+    static.faults.redirects["/moved.bin"] = "/elsewhere/real.bin"
+    assert mirror.size("moved.bin") == 10
+    assert mirror.read("moved.bin", 2, 5) == b"234"
+    assert ("GET", "/elsewhere/real.bin", "bytes=2-4") in [(r.method, r.path, r.range) for r in static.log]

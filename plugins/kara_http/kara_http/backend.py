@@ -9,9 +9,11 @@ import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
+import requests.auth
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from kara_core.backend import Backend, Capabilities, check_path
@@ -37,7 +39,9 @@ _APPEND_BUFFER = 8 * 1024 * 1024
 #: Stream bodies of ``put`` bigger than this are spooled to disk (retries resend them).
 _SPOOL_IN_MEMORY = 16 * 1024 * 1024
 
-_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+#: Transport failures worth a retry, from requests' path and from the pool's fast path.
+_TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _user_agent() -> str:
@@ -61,12 +65,16 @@ class HTTPBackend(Backend):
         self.url = base_url.rstrip("/")
         self._base = self.url + "/"
         self._session: requests.Session | None = None
+        self._fast: tuple[Any, dict[str, str]] | bool | None = None
+        parts = urlsplit(self._base)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        opts = self.options
+        self._timeout = urllib3.Timeout(connect=opts.connect_timeout, read=opts.read_timeout)
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self._head_allowed = True
         self._gateway: GatewayInfo | None = None
         self._gateway_probed = self.options.gateway is False
-        opts = self.options
         self._windows = WindowCache(opts.window_size, opts.window_cache) if opts.window_cache else None
 
     @classmethod
@@ -146,15 +154,14 @@ class HTTPBackend(Backend):
         :class:`PermissionDeniedError` (never retried: the credentials will not improve).
         """
         url = self.url_of(path)
+        if params:
+            url += "?" + urlencode(params)
         budget = budget or self.retry_budget(f"{method} {self.url}/{path}")
-        timeout = (self.options.connect_timeout, self.options.read_timeout)
         while True:
             if data is not None and not isinstance(data, bytes):
                 data.seek(0)
             try:
-                response = self.session.request(
-                    method, url, headers=headers, params=params, data=data, stream=stream, timeout=timeout
-                )
+                response = self._send_once(method, url, headers or {}, data, stream)
             except _TRANSPORT_ERRORS as exc:
                 budget.wait(f"{type(exc).__name__} talking to {self.url}")
                 continue
@@ -171,6 +178,68 @@ class HTTPBackend(Backend):
                     "credentials (check the token, username/password or headers options)"
                 )
             return response
+
+    def _send_once(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None, stream: bool
+    ) -> requests.Response:
+        fast = self._fast_path()
+        if fast is not None:
+            pool, base_headers = fast
+            body_headers = {}
+            if data is not None and not isinstance(data, bytes):
+                body_headers["Content-Length"] = str(data.seek(0, os.SEEK_END))
+                data.seek(0)
+            raw = pool.urlopen(
+                method,
+                url[len(self._origin) :],
+                body=data,
+                headers={**base_headers, **headers, **body_headers},
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=self._timeout,
+                preload_content=False,
+                decode_content=False,
+            )
+            if raw.status not in _REDIRECTS:
+                response = requests.Response()
+                response.status_code = raw.status
+                response.headers = raw.headers  # type: ignore[assignment] - case-insensitive like requests'
+                response.raw = raw
+                response.reason = raw.reason or ""
+                response.url = url
+                if not stream:
+                    response.content  # noqa: B018 - read the body now, as requests does without stream
+                return response
+            raw.drain_conn()
+            raw.release_conn()
+        # Proxies and redirects (a CDN sending readers elsewhere) take requests' full path.
+        timeout = (self.options.connect_timeout, self.options.read_timeout)
+        return self.session.request(method, url, headers=headers, data=data, stream=stream, timeout=timeout)
+
+    def _fast_path(self) -> tuple[Any, dict[str, str]] | None:
+        """The session's own connection pool for this host and the headers of every request.
+
+        Requests through the pool skip requests' per-request preparation (settings
+        merging, cookie jars, hooks), which costs more CPU than the HTTP exchange itself
+        for the many small requests of directory loads and block probes. None when a
+        proxy is configured: those requests go through the session.
+        """
+        if self._fast is None:
+            session = self.session
+            with self._lock:
+                if self._fast is None:
+                    if session.proxies:
+                        self._fast = False
+                    else:
+                        adapter = session.get_adapter(self._base)
+                        prepared = requests.Request("GET", self._base).prepare()
+                        pool = adapter.get_connection_with_tls_context(prepared, session.verify)
+                        headers = dict(session.headers)
+                        if session.auth is not None:
+                            headers["Authorization"] = requests.auth._basic_auth_str(*session.auth)
+                        self._fast = (pool, headers)
+        return self._fast or None
 
     @staticmethod
     def discard(response: requests.Response) -> None:
@@ -190,12 +259,12 @@ class HTTPBackend(Backend):
         if self._head_allowed:
             response = self.send("HEAD", path)
             if response.status_code not in (405, 501):
-                return self._size_from(response, path)
+                return self._size_from(response, path, ranged_get=False)
             self._head_allowed = False
         response = self.send("GET", path, headers={"Range": "bytes=0-0"}, stream=True)
-        return self._size_from(response, path)
+        return self._size_from(response, path, ranged_get=True)
 
-    def _size_from(self, response: requests.Response, path: str) -> int | None:
+    def _size_from(self, response: requests.Response, path: str, ranged_get: bool) -> int | None:
         status = response.status_code
         try:
             if status in (404, 410):
@@ -214,7 +283,7 @@ class HTTPBackend(Backend):
                 raise BackendError(f"{self.url}/{path}: the server sent no Content-Length, so the size is unknown")
             raise BackendError(f"size of {self.url}/{path}: unexpected HTTP {status} {response.reason}")
         finally:
-            if status == 200 and response.request.method == "GET":
+            if status == 200 and ranged_get:
                 # Never read this body for a size: the server ignored Range and sends it all.
                 response.close()
             else:
@@ -402,6 +471,7 @@ class HTTPBackend(Backend):
             if self._session is not None:
                 self._session.close()
                 self._session = None
+                self._fast = None
 
 
 class GatewayAppender:

@@ -28,7 +28,6 @@ from urllib.parse import unquote, urlsplit
 __all__ = ["Faults", "GatewayServer", "LoggedRequest", "StaticServer"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_CHUNK = 256 * 1024
 
 
 @dataclass
@@ -57,6 +56,8 @@ class Faults:
     stall_count: int = 0
     #: Called (with the file path) right after a connection is dropped mid-body.
     on_drop: Callable[[str], None] | None = None
+    #: Redirect a URL path elsewhere with ``302`` (as a CDN does): ``{"/a.bin": "/b.bin"}``.
+    redirects: dict[str, str] = field(default_factory=dict)
     #: Force a status for a URL path (``{"/prefix/secret.bin": 403}``).
     status_for: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -126,6 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if faults.latency:
             time.sleep(faults.latency)
+        if url_path in faults.redirects:
+            self._simple(302, {"Location": faults.redirects[url_path]})
+            return
         if url_path in faults.status_for:
             self._simple(faults.status_for[url_path])
             return
@@ -180,15 +184,13 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.stall and faults.take("stall"):
             self.wfile.flush()
             time.sleep(faults.stall)
+        self.wfile.flush()
+        if stop <= start:
+            return
         with open(full, "rb") as fh:
-            fh.seek(start)
-            position = start
-            while position < stop:
-                chunk = fh.read(min(_CHUNK, stop - position))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                position += len(chunk)
+            # sendfile: the kernel copies the bytes, so the server's own CPU (shared with
+            # the clients it serves in tests and benchmarks) is not what limits them.
+            self.connection.sendfile(fh, start, stop - start)
         if stop < end:
             # Drop the connection mid-body, the way a crashed proxy or a reset does.
             self.wfile.flush()
