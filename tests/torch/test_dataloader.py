@@ -125,3 +125,13 @@ def test_persistent_spawn_workers_give_the_same_order_and_follow_set_epoch(small
     for epoch in (0, 1):
         ds.set_epoch(epoch)
         assert ids(loader) == load(small, shuffle=True, epoch=epoch, end=500), f"epoch {epoch}"
+
+
+def test_planning_in_small_windows_gives_the_same_order(small, monkeypatch) -> None:
+    import kara_torch.dataset
+
+    options = {"shuffle": True, "pad": True, "rank": 1, "world_size": 3}
+    reference = load(small, num_workers=2, **options)
+    monkeypatch.setattr(kara_torch.dataset, "PLAN_WINDOW", 60)
+    assert load(small, num_workers=2, **options) == reference
+    assert load(small, num_workers=0, **options) == reference

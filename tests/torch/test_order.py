@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from kara_torch.order import EpochOrder, RankPlan, ShuffleParams, worker_positions
+from kara_torch.order import EpochOrder, OrderCursor, RankPlan, ShuffleParams, worker_positions
 
 SHAPES = [
     (n, world, batch, pad, start)
@@ -61,10 +61,19 @@ def test_skip_leaves_out_exactly_the_first_samples_of_a_worker() -> None:
 def test_shuffled_order_is_a_permutation_for_any_size() -> None:
     for n in (1, 15, 16, 17, 1000, 20_000):
         for params in (ShuffleParams(), ShuffleParams(buffer_size=1), ShuffleParams(buffer_size=64, shuffle_ratio=1.0)):
-            order = EpochOrder(n, 0, True, params).values(np.arange(n))
+            order = OrderCursor(EpochOrder(n, 0, True, params)).take(np.arange(n))
             assert sorted(order.tolist()) == list(range(n))
 
 
 def test_padding_positions_repeat_the_start_of_the_order() -> None:
     order = EpochOrder(100, 3, True, ShuffleParams())
-    assert order.values(np.arange(100, 103)).tolist() == order.values(np.arange(3)).tolist()
+    assert OrderCursor(order).take(np.arange(98, 103)).tolist()[2:] == order.head(3).tolist()
+
+
+def test_cursor_reads_the_order_in_pieces_as_a_whole() -> None:
+    order = EpochOrder(20_000, 1, True, ShuffleParams(buffer_size=500))
+    whole = OrderCursor(order).take(np.arange(20_000))
+    cursor = OrderCursor(order)
+    pieces = [np.arange(start, min(20_000, start + 777), 3) for start in range(0, 20_000, 777)]
+    taken = [cursor.take(piece) for piece in pieces]
+    assert np.concatenate(taken).tolist() == whole[np.concatenate(pieces)].tolist()

@@ -17,13 +17,12 @@ from collections.abc import Callable, Iterator
 from multiprocessing.context import get_spawning_popen
 from typing import Any
 
-import numpy as np
 import torch.distributed
 from torch.utils.data import IterableDataset, get_worker_info
 
 from kara_core.errors import ConfigurationError, ModeError
 
-from .order import EpochOrder, RankPlan, ShuffleParams, worker_positions
+from .order import EpochOrder, OrderCursor, RankPlan, ShuffleParams, worker_positions
 from .reader import BlockReader
 
 __all__ = ["KaraTorchDataset", "make_torch_dataset"]
@@ -32,6 +31,8 @@ __all__ = ["KaraTorchDataset", "make_torch_dataset"]
 UNSHUFFLED_BLOCK = 1024
 #: Samples decoded and transformed at a time (few, so transformed samples do not pile up).
 DECODE_CHUNK = 32
+#: Global positions of the epoch a worker plans at once (about 2 M: tens of MB of plan).
+PLAN_WINDOW = 1 << 21
 _STATE_FORMAT = 1
 
 
@@ -218,18 +219,21 @@ class KaraTorchDataset(IterableDataset):
         """Iterators over the samples of ``it``, decoded (and transformed) a few at a time."""
         rows = self._rows_here()
         plan = RankPlan(self._plan.n, self.world_size, self.rank, self.batch_size, self._plan.pad, it.start)
-        order = EpochOrder(plan.n, it.epoch, self._shuffle, self._params)
-        positions = [*worker_positions(plan, it.offset, it.num_workers, it.worker, it.skip), np.empty(0, np.int64)]
-        records = order.values(np.concatenate(positions))
+        cursor = OrderCursor(EpochOrder(plan.n, it.epoch, self._shuffle, self._params))
         block = self._params.block_size_for(plan.n) if self._shuffle else UNSHUFFLED_BLOCK
         reader = BlockReader(rows, block)
         deserialize, transform = rows.serializer.deserialize, self._transform
-        for raws in reader.read_in_order(records + self._begin, records // block):
-            for first in range(0, len(raws), DECODE_CHUNK):
-                samples = list(map(deserialize, raws[first : first + DECODE_CHUNK]))
-                if transform is not None:
-                    samples = list(map(transform, samples))
-                yield it.advance(samples)
+        # The worker plans its reads one window of global positions at a time, which
+        # bounds the memory of the plan whatever the size of the dataset.
+        window = max(1, PLAN_WINDOW // (it.num_workers * plan.world_size))
+        for positions in worker_positions(plan, it.offset, it.num_workers, it.worker, it.skip, window):
+            records = cursor.take(positions)
+            for raws in reader.read_in_order(records + self._begin, records // block):
+                for first in range(0, len(raws), DECODE_CHUNK):
+                    samples = list(map(deserialize, raws[first : first + DECODE_CHUNK]))
+                    if transform is not None:
+                        samples = list(map(transform, samples))
+                    yield it.advance(samples)
 
     # -- exact resume -------------------------------------------------------------------
 

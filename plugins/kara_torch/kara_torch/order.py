@@ -30,6 +30,7 @@ from kara_core.errors import ConfigurationError
 
 __all__ = [
     "EpochOrder",
+    "OrderCursor",
     "RankPlan",
     "ShuffleParams",
     "worker_positions",
@@ -87,7 +88,6 @@ class EpochOrder:
         self.epoch = epoch
         self.shuffle = shuffle
         self.params = params
-        self._array: np.ndarray | None = None
 
     def chunks(self) -> Iterator[np.ndarray]:
         """Yield the order as consecutive int64 arrays (together a permutation of ``range(n)``)."""
@@ -122,19 +122,61 @@ class EpochOrder:
         if len(pool):
             yield pool[np.argsort(bits.random_raw(len(pool)), kind="stable")]
 
-    def values(self, positions: np.ndarray) -> np.ndarray:
-        """``G[positions]``; positions ``n, n+1, ...`` (padding) stand for ``G[0], G[1], ...``.
+    def head(self, count: int) -> np.ndarray:
+        """The first ``count`` entries of the order (``count <= n``)."""
+        taken, have = [np.empty(0, dtype=np.int64)], 0
+        for chunk in self.chunks():
+            if have >= count:
+                break
+            taken.append(chunk)
+            have += len(chunk)
+        return np.concatenate(taken)[:count]
 
-        The shuffled order is computed once per object, as an array of ``n`` integers
-        (4 bytes each below 2**31 records).
-        """
-        wrapped = positions % self.n if self.n else positions
-        if not self.shuffle:
-            return wrapped
-        if self._array is None:
-            dtype = np.int32 if self.n < 2**31 else np.int64
-            self._array = np.concatenate([*self.chunks(), np.empty(0, dtype=np.int64)]).astype(dtype)
-        return self._array[wrapped].astype(np.int64)
+
+class OrderCursor:
+    """Reads an :class:`EpochOrder` at ascending positions in one pass.
+
+    It holds only the part of the order between the last position taken and the
+    furthest one asked for, so a worker never materialises the order of a whole epoch.
+    """
+
+    def __init__(self, order: EpochOrder) -> None:
+        self._order = order
+        self._chunks = order.chunks()
+        self._buffer = np.empty(0, dtype=np.int64)
+        self._base = 0
+        self._head: np.ndarray | None = None  # the start of G, which padding repeats
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """``G[positions]``; positions ascend across calls, and ``n, n+1, ...`` (padding)
+        stand for ``G[0], G[1], ...``."""
+        n = self._order.n
+        if not self._order.shuffle or not len(positions):
+            return positions % n if n else positions
+        regular = positions[positions < n]
+        values = self._regular(regular)
+        if len(regular) == len(positions):
+            return values
+        need = min(n, int(positions[-1]) - n + 1)
+        if self._head is None or len(self._head) < need:
+            self._head = self._order.head(need)
+        return np.concatenate((values, self._head[(positions[len(regular) :] - n) % n]))
+
+    def _regular(self, positions: np.ndarray) -> np.ndarray:
+        if not len(positions):
+            return positions
+        last = int(positions[-1])
+        pieces = [self._buffer]
+        have = self._base + len(self._buffer)
+        while have <= last:
+            chunk = next(self._chunks)
+            pieces.append(chunk)
+            have += len(chunk)
+        buffer = np.concatenate(pieces) if len(pieces) > 1 else self._buffer
+        values = buffer[positions - self._base]
+        self._buffer = buffer[last + 1 - self._base :]
+        self._base = last + 1
+        return values
 
 
 def _distinct(bits: np.random.PCG64, n: int, k: int) -> np.ndarray:
