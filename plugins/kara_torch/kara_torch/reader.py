@@ -1,7 +1,7 @@
 """Reads the records one worker yields, block by block, in ranged reads.
 
-A worker knows its whole sequence of records in advance (the order is computed from
-positions alone). Records belong to blocks of consecutive records (the unit the shuffle
+A worker knows its sequence of records in advance (the order is computed from
+positions alone), a window at a time. Records belong to blocks of consecutive records (the unit the shuffle
 permutes). The first time the worker's sequence touches a block, it reads all of its own
 records of that block at once and keeps them until their turn: each block costs one
 :meth:`~kara_core.row.RowDataset.read_raw_range` call (one index read and one data read)
