@@ -159,3 +159,13 @@ def test_redirects_are_followed_for_sizes_and_reads(static: StaticServer, mirror
     assert mirror.size("moved.bin") == 10
     assert mirror.read("moved.bin", 2, 5) == b"234"
     assert ("GET", "/elsewhere/real.bin", "bytes=2-4") in [(r.method, r.path, r.range) for r in static.log]
+
+
+def test_basic_auth_is_sent(static: StaticServer, store_dir: Path) -> None:
+    _write(store_dir, "b.bin", b"b")
+    backend = open_backend(static.url, username="reader", password="pw-7", gateway=False)
+    try:
+        assert backend.read("b.bin") == b"b"
+    finally:
+        backend.close()
+    assert static.log[0].headers["Authorization"] == "Basic cmVhZGVyOnB3LTc="

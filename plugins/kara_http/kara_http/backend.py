@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import tempfile
@@ -12,7 +13,6 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
-import requests.auth
 import urllib3
 from requests.adapters import HTTPAdapter
 
@@ -237,7 +237,9 @@ class HTTPBackend(Backend):
                         pool = adapter.get_connection_with_tls_context(prepared, session.verify)
                         headers = dict(session.headers)
                         if session.auth is not None:
-                            headers["Authorization"] = requests.auth._basic_auth_str(*session.auth)
+                            user, password = session.auth  # type: ignore[misc]
+                            pair = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+                            headers["Authorization"] = "Basic " + pair
                         self._fast = (pool, headers)
         return self._fast or None
 
