@@ -174,3 +174,11 @@ def test_a_block_read_while_it_grows_never_serves_stale_bytes(remote: Backend) -
     appender.close()
     assert remote.read("row/ns/ds/1/data/0.blk", 1, 6) == b"bcdef"
     assert remote.read("row/ns/ds/1/data/0.blk", 0, 2) == b"ab"
+
+
+def test_a_large_object_is_sent_with_its_length(gateway: GatewayServer, remote: Backend) -> None:
+    data = bytes(range(256)) * (40 * 1024)  # 10 MiB: streamed rather than read whole
+    remote.put("big.bin", data)
+    response = requests.get(gateway.url + "/big.bin", timeout=30)
+    assert response.headers["Content-Length"] == str(len(data))
+    assert response.content == data

@@ -172,16 +172,23 @@ class _Gateway:
             headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{size}"
             return Response(data, status_code=206, headers=headers)
         if size <= _READ_WHOLE:
+            # One backend read: the bytes all come from one version of the object.
             data = await run_in_threadpool(self.backend.read, path)
             return Response(data, headers=headers)
-        # A large object streams from one open stream (one version of it); chunked
-        # encoding, since its length may change before the stream is opened.
-        return StreamingResponse(self._chunks(path), headers=headers)
+        # Content-Length is the size just read (2.x clients need it); the stream sends
+        # exactly that many bytes, or breaks the connection if the object got shorter.
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(self._chunks(path, size), headers=headers)
 
-    def _chunks(self, path: str) -> Iterator[bytes]:
+    def _chunks(self, path: str, size: int) -> Iterator[bytes]:
         # A sync generator: starlette runs it in the thread pool.
+        left = size
         with self.backend.open_read(path) as stream:
-            while chunk := stream.read(_STREAM_CHUNK):
+            while left > 0:
+                chunk = stream.read(min(_STREAM_CHUNK, left))
+                if not chunk:
+                    raise _Refused(500, f"{path} got shorter while it was being sent")
+                left -= len(chunk)
                 yield chunk
 
     # -- writes --------------------------------------------------------------------------
