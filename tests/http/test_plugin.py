@@ -84,3 +84,19 @@ def test_a_backend_pickles_as_its_url_and_reopens_with_its_own_session(tmp_path:
         finally:
             clone.close()
             backend.close()
+
+
+def test_a_backend_built_by_hand_pickles_too(tmp_path: Path) -> None:
+    from kara_http import HTTPBackend
+
+    (tmp_path / "f.bin").write_bytes(b"by hand")
+    with StaticServer(str(tmp_path)) as server:
+        backend = HTTPBackend(server.url, HTTPOptions(read_timeout=3.0))
+        backend.read("f.bin")
+        clone = pickle.loads(pickle.dumps(backend))
+        try:
+            assert clone.read("f.bin") == b"by hand"
+            assert clone.options.read_timeout == 3.0
+        finally:
+            clone.close()
+            backend.close()

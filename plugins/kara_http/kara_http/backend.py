@@ -333,7 +333,8 @@ class HTTPBackend(Backend):
             )
         response = self.send("GET", DISCOVERY_NAME, params={"list": prefix})
         self._expect(response, 200, f"list {prefix!r}")
-        return iter([line for line in response.text.split("\n") if line])
+        # The gateway sends UTF-8 (paths may be any Unicode); no charset guessing needed.
+        return iter([line for line in response.content.decode("utf-8").split("\n") if line])
 
     # -- gateway ---------------------------------------------------------------------
 
@@ -386,7 +387,8 @@ class HTTPBackend(Backend):
         allowed = (status,) if isinstance(status, int) else status
         if response.status_code in allowed:
             return
-        detail = response.text[:300] if len(response.content) <= _SMALL_BODY else ""
+        body = response.content
+        detail = body[:300].decode("utf-8", "replace") if len(body) <= _SMALL_BODY else ""
         response.close()
         if response.status_code == 413:
             raise BackendError(f"{what} on {self.url}: the gateway refused a body this large ({detail.strip()})")
@@ -467,6 +469,13 @@ class HTTPBackend(Backend):
         return position + len(data)
 
     # -- lifecycle -------------------------------------------------------------------
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Built by open_backend: the core pickles it as its URL and options. Built by
+        # hand: pickle the same way (the session, locks and cache stay behind).
+        if getattr(self, "_kara_reopen", None) is not None:
+            return super().__reduce_ex__(protocol)
+        return (type(self), (self.url, self.options))
 
     def close(self) -> None:
         with self._lock:
