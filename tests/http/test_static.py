@@ -9,7 +9,7 @@ from kara_http import ListingNotSupportedError, RangeNotSupportedError
 from kara_http.testing import StaticServer
 
 from kara_core.backend import Backend
-from kara_core.errors import NotFoundError, PermissionDeniedError, ReadOnlyStoreError
+from kara_core.errors import ConfigurationError, NotFoundError, PermissionDeniedError, ReadOnlyStoreError
 from kara_core.testing import ReadOnlyBackendConformance
 from kara_core.url import open_backend
 
@@ -169,3 +169,27 @@ def test_basic_auth_is_sent(static: StaticServer, store_dir: Path) -> None:
     finally:
         backend.close()
     assert static.log[0].headers["Authorization"] == "Basic cmVhZGVyOnB3LTc="
+
+
+def test_a_mirror_answering_403_for_unknown_keys_is_still_readable(
+    static: StaticServer, mirror: Backend, store_dir: Path
+) -> None:
+    _write(store_dir, "obj.bin", b"readable")
+    static.faults.status_for["/.kara-gateway"] = 403
+    assert not mirror.capabilities.writable
+    assert mirror.read("obj.bin") == b"readable"
+
+
+def test_gateway_false_never_asks_and_gateway_true_requires_one(static: StaticServer, store_dir: Path) -> None:
+    _write(store_dir, "obj.bin", b"x")
+    never = open_backend(static.url, gateway=False)
+    required = open_backend(static.url, gateway=True)
+    try:
+        assert not never.capabilities.writable
+        assert never.read("obj.bin") == b"x"
+        assert all(not r.path.endswith(".kara-gateway") for r in static.log)
+        with pytest.raises(ConfigurationError, match="not a kara gateway"):
+            required.put("obj.bin", b"y")
+    finally:
+        never.close()
+        required.close()

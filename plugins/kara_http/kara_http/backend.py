@@ -347,15 +347,20 @@ class HTTPBackend(Backend):
         return self._gateway
 
     def _probe_gateway(self) -> GatewayInfo | None:
-        response = self.send("GET", DISCOVERY_NAME)
         try:
-            if response.status_code == 200:
-                try:
-                    return GatewayInfo.model_validate_json(response.content)
-                except ValueError:
-                    pass
-        finally:
-            response.close()
+            response = self.send("GET", DISCOVERY_NAME)
+        except PermissionDeniedError:
+            # Buckets and CDNs often answer 403 for any key they do not serve.
+            response = None
+        if response is not None:
+            try:
+                if response.status_code == 200:
+                    try:
+                        return GatewayInfo.model_validate_json(response.content)
+                    except ValueError:
+                        pass
+            finally:
+                response.close()
         if self.options.gateway:
             raise ConfigurationError(
                 f"{self.url} is not a kara gateway (option gateway=True): start it with kara serve"
