@@ -49,11 +49,6 @@ class BodyStream(io.RawIOBase):
         self._budget = backend.retry_budget(f"GET {backend.url}/{path}")
         self._open()
 
-    @property
-    def length(self) -> int | None:
-        """Total bytes this stream yields from its start, once known."""
-        return self._end
-
     def _open(self) -> None:
         ranged = self._pos > 0 or self._end is not None
         headers = {}
