@@ -126,3 +126,14 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_an_object_that_shrinks_before_a_resume_is_an_error_without_validators(
+    static: StaticServer, mirror: Backend, blob: bytes
+) -> None:
+    static.faults.send_etag = False
+    static.faults.drop_after = 100_000
+    static.faults.drop_count = 1
+    static.faults.on_drop = lambda path: Path(path).write_bytes(blob[:500_000])
+    with pytest.raises(BackendError, match="got shorter while it was being read"):
+        mirror.read("blob.bin")

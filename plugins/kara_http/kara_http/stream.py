@@ -46,6 +46,8 @@ class BodyStream(io.RawIOBase):
         #: ETag (or Last-Modified) of the first response: a resumed request sends it as
         #: If-Range, so bytes of a replaced object are never spliced onto the old ones.
         self._validator: str | None = None
+        #: Whether a response was already opened: later ones are resumes.
+        self._resumed = False
         self._budget = backend.retry_budget(f"GET {backend.url}/{path}")
         self._open()
 
@@ -85,6 +87,9 @@ class BodyStream(io.RawIOBase):
                     f"{response.headers.get('Content-Range')!r} for a request from byte {self._pos}"
                 )
             last = int(match.group(2)) + 1
+            if self._resumed and self._end is not None and last < self._end:
+                response.close()
+                raise BackendError(f"{self._backend.url}/{self._path} got shorter while it was being read")
             self._end = last if self._end is None else min(self._end, last)
         elif status == 200:
             length = response.headers.get("Content-Length")
@@ -99,6 +104,7 @@ class BodyStream(io.RawIOBase):
             strong = etag if etag and not etag.startswith("W/") else None
             self._validator = strong or response.headers.get("Last-Modified")
         self._response = response
+        self._resumed = True
 
     def readable(self) -> bool:
         return True

@@ -54,6 +54,8 @@ class Faults:
     #: Wait ``stall`` seconds after the headers of this many GET responses.
     stall: float = 0.0
     stall_count: int = 0
+    #: Send an ETag (clients resume with If-Range); False: no validator at all.
+    send_etag: bool = True
     #: Called (with the file path) right after a connection is dropped mid-body.
     on_drop: Callable[[str], None] | None = None
     #: Redirect a URL path elsewhere with ``302`` (as a CDN does): ``{"/a.bin": "/b.bin"}``.
@@ -168,7 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(end - start))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", etag)
+        if faults.send_etag:
+            self.send_header("ETag", etag)
         self.send_header("Content-Type", "application/octet-stream")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
