@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kara_http import HTTPOptions
@@ -100,3 +102,26 @@ def test_a_backend_built_by_hand_pickles_too(tmp_path: Path) -> None:
         finally:
             clone.close()
             backend.close()
+
+
+def _read_in_forked_child(backend: Any, queue: Any) -> None:
+    queue.put(backend.read("f.bin", 1, 5))
+
+
+def test_a_forked_child_opens_its_own_connections(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(b"0123456789")
+    with StaticServer(str(tmp_path)) as server:
+        backend = open_backend(server.url, gateway=False)
+        try:
+            assert backend.read("f.bin", 0, 2) == b"01"
+            context = multiprocessing.get_context("fork")
+            queue = context.Queue()
+            child = context.Process(target=_read_in_forked_child, args=(backend, queue))
+            child.start()
+            assert queue.get(timeout=30) == b"1234"
+            child.join(timeout=30)
+            assert backend.read("f.bin", 8) == b"89"
+        finally:
+            backend.close()
+        ports = [r.client_port for r in server.log]
+    assert ports[0] == ports[2] != ports[1]

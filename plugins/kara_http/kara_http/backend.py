@@ -8,6 +8,7 @@ import os
 import tempfile
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
@@ -64,18 +65,29 @@ class HTTPBackend(Backend):
         self.options = options or HTTPOptions()
         self.url = base_url.rstrip("/")
         self._base = self.url + "/"
-        self._session: requests.Session | None = None
-        self._fast: tuple[Any, dict[str, str]] | bool | None = None
         parts = urlsplit(self._base)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         opts = self.options
         self._timeout = urllib3.Timeout(connect=opts.connect_timeout, read=opts.read_timeout)
-        self._lock = threading.Lock()
-        self._probe_lock = threading.Lock()
         self._head_allowed = True
         self._gateway: GatewayInfo | None = None
         self._gateway_probed = self.options.gateway is False
-        self._windows = WindowCache(opts.window_size, opts.window_cache) if opts.window_cache else None
+        self._start_process_state()
+        _OPEN_BACKENDS.add(self)
+
+    def _start_process_state(self) -> None:
+        # Connections, locks and cached windows belong to one process. A forked child
+        # (a DataLoader worker under the fork start method) gets new ones: sharing the
+        # parent's sockets would interleave two processes' responses, and a lock held by
+        # another thread at fork time would never be released in the child.
+        self._session: requests.Session | None = None
+        self._fast: tuple[Any, dict[str, str]] | bool | None = None
+        self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        opts = self.options
+        self._windows: WindowCache | None = None
+        if opts.window_cache:
+            self._windows = WindowCache(opts.window_size, opts.window_cache)
 
     @classmethod
     def from_url(cls, url: StoreURL, options: HTTPOptions) -> HTTPBackend:
@@ -488,6 +500,17 @@ class HTTPBackend(Backend):
                 self._session.close()
                 self._session = None
                 self._fast = None
+
+
+_OPEN_BACKENDS: weakref.WeakSet[HTTPBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_OPEN_BACKENDS):
+        backend._start_process_state()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class GatewayAppender:
