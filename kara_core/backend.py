@@ -20,6 +20,7 @@ from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError
 __all__ = [
     "Appender",
     "Backend",
+    "Batch",
     "Capabilities",
     "ReadStream",
     "check_path",
@@ -66,6 +67,45 @@ class Appender(Protocol):
 
 
 ReadStream = BinaryIO
+
+
+class Batch:
+    """A group of puts made durable together, returned by :meth:`Backend.open_batch`.
+
+    ``put`` takes the same arguments as :meth:`Backend.put`; every object put through
+    the batch is complete, durable and visible once :meth:`commit` returns, which is
+    the moment a caller may publish something that names them (a version manifest).
+    Before ``commit`` an object may or may not be visible, but never partially
+    written. :meth:`abort` drops what is not visible yet. Used as a context manager, a
+    batch left without ``commit`` is aborted. ``put`` may be called from several
+    threads at once.
+
+    This default suits stores whose ``put`` is already durable (remote object stores):
+    each ``put`` goes straight to :meth:`Backend.put` and ``commit`` has nothing left
+    to do. Local stores override :meth:`Backend.open_batch` to pay for durability once
+    per batch instead of once per object.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        """Store ``data`` at ``path`` as part of the batch (atomic, see :meth:`Backend.put`)."""
+        self.backend.put(path, data)
+
+    def commit(self) -> None:
+        """Make every object put so far complete, durable and visible."""
+        return None
+
+    def abort(self) -> None:
+        """Give up: objects not made visible yet are discarded."""
+        return None
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
 
 
 def check_path(path: str) -> str:
@@ -151,6 +191,15 @@ class Backend(ABC):
         object or the new one, never a partial one.
         """
         raise self._read_only("write " + path)
+
+    def open_batch(self) -> Batch:
+        """Return a :class:`Batch`: many puts made durable at once by ``commit``.
+
+        Optional: the default batch calls :meth:`put` for each object (right for stores
+        whose every put is already durable). Writers of many objects (directory saves)
+        use it so a local store can sync once instead of once per object.
+        """
+        return Batch(self)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Atomically create ``path`` with ``data`` unless it exists.

@@ -1,8 +1,9 @@
 """Saving a folder as a version: scan, hash (cached), upload missing blobs, publish.
 
-Order of visibility: every blob the version names is stored (each one atomically, by
-``Backend.put``) before the manifest is created with ``put_if_absent``, and ``meta.json``
-is updated last, under the meta lock. A reader of "latest" therefore never sees a
+Order of visibility: every blob the version names is stored (each one atomically,
+through one ``Backend.open_batch`` whose ``commit`` makes them all durable at once)
+before the manifest is created with ``put_if_absent``, and ``meta.json`` is updated
+last, under the meta lock. A reader of "latest" therefore never sees a
 version whose manifest or blobs are missing, and an interrupted save leaves at most
 unreferenced blobs that the next save reuses.
 """
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
-from ..backend import Backend
+from ..backend import Backend, Batch
 from ..errors import ConfigurationError, NotFoundError, ReadOnlyStoreError
 from .hashing import Digests, HashCache, Hasher, hash_file, stat_key
 from .manifest import KeyLayout, dump_json
@@ -171,8 +172,11 @@ def save_directory(
     worker = Worker()
     lease = Lease(backend, layout)
     try:
-        with Progress(progress_bar, sum(f.st.st_size for f in scan.files), len(scan.files), "Saving") as bar:
-            pipeline = _FilePipeline(backend, layout, cache, worker, bar)
+        with (
+            Progress(progress_bar, sum(f.st.st_size for f in scan.files), len(scan.files), "Saving") as bar,
+            backend.open_batch() as batch,
+        ):
+            pipeline = _FilePipeline(backend, batch, layout, cache, worker, bar)
             # Small files first: creating blobs stalls behind journal commits that flush
             # dirty data (ext4 data=ordered), so big uploads come last.
             order = sorted(scan.files, key=lambda f: f.st.st_size)
@@ -180,6 +184,8 @@ def save_directory(
                 zip((f.rel for f in order), run_parallel(order, pipeline.save_file, nworkers, worker), strict=True)
             )
             digests = [found[f.rel] for f in scan.files]
+            # Every blob durable before the manifest that names them exists.
+            batch.commit()
         entries = [
             {
                 "md5": d.md5,
@@ -216,8 +222,11 @@ class _FilePipeline:
     the upload fails if the file changed in between.
     """
 
-    def __init__(self, backend: Backend, layout: KeyLayout, cache: HashCache, worker: Worker, bar: Progress) -> None:
-        self.backend, self.layout, self.cache, self.worker, self.bar = backend, layout, cache, worker, bar
+    def __init__(
+        self, backend: Backend, batch: Batch, layout: KeyLayout, cache: HashCache, worker: Worker, bar: Progress
+    ) -> None:
+        self.backend, self.batch, self.layout = backend, batch, layout
+        self.cache, self.worker, self.bar = cache, worker, bar
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
 
@@ -247,12 +256,12 @@ class _FilePipeline:
         # A stored blob of the wrong size is a leftover of a broken writer: replaced.
         if first and self.backend.size(self.layout.blob(digests.blob)) != size:
             if data is not None:
-                self.backend.put(self.layout.blob(digests.blob), data)
+                self.batch.put(self.layout.blob(digests.blob), data)
             else:
                 self.bar.add_total(size)
                 with open(local.path, "rb") as fh:
                     stream = _UploadStream(local, fh, self.worker, self.bar)
-                    self.backend.put(self.layout.blob(digests.blob), stream)  # type: ignore[arg-type]
+                    self.batch.put(self.layout.blob(digests.blob), stream)  # type: ignore[arg-type]
         self.bar.file_done()
         return digests
 

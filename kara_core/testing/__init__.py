@@ -303,6 +303,80 @@ class BackendConformance(_Common):
         with pytest.raises(UnsafePathError):
             backend.open_append(path)
 
+    def test_batch_commit_makes_every_put_readable(self, backend: Backend) -> None:
+        big = _pattern(_BIG, seed=7)
+        with backend.open_batch() as batch:
+            batch.put("b/bytes", b"plain bytes")
+            batch.put("b/bytearray", bytearray(b"a bytearray"))
+            batch.put("b/view", memoryview(b"a memoryview"))
+            batch.put("b/sub/stream", io.BytesIO(big))
+            batch.commit()
+        assert backend.read("b/bytes") == b"plain bytes"
+        assert backend.read("b/bytearray") == b"a bytearray"
+        assert backend.read("b/view") == b"a memoryview"
+        assert backend.read("b/sub/stream") == big
+        assert sorted(backend.list("b/")) == ["b/bytearray", "b/bytes", "b/sub/stream", "b/view"]
+
+    def test_batch_put_replaces_an_existing_object(self, backend: Backend) -> None:
+        backend.put("b/obj", b"old content")
+        batch = backend.open_batch()
+        batch.put("b/obj", b"new")
+        batch.commit()
+        assert backend.read("b/obj") == b"new"
+
+    def test_batch_keeps_the_last_put_of_a_path(self, backend: Backend) -> None:
+        batch = backend.open_batch()
+        batch.put("b/twice", b"first")
+        batch.put("b/twice", b"second")
+        batch.commit()
+        assert backend.read("b/twice") == b"second"
+        assert list(backend.list("b/")) == ["b/twice"]
+
+    def test_batch_puts_from_many_threads_are_all_committed(self, backend: Backend) -> None:
+        batch = backend.open_batch()
+
+        def writer(k: int) -> None:
+            for j in range(15):
+                batch.put(f"bt/{k}-{j}", _pattern(1000 + j, seed=k))
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        batch.commit()
+        assert len(list(backend.list("bt/"))) == 90
+        assert backend.read("bt/5-14") == _pattern(1014, seed=5)
+
+    def test_batch_objects_are_never_visible_partially_before_commit(self, backend: Backend) -> None:
+        data = {f"bp/{i}": _pattern(300_000 + i, seed=i) for i in range(4)}
+        batch = backend.open_batch()
+        for path, content in data.items():
+            batch.put(path, io.BytesIO(content))
+        # Not committed yet: an object may be visible or not, but only whole.
+        for path in backend.list("bp/"):
+            assert backend.read(path) == data[path]
+        batch.commit()
+        assert {path: backend.read(path) for path in backend.list("bp/")} == data
+
+    def test_an_aborted_batch_leaves_nothing_partial(self, backend: Backend) -> None:
+        backend.put("ba/kept", b"untouched")
+        with pytest.raises(RuntimeError), backend.open_batch() as batch:
+            batch.put("ba/new", _pattern(200_000, seed=8))
+            raise RuntimeError("the writer failed before commit")
+        assert backend.read("ba/kept") == b"untouched"
+        for path in backend.list("ba/"):
+            assert path in ("ba/kept", "ba/new")
+        if backend.exists("ba/new"):
+            assert backend.read("ba/new") == _pattern(200_000, seed=8)
+
+    @pytest.mark.parametrize("path", UNSAFE_PATHS)
+    def test_unsafe_paths_are_refused_in_batches(self, backend: Backend, path: str) -> None:
+        batch = backend.open_batch()
+        with pytest.raises(UnsafePathError):
+            batch.put(path, b"x")
+        batch.abort()
+
     def test_a_backend_opened_from_a_url_pickles_and_reads_the_same_store(self, backend: Backend) -> None:
         backend.put("pk/obj", b"pickled")
         if getattr(backend, "_kara_reopen", None) is None:
@@ -340,6 +414,11 @@ class ReadOnlyBackendConformance(_Common):
         with pytest.raises(ReadOnlyStoreError) as info:
             getattr(backend, operation)(*args)
         assert backend.url in str(info.value)
+
+    def test_batch_puts_raise_read_only_store_error(self, backend: Backend) -> None:
+        with pytest.raises(ReadOnlyStoreError), backend.open_batch() as batch:
+            batch.put("w/obj", b"x")
+            batch.commit()
 
     def test_objects_written_to_the_source_become_readable(self, backend: Backend) -> None:
         self._source.put("ro/late.bin", b"late")

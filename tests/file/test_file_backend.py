@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
 from kara_file import FileBackend
+from kara_file import backend as file_backend_module
 
 from kara_core.backend import Backend
 from kara_core.errors import ConfigurationError
@@ -74,3 +76,63 @@ def test_fsync_can_be_turned_off_for_scratch_stores(tmp_path) -> None:
     appender.append(b"abc")
     appender.close()
     assert backend.read("x.blk") == b"abc"
+
+
+def _tree(root) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_batch_objects_appear_under_their_names_only_at_commit(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}")
+    batch = backend.open_batch()
+    batch.put("d/a", b"alpha")
+    batch.put("d/e/b", io.BytesIO(b"beta"))
+    # Written, not yet durable: hidden temp files, invisible to readers and to list.
+    assert backend.size("d/a") is None
+    assert list(backend.list("d/")) == []
+    batch.commit()
+    assert backend.read("d/a") == b"alpha"
+    assert backend.read("d/e/b") == b"beta"
+    assert _tree(tmp_path) == ["d/a", "d/e/b"]
+
+
+def test_an_aborted_batch_removes_its_temp_files(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}")
+    backend.put("d/old", b"old")
+    with pytest.raises(RuntimeError), backend.open_batch() as batch:
+        batch.put("d/new", b"new")
+        batch.put("d/old", b"replacement")
+        raise RuntimeError("failed before commit")
+    assert _tree(tmp_path) == ["d/old"]
+    assert backend.read("d/old") == b"old"
+
+
+def test_a_failed_stream_in_a_batch_leaves_no_temp_file(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}")
+
+    class Exploding:
+        def read(self, n: int) -> bytes:
+            raise RuntimeError("source failed mid-stream")
+
+    batch = backend.open_batch()
+    batch.put("d/good", b"good")
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        batch.put("d/bad", Exploding())  # type: ignore[arg-type]
+    batch.commit()
+    assert _tree(tmp_path) == ["d/good"]
+
+
+def test_batch_commit_without_syncfs_fsyncs_each_file(tmp_path, monkeypatch) -> None:
+    # Where syncfs(2) is missing (not Linux), commit falls back to one fsync per file.
+    monkeypatch.setattr(file_backend_module, "_syncfs", None)
+    synced: list[str] = []
+    real_fsync = file_backend_module._fsync_path
+    monkeypatch.setattr(file_backend_module, "_fsync_path", lambda path: (synced.append(path), real_fsync(path)))
+    backend = open_backend(f"file://{tmp_path}")
+    batch = backend.open_batch()
+    for i in range(5):
+        batch.put(f"d/{i}", b"x" * i)
+    batch.commit()
+    assert len(synced) == 5
+    assert all(".kara-tmp-" in os.path.basename(path) for path in synced)
+    assert [backend.read(f"d/{i}") for i in range(5)] == [b"x" * i for i in range(5)]

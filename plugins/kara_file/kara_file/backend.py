@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
-from kara_core.backend import Backend, Capabilities, check_path
+from kara_core.backend import Backend, Batch, Capabilities, check_path
 from kara_core.errors import ConfigurationError, NotFoundError
 from kara_core.url import BackendOptions, StoreURL
 
-__all__ = ["FileAppender", "FileBackend", "FileOptions"]
+__all__ = ["FileAppender", "FileBackend", "FileBatch", "FileOptions"]
 
 _TMP_MARK = ".kara-tmp-"
 _COPY_CHUNK = 8 * 1024 * 1024
@@ -68,6 +72,76 @@ class FileAppender:
     def __del__(self) -> None:
         if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
+
+
+def _load_syncfs() -> ctypes._CFuncPtr | None:
+    # syncfs(2) (Linux) makes a whole filesystem durable in one call: one journal
+    # commit for thousands of files instead of one per file.
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        func = libc.syncfs
+    except (OSError, AttributeError, TypeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+_syncfs = _load_syncfs()
+#: Threads that fsync files one by one when syncfs is not available.
+_FSYNC_THREADS = 8
+
+
+class FileBatch(Batch):
+    """Puts written to temporary files, made durable and renamed into place by ``commit``.
+
+    ``put`` writes a hidden temp file next to the final name without syncing it;
+    ``commit`` syncs every temp file at once (``syncfs`` on the store's filesystem,
+    else an fsync per file), then renames each to its final name and syncs the folders.
+    So an object appears under its final name only once its content is durable, as
+    with :meth:`FileBackend.put`, and thousands of puts cost one sync instead of two
+    each. ``abort`` (or an exception in a ``with`` block) deletes the temp files.
+    """
+
+    def __init__(self, backend: FileBackend) -> None:
+        super().__init__(backend)
+        self._file_backend = backend
+        self._lock = threading.Lock()
+        self._pending: dict[str, str] = {}
+
+    def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        full = self._file_backend._full(path)
+        tmp = self._file_backend._write_temp(full, data, sync=False)
+        with self._lock:
+            replaced = self._pending.pop(full, None)
+            self._pending[full] = tmp
+        if replaced is not None:
+            _unlink_quietly(replaced)
+
+    def commit(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        folders = {os.path.dirname(full) for full in pending}
+        try:
+            if self._file_backend.options.fsync:
+                self._file_backend._sync_files(list(pending.values()))
+            for full, tmp in list(pending.items()):
+                os.replace(tmp, full)
+                del pending[full]
+        finally:
+            for tmp in pending.values():
+                _unlink_quietly(tmp)
+        for folder in folders:
+            self._file_backend._sync_dir(folder)
+
+    def abort(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for tmp in pending.values():
+            _unlink_quietly(tmp)
 
 
 class FileBackend(Backend):
@@ -145,7 +219,7 @@ class FileBackend(Backend):
     def open_append(self, path: str) -> FileAppender:
         return FileAppender(self._full(path), self.options.fsync)
 
-    def _write_temp(self, full: str, data: bytes | bytearray | memoryview | BinaryIO) -> str:
+    def _write_temp(self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True) -> str:
         directory = os.path.dirname(full)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
@@ -157,21 +231,36 @@ class FileBackend(Backend):
                     while chunk := data.read(_COPY_CHUNK):
                         out.write(chunk)
                 out.flush()
-                if self.options.fsync:
+                if sync and self.options.fsync:
                     os.fsync(out.fileno())
         except BaseException:
             _unlink_quietly(tmp)
             raise
         return tmp
 
-    def _sync_dir(self, full: str) -> None:
+    def _sync_dir(self, folder: str) -> None:
         if not self.options.fsync:
             return
-        fd = os.open(os.path.dirname(full), os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def _sync_files(self, paths: list[str]) -> None:
+        """Make the content of the files at ``paths`` durable (at least; maybe more)."""
+        if _syncfs is not None:
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                if _syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        with ThreadPoolExecutor(max_workers=min(_FSYNC_THREADS, len(paths))) as pool:
+            list(pool.map(_fsync_path, paths))
+
+    def open_batch(self) -> FileBatch:
+        return FileBatch(self)
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
         full = self._full(path)
@@ -181,7 +270,7 @@ class FileBackend(Backend):
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        self._sync_dir(full)
+        self._sync_dir(os.path.dirname(full))
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         full = self._full(path)
@@ -196,11 +285,19 @@ class FileBackend(Backend):
             return False
         finally:
             _unlink_quietly(tmp)
-        self._sync_dir(full)
+        self._sync_dir(os.path.dirname(full))
         return True
 
     def delete(self, path: str) -> None:
         _unlink_quietly(self._full(path))
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
