@@ -25,12 +25,17 @@ from kara_core import KaraStorage
 sys.path.insert(0, sys.argv[2])
 from conftest import record
 
+def say(*words):
+    # One write(2) per line: a child killed mid-line would otherwise leave half a line
+    # that the next message runs into.
+    os.write(1, (" ".join(map(str, words)) + "\\n").encode())
+
 def write_forever():
     store = KaraStorage("file://" + sys.argv[1])
     ds = store.open_dataset("crash", "rows", "w", version="1", max_file_size=6000, buffer_size=700)
     n = len(ds)
     rng = random.Random()
-    print("count", n, flush=True)
+    say("count", n)
     while True:
         batch = rng.randint(1, 40)
         if rng.random() < 0.5:
@@ -40,7 +45,7 @@ def write_forever():
                 ds.write(record(i))
         n += batch
         ds.flush()
-        print("count", n, flush=True)
+        say("count", n)
 
 for line in sys.stdin:
     if line.strip() != "go":
@@ -51,9 +56,9 @@ for line in sys.stdin:
             write_forever()
         finally:
             os._exit(1)
-    print("child", pid, flush=True)
+    say("child", pid)
     _, status = os.waitpid(pid, 0)
-    print("exited", os.waitstatus_to_exitcode(status), flush=True)
+    say("exited", os.waitstatus_to_exitcode(status))
 """
 
 RUNS_PER_STORE = 6
