@@ -182,3 +182,19 @@ def test_a_large_object_is_sent_with_its_length(gateway: GatewayServer, remote: 
     response = requests.get(gateway.url + "/big.bin", timeout=30)
     assert response.headers["Content-Length"] == str(len(data))
     assert response.content == data
+
+
+def test_a_failing_store_behind_the_gateway_is_retried_then_reported(static: StaticServer, store_dir: Path) -> None:
+    (store_dir / "flaky.bin").write_bytes(b"flaky")
+    behind = {"retry_budget": 0.2, "backoff_base": 0.05}
+    with GatewayServer(static.url, token=TOKEN, store_options=behind) as server:
+        backend = open_backend(server.url, retry_budget=1.0, backoff_base=0.05)
+        try:
+            static.faults.unavailable_count = 2
+            assert backend.read("flaky.bin") == b"flaky"
+            static.faults.unavailable_count = 10_000
+            with pytest.raises(BackendError, match="HTTP 503"):
+                backend.read("flaky.bin")
+        finally:
+            static.faults.unavailable_count = 0
+            backend.close()

@@ -29,7 +29,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kara_core.backend import Backend, check_path
-from kara_core.errors import ConfigurationError, KaraError, NotFoundError, UnsafePathError
+from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, UnsafePathError
 from kara_core.url import open_backend
 
 from .protocol import DISCOVERY_NAME, GATEWAY_HEADER, PROTOCOL_VERSION, SIZE_HEADER, GatewayInfo
@@ -90,9 +90,15 @@ class _Gateway:
             response = PlainTextResponse("not found\n", status_code=404)
         except PermissionError as exc:
             response = PlainTextResponse(f"{exc}\n", status_code=403)
-        except KaraError as exc:
+        except BackendError as exc:
+            # The store behind the gateway failed after its own retries: 503 lets the
+            # client retry within its budget.
             logger.warning("%s %s failed: %s", request.method, request.url.path, exc)
-            response = PlainTextResponse(f"{type(exc).__name__}: {exc}\n", status_code=502)
+            response = PlainTextResponse(f"{type(exc).__name__}: {exc}\n", status_code=503)
+        except KaraError as exc:
+            # Anything else (corrupt data, bad configuration) will not improve on retry.
+            logger.warning("%s %s failed: %s", request.method, request.url.path, exc)
+            response = PlainTextResponse(f"{type(exc).__name__}: {exc}\n", status_code=422)
         response.headers[GATEWAY_HEADER] = str(PROTOCOL_VERSION)
         return response
 
