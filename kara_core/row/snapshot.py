@@ -185,13 +185,12 @@ class Snapshot:
         """
         if start >= stop:
             return []
-        if start:
-            bounds = self.ends(start - 1, stop, sequential).tolist()
-        else:
-            bounds = [0, *self.ends(0, stop, sequential).tolist()]
-        first = bounds[0]
-        if budget is not None and bounds[-1] - first > budget:
-            del bounds[max(2, bisect_right(bounds, first + budget)) :]
+        first = self.end(start - 1)
+        ends = self.ends(start, stop, sequential)
+        if budget is not None and ends[-1] - first > budget:
+            # Cut before decoding: a refill of a few large records decodes only theirs.
+            ends = ends[: max(1, bisect_right(ends, first + budget))]
+        bounds = [first, *ends.tolist()]
         starts, ends = bounds[:-1], bounds[1:]
         if not all(map(le, starts, ends)):
             bad = next(k for k, (a, b) in enumerate(zip(starts, ends, strict=True)) if b < a)
