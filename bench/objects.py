@@ -6,7 +6,9 @@ folder, re-load unchanged, in two alternating rounds (best time per step). The f
 generated under bench/.work and deleted after.
 Every step starts after ``os.sync()``, so no step pays for writing back the dirty pages
 the previous one left (2.1.5 never fsyncs, kara's file:// store does): each is timed
-from a quiet disk, page cache still warm.
+from a quiet disk, page cache still warm. Rounds are deleted only at the end: ext4
+slows down file creation for a while after many deletions (it skips recently freed
+inodes), which would penalise whichever library runs right after a deletion.
 
     .venv/bin/python bench/objects.py
 """
@@ -75,7 +77,7 @@ def run_kara(src: str, store_dir: str, dst: str) -> dict[str, float]:
     return times
 
 
-ROUNDS = 2
+ROUNDS = 3
 
 
 def run_round(src: str, here: str, k215_first: bool) -> tuple[dict[str, float], dict[str, float]]:
@@ -103,7 +105,6 @@ def main() -> None:
             for best, times in zip((ours, theirs), run_round(src, here, round_ % 2 == 0), strict=True):
                 for step, seconds in times.items():
                     best[step] = min(seconds, best.get(step, seconds))
-            shutil.rmtree(here, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(
