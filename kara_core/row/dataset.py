@@ -20,8 +20,9 @@ from .writer import RowWriter
 
 __all__ = ["RowDataset"]
 
-#: Records collected by ``write`` before they are handed to the writer's buffer; a
-#: record of DRAIN_BYTES or more is handed on at once.
+#: Records collected by ``write`` (or serialized by ``write_many``) before they are handed
+#: to the writer at once (small batches: their joined bytes are allocated without page
+#: faults); a record of DRAIN_BYTES or more is handed on at once.
 DRAIN_RECORDS = 512
 DRAIN_BYTES = 64 * 1024
 
@@ -163,7 +164,7 @@ class RowDataset:
         total = 0
         while True:
             # Serialize outside the lock, a chunk at a time, so other writers are not starved.
-            chunk = list(map(serialize, islice(source, BATCH_RECORDS)))
+            chunk = list(map(serialize, islice(source, DRAIN_RECORDS)))
             if not chunk:
                 return total
             with self._lock:
