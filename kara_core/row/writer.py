@@ -27,7 +27,7 @@ __all__ = ["WRITER_LOCK_TTL", "RowWriter"]
 #: Seconds without a heartbeat after which another host may break a writer's lock.
 WRITER_LOCK_TTL = 120.0
 #: Index entries buffered before they (and the data under them) are appended.
-INDEX_BATCH = 64 * 1024
+INDEX_BATCH = 256 * 1024
 #: Batches of at least this many bytes are appended directly instead of buffered.
 DIRECT_WRITE = 64 * 1024
 _LITTLE = sys.byteorder == "little"
