@@ -213,6 +213,17 @@ class Backend(ABC):
         """Delete the object at ``path``; deleting an absent object is not an error."""
         raise self._read_only("delete " + path)
 
+    def cleanup(self, prefix: str, older_than: float) -> int:
+        """Remove leftovers of interrupted writes under ``prefix`` older than ``older_than`` s.
+
+        Optional: a process killed in the middle of a write may leave the backend's own
+        temporary data (hidden temp files, unfinished multipart uploads), invisible to
+        readers and to :meth:`list`. Callers run this when no writer of ``prefix`` can
+        be active (garbage collection of a key). Returns how many leftovers were
+        removed; the default has none to remove.
+        """
+        return 0
+
     # -- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:

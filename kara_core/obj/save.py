@@ -176,7 +176,11 @@ def save_directory(
             Progress(progress_bar, sum(f.st.st_size for f in scan.files), len(scan.files), "Saving") as bar,
             backend.open_batch() as batch,
         ):
-            pipeline = _FilePipeline(backend, batch, layout, cache, worker, bar)
+            # One listing instead of a size request per blob (remote stores: half the
+            # requests of a fresh save). Listed after the lease is taken, so garbage
+            # collection cannot remove a listed blob while this save relies on it.
+            stored = {path[len(layout.data) :] for path in backend.list(layout.data)}
+            pipeline = _FilePipeline(backend, batch, layout, stored, cache, worker, bar)
             # Small files first: creating blobs stalls behind journal commits that flush
             # dirty data (ext4 data=ordered), so big uploads come last.
             order = sorted(scan.files, key=lambda f: f.st.st_size)
@@ -223,9 +227,16 @@ class _FilePipeline:
     """
 
     def __init__(
-        self, backend: Backend, batch: Batch, layout: KeyLayout, cache: HashCache, worker: Worker, bar: Progress
+        self,
+        backend: Backend,
+        batch: Batch,
+        layout: KeyLayout,
+        stored: set[str],
+        cache: HashCache,
+        worker: Worker,
+        bar: Progress,
     ) -> None:
-        self.backend, self.batch, self.layout = backend, batch, layout
+        self.backend, self.batch, self.layout, self.stored = backend, batch, layout, stored
         self.cache, self.worker, self.bar = cache, worker, bar
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
@@ -253,8 +264,9 @@ class _FilePipeline:
         with self._lock:
             first = digests.blob not in self._claimed
             self._claimed.add(digests.blob)
-        # A stored blob of the wrong size is a leftover of a broken writer: replaced.
-        if first and self.backend.size(self.layout.blob(digests.blob)) != size:
+        # Blobs absent from the listing are uploaded without asking; a listed blob of
+        # the wrong size is a leftover of a broken writer: replaced.
+        if first and (digests.blob not in self.stored or self.backend.size(self.layout.blob(digests.blob)) != size):
             if data is not None:
                 self.batch.put(self.layout.blob(digests.blob), data)
             else:

@@ -50,7 +50,9 @@ class GCReport:
 
     ``removed``: blob names deleted; ``bytes_freed``: their total size; ``kept_recent``:
     unreferenced blobs kept because they are younger than the grace period;
-    ``deferred``: True if a save of this key was running, so nothing was deleted.
+    ``deferred``: True if a save of this key was running, so nothing was deleted;
+    ``leftovers_removed``: temporary data of killed writers deleted
+    (:meth:`Backend.cleanup`, same grace period).
     """
 
     removed: list[str] = field(default_factory=list)
@@ -58,6 +60,7 @@ class GCReport:
     kept_recent: list[str] = field(default_factory=list)
     referenced: int = 0
     deferred: bool = False
+    leftovers_removed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-able data."""
@@ -353,7 +356,9 @@ class ObjectStore:
 
         Blobs younger than ``grace_period`` seconds (default one day) are kept, and
         nothing is deleted while a save of this key is running, so a concurrent save
-        never loses a blob it has just uploaded or deduplicated against. On stores
+        never loses a blob it has just uploaded or deduplicated against. The backend's
+        leftovers of killed writes under the key (temp files) older than the grace
+        period go too (:meth:`Backend.cleanup`). On stores
         without local files a blob's age counts from the first gc run that saw it
         unreferenced.
         """
@@ -384,6 +389,10 @@ class ObjectStore:
             report.deferred = True
             report.kept_recent.extend(candidates)
             candidates = []
+        if not report.deferred:
+            # No save of the key is running: temp files older than the grace period
+            # belong to writers that were killed.
+            report.leftovers_removed = self.backend.cleanup(layout.root, grace_period)
         for blob in candidates:
             size = self.backend.size(layout.blob(blob)) or 0
             self.backend.delete(layout.blob(blob))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 import pytest
 from kara_file import FileBackend
@@ -136,3 +137,19 @@ def test_batch_commit_without_syncfs_fsyncs_each_file(tmp_path, monkeypatch) -> 
     assert len(synced) == 5
     assert all(".kara-tmp-" in os.path.basename(path) for path in synced)
     assert [backend.read(f"d/{i}") for i in range(5)] == [b"x" * i for i in range(5)]
+
+
+def test_cleanup_removes_only_old_temp_files_under_the_prefix(tmp_path) -> None:
+    backend = open_backend(f"file://{tmp_path}")
+    backend.put("k/data/blob", b"real")
+    old = [tmp_path / "k" / "data" / ".blob.kara-tmp-old", tmp_path / "k" / ".meta.json.kara-tmp-old"]
+    young = tmp_path / "k" / "data" / ".other.kara-tmp-young"
+    elsewhere = tmp_path / "other" / ".x.kara-tmp-old"
+    for path in [*old, young, elsewhere]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for path in [*old, elsewhere]:
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert backend.cleanup("k/", older_than=3600) == 2
+    assert _tree(tmp_path) == ["k/data/.other.kara-tmp-young", "k/data/blob", "other/.x.kara-tmp-old"]

@@ -56,11 +56,13 @@ class SlowFileBackend(FileBackend):
     def local_path(self, path: str) -> str | None:
         return None
 
-    def _write_temp(self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True) -> str:
+    def _write_temp(
+        self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True, make_folder: bool = True
+    ) -> str:
         # Under every way of writing an object: put, put_if_absent and batches.
         if not isinstance(data, (bytes, bytearray, memoryview)):
             data = _SlowReader(data)  # type: ignore[assignment]
-        return super()._write_temp(full, data, sync)
+        return super()._write_temp(full, data, sync, make_folder)
 
     def open_read(self, path: str, start: int = 0) -> BinaryIO:
         return _SlowReader(super().open_read(path, start))  # type: ignore[return-value]

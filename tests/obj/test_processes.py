@@ -78,6 +78,23 @@ def test_a_save_killed_mid_upload_publishes_nothing_and_the_rerun_completes(tmp_
     out = tmp_path / "out"
     objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
     assert read_tree(out) == _tree()
+
+
+def test_gc_removes_the_temp_files_a_killed_save_left(tmp_path: Path) -> None:
+    source = write_tree(tmp_path / "src", _tree())
+    store = tmp_path / "store"
+    proc = _start("save", store, source, "--slow")
+    _wait_until(lambda: any(".kara-tmp-" in p.name for p in (store / "obj/ns/ckpt/data").glob("*")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    objects = ObjectStore(FileBackend(str(store)))
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    assert [p for p in store.rglob("*") if ".kara-tmp-" in p.name]
+
+    report = objects.gc("ns", "ckpt", grace_period=0)
+    assert report.leftovers_removed >= 1
+    assert not [p for p in store.rglob("*") if ".kara-tmp-" in p.name]
+    assert report.removed == []
     assert objects.verify("ns", "ckpt") == []
     visible = {p for p in FileBackend(str(store)).list("obj/ns/ckpt/") if not p.startswith("obj/ns/ckpt/data/")}
     assert visible == {"obj/ns/ckpt/meta.json", "obj/ns/ckpt/vers/0.json", "obj/ns/ckpt/kara/0.json"}, (

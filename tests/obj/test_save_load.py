@@ -67,6 +67,18 @@ def test_the_hash_cache_lives_outside_the_saved_folder(
     assert list((private_hash_cache / "hashes").glob("*.json"))
 
 
+def test_a_fresh_save_lists_the_blobs_once_instead_of_asking_each_size(source: Path, tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    class CountingBackend(FileBackend):
+        def size(self, path: str) -> int | None:
+            asked.append(path)
+            return super().size(path)
+
+    ObjectStore(CountingBackend(str(tmp_path / "store"))).save_directory("ns", "ckpt", str(source), progress_bar=False)
+    assert [path for path in asked if "/data/" in path] == []
+
+
 def test_a_changed_file_is_saved_with_its_new_content(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     (source / "a.txt").write_bytes(b"HELLO\n")  # same size, new content, same second

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -109,10 +110,17 @@ class FileBatch(Batch):
         self._file_backend = backend
         self._lock = threading.Lock()
         self._pending: dict[str, str] = {}
+        #: Folders this batch created or found: thousands of puts into one folder
+        #: need not ask the filesystem to create it each time.
+        self._folders: set[str] = set()
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
         full = self._file_backend._full(path)
-        tmp = self._file_backend._write_temp(full, data, sync=False)
+        folder = os.path.dirname(full)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        tmp = self._file_backend._write_temp(full, data, sync=False, make_folder=False)
         with self._lock:
             replaced = self._pending.pop(full, None)
             self._pending[full] = tmp
@@ -219,9 +227,12 @@ class FileBackend(Backend):
     def open_append(self, path: str) -> FileAppender:
         return FileAppender(self._full(path), self.options.fsync)
 
-    def _write_temp(self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True) -> str:
+    def _write_temp(
+        self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True, make_folder: bool = True
+    ) -> str:
         directory = os.path.dirname(full)
-        os.makedirs(directory, exist_ok=True)
+        if make_folder:
+            os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
         try:
             with open(tmp, "wb") as out:
@@ -290,6 +301,31 @@ class FileBackend(Backend):
 
     def delete(self, path: str) -> None:
         _unlink_quietly(self._full(path))
+
+    def cleanup(self, prefix: str, older_than: float) -> int:
+        """Delete this backend's temp files under ``prefix`` last written over ``older_than`` s ago.
+
+        They are what a process killed in the middle of a ``put`` or before a batch's
+        ``commit`` leaves behind (``.<name>.kara-tmp-<id>``).
+        """
+        folder, _, _ = prefix.rpartition("/")
+        base = os.path.join(self.root, check_path(folder)) if folder else self.root
+        deadline = time.time() - older_than
+        removed = 0
+        for dirpath, _, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            for name in filenames:
+                if _TMP_MARK not in name or not (rel_dir + name).startswith(prefix):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    if os.lstat(full).st_mtime <= deadline:
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
 
 
 def _fsync_path(path: str) -> None:
