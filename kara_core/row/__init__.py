@@ -2,7 +2,7 @@
 
 :class:`RowStore` opens, lists, describes and verifies the datasets of a store;
 :class:`RowDataset` is one opened version. See docs/rows.md for the design (crash
-safety, locks, read paths) and FORMAT.md for the bytes.
+safety, locks, read paths and the bytes on storage).
 """
 
 from __future__ import annotations
