@@ -1,6 +1,6 @@
 """Where a row dataset's objects live, and how ``meta.json`` is read and written.
 
-The layout is kara-storage 2.x's (docs FORMAT.md); kara's own sidecar objects (writer
+The layout is kara-storage 2.x's (docs/rows.md); kara's own sidecar objects (writer
 and meta locks) live under ``.kara/`` folders that a 2.x reader never opens.
 """
 
