@@ -6,8 +6,9 @@ Readers come in two kinds, picked from the backend's capabilities:
   so a record read is one slice of mapped memory (no system call, no request).
 - :class:`RemoteBlocks` (everything else): ranged reads through the backend; sequential
   readers get large read-ahead windows with the next window prefetched by a background
-  thread (as concurrent requests when ``capabilities.parallel_reads``), index lookups go
-  through a small page cache, so no request is made per record.
+  thread (as concurrent requests when ``capabilities.parallel_reads``); random access
+  reads small ranges through a :class:`PageCache` bounded in bytes and shared by the
+  index and data streams of one snapshot, so a random record costs one request or none.
 
 Both only ever expose bytes ``[0, limit)`` of the stream: the part the index vouches for.
 Anything past it (the torn tail of a crashed writer) is never read.
@@ -27,10 +28,14 @@ from ..backend import Appender, Backend
 from ..errors import CorruptDatasetError
 
 __all__ = [
+    "DATA_PAGE_SIZE",
+    "DEFAULT_CACHE_SIZE",
+    "INDEX_PAGE_SIZE",
     "LARGE_READ",
     "BlockReader",
     "BlockWriter",
     "MappedBlocks",
+    "PageCache",
     "RemoteBlocks",
     "block_path",
     "open_blocks",
@@ -46,9 +51,14 @@ LARGE_READ = 256 * 1024
 #: requests of this size, this many at a time.
 PARALLEL_PART = 2 * 1024 * 1024
 PARALLEL_REQUESTS = 4
-#: Page size and page count of the remote index cache used by random access.
-PAGE_SIZE = 64 * 1024
-PAGE_CACHE_PAGES = 256
+#: Page sizes of the remote random-access cache. On a store with real latency a request
+#: for 64 KiB costs about what a request for one small record costs, and it brings the
+#: neighbours along. An index page covers 32,768 records, so the index of a dataset of a
+#: few hundred thousand records is a handful of requests, then cached.
+DATA_PAGE_SIZE = 64 * 1024
+INDEX_PAGE_SIZE = 256 * 1024
+#: Default byte budget of one snapshot's page cache (index and data pages together).
+DEFAULT_CACHE_SIZE = 64 * 1024 * 1024
 
 
 def block_path(prefix: str, number: int) -> str:
@@ -157,6 +167,47 @@ class MappedBlocks:
         self.single = None
 
 
+class PageCache:
+    """Least-recently-used pages of block streams, at most ``budget`` bytes; thread-safe.
+
+    Keys are ``(stream prefix, page number)``. One cache belongs to one snapshot, whose
+    streams never change below their limit, so a cached page never goes stale.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._pages: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> bytes | None:
+        """The cached page, or None; a hit makes it the most recently used."""
+        with self._lock:
+            page = self._pages.get(key)
+            if page is not None:
+                self._pages.move_to_end(key)
+            return page
+
+    def put(self, key: tuple[str, int], page: bytes) -> None:
+        """Cache ``page``, evicting the least recently used pages beyond the budget."""
+        if len(page) > self.budget:
+            return
+        with self._lock:
+            old = self._pages.pop(key, None)
+            if old is not None:
+                self.size -= len(old)
+            self._pages[key] = page
+            self.size += len(page)
+            while self.size > self.budget:
+                self.size -= len(self._pages.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        """Drop every page."""
+        with self._lock:
+            self._pages.clear()
+            self.size = 0
+
+
 class _Window:
     __slots__ = ("data", "end", "start")
 
@@ -167,20 +218,30 @@ class _Window:
 class RemoteBlocks:
     """A block stream on a remote store: ranged reads, read-ahead with prefetch, page cache."""
 
-    def __init__(self, backend: Backend, prefix: str, sizes: list[int], limit: int, window: int = READ_AHEAD) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        prefix: str,
+        sizes: list[int],
+        limit: int,
+        window: int = READ_AHEAD,
+        cache: PageCache | None = None,
+        page_size: int = DATA_PAGE_SIZE,
+    ) -> None:
         self.limit = limit
         self.prefix = prefix
         self._backend = backend
         self._sizes = sizes
         self._starts = _starts(sizes)
-        self._window_size = max(window, PAGE_SIZE)
+        self._window_size = max(window, DATA_PAGE_SIZE)
+        self._cache = cache
+        self._page_size = page_size
         self._lock = threading.Lock()
         self._current: _Window | None = None
         self._next: tuple[int, int, Future[bytes]] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._parts_pool: ThreadPoolExecutor | None = None
         self._parallel = backend.capabilities.parallel_reads
-        self._pages: OrderedDict[int, bytes] = OrderedDict()
 
     def read(self, start: int, end: int) -> bytes:
         end = min(end, self.limit)
@@ -252,42 +313,58 @@ class RemoteBlocks:
         end = min(end, self.limit)
         if start >= end:
             return b""
-        first, last = start // PAGE_SIZE, (end - 1) // PAGE_SIZE
-        parts = [self._page(number) for number in range(first, last + 1)]
-        joined = parts[0] if len(parts) == 1 else b"".join(parts)
-        offset = first * PAGE_SIZE
-        return joined[start - offset : end - offset]
-
-    def _page(self, number: int) -> bytes:
-        with self._lock:
-            page = self._pages.get(number)
-            if page is not None:
-                self._pages.move_to_end(number)
-                return page
-        start = number * PAGE_SIZE
-        page = self.read(start, min(self.limit, start + PAGE_SIZE))
-        with self._lock:
-            self._pages[number] = page
-            if len(self._pages) > PAGE_CACHE_PAGES:
-                self._pages.popitem(last=False)
-        return page
+        cache = self._cache
+        if cache is None or not cache.budget:
+            return self.read(start, end)
+        size, prefix = self._page_size, self.prefix
+        first, last = start // size, (end - 1) // size
+        pages = [cache.get((prefix, number)) for number in range(first, last + 1)]
+        number = first
+        while number <= last:
+            if pages[number - first] is not None:
+                number += 1
+                continue
+            # Fetch each run of missing pages with one request.
+            run_end = number
+            while run_end < last and pages[run_end + 1 - first] is None:
+                run_end += 1
+            run_start = number * size
+            fetched = self.read(run_start, min(self.limit, (run_end + 1) * size))
+            for missing in range(number, run_end + 1):
+                page = fetched[(missing - number) * size : (missing - number + 1) * size]
+                pages[missing - first] = page
+                cache.put((prefix, missing), page)
+            number = run_end + 1
+        joined = pages[0] if len(pages) == 1 else b"".join(pages)  # type: ignore[arg-type]
+        offset = first * size
+        return joined[start - offset : end - offset]  # type: ignore[index]
 
     def close(self) -> None:
         with self._lock:
             self._current = None
             self._next = None
-            self._pages.clear()
             for pool in (self._pool, self._parts_pool):
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._parts_pool = None
 
 
-def open_blocks(backend: Backend, prefix: str, sizes: list[int], limit: int) -> MappedBlocks | RemoteBlocks:
-    """A reader of bytes ``[0, limit)`` of the block stream in ``prefix``: mmapped if local."""
+def open_blocks(
+    backend: Backend,
+    prefix: str,
+    sizes: list[int],
+    limit: int,
+    cache: PageCache | None = None,
+    page_size: int = DATA_PAGE_SIZE,
+) -> MappedBlocks | RemoteBlocks:
+    """A reader of bytes ``[0, limit)`` of the block stream in ``prefix``: mmapped if local.
+
+    On remote stores, :meth:`RemoteBlocks.read_paged` goes through ``cache`` in pages of
+    ``page_size`` bytes (no cache: exact reads).
+    """
     if backend.capabilities.local_path and backend.local_path(block_path(prefix, 0)) is not None:
         return MappedBlocks(backend, prefix, sizes, limit)
-    return RemoteBlocks(backend, prefix, sizes, limit)
+    return RemoteBlocks(backend, prefix, sizes, limit, cache=cache, page_size=page_size)
 
 
 class BlockWriter:

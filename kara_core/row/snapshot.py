@@ -20,7 +20,18 @@ from operator import le
 
 from ..backend import Backend
 from ..errors import CorruptDatasetError
-from .blocks import LARGE_READ, MappedBlocks, RemoteBlocks, block_path, open_blocks, probe_blocks
+from .blocks import (
+    DATA_PAGE_SIZE,
+    DEFAULT_CACHE_SIZE,
+    INDEX_PAGE_SIZE,
+    LARGE_READ,
+    MappedBlocks,
+    PageCache,
+    RemoteBlocks,
+    block_path,
+    open_blocks,
+    probe_blocks,
+)
 
 __all__ = ["ENTRY", "Snapshot", "complete_extent", "decode_ends"]
 
@@ -77,9 +88,15 @@ def complete_extent(backend: Backend, index_prefix: str, index_sizes: list[int],
 
 
 class Snapshot:
-    """Read access to records ``[0, count)`` of one version, as stored when it was opened."""
+    """Read access to records ``[0, count)`` of one version, as stored when it was opened.
 
-    def __init__(self, backend: Backend, index_prefix: str, data_prefix: str) -> None:
+    On remote stores, random access reads index entries and small records through one
+    page cache of at most ``cache_size`` bytes (0: no cache, exact ranged reads).
+    """
+
+    def __init__(
+        self, backend: Backend, index_prefix: str, data_prefix: str, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
         self.backend = backend
         self.index_prefix = index_prefix
         self.data_prefix = data_prefix
@@ -87,8 +104,10 @@ class Snapshot:
         data_sizes = probe_blocks(backend, data_prefix)
         stored_data = sum(data_sizes)
         self.count, self.data_bytes = complete_extent(backend, index_prefix, index_sizes, stored_data)
-        # Only the complete records are mapped: bytes past them may be cut by a writer.
-        self.index = open_blocks(backend, index_prefix, index_sizes, self.count * ENTRY)
+        # Only the complete records are read: bytes past them may be cut by a writer. That
+        # also keeps the page cache correct: below the limit the streams never change.
+        self._cache = PageCache(cache_size)
+        self.index = open_blocks(backend, index_prefix, index_sizes, self.count * ENTRY, self._cache, INDEX_PAGE_SIZE)
         self.index_blocks = len(index_sizes)
         self.data_blocks = len(data_sizes)
         self.stored_index_bytes = sum(index_sizes)
@@ -96,9 +115,12 @@ class Snapshot:
         self._ends: memoryview | None = None
         if _LITTLE and isinstance(self.index, MappedBlocks) and self.index.single is not None:
             self._ends = memoryview(self.index.single).cast("Q")
-        self.data = open_blocks(backend, data_prefix, data_sizes, self.data_bytes)
+        self.data = open_blocks(backend, data_prefix, data_sizes, self.data_bytes, self._cache, DATA_PAGE_SIZE)
         self._single = self.data.single if isinstance(self.data, MappedBlocks) else None
         self._mapped = isinstance(self.data, MappedBlocks)
+        # Remote records smaller than a page are read through the cache: a miss costs one
+        # request (as an exact read would) and brings the neighbouring records along.
+        self._paged = not self._mapped and cache_size > 0
         self._refs = 1
         self._refs_lock = threading.Lock()
 
@@ -121,6 +143,7 @@ class Snapshot:
             self._ends = None
         self.index.close()
         self.data.close()
+        self._cache.clear()
 
     # -- index ---------------------------------------------------------------------
 
@@ -138,7 +161,12 @@ class Snapshot:
         ends = self._ends
         if ends is not None:
             return ends[start:stop]
-        read = self.index.read_ahead if sequential else self.index.read
+        if sequential:
+            read = self.index.read_ahead
+        elif (stop - start) * ENTRY <= INDEX_PAGE_SIZE:
+            read = self.index.read_paged
+        else:
+            read = self.index.read
         return decode_ends(read(start * ENTRY, stop * ENTRY))
 
     def _corrupt(self, i: int, start: int, end: int) -> CorruptDatasetError:
@@ -175,6 +203,8 @@ class Snapshot:
         single = self._single
         if single is not None and end - start < LARGE_READ:
             return single[start:end]
+        if self._paged and end - start < DATA_PAGE_SIZE:
+            return self.data.read_paged(start, end)
         return self.data.read(start, end)
 
     def raw_range(self, start: int, stop: int, sequential: bool, budget: int | None = None) -> list[bytes]:
@@ -202,5 +232,11 @@ class Snapshot:
         if self._mapped:
             read = self.data.read
             return [read(a, b) for a, b in zip(starts, ends, strict=True)]
-        buf = (self.data.read_ahead if sequential else self.data.read)(first, last)
+        if sequential:
+            read = self.data.read_ahead
+        elif self._paged and last - first < DATA_PAGE_SIZE:
+            read = self.data.read_paged
+        else:
+            read = self.data.read
+        buf = read(first, last)
         return [buf[a - first : b - first] for a, b in zip(starts, ends, strict=True)]

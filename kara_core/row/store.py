@@ -13,7 +13,7 @@ from ..errors import (
     VersionNotFoundError,
 )
 from ..serialization import Serializer, resolve_serializer
-from .blocks import block_path, open_blocks, probe_blocks
+from .blocks import DEFAULT_CACHE_SIZE, block_path, open_blocks, probe_blocks
 from .dataset import RowDataset
 from .layout import (
     ROW_ROOT,
@@ -39,7 +39,7 @@ DEFAULT_BUFFER_SIZE = 8 * 1024 * 1024
 #: A meta.json update holds its lock for milliseconds; older locks are from dead writers.
 META_LOCK_TTL = 30.0
 META_LOCK_WAIT = 60.0
-_OPTIONS = ("buffer_size", "max_file_size")
+_OPTIONS = ("buffer_size", "max_file_size", "cache_size")
 _BLOCK = re.compile(r"^(index|data)/(\d+)\.blk$")
 
 
@@ -47,10 +47,17 @@ def _options(kwargs: dict[str, Any]) -> dict[str, int]:
     unknown = sorted(set(kwargs) - set(_OPTIONS))
     if unknown:
         raise ConfigurationError(f"unknown dataset option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
-    options = {"buffer_size": DEFAULT_BUFFER_SIZE, "max_file_size": DEFAULT_MAX_FILE_SIZE}
+    options = {
+        "buffer_size": DEFAULT_BUFFER_SIZE,
+        "max_file_size": DEFAULT_MAX_FILE_SIZE,
+        "cache_size": DEFAULT_CACHE_SIZE,
+    }
     for name, value in kwargs.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigurationError(f"{name} must be a positive integer (bytes), got {value!r}")
+        # A cache of 0 bytes is a valid choice (no caching); the other sizes must be positive.
+        smallest = 0 if name == "cache_size" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+            kind = "a non-negative" if smallest == 0 else "a positive"
+            raise ConfigurationError(f"{name} must be {kind} integer (bytes), got {value!r}")
         options[name] = value
     return options
 
@@ -129,8 +136,10 @@ class RowStore:
 
     # -- opening ---------------------------------------------------------------------
 
-    def _snapshot(self, namespace: str, key: str, version: str) -> Snapshot:
-        return Snapshot(self.backend, index_prefix(namespace, key, version), data_prefix(namespace, key, version))
+    def _snapshot(self, namespace: str, key: str, version: str, cache_size: int = DEFAULT_CACHE_SIZE) -> Snapshot:
+        return Snapshot(
+            self.backend, index_prefix(namespace, key, version), data_prefix(namespace, key, version), cache_size
+        )
 
     def open_dataset(
         self,
@@ -145,7 +154,8 @@ class RowStore:
 
         ``version`` is converted with ``str()`` as in 2.x; ``"latest"`` is the version
         most recently opened for writing, and creating a dataset needs an explicit one.
-        Options: ``buffer_size``, ``max_file_size`` (bytes).
+        Options (bytes): ``buffer_size``, ``max_file_size``, and ``cache_size``, the budget
+        of the page cache random reads use on remote stores (default 64 MiB; 0: none).
         """
         check_name("namespace", namespace)
         check_name("key", key)
@@ -154,7 +164,7 @@ class RowStore:
         version = str(version)
         if mode == "r":
             version = self._resolve_version(namespace, key, self.get_meta(namespace, key), version)
-            snapshot = self._snapshot(namespace, key, version)
+            snapshot = self._snapshot(namespace, key, version, options["cache_size"])
             return RowDataset(self.backend, namespace, key, version, serializer, options, snapshot=snapshot)
         if mode != "w":
             raise ConfigurationError(f"mode must be 'r' (read) or 'w' (append), got {mode!r}")
