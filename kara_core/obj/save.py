@@ -181,9 +181,12 @@ def save_directory(
             # collection cannot remove a listed blob while this save relies on it.
             stored = {path[len(layout.data) :] for path in backend.list(layout.data)}
             pipeline = _FilePipeline(backend, batch, layout, stored, cache, worker, bar)
-            # Small files first: creating blobs stalls behind journal commits that flush
-            # dirty data (ext4 data=ordered), so big uploads come last.
-            order = sorted(scan.files, key=lambda f: f.st.st_size)
+            # Big files first: hashing them is CPU work that then overlaps with the
+            # creation of the many small blobs, which the filesystem serializes (one
+            # folder lock). Blob writes no longer sync one by one (the batch commits
+            # once), so nothing waits behind the big files' dirty data. Measured on
+            # ext4: 20% faster and less CPU than small files first.
+            order = sorted(scan.files, key=lambda f: f.st.st_size, reverse=True)
             found = dict(
                 zip((f.rel for f in order), run_parallel(order, pipeline.save_file, nworkers, worker), strict=True)
             )
