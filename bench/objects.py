@@ -102,11 +102,18 @@ def main() -> None:
         # its best time, so neither one always runs in the other's wake.
         for round_ in range(ROUNDS):
             here = os.path.join(work, f"round{round_}")
-            for best, times in zip((ours, theirs), run_round(src, here, round_ % 2 == 0), strict=True):
+            for name, best, times in zip(
+                ("kara", "2.1.5"), (ours, theirs), run_round(src, here, round_ % 2 == 0), strict=True
+            ):
+                # Every round is shown: on a shared machine the spread says how far to trust the best.
+                print(
+                    f"round {round_} {name:<6}", "  ".join(f"{step} {seconds:.3f}" for step, seconds in times.items())
+                )
                 for step, seconds in times.items():
                     best[step] = min(seconds, best.get(step, seconds))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print_table(
         f"directory versions, file:// store ({SMALL_FILES} files of 4-64 KiB + {BIG_FILES} x 64 MiB)",
         [
