@@ -107,8 +107,9 @@ class FileBatch(Batch):
     """Puts written to temporary files, made durable and renamed into place by ``commit``.
 
     ``put`` writes a hidden temp file next to the final name and starts writing it
-    back without waiting for the disk; ``commit`` syncs every temp file at once (``syncfs`` on the store's filesystem,
-    else an fsync per file), then renames each to its final name and syncs the folders.
+    back without waiting for the disk; ``commit`` syncs every temp file at once
+    (``syncfs`` on the store's filesystem, else an fsync per file), then renames each to
+    its final name and syncs the folders (and the parents of folders it created).
     So an object appears under its final name only once its content is durable, as
     with :meth:`FileBackend.put`, and thousands of puts cost one sync instead of two
     each. ``abort`` (or an exception in a ``with`` block) deletes the temp files.
@@ -122,12 +123,14 @@ class FileBatch(Batch):
         #: Folders this batch created or found: thousands of puts into one folder
         #: need not ask the filesystem to create it each time.
         self._folders: set[str] = set()
+        #: Folders whose entries changed because this batch created a folder in them.
+        self._grown: set[str] = set()
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
         full = self._file_backend._full(path)
         folder = os.path.dirname(full)
         if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
+            self._make_folder(folder)
             self._folders.add(folder)
         tmp = self._file_backend._write_temp(full, data, sync=False, make_folder=False)
         with self._lock:
@@ -136,12 +139,24 @@ class FileBatch(Batch):
         if replaced is not None:
             _unlink_quietly(replaced)
 
+    def _make_folder(self, folder: str) -> None:
+        root = self._file_backend.root
+        missing = []
+        while folder != root and not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        if missing:
+            os.makedirs(missing[0], exist_ok=True)
+            with self._lock:
+                self._grown.update(os.path.dirname(new) for new in missing)
+
     def commit(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
+            grown, self._grown = self._grown, set()
         if not pending:
             return
-        folders = {os.path.dirname(full) for full in pending}
+        folders = {os.path.dirname(full) for full in pending} | grown
         try:
             if self._file_backend.options.fsync:
                 self._file_backend._sync_files(list(pending.values()))
