@@ -5,7 +5,9 @@ The server (``python -m kara_oss.testing``) runs in its own process on 127.0.0.1
 Both libraries talk to it through oss2. Workloads: write 200,000 ``small_record`` JSON
 records (one ``write`` per record), read them all in order, 2,000 random ``ds[i]``; save
 the folder of bench/objects.py (2,000 files of 4-64 KiB + 4 x 64 MiB) and load it into an
-empty folder.
+empty folder. The random reads are timed in ``RANDOM_ROUNDS`` rounds that alternate
+between the libraries (each round opens the dataset afresh, so kara's page cache starts
+cold every time); the table shows the best round of each.
 
     .venv/bin/python bench/oss.py          (scripts/bench oss)
 """
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 # Import the other bench modules from bench/, but after the standard library: a bench
 # script named like a stdlib module (bench/http.py) must not shadow it.
@@ -28,8 +31,12 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENC
 from common import k215_python, print_table, run_k215, small_record, timer, workdir  # noqa: E402
 from objects import BIG_FILES, SMALL_FILES, make_folder  # noqa: E402
 
+if TYPE_CHECKING:
+    from kara_core import KaraStorage
+
 RECORDS = 200_000
 RANDOM_READS = 2_000
+RANDOM_ROUNDS = 3
 LATENCY = 0.005
 
 K215_CODE = """
@@ -71,6 +78,19 @@ times["load"] = time.perf_counter() - t
 print(json.dumps(times))
 """
 
+K215_RANDOM_CODE = """
+import kara_storage
+
+store = kara_storage.KaraStorage(PARAMS["url"], app_key=PARAMS["app_key"], app_secret=PARAMS["app_secret"])
+ds = store.open_dataset("bench", "small", "r", version="1")
+t = time.perf_counter()
+for i in PARAMS["indices"]:
+    assert ds[i]["id"] == i
+elapsed = time.perf_counter() - t
+ds.close()
+print(json.dumps({"random": elapsed}))
+"""
+
 
 def ensure_k215_oss2() -> None:
     """2.1.5 imports oss2 only for oss:// stores; install it into its environment if absent."""
@@ -91,11 +111,25 @@ def start_server() -> tuple[subprocess.Popen[str], dict[str, str]]:
     return proc, json.loads(proc.stdout.readline())
 
 
-def run_kara(info: dict[str, str], indices: list[int], src: str, dst: str) -> dict[str, float]:
-    """Time every workload with kara."""
+def kara_store(info: dict[str, str]) -> KaraStorage:
+    """kara's store on the test server."""
     from kara_core import KaraStorage
 
-    store = KaraStorage(info["url"] + "/kara", app_key=info["app_key"], app_secret=info["app_secret"])
+    return KaraStorage(info["url"] + "/kara", app_key=info["app_key"], app_secret=info["app_secret"])
+
+
+def kara_random(store: KaraStorage, indices: list[int]) -> float:
+    """Seconds for the random ``ds[i]`` reads on a freshly opened dataset."""
+    with store.open_dataset("bench", "small", version="1") as ds:
+        started = time.perf_counter()
+        for i in indices:
+            assert ds[i]["id"] == i
+        return time.perf_counter() - started
+
+
+def run_kara(info: dict[str, str], indices: list[int], src: str, dst: str) -> dict[str, float]:
+    """Time every workload with kara."""
+    store = kara_store(info)
     records = [small_record(i) for i in range(RECORDS)]
     times: dict[str, float] = {}
     with timer(times, "write"):
@@ -106,10 +140,7 @@ def run_kara(info: dict[str, str], indices: list[int], src: str, dst: str) -> di
         with store.open_dataset("bench", "small", version="1") as ds:
             n = sum(1 for _ in ds)
     assert n == RECORDS, n
-    with store.open_dataset("bench", "small", version="1") as ds:
-        with timer(times, "random"):
-            for i in indices:
-                assert ds[i]["id"] == i
+    times["random"] = kara_random(store, indices)
     with timer(times, "save"):
         store.save_directory("bench", "dir", src, progress_bar=False)
     with timer(times, "load"):
@@ -142,6 +173,11 @@ def main() -> None:
             "dst": os.path.join(work, "k215-dst"),
         }
         theirs = run_k215(K215_CODE, params)
+        store = kara_store(info)
+        for _ in range(RANDOM_ROUNDS - 1):
+            ours["random"] = min(ours["random"], kara_random(store, indices))
+            theirs["random"] = min(theirs["random"], run_k215(K215_RANDOM_CODE, params)["random"])
+        store.close()
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -152,7 +188,7 @@ def main() -> None:
         [
             (f"write {RECORDS:,} records", ours["write"], theirs["write"], 1.2),
             ("sequential read (iterate all)", ours["read"], theirs["read"], 1.5),
-            (f"random ds[i] x {RANDOM_READS:,}", ours["random"], theirs["random"], 3.0),
+            (f"random ds[i] x {RANDOM_READS:,} (best of {RANDOM_ROUNDS})", ours["random"], theirs["random"], 3.0),
             (f"save folder ({SMALL_FILES} small + {BIG_FILES} x 64 MiB)", ours["save"], theirs["save"], 3.0),
             ("load it into an empty folder", ours["load"], theirs["load"], 3.0),
         ],

@@ -88,7 +88,7 @@ class BlockReader(Protocol):
         ...
 
     def read_paged(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of a small range, through a cache of fixed-size pages."""
+        """Bytes ``[start, end)`` of a small range, through a cache of fixed-size pages if any."""
         ...
 
     def close(self) -> None:
@@ -313,10 +313,10 @@ class RemoteBlocks:
         end = min(end, self.limit)
         if start >= end:
             return b""
-        cache = self._cache
-        if cache is None or not cache.budget:
+        cache, size, prefix = self._cache, self._page_size, self.prefix
+        if cache is None or cache.budget < size:
+            # Pages that could not be kept would only make each read larger.
             return self.read(start, end)
-        size, prefix = self._page_size, self.prefix
         first, last = start // size, (end - 1) // size
         pages = [cache.get((prefix, number)) for number in range(first, last + 1)]
         number = first

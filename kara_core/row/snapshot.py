@@ -118,9 +118,6 @@ class Snapshot:
         self.data = open_blocks(backend, data_prefix, data_sizes, self.data_bytes, self._cache, DATA_PAGE_SIZE)
         self._single = self.data.single if isinstance(self.data, MappedBlocks) else None
         self._mapped = isinstance(self.data, MappedBlocks)
-        # Remote records smaller than a page are read through the cache: a miss costs one
-        # request (as an exact read would) and brings the neighbouring records along.
-        self._paged = not self._mapped and cache_size > 0
         self._refs = 1
         self._refs_lock = threading.Lock()
 
@@ -203,7 +200,9 @@ class Snapshot:
         single = self._single
         if single is not None and end - start < LARGE_READ:
             return single[start:end]
-        if self._paged and end - start < DATA_PAGE_SIZE:
+        if end - start < DATA_PAGE_SIZE:
+            # On remote stores a miss costs one request, as an exact read would, and brings
+            # the neighbouring records along; on local files this is a plain read.
             return self.data.read_paged(start, end)
         return self.data.read(start, end)
 
@@ -234,7 +233,7 @@ class Snapshot:
             return [read(a, b) for a, b in zip(starts, ends, strict=True)]
         if sequential:
             read = self.data.read_ahead
-        elif self._paged and last - first < DATA_PAGE_SIZE:
+        elif last - first < DATA_PAGE_SIZE:
             read = self.data.read_paged
         else:
             read = self.data.read
