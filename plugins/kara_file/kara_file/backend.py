@@ -32,6 +32,10 @@ class FileOptions(BackendOptions):
     fsync: bool = True
 
 
+#: Appended bytes after which an appender starts their writeback in the background.
+_WRITEBACK_CHUNK = 4 * 1024 * 1024
+
+
 class FileAppender:
     """Appends to one file; ``flush`` hands the bytes to the OS and fsyncs them."""
 
@@ -41,6 +45,7 @@ class FileAppender:
         self._position = os.fstat(self._fd).st_size
         self._fsync = fsync
         self._dirty = False
+        self._written_back = self._position
         self.path = path
 
     @property
@@ -56,6 +61,11 @@ class FileAppender:
             view = view[written:]
             self._position += written
         self._dirty = True
+        if self._fsync and self._position - self._written_back >= _WRITEBACK_CHUNK:
+            # Start writing back what is appended while the writer goes on, so the fsync
+            # of the next flush or close finds most of the data already on disk.
+            _start_writeback(self._fd, self._written_back, self._position - self._written_back)
+            self._written_back = self._position
 
     def flush(self) -> None:
         if self._fd >= 0 and self._dirty and self._fsync:
@@ -94,9 +104,10 @@ _sync_file_range = _load_libc("sync_file_range", [ctypes.c_int, ctypes.c_longlon
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _start_writeback(fd: int) -> None:
+def _start_writeback(fd: int, offset: int = 0, nbytes: int = 0) -> None:
+    """Start writing ``nbytes`` from ``offset`` back to disk without waiting (0: to the end)."""
     if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
 #: Threads that fsync files one by one when syncfs is not available.
