@@ -21,6 +21,7 @@ import orjson
 
 from ..backend import Backend, Batch
 from ..errors import ConfigurationError, NotFoundError, ReadOnlyStoreError
+from ..locks import process_alive, process_start
 from .hashing import Digests, HashCache, Hasher, hash_file, stat_key
 from .manifest import KeyLayout, dump_json
 from .scan import LocalFile, scan_folder
@@ -48,15 +49,8 @@ def _lease_is_live(raw: bytes | None, now: float) -> bool:
         return False
     if now - written >= LEASE_EXPIRY:
         return False
-    if host == socket.gethostname():
-        # A save on this machine whose process is gone was killed: its lease is void.
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    return True
+    # A save on this machine whose process is gone was killed: its lease is void.
+    return host != socket.gethostname() or process_alive(pid, body.get("pid_start"))
 
 
 def count_live_leases(backend: Backend, layout: KeyLayout) -> int:
@@ -84,7 +78,12 @@ class Lease:
         self._thread.start()
 
     def _write(self) -> None:
-        body = {"time": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+        body = {
+            "time": time.time(),
+            "pid": os.getpid(),
+            "pid_start": process_start(os.getpid()),
+            "host": socket.gethostname(),
+        }
         self._backend.put(self.path, dump_json(body))
 
     def _refresh(self) -> None:

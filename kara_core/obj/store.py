@@ -28,7 +28,7 @@ from ..errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
-from ..row.lock import LeaseLock
+from ..locks import LeaseLock
 from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest

@@ -12,6 +12,7 @@ from ..errors import (
     ReadOnlyStoreError,
     VersionNotFoundError,
 )
+from ..locks import LeaseLock
 from ..serialization import Serializer, resolve_serializer
 from .blocks import DEFAULT_CACHE_SIZE, block_path, open_blocks, probe_blocks
 from .dataset import RowDataset
@@ -26,7 +27,6 @@ from .layout import (
     meta_path,
     read_meta,
 )
-from .lock import LeaseLock
 from .snapshot import ENTRY, Snapshot, decode_ends
 from .writer import RowWriter
 

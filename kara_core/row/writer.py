@@ -17,9 +17,9 @@ from itertools import accumulate
 
 from ..backend import Backend
 from ..errors import DatasetLockedError
+from ..locks import LeaseLock
 from .blocks import BlockWriter, probe_blocks, truncate_stream
 from .layout import data_prefix, index_prefix, writer_lock_path
-from .lock import LeaseLock
 from .snapshot import ENTRY, complete_extent
 
 __all__ = ["WRITER_LOCK_TTL", "RowWriter"]

@@ -143,7 +143,7 @@ def test_meta_lock_left_by_a_killed_process_is_broken(store: KaraStorage) -> Non
 
 
 def test_heartbeat_refreshes_the_lock_and_notices_a_takeover(store: KaraStorage) -> None:
-    from kara_core.row.lock import LeaseLock
+    from kara_core.locks import LeaseLock
 
     lock = LeaseLock(store.backend, "row/ns/rows/1/.kara/writer.lock", "test lock", ttl=0.4, heartbeat=True)
     lock.acquire()

@@ -26,15 +26,15 @@ import time
 import uuid
 from typing import Any
 
-from ..backend import Backend
-from ..errors import DatasetLockedError
+from .backend import Backend
+from .errors import DatasetLockedError
 
 __all__ = ["LeaseLock"]
 
 _HOST = socket.gethostname()
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     # Field 22 of /proc/<pid>/stat is the start time in clock ticks: with the pid it
     # identifies a process even after the pid is reused. Absent off Linux.
     try:
@@ -45,14 +45,14 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(b")", 1)[-1].split()[19].decode()
 
 
-def _process_alive(pid: int, start: str | None) -> bool:
+def process_alive(pid: int, start: str | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return start is None or _process_start(pid) in (None, start)
+    return start is None or process_start(pid) in (None, start)
 
 
 class LeaseLock:
@@ -78,7 +78,7 @@ class LeaseLock:
         info = {
             "host": _HOST,
             "pid": pid,
-            "pid_start": _process_start(pid),
+            "pid_start": process_start(pid),
             "token": self._token,
             "created": created,
             "heartbeat": time.time() if self._heartbeat else None,
@@ -104,7 +104,7 @@ class LeaseLock:
         if heartbeat is None and now - float(info.get("created") or 0) > self.ttl:
             return True
         if info.get("host") == _HOST:
-            return not _process_alive(int(info.get("pid") or 0), info.get("pid_start"))
+            return not process_alive(int(info.get("pid") or 0), info.get("pid_start"))
         return heartbeat is not None and now - float(heartbeat) > self.ttl
 
     def _break(self, raw: bytes, info: dict[str, Any]) -> None:
