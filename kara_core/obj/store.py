@@ -33,7 +33,7 @@ from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest
 from .save import count_live_leases, save_directory
-from .tasks import DEFAULT_WORKERS, LOCAL_LOAD_WORKERS, Worker, run_parallel
+from .tasks import DEFAULT_WORKERS, Worker, load_workers, run_parallel
 
 __all__ = ["GCReport", "ObjectStore"]
 
@@ -284,7 +284,7 @@ class ObjectStore:
             plan,
             delete=delete,
             progress_bar=progress_bar,
-            workers=workers or (LOCAL_LOAD_WORKERS if self.backend.capabilities.local_path else DEFAULT_WORKERS),
+            workers=workers or load_workers(self.backend.capabilities),
         )
         return name
 

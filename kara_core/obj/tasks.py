@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from ..backend import Capabilities
+
 __all__ = ["Cancelled", "Progress", "Worker", "defer_interrupt", "run_parallel"]
 
 T = TypeVar("T")
@@ -28,6 +30,16 @@ R = TypeVar("R")
 #: files (CPU and directory locks): more threads than that contend with each other.
 DEFAULT_WORKERS = 8
 LOCAL_LOAD_WORKERS = 4
+#: Loads from remote stores are bound by round trips: more requests in flight pay off
+#: (measured over HTTP with 5 ms per request: 8 threads 2.1-2.5 s, 32 threads 1.8-2.0 s).
+REMOTE_LOAD_WORKERS = 32
+
+
+def load_workers(capabilities: Capabilities) -> int:
+    """Default number of download threads for a load from a store with ``capabilities``."""
+    if capabilities.local_path:
+        return LOCAL_LOAD_WORKERS
+    return REMOTE_LOAD_WORKERS if capabilities.parallel_reads else DEFAULT_WORKERS
 
 
 class Cancelled(Exception):
