@@ -218,7 +218,8 @@ def gc_command(
         click.echo(
             f"removed {len(report.removed)} blob(s), freed {human_size(report.bytes_freed)}; "
             f"kept {len(report.kept_recent)} unreferenced blob(s) younger than the grace period; "
-            f"{report.referenced} blob(s) in use"
+            f"{report.referenced} blob(s) in use; "
+            f"removed {report.leftovers_removed} leftover temporary file(s) of interrupted saves"
         )
 
 

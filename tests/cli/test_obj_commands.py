@@ -93,6 +93,16 @@ def test_rm_removes_a_version_and_gc_frees_its_blobs(kara, store_url, folder, tm
     assert len(report["removed"]) == 1 and report["bytes_freed"] == 200
 
 
+def test_gc_text_output_says_what_it_removed_and_kept(kara, store_url, folder):
+    kara("obj", "save", store_url, "models", "bert", str(folder))
+    result = kara("obj", "gc", store_url, "models", "bert", "--grace-period", "0")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == (
+        "removed 0 blob(s), freed 0 B; kept 0 unreferenced blob(s) younger than the grace period; "
+        "2 blob(s) in use; removed 0 leftover temporary file(s) of interrupted saves"
+    )
+
+
 def test_rm_without_yes_asks_and_aborts_on_no(kara, store_url, folder):
     kara("obj", "save", store_url, "models", "bert", str(folder))
     result = kara("obj", "rm", store_url, "models", "bert", "-v", "0", input="n\n")
