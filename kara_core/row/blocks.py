@@ -59,6 +59,14 @@ DATA_PAGE_SIZE = 64 * 1024
 INDEX_PAGE_SIZE = 256 * 1024
 #: Default byte budget of one snapshot's page cache (index and data pages together).
 DEFAULT_CACHE_SIZE = 64 * 1024 * 1024
+#: Once the cache has had to evict, small reads keep going through it only while at
+#: least 1 page lookup in ``REUSE_MIN`` hits (over the last ``REUSE_WINDOW`` or so):
+#: when a dataset is far larger than the cache and reads are spread over all of it, a
+#: page costs its transfer time and is rarely reused. One read in ``REUSE_PROBE`` still
+#: goes through the cache then, so that renewed reuse is noticed.
+REUSE_MIN = 8
+REUSE_WINDOW = 256
+REUSE_PROBE = 8
 
 
 def block_path(prefix: str, number: int) -> str:
@@ -89,6 +97,10 @@ class BlockReader(Protocol):
 
     def read_paged(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of a small range, through a cache of fixed-size pages if any."""
+        ...
+
+    def read_small(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of a small range: paged while pages get reused, else exact."""
         ...
 
     def close(self) -> None:
@@ -153,6 +165,7 @@ class MappedBlocks:
 
     read_ahead = read
     read_paged = read
+    read_small = read
 
     def close(self) -> None:
         for mapped in self._maps:
@@ -177,6 +190,8 @@ class PageCache:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
+        #: Pages dropped so far to stay within the budget.
+        self.evictions = 0
         self._pages: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -200,6 +215,7 @@ class PageCache:
             self.size += len(page)
             while self.size > self.budget:
                 self.size -= len(self._pages.popitem(last=False)[1])
+                self.evictions += 1
 
     def clear(self) -> None:
         """Drop every page."""
@@ -236,6 +252,9 @@ class RemoteBlocks:
         self._window_size = max(window, DATA_PAGE_SIZE)
         self._cache = cache
         self._page_size = page_size
+        # Page lookups and hits of read_paged, halved now and then so they follow the
+        # recent past; updated without a lock, as they only steer read_small.
+        self._lookups = self._hits = self._bypassed = 0
         self._lock = threading.Lock()
         self._current: _Window | None = None
         self._next: tuple[int, int, Future[bytes]] | None = None
@@ -319,6 +338,11 @@ class RemoteBlocks:
             return self.read(start, end)
         first, last = start // size, (end - 1) // size
         pages = [cache.get((prefix, number)) for number in range(first, last + 1)]
+        self._lookups += len(pages)
+        self._hits += len(pages) - pages.count(None)
+        if self._lookups >= 2 * REUSE_WINDOW:
+            self._lookups //= 2
+            self._hits //= 2
         number = first
         while number <= last:
             if pages[number - first] is not None:
@@ -338,6 +362,19 @@ class RemoteBlocks:
         joined = pages[0] if len(pages) == 1 else b"".join(pages)  # type: ignore[arg-type]
         offset = first * size
         return joined[start - offset : end - offset]  # type: ignore[index]
+
+    def read_small(self, start: int, end: int) -> bytes:
+        cache = self._cache
+        if (
+            cache is not None
+            and cache.evictions
+            and self._lookups >= REUSE_WINDOW
+            and self._hits * REUSE_MIN < self._lookups
+        ):
+            self._bypassed += 1
+            if self._bypassed % REUSE_PROBE:
+                return self.read(start, end)
+        return self.read_paged(start, end)
 
     def close(self) -> None:
         with self._lock:

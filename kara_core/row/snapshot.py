@@ -203,7 +203,7 @@ class Snapshot:
         if end - start < DATA_PAGE_SIZE:
             # On remote stores a miss costs one request, as an exact read would, and brings
             # the neighbouring records along; on local files this is a plain read.
-            return self.data.read_paged(start, end)
+            return self.data.read_small(start, end)
         return self.data.read(start, end)
 
     def raw_range(self, start: int, stop: int, sequential: bool, budget: int | None = None) -> list[bytes]:
@@ -234,7 +234,7 @@ class Snapshot:
         if sequential:
             read = self.data.read_ahead
         elif last - first < DATA_PAGE_SIZE:
-            read = self.data.read_paged
+            read = self.data.read_small
         else:
             read = self.data.read
         buf = read(first, last)

@@ -145,3 +145,20 @@ def test_cache_size_survives_pickling(remote: KaraStorage) -> None:
 def test_a_bad_cache_size_is_a_configuration_error(remote: KaraStorage, bad: object) -> None:
     with pytest.raises(ConfigurationError, match="cache_size"):
         remote.open_dataset("ns", "key", cache_size=bad)
+
+
+def test_small_records_are_read_exactly_when_a_too_small_cache_keeps_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = KaraStorage(f"memory://page-cache-{next(_names)}")
+    with store.open_dataset("ns", "key", "w", version=1) as ds:
+        ds.write_many(record(i) for i in range(20_000))
+    budget = 2 * DATA_PAGE_SIZE  # about 5% of the data: random pages are rarely reused
+    with store.open_dataset("ns", "key", cache_size=budget) as ds:
+        indices = random.Random(5).choices(range(20_000), k=1400)
+        assert all(ds[i] == record(i) for i in indices[:1000])
+        calls = _count_reads(store.backend, monkeypatch)
+        assert all(ds[i] == record(i) for i in indices[1000:])
+        pages = [c for c in calls if "/data/" in c[0] and c[2] - c[1] >= DATA_PAGE_SIZE]
+        assert len(pages) < len(calls) // 4  # only the probes that watch for reuse
+    store.close()
