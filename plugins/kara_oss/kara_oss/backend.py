@@ -114,7 +114,9 @@ class OSSBackend(Backend):
         auth = oss2.ProviderAuthV4(provider) if options.region else oss2.ProviderAuth(provider)
         scheme = "https" if options.use_ssl else "http"
         endpoint_url = f"{scheme}://{endpoint}"
-        session = oss2.Session(pool_size=max(16, 2 * options.parallelism))
+        # Directory loads keep up to 32 downloads in flight (kara_core.obj's default for
+        # stores with parallel reads); a smaller pool would close and reopen connections.
+        session = oss2.Session(pool_size=max(64, 2 * options.parallelism))
         # requests re-reads proxy settings from the environment on every request (most
         # of the client-side cost of a small GET); read them once here instead. It also
         # stats the CA bundle per request unless verification is off, which it may be
