@@ -83,7 +83,8 @@ class KaraStorage:
         new dataset for writing needs an explicit version. ``serialization`` is a
         :class:`Serializer`, a Serializer class or a registered name (default JSON).
         Other options: ``buffer_size`` (write/read buffer bytes), ``max_file_size``
-        (bytes per block file, default 128 MiB).
+        (bytes per block file, default 128 MiB), ``cache_size`` (bytes of the page cache
+        random reads use on remote stores, default 64 MiB; 0: none).
         """
         return self.rows.open_dataset(namespace, key, mode, version, serialization, **kwargs)
 
