@@ -53,6 +53,38 @@ def _files_under(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
 
 
+def _save_caught_mid_upload(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen[str]]:
+    # A slow save of _tree(), returned (source, store, process) once its first blob is being
+    # written under a temporary name.
+    source = write_tree(tmp_path / "src", _tree())
+    store = tmp_path / "store"
+    proc = _start("save", store, source, "--slow")
+    _wait_until(lambda: any(".kara-tmp-" in p.name for p in (store / "obj/ns/ckpt/data").glob("*")), proc)
+    return source, store, proc
+
+
+def _load_caught_mid_download(store: Path, out: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+    # A slow load, returned with its staging folder once the first file is staged there.
+    proc = _start("load", store, out, "--slow", *extra)
+    staging = out / ".kara-staging"
+    _wait_until(lambda: staging.exists() and any(p.is_file() for p in staging.rglob("*")), proc)
+    return proc, staging
+
+
+def _interrupt(proc: subprocess.Popen[str], what: str) -> None:
+    # Ctrl+C: the worker must stop within 3 s and end with KeyboardInterrupt.
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=10)
+    assert time.monotonic() - start < 3, f"Ctrl+C must stop the {what} promptly"
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+
+
+def _nothing_published(store: Path) -> None:
+    assert not (store / "obj/ns/ckpt/meta.json").exists()
+    assert not list((store / "obj/ns/ckpt").glob("vers/*"))
+
+
 def _blobs_are_complete(store: Path) -> None:
     # Every blob visible through the backend holds exactly the content its name promises.
     backend = FileBackend(str(store))
@@ -63,15 +95,11 @@ def _blobs_are_complete(store: Path) -> None:
 
 
 def test_a_save_killed_mid_upload_publishes_nothing_and_the_rerun_completes(tmp_path: Path) -> None:
-    source = write_tree(tmp_path / "src", _tree())
-    store = tmp_path / "store"
-    proc = _start("save", store, source, "--slow")
-    _wait_until(lambda: any(".kara-tmp-" in p.name for p in (store / "obj/ns/ckpt/data").glob("*")), proc)
+    source, store, proc = _save_caught_mid_upload(tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     objects = ObjectStore(FileBackend(str(store)))
-    assert not (store / "obj/ns/ckpt/meta.json").exists()
-    assert not list((store / "obj/ns/ckpt").glob("vers/*"))
+    _nothing_published(store)
     _blobs_are_complete(store)
 
     assert objects.save_directory("ns", "ckpt", str(source), progress_bar=False) == "0"
@@ -81,10 +109,7 @@ def test_a_save_killed_mid_upload_publishes_nothing_and_the_rerun_completes(tmp_
 
 
 def test_gc_removes_the_temp_files_a_killed_save_left(tmp_path: Path) -> None:
-    source = write_tree(tmp_path / "src", _tree())
-    store = tmp_path / "store"
-    proc = _start("save", store, source, "--slow")
-    _wait_until(lambda: any(".kara-tmp-" in p.name for p in (store / "obj/ns/ckpt/data").glob("*")), proc)
+    source, store, proc = _save_caught_mid_upload(tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     objects = ObjectStore(FileBackend(str(store)))
@@ -112,9 +137,7 @@ def test_a_load_killed_mid_download_leaves_no_torn_file_and_the_rerun_completes(
     out = tmp_path / "out"
     objects.load_directory("ns", "ckpt", str(out), "0", progress_bar=False)
 
-    proc = _start("load", store, out, "--slow", "--version", "1")
-    staging = out / ".kara-staging"
-    _wait_until(lambda: staging.exists() and any(p.is_file() for p in staging.rglob("*")), proc)
+    proc, _ = _load_caught_mid_download(store, out, "--version", "1")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # Nothing of version 1 is visible yet: the old file is intact, no partial file outside staging.
@@ -126,17 +149,9 @@ def test_a_load_killed_mid_download_leaves_no_torn_file_and_the_rerun_completes(
 
 
 def test_ctrl_c_during_a_save_stops_promptly_and_publishes_nothing(tmp_path: Path) -> None:
-    source = write_tree(tmp_path / "src", _tree())
-    store = tmp_path / "store"
-    proc = _start("save", store, source, "--slow")
-    _wait_until(lambda: any(".kara-tmp-" in p.name for p in (store / "obj/ns/ckpt/data").glob("*")), proc)
-    proc.send_signal(signal.SIGINT)
-    start = time.monotonic()
-    _, err = proc.communicate(timeout=10)
-    assert time.monotonic() - start < 3, "Ctrl+C must stop the save promptly"
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
-    assert not (store / "obj/ns/ckpt/meta.json").exists()
-    assert not list((store / "obj/ns/ckpt").glob("vers/*"))
+    source, store, proc = _save_caught_mid_upload(tmp_path)
+    _interrupt(proc, "save")
+    _nothing_published(store)
     assert not [p for p in (store / "obj/ns/ckpt/data").glob("*") if ".kara-tmp-" in p.name], "no half-written blob"
     assert not list((store / "obj/ns/ckpt").glob("kara-saves/*"))
     _blobs_are_complete(store)
@@ -148,14 +163,8 @@ def test_ctrl_c_during_a_load_leaves_the_folder_untouched_and_the_rerun_finishes
     objects = ObjectStore(FileBackend(str(store)))
     objects.save_directory("ns", "ckpt", str(write_tree(tmp_path / "v0", _tree())), progress_bar=False)
     out = tmp_path / "out"
-    proc = _start("load", store, out, "--slow")
-    staging = out / ".kara-staging"
-    _wait_until(lambda: staging.exists() and any(p.is_file() for p in staging.rglob("*")), proc)
-    proc.send_signal(signal.SIGINT)
-    start = time.monotonic()
-    _, err = proc.communicate(timeout=10)
-    assert time.monotonic() - start < 3, "Ctrl+C must stop the load promptly"
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    proc, staging = _load_caught_mid_download(store, out)
+    _interrupt(proc, "load")
     assert read_tree(out) == {}
     for staged in (p for p in staging.rglob("*") if p.is_file()):  # what is left is complete, verified content
         assert hashlib.sha1(staged.read_bytes()).hexdigest() == staged.name.split("_")[1], staged.name
