@@ -27,6 +27,16 @@ def _age_blobs(tmp_path: Path, seconds: float) -> None:
         os.utime(blob, (old, old))
 
 
+def _orphan_one_blob(objects: ObjectStore, source: Path) -> None:
+    # Version 1 rewrites a.txt and d.txt to the same new content; deleting version 0 then
+    # leaves exactly one blob (their old 6-byte content) that no version references.
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    (source / "a.txt").write_bytes(b"v2\n")
+    (source / "d.txt").write_bytes(b"v2\n")
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    objects.delete_version("ns", "ckpt", "0")
+
+
 def test_namespaces_keys_and_versions_are_listed(objects: ObjectStore, source: Path) -> None:
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     objects.save_directory("ns", "other", str(source), "v1", progress_bar=False)
@@ -64,11 +74,7 @@ def test_deleting_the_latest_version_moves_latest_back(objects: ObjectStore, sou
 def test_gc_keeps_unreferenced_blobs_younger_than_the_grace_period(
     objects: ObjectStore, source: Path, tmp_path: Path
 ) -> None:
-    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
-    (source / "a.txt").write_bytes(b"v2\n")
-    (source / "d.txt").write_bytes(b"v2\n")
-    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
-    objects.delete_version("ns", "ckpt", "0")
+    _orphan_one_blob(objects, source)
     before = _blobs(tmp_path)
     report = objects.gc("ns", "ckpt", grace_period=3600)
     assert report.removed == [] and len(report.kept_recent) == 1 and _blobs(tmp_path) == before
@@ -77,11 +83,7 @@ def test_gc_keeps_unreferenced_blobs_younger_than_the_grace_period(
 def test_gc_removes_unreferenced_blobs_older_than_the_grace_period(
     objects: ObjectStore, source: Path, tmp_path: Path
 ) -> None:
-    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
-    (source / "a.txt").write_bytes(b"v2\n")
-    (source / "d.txt").write_bytes(b"v2\n")
-    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
-    objects.delete_version("ns", "ckpt", "0")
+    _orphan_one_blob(objects, source)
     _age_blobs(tmp_path, 7200)
     report = objects.gc("ns", "ckpt", grace_period=3600)
     assert len(report.removed) == 1 and report.bytes_freed == 6
