@@ -146,6 +146,25 @@ def _parse_v4_authorization(value: str) -> dict[str, str]:
     return fields
 
 
+def _unknown_key(access_key_id: str) -> SignatureCheck:
+    return SignatureCheck(
+        access_key_id, "InvalidAccessKeyId", "The OSS Access Key Id you provided does not exist in our records."
+    )
+
+
+def _compare(access_key_id: str, expected: str, provided: str, to_sign: str) -> SignatureCheck:
+    # Constant-time comparison; on a mismatch OSS puts the string to sign in its error body.
+    if not hmac.compare_digest(expected, provided):
+        return SignatureCheck(
+            access_key_id,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your key and signing method.",
+            to_sign,
+        )
+    return SignatureCheck(access_key_id)
+
+
 def check_signature(
     method: str,
     bucket: str,
@@ -165,28 +184,16 @@ def check_signature(
         access_key_id, _, provided = authorization[4:].rpartition(":")
         secret = secrets.get(access_key_id)
         if secret is None:
-            return SignatureCheck(
-                access_key_id, "InvalidAccessKeyId", "The OSS Access Key Id you provided does not exist in our records."
-            )
+            return _unknown_key(access_key_id)
         to_sign = v1_string_to_sign(method, bucket, key, query, headers)
         expected = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
-        if not hmac.compare_digest(expected, provided):
-            return SignatureCheck(
-                access_key_id,
-                "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided. "
-                "Check your key and signing method.",
-                to_sign,
-            )
-        return SignatureCheck(access_key_id)
+        return _compare(access_key_id, expected, provided, to_sign)
     if authorization.startswith("OSS4-HMAC-SHA256"):
         fields = _parse_v4_authorization(authorization)
         access_key_id, _, scope = fields.get("Credential", "").partition("/")
         secret = secrets.get(access_key_id)
         if secret is None:
-            return SignatureCheck(
-                access_key_id, "InvalidAccessKeyId", "The OSS Access Key Id you provided does not exist in our records."
-            )
+            return _unknown_key(access_key_id)
         date, scope_region, product, terminator = ([*scope.split("/"), "", "", "", ""])[:4]
         if terminator != "aliyun_v4_request" or product != "oss":
             return SignatureCheck(access_key_id, "InvalidArgument", f"invalid credential scope {scope!r}")
@@ -206,15 +213,7 @@ def check_signature(
         to_sign = "\n".join(["OSS4-HMAC-SHA256", datetime_iso, scope, hashlib.sha256(canonical.encode()).hexdigest()])
         signing_key = _v4_signing_key(secret, date, scope_region, product)
         expected = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, fields.get("Signature", "")):
-            return SignatureCheck(
-                access_key_id,
-                "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided. "
-                "Check your key and signing method.",
-                to_sign,
-            )
-        return SignatureCheck(access_key_id)
+        return _compare(access_key_id, expected, fields.get("Signature", ""), to_sign)
     if not authorization:
         return SignatureCheck("", "AccessDenied", "You have no right to access this object because of bucket acl.")
     return SignatureCheck("", "InvalidArgument", "Authorization header is invalid.")
