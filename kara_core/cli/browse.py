@@ -13,6 +13,7 @@ from .options import (
     UrlCommand,
     global_options,
     json_option,
+    open_raw_dataset,
     open_store,
     serialization_option,
     store_options,
@@ -278,11 +279,7 @@ def cat_command(
     """
     import orjson
 
-    from ..serialization import resolve_serializer
-
-    serializer = resolve_serializer(serialization)
-    storage = open_store(url, app_key, app_secret)
-    ds = storage.open_dataset(namespace, key, "r", version, serialization="raw")
+    ds, serializer = open_raw_dataset(url, app_key, app_secret, namespace, key, version, serialization)
     try:
         start, stop = _bounds(len(ds), begin, end)
         out = sys.stdout.buffer

@@ -11,6 +11,8 @@ import click
 from click.core import ParameterSource
 
 if TYPE_CHECKING:
+    from ..row import RowDataset
+    from ..serialization import Serializer
     from ..storage import KaraStorage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,3 +136,25 @@ def open_store(url: str, app_key: str | None, app_secret: str | None) -> KaraSto
     storage = KaraStorage(url, **options)
     ctx.call_on_close(storage.close)
     return storage
+
+
+def open_raw_dataset(
+    url: str,
+    app_key: str | None,
+    app_secret: str | None,
+    namespace: str,
+    key: str,
+    version: str,
+    serialization: str,
+) -> tuple[RowDataset, Serializer]:
+    """Open a row dataset for reading its stored bytes, with the serializer named by ``serialization``.
+
+    Commands that show records read them raw and decode each one themselves, so a record
+    that does not decode can still be shown (as a hex dump). The serialization name is
+    checked before the store is opened.
+    """
+    from ..serialization import resolve_serializer
+
+    serializer = resolve_serializer(serialization)
+    storage = open_store(url, app_key, app_secret)
+    return storage.open_dataset(namespace, key, "r", version, serialization="raw"), serializer

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .app import CommandError, cli
-from .options import UrlCommand, global_options, open_store, serialization_option, store_options, version_option
+from .options import UrlCommand, global_options, open_raw_dataset, serialization_option, store_options, version_option
 from .seed_form import SeedFormGroup
 
 
@@ -52,12 +52,9 @@ def view_command(
       kara row view file:///data/store corpus train -v 3 --begin 1000
       kara view file:///data/store feats v1 --serialization pickle
     """
-    from ..serialization import resolve_serializer
     from .viewer import ViewerState, run_viewer
 
-    serializer = resolve_serializer(serialization)
-    storage = open_store(url, app_key, app_secret)
-    ds = storage.open_dataset(namespace, key, "r", version, serialization="raw")
+    ds, serializer = open_raw_dataset(url, app_key, app_secret, namespace, key, version, serialization)
     try:
         count = len(ds)
         start = begin + count if begin < 0 else begin
