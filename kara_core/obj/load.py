@@ -155,13 +155,17 @@ def _matches(rel: str, st: os.stat_result, path: str, entry: FileEntry, cache: H
     return digests.md5 == entry.md5 and digests.sha1 == entry.sha1
 
 
-def _occupied_by_user(
-    rel: str, disk: dict[str, LocalFile], scan: ScanResult, managed: set[str], managed_dirs: set[str]
-) -> bool:
-    # Something kara did not place sits where the version puts a file or a link.
+def _make_room(
+    plan: LoadPlan, rel: str, disk: dict[str, LocalFile], scan: ScanResult, managed: set[str], managed_dirs: set[str]
+) -> None:
+    # The version puts a file or a link at rel: a folder there is replaced, and something
+    # kara did not place there is the user's (it needs --delete).
     if rel in scan.dirs:
-        return rel not in managed_dirs
-    return (rel in disk or rel in scan.links) and rel not in managed
+        plan.replace_dirs.append(rel)
+        if rel not in managed_dirs:
+            plan.unmanaged.append(rel)
+    elif (rel in disk or rel in scan.links) and rel not in managed:
+        plan.unmanaged.append(rel)
 
 
 def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
@@ -193,20 +197,14 @@ def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
                 plan.chmod.append((rel, entry.mode))
             continue
         plan.download.append(entry)
-        if rel in scan.dirs:
-            plan.replace_dirs.append(rel)
-        if _occupied_by_user(rel, disk, scan, managed, managed_dirs):
-            plan.unmanaged.append(rel)
+        _make_room(plan, rel, disk, scan, managed, managed_dirs)
     for link in manifest.links:
         rel = link.relpath
         if scan.links.get(rel) == link.target:
             plan.keep.append(rel)
             continue
         plan.links.append(link)
-        if rel in scan.dirs:
-            plan.replace_dirs.append(rel)
-        if _occupied_by_user(rel, disk, scan, managed, managed_dirs):
-            plan.unmanaged.append(rel)
+        _make_room(plan, rel, disk, scan, managed, managed_dirs)
     wanted_links = {link.relpath for link in manifest.links}
     for rel in sorted([*disk, *scan.links]):
         if rel not in wanted and rel not in wanted_links:
