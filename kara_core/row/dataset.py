@@ -30,6 +30,10 @@ DRAIN_BYTES = 64 * 1024
 #: Serializers known to return bytes (others are checked record by record).
 _BUILTIN_SERIALIZE = (JSONSerializer.serialize, PickleSerializer.serialize, NoSerializer.serialize)
 
+#: What names a dataset's records wherever it is opened again (its slices, its unpickled
+#: copies): the first six arguments of RowDataset.
+_Identity = tuple[Backend, str, str, str, Serializer, dict[str, int]]
+
 
 def _codec(serializer: Serializer) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
     # The built-in JSON serializer's methods only forward to orjson: calling orjson
@@ -352,6 +356,9 @@ class RowDataset:
         first = self._begin + start
         return [snap.end(first - 1), *snap.ends(first, self._begin + stop, False)]
 
+    def _identity(self) -> _Identity:
+        return (self.backend, self.namespace, self.key, self.version, self.serializer, self._options)
+
     def slice(self, start: int = 0, length: int | None = None) -> RowDataset:
         """A dataset over records ``[start, start + length)`` of this one, with its own cursor."""
         start = operator.index(start)
@@ -361,17 +368,7 @@ class RowDataset:
             snap = self._reader()
             begin = min(self._begin + start, self._end)
             end = self._end if length is None else min(begin + length, self._end)
-            return RowDataset(
-                self.backend,
-                self.namespace,
-                self.key,
-                self.version,
-                self.serializer,
-                self._options,
-                snapshot=snap.share(),
-                begin=begin,
-                end=end,
-            )
+            return RowDataset(*self._identity(), snapshot=snap.share(), begin=begin, end=end)
 
     # -- sizes -----------------------------------------------------------------------
 
@@ -406,39 +403,17 @@ class RowDataset:
             )
         if self._closed:
             raise TypeError(f"dataset {self._name()} is closed and cannot be pickled")
-        return (
-            _reopen,
-            (
-                self.backend,
-                self.namespace,
-                self.key,
-                self.version,
-                self.serializer,
-                self._options,
-                self._begin,
-                self._end,
-                self._pos,
-            ),
-        )
+        return (_reopen, (self._identity(), self._begin, self._end, self._pos))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self)} records"
         return f"<RowDataset {self._name()} mode={self.mode!r} {state} on {self.backend.url}>"
 
 
-def _reopen(
-    backend: Backend,
-    namespace: str,
-    key: str,
-    version: str,
-    serializer: Serializer,
-    options: dict[str, int],
-    begin: int,
-    end: int,
-    position: int,
-) -> RowDataset:
+def _reopen(identity: _Identity, begin: int, end: int, position: int) -> RowDataset:
     from .store import RowStore
 
+    backend, namespace, key, version, serializer, options = identity
     whole = RowStore(backend).open_dataset(namespace, key, "r", version, serializer, **options)
     view = whole.slice(begin, end - begin)
     whole.close()
