@@ -13,21 +13,27 @@ Both bind port 0 (the OS picks a free port) and are context managers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
-import sys
+import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from http import HTTPStatus
+from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 __all__ = ["Faults", "GatewayServer", "LoggedRequest", "StaticServer"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Bodies up to this size go out with the headers in one write; larger ones with
+#: sendfile (the kernel copies them).
+_INLINE_BODY = 256 * 1024
+#: A request head larger than this is refused (431) and the connection closed.
+_MAX_HEAD = 64 * 1024
 
 
 @dataclass
@@ -87,137 +93,317 @@ class LoggedRequest:
     client_port: int = 0
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
+class _Request(NamedTuple):
+    method: str
+    path: str
+    #: Header names as sent (for the log) ...
+    headers: dict[str, str]
+    #: ... and in lower case (for lookups).
+    fields: dict[str, str]
+    keep_alive: bool
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes: without NODELAY, Nagle and delayed
-        # ACKs add ~40 ms to every small response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: tests read :attr:`StaticServer.log` instead."""
-
-    def do_HEAD(self) -> None:
-        self._serve(send_body=False)
-
-    def do_GET(self) -> None:
-        self._serve(send_body=True)
-
-    def _simple(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _file(self, url_path: str) -> str | None:
-        relative = unquote(url_path).lstrip("/")
-        root = self.server.root
-        full = os.path.realpath(os.path.join(root, relative))
-        if not (full == root or full.startswith(root + os.sep)) or not os.path.isfile(full):
+def _parse_head(head: bytes) -> _Request | None:
+    """The request line and header fields of one request, or None if malformed."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return None
+    method, target, version = parts
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
             return None
-        return full
+        headers[name.strip()] = value.strip()
+    fields = {name.lower(): value for name, value in headers.items()}
+    connection = fields.get("connection", "").lower()
+    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    path = target.partition("?")[0].partition("#")[0]
+    return _Request(method, path, headers, fields, keep_alive)
 
-    def _serve(self, send_body: bool) -> None:
-        faults = self.server.faults
-        url_path = urlsplit(self.path).path
-        self.server.log.append(
-            LoggedRequest(self.command, url_path, self.headers.get("Range"), dict(self.headers), self.client_address[1])
-        )
-        if faults.latency:
-            time.sleep(faults.latency)
-        if url_path in faults.redirects:
-            self._simple(302, {"Location": faults.redirects[url_path]})
+
+def _head(status: int, headers: dict[str, str], keep_alive: bool) -> bytes:
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: requests are answered one at a time, in order (keep-alive,
+    pipelining); the added latency is a timer, so a waiting request costs no thread."""
+
+    def __init__(self, server: _Server) -> None:
+        self._server = server
+        self._loop = server.loop
+        self._buffer = bytearray()
+        self._busy = False
+        self._closed = False
+        self._transport: asyncio.Transport | None = None
+        self._port = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._port = transport.get_extra_info("peername")[1]
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._next()
+
+    def abort(self) -> None:
+        """Drop the connection now (the server is stopping)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _next(self) -> None:
+        if self._closed:
             return
-        if url_path in faults.status_for:
-            self._simple(faults.status_for[url_path])
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > _MAX_HEAD:
+                self._refuse(431)
+            return
+        request = _parse_head(bytes(self._buffer[:end]))
+        if request is None or "transfer-encoding" in request.fields:
+            self._refuse(400 if request is None else 501)
+            return
+        length = request.fields.get("content-length", "0")
+        if not length.isdigit():
+            self._refuse(400)
+            return
+        if len(self._buffer) < end + 4 + int(length):
+            return  # the request body is still arriving (it is ignored: nothing is written)
+        del self._buffer[: end + 4 + int(length)]
+        self._busy = True
+        self._server.log.append(
+            LoggedRequest(request.method, request.path, request.fields.get("range"), request.headers, self._port)
+        )
+        latency = self._server.faults.latency
+        if latency:
+            self._loop.call_later(latency, self._respond, request)
+        else:
+            self._respond(request)
+
+    def _refuse(self, status: int) -> None:
+        assert self._transport is not None
+        self._closed = True
+        self._transport.write(_head(status, {"Content-Length": "0"}, keep_alive=False))
+        self._transport.close()
+
+    def _respond(self, request: _Request) -> None:
+        if self._closed:
+            return
+        try:
+            self._answer(request)
+        except BaseException:
+            # A bug here must not leave the client waiting for its read timeout; the
+            # event loop reports the exception.
+            self.abort()
+            raise
+
+    def _finish(self, keep_alive: bool) -> None:
+        assert self._transport is not None
+        if not keep_alive:
+            self._closed = True
+            self._transport.close()
+            return
+        self._busy = False
+        self._next()
+
+    def _simple(self, request: _Request, status: int, headers: dict[str, str] | None = None) -> None:
+        assert self._transport is not None
+        self._transport.write(_head(status, {**(headers or {}), "Content-Length": "0"}, request.keep_alive))
+        self._finish(request.keep_alive)
+
+    def _answer(self, request: _Request) -> None:
+        faults = self._server.faults
+        path = request.path
+        if path in faults.redirects:
+            self._simple(request, 302, {"Location": faults.redirects[path]})
+            return
+        if path in faults.status_for:
+            self._simple(request, faults.status_for[path])
             return
         if faults.take("unavailable"):
             headers = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
-            self._simple(503, headers)
+            self._simple(request, 503, headers)
             return
+        if request.method not in ("GET", "HEAD"):
+            self._simple(request, 501, {"Allow": "GET, HEAD"})
+            return
+        send_body = request.method == "GET"
         if not send_body and faults.head_not_allowed:
-            self._simple(405, {"Allow": "GET"})
+            self._simple(request, 405, {"Allow": "GET"})
             return
-        full = self._file(url_path)
-        if full is None:
-            self._simple(404)
+        opened = self._server.open(path)
+        if opened is None:
+            self._simple(request, 404)
             return
-        stat = os.stat(full)
-        size = stat.st_size
-        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
+        fd, st, full = opened
+        try:
+            self._answer_file(request, send_body, fd, st, full)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _answer_file(self, request: _Request, send_body: bool, fd: int, st: os.stat_result, full: str) -> None:
+        # Owns fd: closes it, or hands it to the body sender, which does.
+        faults = self._server.faults
+        size = st.st_size
+        etag = f'"{st.st_mtime_ns:x}-{size:x}"'
         start, end, status = 0, size, 200
-        wanted = self.headers.get("Range")
-        if self.headers.get("If-Range", etag) != etag:
+        wanted = request.fields.get("range")
+        if request.fields.get("if-range", etag) != etag:
             wanted = None  # the client's copy is outdated: send the whole current object
         if wanted and not faults.ignore_range:
             match = _RANGE.match(wanted.strip())
-            if match is None or match.groups() == ("", ""):
-                self._simple(416, {"Content-Range": f"bytes */{size}"})
-                return
-            first, last = match.groups()
-            if first == "":
-                start, end = max(0, size - int(last)), size
-            else:
-                start, end = int(first), size if last == "" else min(size, int(last) + 1)
-            if start >= size:
-                self._simple(416, {"Content-Range": f"bytes */{size}"})
+            if match is not None and match.groups() != ("", ""):
+                first, last = match.groups()
+                if first == "":
+                    start, end = max(0, size - int(last)), size
+                else:
+                    start, end = int(first), size if last == "" else min(size, int(last) + 1)
+            if match is None or match.groups() == ("", "") or start >= size:
+                os.close(fd)
+                self._simple(request, 416, {"Content-Range": f"bytes */{size}"})
                 return
             status = 206
-        self.send_response(status)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Accept-Ranges", "bytes")
+        headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
         if faults.send_etag:
-            self.send_header("ETag", etag)
-        self.send_header("Content-Type", "application/octet-stream")
+            headers["ETag"] = etag
+        headers["Content-Type"] = "application/octet-stream"
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        self.end_headers()
-        if send_body:
-            self._body(full, start, end)
-
-    def _body(self, full: str, start: int, end: int) -> None:
-        faults = self.server.faults
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        head = _head(status, headers, request.keep_alive)
+        assert self._transport is not None
+        if not send_body:
+            os.close(fd)
+            self._transport.write(head)
+            self._finish(request.keep_alive)
+            return
         stop = end
         if faults.drop_after and end - start > faults.drop_after and faults.take("drop"):
             stop = start + faults.drop_after
         if faults.stall and faults.take("stall"):
-            self.wfile.flush()
-            time.sleep(faults.stall)
-        self.wfile.flush()
-        if stop <= start:
+            self._transport.write(head)
+            self._loop.call_later(faults.stall, self._send_body, request, fd, full, b"", start, stop, end)
             return
-        with open(full, "rb") as fh:
-            # sendfile: the kernel copies the bytes, so the server's own CPU (shared with
-            # the clients it serves in tests and benchmarks) is not what limits them.
-            self.connection.sendfile(fh, start, stop - start)
-        if stop < end:
-            # Drop the connection mid-body, the way a crashed proxy or a reset does.
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
-            if faults.on_drop is not None:
-                faults.on_drop(full)
+        self._send_body(request, fd, full, head, start, stop, end)
+
+    def _send_body(self, request: _Request, fd: int, full: str, head: bytes, start: int, stop: int, end: int) -> None:
+        assert self._transport is not None
+        if self._closed:
+            os.close(fd)
+            return
+        if stop - start > _INLINE_BODY:
+            if head:
+                self._transport.write(head)
+            self._loop.create_task(self._sendfile(request, fd, full, start, stop, end))
+            return
+        try:
+            data = os.pread(fd, stop - start, start) if stop > start else b""
+        finally:
+            os.close(fd)
+        # One write (usually one send) for the headers and a small body.
+        self._transport.write(head + data)
+        self._body_sent(request, full, stop < end)
+
+    async def _sendfile(self, request: _Request, fd: int, full: str, start: int, stop: int, end: int) -> None:
+        assert self._transport is not None
+        with open(fd, "rb", closefd=True) as fh:
+            try:
+                # sendfile: the kernel copies the bytes, so the server's own CPU (shared
+                # with the clients it serves in tests and benchmarks) is not what limits them.
+                await self._loop.sendfile(self._transport, fh, start, stop - start)
+            except (OSError, RuntimeError):
+                # The client went away mid-body (a reader that stopped early).
+                self.abort()
+                return
+        self._body_sent(request, full, stop < end)
+
+    def _body_sent(self, request: _Request, full: str, dropped: bool) -> None:
+        assert self._transport is not None
+        if not dropped:
+            self._finish(request.keep_alive)
+            return
+        # Drop the connection mid-body, the way a crashed proxy or a reset does: what was
+        # written still goes out, then the connection closes.
+        self._closed = True
+        self._transport.close()
+        on_drop = self._server.faults.on_drop
+        if on_drop is not None:
+            on_drop(full)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server:
+    """The listening socket, the event loop that serves it and the shared state."""
 
     def __init__(self, root: str, faults: Faults) -> None:
         self.root = os.path.realpath(root)
         self.faults = faults
         self.log: list[LoggedRequest] = []
-        super().__init__(("127.0.0.1", 0), _Handler)
+        self.connections: set[_Connection] = set()
+        self.loop = asyncio.new_event_loop()
+        self._stopped = self.loop.create_future()
+        # Bound now, so the port is known before serving starts (early connections wait
+        # in the backlog).
+        self.socket = socket.create_server(("127.0.0.1", 0), backlog=128)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients close connections mid-body all the time (a reader that stops early,
-        # a ranged reader that got enough): that is not worth a traceback.
-        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            super().handle_error(request, client_address)
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
+
+    def open(self, url_path: str) -> tuple[int, os.stat_result, str] | None:
+        """An open descriptor, the stat and the path of the regular file at ``url_path``.
+
+        Nothing outside ``root`` is served: ``..`` segments (also percent-encoded) and NUL
+        bytes find nothing. The path is not resolved component by component (a lstat
+        each), so symbolic links inside the folder are followed, as a web server does.
+        """
+        relative = unquote(url_path)
+        if not relative.startswith("/") or "\x00" in relative or ".." in relative.split("/"):
+            return None
+        full = self.root + relative
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, st, full
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`stop` (from any thread) or KeyboardInterrupt."""
+        loop = self.loop
+        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self.socket))
+        try:
+            loop.run_until_complete(self._stopped)
+        finally:
+            server.close()
+            for connection in list(self.connections):
+                connection.abort()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    def stop(self) -> None:
+        """Make :meth:`serve_forever` return (thread-safe)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(lambda: self._stopped.done() or self._stopped.set_result(None))
 
 
 class StaticServer:
@@ -231,14 +417,12 @@ class StaticServer:
     def __init__(self, root: str, faults: Faults | None = None) -> None:
         self.faults = faults or Faults()
         self._server = _Server(root, self.faults)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kara-static-server", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kara-static-server", daemon=True)
 
     @property
     def port(self) -> int:
         """The TCP port the OS gave the server."""
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -256,10 +440,13 @@ class StaticServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        """Stop serving, drop open connections and close the listening socket."""
+        if self._thread.is_alive():
+            self._server.stop()
+            self._thread.join(timeout=5)
+        else:
+            self._server.loop.close()
+        self._server.socket.close()
 
     def __enter__(self) -> StaticServer:
         return self.start()
@@ -329,11 +516,12 @@ def main(argv: list[str] | None = None) -> None:
     server = StaticServer(args.root, Faults(latency=args.latency, ignore_range=args.ignore_range))
     print(server.url, flush=True)
     try:
-        server._server.serve_forever(poll_interval=0.05)
+        # The event loop runs in the main thread: no thread switch per request.
+        server._server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server._server.server_close()
+        server._server.socket.close()
 
 
 if __name__ == "__main__":
