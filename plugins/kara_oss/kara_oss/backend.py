@@ -29,6 +29,7 @@ from kara_core.url import StoreURL
 from .crc import crc64, crc64_combine
 from .options import OSSOptions, resolve_credentials
 from .retry import Retrier, ShortReadError
+from .session import PooledSession
 
 __all__ = ["OSSAppender", "OSSBackend"]
 
@@ -116,7 +117,7 @@ class OSSBackend(Backend):
         endpoint_url = f"{scheme}://{endpoint}"
         # Directory loads keep up to 32 downloads in flight (kara_core.obj's default for
         # stores with parallel reads); a smaller pool would close and reopen connections.
-        session = oss2.Session(pool_size=max(64, 2 * options.parallelism))
+        session = PooledSession(pool_size=max(64, 2 * options.parallelism))
         # requests re-reads proxy settings from the environment on every request (most
         # of the client-side cost of a small GET); read them once here instead. It also
         # stats the CA bundle per request unless verification is off, which it may be
@@ -138,6 +139,7 @@ class OSSBackend(Backend):
             )
         except oss2.exceptions.ClientError as exc:
             raise ConfigurationError(f"invalid OSS endpoint {endpoint!r} in {self.url}: {exc.body}") from None
+        self._session = session
         self._retrier = Retrier(options.retry_budget, self.url, endpoint, bucket)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -379,7 +381,7 @@ class OSSBackend(Backend):
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-        self._bucket.session.session.close()
+        self._session.close()
 
 
 class OSSAppender:
