@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import os
+import ssl
 import tempfile
 import threading
 import uuid
 import weakref
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
@@ -27,8 +28,12 @@ from .options import HTTPOptions
 from .protocol import DISCOVERY_NAME, SIZE_HEADER, GatewayInfo
 from .retry import RETRY_STATUSES, RetryBudget, parse_retry_after
 from .stream import BodyStream
+from .wire import WirePool, WireResponse
 
-__all__ = ["GatewayAppender", "HTTPBackend"]
+__all__ = ["GatewayAppender", "HTTPBackend", "Response"]
+
+#: A response from the lean pool, or from requests' session (proxies, redirects).
+Response: TypeAlias = "requests.Response | WireResponse"
 
 #: Objects the format only ever appends to (row blocks): their windows may be cached.
 _APPEND_ONLY_SUFFIX = ".blk"
@@ -67,8 +72,6 @@ class HTTPBackend(Backend):
         self._base = self.url + "/"
         parts = urlsplit(self._base)
         self._origin = f"{parts.scheme}://{parts.netloc}"
-        opts = self.options
-        self._timeout = urllib3.Timeout(connect=opts.connect_timeout, read=opts.read_timeout)
         self._head_allowed = True
         self._gateway: GatewayInfo | None = None
         self._gateway_probed = self.options.gateway is False
@@ -81,7 +84,7 @@ class HTTPBackend(Backend):
         # parent's sockets would interleave two processes' responses, and a lock held by
         # another thread at fork time would never be released in the child.
         self._session: requests.Session | None = None
-        self._fast: tuple[Any, dict[str, str]] | bool | None = None
+        self._fast: WirePool | bool | None = None
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         opts = self.options
@@ -159,7 +162,7 @@ class HTTPBackend(Backend):
         data: bytes | BinaryIO | None = None,
         stream: bool = False,
         budget: RetryBudget | None = None,
-    ) -> requests.Response:
+    ) -> Response:
         """Send one request, retrying transport errors, 429 and 5xx within the retry budget.
 
         Returns the response for any other status; 401/403 raise
@@ -193,76 +196,75 @@ class HTTPBackend(Backend):
 
     def _send_once(
         self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None, stream: bool
-    ) -> requests.Response:
-        fast = self._fast_path()
-        if fast is not None:
-            pool, base_headers = fast
-            body_headers = {}
-            if data is not None and not isinstance(data, bytes):
-                body_headers["Content-Length"] = str(data.seek(0, os.SEEK_END))
-                data.seek(0)
-            raw = pool.urlopen(
-                method,
-                url[len(self._origin) :],
-                body=data,
-                headers={**base_headers, **headers, **body_headers},
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                timeout=self._timeout,
-                preload_content=False,
-                decode_content=False,
-            )
-            if raw.status not in _REDIRECTS:
-                response = requests.Response()
-                response.status_code = raw.status
-                response.headers = raw.headers  # type: ignore[assignment] - case-insensitive like requests'
-                response.raw = raw
-                response.reason = raw.reason or ""
-                response.url = url
+    ) -> Response:
+        wire = self._wire()
+        if wire is not None:
+            response = wire.request(method, url[len(self._origin) :], url, headers, data)
+            if response.status_code not in _REDIRECTS:
                 if not stream:
                     response.content  # noqa: B018 - read the body now, as requests does without stream
                 return response
-            raw.drain_conn()
-            raw.release_conn()
+            self.discard(response)
         # Proxies and redirects (a CDN sending readers elsewhere) take requests' full path.
         timeout = (self.options.connect_timeout, self.options.read_timeout)
         return self.session.request(method, url, headers=headers, data=data, stream=stream, timeout=timeout)
 
-    def _fast_path(self) -> tuple[Any, dict[str, str]] | None:
-        """The session's own connection pool for this host and the headers of every request.
+    def _wire(self) -> WirePool | None:
+        """The lean connection pool for this origin (see :mod:`kara_http.wire`).
 
-        Requests through the pool skip requests' per-request preparation (settings
-        merging, cookie jars, hooks), which costs more CPU than the HTTP exchange itself
-        for the many small requests of directory loads and block probes. None when a
-        proxy is configured: those requests go through the session.
+        It skips requests' per-request preparation (settings merging, cookie jars,
+        hooks) and urllib3's, which together cost more CPU than the HTTP exchange itself
+        for the many small requests of directory loads and block probes. It sends the
+        session's headers and credentials. None when a proxy is configured: those
+        requests go through the session.
         """
         if self._fast is None:
             session = self.session
             with self._lock:
                 if self._fast is None:
-                    if session.proxies:
-                        self._fast = False
-                    else:
-                        adapter = session.get_adapter(self._base)
-                        prepared = requests.Request("GET", self._base).prepare()
-                        pool = adapter.get_connection_with_tls_context(prepared, session.verify)
-                        headers = dict(session.headers)
-                        if session.auth is not None:
-                            user, password = session.auth  # type: ignore[misc]
-                            pair = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-                            headers["Authorization"] = "Basic " + pair
-                        self._fast = (pool, headers)
+                    self._fast = False if session.proxies else self._new_wire(session)
         return self._fast or None
 
+    def _new_wire(self, session: requests.Session) -> WirePool:
+        parts = urlsplit(self._base)
+        headers = {name: str(value) for name, value in session.headers.items()}
+        if session.auth is not None:
+            user, password = session.auth  # type: ignore[misc]
+            pair = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = "Basic " + pair
+        context = None
+        if parts.scheme == "https":
+            verify = session.verify
+            if verify is False:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            elif isinstance(verify, str) and os.path.isdir(verify):
+                context = ssl.create_default_context(capath=verify)
+            else:
+                # requests' default trust store (certifi) unless a bundle was given.
+                cafile = verify if isinstance(verify, str) else requests.certs.where()
+                context = ssl.create_default_context(cafile=cafile)
+        opts = self.options
+        return WirePool(
+            parts.scheme,
+            parts.hostname or "",
+            parts.port or (443 if parts.scheme == "https" else 80),
+            headers=headers,
+            connect_timeout=opts.connect_timeout,
+            read_timeout=opts.read_timeout,
+            maxsize=opts.max_connections,
+            ssl_context=context,
+        )
+
     @staticmethod
-    def discard(response: requests.Response) -> None:
+    def discard(response: Response) -> None:
         """Finish with a response whose body we do not need, keeping the connection if cheap."""
         length = response.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) <= _SMALL_BODY:
             try:
                 response.content  # noqa: B018 - reading the body lets the connection be reused
-            except requests.RequestException:
+            except _TRANSPORT_ERRORS:
                 pass
         response.close()
 
@@ -278,7 +280,7 @@ class HTTPBackend(Backend):
         response = self.send("GET", path, headers={"Range": "bytes=0-0"}, stream=True)
         return self._size_from(response, path, ranged_get=True)
 
-    def _size_from(self, response: requests.Response, path: str, ranged_get: bool) -> int | None:
+    def _size_from(self, response: Response, path: str, ranged_get: bool) -> int | None:
         status = response.status_code
         try:
             if status in (404, 410):
@@ -400,7 +402,7 @@ class HTTPBackend(Backend):
             raise self._read_only(what + " (the gateway needs a token for writes: pass token=...)")
         return gateway
 
-    def _expect(self, response: requests.Response, status: int | tuple[int, ...], what: str) -> None:
+    def _expect(self, response: Response, status: int | tuple[int, ...], what: str) -> None:
         allowed = (status,) if isinstance(status, int) else status
         if response.status_code in allowed:
             return
@@ -499,7 +501,9 @@ class HTTPBackend(Backend):
             if self._session is not None:
                 self._session.close()
                 self._session = None
-                self._fast = None
+            if isinstance(self._fast, WirePool):
+                self._fast.close()
+            self._fast = None
 
 
 _OPEN_BACKENDS: weakref.WeakSet[HTTPBackend] = weakref.WeakSet()

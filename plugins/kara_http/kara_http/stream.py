@@ -14,7 +14,7 @@ from kara_core.errors import BackendError, NotFoundError
 from .errors import RangeNotSupportedError
 
 if TYPE_CHECKING:
-    from .backend import HTTPBackend
+    from .backend import HTTPBackend, Response
 
 __all__ = ["BodyStream"]
 
@@ -42,7 +42,7 @@ class BodyStream(io.RawIOBase):
         self._path = path
         self._pos = start
         self._end = end
-        self._response: requests.Response | None = None
+        self._response: Response | None = None
         #: ETag (or Last-Modified) of the first response: a resumed request sends it as
         #: If-Range, so bytes of a replaced object are never spliced onto the old ones.
         self._validator: str | None = None
