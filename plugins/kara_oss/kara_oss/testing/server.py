@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import calendar
 import email.utils
+import functools
 import hashlib
 import http.server
 import itertools
@@ -25,10 +26,11 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-from ..crc import crc64
+from ..crc import crc64, crc64_combine
 from .signature import check_signature
 
 __all__ = ["FAULT_ACTIONS", "Fault", "OSSServerState", "serve"]
@@ -47,6 +49,13 @@ _MAX_SKEW = 15 * 60
 _REQUEST_IDS = itertools.count(int(time.time() * 1000) << 32)
 _MIN_PART_SIZE = 100 * 1024
 _XML = "application/xml"
+# Limits on what a request line and its headers may be (http.server's).
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+# Answers up to this size leave in one send (headers and body together); larger bodies
+# are sent after the headers rather than copied behind them.
+_ONE_SEND = 256 * 1024
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
 @dataclass
@@ -159,8 +168,30 @@ def _etag(data: bytes | bytearray) -> str:
     return '"' + hashlib.md5(data).hexdigest().upper() + '"'
 
 
-def _http_date(when: float | None = None) -> str:
+def _appendable_etag(crc: int, length: int) -> str:
+    # OSS documents the ETag of an appendable object as unique, not as the MD5 of its
+    # content; one derived from its CRC64 and length changes with every append without
+    # hashing the whole object again.
+    return '"' + hashlib.md5(f"{crc}:{length}".encode()).hexdigest().upper() + '"'
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(when: float) -> str:
     return email.utils.formatdate(when, usegmt=True)
+
+
+def _now() -> str:
+    """The Date header: formatted once per second."""
+    return _http_date(float(int(time.time())))
+
+
+@functools.lru_cache(maxsize=64)
+def _signed_at(date: str) -> float:
+    """Seconds since the epoch of a request's ``Date`` (0 if absent or unreadable)."""
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp() if date else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _iso(when: float) -> str:
@@ -252,20 +283,64 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: the request log is in ``state.log``."""
 
-    def do_GET(self) -> None:
+    def handle_one_request(self) -> None:
+        """Read one request line and its headers, and answer the request.
+
+        Replaces http.server's parsing, which goes through the email package and cost
+        more CPU than the OSS operation itself; the test server shares the machine with
+        the clients it serves. Headers end up in ``self.headers`` keyed by lower-case
+        name (a repeated header keeps its last value), values as sent, without the
+        surrounding blanks.
+        """
+        try:
+            line = self.rfile.readline(_MAX_LINE + 1)
+        except (ConnectionError, TimeoutError):
+            line = b""
+        if not line:
+            self.close_connection = True
+            return
+        words = line.decode("latin-1").split()
+        if len(line) > _MAX_LINE or len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            self._refuse(400, "Bad Request")
+            return
+        self.command, self.path, self.request_version = words
+        headers: dict[str, str] = {}
+        name = ""
+        while True:
+            raw = self.rfile.readline(_MAX_LINE + 1)
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            if len(raw) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
+                self._refuse(431, "Request Header Fields Too Large")
+                return
+            text = raw.decode("latin-1").rstrip("\r\n")
+            if text[:1] in (" ", "\t") and name:
+                headers[name] += " " + text.strip()  # an obsolete folded continuation line
+                continue
+            name, colon, value = text.partition(":")
+            name = name.lower()
+            if not colon or not name or name != name.strip():
+                self._refuse(400, "Bad Request")
+                return
+            headers[name] = value.strip(" \t")
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        if headers.get("expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._handle()
 
-    def do_HEAD(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request that is not HTTP/1.x and close the connection."""
+        self.close_connection = True
+        body = reason.encode()
+        head = f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        try:
+            self.wfile.write(head.encode("latin-1") + body)
+        except OSError:
+            pass
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -291,23 +366,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     def _send(self, answer: _Answer, request_id: str, body_limit: int | None = None) -> None:
-        self.send_response(answer.status)
+        reason = _REASONS.get(answer.status, "")
         headers = {
+            "Server": self.server_version,
+            "Date": _now(),
             "x-oss-request-id": request_id,
             "x-oss-server-time": "1",
             "Content-Length": str(len(answer.body)),
             **answer.headers,
         }
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD" and answer.body:
-            body = memoryview(answer.body)
-            if body_limit is not None:
-                self.wfile.write(body[:body_limit])
-                self.wfile.flush()
-                self._drop()
-                return
+        lines = [f"HTTP/1.1 {answer.status} {reason}"]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self.command == "HEAD" or not answer.body:
+            self.wfile.write(head)
+            return
+        body = memoryview(answer.body)
+        if body_limit is not None:
+            self.wfile.write(head)
+            self.wfile.write(body[:body_limit])
+            self._drop()
+        elif len(body) <= _ONE_SEND:
+            self.wfile.write(head + body)
+        else:
+            self.wfile.write(head)
             self.wfile.write(body)
 
     def _error_answer(self, err: OSSError, request_id: str, bucket: str) -> _Answer:
@@ -356,7 +438,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if fault.retry_after is not None:
                     err.headers["Retry-After"] = f"{fault.retry_after:g}"
                 raise err
-            headers = {name.lower(): value for name, value in self.headers.items()}
+            headers: dict[str, str] = self.headers  # type: ignore[assignment] - see handle_one_request
             self._authenticate(state, bucket, key, query_list, headers)
             answer = _Operations(state, bucket, key, query, headers, body).run(operation)
         except OSSError as err:
@@ -386,8 +468,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if stamp and "T" in stamp:
             signed_at = float(calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ")))
         else:
-            parsed = email.utils.parsedate_to_datetime(headers.get("date", "")) if headers.get("date") else None
-            signed_at = parsed.timestamp() if parsed is not None else 0.0
+            signed_at = _signed_at(headers.get("date", ""))
         if abs(time.time() - signed_at) > _MAX_SKEW:
             raise OSSError(
                 403,
@@ -440,28 +521,24 @@ class _Operations:
     def _forbid_overwrite(self) -> bool:
         return self.headers.get("x-oss-forbid-overwrite", "").lower() == "true"
 
-    def _store(self, data: bytes | bytearray, kind: str, etag: str | None = None) -> _Object:
-        # Called under the state lock: the check and the write are one atomic step.
+    def _store(self, data: bytes, kind: str, etag: str, crc: int) -> _Object:
+        # Called under the state lock: the check and the write are one atomic step. The
+        # ETag and CRC64 are computed before, outside the lock: hashing a large body
+        # must not stall every other request.
         if self._forbid_overwrite() and self.key in self.objects:
             raise OSSError(
                 409, "FileAlreadyExists", "The object you specified already exists and can not be overwritten."
             )
-        obj = _Object(
-            bytes(data),
-            kind,
-            etag or _etag(data),
-            crc64(data),
-            self.headers.get("content-type", "application/octet-stream"),
-            time.time(),
-        )
+        obj = _Object(data, kind, etag, crc, self.headers.get("content-type", "application/octet-stream"), time.time())
         self.objects[self.key] = obj
         return obj
 
     # -- objects -------------------------------------------------------------------
 
     def op_PutObject(self) -> _Answer:
+        etag, crc = _etag(self.body), crc64(self.body)
         with self.state.lock:
-            obj = self._store(self.body, "Normal")
+            obj = self._store(self.body, "Normal", etag, crc)
         return _Answer(200, {"ETag": obj.etag, "x-oss-hash-crc64ecma": str(obj.crc)})
 
     def op_GetObject(self) -> _Answer:
@@ -474,14 +551,19 @@ class _Operations:
                 raise OSSError(
                     412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold."
                 )
-            size = len(obj.data)
+            data = obj.data
+            size = len(data)
             spec = self.headers.get("range", "")
             span = _resolve_range(spec, size, self.headers.get("x-oss-range-behavior") == "standard") if spec else None
-            if span is None:
-                return _Answer(200, headers, bytes(obj.data))  # a snapshot: appends may follow
-            start, end = span
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-            return _Answer(206, headers, memoryview(obj.data)[start:end].tobytes())
+            start, end = (0, size) if span is None else span
+            if span is not None:
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            status = 200 if span is None else 206
+            if isinstance(data, bytes):
+                # Immutable: the answer can point into it (a later write replaces the object).
+                return _Answer(status, headers, data if span is None else memoryview(data)[start:end])
+            # An appendable object grows in place: answer with a snapshot.
+            return _Answer(status, headers, bytes(memoryview(data)[start:end]))
 
     def op_HeadObject(self) -> _Answer:
         with self.state.lock:
@@ -510,6 +592,7 @@ class _Operations:
             position = int(self.query.get("position", ""))
         except ValueError:
             raise OSSError(400, "InvalidArgument", "position is not a valid integer.") from None
+        crc = crc64(self.body)
         with self.state.lock:
             obj = self.objects.get(self.key)
             if obj is not None and obj.kind != "Appendable":
@@ -520,13 +603,13 @@ class _Operations:
                 err.headers["x-oss-next-append-position"] = str(length)
                 raise err
             if obj is None:
-                obj = self._store(self.body, "Appendable")
+                obj = self._store(self.body, "Appendable", _appendable_etag(crc, len(self.body)), crc)
             else:
                 if isinstance(obj.data, bytes):
                     obj.data = bytearray(obj.data)
                 obj.data += self.body
-                obj.crc = crc64(self.body, obj.crc)
-                obj.etag = _etag(obj.data)
+                obj.crc = crc64_combine(obj.crc, crc, len(self.body))
+                obj.etag = _appendable_etag(obj.crc, len(obj.data))
                 obj.mtime = time.time()
             headers = {
                 "ETag": obj.etag,
@@ -717,7 +800,10 @@ class _Operations:
                     )
                 chosen.append(part)
             digest = hashlib.md5(b"".join(bytes.fromhex(p.etag.strip('"')) for p in chosen)).hexdigest().upper()
-            obj = self._store(b"".join(p.data for p in chosen), "Multipart", f'"{digest}-{len(chosen)}"')
+            crc = chosen[0].crc
+            for part in chosen[1:]:
+                crc = crc64_combine(crc, part.crc, len(part.data))
+            obj = self._store(b"".join(p.data for p in chosen), "Multipart", f'"{digest}-{len(chosen)}"', crc)
             del self.state.uploads[self.bucket][self.query["uploadId"]]
         root = ET.Element("CompleteMultipartUploadResult")
         _sub(root, "Location", f"http://{self.headers.get('host', '')}/{self.bucket}/{quote(self.key)}")
