@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import selectors
 import socket
 import stat
 import threading
@@ -352,7 +353,11 @@ class _Server:
         self.faults = faults
         self.log: list[LoggedRequest] = []
         self.connections: set[_Connection] = set()
-        self.loop = asyncio.new_event_loop()
+        # select() sleeps to the microsecond; epoll (the default) rounds every wait up to
+        # a whole millisecond, which made the added latency up to 1 ms longer than asked
+        # whenever other connections woke the loop in between. A test server holds far
+        # fewer than FD_SETSIZE (1024) descriptors.
+        self.loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
         self._stopped = self.loop.create_future()
         # Bound now, so the port is known before serving starts (early connections wait
         # in the backlog).
