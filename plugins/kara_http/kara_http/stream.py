@@ -145,16 +145,25 @@ class BodyStream(io.RawIOBase):
         """Read everything that is left, in one buffer of the announced size."""
         if self._end is None:
             return self.readall()
-        out = bytearray(self._end - self._pos)
-        view = memoryview(out)
-        filled = 0
-        while filled < len(out):
-            count = self.readinto(view[filled:])
-            if count == 0:
-                raise BackendError(f"GET {self._backend.url}/{self._path}: body ended early at byte {self._pos}")
-            filled += count
+        size = self._end - self._pos
+        # Received straight into the bytes object returned, with no copy: a BytesIO built
+        # on a new bytes object shares it, its buffer writes into it, and getvalue()
+        # returns that same object once the buffer is released (CPython; elsewhere it
+        # costs one copy). For the 8 MiB ranges of big-file downloads this saves a copy
+        # and the page faults of a second buffer per range.
+        holder = io.BytesIO(bytes(size))
+        view = holder.getbuffer()
+        try:
+            filled = 0
+            while filled < size:
+                count = self.readinto(view[filled:])
+                if count == 0:
+                    raise BackendError(f"GET {self._backend.url}/{self._path}: body ended early at byte {self._pos}")
+                filled += count
+        finally:
+            view.release()
         self._release()
-        return bytes(out)
+        return holder.getvalue()
 
     def _release(self) -> None:
         if self._response is not None:
