@@ -1,0 +1,106 @@
+"""Directory saves and loads with direct I/O on, off, and where the filesystem refuses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from kara_file import FileBackend
+
+from kara_core.directio import ALIGN, DIRECT_MIN
+from kara_core.obj import ObjectStore
+from kara_core.testing.obj import read_tree, write_tree
+
+SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, DIRECT_MIN - 1, DIRECT_MIN, DIRECT_MIN + 1, DIRECT_MIN + ALIGN + 7]
+
+
+@pytest.fixture(scope="module")
+def boundary_files() -> dict[str, bytes]:
+    return {f"sizes/{size}.bin": os.urandom(size) for size in SIZES}
+
+
+def _round_trip(base: Path, files: dict[str, bytes]) -> tuple[dict[str, bytes], list[dict]]:
+    source = write_tree(base / "source", files)
+    objects = ObjectStore(FileBackend(str(base / "store")))
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(base / "out"), progress_bar=False)
+    manifest = json.loads((base / "store/obj/ns/ckpt/vers/0.json").read_bytes())
+    return read_tree(base / "out"), sorted(manifest, key=lambda e: e["path"])
+
+
+def _hashes(manifest: list[dict]) -> list[tuple]:
+    return [(e["path"], e["size"], e["file"], e["sha256"]) for e in manifest]
+
+
+def test_direct_io_on_and_off_store_and_load_the_same_bytes(
+    tmp_path: Path, boundary_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct_tree, direct_manifest = _round_trip(tmp_path / "direct", boundary_files)
+    monkeypatch.setenv("KARA_DIRECT_IO", "0")
+    buffered_tree, buffered_manifest = _round_trip(tmp_path / "buffered", boundary_files)
+    assert direct_tree == buffered_tree == boundary_files
+    assert _hashes(direct_manifest) == _hashes(buffered_manifest)
+    blobs = tmp_path / "direct/store/obj/ns/ckpt/data"
+    assert sorted(p.stat().st_size for p in blobs.iterdir()) == sorted(SIZES)
+
+
+def test_a_store_and_a_folder_on_tmpfs_round_trip(boundary_files: dict[str, bytes]) -> None:
+    if not os.path.isdir("/dev/shm"):
+        pytest.fail("this test needs a tmpfs at /dev/shm (a memory filesystem, where O_DIRECT is refused or emulated)")
+    base = Path(tempfile.mkdtemp(prefix="kara-direct-", dir="/dev/shm"))
+    try:
+        tree, _ = _round_trip(base, boundary_files)
+        assert tree == boundary_files
+    finally:
+        shutil.rmtree(base)
+
+
+# Runs inside a private mount of ramfs, a filesystem that refuses O_DIRECT (EINVAL).
+_RAMFS_CHILD = """
+import json, os, sys
+from pathlib import Path
+from kara_file import FileBackend
+from kara_core.directio import DIRECT_MIN, set_direct
+from kara_core.obj import ObjectStore
+from kara_core.testing.obj import read_tree, write_tree
+
+base = Path(sys.argv[1])
+probe = os.open(base / "probe", os.O_WRONLY | os.O_CREAT, 0o644)
+refused = not set_direct(probe, True)
+os.close(probe)
+files = {f"f{size}.bin": os.urandom(size) for size in json.loads(sys.argv[2])}
+objects = ObjectStore(FileBackend(str(base / "store")))
+objects.save_directory("ns", "ckpt", str(write_tree(base / "source", files)), progress_bar=False)
+objects.load_directory("ns", "ckpt", str(base / "out"), progress_bar=False)
+print(json.dumps({"refused": refused, "identical": read_tree(base / "out") == files}))
+"""
+
+
+def test_a_filesystem_that_refuses_direct_io_gets_buffered_writes(tmp_path: Path) -> None:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.fail("this test needs util-linux's unshare to mount a ramfs in a private user and mount namespace")
+    mount = tmp_path / "ramfs"
+    mount.mkdir()
+    script = 'mount -t ramfs ramfs "$1" && shift && exec "$@"'
+    sizes = [0, ALIGN + 1, DIRECT_MIN, DIRECT_MIN + ALIGN + 7]
+    child = [sys.executable, "-c", _RAMFS_CHILD, str(mount), json.dumps(sizes)]
+    proc = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount), *child],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            "could not run kara on a ramfs in a private namespace (unprivileged user namespaces must be "
+            f"allowed: sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0):\n{proc.stderr}"
+        )
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"refused": True, "identical": True}
