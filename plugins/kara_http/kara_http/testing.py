@@ -63,6 +63,9 @@ class Faults:
     stall_count: int = 0
     #: Send an ETag (clients resume with If-Range); False: no validator at all.
     send_etag: bool = True
+    #: Close a kept-alive connection after this many idle seconds, without notice (as
+    #: servers do; a client may already be sending its next request on it). 0: never.
+    idle_timeout: float = 0.0
     #: Called (with the file path) right after a connection is dropped mid-body.
     on_drop: Callable[[str], None] | None = None
     #: Redirect a URL path elsewhere with ``302`` (as a CDN does): ``{"/a.bin": "/b.bin"}``.
@@ -144,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self._closed = False
         self._transport: asyncio.Transport | None = None
         self._port = 0
+        self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -156,6 +160,9 @@ class _Connection(asyncio.Protocol):
         self._server.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         self._buffer += data
         if not self._busy:
             self._next()
@@ -219,6 +226,14 @@ class _Connection(asyncio.Protocol):
             return
         self._busy = False
         self._next()
+        idle_timeout = self._server.faults.idle_timeout
+        if idle_timeout and not self._busy and not self._closed:
+            self._idle = self._loop.call_later(idle_timeout, self._close_idle)
+
+    def _close_idle(self) -> None:
+        assert self._transport is not None
+        self._closed = True
+        self._transport.close()
 
     def _simple(self, request: _Request, status: int, headers: dict[str, str] | None = None) -> None:
         assert self._transport is not None
@@ -398,17 +413,23 @@ class _Server:
             server.close()
             for connection in list(self.connections):
                 connection.abort()
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
+            for task in asyncio.all_tasks(loop):
                 task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # One more turn of the loop: aborted transports close their sockets in
+            # callbacks, and cancelled body transfers finish.
+            loop.run_until_complete(_settle())
             loop.close()
 
     def stop(self) -> None:
         """Make :meth:`serve_forever` return (thread-safe)."""
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(lambda: self._stopped.done() or self._stopped.set_result(None))
+
+
+async def _settle() -> None:
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    await asyncio.gather(*others, return_exceptions=True)
+    await asyncio.sleep(0)
 
 
 class StaticServer:
