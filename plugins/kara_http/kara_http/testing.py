@@ -18,6 +18,7 @@ import os
 import re
 import selectors
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -363,8 +364,9 @@ class _Connection(asyncio.Protocol):
 class _Server:
     """The listening socket, the event loop that serves it and the shared state."""
 
-    def __init__(self, root: str, faults: Faults) -> None:
+    def __init__(self, root: str, faults: Faults, tls: ssl.SSLContext | None) -> None:
         self.root = os.path.realpath(root)
+        self.tls = tls
         self.faults = faults
         self.log: list[LoggedRequest] = []
         self.connections: set[_Connection] = set()
@@ -406,7 +408,7 @@ class _Server:
     def serve_forever(self) -> None:
         """Serve until :meth:`stop` (from any thread) or KeyboardInterrupt."""
         loop = self.loop
-        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self.socket))
+        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self.socket, ssl=self.tls))
         try:
             loop.run_until_complete(self._stopped)
         finally:
@@ -437,12 +439,18 @@ class StaticServer:
 
     ``with StaticServer(store_dir) as server: KaraStorage(server.url + "/")`` reads
     a file:// store's folder as an http:// mirror. ``server.faults`` changes behaviour
-    on the fly; ``server.log`` lists every request received.
+    on the fly; ``server.log`` lists every request received. With ``tls`` (a server
+    context holding a certificate) it speaks HTTPS.
+
+    One event loop thread answers every connection (the added latency is a timer, so
+    waiting requests hold no thread): per request it costs a small fraction of a
+    threaded standard-library server's CPU, which matters when it shares the machine
+    with the clients it serves, as in tests and benchmarks.
     """
 
-    def __init__(self, root: str, faults: Faults | None = None) -> None:
+    def __init__(self, root: str, faults: Faults | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.faults = faults or Faults()
-        self._server = _Server(root, self.faults)
+        self._server = _Server(root, self.faults, tls)
         self._thread = threading.Thread(target=self._server.serve_forever, name="kara-static-server", daemon=True)
 
     @property
@@ -452,8 +460,9 @@ class StaticServer:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``: the URL of ``root``."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` with TLS): the URL of ``root``."""
+        scheme = "https" if self._server.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def log(self) -> list[LoggedRequest]:
