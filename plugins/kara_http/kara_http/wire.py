@@ -170,9 +170,9 @@ class WireResponse:
         A connection that ends before the announced length raises ConnectionError.
         """
         conn = self._conn
-        if conn is None:
-            return 0
         view = memoryview(buffer).cast("B")
+        if conn is None or not view:
+            return 0
         try:
             if self._chunked:
                 return self._read_chunked(conn, view)
