@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import socket
 import socketserver
 import ssl
@@ -179,6 +180,23 @@ def test_an_idle_connection_the_server_closed_is_replaced(
         assert session.do_request(request(server.port), (5, 5)).read() == b"fine"
         time.sleep(0.05)  # the server's FIN arrives
     assert server.connections == 3
+
+
+def test_a_forked_child_opens_its_own_connections(capture: Callable[..., Capture]) -> None:
+    server = capture(ok())
+    session = pooled()
+    assert session.do_request(request(server.port), (5, 5)).read() == b"fine"
+    pid = os.fork()
+    if pid == 0:  # the child: its exit status says whether its request worked
+        worked = False
+        try:
+            worked = session.do_request(request(server.port), (5, 5)).read() == b"fine"
+        finally:
+            os._exit(0 if worked else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert session.do_request(request(server.port), (5, 5)).read() == b"fine"
+    assert server.connections == 2  # the parent's, still in use, and the child's own
 
 
 def test_a_slow_answer_is_a_requests_read_timeout(capture: Callable[..., Capture]) -> None:

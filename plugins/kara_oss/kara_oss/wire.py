@@ -12,17 +12,20 @@ are urllib3's as before.
 Sockets are blocking with kernel timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``): one system
 call per send or receive. A connection goes back to the pool once its answer has been
 read to the end, unless the server said ``Connection: close``; one idle for more than
-:data:`IDLE_CHECK` seconds is checked for a close by the server before it is reused.
+:data:`IDLE_CHECK` seconds is checked for a close by the server before it is reused. A
+forked child process starts with no idle connections (they stay the parent's).
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import socket
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 
 from urllib3 import HTTPHeaderDict, HTTPResponse
@@ -78,6 +81,7 @@ class Origin:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        _ORIGINS.add(self)
 
     def __repr__(self) -> str:
         return f"Origin({self.host_header})"
@@ -119,6 +123,12 @@ class Origin:
                 self._idle.append(conn)
                 return
         conn.close()
+
+    def _forget(self) -> None:
+        # In a forked child: the sockets are the parent's too. Dropping them closes only
+        # the child's descriptors; the parent's connections carry on.
+        self._lock = threading.Lock()
+        self._idle = []
 
     def close(self) -> None:
         """Close the idle connections; those in use close when their answer is done."""
@@ -384,6 +394,17 @@ def _content_length(headers: HTTPHeaderDict) -> int | None:
         return None
     length = lengths.pop()
     return length if length >= 0 else None
+
+
+_ORIGINS: weakref.WeakSet[Origin] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for origin in list(_ORIGINS):
+        origin._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _dropped(sock: socket.socket) -> bool:
