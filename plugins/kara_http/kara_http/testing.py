@@ -1,10 +1,12 @@
 """Real HTTP servers on 127.0.0.1 for tests and benchmarks.
 
-- :class:`StaticServer`: a small threaded web server (standard library only) that serves
-  a folder the way nginx serves a static mirror: ``GET``/``HEAD``, single ``Range``
-  requests, keep-alive. Its :class:`Faults` inject what real networks do: added latency,
-  connections dropped mid-body, ``503`` with ``Retry-After``, stalled bodies, ``HEAD``
-  refused, ``Range`` ignored, forced statuses.
+- :class:`StaticServer`: a small asyncio web server (standard library only, HTTP or
+  HTTPS) that serves a folder the way nginx serves a static mirror: ``GET``/``HEAD``,
+  single ``Range`` requests, ``ETag``/``If-Range``, keep-alive and pipelining, cheaply
+  (it shares the machine with the clients it serves). Its :class:`Faults` inject what
+  real networks do: added latency, connections dropped mid-body, ``503`` with
+  ``Retry-After``, stalled bodies, ``HEAD`` refused, ``Range`` ignored, redirects,
+  forced statuses, idle connections closed.
 - :class:`GatewayServer`: a ``kara serve`` gateway (uvicorn + starlette, the ``server``
   extra) running in a thread.
 
