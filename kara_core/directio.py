@@ -43,6 +43,8 @@ __all__ = [
 DIRECT_MIN = 8 * 1024 * 1024
 #: Size of each direct write: large enough that the device sees long sequential requests.
 DIRECT_CHUNK = 8 * 1024 * 1024
+#: Size of each write of a copy that does not go direct.
+BUFFERED_CHUNK = 1024 * 1024
 #: Alignment of buffers, offsets and lengths of direct writes (the page size covers the
 #: logical block size of every common device).
 ALIGN = mmap.PAGESIZE
@@ -221,7 +223,9 @@ def copy_to_fd(
     is written with O_DIRECT (see the module docstring); smaller ones and the tail go
     through the page cache.
     """
-    buf = aligned_buffer()
+    # Buffered copies need no long writes: a smaller slice of the buffer keeps the
+    # memory each thread touches small (remote loads run 32 threads).
+    buf = aligned_buffer() if direct else aligned_buffer()[:BUFFERED_CHUNK]
     total = 0
     # Decided once, at the first chunk that reaches direct_min (offsets before it are
     # whole chunks, so aligned).
