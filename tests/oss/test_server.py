@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -157,6 +158,24 @@ def test_multipart_upload_lists_parts_and_completes_in_order(bucket: oss2.Bucket
     bucket.complete_multipart_upload("m", upload, parts)
     assert bucket.get_object("m").read() == b"a" * 100 * KIB + b"b" * 10
     assert bucket.head_object("m").object_type == "Multipart"
+
+
+def test_etags_of_uploads_are_the_md5_of_the_content(bucket: oss2.Bucket) -> None:
+    assert bucket.put_object("k", b"content").etag == hashlib.md5(b"content").hexdigest().upper()
+    upload = bucket.init_multipart_upload("m").upload_id
+    assert bucket.upload_part("m", upload, 1, b"part").etag == hashlib.md5(b"part").hexdigest().upper()
+
+
+def test_derived_etags_change_with_the_content_and_still_complete_uploads() -> None:
+    with OSSTestServer(md5_etags=False) as server:
+        auth = oss2.Auth(server.access_key_id, server.access_key_secret)
+        bucket = oss2.Bucket(auth, "http://" + server.endpoint, server.bucket)
+        first, second = bucket.put_object("k", b"content").etag, bucket.put_object("k", b"other").etag
+        assert len({first, second, hashlib.md5(b"content").hexdigest().upper()}) == 3
+        upload = bucket.init_multipart_upload("m").upload_id
+        part = bucket.upload_part("m", upload, 1, b"x" * 100 * KIB)
+        bucket.complete_multipart_upload("m", upload, [PartInfo(1, part.etag)])
+        assert bucket.get_object("m").read() == b"x" * 100 * KIB
 
 
 def test_multipart_refuses_small_parts_and_wrong_order(bucket: oss2.Bucket) -> None:

@@ -138,6 +138,7 @@ class OSSServerState:
         security_tokens: dict[str, str],
         region: str,
         latency: float,
+        md5_etags: bool = True,
     ) -> None:
         self.buckets: dict[str, dict[str, _Object]] = {name: {} for name in buckets}
         self.uploads: dict[str, dict[str, _Upload]] = {name: {} for name in buckets}
@@ -145,9 +146,19 @@ class OSSServerState:
         self.security_tokens = security_tokens
         self.region = region
         self.latency = latency
+        self.md5_etags = md5_etags
         self.lock = threading.Lock()
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str]] = []
+
+    def etag(self, data: bytes, crc: int) -> str:
+        """The ETag of an uploaded object or part: the MD5 of ``data``, as OSS answers.
+
+        With ``md5_etags`` off, one derived from the CRC64 instead: same format, still
+        unique per content, but no MD5 pass over every uploaded byte (see
+        :class:`~kara_oss.testing.OSSTestServer`).
+        """
+        return _etag(data) if self.md5_etags else _derived_etag(crc, len(data))
 
     def take_fault(self, operation: str, key: str) -> Fault | None:
         """Return (and count) the first injected fault matching this request, if any."""
@@ -168,10 +179,8 @@ def _etag(data: bytes | bytearray) -> str:
     return '"' + hashlib.md5(data).hexdigest().upper() + '"'
 
 
-def _appendable_etag(crc: int, length: int) -> str:
-    # OSS documents the ETag of an appendable object as unique, not as the MD5 of its
-    # content; one derived from its CRC64 and length changes with every append without
-    # hashing the whole object again.
+def _derived_etag(crc: int, length: int) -> str:
+    """An ETag that changes with the content, from its CRC64 and length (no pass over it)."""
     return '"' + hashlib.md5(f"{crc}:{length}".encode()).hexdigest().upper() + '"'
 
 
@@ -536,7 +545,8 @@ class _Operations:
     # -- objects -------------------------------------------------------------------
 
     def op_PutObject(self) -> _Answer:
-        etag, crc = _etag(self.body), crc64(self.body)
+        crc = crc64(self.body)
+        etag = self.state.etag(self.body, crc)
         with self.state.lock:
             obj = self._store(self.body, "Normal", etag, crc)
         return _Answer(200, {"ETag": obj.etag, "x-oss-hash-crc64ecma": str(obj.crc)})
@@ -603,13 +613,16 @@ class _Operations:
                 err.headers["x-oss-next-append-position"] = str(length)
                 raise err
             if obj is None:
-                obj = self._store(self.body, "Appendable", _appendable_etag(crc, len(self.body)), crc)
+                obj = self._store(self.body, "Appendable", _derived_etag(crc, len(self.body)), crc)
             else:
                 if isinstance(obj.data, bytes):
                     obj.data = bytearray(obj.data)
                 obj.data += self.body
                 obj.crc = crc64_combine(obj.crc, crc, len(self.body))
-                obj.etag = _appendable_etag(obj.crc, len(obj.data))
+                # OSS documents an appendable object's ETag as unique, not as the MD5 of
+                # its content; hashing the whole object on every append would cost
+                # time proportional to its size.
+                obj.etag = _derived_etag(obj.crc, len(obj.data))
                 obj.mtime = time.time()
             headers = {
                 "ETag": obj.etag,
@@ -760,7 +773,8 @@ class _Operations:
             number = 0
         if not 1 <= number <= 10000:
             raise OSSError(400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive.")
-        part = _Part(self.body, _etag(self.body), crc64(self.body), time.time())
+        crc = crc64(self.body)
+        part = _Part(self.body, self.state.etag(self.body, crc), crc, time.time())
         with self.state.lock:
             self._upload().parts[number] = part
         return _Answer(200, {"ETag": part.etag, "x-oss-hash-crc64ecma": str(part.crc)})
