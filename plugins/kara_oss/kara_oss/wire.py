@@ -271,21 +271,21 @@ class Body:
         if not exact:
             data, conn.buffer = conn.buffer, b""
             return data
-        # The rest of a large read goes straight into one buffer of the right size.
-        out = bytearray(want)
-        view = memoryview(out)
+        # The rest of a large read: the kernel fills new bytes objects (MSG_WAITALL), with
+        # the GIL released and no buffer zeroed first.
+        pieces = [conn.buffer]
         have = len(conn.buffer)
-        view[:have] = conn.buffer
         conn.buffer = b""
         while have < want:
             try:
-                n = conn.sock.recv_into(view[have:])
+                data = conn.sock.recv(want - have, socket.MSG_WAITALL)
             except BlockingIOError:
                 raise TimeoutError("timed out") from None
-            if not n:
-                raise http.client.IncompleteRead(bytes(out[:have]), want - have)
-            have += n
-        return bytes(out)
+            if not data:
+                raise http.client.IncompleteRead(b"".join(pieces), want - have)
+            pieces.append(data)
+            have += len(data)
+        return pieces[1] if len(pieces) == 2 and not pieces[0] else b"".join(pieces)
 
     def _read_until_close(self, amt: int | None) -> bytes:
         conn = self._conn
