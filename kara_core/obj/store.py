@@ -265,7 +265,8 @@ class ObjectStore:
         """Make ``local_path`` hold exactly ``version`` and return the version name.
 
         Only files whose content differs are downloaded (by ``workers`` threads; default 8,
-        4 from stores with local files), each
+        4 from stores with local files, 32 from stores with parallel reads; files of 8 MiB
+        and more get up to 4 threads more and are written with direct I/O), each
         verified against its hashes in a staging folder and renamed into place; files
         kara placed earlier and no longer in the version are removed. Files kara did not
         place that would be deleted or overwritten make the load refuse with
