@@ -146,7 +146,9 @@ class PooledSession(oss2.Session):
             return super().do_request(req, timeout)
         response = requests.Response()
         response.status_code = raw.status
-        response.headers = CaseInsensitiveDict(raw.headers)
+        # As requests builds it (one entry per name, repeated fields joined), from pairs:
+        # copying from the mapping would look every name up again.
+        response.headers = CaseInsensitiveDict(raw.headers.itermerged())
         response.encoding = get_encoding_from_headers(response.headers)
         response.raw = raw
         response.reason = raw.reason
@@ -183,8 +185,10 @@ class PooledSession(oss2.Session):
 
     def _headers(self, req: oss2.http.Request, data: bytes | None) -> CaseInsensitiveDict[str]:
         """The session's headers merged with the request's, as requests merges them."""
-        merged: CaseInsensitiveDict[Any] = CaseInsensitiveDict(self.session.headers)
-        merged.update(req.headers)
+        # Merged from (name, value) pairs: copying one mapping into another looks every
+        # name up again, several times per request.
+        merged: CaseInsensitiveDict[Any] = CaseInsensitiveDict(self.session.headers.items())
+        merged.update(req.headers.items())
         for name in [name for name, value in merged.items() if value is None]:
             del merged[name]
         if data:
