@@ -21,11 +21,15 @@ stores also take the ``direct_io=False`` option).
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
 import threading
 from collections.abc import Callable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no O_DIRECT there either
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "ALIGN",
@@ -49,7 +53,7 @@ BUFFERED_CHUNK = 1024 * 1024
 #: logical block size of every common device).
 ALIGN = mmap.PAGESIZE
 
-_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_O_DIRECT = getattr(os, "O_DIRECT", 0) if fcntl is not None else 0
 _OFF = {"0", "false", "off", "no"}
 
 

@@ -330,7 +330,7 @@ def _staged_is_valid(path: str, entry: FileEntry, worker: Worker) -> bool:
 
 def staged_path(staging: str, blob: str) -> str:
     """Where blob ``blob`` is staged."""
-    return os.path.join(staging, blob[0], blob)
+    return f"{staging}{os.sep}{blob[0]}{os.sep}{blob}"
 
 
 def _prepare_staging(staging: str, blobs: list[str]) -> set[str]:
@@ -368,7 +368,8 @@ class _Placer:
 
     def dest(self, rel: str) -> str:
         """The absolute path of ``rel`` in the target folder."""
-        return os.path.join(self.target, *rel.split("/"))
+        # Manifest paths are validated ``/``-separated components (see manifest.py).
+        return f"{self.target}{os.sep}{rel}" if os.sep == "/" else os.path.join(self.target, *rel.split("/"))
 
     def ensure_parent(self, rel: str) -> None:
         """Create the folders above ``rel``."""
