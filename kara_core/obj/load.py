@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
@@ -25,7 +26,7 @@ import shutil
 import stat
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,9 @@ _DOWNLOAD_ATTEMPTS = 3
 #: Blobs larger than this are fetched as parallel ranged reads from remote stores.
 _RANGED_MIN = 32 * 1024 * 1024
 _RANGE = 8 * 1024 * 1024
+#: Ranged reads of one blob in flight at a time, and the threads that run them.
+_RANGES_AHEAD = 4
+_RANGE_THREADS = 4
 _SHOWN = 20
 
 
@@ -272,8 +276,6 @@ class _Downloader:
     def _download(self, path: str, part: str, size: int, mode: int | None) -> tuple[int, str]:
         # Created with the saved permission bits (the umask applies, as for any new file).
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, (mode if mode is not None else 0o666) & 0o777)
-        if not self._local and self._ranged and size > _RANGED_MIN:
-            return self._download_ranged(path, fd, part, size)
         hasher = hashlib.sha1()
 
         def consume(chunk: memoryview) -> None:
@@ -284,6 +286,14 @@ class _Downloader:
         # Large files bypass the page cache on both ends (see kara_core.directio).
         direct = size >= DIRECT_MIN and direct_io_allowed()
         try:
+            if not self._local and self._ranged and size > _RANGED_MIN:
+                with ThreadPoolExecutor(max_workers=_RANGE_THREADS, thread_name_prefix="kara-range") as pool:
+                    reader = _RangeReader(self.backend, path, size, pool, self.worker)
+                    try:
+                        written = copy_to_fd(fd, reader.readinto, consume, direct=direct)
+                    finally:
+                        reader.cancel()
+                return written, hasher.hexdigest()
             local = self.backend.local_path(path) if self._local else None
             if local is not None:
                 try:
@@ -298,20 +308,50 @@ class _Downloader:
             os.close(fd)
         return written, hasher.hexdigest()
 
-    def _download_ranged(self, path: str, fd: int, part: str, size: int) -> tuple[int, str]:
-        try:
 
-            def fetch_range(start: int) -> None:
-                self.worker.check()
-                data = self.backend.read(path, start, min(start + _RANGE, size))
-                os.pwrite(fd, data, start)
-                self.bar.update(len(data))
+class _RangeReader:
+    """A ``readinto`` over a remote blob fetched as parallel ranged reads, in order.
 
-            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="kara-range") as pool:
-                list(pool.map(fetch_range, range(0, size, _RANGE)))
-        finally:
-            os.close(fd)
-        return os.path.getsize(part), sha1_file(part, self.worker.check)
+    ``_RANGES_AHEAD`` ranges are in flight at any time; the caller consumes them in
+    order, so the file is hashed as it is written (one pass, no read-back) and can be
+    written with direct I/O, while the fetches overlap their round trips.
+    """
+
+    def __init__(self, backend: Backend, path: str, size: int, pool: ThreadPoolExecutor, worker: Worker) -> None:
+        self._backend, self._path, self._size, self._pool, self._worker = backend, path, size, pool, worker
+        self._starts = iter(range(0, size, _RANGE))
+        self._ahead: collections.deque[Future[bytes]] = collections.deque()
+        for _ in range(_RANGES_AHEAD):
+            self._submit()
+        self._block = memoryview(b"")
+        self._offset = 0
+
+    def _submit(self) -> None:
+        start = next(self._starts, None)
+        if start is not None:
+            self._ahead.append(self._pool.submit(self._fetch, start))
+
+    def _fetch(self, start: int) -> bytes:
+        self._worker.check()
+        return self._backend.read(self._path, start, min(start + _RANGE, self._size))
+
+    def readinto(self, buf: memoryview) -> int:
+        """Copy the next bytes of the blob into ``buf``; 0 at the end."""
+        if self._offset == len(self._block):
+            if not self._ahead:
+                return 0
+            self._block = memoryview(self._ahead.popleft().result())
+            self._offset = 0
+            self._submit()
+        n = min(len(buf), len(self._block) - self._offset)
+        buf[:n] = self._block[self._offset : self._offset + n]
+        self._offset += n
+        return n
+
+    def cancel(self) -> None:
+        """Drop the ranges not started yet (after an error or once everything was read)."""
+        for future in self._ahead:
+            future.cancel()
 
 
 def _unlink(path: str) -> None:

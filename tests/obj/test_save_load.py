@@ -285,6 +285,42 @@ def test_big_blobs_from_remote_stores_arrive_as_parallel_ranged_reads(
     assert len([r for r in backend.ranges if r[1] is not None and r[1] - r[0] == 256 * 1024]) == 12
 
 
+class _FlakyRanges(_RemoteLike):
+    """A remote-like store whose ranged reads come back with a flipped byte ``bad_reads`` times."""
+
+    def __init__(self, root: str, bad_reads: int) -> None:
+        super().__init__(root)
+        self.bad_reads = bad_reads
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        data = super().read(path, start, end)
+        if end is not None and start > 0 and self.bad_reads > 0:
+            self.bad_reads -= 1
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+
+@pytest.mark.parametrize("bad_reads", [1, 1000])
+def test_a_corrupted_range_is_downloaded_again_or_refused(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_reads: int
+) -> None:
+    monkeypatch.setattr(kara_core.obj.load, "_RANGED_MIN", 1024 * 1024)
+    monkeypatch.setattr(kara_core.obj.load, "_RANGE", 256 * 1024)
+    (source / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    backend = _FlakyRanges(str(tmp_path / "store"), 0)
+    objects = ObjectStore(backend)
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    backend.bad_reads = bad_reads
+    out = tmp_path / "out"
+    if bad_reads == 1:
+        objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+        assert read_tree(out) == read_tree(source)
+        return
+    with pytest.raises(BlobIntegrityError, match="does not match"):
+        objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert not (out / "big.bin").exists()
+
+
 def test_a_folder_kara_created_may_become_a_file_in_the_next_version(
     objects: ObjectStore, source: Path, tmp_path: Path
 ) -> None:
