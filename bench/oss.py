@@ -32,7 +32,6 @@ load into folders placed the same way.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
@@ -168,32 +167,10 @@ def run_kara(info: dict[str, str], indices: list[int], src: str, dst: str) -> di
     return times
 
 
-# Linux's FS_IOC_GETFLAGS / FS_IOC_SETFLAGS and FS_TOPDIR_FL (what chattr +T sets).
-_GETFLAGS, _SETFLAGS, _TOPDIR = 0x80086601, 0x40086602, 0x00020000
-
-
-def spread_subfolders(path: str) -> None:
-    """Ask ext4 to place the folders made in ``path`` in block groups of their own.
-
-    Silently does nothing on filesystems without inode flags.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = bytearray(4)
-        fcntl.ioctl(fd, _GETFLAGS, flags)
-        value = int.from_bytes(flags, sys.byteorder) | _TOPDIR
-        fcntl.ioctl(fd, _SETFLAGS, value.to_bytes(4, sys.byteorder))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def main() -> None:
     """Run both libraries against one server process and print the table."""
     ensure_k215_oss2()
     work = workdir("oss")
-    spread_subfolders(work)
     proc, info = start_server()
     try:
         src = os.path.join(work, "src")
