@@ -48,7 +48,7 @@ def test_a_non_string_url_is_rejected() -> None:
 
 
 def test_unknown_options_name_the_valid_ones(tmp_path) -> None:
-    with pytest.raises(ConfigurationError, match=r"unknown option 'app_key'.*valid options: fsync"):
+    with pytest.raises(ConfigurationError, match=r"unknown option 'app_key'.*valid options: direct_io, fsync"):
         KaraStorage(f"file://{tmp_path}", app_key="abc")
 
 
