@@ -108,6 +108,8 @@ def test_stop_closes_open_connections(served: StaticServer) -> None:
         sock = socket.create_connection(("127.0.0.1", served.port), timeout=5)
         _ = _exchange(served, b"GET /a.bin HTTP/1.1\r\n\r\n")
         sock.sendall(b"GET /a.bin HTTP/1.1\r\n\r\n")
-        sock.recv(65536)
+        answer = b""
+        while not answer.endswith(b"0123456789"):  # the whole answer: the connection is idle
+            answer += sock.recv(65536)
     with sock:
         assert sock.recv(65536) == b""
