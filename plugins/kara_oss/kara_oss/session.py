@@ -252,21 +252,18 @@ def _as_requests_error(exc: HTTPError | OSError) -> Exception:
     errors = requests.exceptions
     if isinstance(exc, (ProtocolError, OSError, ClosedPoolError)):
         return errors.ConnectionError(exc)
-    if isinstance(exc, MaxRetryError):
-        reason = exc.reason
-        if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
-            return errors.ConnectTimeout(exc)
-        if isinstance(reason, ResponseError):
-            return errors.RetryError(exc)
-        if isinstance(reason, ProxyError):
-            return errors.ProxyError(exc)
-        if isinstance(reason, SSLError):
-            return errors.SSLError(exc)
-        return errors.ConnectionError(exc)
-    if isinstance(exc, ProxyError):
+    # Proxy and TLS failures map alike whether urllib3 raised them or gave up on them.
+    cause = exc.reason if isinstance(exc, MaxRetryError) else exc
+    if isinstance(cause, ProxyError):
         return errors.ProxyError(exc)
-    if isinstance(exc, SSLError):
+    if isinstance(cause, SSLError):
         return errors.SSLError(exc)
+    if isinstance(exc, MaxRetryError):
+        if isinstance(cause, ConnectTimeoutError) and not isinstance(cause, NewConnectionError):
+            return errors.ConnectTimeout(exc)
+        if isinstance(cause, ResponseError):
+            return errors.RetryError(exc)
+        return errors.ConnectionError(exc)
     if isinstance(exc, ReadTimeoutError):
         return errors.ReadTimeout(exc)
     if isinstance(exc, InvalidHeader):
