@@ -3,7 +3,7 @@
     python obj_worker.py save|load STORE_DIR NAMESPACE KEY FOLDER [--slow] [--version V] [--wait-for FILE]
                          [--progress]
 
-``--slow`` throttles the file backend (64 KiB per read, 5 ms each, no local paths) so a
+``--slow`` throttles the file backend (16 KiB per read, 5 ms each, no local paths) so a
 test can kill the process in the middle of a transfer. ``--wait-for`` waits until FILE
 exists before starting (to start two processes at the same moment). Prints the version.
 """
@@ -21,7 +21,7 @@ from kara_file.backend import FileBackend
 from kara_core.backend import Capabilities
 from kara_core.obj import ObjectStore
 
-_STEP = 64 * 1024
+_STEP = 16 * 1024
 _DELAY = 0.005
 
 

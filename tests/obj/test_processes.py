@@ -77,7 +77,7 @@ def _interrupt(proc: subprocess.Popen[str], what: str) -> None:
     start = time.monotonic()
     _, err = proc.communicate(timeout=10)
     assert time.monotonic() - start < 3, f"Ctrl+C must stop the {what} promptly"
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, f"exit status {proc.returncode}, stderr: {err[-2000:]}"
 
 
 def _nothing_published(store: Path) -> None:
