@@ -3,7 +3,7 @@
     python obj_worker.py save|load STORE_DIR NAMESPACE KEY FOLDER [--slow] [--version V] [--wait-for FILE]
                          [--progress]
 
-``--slow`` throttles the file backend (16 KiB per read, 5 ms each, no local paths) so a
+``--slow`` throttles the file backend (64 KiB per read, 5 ms each, no local paths) so a
 test can kill the process in the middle of a transfer. ``--wait-for`` waits until FILE
 exists before starting (to start two processes at the same moment). Prints the version.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import time
 from typing import BinaryIO
 
@@ -21,7 +22,7 @@ from kara_file.backend import FileBackend
 from kara_core.backend import Capabilities
 from kara_core.obj import ObjectStore
 
-_STEP = 16 * 1024
+_STEP = 64 * 1024
 _DELAY = 0.005
 
 
@@ -69,6 +70,10 @@ class SlowFileBackend(FileBackend):
 
 
 def main() -> None:
+    # Ctrl+C raises KeyboardInterrupt, as in a terminal, even when this process was started
+    # from a shell's background job: those inherit SIGINT ignored, and Python then leaves
+    # it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser()
     parser.add_argument("action", choices=["save", "load"])
     parser.add_argument("store")
