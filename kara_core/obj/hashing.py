@@ -26,7 +26,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["CHUNK", "Digests", "HashCache", "cache_dir", "chunk_buffer", "hash_file", "sha1_file"]
+from ..directio import aligned_buffer
+
+__all__ = ["CHUNK", "Digests", "HashCache", "cache_dir", "hash_file", "sha1_file"]
 
 CHUNK = 1024 * 1024
 #: Timestamp granularity margin of the racy rule: ext4/xfs/btrfs stamp files from a
@@ -93,7 +95,9 @@ def sha1_file(path: str, check: Callable[[], None] | None = None) -> str:
 
 
 def _feed(path: str, hasher: Any, check: Callable[[], None] | None, progress: Callable[[int], None] | None) -> None:
-    view = chunk_buffer()
+    # The calling thread's copy buffer (kara_core.directio), reused across files:
+    # allocating a fresh megabyte per file costs more than reading a small file.
+    view = aligned_buffer()[:CHUNK]
     with open(path, "rb", buffering=0) as fh:
         while True:
             if check is not None:
@@ -104,21 +108,6 @@ def _feed(path: str, hasher: Any, check: Callable[[], None] | None, progress: Ca
             hasher.update(view[:n])
             if progress is not None:
                 progress(n)
-
-
-_buffers = threading.local()
-
-
-def chunk_buffer() -> memoryview:
-    """A CHUNK-sized buffer owned by the calling thread, reused across files.
-
-    Allocating (and zero-filling) a fresh megabyte per file costs more than reading a
-    small file; each worker thread keeps one instead.
-    """
-    buf = getattr(_buffers, "buf", None)
-    if buf is None:
-        buf = _buffers.buf = memoryview(bytearray(CHUNK))
-    return buf
 
 
 def cache_dir() -> str:
