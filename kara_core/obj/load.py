@@ -286,27 +286,23 @@ class _Downloader:
         # Large files bypass the page cache on both ends (see kara_core.directio).
         direct = size >= DIRECT_MIN and direct_io_allowed()
         try:
-            if not self._local and self._ranged and size > _RANGED_MIN:
-                with ThreadPoolExecutor(max_workers=_RANGE_THREADS, thread_name_prefix="kara-range") as pool:
-                    reader = _RangeReader(self.backend, path, size, pool, self.worker)
-                    try:
-                        written = copy_to_fd(fd, reader.readinto, consume, direct=direct)
-                    finally:
-                        reader.cancel()
-                return written, hasher.hexdigest()
-            local = self.backend.local_path(path) if self._local else None
-            if local is not None:
-                try:
-                    source: Any = DirectReader(local, direct)
-                except FileNotFoundError:
-                    raise NotFoundError(f"{self.backend.url}/{path} does not exist") from None
-            else:
-                source = self.backend.open_read(path)
-            with source:
+            with self._open_source(path, size, direct) as source:
                 written = copy_to_fd(fd, source.readinto, consume, direct=direct)
         finally:
             os.close(fd)
         return written, hasher.hexdigest()
+
+    def _open_source(self, path: str, size: int, direct: bool) -> Any:
+        """The blob as a context manager with ``readinto``: a local file, ranges or a stream."""
+        if not self._local and self._ranged and size > _RANGED_MIN:
+            return _RangeReader(self.backend, path, size, self.worker)
+        local = self.backend.local_path(path) if self._local else None
+        if local is None:
+            return self.backend.open_read(path)
+        try:
+            return DirectReader(local, direct)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.backend.url}/{path} does not exist") from None
 
 
 class _RangeReader:
@@ -317,8 +313,9 @@ class _RangeReader:
     written with direct I/O, while the fetches overlap their round trips.
     """
 
-    def __init__(self, backend: Backend, path: str, size: int, pool: ThreadPoolExecutor, worker: Worker) -> None:
-        self._backend, self._path, self._size, self._pool, self._worker = backend, path, size, pool, worker
+    def __init__(self, backend: Backend, path: str, size: int, worker: Worker) -> None:
+        self._backend, self._path, self._size, self._worker = backend, path, size, worker
+        self._pool = ThreadPoolExecutor(max_workers=_RANGE_THREADS, thread_name_prefix="kara-range")
         self._starts = iter(range(0, size, _RANGE))
         self._ahead: collections.deque[Future[bytes]] = collections.deque()
         for _ in range(_RANGES_AHEAD):
@@ -348,10 +345,17 @@ class _RangeReader:
         self._offset += n
         return n
 
-    def cancel(self) -> None:
-        """Drop the ranges not started yet (after an error or once everything was read)."""
+    def close(self) -> None:
+        """Drop the ranges not started yet and wait for the running ones."""
         for future in self._ahead:
             future.cancel()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> _RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _unlink(path: str) -> None:
