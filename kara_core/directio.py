@@ -41,6 +41,7 @@ __all__ = [
     "direct_io_allowed",
     "memory_reader",
     "set_direct",
+    "write_all",
 ]
 
 #: Files at least this large are written (and read from stores) with O_DIRECT.
@@ -189,7 +190,7 @@ def _fill(readinto: Callable[[memoryview], int | None], buf: memoryview) -> int:
     return got
 
 
-def _write_all(fd: int, view: memoryview, direct: bool) -> bool:
+def _write_chunk(fd: int, view: memoryview, direct: bool) -> bool:
     """Write ``view`` at the file position; return whether ``fd`` is still direct."""
     done = 0
     if direct:
@@ -206,9 +207,14 @@ def _write_all(fd: int, view: memoryview, direct: bool) -> bool:
             # The unaligned tail, or everything after a refused write.
             set_direct(fd, False)
             direct = False
-    while done < len(view):
-        done += os.write(fd, view[done:])
+    write_all(fd, view[done:])
     return direct
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    """Write all of ``view`` at the file position of ``fd`` (``os.write`` may write less)."""
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def copy_to_fd(
@@ -245,7 +251,7 @@ def copy_to_fd(
         if undecided and total + n >= direct_min:
             direct = set_direct(fd, True)
             undecided = False
-        direct = _write_all(fd, chunk, direct)
+        direct = _write_chunk(fd, chunk, direct)
         total += n
         if n < len(buf):
             break

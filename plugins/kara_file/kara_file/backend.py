@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from kara_core.backend import Backend, Batch, Capabilities, check_path
-from kara_core.directio import DIRECT_MIN, copy_to_fd, direct_io_allowed, memory_reader
+from kara_core.directio import DIRECT_MIN, copy_to_fd, direct_io_allowed, memory_reader, write_all
 from kara_core.errors import ConfigurationError, NotFoundError
 from kara_core.url import BackendOptions, StoreURL
 
@@ -285,7 +285,7 @@ class FileBackend(Backend):
                 elif direct and len(data) >= DIRECT_MIN:
                     copy_to_fd(fd, memory_reader(data), direct=True)
                 else:
-                    _write_fully(fd, memoryview(data).cast("B"))
+                    write_all(fd, memoryview(data).cast("B"))
                 if sync and self.options.fsync:
                     os.fsync(fd)
                 elif self.options.fsync:
@@ -374,11 +374,6 @@ class FileBackend(Backend):
                 except FileNotFoundError:
                     continue
         return removed
-
-
-def _write_fully(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _readinto_of(stream: BinaryIO) -> Callable[[memoryview], int | None]:
