@@ -68,7 +68,7 @@ def test_a_write_the_kernel_refuses_to_do_direct_goes_on_buffered(tmp_path: Path
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         assert set_direct(fd, True)
-        assert directio._write_all(fd, buf[1 : 1 + len(data)], direct=True) is False
+        assert directio._write_chunk(fd, buf[1 : 1 + len(data)], direct=True) is False
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == data
