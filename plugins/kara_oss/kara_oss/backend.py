@@ -79,6 +79,15 @@ def _body(result: oss2.models.RequestResult) -> bytes:
     return data
 
 
+def _read_answer(result: oss2.models.RequestResult, what: str, whole: bool) -> bytes:
+    """The body of ``result`` (see :func:`_body`), checked against the object's CRC64 when
+    it is the ``whole`` object."""
+    data = _body(result)
+    if whole:
+        _check_crc(what, crc64(data), result.headers)
+    return data
+
+
 class _RedactSecrets(logging.Filter):
     """Masks registered secrets in oss2's own log records (its DEBUG logs print headers)."""
 
@@ -198,10 +207,7 @@ class OSSBackend(Backend):
             if exc.status == 416:
                 return b""
             raise
-        data = _body(result)
-        if start == 0 and end is None:
-            _check_crc("read " + key, crc64(data), result.headers)
-        return data
+        return _read_answer(result, "read " + key, start == 0 and end is None)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -541,10 +547,7 @@ class _ResumingReader(io.RawIOBase):
                     self._open()
                 if self._result is None:
                     return b""
-                result, whole = self._result, self._offset == 0
-                data = _body(result)
-                if whole:
-                    _check_crc("read " + self._path, crc64(data), result.headers)
+                data = _read_answer(self._result, "read " + self._path, self._offset == 0)
             finally:
                 self._result = None
             return data
