@@ -1,11 +1,22 @@
-"""Direct I/O (``O_DIRECT``) for large files: their data bypasses the page cache.
+"""Direct I/O (``O_DIRECT``) for large files, when the page cache is not cheap.
 
-Writing a new file through the page cache first allocates and fills a cache page per
-4 KiB; on ext4 that costs about 2.3 ms per MiB of system time, more than copying and
-hashing the same data. A checkpoint written to a store, or loaded into a folder, is cold
-data nobody rereads at once, so large files are written with ``O_DIRECT`` from an
-aligned buffer instead, as checkpoint writers such as DeepSpeed's FastPersist do
-(measured on ext4: 64 MiB in 0.024 s instead of 0.09-0.16 s).
+A buffered write of a new file copies into cache pages the kernel first has to provide.
+Pages at hand cost 0.1-0.3 ms per MiB; pages it must obtain first (reclaim under memory
+pressure, or, in a VM with free page reporting such as Firecracker, memory that was
+handed back to the host) cost 2-3 ms per MiB of system time, more than copying and
+hashing the same data. ``O_DIRECT`` writes from an aligned buffer cost neither (as
+checkpoint writers such as DeepSpeed's FastPersist do); they wait for the disk instead.
+
+Policies (the ``direct`` argument of :func:`copy_to_fd`):
+
+- :data:`AUTO` (what file:// stores do by default): a large file is written through the
+  page cache, 1 MiB at a time, as long as each write costs the thread less than
+  :data:`SLOW_BUFFERED` of CPU time; from the first slow write on, the rest of the file
+  goes direct. Where cache pages are cheap the data stays cached (a load right after a
+  save reads it from memory); where they are not, the copy costs what a direct one does.
+- ``True``: large files are written direct from :data:`DIRECT_MIN` bytes on (loads do
+  this for the files they place: written once, not read back by kara).
+- ``False``: everything through the page cache.
 
 Only files of at least :data:`DIRECT_MIN` bytes go direct: a synchronous device write per
 small file costs more than its few cache pages. Full aligned blocks are written direct;
@@ -13,18 +24,26 @@ the unaligned tail of a file is written through the cache after ``O_DIRECT`` is 
 (``fcntl``). Where the filesystem refuses ``O_DIRECT`` (``EINVAL`` from ``fcntl`` or from
 a write: ramfs, some network and FUSE filesystems) the copy goes on buffered. Direct I/O
 changes nothing about durability: callers still fsync (or syncfs) before they publish.
+:class:`DirectReader` reads what is cached from the cache and the rest direct.
 
-``KARA_DIRECT_IO=0`` (or ``off``/``false``/``no``) turns it off everywhere (file://
-stores also take the ``direct_io=False`` option).
+``KARA_DIRECT_IO`` overrides every setting: ``0`` (or ``off``/``false``/``no``) turns
+direct I/O off, ``1`` (``on``/``true``/``yes``/``always``) always writes large files
+direct, ``auto`` selects :data:`AUTO`. file:// stores take the ``direct_io`` option
+(``auto``, ``true`` or ``false``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import mmap
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 try:
     import fcntl
@@ -33,12 +52,15 @@ except ImportError:  # Windows: no O_DIRECT there either
 
 __all__ = [
     "ALIGN",
+    "AUTO",
     "DIRECT_CHUNK",
     "DIRECT_MIN",
     "DirectReader",
     "aligned_buffer",
+    "cached",
     "copy_to_fd",
     "direct_io_allowed",
+    "direct_io_setting",
     "memory_reader",
     "set_direct",
     "write_all",
@@ -54,13 +76,41 @@ BUFFERED_CHUNK = 1024 * 1024
 #: logical block size of every common device).
 ALIGN = mmap.PAGESIZE
 
+#: The ``direct`` setting that writes through the page cache while the kernel provides
+#: cache pages cheaply, and switches a file to O_DIRECT once it does not.
+AUTO = "auto"
+#: Thread CPU time above which a buffered write of :data:`BUFFERED_CHUNK` bytes counts as
+#: slow. Copying 1 MiB into cache pages that are at hand costs 0.1-0.3 ms; pages the
+#: kernel must first obtain (reclaim under memory pressure, or a VM whose free memory
+#: was handed back to the host) cost 2-3 ms per MiB, more than writing it direct.
+SLOW_BUFFERED = 0.001
+
 _O_DIRECT = getattr(os, "O_DIRECT", 0) if fcntl is not None else 0
 _OFF = {"0", "false", "off", "no"}
+_ON = {"1", "true", "on", "yes", "always"}
 
 
 def direct_io_allowed() -> bool:
     """False when ``KARA_DIRECT_IO`` turns direct I/O off (or the platform lacks it)."""
     return bool(_O_DIRECT) and os.environ.get("KARA_DIRECT_IO", "").strip().lower() not in _OFF
+
+
+def direct_io_setting(option: bool | str = AUTO) -> bool | str:
+    """The ``direct`` argument of :func:`copy_to_fd` for a store's ``direct_io`` option.
+
+    ``KARA_DIRECT_IO`` overrides the option: ``0``/``off`` (never), ``1``/``on`` (always
+    for large files) or ``auto``.
+    """
+    if not _O_DIRECT:
+        return False
+    env = os.environ.get("KARA_DIRECT_IO", "").strip().lower()
+    if env in _OFF:
+        return False
+    if env in _ON:
+        return True
+    if env == AUTO:
+        return AUTO
+    return option
 
 
 def set_direct(fd: int, on: bool) -> bool:
@@ -108,50 +158,63 @@ def memory_reader(data: bytes | bytearray | memoryview) -> Callable[[memoryview]
 
 
 class DirectReader:
-    """Reads a file from its start; with O_DIRECT if asked and its data is not cached.
+    """Reads a file from its start: what the page cache holds from there, the rest direct.
 
-    Data already in the page cache is read from there (several GB/s); data that is not
-    is read with O_DIRECT into the caller's aligned buffer, without filling the cache on
-    the way (about 3x faster for a cold 64 MiB file on ext4). Whether the file is cached
-    is probed on its first page (``RWF_NOWAIT``). Use :meth:`readinto` with aligned
-    buffers (:func:`aligned_buffer`); after a short or refused direct read it goes on
-    buffered, so any buffer works.
+    Before each aligned read, :func:`cached` asks the kernel whether the range is in the
+    page cache (``cachestat``, which reads nothing). A cached range is read from there
+    (several GB/s); one that is not is read with O_DIRECT into the caller's aligned
+    buffer, without filling the cache on the way (about 3x faster for cold data on
+    ext4). Where ``cachestat`` is missing (Linux before 6.5) every aligned read goes
+    direct. Use :meth:`readinto` with aligned buffers (:func:`aligned_buffer`);
+    unaligned buffers and the file's unaligned end are read through the cache.
     """
 
     def __init__(self, path: str, direct: bool) -> None:
         self.fd = os.open(path, os.O_RDONLY)
-        self.direct = False
-        try:
-            if direct and not _cached(self.fd):
-                self.direct = set_direct(self.fd, True)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self._direct_fd = -1
+        self._position = 0
+        if direct and _O_DIRECT:
+            try:
+                self._direct_fd = os.open(path, os.O_RDONLY | _O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    os.close(self.fd)
+                    raise
+
+    @property
+    def direct(self) -> bool:
+        """Whether ranges that are not cached are read with O_DIRECT."""
+        return self._direct_fd >= 0
 
     def readinto(self, buf: memoryview) -> int:
         """Read the next bytes into ``buf``; return how many (0 at the end)."""
-        if self.direct and len(buf) % ALIGN == 0:
+        n = self._read(buf)
+        self._position += n
+        return n
+
+    def _read(self, buf: memoryview) -> int:
+        if (
+            self._direct_fd >= 0
+            and len(buf) % ALIGN == 0
+            and self._position % ALIGN == 0
+            and not cached(self.fd, self._position, len(buf))
+        ):
             try:
-                n = os.readv(self.fd, [buf])
+                return os.preadv(self._direct_fd, [buf], self._position)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-            else:
-                if n % ALIGN:
-                    # The end of the file (or an odd short read): the next offset is not
-                    # aligned any more.
-                    self._buffered()
-                return n
-        if self.direct:
-            self._buffered()
-        return os.readv(self.fd, [buf])
+                self._stop_direct()
+        return os.preadv(self.fd, [buf], self._position)
 
-    def _buffered(self) -> None:
-        set_direct(self.fd, False)
-        self.direct = False
+    def _stop_direct(self) -> None:
+        if self._direct_fd >= 0:
+            os.close(self._direct_fd)
+            self._direct_fd = -1
 
     def close(self) -> None:
         """Close the file."""
+        self._stop_direct()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -163,18 +226,43 @@ class DirectReader:
         self.close()
 
 
-def _cached(fd: int) -> bool:
-    flag = getattr(os, "RWF_NOWAIT", None)
-    if flag is None:
+class _CachestatRange(ctypes.Structure):
+    _fields_ = (("off", ctypes.c_uint64), ("len", ctypes.c_uint64))
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = tuple(
+        (name, ctypes.c_uint64)
+        for name in ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")
+    )
+
+
+#: cachestat(2) (Linux 6.5+; the same number on every architecture that has it).
+_SYS_CACHESTAT = 451
+_syscall: Any = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        _syscall = ctypes.CDLL(None, use_errno=True).syscall
+_has_cachestat = _syscall is not None
+
+
+def cached(fd: int, offset: int, length: int) -> bool:
+    """Whether the ``length`` bytes of ``fd`` from ``offset`` are all in the page cache.
+
+    Asks ``cachestat`` (no I/O: a probe by ``RWF_NOWAIT`` read would start readahead of
+    what is missing). False where the kernel lacks it, and for a range past the end.
+    """
+    global _has_cachestat
+    if not _has_cachestat or length <= 0:
         return False
-    try:
-        os.preadv(fd, [bytearray(1)], 0, flag)
-    except BlockingIOError:
+    span = _CachestatRange(offset, length)
+    stat = _Cachestat()
+    if _syscall(_SYS_CACHESTAT, fd, ctypes.byref(span), ctypes.byref(stat), 0) != 0:
+        if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+            _has_cachestat = False
         return False
-    except OSError:
-        # RWF_NOWAIT not supported here: assume cold data, the case direct reads are for.
-        return False
-    return True
+    pages = (offset + length + ALIGN - 1) // ALIGN - offset // ALIGN
+    return stat.nr_cache >= pages
 
 
 def _fill(readinto: Callable[[memoryview], int | None], buf: memoryview) -> int:
@@ -211,6 +299,25 @@ def _write_chunk(fd: int, view: memoryview, direct: bool) -> bool:
     return direct
 
 
+def _write_while_cheap(fd: int, chunk: memoryview) -> memoryview | None:
+    """Write ``chunk`` through the page cache while that is cheap (see :data:`AUTO`).
+
+    Returns None when all of it was written, else the part left once a buffered write
+    of :data:`BUFFERED_CHUNK` bytes took more than :data:`SLOW_BUFFERED` seconds of the
+    thread's CPU time (what it cost the kernel to provide cache pages; sleeping does not
+    count). The part left starts at an aligned offset: the caller writes it direct.
+    """
+    done = 0
+    while done < len(chunk):
+        piece = chunk[done : done + BUFFERED_CHUNK]
+        started = time.thread_time()
+        write_all(fd, piece)
+        done += len(piece)
+        if len(piece) == BUFFERED_CHUNK and time.thread_time() - started > SLOW_BUFFERED:
+            return chunk[done:]
+    return None
+
+
 def write_all(fd: int, view: memoryview) -> None:
     """Write all of ``view`` at the file position of ``fd`` (``os.write`` may write less)."""
     while view:
@@ -222,16 +329,18 @@ def copy_to_fd(
     readinto: Callable[[memoryview], int | None],
     consume: Callable[[memoryview], None] | None = None,
     *,
-    direct: bool,
+    direct: bool | str,
     direct_min: int = DIRECT_MIN,
 ) -> int:
     """Copy a source to the new, empty file ``fd`` and return the number of bytes copied.
 
     ``readinto`` fills a buffer from the source and returns how many bytes it put there
     (0 or None at the end). ``consume`` sees every chunk before it is written (hashing,
-    progress, cancellation). With ``direct``, a source of at least ``direct_min`` bytes
-    is written with O_DIRECT (see the module docstring); smaller ones and the tail go
-    through the page cache.
+    progress, cancellation). With ``direct=True``, a source of at least ``direct_min``
+    bytes is written with O_DIRECT from there on; with ``direct=AUTO`` it goes on
+    through the page cache while that is cheap and switches to O_DIRECT once it is not
+    (see the module docstring). Smaller sources and the unaligned tail go through the
+    page cache.
     """
     # Buffered copies need no long writes: a smaller slice of the buffer keeps the
     # memory each thread touches small (remote loads run 32 threads).
@@ -239,8 +348,9 @@ def copy_to_fd(
     total = 0
     # Decided once, at the first chunk that reaches direct_min (offsets before it are
     # whole chunks, so aligned).
-    undecided = direct
-    direct = False
+    undecided = bool(direct)
+    probing = False
+    writing_direct = False
     while True:
         n = _fill(readinto, buf)
         if not n:
@@ -249,9 +359,22 @@ def copy_to_fd(
         if consume is not None:
             consume(chunk)
         if undecided and total + n >= direct_min:
-            direct = set_direct(fd, True)
             undecided = False
-        direct = _write_chunk(fd, chunk, direct)
+            if direct == AUTO:
+                probing = True
+            else:
+                writing_direct = set_direct(fd, True)
+        if probing:
+            rest = _write_while_cheap(fd, chunk)
+            if rest is None:
+                total += n
+                if n < len(buf):
+                    break
+                continue
+            probing = False
+            chunk = rest
+            writing_direct = set_direct(fd, True)
+        writing_direct = _write_chunk(fd, chunk, writing_direct)
         total += n
         if n < len(buf):
             break

@@ -10,14 +10,15 @@ from kara_file import FileBackend
 from kara_file.backend import FileOptions
 
 from kara_core import directio
-from kara_core.directio import ALIGN, DIRECT_MIN, copy_to_fd, memory_reader, set_direct
+from kara_core.directio import ALIGN, AUTO, DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, set_direct
+from kara_core.url import open_backend
 
 MiB = 1024 * 1024
 #: Sizes around the alignment and direct-I/O thresholds.
 BOUNDARY_SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, DIRECT_MIN - 1, DIRECT_MIN, DIRECT_MIN + 1, DIRECT_MIN + ALIGN + 7]
 
 
-def _copy(path: Path, data: bytes, direct: bool, direct_min: int = DIRECT_MIN) -> int:
+def _copy(path: Path, data: bytes, direct: bool | str, direct_min: int = DIRECT_MIN) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         return copy_to_fd(fd, memory_reader(data), direct=direct, direct_min=direct_min)
@@ -37,12 +38,83 @@ def _page_cached(path: Path, offset: int = 0) -> bool:
     return True
 
 
+@pytest.fixture
+def slow_page_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every buffered write counts as slow: AUTO copies switch to direct at once."""
+    monkeypatch.setattr(directio, "SLOW_BUFFERED", -1.0)
+
+
+@pytest.fixture
+def cheap_page_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No buffered write counts as slow: AUTO copies stay in the page cache."""
+    monkeypatch.setattr(directio, "SLOW_BUFFERED", float("inf"))
+
+
 @pytest.mark.parametrize("size", BOUNDARY_SIZES)
 def test_direct_and_buffered_copies_are_byte_identical(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     assert _copy(tmp_path / "direct", data, direct=True) == size
     assert _copy(tmp_path / "buffered", data, direct=False) == size
     assert (tmp_path / "direct").read_bytes() == (tmp_path / "buffered").read_bytes() == data
+
+
+@pytest.mark.parametrize("size", [*BOUNDARY_SIZES, 3 * DIRECT_MIN + 5 * MiB + 3])
+@pytest.mark.parametrize("page_cache", ["slow_page_cache", "cheap_page_cache"])
+def test_auto_copies_are_byte_identical(
+    tmp_path: Path, size: int, page_cache: str, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue(page_cache)
+    data = os.urandom(size)
+    assert _copy(tmp_path / "auto", data, direct=AUTO) == size
+    assert (tmp_path / "auto").read_bytes() == data
+
+
+def test_auto_writes_through_the_page_cache_while_it_is_cheap(tmp_path: Path, cheap_page_cache: None) -> None:
+    _copy(tmp_path / "big", os.urandom(2 * DIRECT_MIN + 100), direct=AUTO)
+    assert all(_page_cached(tmp_path / "big", offset) for offset in (0, DIRECT_MIN, 2 * DIRECT_MIN))
+
+
+def test_auto_goes_direct_from_the_first_slow_write_on(tmp_path: Path, slow_page_cache: None) -> None:
+    # Needs a disk filesystem (the test's tmp folder): on tmpfs the cache is the storage.
+    _copy(tmp_path / "big", os.urandom(2 * DIRECT_MIN + 100), direct=AUTO)
+    # The first megabyte was the (slow) buffered write; everything after it went direct.
+    assert _page_cached(tmp_path / "big", 0)
+    assert not any(_page_cached(tmp_path / "big", offset) for offset in (MiB, DIRECT_MIN, 2 * DIRECT_MIN - ALIGN))
+
+
+def test_auto_measures_the_thread_cpu_time_of_each_megabyte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Buffered writes that cost 0.5 ms each are cheap; the fourth costs 5 ms: from there
+    # on the file goes direct.
+    clock = iter([0.0, 0.0005, 1.0, 1.0005, 2.0, 2.0005, 3.0, 3.005])
+    monkeypatch.setattr(directio.time, "thread_time", lambda: next(clock))
+    data = os.urandom(DIRECT_MIN)
+    _copy(tmp_path / "big", data, direct=AUTO)
+    assert all(_page_cached(tmp_path / "big", offset) for offset in (0, MiB, 2 * MiB, 3 * MiB))
+    assert not any(_page_cached(tmp_path / "big", offset) for offset in (4 * MiB, 7 * MiB))
+    assert (tmp_path / "big").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("env", "option", "expected"),
+    [
+        (None, AUTO, AUTO),
+        (None, True, True),
+        (None, False, False),
+        ("0", AUTO, False),
+        ("off", True, False),
+        ("1", False, True),
+        ("always", AUTO, True),
+        ("auto", False, AUTO),
+    ],
+)
+def test_kara_direct_io_overrides_the_store_option(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, option: bool | str, expected: bool | str
+) -> None:
+    if env is None:
+        monkeypatch.delenv("KARA_DIRECT_IO", raising=False)
+    else:
+        monkeypatch.setenv("KARA_DIRECT_IO", env)
+    assert direct_io_setting(option) == expected
 
 
 @pytest.mark.parametrize("size", [1, ALIGN - 1, ALIGN, ALIGN + 1, 3 * ALIGN + 5])
@@ -74,6 +146,23 @@ def test_a_write_the_kernel_refuses_to_do_direct_goes_on_buffered(tmp_path: Path
     assert (tmp_path / "f").read_bytes() == data
 
 
+def test_direct_reads_take_cached_parts_from_the_cache_and_leave_the_rest_uncached(
+    tmp_path: Path, slow_page_cache: None
+) -> None:
+    data = os.urandom(2 * DIRECT_MIN + ALIGN + 7)
+    _copy(tmp_path / "f", data, direct=AUTO)  # the first MiB cached, the rest not
+    buf = directio.aligned_buffer()[:MiB]
+    out = bytearray()
+    with directio.DirectReader(str(tmp_path / "f"), direct=True) as reader:
+        assert reader.direct
+        while n := reader.readinto(buf):
+            out += buf[:n]
+    assert out == data
+    assert _page_cached(tmp_path / "f", 0)
+    # Read direct: still not cached.
+    assert not _page_cached(tmp_path / "f", DIRECT_MIN)
+
+
 @pytest.mark.parametrize("size", [DIRECT_MIN - 1, DIRECT_MIN + ALIGN + 7])
 def test_direct_reads_return_the_file_at_any_size(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
@@ -102,10 +191,28 @@ def test_file_store_puts_of_large_objects_round_trip(tmp_path: Path, size: int) 
         assert backend.read(name) == data
 
 
-def test_file_store_writes_large_objects_around_the_page_cache(tmp_path: Path) -> None:
-    backend = FileBackend(str(tmp_path / "store"))
+def test_the_direct_io_option_true_writes_large_objects_around_the_page_cache(tmp_path: Path) -> None:
+    backend = FileBackend(str(tmp_path / "store"), FileOptions(direct_io=True))
     backend.put("big.bin", os.urandom(DIRECT_MIN))
     assert not _page_cached(tmp_path / "store" / "big.bin")
+
+
+def test_file_stores_write_large_objects_auto_by_default(tmp_path: Path, slow_page_cache: None) -> None:
+    backend = FileBackend(str(tmp_path / "store"))
+    assert backend.options.direct_io == AUTO
+    data = os.urandom(DIRECT_MIN + MiB)
+    backend.put("big.bin", data)
+    with backend.open_batch() as batch:
+        batch.put("batch.bin", data)
+        batch.commit()
+    for name in ("big.bin", "batch.bin"):
+        assert not _page_cached(tmp_path / "store" / name, 4 * MiB)
+        assert backend.read(name) == data
+
+
+@pytest.mark.parametrize(("query", "expected"), [("auto", AUTO), ("true", True), ("false", False), (False, False)])
+def test_the_direct_io_option_takes_auto_or_a_boolean(tmp_path: Path, query: str, expected: bool | str) -> None:
+    assert open_backend(f"file://{tmp_path}", direct_io=query).options.direct_io == expected
 
 
 def test_the_direct_io_option_off_writes_through_the_page_cache(tmp_path: Path) -> None:
@@ -119,3 +226,41 @@ def test_kara_direct_io_0_turns_direct_io_off(tmp_path: Path, monkeypatch: pytes
     assert not directio.direct_io_allowed()
     FileBackend(str(tmp_path / "store")).put("big.bin", os.urandom(DIRECT_MIN))
     assert _page_cached(tmp_path / "store" / "big.bin")
+
+
+def test_cached_tells_which_ranges_are_in_the_page_cache(tmp_path: Path, slow_page_cache: None) -> None:
+    _copy(tmp_path / "f", os.urandom(DIRECT_MIN + MiB), direct=AUTO)  # the first MiB cached
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert directio.cached(fd, 0, MiB)
+        assert not directio.cached(fd, 0, 2 * MiB)
+        assert not directio.cached(fd, 4 * MiB, MiB)
+        assert not directio.cached(fd, 0, 0)
+    finally:
+        os.close(fd)
+
+
+def test_without_cachestat_every_aligned_read_goes_direct(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_page_cache: None
+) -> None:
+    data = os.urandom(DIRECT_MIN + ALIGN + 7)
+    _copy(tmp_path / "f", data, direct=AUTO)  # all of it cached
+    monkeypatch.setattr(directio, "_has_cachestat", False)
+    reads: list[int] = []
+    real_preadv = os.preadv
+    direct_fds: set[int] = set()
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int, *flags: int) -> int:
+        reads.append(fd in direct_fds)
+        return real_preadv(fd, buffers, offset, *flags)
+
+    monkeypatch.setattr(directio.os, "preadv", preadv)
+    out = bytearray()
+    buf = directio.aligned_buffer()
+    with directio.DirectReader(str(tmp_path / "f"), direct=True) as reader:
+        direct_fds.add(reader._direct_fd)
+        while n := reader.readinto(buf):
+            out += buf[:n]
+    assert out == data
+    # The first full chunk went direct, the unaligned end through the cache.
+    assert reads[0] is True and reads[-1] is False

@@ -10,10 +10,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from kara_core.backend import Backend, Batch, Capabilities, check_path
-from kara_core.directio import DIRECT_MIN, copy_to_fd, direct_io_allowed, memory_reader, write_all
+from kara_core.directio import AUTO, DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, write_all
 from kara_core.errors import ConfigurationError, NotFoundError
 from kara_core.url import BackendOptions, StoreURL
 
@@ -28,15 +28,15 @@ class FileOptions(BackendOptions):
     ``fsync``: make flushes, closes and puts durable with fsync (default True; turn it
     off only for scratch stores on tmpfs).
 
-    ``direct_io``: write objects of 8 MiB and more with O_DIRECT, bypassing the page
-    cache (default True; see :mod:`kara_core.directio`). Stored blobs are cold data, and
-    on ext4 allocating cache pages for them costs more than the copy itself. Turn it off
-    if the store is read back at once by the same machine (reads then come from the
-    disk, not the cache); ``KARA_DIRECT_IO=0`` turns it off for every store.
+    ``direct_io``: how objects of 8 MiB and more are written (see
+    :mod:`kara_core.directio`). ``"auto"`` (default): through the page cache while the
+    kernel provides cache pages cheaply, else with O_DIRECT; ``True``: always O_DIRECT
+    (stored blobs are cold data; nothing of them is kept in memory); ``False``: always
+    through the page cache. ``KARA_DIRECT_IO`` overrides it for every store.
     """
 
     fsync: bool = True
-    direct_io: bool = True
+    direct_io: bool | Literal["auto"] = AUTO
 
 
 #: Appended bytes after which an appender starts their writeback in the background.
@@ -276,14 +276,14 @@ class FileBackend(Backend):
         if make_folder:
             os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
-        direct = self.options.direct_io and direct_io_allowed()
+        direct = direct_io_setting(self.options.direct_io)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 if not isinstance(data, (bytes, bytearray, memoryview)):
                     copy_to_fd(fd, _readinto_of(data), direct=direct)
                 elif direct and len(data) >= DIRECT_MIN:
-                    copy_to_fd(fd, memory_reader(data), direct=True)
+                    copy_to_fd(fd, memory_reader(data), direct=direct)
                 else:
                     write_all(fd, memoryview(data).cast("B"))
                 if sync and self.options.fsync:
