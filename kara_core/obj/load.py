@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from ..backend import Backend
-from ..directio import DIRECT_MIN, DirectReader, copy_to_fd, direct_io_allowed
+from ..directio import DIRECT_MIN, DirectReader, copy_to_fd, direct_io_allowed, write_all
 from ..errors import BlobIntegrityError, ConfigurationError, KaraError, NotFoundError
 from .hashing import Digests, HashCache, hash_file, sha1_file
 from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
@@ -54,6 +54,9 @@ _RANGE = 8 * 1024 * 1024
 _RANGES_AHEAD = 4
 _RANGE_THREADS = 4
 _SHOWN = 20
+#: Blobs of local stores up to this size are copied with one read and one write.
+_WHOLE_MAX = 1024 * 1024
+_UTIME_FD = os.utime in os.supports_fd
 
 
 class UnmanagedFilesError(KaraError, FileExistsError):
@@ -246,9 +249,10 @@ class _Downloader:
         path = self.layout.blob(entry.file)
         try:
             for _ in range(_DOWNLOAD_ATTEMPTS):
-                written, sha1 = self._download(path, final, entry.size, entry.mode)
+                written, sha1, st = self._download(path, final, entry)
                 if written == entry.size and sha1 == entry.sha1:
-                    self._finish(final, entry)
+                    self.stats[entry.file] = st
+                    self.bar.file_done()
                     return
         except NotFoundError:
             _unlink(final)
@@ -267,15 +271,59 @@ class _Downloader:
         )
 
     def _finish(self, path: str, entry: FileEntry) -> None:
-        # Done here, in parallel, rather than in the short single-threaded rename step.
+        # A staged blob kept from an interrupted run.
         if entry.mtime_ns is not None:
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
         self.stats[entry.file] = os.stat(path)
         self.bar.file_done()
 
-    def _download(self, path: str, part: str, size: int, mode: int | None) -> tuple[int, str]:
+    def _download(self, path: str, part: str, entry: FileEntry) -> tuple[int, str, os.stat_result]:
+        """Copy blob ``path`` to ``part``; return its size, sha1 and the stat of ``part``.
+
+        The saved mtime is set (through the open file, in parallel, rather than in the
+        short single-threaded rename step) before the stat, which is the placed file's
+        key in the hash cache.
+        """
+        size = entry.size
         # Created with the saved permission bits (the umask applies, as for any new file).
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, (mode if mode is not None else 0o666) & 0o777)
+        mode = (entry.mode if entry.mode is not None else 0o666) & 0o777
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            if self._local and size <= _WHOLE_MAX:
+                written, sha1 = self._copy_whole(path, fd, size)
+            else:
+                written, sha1 = self._copy_stream(path, fd, size)
+            if entry.mtime_ns is not None:
+                os.utime(fd if _UTIME_FD else part, ns=(entry.mtime_ns, entry.mtime_ns))
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return written, sha1, st
+
+    def _copy_whole(self, path: str, fd: int, size: int) -> tuple[int, str]:
+        # A small blob of a local store: one read, one hash, one write (thousands of
+        # small files make the per-file overhead the cost of a load).
+        self.worker.check()
+        local = self.backend.local_path(path)
+        try:
+            source = os.open(local, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.backend.url}/{path} does not exist") from None
+        try:
+            # One byte more than expected, to notice a blob that is too long.
+            data = os.read(source, size + 1)
+            while len(data) <= size:
+                more = os.read(source, size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(source)
+        write_all(fd, memoryview(data))
+        self.bar.update(len(data))
+        return len(data), hashlib.sha1(data).hexdigest()
+
+    def _copy_stream(self, path: str, fd: int, size: int) -> tuple[int, str]:
         hasher = hashlib.sha1()
 
         def consume(chunk: memoryview) -> None:
@@ -285,11 +333,8 @@ class _Downloader:
 
         # Large files bypass the page cache on both ends (see kara_core.directio).
         direct = size >= DIRECT_MIN and direct_io_allowed()
-        try:
-            with self._open_source(path, size, direct) as source:
-                written = copy_to_fd(fd, source.readinto, consume, direct=direct)
-        finally:
-            os.close(fd)
+        with self._open_source(path, size, direct) as source:
+            written = copy_to_fd(fd, source.readinto, consume, direct=direct)
         return written, hasher.hexdigest()
 
     def _open_source(self, path: str, size: int, direct: bool) -> Any:

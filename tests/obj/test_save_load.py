@@ -359,3 +359,18 @@ def test_an_empty_folder_round_trips(objects: ObjectStore, tmp_path: Path) -> No
     assert objects.save_directory("ns", "ckpt", str(tmp_path / "empty"), progress_bar=False) == "0"
     objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
     assert (tmp_path / "out").is_dir() and read_tree(tmp_path / "out") == {}
+
+
+@pytest.mark.parametrize("change", [b"extra", None])
+def test_a_local_blob_of_the_wrong_length_is_refused(
+    objects: ObjectStore, source: Path, tmp_path: Path, change: bytes | None
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    blob = next(e["file"] for e in _manifest(tmp_path / "store", "0") if e["path"] == ["sub", "c.txt"])
+    path = tmp_path / "store/obj/ns/ckpt/data" / blob
+    content = path.read_bytes()
+    # Longer (the right bytes and more), or shorter (the right bytes, cut).
+    path.write_bytes(content + change if change else content[:-1])
+    with pytest.raises(BlobIntegrityError, match=blob):
+        objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == {}
