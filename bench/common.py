@@ -7,9 +7,11 @@ found through ``KARA_215_PYTHON`` or ``.venv-k215/bin/python``; ``scripts/bench`
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,11 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", ".work")
+#: When a benchmark last deleted its scratch folder (see :func:`settle_filesystem`).
+_DELETED_AT = os.path.join(WORK, ".deleted-at")
+#: How long ext4 without a journal avoids reusing a freed inode: 60 s, plus 300 s while
+#: the inode table block that holds it is dirty (fs/ext4/ialloc.c, recently_deleted()).
+INODE_RECENCY = 60 + 300
 
 
 def small_record(i: int) -> dict[str, Any]:
@@ -71,6 +78,36 @@ def workdir(name: str) -> str:
     path = tempfile.mkdtemp(prefix=name + "-", dir=WORK)
     spread_subfolders(path)
     return path
+
+
+def remove_workdir(path: str) -> None:
+    """Delete a scratch folder of :func:`workdir` and note when (see :func:`settle_filesystem`)."""
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError), open(_DELETED_AT, "w") as fh:
+        fh.write(repr(time.time()))
+
+
+def settle_filesystem() -> None:
+    """Write back dirty data, then wait until no inode freed by a benchmark is recent.
+
+    On an ext4 without a journal (this VM's root filesystem), creating a file skips every
+    free inode of the block group that was freed in the last minutes (60 s, 6 minutes
+    while its inode table block is dirty), reading each one's deletion time: after a
+    benchmark deleted its tens of thousands of files, each file creation nearby costs
+    0.3-1 ms instead of 20 us, whichever library runs. A benchmark that creates
+    thousands of files therefore starts once the deletions of the previous ones are
+    older than that (both libraries then create their files on a quiet filesystem).
+    """
+    os.sync()
+    try:
+        with open(_DELETED_AT) as fh:
+            deleted_at = float(fh.read())
+    except (OSError, ValueError):
+        return
+    wait = deleted_at + INODE_RECENCY - time.time()
+    if wait > 0:
+        print(f"waiting {wait:.0f} s: files deleted by an earlier benchmark slow down file creation (ext4)", flush=True)
+        time.sleep(wait)
 
 
 # Linux's FS_IOC_GETFLAGS / FS_IOC_SETFLAGS and FS_TOPDIR_FL (what chattr +T sets).

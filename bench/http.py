@@ -37,7 +37,7 @@ import time
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
-from common import print_table, run_k215, small_record, workdir  # noqa: E402
+from common import print_table, remove_workdir, run_k215, small_record, workdir  # noqa: E402
 from objects import make_folder  # noqa: E402
 
 RECORDS = 200_000
@@ -171,7 +171,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_workdir(work)
         shutil.rmtree(targets, ignore_errors=True)
 
 

@@ -2,13 +2,16 @@
 
 Workload: a folder of 2,000 files of 4-64 KiB (in 20 sub-folders) plus 4 files of
 64 MiB. Both libraries, in the same run: save, re-save unchanged, load into an empty
-folder, re-load unchanged, in two alternating rounds (best time per step). The folder is
+folder, re-load unchanged, in alternating rounds (best time per step). The folder is
 generated under bench/.work and deleted after.
-Every step starts after ``os.sync()``, so no step pays for writing back the dirty pages
-the previous one left (2.1.5 never fsyncs, kara's file:// store does): each is timed
-from a quiet disk, page cache still warm. Rounds are deleted only at the end: ext4
-slows down file creation for a while after many deletions (it skips recently freed
-inodes), which would penalise whichever library runs right after a deletion.
+
+- The run starts once the deletions of earlier benchmarks are old enough not to slow
+  file creation down (``settle_filesystem`` in common.py): ext4 without a journal skips
+  recently freed inodes, which would penalise both libraries' thousands of creations.
+  For the same reason rounds are deleted only at the end.
+- Every step starts after ``os.sync()``, so no step pays for writing back the dirty
+  pages the previous one left (2.1.5 never fsyncs, kara's file:// store does): each is
+  timed from a quiet disk, page cache still warm.
 
     .venv/bin/python bench/objects.py
 """
@@ -17,9 +20,8 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 
-from common import print_table, run_k215, timer, workdir
+from common import print_table, remove_workdir, run_k215, settle_filesystem, timer, workdir
 
 SMALL_FILES = 2000
 BIG_FILES = 4
@@ -92,6 +94,8 @@ def run_round(src: str, here: str, k215_first: bool) -> tuple[dict[str, float], 
 
 def main() -> None:
     """Run both libraries on the same folder, alternating, and print the best of each step."""
+    # Thousands of files are created per step: not right after other benchmarks deleted theirs.
+    settle_filesystem()
     work = workdir("objects")
     ours: dict[str, float] = {}
     theirs: dict[str, float] = {}
@@ -112,7 +116,7 @@ def main() -> None:
                 for step, seconds in times.items():
                     best[step] = min(seconds, best.get(step, seconds))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_workdir(work)
     print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print_table(
         f"directory versions, file:// store ({SMALL_FILES} files of 4-64 KiB + {BIG_FILES} x 64 MiB)",

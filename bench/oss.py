@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING
 _BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
 
-from common import k215_python, print_table, run_k215, small_record, timer, workdir  # noqa: E402
+from common import k215_python, print_table, remove_workdir, run_k215, small_record, timer, workdir  # noqa: E402
 from objects import BIG_FILES, SMALL_FILES, make_folder  # noqa: E402
 
 if TYPE_CHECKING:
@@ -200,7 +199,7 @@ def main() -> None:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_workdir(work)
     print_table(
         f"oss:// on the OSS test server, {LATENCY * 1000:g} ms per request: kara vs kara-storage 2.1.5",
         [

@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import print_table, run_k215, small_record, workdir
+from common import print_table, remove_workdir, run_k215, small_record, workdir
 
 RECORDS = 200_000
 RANDOM_READS = 20_000
@@ -194,7 +194,7 @@ def main() -> None:
             _keep_best(theirs, run_k215(K215_CODE, params))
             _keep_best(nosync, kara_round(root, records, indices, fsync=False))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_workdir(root)
     for label, kara in (("kara default: fsync on flush/close", ours), ("kara fsync=False, like 2.1.5", nosync)):
         print_table(
             f"{RECORDS:,} small JSON records, file://, best of {REPEAT}: {label} vs kara-storage 2.1.5 (never fsyncs)",

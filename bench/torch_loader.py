@@ -18,7 +18,6 @@ Each time is the best of a few rounds; rounds alternate kara and 2.1.5.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
-from common import print_table, run_k215, small_record, workdir  # noqa: E402
+from common import print_table, remove_workdir, run_k215, small_record, workdir  # noqa: E402
 
 # bench/ has modules named like standard ones (http.py, which torch's import of
 # urllib.request would pick up): keep the folder off the import path from here on.
@@ -136,7 +135,7 @@ def main() -> None:
                         after.children_user + after.children_system - before.children_user - before.children_system,
                     )
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_workdir(root)
     print_table(
         f"DataLoader over {RECORDS:,} small records, shuffle=True, batch_size={BATCH} (file://, best round)",
         [
