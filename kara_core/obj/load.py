@@ -2,15 +2,14 @@
 
 - Planning compares the folder with the manifest (size first, then hashes from the hash
   cache or from reading the file) and touches nothing.
-- Blobs are downloaded in parallel into ``<target>/.kara-staging/<b>/<blob>`` (``<b>``:
-  the blob's first hex digit; files created at once in one folder contend for its
-  lock, so the staging area is spread over 16 sub-folders), hashed while
-  they are written and checked against the size and sha1 of the manifest (a mismatch
-  is retried, then raises :class:`~kara_core.errors.BlobIntegrityError`). Nothing
-  leaves the staging folder unverified; an interrupted load resumes from the staged
-  blobs that verify.
+- Blobs are downloaded in parallel into ``<target>/.kara-staging/files/<path>``, the
+  version's tree for the files being downloaded, hashed while they are written and
+  checked against the size and sha1 of the manifest (a mismatch is retried, then raises
+  :class:`~kara_core.errors.BlobIntegrityError`). Nothing leaves the staging folder
+  unverified; an interrupted load resumes from the staged files that verify.
 - Files are then renamed into place (same filesystem: each file is either old or new,
-  never torn), with Ctrl+C held until the step is done.
+  never torn), with Ctrl+C held until the step is done. A folder the target lacks is
+  moved in whole with one rename: it holds nothing but verified files of this load.
 - ``<target>/.kara/state.json`` remembers what kara placed. Only those files are ever
   deleted or overwritten without ``delete=True``; the state lists the files a load is
   about to place before it places them, so an interrupted load is still accounted for.
@@ -45,6 +44,8 @@ __all__ = ["STAGING_DIR", "STATE_DIR", "LoadPlan", "UnmanagedFilesError", "execu
 STATE_DIR = ".kara"
 STAGING_DIR = ".kara-staging"
 _STATE_FILE = "state.json"
+#: The staging folder's copy of the version's tree (only the files being downloaded).
+_FILES = "files"
 _PART = ".part-"
 _DOWNLOAD_ATTEMPTS = 3
 #: Blobs larger than this are fetched as parallel ranged reads from remote stores.
@@ -239,10 +240,10 @@ class _Downloader:
 
     def fetch(self, entry: FileEntry) -> None:
         """Put the verified content of ``entry`` at its staging path (or raise)."""
-        final = staged_path(self.staging, entry.file)
-        # A staged blob left by an interrupted run may be partial: it is kept only if it
-        # verifies now.
-        if entry.file in self.staged and _staged_is_valid(final, entry, self.worker):
+        final = staged_path(self.staging, entry.relpath)
+        # A staged file left by an interrupted run may be partial (or another version's):
+        # it is kept only if it verifies now.
+        if entry.relpath in self.staged and _staged_is_valid(final, entry, self.worker):
             self.bar.update(entry.size)
             self._finish(final, entry)
             return
@@ -417,23 +418,36 @@ def _staged_is_valid(path: str, entry: FileEntry, worker: Worker) -> bool:
         return False
 
 
-def staged_path(staging: str, blob: str) -> str:
-    """Where blob ``blob`` is staged."""
-    return f"{staging}{os.sep}{blob[0]}{os.sep}{blob}"
+def staged_path(staging: str, rel: str) -> str:
+    """Where the file ``rel`` of the version is staged: at the same path under ``files/``."""
+    return os.path.join(staging, _FILES, *rel.split("/"))
 
 
-def _prepare_staging(staging: str, blobs: list[str]) -> set[str]:
-    # Temporary copies and links of an interrupted run are useless; staged blobs are
-    # returned, and reused by the load if they verify.
+def _prepare_staging(staging: str, entries: list[FileEntry]) -> set[str]:
+    """Clear what an interrupted run left that is of no use; return the staged paths kept.
+
+    Temporary files, files this load does not stage and anything outside ``files/``
+    (the layout of older kara versions) are removed. The folders of every staged file
+    are created here, once, rather than by each download.
+    """
+    wanted = {e.relpath for e in entries}
+    files = os.path.join(staging, _FILES)
     kept = set()
-    for dirpath, _, filenames in os.walk(staging):
+    for dirpath, dirnames, filenames in os.walk(staging):
+        rel_dir = os.path.relpath(dirpath, files).replace(os.sep, "/")
+        inside = rel_dir == "." or not rel_dir.startswith("..")
         for name in filenames:
-            if _PART in name:
-                _unlink(os.path.join(dirpath, name))
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if inside and _PART not in name and rel in wanted:
+                kept.add(rel)
             else:
-                kept.add(name)
-    for shard in {blob[0] for blob in blobs}:
-        os.makedirs(os.path.join(staging, shard), exist_ok=True)
+                _unlink(os.path.join(dirpath, name))
+        if dirpath == staging:
+            for name in [d for d in dirnames if d != _FILES]:
+                _remove(os.path.join(staging, name))
+            dirnames[:] = [d for d in dirnames if d == _FILES]
+    for parent in {e.relpath.rpartition("/")[0] for e in entries}:
+        os.makedirs(staged_path(staging, parent) if parent else files, exist_ok=True)
     return kept
 
 
@@ -454,6 +468,8 @@ class _Placer:
         self.created = created_dirs
         self._in_the_way = dirs_in_the_way
         self._known: set[str] = set()
+        #: Folders moved in whole from the staging tree.
+        self._moved: set[str] = set()
 
     def dest(self, rel: str) -> str:
         """The absolute path of ``rel`` in the target folder."""
@@ -488,6 +504,33 @@ class _Placer:
         if rel in self._in_the_way:
             shutil.rmtree(dest)
         os.replace(source, dest)
+
+    def place_staged(self, staging: str, rel: str) -> None:
+        """Move the staged file ``rel`` into place, or the first of its folders the target lacks.
+
+        Such a folder holds only staged files of this load (see :func:`_prepare_staging`)
+        and is moved in whole, with one rename, when the first of its files is placed:
+        a load into an empty folder renames its top-level entries, not every file.
+        """
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            sub = "/".join(parts[:i])
+            if sub in self._moved:
+                self.created.update("/".join(parts[:j]) for j in range(i + 1, len(parts)))
+                return
+            if sub in self._known:
+                continue
+            full = self.dest(sub)
+            if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
+                os.unlink(full)  # a stale file or link where the version has a folder
+            if os.path.isdir(full):
+                self._known.add(sub)
+                continue
+            os.rename(staged_path(staging, sub), full)
+            self._moved.add(sub)
+            self.created.update("/".join(parts[:j]) for j in range(i, len(parts)))
+            return
+        self.place(staged_path(staging, rel), rel)
 
 
 #: Threads added to a load for large files written with direct I/O (at most).
@@ -547,8 +590,8 @@ def execute_load(
     staging = os.path.join(target, STAGING_DIR)
     staged_stats: dict[str, os.stat_result] = {}
     if plan.download:
-        staged = _prepare_staging(staging, [e.file for e in plan.download])
         unique, extra = _download_order(list({e.file: e for e in plan.download}.values()))
+        staged = _prepare_staging(staging, unique)
         worker = Worker()
         with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
             downloader = _Downloader(backend, layout, staging, staged, worker, bar)
@@ -564,28 +607,28 @@ def execute_load(
         # has a folder.
         for rel in plan.delete:
             _remove(placer.dest(rel))
-        remaining: dict[str, int] = {}
+        # Each blob was staged at the path of its last entry (as downloaded): the other
+        # entries of the same content get copies, all made before anything is moved.
+        canonical = {e.file: e for e in plan.download}
+        stats: dict[str, os.stat_result] = {}
         for e in plan.download:
-            remaining[e.file] = remaining.get(e.file, 0) + 1
+            path = staged_path(staging, e.relpath)
+            want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
+            if e is not canonical[e.file]:
+                shutil.copyfile(staged_path(staging, canonical[e.file].relpath), path)
+                os.chmod(path, want)
+                if e.mtime_ns is not None:
+                    os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
+                stats[e.relpath] = os.stat(path)
+            else:
+                stats[e.relpath] = st = staged_stats[e.file]
+                if stat.S_IMODE(st.st_mode) != want:
+                    os.chmod(path, want)
         now = time.time_ns()
         for e in plan.download:
-            staged = staged_path(staging, e.file)
-            remaining[e.file] -= 1
-            want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
-            if remaining[e.file]:
-                source = f"{staged}.copy{_PART}{uuid.uuid4().hex}"
-                shutil.copyfile(staged, source)
-                os.chmod(source, want)
-                if e.mtime_ns is not None:
-                    os.utime(source, ns=(e.mtime_ns, e.mtime_ns))
-                st = os.stat(source)
-            else:
-                source, st = staged, staged_stats[e.file]
-                if stat.S_IMODE(st.st_mode) != want:
-                    os.chmod(source, want)
-            placer.place(source, e.relpath)
-            # A rename keeps the inode, size and mtime: ``st`` is the placed file's key.
-            cache.put(e.relpath, st, Digests(e.md5, e.sha1, e.sha256), now)
+            placer.place_staged(staging, e.relpath)
+            # A rename keeps the inode, size and mtime: the staged stat is the placed file's key.
+            cache.put(e.relpath, stats[e.relpath], Digests(e.md5, e.sha1, e.sha256), now)
         for link in plan.links:
             tmp = os.path.join(staging, f"link{_PART}{uuid.uuid4().hex}")
             os.makedirs(staging, exist_ok=True)
