@@ -97,6 +97,25 @@ def test_batch_objects_appear_under_their_names_only_at_commit(tmp_path) -> None
     assert _tree(tmp_path) == ["d/a", "d/e/b"]
 
 
+def test_batch_puts_start_the_writeback_of_large_objects_only(tmp_path, monkeypatch) -> None:
+    started: list[int] = []
+    real = file_backend_module._start_writeback
+    monkeypatch.setattr(
+        file_backend_module, "_start_writeback", lambda fd, *a: (started.append(os.fstat(fd).st_size), real(fd, *a))
+    )
+    backend = open_backend(f"file://{tmp_path}")
+    big = 2 * 1024 * 1024
+    with backend.open_batch() as batch:
+        batch.put("d/small", b"s" * 1000)
+        batch.put("d/stream", io.BytesIO(b"t" * 1000))
+        batch.put("d/big", b"b" * big)
+        batch.put("d/big-stream", io.BytesIO(b"c" * big))
+        batch.commit()
+    # Small objects are written back by the commit's syncfs, large ones as soon as written.
+    assert started == [big, big]
+    assert backend.read("d/small") == b"s" * 1000 and backend.read("d/big-stream") == b"c" * big
+
+
 def test_an_aborted_batch_removes_its_temp_files(tmp_path) -> None:
     backend = open_backend(f"file://{tmp_path}")
     backend.put("d/old", b"old")

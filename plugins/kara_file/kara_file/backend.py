@@ -39,6 +39,9 @@ class FileOptions(BackendOptions):
     direct_io: bool | Literal["auto"] = AUTO
 
 
+#: Objects of a batch from this size on start their writeback when written.
+_EARLY_WRITEBACK_MIN = 1024 * 1024
+
 #: Appended bytes after which an appender starts their writeback in the background.
 _WRITEBACK_CHUNK = 4 * 1024 * 1024
 
@@ -281,14 +284,20 @@ class FileBackend(Backend):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 if not isinstance(data, (bytes, bytearray, memoryview)):
-                    copy_to_fd(fd, _readinto_of(data), direct=direct)
+                    size = copy_to_fd(fd, _readinto_of(data), direct=direct)
                 elif direct and len(data) >= DIRECT_MIN:
-                    copy_to_fd(fd, memory_reader(data), direct=direct)
+                    size = copy_to_fd(fd, memory_reader(data), direct=direct)
                 else:
-                    write_all(fd, memoryview(data).cast("B"))
+                    view = memoryview(data).cast("B")
+                    write_all(fd, view)
+                    size = len(view)
                 if sync and self.options.fsync:
                     os.fsync(fd)
-                elif self.options.fsync:
+                elif self.options.fsync and size >= _EARLY_WRITEBACK_MIN:
+                    # A large object's dirty pages start going to disk now, overlapping
+                    # the rest of the batch. Small ones wait for the commit's syncfs:
+                    # starting writeback per small file cost more CPU than it overlapped
+                    # (2,000 files of 4-64 KiB: 0.1 s of CPU, 5-10% of a save).
                     _start_writeback(fd)
             finally:
                 os.close(fd)
