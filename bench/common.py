@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -87,27 +88,47 @@ def remove_workdir(path: str) -> None:
         fh.write(repr(time.time()))
 
 
-def settle_filesystem() -> None:
-    """Write back dirty data, then wait until no inode freed by a benchmark is recent.
+def settle_filesystem(work: str) -> None:
+    """Write back dirty data, then wait until creating files in ``work`` is fast again.
 
     On an ext4 without a journal (this VM's root filesystem), creating a file skips every
     free inode of the block group that was freed in the last minutes (60 s, 6 minutes
-    while its inode table block is dirty), reading each one's deletion time: after a
-    benchmark deleted its tens of thousands of files, each file creation nearby costs
-    0.3-1 ms instead of 20 us, whichever library runs. A benchmark that creates
-    thousands of files therefore starts once the deletions of the previous ones are
-    older than that (both libraries then create their files on a quiet filesystem).
+    while its inode table block is dirty), reading each one's deletion time: after tens
+    of thousands of files were deleted (an earlier benchmark, a test run), each file
+    creation nearby costs 0.3-1 ms instead of 20 us, whichever library runs. A
+    benchmark that creates thousands of files therefore starts once that is over: after
+    the deletions of earlier benchmarks have aged (:func:`remove_workdir` notes them),
+    and once creating files in a new folder of ``work`` (placed as the benchmark's own
+    folders are) is fast. The probe files stay until ``work`` is removed.
     """
     os.sync()
     try:
         with open(_DELETED_AT) as fh:
             deleted_at = float(fh.read())
     except (OSError, ValueError):
-        return
+        deleted_at = 0.0
     wait = deleted_at + INODE_RECENCY - time.time()
     if wait > 0:
         print(f"waiting {wait:.0f} s: files deleted by an earlier benchmark slow down file creation (ext4)", flush=True)
         time.sleep(wait)
+    deadline = time.time() + INODE_RECENCY
+    for attempt in itertools.count():
+        probe = os.path.join(work, f".settle-{attempt}")
+        os.mkdir(probe)
+        started = time.perf_counter()
+        for i in range(_PROBE_FILES):
+            os.close(os.open(os.path.join(probe, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        per_file = (time.perf_counter() - started) / _PROBE_FILES
+        if per_file < _PROBE_SLOW or time.time() > deadline:
+            return
+        print(f"creating a file costs {per_file * 1e6:.0f} us (recent deletions on this ext4): waiting", flush=True)
+        time.sleep(20)
+
+
+#: Files created per probe of :func:`settle_filesystem`, and the cost per file (seconds)
+#: above which the filesystem is not settled (quiet: 15-30 us).
+_PROBE_FILES = 500
+_PROBE_SLOW = 60e-6
 
 
 # Linux's FS_IOC_GETFLAGS / FS_IOC_SETFLAGS and FS_TOPDIR_FL (what chattr +T sets).

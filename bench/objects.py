@@ -94,9 +94,9 @@ def run_round(src: str, here: str, k215_first: bool) -> tuple[dict[str, float], 
 
 def main() -> None:
     """Run both libraries on the same folder, alternating, and print the best of each step."""
-    # Thousands of files are created per step: not right after other benchmarks deleted theirs.
-    settle_filesystem()
     work = workdir("objects")
+    # Thousands of files are created per step: not right after thousands were deleted.
+    settle_filesystem(work)
     ours: dict[str, float] = {}
     theirs: dict[str, float] = {}
     try:
