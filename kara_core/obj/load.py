@@ -434,10 +434,10 @@ def _prepare_staging(staging: str, entries: list[FileEntry]) -> set[str]:
     files = os.path.join(staging, _FILES)
     kept = set()
     for dirpath, dirnames, filenames in os.walk(staging):
-        rel_dir = os.path.relpath(dirpath, files).replace(os.sep, "/")
-        inside = rel_dir == "." or not rel_dir.startswith("..")
+        inside = dirpath == files or dirpath.startswith(files + os.sep)
+        rel_dir = os.path.relpath(dirpath, files).replace(os.sep, "/") if inside else ""
         for name in filenames:
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            rel = name if rel_dir in ("", ".") else f"{rel_dir}/{name}"
             if inside and _PART not in name and rel in wanted:
                 kept.add(rel)
             else:
@@ -615,6 +615,7 @@ def execute_load(
             path = staged_path(staging, e.relpath)
             want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
             if e is not canonical[e.file]:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 shutil.copyfile(staged_path(staging, canonical[e.file].relpath), path)
                 os.chmod(path, want)
                 if e.mtime_ns is not None:

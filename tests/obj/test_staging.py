@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -105,6 +106,37 @@ def test_leftovers_of_an_interrupted_load_are_reused_or_cleared(objects: ObjectS
             "3/3b5d5c3712955042212316173ccf37be_0123": b"older kara's staging layout",  # removed
         },
     )
+    _damage_blob(tmp_path, b"x\n")  # only the staged copy of a/x.txt is intact
     objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
     assert read_tree(out) == V0
     assert not staging.exists()
+
+
+def test_the_same_content_at_paths_in_different_new_folders_is_placed_at_each(
+    objects: ObjectStore, tmp_path: Path
+) -> None:
+    files = {"a/1.txt": b"same\n", "b/c/2.txt": b"same\n", "d/3.txt": b"same\n", "top.txt": b"same\n"}
+    _save(objects, tmp_path, "v0", files)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert read_tree(out) == files
+    # Each is a file of its own, not a link to one copy.
+    assert len({(out / rel).stat().st_ino for rel in files}) == len(files)
+
+
+def test_a_staged_file_in_a_folder_named_like_a_parent_reference_is_reused(
+    objects: ObjectStore, tmp_path: Path
+) -> None:
+    files = {"..x/f.txt": b"f\n", "g.txt": b"g\n"}
+    _save(objects, tmp_path, "v0", files)
+    _damage_blob(tmp_path, b"f\n")
+    out = tmp_path / "out"
+    write_tree(out / STAGING_DIR, {"files/..x/f.txt": b"f\n"})
+    # Loads although the stored blob is damaged: the staged copy was verified and reused.
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert read_tree(out) == files
+
+
+def _damage_blob(tmp_path: Path, content: bytes) -> None:
+    blob = f"{hashlib.md5(content).hexdigest()}_{hashlib.sha1(content).hexdigest()}"
+    (tmp_path / "store/obj/ns/ckpt/data" / blob).write_bytes(b"X" * len(content))
