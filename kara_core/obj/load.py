@@ -426,14 +426,21 @@ def staged_path(staging: str, rel: str) -> str:
 def _prepare_staging(staging: str, entries: list[FileEntry]) -> set[str]:
     """Clear what an interrupted run left that is of no use; return the staged paths kept.
 
-    Temporary files, files this load does not stage and anything outside ``files/``
-    (the layout of older kara versions) are removed. The folders of every staged file
+    Temporary files, files this load does not stage, links and anything outside
+    ``files/`` (the layout of older kara versions) are removed. The folders of every staged file
     are created here, once, rather than by each download.
     """
     wanted = {e.relpath for e in entries}
     files = os.path.join(staging, _FILES)
     kept = set()
+    # Links are never kara's: one in the staging tree would send downloads elsewhere.
+    for path in (staging, files):
+        if os.path.islink(path):
+            os.unlink(path)
     for dirpath, dirnames, filenames in os.walk(staging):
+        for name in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            os.unlink(os.path.join(dirpath, name))
+            dirnames.remove(name)
         inside = dirpath == files or dirpath.startswith(files + os.sep)
         rel_dir = os.path.relpath(dirpath, files).replace(os.sep, "/") if inside else ""
         for name in filenames:

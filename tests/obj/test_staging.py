@@ -140,3 +140,19 @@ def test_a_staged_file_in_a_folder_named_like_a_parent_reference_is_reused(
 def _damage_blob(tmp_path: Path, content: bytes) -> None:
     blob = f"{hashlib.md5(content).hexdigest()}_{hashlib.sha1(content).hexdigest()}"
     (tmp_path / "store/obj/ns/ckpt/data" / blob).write_bytes(b"X" * len(content))
+
+
+@pytest.mark.parametrize("where", ["files/a", "files", ""])
+def test_links_planted_in_the_staging_folder_send_nothing_elsewhere(
+    objects: ObjectStore, tmp_path: Path, where: str
+) -> None:
+    _save(objects, tmp_path, "v0", V0)
+    out = tmp_path / "out"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = out / STAGING_DIR / where if where else out / STAGING_DIR
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside, target_is_directory=True)
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert read_tree(out) == V0
+    assert list(outside.iterdir()) == []
