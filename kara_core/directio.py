@@ -173,6 +173,8 @@ class DirectReader:
         self.fd = os.open(path, os.O_RDONLY)
         self._direct_fd = -1
         self._position = 0
+        #: The size when opened: what the cache is asked about stops there.
+        self._size = os.fstat(self.fd).st_size
         if direct and _O_DIRECT:
             try:
                 self._direct_fd = os.open(path, os.O_RDONLY | _O_DIRECT)
@@ -193,11 +195,13 @@ class DirectReader:
         return n
 
     def _read(self, buf: memoryview) -> int:
+        left = self._size - self._position
         if (
             self._direct_fd >= 0
+            and left > 0
             and len(buf) % ALIGN == 0
             and self._position % ALIGN == 0
-            and not cached(self.fd, self._position, len(buf))
+            and not cached(self.fd, self._position, min(len(buf), left))
         ):
             try:
                 return os.preadv(self._direct_fd, [buf], self._position)
@@ -257,7 +261,9 @@ def cached(fd: int, offset: int, length: int) -> bool:
         return False
     span = _CachestatRange(offset, length)
     stat = _Cachestat()
-    if _syscall(_SYS_CACHESTAT, fd, ctypes.byref(span), ctypes.byref(stat), 0) != 0:
+    # syscall() is variadic: every argument is passed as a full machine word.
+    number, flags = ctypes.c_long(_SYS_CACHESTAT), ctypes.c_long(0)
+    if _syscall(number, ctypes.c_long(fd), ctypes.byref(span), ctypes.byref(stat), flags) != 0:
         if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
             _has_cachestat = False
         return False

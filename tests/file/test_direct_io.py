@@ -240,6 +240,30 @@ def test_cached_tells_which_ranges_are_in_the_page_cache(tmp_path: Path, slow_pa
         os.close(fd)
 
 
+def test_a_cached_file_is_read_from_the_cache_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_page_cache: None
+) -> None:
+    # 10 MiB: the second 8 MiB read finds only 2 MiB, all of them cached.
+    data = os.urandom(DIRECT_MIN + 2 * MiB)
+    _copy(tmp_path / "f", data, direct=AUTO)
+    direct_reads: list[int] = []
+    real_preadv = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int, *flags: int) -> int:
+        if fd == reader._direct_fd:
+            direct_reads.append(offset)
+        return real_preadv(fd, buffers, offset, *flags)
+
+    monkeypatch.setattr(directio.os, "preadv", preadv)
+    out = bytearray()
+    buf = directio.aligned_buffer()
+    with directio.DirectReader(str(tmp_path / "f"), direct=True) as reader:
+        while n := reader.readinto(buf):
+            out += buf[:n]
+    assert out == data
+    assert direct_reads == []
+
+
 def test_without_cachestat_every_aligned_read_goes_direct(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_page_cache: None
 ) -> None:
