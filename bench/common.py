@@ -82,10 +82,15 @@ def workdir(name: str) -> str:
 
 
 def remove_workdir(path: str) -> None:
-    """Delete a scratch folder of :func:`workdir` and note when (see :func:`settle_filesystem`)."""
+    """Delete a scratch folder of :func:`workdir`; note when, if it held many files.
+
+    See :func:`settle_filesystem`: only mass deletions slow file creation down for long.
+    """
+    count = sum(len(dirs) + len(files) for _, dirs, files in os.walk(path))
     shutil.rmtree(path, ignore_errors=True)
-    with contextlib.suppress(OSError), open(_DELETED_AT, "w") as fh:
-        fh.write(repr(time.time()))
+    if count >= _MANY_DELETED:
+        with contextlib.suppress(OSError), open(_DELETED_AT, "w") as fh:
+            fh.write(repr(time.time()))
 
 
 def settle_filesystem(work: str) -> None:
@@ -125,6 +130,8 @@ def settle_filesystem(work: str) -> None:
         time.sleep(20)
 
 
+#: Deleted files from which :func:`remove_workdir` notes the deletion.
+_MANY_DELETED = 1000
 #: Files created per probe of :func:`settle_filesystem`, and the cost per file (seconds)
 #: above which the filesystem is not settled (quiet: 15-30 us).
 _PROBE_FILES = 500
