@@ -92,7 +92,7 @@ _ON = {"1", "true", "on", "yes", "always"}
 
 def direct_io_allowed() -> bool:
     """False when ``KARA_DIRECT_IO`` turns direct I/O off (or the platform lacks it)."""
-    return bool(_O_DIRECT) and os.environ.get("KARA_DIRECT_IO", "").strip().lower() not in _OFF
+    return direct_io_setting(True) is not False
 
 
 def direct_io_setting(option: bool | str = AUTO) -> bool | str:
@@ -372,15 +372,12 @@ def copy_to_fd(
                 writing_direct = set_direct(fd, True)
         if probing:
             rest = _write_while_cheap(fd, chunk)
-            if rest is None:
-                total += n
-                if n < len(buf):
-                    break
-                continue
-            probing = False
-            chunk = rest
-            writing_direct = set_direct(fd, True)
-        writing_direct = _write_chunk(fd, chunk, writing_direct)
+            if rest is not None:
+                # Cache pages got slow: the rest of the file goes direct.
+                probing = False
+                writing_direct = _write_chunk(fd, rest, set_direct(fd, True))
+        else:
+            writing_direct = _write_chunk(fd, chunk, writing_direct)
         total += n
         if n < len(buf):
             break
