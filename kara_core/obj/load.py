@@ -467,6 +467,15 @@ def _remove(path: str) -> None:
             os.unlink(path)
 
 
+def _folder_at(full: str) -> bool:
+    """Whether a folder is at ``full``, once a stale file or link there is removed."""
+    if os.path.isdir(full) and not os.path.islink(full):
+        return True
+    if os.path.lexists(full):
+        os.unlink(full)  # a stale file or link where the version has a folder
+    return False
+
+
 class _Placer:
     """Renames staged files into place, creating parent folders and clearing conflicts."""
 
@@ -497,9 +506,7 @@ class _Placer:
             if sub in self._known:
                 continue
             full = self.dest(sub)
-            if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
-                os.unlink(full)  # a stale file or link where the version has a folder
-            if not os.path.isdir(full):
+            if not _folder_at(full):
                 os.mkdir(full)
                 self.created.add(sub)
             self._known.add(sub)
@@ -528,9 +535,7 @@ class _Placer:
             if sub in self._known:
                 continue
             full = self.dest(sub)
-            if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)):
-                os.unlink(full)  # a stale file or link where the version has a folder
-            if os.path.isdir(full):
+            if _folder_at(full):
                 self._known.add(sub)
                 continue
             os.rename(staged_path(staging, sub), full)
@@ -596,8 +601,10 @@ def execute_load(
         )
     staging = os.path.join(target, STAGING_DIR)
     staged_stats: dict[str, os.stat_result] = {}
+    # One entry per blob, the last one using it: the blob is downloaded to its path.
+    canonical = {e.file: e for e in plan.download}
     if plan.download:
-        unique, extra = _download_order(list({e.file: e for e in plan.download}.values()))
+        unique, extra = _download_order(list(canonical.values()))
         staged = _prepare_staging(staging, unique)
         worker = Worker()
         with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
@@ -614,9 +621,8 @@ def execute_load(
         # has a folder.
         for rel in plan.delete:
             _remove(placer.dest(rel))
-        # Each blob was staged at the path of its last entry (as downloaded): the other
-        # entries of the same content get copies, all made before anything is moved.
-        canonical = {e.file: e for e in plan.download}
+        # Each blob was staged at the path of its canonical entry: the other entries of
+        # the same content get copies, all made before anything is moved.
         stats: dict[str, os.stat_result] = {}
         for e in plan.download:
             path = staged_path(staging, e.relpath)
