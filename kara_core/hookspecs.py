@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from .serialization import Serializer
     from .url import StoreURL
 
+#: Marks the hook specifications below (for the core's plugin manager).
 hookspec = pluggy.HookspecMarker("kara")
+#: Marks a plugin's implementation of a hook: ``@hookimpl`` (also ``kara_core.hookimpl``).
+hookimpl = pluggy.HookimplMarker("kara")
 
 #: Signature of a backend factory: ``factory(url, options) -> Backend``.
 BackendFactory = Callable[["StoreURL", "BaseModel"], "Backend"]

@@ -21,6 +21,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import MissingPluginError, PluginLoadError, UnknownSchemeError
+from .hookspecs import hookimpl
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -36,8 +37,6 @@ __all__ = [
     "plugin_load_errors",
     "reset_plugins",
 ]
-
-hookimpl = pluggy.HookimplMarker("kara")
 
 ENTRY_POINT_GROUP = "kara.plugins"
 

@@ -1,0 +1,82 @@
+"""The import contracts of pyproject.toml: complete, and failing on a new cycle.
+
+``scripts/test`` runs ``lint-imports`` on the real tree before pytest; these tests check
+that the contracts cover every module of kara_core and that they do catch a cycle, by
+adding one to a copy of the package.
+"""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+
+import kara_core
+
+ROOT = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _config() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)["tool"]["importlinter"]
+
+
+def _layers() -> list[str]:
+    (contract,) = [c for c in _config()["contracts"] if c["type"] == "layers"]
+    return [name.strip() for layer in contract["layers"] for name in layer.split("|")]
+
+
+def test_every_module_of_kara_core_has_a_layer() -> None:
+    # A module left out of the layers contract could import anything: each new module
+    # or package of kara_core must be given its place.
+    modules = {info.name for info in pkgutil.iter_modules(kara_core.__path__)}
+    layers = _layers()
+    assert sorted(layers) == sorted(set(layers)), "a module is named in two layers"
+    missing, gone = sorted(modules - set(layers)), sorted(set(layers) - modules)
+    assert not missing, f"give {missing} a layer in pyproject.toml [tool.importlinter] (docs/architecture.md)"
+    assert not gone, f"{gone} named in the layers contract no longer exist"
+
+
+def _lint_copy(tmp_path: Path, edit: tuple[str, str, str] | None) -> subprocess.CompletedProcess:
+    """Run lint-imports with the project's contracts over a copy of kara_core, edited."""
+    shutil.copytree(ROOT / "kara_core", tmp_path / "kara_core", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    if edit is not None:
+        module, anchor, added = edit
+        path = tmp_path / "kara_core" / module
+        text = path.read_text()
+        assert anchor in text
+        path.write_text(text.replace(anchor, anchor + added, 1))
+    # The copy comes first on the path, before the editable install of the real tree.
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_the_contracts_hold_on_an_unchanged_copy(tmp_path: Path) -> None:
+    result = _lint_copy(tmp_path, None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def test_a_new_cycle_breaks_the_layers_contract_naming_the_import(tmp_path: Path) -> None:
+    anchor = "from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError\n"
+    result = _lint_copy(tmp_path, ("backend.py", anchor, "from .url import open_backend\n"))
+    assert result.returncode == 1
+    assert "kara_core.backend is not allowed to import kara_core.url" in result.stdout
+    assert "kara_core.backend -> kara_core.url (l." in result.stdout
+
+
+def test_importing_a_plugin_or_torch_from_the_core_breaks_the_forbidden_contract(tmp_path: Path) -> None:
+    anchor = "from .errors import ConfigurationError\n"
+    result = _lint_copy(tmp_path, ("url.py", anchor, "import kara_file\nimport torch\n"))
+    assert result.returncode == 1
+    assert "kara_core.url -> kara_file" in result.stdout
+    assert "kara_core.url -> torch" in result.stdout
