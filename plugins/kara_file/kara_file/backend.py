@@ -10,33 +10,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 from kara_core.backend import Backend, Batch, Capabilities, check_path
-from kara_core.directio import AUTO, DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, write_all
+from kara_core.directio import DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, write_all
 from kara_core.errors import ConfigurationError, NotFoundError
-from kara_core.url import BackendOptions, StoreURL
+from kara_core.url import StoreURL
+
+from .options import FileOptions
 
 __all__ = ["FileAppender", "FileBackend", "FileBatch", "FileOptions"]
 
 _TMP_MARK = ".kara-tmp-"
-
-
-class FileOptions(BackendOptions):
-    """Options of ``file://`` stores.
-
-    ``fsync``: make flushes, closes and puts durable with fsync (default True; turn it
-    off only for scratch stores on tmpfs).
-
-    ``direct_io``: how objects of 8 MiB and more are written (see
-    :mod:`kara_core.directio`). ``"auto"`` (default): through the page cache while the
-    kernel provides cache pages cheaply, else with O_DIRECT; ``True``: always O_DIRECT
-    (stored blobs are cold data; nothing of them is kept in memory); ``False``: always
-    through the page cache. ``KARA_DIRECT_IO`` overrides it for every store.
-    """
-
-    fsync: bool = True
-    direct_io: bool | Literal["auto"] = AUTO
 
 
 #: Objects of a batch from this size on start their writeback when written.
