@@ -44,12 +44,17 @@ def test_every_module_of_kara_core_has_a_layer() -> None:
 
 
 def _lint_copy(tmp_path: Path, edit: tuple[str, str, str] | None) -> subprocess.CompletedProcess:
-    """Run lint-imports with the project's contracts over a copy of kara_core, edited."""
-    shutil.copytree(ROOT / "kara_core", tmp_path / "kara_core", ignore=shutil.ignore_patterns("__pycache__"))
+    """Run lint-imports with the project's contracts over a copy of kara_core and kara_file.
+
+    ``edit`` is (file under the copy, text in it, line added after that text).
+    """
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "kara_core", tmp_path / "kara_core", ignore=ignore)
+    shutil.copytree(ROOT / "plugins/kara_file/kara_file", tmp_path / "kara_file", ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     if edit is not None:
         module, anchor, added = edit
-        path = tmp_path / "kara_core" / module
+        path = tmp_path / module
         text = path.read_text()
         assert anchor in text
         path.write_text(text.replace(anchor, anchor + added, 1))
@@ -63,12 +68,12 @@ def _lint_copy(tmp_path: Path, edit: tuple[str, str, str] | None) -> subprocess.
 def test_the_contracts_hold_on_an_unchanged_copy(tmp_path: Path) -> None:
     result = _lint_copy(tmp_path, None)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
 
 
 def test_a_new_cycle_breaks_the_layers_contract_naming_the_import(tmp_path: Path) -> None:
     anchor = "from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError\n"
-    result = _lint_copy(tmp_path, ("backend.py", anchor, "from .url import open_backend\n"))
+    result = _lint_copy(tmp_path, ("kara_core/backend.py", anchor, "from .url import open_backend\n"))
     assert result.returncode == 1
     assert "kara_core.backend is not allowed to import kara_core.url" in result.stdout
     assert "kara_core.backend -> kara_core.url (l." in result.stdout
@@ -76,7 +81,14 @@ def test_a_new_cycle_breaks_the_layers_contract_naming_the_import(tmp_path: Path
 
 def test_importing_a_plugin_or_torch_from_the_core_breaks_the_forbidden_contract(tmp_path: Path) -> None:
     anchor = "from .errors import ConfigurationError\n"
-    result = _lint_copy(tmp_path, ("url.py", anchor, "import kara_file\nimport torch\n"))
+    result = _lint_copy(tmp_path, ("kara_core/url.py", anchor, "import kara_file\nimport torch\n"))
     assert result.returncode == 1
     assert "kara_core.url -> kara_file" in result.stdout
     assert "kara_core.url -> torch" in result.stdout
+
+
+def test_a_plugin_reaching_into_the_private_local_disk_module_breaks_a_contract(tmp_path: Path) -> None:
+    anchor = "from kara_core.localdisk import write_file\n"
+    result = _lint_copy(tmp_path, ("kara_file/backend.py", anchor, "from kara_core.localdisk._direct import cached\n"))
+    assert result.returncode == 1
+    assert "kara_file.backend -> kara_core.localdisk._direct" in result.stdout

@@ -21,7 +21,7 @@ HEAVY = [
     "torch",
     "numpy",
     "kara_file.backend",
-    "kara_file._directio",
+    "kara_core.localdisk._direct",
     "kara_http.backend",
     "kara_oss.backend",
     "kara_torch.dataset",

@@ -16,10 +16,11 @@ class FileOptions(BackendOptions):
     off only for scratch stores on tmpfs).
 
     ``direct_io``: how objects of 8 MiB and more are written (see
-    :mod:`kara_core.directio`). ``"auto"`` (default): through the page cache while the
-    kernel provides cache pages cheaply, else with O_DIRECT; ``True``: always O_DIRECT
-    (stored blobs are cold data; nothing of them is kept in memory); ``False``: always
-    through the page cache. ``KARA_DIRECT_IO`` overrides it for every store.
+    :func:`kara_core.localdisk.write_file`). ``"auto"`` (default): through the page
+    cache while the kernel provides cache pages cheaply, else with O_DIRECT; ``True``:
+    always O_DIRECT (stored blobs are cold data; nothing of them is kept in memory);
+    ``False``: always through the page cache. ``KARA_DIRECT_IO`` overrides it for every
+    store.
     """
 
     fsync: bool = True
