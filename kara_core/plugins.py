@@ -262,11 +262,6 @@ def _rebuild(reg: _Registry) -> None:
     reg._collect()
 
 
-def installed_schemes() -> list[str]:
-    """Return the URL schemes that installed plugins provide."""
-    return sorted(_get().backends)
-
-
 def get_backend_spec(scheme: str, url: str = "") -> BackendSpec:
     """Return the backend registered for ``scheme``.
 
