@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 import kara_core
@@ -71,24 +72,37 @@ def test_the_contracts_hold_on_an_unchanged_copy(tmp_path: Path) -> None:
     assert "3 kept, 0 broken" in result.stdout
 
 
-def test_a_new_cycle_breaks_the_layers_contract_naming_the_import(tmp_path: Path) -> None:
-    anchor = "from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError\n"
-    result = _lint_copy(tmp_path, ("kara_core/backend.py", anchor, "from .url import open_backend\n"))
+@pytest.mark.parametrize(
+    ("module", "anchor", "added", "reported"),
+    [
+        pytest.param(
+            "kara_core/backend.py",
+            "from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError\n",
+            "from .url import open_backend\n",
+            ["kara_core.backend is not allowed to import kara_core.url", "kara_core.backend -> kara_core.url (l."],
+            id="a new cycle: backend imports url",
+        ),
+        pytest.param(
+            "kara_core/url.py",
+            "from .errors import ConfigurationError\n",
+            "import kara_file\nimport torch\n",
+            ["kara_core.url -> kara_file", "kara_core.url -> torch"],
+            id="the core imports a plugin and torch",
+        ),
+        pytest.param(
+            "kara_file/backend.py",
+            "from kara_core.localdisk import write_file\n",
+            "from kara_core.localdisk._direct import cached\n",
+            ["kara_file.backend -> kara_core.localdisk._direct"],
+            id="a plugin reaches into the private local-disk module",
+        ),
+    ],
+)
+def test_an_import_against_the_contracts_fails_naming_it(
+    tmp_path: Path, module: str, anchor: str, added: str, reported: list[str]
+) -> None:
+    result = _lint_copy(tmp_path, (module, anchor, added))
     assert result.returncode == 1
-    assert "kara_core.backend is not allowed to import kara_core.url" in result.stdout
-    assert "kara_core.backend -> kara_core.url (l." in result.stdout
-
-
-def test_importing_a_plugin_or_torch_from_the_core_breaks_the_forbidden_contract(tmp_path: Path) -> None:
-    anchor = "from .errors import ConfigurationError\n"
-    result = _lint_copy(tmp_path, ("kara_core/url.py", anchor, "import kara_file\nimport torch\n"))
-    assert result.returncode == 1
-    assert "kara_core.url -> kara_file" in result.stdout
-    assert "kara_core.url -> torch" in result.stdout
-
-
-def test_a_plugin_reaching_into_the_private_local_disk_module_breaks_a_contract(tmp_path: Path) -> None:
-    anchor = "from kara_core.localdisk import write_file\n"
-    result = _lint_copy(tmp_path, ("kara_file/backend.py", anchor, "from kara_core.localdisk._direct import cached\n"))
-    assert result.returncode == 1
-    assert "kara_file.backend -> kara_core.localdisk._direct" in result.stdout
+    assert "1 broken" in result.stdout
+    for line in reported:
+        assert line in result.stdout
