@@ -136,6 +136,10 @@ class OpenedWith:
     url: str
     options: dict[str, Any]
 
+    def __repr__(self) -> str:
+        # Option values may be secrets (app_secret, token): show their names only.
+        return f"OpenedWith(url={self.url!r}, options={sorted(self.options)})"
+
 
 #: id(backend) -> how it was opened, for the backends open_backend opened and that are
 #: alive: keyed by identity (a backend may define __eq__), the entry is dropped when the

@@ -99,3 +99,8 @@ def test_what_open_backend_remembers_goes_with_the_backend() -> None:
     del backend
     gc.collect()
     assert key not in _opened
+
+
+def test_how_a_backend_was_opened_shows_option_names_never_values(tmp_path) -> None:
+    opened = OpenedWith(f"file://{tmp_path}", {"fsync": False, "token": "s3cr3t-value"})
+    assert "s3cr3t-value" not in repr(opened) and "'token'" in repr(opened)
