@@ -5,8 +5,8 @@ The server (``python -m kara_oss.testing``) runs in its own process on 127.0.0.1
 Both libraries talk to it through oss2. It stands in for OSS's own machines but shares
 this one's two cores with the client, so it is kept cheap per request (no copies of
 stored objects; requests parsed by the standard library's ``http.server``) and runs
-with ``--derived-etags``: ETags from the CRC64 it computes anyway instead of an MD5 pass over every uploaded byte, which on OSS
-runs on OSS's machines (about 0.35 s of this machine's CPU per folder save). It still
+with ``--derived-etags``: ETags from the CRC64 it computes anyway instead of an MD5
+pass over every uploaded byte, which on OSS runs on OSS's machines (about 0.35 s of this machine's CPU per folder save). It still
 checks everything it checks in the tests (signatures, CRC64, append positions,
 multipart rules); neither library looks at what an ETag is made of, and both use the
 same server, so this helps both alike. Workloads: write 200,000 ``small_record`` JSON
