@@ -41,7 +41,7 @@ _STANDARD_RANGE = {"x-oss-range-behavior": "standard"}
 _CONVERT_MARK = ".kara-tmp-append"
 # open_read reads answers up to this size whole, at once: a directory load opens one
 # stream per small file, and a buffered stream over the connection costs more than the
-# transfer (a 1 MiB buffer, two reads through urllib3 per file).
+# transfer (a 1 MiB buffer, two reads through the transport per file).
 _WHOLE_READ = 1024 * 1024
 
 
