@@ -8,6 +8,7 @@ everything else fails at once with a kara error that says what to fix.
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -74,6 +75,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (oss2.exceptions.InconsistentError, *_TRANSPORT))
 
 
+#: What oss2 (or kara's checks of its result) raises on an answer it cannot read.
+_UNREADABLE_ANSWER = (ET.ParseError, ValueError, IndexError, KeyError, RuntimeError, TypeError, UnicodeError)
+
+
 class Retrier:
     """Runs calls against one bucket with retries, and maps their failures to kara errors."""
 
@@ -97,6 +102,17 @@ class Retrier:
                 hint = f" (is the endpoint {self.endpoint} right?)" if unreachable else ""
                 log.warning("retrying %s on %s (attempt %d): %s", what, self.url, budget.attempts, _describe(exc))
                 budget.wait(_describe(exc) + hint, _retry_after(exc))
+            except KaraError:
+                raise
+            except _UNREADABLE_ANSWER as exc:
+                # oss2 parses answers without guarding against hostile ones: a body that
+                # is not XML, a missing or non-numeric field, bad UTF-8 (found by the
+                # fuzzing campaign, tests/fuzz/test_oss_answers.py). Retrying would get
+                # the same answer.
+                raise BackendError(
+                    f"{what} on {self.url}: the endpoint sent an answer that is not a valid OSS answer "
+                    f"({type(exc).__name__}: {str(exc)[:200]})"
+                ) from None
 
     def translate(self, what: str, exc: BaseException) -> KaraError:
         """Return the kara error for a failure that retrying will not fix."""
