@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import os
 import tempfile
 import threading
@@ -11,7 +12,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from kara_transport import RETRY_STATUSES, Response, RetryBudget, Transport, TransportError, parse_retry_after
 
@@ -43,6 +44,24 @@ def _user_agent() -> str:
     from kara_core import __version__
 
     return f"kara-http/{__version__}"
+
+
+def refuse_plain_credentials(url: str) -> None:
+    """Raise ConfigurationError if ``url`` is plain http:// to a host that is not loopback."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigurationError(
+            f"refusing to send credentials (token or username/password) over plain http:// to {host}: "
+            "anyone on the network path could read them; use https:// (kara serve --tls-cert/--tls-key), "
+            "or pass allow_insecure_credentials=True if the network is trusted"
+        )
 
 
 class HTTPBackend(Backend):
@@ -108,6 +127,8 @@ class HTTPBackend(Backend):
 
     def _new_transport(self) -> Transport:
         opts = self.options
+        if (opts.token is not None or opts.username is not None) and not opts.allow_insecure_credentials:
+            refuse_plain_credentials(self.url)
         # identity: byte ranges must address the stored bytes, not a compressed rendition.
         headers = {"Accept-Encoding": "identity", "User-Agent": _user_agent(), **opts.headers}
         if opts.token is not None:
