@@ -39,7 +39,6 @@ _APPEND_BUFFER = 8 * 1024 * 1024
 _SPOOL_IN_MEMORY = 16 * 1024 * 1024
 
 
-
 def _user_agent() -> str:
     from kara_core import __version__
 

@@ -23,7 +23,6 @@ _READ_CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
-
 class BodyStream(io.RawIOBase):
     """Bytes ``[start, end)`` of one object, streamed from one or more GET responses.
 
