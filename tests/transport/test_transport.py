@@ -115,8 +115,11 @@ def test_an_idle_connection_the_server_closed_is_replaced() -> None:
 def test_redirects_are_followed_and_credentials_stay_with_their_origin() -> None:
     transport = Transport(headers={"Authorization": "Bearer secret", "X-Cdn-Key": "k"}, secret_headers=["X-Cdn-Key"])
     with RawServer([OK]) as other:
-        same_origin = head("HTTP/1.1 302 Found", "Location: /moved", "Content-Length: 0")
-        elsewhere = head("HTTP/1.1 307 Temporary Redirect", f"Location: {other.url}/there", "Content-Length: 0")
+        # Connection: close, as this server closes after each answer (no reuse race).
+        same_origin = head("HTTP/1.1 302 Found", "Location: /moved", "Content-Length: 0", "Connection: close")
+        elsewhere = head(
+            "HTTP/1.1 307 Temporary Redirect", f"Location: {other.url}/there", "Content-Length: 0", "Connection: close"
+        )
         with RawServer([same_origin, elsewhere]) as first:
             response = transport.request("GET", first.url + "/start")
             assert (response.status, response.content, response.url) == (200, b"ok", other.url + "/there")
@@ -126,7 +129,7 @@ def test_redirects_are_followed_and_credentials_stay_with_their_origin() -> None
 
 @pytest.mark.timeout(30)
 def test_endless_redirects_end_in_a_transport_error() -> None:
-    loop = head("HTTP/1.1 302 Found", "Location: /again", "Content-Length: 0")
+    loop = head("HTTP/1.1 302 Found", "Location: /again", "Content-Length: 0", "Connection: close")
     with RawServer([loop]) as server, pytest.raises(TransportError, match="redirects"):
         Transport(max_redirects=3).request("GET", server.url + "/a")
 
