@@ -10,14 +10,9 @@ folder into an empty directory. Times are the best of ``REPEAT`` rounds, alterna
 between the two libraries.
 
 The server stands in for nginx or a CDN on another machine, whose CPU per request is
-tens of microseconds; here it shares 2 cores with the client it serves, so it is built
-to be cheap (one asyncio event loop, latency as a timer, sendfile: see
-``kara_http.testing``). Both libraries read the same server in the same run, so the
-comparison is fair. Its cost was checked for 2.1.5 too: 2.1.5's folder load (4 threads,
-a new connection per request) took 3.14-3.28 s against the threaded standard-library
-server this one replaced and 3.27-3.32 s against this one (same VM, alternating runs),
-so 2.1.5 is not slowed by more than ~3%; kara's load went from ~2.0 s to ~1.7 s from the
-server change alone.
+tens of microseconds; here it shares 2 cores with the client it serves (it is the
+standard library's threaded ``http.server`` with sendfile: see ``kara_http.testing``).
+Both libraries read the same server in the same run, so the comparison is fair.
 
     .venv/bin/python bench/http.py
 """

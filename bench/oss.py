@@ -3,18 +3,18 @@
 The server (``python -m kara_oss.testing``) runs in its own process on 127.0.0.1 with
 5 ms added to every request, standing in for the round trip to a real OSS endpoint.
 Both libraries talk to it through oss2. It stands in for OSS's own machines but shares
-this one's two cores with the client, so it is kept cheap per request (its own HTTP
-parsing, no copies of stored objects) and runs with ``--derived-etags``: ETags from the
-CRC64 it computes anyway instead of an MD5 pass over every uploaded byte, which on OSS
-runs on OSS's machines (about 0.35 s of this machine's CPU per folder save). It still
-checks everything it checks in the tests (signatures, CRC64, append positions,
-multipart rules); neither library looks at what an ETag is made of, and both use the
-same server, so this helps both alike. Workloads: write 200,000 ``small_record`` JSON
-records (one ``write`` per record), read them all in order, 2,000 random ``ds[i]``; save
-the folder of bench/objects.py (2,000 files of 4-64 KiB + 4 x 64 MiB) and load it into an
-empty folder. The random reads are timed in ``RANDOM_ROUNDS`` rounds that alternate
-between the libraries (each round opens the dataset afresh, so kara's page cache starts
-cold every time); the table shows the best round of each.
+this one's two cores with the client, so it is kept cheap per request (no copies of
+stored objects; requests parsed by the standard library's ``http.server``) and runs with
+``--derived-etags``: ETags from the CRC64 it computes anyway instead of an MD5 pass over
+every uploaded byte, which on OSS runs on OSS's machines (about 0.35 s of this machine's
+CPU per folder save). It still checks everything it checks in the tests (signatures,
+CRC64, append positions, multipart rules); neither library looks at what an ETag is made
+of, and both use the same server, so this helps both alike. Workloads: write 200,000
+``small_record`` JSON records (one ``write`` per record), read them all in order, 2,000
+random ``ds[i]``; save the folder of bench/objects.py (2,000 files of 4-64 KiB + 4 x 64
+MiB) and load it into an empty folder. The random reads are timed in ``RANDOM_ROUNDS``
+rounds that alternate between the libraries (each round opens the dataset afresh, so
+kara's page cache starts cold every time); the table shows the best round of each.
 
 The scratch folder gets ext4's top-directory hint (``chattr +T``), so that the folders
 made in it (the source, each library's load target) are placed in block groups of their

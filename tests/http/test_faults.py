@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kara_http.retry import parse_retry_after
 from kara_http.testing import StaticServer
+from kara_transport import parse_retry_after
 
 from kara_core.backend import Backend
 from kara_core.errors import BackendError
@@ -115,7 +115,7 @@ def test_an_unreachable_server_raises_backend_error(static: StaticServer, fast: 
     static.stop()
     backend = open_backend(url, **{**fast, "retry_budget": 0.5, "gateway": False})
     try:
-        with pytest.raises(BackendError, match="ConnectionRefusedError talking to "):
+        with pytest.raises(BackendError, match="Connection refused"):
             backend.size("anything")
     finally:
         backend.close()

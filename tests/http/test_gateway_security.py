@@ -30,7 +30,7 @@ def _request(
         conn.putrequest(method, target, skip_accept_encoding=True)
         for name, value in (headers or {}).items():
             conn.putheader(name, value)
-        if body is not None and "Content-Length" not in (headers or {}):
+        if body is not None and not {"Content-Length", "Transfer-Encoding"} & set(headers or {}):
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body)
         response = conn.getresponse()

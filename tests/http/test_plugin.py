@@ -77,12 +77,12 @@ def test_a_backend_pickles_as_its_url_and_reopens_with_its_own_session(tmp_path:
         backend = open_backend(server.url, headers={"X-A": "1"}, read_timeout=7.0)
         assert backend.read("f.bin") == b"pickled"
         payload = pickle.dumps(backend)
-        assert b"requests" not in payload and b"Session" not in payload
+        assert b"Transport" not in payload and b"httpcore" not in payload
         clone = pickle.loads(payload)
         try:
             assert clone.read("f.bin") == b"pickled"
             assert clone.options.read_timeout == 7.0  # type: ignore[attr-defined]
-            assert clone.session is not backend.session  # type: ignore[attr-defined]
+            assert clone.transport is not backend.transport  # type: ignore[attr-defined]
         finally:
             clone.close()
             backend.close()

@@ -86,7 +86,8 @@ def test_a_malformed_request_is_refused_and_the_connection_closed(served: Static
         received = b""
         while chunk := sock.recv(65536):
             received += chunk
-    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    # http.server answers a request line it cannot read as HTTP/0.9 (no head): an error page.
+    assert b"400" in received and b"Bad request syntax" in received
 
 
 def test_concurrent_requests_wait_their_added_latency_together_not_in_turn(served: StaticServer) -> None:

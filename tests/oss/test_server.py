@@ -246,3 +246,43 @@ def test_standalone_server_prints_how_to_connect_and_stops_when_stdin_closes() -
     finally:
         proc.stdin.close()
         assert proc.wait(timeout=10) == 0
+
+
+def _raw_exchange(oss_server: OSSTestServer, request: bytes) -> bytes:
+    """Send raw bytes on a new connection and read until the server closes it."""
+    import socket
+
+    host, port = oss_server.endpoint.split(":")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_chunked_request_body_is_decoded(bucket: oss2.Bucket) -> None:
+    # oss2 sends an iterable body with Transfer-Encoding: chunked (kara-storage 2.1.5 does).
+    bucket.put_object("chunked", (part for part in [b"ab", b"", b"cde" * 1000]))
+    assert bucket.get_object("chunked").read() == b"ab" + b"cde" * 1000
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\n\r\n-2\r\nab\r\n0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n",
+        b"Content-Length: \xc2\xb2\r\n\r\nab",
+        b"Content-Length: 1_0\r\n\r\n0123456789",
+    ],
+)
+def test_a_malformed_request_body_framing_is_refused(oss_server: OSSTestServer, framing: bytes) -> None:
+    answer = _raw_exchange(oss_server, b"PUT /kara-test/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + framing)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<Code>InvalidArgument</Code>" in answer
+    assert oss_server.keys() == []
+
+
+def test_a_request_line_http_server_cannot_parse_is_refused(oss_server: OSSTestServer) -> None:
+    assert b"400" in _raw_exchange(oss_server, b"NOT HTTP AT ALL\r\n\r\n")

@@ -1,6 +1,6 @@
 """kara-http: read any kara store over HTTP(S), and serve one with ``kara serve``.
 
-Importing this package stays cheap (no requests): the backend loads on first use.
+Importing this package stays cheap (no HTTP client library): the backend loads on first use.
 """
 
 from __future__ import annotations

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
+import ipaddress
 import os
-import ssl
 import tempfile
 import threading
 import uuid
 import weakref
 from collections.abc import Iterator
-from typing import Any, BinaryIO, TypeAlias
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
+from kara_transport import RETRY_STATUSES, Response, RetryBudget, Transport, TransportError, parse_retry_after
 
 from kara_core.backend import Backend, Capabilities, check_path
 from kara_core.errors import BackendError, ConfigurationError, NotFoundError, PermissionDeniedError
@@ -26,14 +24,9 @@ from .cache import WindowCache
 from .errors import ListingNotSupportedError
 from .options import HTTPOptions
 from .protocol import DISCOVERY_NAME, SIZE_HEADER, GatewayInfo
-from .retry import RETRY_STATUSES, RetryBudget, parse_retry_after
 from .stream import BodyStream
-from .wire import WirePool, WireResponse
 
 __all__ = ["GatewayAppender", "HTTPBackend", "Response"]
-
-#: A response from the lean pool, or from requests' session (proxies, redirects).
-Response: TypeAlias = "requests.Response | WireResponse"
 
 #: Objects the format only ever appends to (row blocks): their windows may be cached.
 _APPEND_ONLY_SUFFIX = ".blk"
@@ -45,15 +38,29 @@ _APPEND_BUFFER = 8 * 1024 * 1024
 #: Stream bodies of ``put`` bigger than this are spooled to disk (retries resend them).
 _SPOOL_IN_MEMORY = 16 * 1024 * 1024
 
-#: Transport failures worth a retry, from requests' path and from the pool's fast path.
-_TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
 
 def _user_agent() -> str:
     from kara_core import __version__
 
     return f"kara-http/{__version__}"
+
+
+def refuse_plain_credentials(url: str) -> None:
+    """Raise ConfigurationError if ``url`` is plain http:// to a host that is not loopback."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigurationError(
+            f"refusing to send credentials (token or username/password) over plain http:// to {host}: "
+            "anyone on the network path could read them; use https:// (kara serve --tls-cert/--tls-key), "
+            "or pass allow_insecure_credentials=True if the network is trusted"
+        )
 
 
 class HTTPBackend(Backend):
@@ -63,15 +70,13 @@ class HTTPBackend(Backend):
     read-only: sizes come from ``HEAD`` (or a ``GET`` of byte 0 where ``HEAD`` is not
     allowed), every partial read is a ``Range`` request. On a ``kara serve`` gateway
     (discovered once, through ``<prefix>/.kara-gateway``) it is also writable with a
-    token. One pooled keep-alive :class:`requests.Session` serves all threads.
+    token. One pooled keep-alive :class:`kara_transport.Transport` serves all threads.
     """
 
     def __init__(self, base_url: str, options: HTTPOptions | None = None) -> None:
         self.options = options or HTTPOptions()
         self.url = base_url.rstrip("/")
         self._base = self.url + "/"
-        parts = urlsplit(self._base)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
         self._head_allowed = True
         self._gateway: GatewayInfo | None = None
         self._gateway_probed = self.options.gateway is False
@@ -83,8 +88,7 @@ class HTTPBackend(Backend):
         # (a DataLoader worker under the fork start method) gets new ones: sharing the
         # parent's sockets would interleave two processes' responses, and a lock held by
         # another thread at fork time would never be released in the child.
-        self._session: requests.Session | None = None
-        self._fast: WirePool | bool | None = None
+        self._transport: Transport | None = None
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         opts = self.options
@@ -112,36 +116,34 @@ class HTTPBackend(Backend):
     # -- transport -------------------------------------------------------------------
 
     @property
-    def session(self) -> requests.Session:
-        """The pooled session (created on first use, so pickled copies open their own)."""
-        if self._session is None:
+    def transport(self) -> Transport:
+        """The pooled transport (created on first use, so pickled copies open their own)."""
+        if self._transport is None:
             with self._lock:
-                if self._session is None:
-                    self._session = self._new_session()
-        return self._session
+                if self._transport is None:
+                    self._transport = self._new_transport()
+        return self._transport
 
-    def _new_session(self) -> requests.Session:
+    def _new_transport(self) -> Transport:
         opts = self.options
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=opts.max_connections, max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        if (opts.token is not None or opts.username is not None) and not opts.allow_insecure_credentials:
+            refuse_plain_credentials(self.url)
         # identity: byte ranges must address the stored bytes, not a compressed rendition.
-        session.headers.update({"Accept-Encoding": "identity", "User-Agent": _user_agent()})
-        session.headers.update(opts.headers)
+        headers = {"Accept-Encoding": "identity", "User-Agent": _user_agent(), **opts.headers}
         if opts.token is not None:
-            session.headers["Authorization"] = "Bearer " + opts.token.get_secret_value()
+            headers["Authorization"] = "Bearer " + opts.token.get_secret_value()
         elif opts.username is not None:
             password = opts.password.get_secret_value() if opts.password is not None else ""
-            session.auth = (opts.username, password)
-        # The environment (proxies, CA bundle) is read once here, not on every request:
-        # requests' per-request lookup walks os.environ twice and costs more CPU than
-        # the rest of a small request.
-        session.trust_env = False
-        session.proxies = requests.utils.get_environ_proxies(self._base)
-        env_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        session.verify = env_bundle if opts.verify is True and env_bundle else opts.verify
-        return session
+            pair = base64.b64encode(f"{opts.username}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = "Basic " + pair
+        return Transport(
+            headers=headers,
+            verify=opts.verify,
+            connect_timeout=opts.connect_timeout,
+            read_timeout=opts.read_timeout,
+            max_connections=opts.max_connections,
+            secret_headers=opts.headers,
+        )
 
     def retry_budget(self, what: str) -> RetryBudget:
         """A fresh retry budget for one operation, with this store's settings."""
@@ -165,8 +167,9 @@ class HTTPBackend(Backend):
     ) -> Response:
         """Send one request, retrying transport errors, 429 and 5xx within the retry budget.
 
-        Returns the response for any other status; 401/403 raise
-        :class:`PermissionDeniedError` (never retried: the credentials will not improve).
+        Returns the response for any other status (its body read unless ``stream``);
+        401/403 raise :class:`PermissionDeniedError` (never retried: the credentials
+        will not improve).
         """
         url = self.url_of(path)
         if params:
@@ -176,11 +179,13 @@ class HTTPBackend(Backend):
             if data is not None and not isinstance(data, bytes):
                 data.seek(0)
             try:
-                response = self._send_once(method, url, headers or {}, data, stream)
-            except _TRANSPORT_ERRORS as exc:
-                budget.wait(f"{type(exc).__name__} talking to {self.url}")
+                response = self.transport.request(method, url, headers=headers, body=data)
+                if not stream:
+                    response.content  # noqa: B018 - read the body now, inside the retry loop
+            except TransportError as exc:
+                budget.wait(str(exc))
                 continue
-            status = response.status_code
+            status = response.status
             if status in RETRY_STATUSES:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 self.discard(response)
@@ -194,77 +199,14 @@ class HTTPBackend(Backend):
                 )
             return response
 
-    def _send_once(
-        self, method: str, url: str, headers: dict[str, str], data: bytes | BinaryIO | None, stream: bool
-    ) -> Response:
-        wire = self._wire()
-        if wire is not None:
-            response = wire.request(method, url[len(self._origin) :], url, headers, data)
-            if response.status_code not in _REDIRECTS:
-                if not stream:
-                    response.content  # noqa: B018 - read the body now, as requests does without stream
-                return response
-            self.discard(response)
-        # Proxies and redirects (a CDN sending readers elsewhere) take requests' full path.
-        timeout = (self.options.connect_timeout, self.options.read_timeout)
-        return self.session.request(method, url, headers=headers, data=data, stream=stream, timeout=timeout)
-
-    def _wire(self) -> WirePool | None:
-        """The lean connection pool for this origin (see :mod:`kara_http.wire`).
-
-        It skips requests' per-request preparation (settings merging, cookie jars,
-        hooks) and urllib3's, which together cost more CPU than the HTTP exchange itself
-        for the many small requests of directory loads and block probes. It sends the
-        session's headers and credentials. None when a proxy is configured: those
-        requests go through the session.
-        """
-        if self._fast is None:
-            session = self.session
-            with self._lock:
-                if self._fast is None:
-                    self._fast = False if session.proxies else self._new_wire(session)
-        return self._fast or None
-
-    def _new_wire(self, session: requests.Session) -> WirePool:
-        parts = urlsplit(self._base)
-        headers = {name: str(value) for name, value in session.headers.items()}
-        if session.auth is not None:
-            user, password = session.auth  # type: ignore[misc]
-            pair = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            headers["Authorization"] = "Basic " + pair
-        context = None
-        if parts.scheme == "https":
-            verify = session.verify
-            if verify is False:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            elif isinstance(verify, str) and os.path.isdir(verify):
-                context = ssl.create_default_context(capath=verify)
-            else:
-                # requests' default trust store (certifi) unless a bundle was given.
-                cafile = verify if isinstance(verify, str) else requests.certs.where()
-                context = ssl.create_default_context(cafile=cafile)
-        opts = self.options
-        return WirePool(
-            parts.scheme,
-            parts.hostname or "",
-            parts.port or (443 if parts.scheme == "https" else 80),
-            headers=headers,
-            connect_timeout=opts.connect_timeout,
-            read_timeout=opts.read_timeout,
-            maxsize=opts.max_connections,
-            ssl_context=context,
-        )
-
     @staticmethod
     def discard(response: Response) -> None:
         """Finish with a response whose body we do not need, keeping the connection if cheap."""
         length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) <= _SMALL_BODY:
+        if length is not None and int(length) <= _SMALL_BODY:  # the transport checked its digits
             try:
                 response.content  # noqa: B018 - reading the body lets the connection be reused
-            except _TRANSPORT_ERRORS:
+            except TransportError:
                 pass
         response.close()
 
@@ -274,14 +216,14 @@ class HTTPBackend(Backend):
         check_path(path)
         if self._head_allowed:
             response = self.send("HEAD", path)
-            if response.status_code not in (405, 501):
+            if response.status not in (405, 501):
                 return self._size_from(response, path, ranged_get=False)
             self._head_allowed = False
         response = self.send("GET", path, headers={"Range": "bytes=0-0"}, stream=True)
         return self._size_from(response, path, ranged_get=True)
 
     def _size_from(self, response: Response, path: str, ranged_get: bool) -> int | None:
-        status = response.status_code
+        status = response.status
         try:
             if status in (404, 410):
                 return None
@@ -368,7 +310,7 @@ class HTTPBackend(Backend):
             response = None
         if response is not None:
             try:
-                if response.status_code == 200:
+                if response.status == 200:
                     try:
                         return GatewayInfo.model_validate_json(response.content)
                     except ValueError:
@@ -404,14 +346,14 @@ class HTTPBackend(Backend):
 
     def _expect(self, response: Response, status: int | tuple[int, ...], what: str) -> None:
         allowed = (status,) if isinstance(status, int) else status
-        if response.status_code in allowed:
+        if response.status in allowed:
             return
         body = response.content
         detail = body[:300].decode("utf-8", "replace") if len(body) <= _SMALL_BODY else ""
         response.close()
-        if response.status_code == 413:
+        if response.status == 413:
             raise BackendError(f"{what} on {self.url}: the gateway refused a body this large ({detail.strip()})")
-        raise BackendError(f"{what} on {self.url}: HTTP {response.status_code} {response.reason} {detail.strip()}")
+        raise BackendError(f"{what} on {self.url}: HTTP {response.status} {response.reason} {detail.strip()}")
 
     def _body(self, gateway: GatewayInfo, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> Any:
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -451,7 +393,7 @@ class HTTPBackend(Backend):
         # first, so a create whose response was lost is not reported as "already exists".
         headers = {"If-None-Match": "*", "X-Kara-Request-Id": uuid.uuid4().hex}
         response = self.send("PUT", path, data=body, headers=headers)
-        if response.status_code == 412:
+        if response.status == 412:
             self.discard(response)
             return False
         self._expect(response, (200, 201), f"create {path}")
@@ -476,7 +418,7 @@ class HTTPBackend(Backend):
         Safe to retry: the gateway applies it once (see :mod:`kara_http.protocol`).
         """
         response = self.send("POST", path, params={"append": str(position)}, data=data)
-        if response.status_code == 409:
+        if response.status == 409:
             current = response.headers.get(SIZE_HEADER, "?")
             self.discard(response)
             raise BackendError(
@@ -490,18 +432,15 @@ class HTTPBackend(Backend):
     # -- lifecycle -------------------------------------------------------------------
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        # Built by hand: pickle as its URL and options (the session, locks and cache stay
+        # Built by hand: pickle as its URL and options (the transport, locks and cache stay
         # behind). Built by open_backend, kara_core.url pickles it before this is asked.
         return (type(self), (self.url, self.options))
 
     def close(self) -> None:
         with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
-            if isinstance(self._fast, WirePool):
-                self._fast.close()
-            self._fast = None
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
 
 
 _OPEN_BACKENDS: weakref.WeakSet[HTTPBackend] = weakref.WeakSet()

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -32,6 +33,7 @@ from kara_core.backend import Backend, check_path
 from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, UnsafePathError
 from kara_core.url import open_backend
 
+from .framing import FramingGuard
 from .protocol import DISCOVERY_NAME, GATEWAY_HEADER, PROTOCOL_VERSION, SIZE_HEADER, GatewayInfo
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "create_app"]
@@ -313,6 +315,10 @@ def create_app(
         yield
         backend.close()
 
-    app = Starlette(routes=[Route("/{path:path}", gateway.handle, methods=methods)], lifespan=lifespan)
+    app = Starlette(
+        routes=[Route("/{path:path}", gateway.handle, methods=methods)],
+        lifespan=lifespan,
+        middleware=[Middleware(FramingGuard)],
+    )
     app.state.gateway = gateway
     return app

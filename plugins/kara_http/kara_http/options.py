@@ -35,6 +35,9 @@ class HTTPOptions(BackendOptions):
       gateway (which makes the store writable); ``False`` treats it as a static mirror
       without asking; ``True`` requires a gateway.
     - ``verify``: TLS certificate verification (``False`` or a CA bundle path).
+    - ``allow_insecure_credentials``: a token or username/password is never sent over
+      plain ``http://`` to a host that is not loopback (anyone on the path could read
+      it) unless this is True; use ``https://`` (``kara serve --tls-cert``) instead.
     """
 
     headers: dict[str, str] = Field(default_factory=dict)
@@ -51,6 +54,7 @@ class HTTPOptions(BackendOptions):
     max_connections: int = Field(default=16, ge=1, le=256)
     gateway: bool | None = None
     verify: bool | str = True
+    allow_insecure_credentials: bool = False
 
     @field_validator("headers")
     @classmethod

@@ -1,6 +1,6 @@
 """Entry point of kara-http: the ``http``/``https`` schemes and ``kara serve`` (cheap to import).
 
-Nothing here imports requests, uvicorn or starlette: they load inside the factory and
+Nothing here imports kara_transport, uvicorn or starlette: they load inside the factory and
 the command, so ``import kara_core`` and ``kara --help`` stay fast.
 """
 

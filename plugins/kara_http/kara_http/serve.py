@@ -11,6 +11,8 @@ import click
 
 from kara_core.errors import ConfigurationError
 
+from .framing import MAX_HEAD
+
 __all__ = ["serve"]
 
 _UNITS = {"": 1, "b": 1}
@@ -66,6 +68,20 @@ def _is_loopback(host: str) -> bool:
 @click.option("--max-body-size", default="512MiB", show_default=True, help="Largest request body (one put/append).")
 @click.option("--option", "-o", "store_options", multiple=True, metavar="KEY=VALUE", help="Store option (JSON).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning"]))
+@click.option(
+    "--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (PEM)."
+)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="The private key of --tls-cert (PEM).")
+@click.option(
+    "--max-connections", default=256, show_default=True, type=click.IntRange(1), help="Connections served at once."
+)
+@click.option(
+    "--idle-timeout",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds an idle connection lives.",
+)
 def serve(
     store_url: str,
     host: str,
@@ -76,6 +92,10 @@ def serve(
     max_body_size: str,
     store_options: tuple[str, ...],
     log_level: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    max_connections: int,
+    idle_timeout: float,
 ) -> None:
     """Serve the store STORE_URL over HTTP: a kara gateway.
 
@@ -100,6 +120,8 @@ def serve(
         token = token_file.read().strip()
     if token is not None and not token:
         raise click.BadParameter("the token is empty", param_hint="--token")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     try:
         app = create_app(
             store_url,
@@ -121,8 +143,22 @@ def serve(
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     mode = "writable with the token" if token else "read-only (no --token)"
-    click.echo(f"kara gateway serving {store_url} at http://{shown}:{bound} ({mode})", err=True)
-    if not _is_loopback(host):
-        click.echo(f"warning: listening on {host}, reachable from other machines; serve it behind TLS", err=True)
-    config = uvicorn.Config(app, log_level=log_level, server_header=False)
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"kara gateway serving {store_url} at {scheme}://{shown}:{bound} ({mode})", err=True)
+    if not _is_loopback(host) and not tls_cert:
+        click.echo(f"warning: listening on {host}, reachable from other machines; use --tls-cert/--tls-key", err=True)
+    # h11 parses requests (strict: a request with both Content-Length and
+    # Transfer-Encoding, or a malformed length, is refused with 400); heads are bounded
+    # by its incomplete-event limit; past --max-connections new clients get 503.
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        server_header=False,
+        http="h11",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        limit_concurrency=max_connections,
+        timeout_keep_alive=idle_timeout,
+        h11_max_incomplete_event_size=MAX_HEAD,
+    )
     uvicorn.Server(config).run(sockets=[sock])

@@ -6,23 +6,21 @@ import io
 import re
 from typing import TYPE_CHECKING
 
-import requests
-import urllib3
+from kara_transport import TransportError
 
 from kara_core.errors import BackendError, NotFoundError
 
 from .errors import RangeNotSupportedError
 
 if TYPE_CHECKING:
-    from .backend import HTTPBackend, Response
+    from kara_transport import Response
+
+    from .backend import HTTPBackend
 
 __all__ = ["BodyStream"]
 
 _READ_CHUNK = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-
-#: What a body that breaks mid-transfer raises (then we resume with a Range request).
-_BROKEN = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
 
 
 class BodyStream(io.RawIOBase):
@@ -60,7 +58,7 @@ class BodyStream(io.RawIOBase):
             if self._validator is not None:
                 headers["If-Range"] = self._validator
         response = self._backend.send("GET", self._path, headers=headers, stream=True, budget=self._budget)
-        status = response.status_code
+        status = response.status
         if status in (404, 410):
             self._backend.discard(response)
             raise NotFoundError(f"{self._backend.url}/{self._path} does not exist")
@@ -94,7 +92,7 @@ class BodyStream(io.RawIOBase):
         elif status == 200:
             length = response.headers.get("Content-Length")
             if length is not None and self._end is None:
-                self._end = int(length)
+                self._end = int(length)  # ASCII digits: the transport refuses any other
         else:
             self._backend.discard(response)
             raise BackendError(f"GET {self._backend.url}/{self._path}: unexpected HTTP {status} {response.reason}")
@@ -119,15 +117,13 @@ class BodyStream(io.RawIOBase):
                     self._release()
                     return 0
                 view = view[:remaining]
-            # Reads of at most 1 MiB: urllib3 allocates and copies what it is asked for,
-            # and one huge read is several times slower than a loop of these.
             view = view[:_READ_CHUNK]
             if self._response is None:
                 self._open()
                 continue
             try:
-                count = self._response.raw.readinto(view)
-            except _BROKEN as exc:
+                count = self._response.readinto(view)
+            except TransportError as exc:
                 reason = f"body broke at byte {self._pos}: {type(exc).__name__}"
             else:
                 if count:
@@ -167,8 +163,8 @@ class BodyStream(io.RawIOBase):
 
     def _release(self) -> None:
         if self._response is not None:
-            # Fully read: urllib3 already returned the connection to the pool.
-            self._response.raw.release_conn()
+            # Fully read: the connection already went back to the pool.
+            self._response.release_conn()
             self._response = None
 
     def close(self) -> None:

@@ -1,9 +1,9 @@
 """Real HTTP servers on 127.0.0.1 for tests and benchmarks.
 
-- :class:`StaticServer`: a small asyncio web server (standard library only, HTTP or
-  HTTPS) that serves a folder the way nginx serves a static mirror: ``GET``/``HEAD``,
-  single ``Range`` requests, ``ETag``/``If-Range``, keep-alive and pipelining, cheaply
-  (it shares the machine with the clients it serves). Its :class:`Faults` inject what
+- :class:`StaticServer`: a web server on the standard library's :mod:`http.server`
+  (HTTP or HTTPS) that serves a folder the way nginx serves a static mirror:
+  ``GET``/``HEAD``, single ``Range`` requests, ``ETag``/``If-Range``, keep-alive and
+  pipelining, bodies sent with ``sendfile``. Its :class:`Faults` inject what
   real networks do: added latency, connections dropped mid-body, ``503`` with
   ``Retry-After``, stalled bodies, ``HEAD`` refused, ``Range`` ignored, redirects,
   forced statuses, idle connections closed.
@@ -15,29 +15,26 @@ Both bind port 0 (the OS picks a free port) and are context managers.
 
 from __future__ import annotations
 
-import asyncio
+import http.server
 import os
 import re
-import selectors
 import socket
 import ssl
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 __all__ = ["Faults", "GatewayServer", "LoggedRequest", "StaticServer"]
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII)
 #: Bodies up to this size go out with the headers in one write; larger ones with
 #: sendfile (the kernel copies them).
 _INLINE_BODY = 256 * 1024
-#: A request head larger than this is refused (431) and the connection closed.
-_MAX_HEAD = 64 * 1024
 
 
 @dataclass
@@ -100,188 +97,112 @@ class LoggedRequest:
     client_port: int = 0
 
 
-class _Request(NamedTuple):
-    method: str
-    path: str
-    #: Header names as sent (for the log) ...
-    headers: dict[str, str]
-    #: ... and in lower case (for lookups).
-    fields: dict[str, str]
-    keep_alive: bool
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Answers GET and HEAD from the served folder; the standard library parses requests."""
 
+    protocol_version = "HTTP/1.1"
+    server_version = "kara-static"
+    sys_version = ""
+    #: Answers are buffered, so a head and a small body leave in one send; larger
+    #: bodies go out with sendfile after the buffer is flushed.
+    wbufsize = _INLINE_BODY
+    server: _Server
 
-def _parse_head(head: bytes) -> _Request | None:
-    """The request line and header fields of one request, or None if malformed."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return None
-    method, target, version = parts
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon:
-            return None
-        headers[name.strip()] = value.strip()
-    fields = {name.lower(): value for name, value in headers.items()}
-    connection = fields.get("connection", "").lower()
-    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    path = target.partition("?")[0].partition("#")[0]
-    return _Request(method, path, headers, fields, keep_alive)
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body may leave in two writes; without TCP_NODELAY, Nagle's
+        # algorithm holds the body until the client's delayed ACK (~40 ms).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.lock:
+            self.server.connections.add(self.connection)
 
-
-def _head(status: int, headers: dict[str, str], keep_alive: bool) -> bytes:
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if not keep_alive:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: requests are answered one at a time, in order (keep-alive,
-    pipelining); the added latency is a timer, so a waiting request costs no thread."""
-
-    def __init__(self, server: _Server) -> None:
-        self._server = server
-        self._loop = server.loop
-        self._buffer = bytearray()
-        self._busy = False
-        self._closed = False
-        self._transport: asyncio.Transport | None = None
-        self._port = 0
-        self._idle: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._port = transport.get_extra_info("peername")[1]
-        self._server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._server.connections.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-        self._buffer += data
-        if not self._busy:
-            self._next()
-
-    def abort(self) -> None:
-        """Drop the connection now (the server is stopping)."""
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _next(self) -> None:
-        if self._closed:
-            return
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buffer) > _MAX_HEAD:
-                self._refuse(431)
-            return
-        request = _parse_head(bytes(self._buffer[:end]))
-        if request is None or "transfer-encoding" in request.fields:
-            self._refuse(400 if request is None else 501)
-            return
-        length = request.fields.get("content-length", "0")
-        if not length.isdigit():
-            self._refuse(400)
-            return
-        if len(self._buffer) < end + 4 + int(length):
-            return  # the request body is still arriving (it is ignored: nothing is written)
-        del self._buffer[: end + 4 + int(length)]
-        self._busy = True
-        self._server.log.append(
-            LoggedRequest(request.method, request.path, request.fields.get("range"), request.headers, self._port)
-        )
-        latency = self._server.faults.latency
-        if latency:
-            self._loop.call_later(latency, self._respond, request)
-        else:
-            self._respond(request)
-
-    def _refuse(self, status: int) -> None:
-        assert self._transport is not None
-        self._closed = True
-        self._transport.write(_head(status, {"Content-Length": "0"}, keep_alive=False))
-        self._transport.close()
-
-    def _respond(self, request: _Request) -> None:
-        if self._closed:
-            return
+    def finish(self) -> None:
         try:
-            self._answer(request)
-        except BaseException:
-            # A bug here must not leave the client waiting for its read timeout; the
-            # event loop reports the exception.
-            self.abort()
-            raise
+            super().finish()
+        finally:
+            with self.server.lock:
+                self.server.connections.discard(self.connection)
 
-    def _finish(self, keep_alive: bool) -> None:
-        assert self._transport is not None
-        if not keep_alive:
-            self._closed = True
-            self._transport.close()
+    def handle_one_request(self) -> None:
+        # An idle keep-alive connection is closed after faults.idle_timeout seconds,
+        # without notice, as servers do (http.server closes it when the read times out).
+        self.connection.settimeout(self.server.faults.idle_timeout or None)
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: requests are in ``StaticServer.log``."""
+
+    def do_GET(self) -> None:
+        self._serve(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(send_body=False)
+
+    def _refuse_other_method(self) -> None:
+        self.close_connection = True  # its body, if any, is not read
+        self._simple(501, {"Allow": "GET, HEAD"})
+
+    do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _refuse_other_method
+
+    # -- answering ---------------------------------------------------------------------
+
+    def _head(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response_only(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+
+    def _simple(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self._head(status, {**(headers or {}), "Content-Length": "0"})
+
+    def _serve(self, send_body: bool) -> None:
+        if "transfer-encoding" in self.headers or not (self.headers.get("content-length") or "0").isdigit():
+            self.close_connection = True
+            self._simple(501 if "transfer-encoding" in self.headers else 400)
             return
-        self._busy = False
-        self._next()
-        idle_timeout = self._server.faults.idle_timeout
-        if idle_timeout and not self._busy and not self._closed:
-            self._idle = self._loop.call_later(idle_timeout, self._close_idle)
-
-    def _close_idle(self) -> None:
-        assert self._transport is not None
-        self._closed = True
-        self._transport.close()
-
-    def _simple(self, request: _Request, status: int, headers: dict[str, str] | None = None) -> None:
-        assert self._transport is not None
-        self._transport.write(_head(status, {**(headers or {}), "Content-Length": "0"}, request.keep_alive))
-        self._finish(request.keep_alive)
-
-    def _answer(self, request: _Request) -> None:
-        faults = self._server.faults
-        path = request.path
+        length = int(self.headers.get("content-length") or "0")
+        if length:
+            self.rfile.read(length)  # a body on GET/HEAD means nothing here: skip it
+        path = self.path.partition("?")[0].partition("#")[0]
+        server = self.server
+        with server.lock:
+            port = self.client_address[1]
+            server.log.append(LoggedRequest(self.command, path, self.headers.get("range"), dict(self.headers), port))
+        faults = server.faults
+        if faults.latency:
+            time.sleep(faults.latency)
         if path in faults.redirects:
-            self._simple(request, 302, {"Location": faults.redirects[path]})
+            self._simple(302, {"Location": faults.redirects[path]})
             return
         if path in faults.status_for:
-            self._simple(request, faults.status_for[path])
+            self._simple(faults.status_for[path])
             return
         if faults.take("unavailable"):
-            headers = {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {}
-            self._simple(request, 503, headers)
+            self._simple(503, {"Retry-After": str(faults.retry_after)} if faults.retry_after is not None else {})
             return
-        if request.method not in ("GET", "HEAD"):
-            self._simple(request, 501, {"Allow": "GET, HEAD"})
-            return
-        send_body = request.method == "GET"
         if not send_body and faults.head_not_allowed:
-            self._simple(request, 405, {"Allow": "GET"})
+            self._simple(405, {"Allow": "GET"})
             return
-        opened = self._server.open(path)
+        opened = server.open(path)
         if opened is None:
-            self._simple(request, 404)
+            self._simple(404)
             return
         fd, st, full = opened
-        try:
-            self._answer_file(request, send_body, fd, st, full)
-        except BaseException:
-            os.close(fd)
-            raise
+        with open(fd, "rb", closefd=True) as fh:
+            self._answer_file(send_body, fh, st, full)
 
-    def _answer_file(self, request: _Request, send_body: bool, fd: int, st: os.stat_result, full: str) -> None:
-        # Owns fd: closes it, or hands it to the body sender, which does.
-        faults = self._server.faults
+    def _answer_file(self, send_body: bool, fh: BinaryIO, st: os.stat_result, full: str) -> None:
+        faults = self.server.faults
         size = st.st_size
         etag = f'"{st.st_mtime_ns:x}-{size:x}"'
         start, end, status = 0, size, 200
-        wanted = request.fields.get("range")
-        if request.fields.get("if-range", etag) != etag:
+        wanted = self.headers.get("range")
+        if self.headers.get("if-range", etag) != etag:
             wanted = None  # the client's copy is outdated: send the whole current object
         if wanted and not faults.ignore_range:
             match = _RANGE.match(wanted.strip())
@@ -292,8 +213,7 @@ class _Connection(asyncio.Protocol):
                 else:
                     start, end = int(first), size if last == "" else min(size, int(last) + 1)
             if match is None or match.groups() == ("", "") or start >= size:
-                os.close(fd)
-                self._simple(request, 416, {"Content-Range": f"bytes */{size}"})
+                self._simple(416, {"Content-Range": f"bytes */{size}"})
                 return
             status = 206
         headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
@@ -302,89 +222,62 @@ class _Connection(asyncio.Protocol):
         headers["Content-Type"] = "application/octet-stream"
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        head = _head(status, headers, request.keep_alive)
-        assert self._transport is not None
+        self._head(status, headers)
         if not send_body:
-            os.close(fd)
-            self._transport.write(head)
-            self._finish(request.keep_alive)
             return
         stop = end
         if faults.drop_after and end - start > faults.drop_after and faults.take("drop"):
             stop = start + faults.drop_after
         if faults.stall and faults.take("stall"):
-            self._transport.write(head)
-            self._loop.call_later(faults.stall, self._send_body, request, fd, full, b"", start, stop, end)
-            return
-        self._send_body(request, fd, full, head, start, stop, end)
-
-    def _send_body(self, request: _Request, fd: int, full: str, head: bytes, start: int, stop: int, end: int) -> None:
-        assert self._transport is not None
-        if self._closed:
-            os.close(fd)
-            return
-        if stop - start > _INLINE_BODY:
-            if head:
-                self._transport.write(head)
-            self._loop.create_task(self._sendfile(request, fd, full, start, stop, end))
-            return
-        try:
-            data = os.pread(fd, stop - start, start) if stop > start else b""
-        finally:
-            os.close(fd)
-        # One write (usually one send) for the headers and a small body.
-        self._transport.write(head + data)
-        self._body_sent(request, full, stop < end)
-
-    async def _sendfile(self, request: _Request, fd: int, full: str, start: int, stop: int, end: int) -> None:
-        assert self._transport is not None
-        with open(fd, "rb", closefd=True) as fh:
-            try:
-                # sendfile: the kernel copies the bytes, so the server's own CPU (shared
-                # with the clients it serves in tests and benchmarks) is not what limits them.
-                await self._loop.sendfile(self._transport, fh, start, stop - start)
-            except (OSError, RuntimeError):
-                # The client went away mid-body (a reader that stopped early).
-                self.abort()
-                return
-        self._body_sent(request, full, stop < end)
-
-    def _body_sent(self, request: _Request, full: str, dropped: bool) -> None:
-        assert self._transport is not None
-        if not dropped:
-            self._finish(request.keep_alive)
-            return
-        # Drop the connection mid-body, the way a crashed proxy or a reset does: what was
-        # written still goes out, then the connection closes.
-        self._closed = True
-        self._transport.close()
-        on_drop = self._server.faults.on_drop
-        if on_drop is not None:
-            on_drop(full)
+            self.wfile.flush()
+            time.sleep(faults.stall)
+        if stop - start <= _INLINE_BODY:
+            self.wfile.write(os.pread(fh.fileno(), stop - start, start))
+        else:
+            # sendfile: the kernel copies the bytes (TLS sockets fall back to send).
+            self.wfile.flush()
+            self.connection.sendfile(fh, start, stop - start)
+        if stop < end:
+            # Drop the connection mid-body, as a crashed proxy or a reset does.
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            if faults.on_drop is not None:
+                faults.on_drop(full)
 
 
-class _Server:
-    """The listening socket, the event loop that serves it and the shared state."""
+class _Server(http.server.ThreadingHTTPServer):
+    """The listening socket, a thread per connection, and the shared state."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
 
     def __init__(self, root: str, faults: Faults, tls: ssl.SSLContext | None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
         self.root = os.path.realpath(root)
         self.tls = tls
         self.faults = faults
         self.log: list[LoggedRequest] = []
-        self.connections: set[_Connection] = set()
-        # select() sleeps to the microsecond; epoll (the default) rounds every wait up to
-        # a whole millisecond, which made the added latency up to 1 ms longer than asked
-        # whenever other connections woke the loop in between. A test server holds far
-        # fewer than FD_SETSIZE (1024) descriptors.
-        self.loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
-        self._stopped = self.loop.create_future()
-        # Bound now, so the port is known before serving starts (early connections wait
-        # in the backlog).
-        self.socket = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.lock = threading.Lock()
+        self.connections: set[socket.socket] = set()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The handshake happens in the connection's own thread, on its first read.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up (timeouts, closed pools, dropped bodies) are routine here.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def port(self) -> int:
-        return int(self.socket.getsockname()[1])
+        return int(self.server_address[1])
 
     def open(self, url_path: str) -> tuple[int, os.stat_result, str] | None:
         """An open descriptor, the stat and the path of the regular file at ``url_path``.
@@ -407,33 +300,15 @@ class _Server:
             return None
         return fd, st, full
 
-    def serve_forever(self) -> None:
-        """Serve until :meth:`stop` (from any thread) or KeyboardInterrupt."""
-        loop = self.loop
-        server = loop.run_until_complete(loop.create_server(lambda: _Connection(self), sock=self.socket, ssl=self.tls))
-        try:
-            loop.run_until_complete(self._stopped)
-        finally:
-            server.close()
-            for connection in list(self.connections):
-                connection.abort()
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            # One more turn of the loop: aborted transports close their sockets in
-            # callbacks, and cancelled body transfers finish.
-            loop.run_until_complete(_settle())
-            loop.close()
-
-    def stop(self) -> None:
-        """Make :meth:`serve_forever` return (thread-safe)."""
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(lambda: self._stopped.done() or self._stopped.set_result(None))
-
-
-async def _settle() -> None:
-    others = asyncio.all_tasks() - {asyncio.current_task()}
-    await asyncio.gather(*others, return_exceptions=True)
-    await asyncio.sleep(0)
+    def drop_connections(self) -> None:
+        """Shut every open connection down (the server is stopping)."""
+        with self.lock:
+            connections = list(self.connections)
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class StaticServer:
@@ -442,18 +317,16 @@ class StaticServer:
     ``with StaticServer(store_dir) as server: KaraStorage(server.url + "/")`` reads
     a file:// store's folder as an http:// mirror. ``server.faults`` changes behaviour
     on the fly; ``server.log`` lists every request received. With ``tls`` (a server
-    context holding a certificate) it speaks HTTPS.
-
-    One event loop thread answers every connection (the added latency is a timer, so
-    waiting requests hold no thread): per request it costs a small fraction of a
-    threaded standard-library server's CPU, which matters when it shares the machine
-    with the clients it serves, as in tests and benchmarks.
+    context holding a certificate) it speaks HTTPS. Requests are parsed by the
+    standard library's :mod:`http.server`, one thread per connection.
     """
 
     def __init__(self, root: str, faults: Faults | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.faults = faults or Faults()
         self._server = _Server(root, self.faults, tls)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kara-static-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="kara-static-server", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -479,11 +352,10 @@ class StaticServer:
     def stop(self) -> None:
         """Stop serving, drop open connections and close the listening socket."""
         if self._thread.is_alive():
-            self._server.stop()
+            self._server.shutdown()
             self._thread.join(timeout=5)
-        else:
-            self._server.loop.close()
-        self._server.socket.close()
+        self._server.drop_connections()
+        self._server.server_close()
 
     def __enter__(self) -> StaticServer:
         return self.start()
@@ -553,12 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     server = StaticServer(args.root, Faults(latency=args.latency, ignore_range=args.ignore_range))
     print(server.url, flush=True)
     try:
-        # The event loop runs in the main thread: no thread switch per request.
         server._server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server._server.socket.close()
+        server._server.server_close()
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import BinaryIO, TypeVar
 
 import oss2
-import requests
+from kara_transport import Transport
 from oss2.credentials import StaticCredentialsProvider
 from oss2.models import PartInfo
 
@@ -29,7 +28,7 @@ from kara_core.url import StoreURL
 from .crc import crc64, crc64_combine
 from .options import OSSOptions, resolve_credentials
 from .retry import Retrier, ShortReadError
-from .session import PooledSession
+from .session import TransportSession
 
 __all__ = ["OSSAppender", "OSSBackend"]
 
@@ -42,7 +41,7 @@ _STANDARD_RANGE = {"x-oss-range-behavior": "standard"}
 _CONVERT_MARK = ".kara-tmp-append"
 # open_read reads answers up to this size whole, at once: a directory load opens one
 # stream per small file, and a buffered stream over the connection costs more than the
-# transfer (a 1 MiB buffer, two reads through urllib3 per file).
+# transfer (a 1 MiB buffer, two reads through the transport per file).
 _WHOLE_READ = 1024 * 1024
 
 
@@ -130,22 +129,19 @@ class OSSBackend(Backend):
         endpoint_url = f"{scheme}://{endpoint}"
         # Directory loads keep up to 32 downloads in flight (kara_core.obj's default for
         # stores with parallel reads); a smaller pool would close and reopen connections.
-        session = PooledSession(pool_size=max(64, 2 * options.parallelism))
-        # requests re-reads proxy settings from the environment on every request (most
-        # of the client-side cost of a small GET); read them once here instead. It also
-        # stats the CA bundle per request unless verification is off, which it may be
-        # for plain http, where there is no certificate to verify.
-        proxies = requests.utils.get_environ_proxies(endpoint_url) or None
-        session.session.trust_env = False
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        session.session.verify = (ca_bundle or True) if options.use_ssl else False
+        # Proxies and the CA bundle come from the environment, read once by the transport.
+        transport = Transport(
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            max_connections=max(64, 2 * options.parallelism),
+        )
+        session = TransportSession(transport)
         try:
             self._bucket = oss2.Bucket(
                 auth,
                 endpoint_url,
                 bucket,
                 session=session,
-                proxies=proxies,
                 connect_timeout=(options.connect_timeout, options.read_timeout),
                 enable_crc=False,
                 region=options.region,

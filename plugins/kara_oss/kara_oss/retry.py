@@ -7,16 +7,13 @@ everything else fails at once with a kara error that says what to fix.
 
 from __future__ import annotations
 
-import http.client
 import logging
-import random
-import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import TypeVar
 
 import oss2
-import requests
-import urllib3
+from kara_transport import RetryBudget, TransportError
 
 from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, PermissionDeniedError
 
@@ -64,15 +61,9 @@ def _retry_after(exc: BaseException) -> float:
         return 0.0
 
 
-# Failures of the transport (a dropped or timed-out connection, a truncated body).
-_TRANSPORT = (
-    ShortReadError,
-    requests.exceptions.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    ConnectionError,
-    TimeoutError,
-)
+# Failures of the transport (a dropped or timed-out connection, a malformed or truncated
+# answer); kara_transport raises TransportError for all of them.
+_TRANSPORT = (ShortReadError, TransportError, ConnectionError, TimeoutError)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -82,6 +73,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, oss2.exceptions.RequestError):
         return not any(marker in str(exc.body) for marker in _UNRESOLVABLE)
     return isinstance(exc, (oss2.exceptions.InconsistentError, *_TRANSPORT))
+
+
+#: What oss2 (or kara's checks of its result) raises on an answer it cannot read.
+_UNREADABLE_ANSWER = (ET.ParseError, ValueError, IndexError, KeyError, RuntimeError, TypeError, UnicodeError)
 
 
 class Retrier:
@@ -96,31 +91,28 @@ class Retrier:
 
         ``what`` describes the call for messages ("read row/ns/key/meta.json").
         """
-        deadline = time.monotonic() + self.budget
-        attempt = 0
+        budget = RetryBudget(f"{what} on {self.url}", self.budget, _BASE_DELAY, _MAX_DELAY)
         while True:
             try:
                 return fn()
             except (oss2.exceptions.OssError, *_TRANSPORT) as exc:
                 if not is_transient(exc):
                     raise self.translate(what, exc) from None
-                delay = min(_MAX_DELAY, _BASE_DELAY * 2**attempt)
-                delay = max(_retry_after(exc), delay / 2 + random.uniform(0, delay / 2))
-                attempt += 1
-                if time.monotonic() + delay > deadline:
-                    hint = (
-                        f" (is the endpoint {self.endpoint} right?)"
-                        if isinstance(exc, oss2.exceptions.RequestError)
-                        else ""
-                    )
-                    raise BackendError(
-                        f"{what} on {self.url} failed after {attempt} attempt(s) within the "
-                        f"{self.budget:g} s retry budget: {_describe(exc)}{hint}"
-                    ) from None
-                log.warning(
-                    "retrying %s on %s in %.2f s (attempt %d): %s", what, self.url, delay, attempt, _describe(exc)
-                )
-                time.sleep(delay)
+                unreachable = isinstance(exc, oss2.exceptions.RequestError)
+                hint = f" (is the endpoint {self.endpoint} right?)" if unreachable else ""
+                log.warning("retrying %s on %s (attempt %d): %s", what, self.url, budget.attempts, _describe(exc))
+                budget.wait(_describe(exc) + hint, _retry_after(exc))
+            except KaraError:
+                raise
+            except _UNREADABLE_ANSWER as exc:
+                # oss2 parses answers without guarding against hostile ones: a body that
+                # is not XML, a missing or non-numeric field, bad UTF-8 (found by the
+                # fuzzing campaign, tests/fuzz/test_oss_answers.py). Retrying would get
+                # the same answer.
+                raise BackendError(
+                    f"{what} on {self.url}: the endpoint sent an answer that is not a valid OSS answer "
+                    f"({type(exc).__name__}: {str(exc)[:200]})"
+                ) from None
 
     def translate(self, what: str, exc: BaseException) -> KaraError:
         """Return the kara error for a failure that retrying will not fix."""

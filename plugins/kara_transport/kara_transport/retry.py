@@ -1,4 +1,7 @@
-"""Retry policy of one HTTP operation: exponential backoff with jitter, bounded in time."""
+"""Retry policy of one HTTP operation: exponential backoff with jitter, bounded in time.
+
+One policy for every kara HTTP client (kara-http's requests, kara-oss's oss2 calls).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import time
 
 from kara_core.errors import BackendError
 
-__all__ = ["RetryBudget", "parse_retry_after"]
+__all__ = ["RETRY_STATUSES", "RetryBudget", "parse_retry_after"]
 
 #: Statuses worth retrying: rate limiting and server-side failures.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -19,7 +22,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -37,13 +40,14 @@ class RetryBudget:
     the budget ends, :meth:`wait` raises :class:`BackendError` naming the last failure.
     """
 
-    def __init__(self, what: str, budget: float, base: float, cap: float) -> None:
+    def __init__(self, what: str, budget: float, base: float, cap: float, *, option: str = "retry_budget") -> None:
         self.what = what
         self.budget = budget
         self.base = base
         self.cap = cap
         self.started = time.monotonic()
         self.attempts = 1
+        self.option = option
 
     def wait(self, reason: str, retry_after: float | None = None) -> None:
         """Sleep before the next attempt, or raise :class:`BackendError` if out of budget."""
@@ -55,7 +59,7 @@ class RetryBudget:
         if elapsed + delay > self.budget:
             raise BackendError(
                 f"{self.what} failed after {self.attempts} attempt(s) in {elapsed:.1f}s "
-                f"(retry budget {self.budget:g}s, option retry_budget): {reason}"
+                f"(retry budget {self.budget:g}s, option {self.option}): {reason}"
             )
         time.sleep(delay)
         self.attempts += 1

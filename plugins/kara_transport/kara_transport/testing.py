@@ -1,0 +1,100 @@
+"""A raw-socket HTTP server on 127.0.0.1 that plays canned answers, byte for byte (for tests).
+
+Tests of the transport's strictness need answers no well-behaved server library would
+send (bad chunk sizes, conflicting lengths, bodies cut short): this server reads one
+request head per answer and writes the scripted bytes, then closes the connection or
+keeps it open (``hold``) so that a client waiting for more hangs unless it refuses,
+or (``keep_alive``) reads the next request on the same connection. It records every
+request head it received, and the client port it came from.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+__all__ = ["RawServer"]
+
+
+class RawServer:
+    """Serves ``answers`` in turn (one per request); after the last, repeats it."""
+
+    def __init__(self, answers: list[bytes], hold: float = 0.0, keep_alive: bool = False) -> None:
+        self.answers = answers
+        self.hold = hold
+        self.keep_alive = keep_alive
+        self.heads: list[bytes] = []
+        #: The body (Content-Length framed) of each request in ``heads``.
+        self.bodies: list[bytes] = []
+        #: The client's port for each request in ``heads``.
+        self.ports: list[int] = []
+        self._lock = threading.Lock()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._served = 0
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        port = conn.getpeername()[1]
+        with conn:
+            buffer = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in buffer:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buffer += data
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    length = _content_length(head)
+                    while len(buffer) < length:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buffer += data
+                    body, buffer = buffer[:length], buffer[length:]
+                    with self._lock:
+                        self.heads.append(head)
+                        self.bodies.append(body)
+                        self.ports.append(port)
+                        answer = self.answers[min(self._served, len(self.answers) - 1)]
+                        self._served += 1
+                    conn.sendall(answer)
+                    if not self.keep_alive:
+                        break
+                if self.hold:
+                    self._stop.wait(self.hold)
+            except OSError:
+                return
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value.strip())
+    return 0
