@@ -286,7 +286,7 @@ def cat_command(
         if start < stop:
             ds.seek(start)
         for index in range(start, stop):
-            raw = ds.read()
+            raw = ds.read(None)
             if raw is None:
                 break
             if fmt == "hex":

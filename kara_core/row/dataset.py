@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ..backend import Backend
-from ..errors import ConfigurationError, DatasetClosedError, ModeError
+from ..errors import ConfigurationError, DatasetClosedError, EndOfDatasetError, ModeError, RecordIndexError
 from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .writer import RowWriter
@@ -26,6 +26,9 @@ __all__ = ["RowDataset"]
 DRAIN_RECORDS = 512
 DRAIN_BYTES = 64 * 1024
 
+
+#: Marks "no default given" for read(): None is a valid default.
+_RAISE: Any = object()
 
 #: Serializers known to return bytes (others are checked record by record).
 _BUILTIN_SERIALIZE = (JSONSerializer.serialize, PickleSerializer.serialize, NoSerializer.serialize)
@@ -249,10 +252,19 @@ class RowDataset:
             self._moves += 1
         return raw
 
-    def read(self) -> Any:
-        """Return the next record, or None at the end."""
+    def read(self, default: Any = _RAISE) -> Any:
+        """Return the next record and move the cursor past it.
+
+        At the end, raise :class:`~kara_core.errors.EndOfDatasetError` (an EOFError, as
+        in 2.x), or return ``default`` when one is given (``ds.read(default=None)``).
+        Iteration (``for record in ds``) stops cleanly at the end.
+        """
         raw = self._next_raw()
-        return None if raw is None else self._deserialize(raw)
+        if raw is None:
+            if default is _RAISE:
+                raise EndOfDatasetError(f"end of dataset {self._name()}: all {len(self)} records were read")
+            return default
+        return self._deserialize(raw)
 
     def __iter__(self) -> Iterator[Any]:
         """Yield the records from the cursor to the end, moving the cursor along.
@@ -315,7 +327,11 @@ class RowDataset:
     # -- random access ---------------------------------------------------------------
 
     def __getitem__(self, index: int) -> Any:
-        """Record ``index`` (negative counts from the end); IndexError when out of range."""
+        """Record ``index`` (negative counts from the end).
+
+        Out of range: :class:`~kara_core.errors.RecordIndexError`, both an IndexError
+        and an EOFError (what 2.x raised for ``ds[i]`` and ``pread(i)``).
+        """
         snap = self._snap
         if snap is None:
             raise self._unreadable()
@@ -324,7 +340,7 @@ class RowDataset:
         if i < 0:
             i += length
         if not 0 <= i < length:
-            raise IndexError(f"record {index} is out of range for dataset {self._name()} of {length} records")
+            raise RecordIndexError(f"record {index} is out of range for dataset {self._name()} of {length} records")
         return self._deserialize(snap.raw(self._begin + i))
 
     def pread(self, index: int) -> Any:
