@@ -386,6 +386,27 @@ class RowDataset:
             end = self._end if length is None else min(begin + length, self._end)
             return RowDataset(*self._identity(), snapshot=snap.share(), begin=begin, end=end)
 
+    def slice_(self, start: int = 0, length: int | None = None) -> None:
+        """Narrow this dataset in place to records ``[start, start + length)`` (2.x's ``slice_``).
+
+        As in 2.x, ``start`` counts from the current start, ``length`` defaults to the
+        rest of the current slice, bounds are clamped to the whole version (not to the
+        current slice), and the cursor goes to the new start.
+        """
+        start = operator.index(start)
+        if start < 0 or (length is not None and length < 0):
+            raise ConfigurationError(f"slice start and length must be >= 0, got {start} and {length}")
+        with self._lock:
+            snap = self._reader()
+            if length is None:
+                length = max(self._end - self._begin - start, 0)
+            self._begin = min(self._begin + start, snap.count)
+            self._end = min(self._begin + length, snap.count)
+            self._pos = self._begin
+            self._moves += 1
+            self._batch = []
+            self._bpos = 0
+
     # -- sizes -----------------------------------------------------------------------
 
     def __len__(self) -> int:
