@@ -22,7 +22,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..backend import check_path
-from ..errors import ConfigurationError, CorruptDatasetError, UnsafePathError
+from ..errors import CorruptDatasetError, UnsafePathError
+from ..names import check_name, check_nested_name
 
 __all__ = [
     "RESERVED_NAMES",
@@ -265,19 +266,18 @@ def _validation_error(exc: ValidationError, where: str) -> Exception:
 
 def check_version_name(version: Any) -> str:
     """Return ``version`` as a string (2.x accepted ints) if it is a usable name."""
-    name = str(version)
-    if not name or "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
-        raise ConfigurationError(f"invalid version name {name!r}: use a non-empty name without '/' or '\\'")
-    return name
+    return check_name("version", str(version))
 
 
 class KeyLayout:
     """Store paths of one saved directory ``obj/<namespace>/<key>/``."""
 
+    #: The folders of a key's own contents (a meta.json below them is not a nested key).
+    INNER = frozenset(["vers", "data", "kara", "kara-saves"])
+
     def __init__(self, namespace: str, key: str) -> None:
-        for name, value in (("namespace", namespace), ("key", key)):
-            if not isinstance(value, str) or not value or "/" in value:
-                raise ConfigurationError(f"invalid {name} {value!r}: use a non-empty name without '/'")
+        check_nested_name("namespace", namespace)
+        check_nested_name("key", key)
         self.namespace, self.key = namespace, key
         self.root = check_path(f"obj/{namespace}/{key}") + "/"
 

@@ -29,6 +29,7 @@ from ..errors import (
     VersionNotFoundError,
 )
 from ..locks import LeaseLock
+from ..names import check_nested_name, split_names
 from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest
@@ -120,21 +121,29 @@ class ObjectStore:
 
     # -- listing --------------------------------------------------------------------
 
-    def _meta_paths(self, prefix: str) -> list[list[str]]:
-        found = []
-        for path in self.backend.list(prefix):
-            parts = path.split("/")
-            if len(parts) == 4 and parts[3] == "meta.json":
-                found.append(parts)
-        return found
+    def _names(self, prefix: str) -> list[tuple[str, str]]:
+        # (namespace, key) of every meta.json under obj/<prefix>; names with '/' are
+        # split at their last '/' (see kara_core.names).
+        folders = [
+            path[len("obj/") : -len("/meta.json")]
+            for path in self.backend.list("obj/" + prefix)
+            if path.endswith("/meta.json")
+        ]
+        return split_names(folders, lambda _folder: KeyLayout.INNER)
 
     def list_namespaces(self) -> list[str]:
-        """Return the namespaces that hold saved directories."""
-        return sorted({parts[1] for parts in self._meta_paths("obj/")})
+        """Return the namespaces that hold saved directories.
+
+        A key whose name contains ``/`` is listed once, under the namespace made of all
+        but the last component of ``namespace/key``.
+        """
+        return sorted({namespace for namespace, _ in self._names("")})
 
     def list_keys(self, namespace: str) -> list[str]:
         """Return the keys of the saved directories of ``namespace``."""
-        return sorted({parts[2] for parts in self._meta_paths(f"obj/{namespace}/")})
+        check_nested_name("namespace", namespace)
+        found = self._names(namespace.split("/", 1)[0] + "/")
+        return sorted({key for ns, key in found if ns == namespace})
 
     def list_versions(self, namespace: str, key: str) -> list[str]:
         """Return the versions of a saved directory in creation order."""
