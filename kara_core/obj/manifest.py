@@ -13,6 +13,7 @@ reserved names, a blob name that is not ``<md5>_<sha1>``) raises
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
@@ -250,6 +251,22 @@ def parse_manifest(raw: bytes, sidecar_raw: bytes | None, where: str) -> Manifes
     manifest = Manifest(files, tuple(sidecar.links), tuple(sidecar.dirs))
     _check_tree(manifest)
     return manifest
+
+
+def manifest_digest(raw: bytes) -> str:
+    """The name a sidecar gives the manifest it belongs to (SHA-1 of its bytes)."""
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
+def sidecar_matches(manifest_raw: bytes, sidecar_raw: bytes | None) -> bool:
+    """Whether ``sidecar_raw`` belongs to ``manifest_raw`` (sidecars that name none always do)."""
+    if sidecar_raw is None:
+        return True
+    try:
+        named = orjson.loads(sidecar_raw).get("manifest")
+    except (orjson.JSONDecodeError, AttributeError):
+        return True  # parse_manifest reports a broken sidecar
+    return named is None or named == manifest_digest(manifest_raw)
 
 
 def _validation_error(exc: ValidationError, where: str) -> Exception:
