@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from operator import length_hint
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,7 +16,11 @@ from ..backend import Backend
 from ..errors import ConfigurationError, DatasetClosedError, EndOfDatasetError, ModeError, RecordIndexError
 from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
+from .workers import warn_if_in_dataloader_worker
 from .writer import RowWriter
+
+if TYPE_CHECKING:
+    from .shard import RowShard
 
 __all__ = ["RowDataset"]
 
@@ -237,6 +241,7 @@ class RowDataset:
         snap = self._reader()
         if self._pos >= self._end:
             return False
+        warn_if_in_dataloader_worker(self._name())
         stop = min(self._end, self._pos + BATCH_RECORDS)
         self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES)
         self._bpos = 0
@@ -385,6 +390,16 @@ class RowDataset:
             begin = min(self._begin + start, self._end)
             end = self._end if length is None else min(begin + length, self._end)
             return RowDataset(*self._identity(), snapshot=snap.share(), begin=begin, end=end)
+
+    def shard(self, index: int, count: int) -> RowShard:
+        """Records ``index::count`` of this dataset (or slice): one of ``count`` disjoint shards.
+
+        Give shard ``info.id`` of ``info.num_workers`` to each DataLoader worker so that
+        every record is read once (see :class:`~kara_core.row.shard.RowShard`).
+        """
+        from .shard import RowShard
+
+        return RowShard(self.slice(), index, count)
 
     def slice_(self, start: int = 0, length: int | None = None) -> None:
         """Narrow this dataset in place to records ``[start, start + length)`` (2.x's ``slice_``).
