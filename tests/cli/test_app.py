@@ -118,11 +118,10 @@ class _CredentialOptions(BackendOptions):
     app_secret: str | None = None
 
 
-def test_app_key_given_to_a_file_store_is_rejected_by_name(kara, store_url):
+def test_app_key_given_to_a_file_store_is_ignored_with_a_warning(kara, store_url):
     result = kara("ls", store_url, "--app-key", "AK")
-    assert result.exit_code == 1
-    assert "unknown option 'app_key'" in result.stderr
-    assert "AK" not in result.stderr
+    assert result.exit_code == 0 and "ns" in result.stdout
+    assert result.stderr == "kara: warning: --app-key ignored: file:// stores take no such option\n"
 
 
 def test_oss_credentials_in_the_environment_do_not_break_file_stores(kara, store_url):
