@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import click
 import pytest
 
+import kara_core
 from kara_core import hookimpl
 from kara_core.cli import cli
 from kara_core.plugins import get_plugin_manager, register_plugin, reset_plugins, unregister_plugin
@@ -145,6 +146,8 @@ def test_oss_credentials_in_the_environment_reach_stores_that_take_them(kara, pl
             register("credtest", factory, _CredentialOptions, "test")
 
     plugin(CredentialStore(), "credtest-plugin")
+    with kara_core.KaraStorage(f"file://{tmp_path}").open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write(1)
     result = kara("ls", "credtest://x", env={"OSS_ACCESS_KEY_ID": "AK", "OSS_ACCESS_KEY_SECRET": "SK"})
     assert result.exit_code == 0
     assert (seen[0].app_key, seen[0].app_secret) == ("AK", "SK")
