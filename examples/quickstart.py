@@ -34,7 +34,7 @@ def main(url: str) -> None:
     print(f"read {count} records sequentially; first = {first}")
     print(f"random access: ds[12345] = {ds[12345]}, ds[-1] = {ds[-1]}")
     ds.seek(5, 2)  # five records back from the end
-    print(f"seek(5, 2) then read -> id {ds.read()['id']}; read at the end -> {ds.seek(0, 2) and ds.read()}")
+    print(f"seek(5, 2) then read -> id {ds.read()['id']}; read at the end -> {ds.seek(0, 2) and ds.read(default=None)}")
     print(f"versions: {storage.list_versions('quickstart', 'corpus')}")
 
     # Object storage: a folder saved as a version, deduplicated by content hash.

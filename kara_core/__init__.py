@@ -6,6 +6,7 @@ This module imports nothing heavy: storage plugins load their libraries lazily.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from . import errors, serialization
@@ -42,10 +43,16 @@ def make_torch_dataset(ds: Any, shuffle: bool = False, auto_distributed: bool = 
     return get_integration("torch").make_torch_dataset(ds, shuffle=shuffle, auto_distributed=auto_distributed, **kwargs)
 
 
+#: Submodules 2.x scripts reach as attributes right after ``import kara_storage``.
+_2X_SUBMODULES = ("abc", "object", "pytorch", "row")
+
+
 def __getattr__(name: str) -> Any:
     # RowDataset lives in the row package; load it on first use to keep import light.
     if name == "RowDataset":
         from .row import RowDataset
 
         return RowDataset
+    if name in _2X_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'kara_core' has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """The Backend protocol: the only thing a storage plugin implements.
 
 Paths are ``/``-separated keys relative to the store's root (``row/ns/key/meta.json``);
-they never start with ``/`` and never contain ``..``, empty components or backslashes
-(:func:`check_path` enforces it at the boundary). Everything above this layer (row
+they never start with ``/`` and never contain ``.``/``..`` or empty components, nor NUL
+(:func:`check_path` enforces it at the boundary). A backslash is a plain character of a
+name, never a separator (kara-storage 2.x stores may hold such names). Everything above this layer (row
 datasets, directory versions, retries policy for readers, progress reporting, shuffling)
 is written once in the core against these methods.
 """
@@ -112,13 +113,14 @@ def check_path(path: str) -> str:
     """Validate a store-relative path and return it unchanged.
 
     Raises :class:`~kara_core.errors.UnsafePathError` for absolute paths, ``.``/``..``
-    or empty components, backslashes and NUL bytes: no backend may ever be asked to
-    touch something outside its store.
+    or empty components and NUL bytes: no backend may ever be asked to touch something
+    outside its store. A backslash is an ordinary character (stores are POSIX folders
+    or object keys, where it separates nothing).
     """
     if not isinstance(path, str) or not path:
         raise UnsafePathError(repr(path), "path is empty")
-    if "\\" in path or "\x00" in path:
-        raise UnsafePathError(path, "backslashes and NUL bytes are not allowed")
+    if "\x00" in path:
+        raise UnsafePathError(path, "NUL bytes are not allowed")
     if path.startswith("/"):
         raise UnsafePathError(path, "path must be relative to the store")
     for part in path.split("/"):

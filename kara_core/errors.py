@@ -17,6 +17,7 @@ __all__ = [
     "DatasetClosedError",
     "DatasetLockedError",
     "DatasetNotFoundError",
+    "EndOfDatasetError",
     "KaraError",
     "MissingPluginError",
     "ModeError",
@@ -24,6 +25,7 @@ __all__ = [
     "PermissionDeniedError",
     "PluginLoadError",
     "ReadOnlyStoreError",
+    "RecordIndexError",
     "UnknownSchemeError",
     "UnsafePathError",
     "VersionExistsError",
@@ -94,28 +96,52 @@ class VersionExistsError(KaraError, ValueError):
     """Saving under a version name that already exists without asking to overwrite."""
 
 
-class ReadOnlyStoreError(KaraError, PermissionError):
-    """A write was attempted on a store (or dataset) that cannot be written."""
+class ReadOnlyStoreError(KaraError, PermissionError, ValueError):
+    """A write was attempted on a store (or dataset) that cannot be written.
+
+    Also a ValueError: 2.x raised one when asked to write to an http(s):// store.
+    """
 
     def __init__(self, url: str, what: str = "write") -> None:
         self.url = url
         super().__init__(f"cannot {what}: store {url} is read-only")
 
 
-class PermissionDeniedError(KaraError, PermissionError):
-    """The storage service refused the credentials (HTTP 401/403, OSS AccessDenied)."""
+class PermissionDeniedError(KaraError, PermissionError, RuntimeError):
+    """The storage service refused the credentials (HTTP 401/403, OSS AccessDenied).
+
+    Also a RuntimeError: 2.x raised one for any unexpected HTTP status.
+    """
 
 
-class BackendError(KaraError, OSError):
-    """The storage service failed and retries did not help (network, 5xx, timeouts)."""
+class BackendError(KaraError, OSError, RuntimeError):
+    """The storage service failed and retries did not help (network, 5xx, timeouts).
+
+    Also a RuntimeError: 2.x raised one for any unexpected HTTP status.
+    """
 
 
 class ModeError(KaraError, RuntimeError):
     """A read on a dataset opened for writing, or a write on one opened for reading."""
 
 
-class DatasetClosedError(KaraError, ValueError):
-    """An operation on a dataset that was already closed."""
+class DatasetClosedError(KaraError, ValueError, RuntimeError):
+    """An operation on a dataset that was already closed (a RuntimeError in 2.x)."""
+
+
+class EndOfDatasetError(KaraError, EOFError):
+    """``read()`` past the last record (2.x raised EOFError there too).
+
+    Iterating (``for record in ds``) stops cleanly instead; ``read(default=None)``
+    returns the default.
+    """
+
+
+class RecordIndexError(KaraError, IndexError, EOFError):
+    """``ds[i]`` or ``pread(i)`` out of range.
+
+    An IndexError (as ``ds[i]`` raised in 2.x) and an EOFError (as 2.x's ``pread`` raised).
+    """
 
 
 class DatasetLockedError(KaraError, RuntimeError):

@@ -25,6 +25,8 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 ALIASES = {"object": "obj"}
+#: Commands kara's own plugins add, and the distribution to install for each.
+KNOWN_PLUGIN_COMMANDS = {"serve": "'kara-http[server]'"}
 
 
 class CommandError(KaraError):
@@ -67,6 +69,8 @@ class KaraGroup(click.Group):
         if cmd_name not in self.commands:
             found = self.plugin_commands()
             if cmd_name not in self.commands:
+                if cmd_name in KNOWN_PLUGIN_COMMANDS:
+                    return _missing_plugin_command(cmd_name, KNOWN_PLUGIN_COMMANDS[cmd_name])
                 _note_plugin_failures(found)
         return self.commands.get(cmd_name)
 
@@ -95,6 +99,23 @@ class KaraGroup(click.Group):
             if isinstance(exc, (MissingPluginError, UnknownSchemeError)):
                 _note_plugin_failures(None)
             ctx.exit(EXIT_ERROR)
+
+
+def _missing_plugin_command(name: str, package: str) -> click.Command:
+    # Stands in for a known plugin command whose distribution is not installed: whatever
+    # the arguments, it says what to install (as a missing backend does).
+    def fail() -> None:
+        from ..plugins import list_plugins
+
+        installed = sorted({p.distribution for p in list_plugins() if p.distribution})
+        raise MissingPluginError(f"command 'kara {name}'", package, installed)
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"(not installed: pip install {package})",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    )
 
 
 def load_plugins_quietly() -> None:

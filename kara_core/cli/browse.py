@@ -9,6 +9,7 @@ import click
 
 from ..errors import DatasetNotFoundError, NotFoundError, VersionNotFoundError
 from .app import CommandError, cli
+from .damage import DamageReport
 from .options import (
     UrlCommand,
     global_options,
@@ -19,7 +20,7 @@ from .options import (
     store_options,
     version_option,
 )
-from .output import human_size, info, print_json, print_table
+from .output import human_size, print_json, print_table
 from .render import decode_record, hexdump_lines
 
 if TYPE_CHECKING:
@@ -109,8 +110,11 @@ def ls_command(
     """
     storage = open_store(url, app_key, app_secret)
     kinds = _kinds(kind)
+    damage = DamageReport()
     if namespace is None:
         entries = [{"kind": k, "namespace": ns} for k in kinds for ns in storage.list_namespaces(k)]
+        if not entries:
+            raise CommandError(nothing_there(storage, kinds))
         if as_json:
             print_json(entries)
         else:
@@ -120,36 +124,42 @@ def ls_command(
         entries = []
         for k in kinds:
             for name in storage.list_keys(namespace, k):
-                versions = storage.list_versions(namespace, name, k)
-                entries.append(
-                    {
-                        "kind": k,
-                        "namespace": namespace,
-                        "key": name,
-                        "versions": len(versions),
-                        "latest": _latest(storage, k, namespace, name),
-                    }
-                )
+                with damage.entry(f"{k} {namespace}/{name}"):
+                    versions = storage.list_versions(namespace, name, k)
+                    entries.append(
+                        {
+                            "kind": k,
+                            "namespace": namespace,
+                            "key": name,
+                            "versions": len(versions),
+                            "latest": _latest(storage, k, namespace, name),
+                        }
+                    )
+        if not entries and not damage.entries:
+            raise CommandError(f"namespace {namespace!r} holds no datasets or saved directories in {storage.url}")
         if as_json:
             print_json(entries)
-        elif not entries:
-            info(f"namespace {namespace!r} holds no datasets or saved directories in {storage.url}")
         else:
             print_table(
                 ["KIND", "KEY", "VERSIONS", "LATEST"],
                 [[e["kind"], e["key"], e["versions"], e["latest"] or "-"] for e in entries],
             )
+        damage.finish()
         return
     present = [k for k in kinds if has_key(storage, k, namespace, key)]
     if not present:
         raise DatasetNotFoundError(kinds[0], namespace, key, storage.url)
-    versions = [
-        version_summary(storage, k, namespace, key, v)
-        for k in present
-        for v in storage.list_versions(namespace, key, k)
-    ]
+    versions = []
+    for k in present:
+        listed: list[str] = []
+        with damage.entry(f"{k} {namespace}/{key}"):
+            listed = storage.list_versions(namespace, key, k)
+        for v in listed:
+            with damage.entry(f"{k} {namespace}/{key} version {v!r}"):
+                versions.append(version_summary(storage, k, namespace, key, v))
     if as_json:
         print_json(versions)
+        damage.finish()
         return
     print_table(
         ["KIND", "VERSION", "RECORDS/FILES", "SIZE", "LATEST"],
@@ -164,6 +174,13 @@ def ls_command(
             for v in versions
         ],
     )
+    damage.finish()
+
+
+def nothing_there(storage: KaraStorage, kinds: tuple[str, ...]) -> str:
+    """The one line saying a store holds nothing of ``kinds`` (a URL pointing at nothing)."""
+    what = {"row": "row datasets", "obj": "saved directories"}
+    return f"nothing at {storage.url}: no {' or '.join(what[k] for k in kinds)} there (check the URL)"
 
 
 @cli.command("info", cls=UrlCommand)
@@ -198,23 +215,26 @@ def info_command(
         raise DatasetNotFoundError(kinds[0], namespace, key, storage.url)
     described = []
     missing: list[VersionNotFoundError] = []
+    damage = DamageReport()
     for k in present:
-        chosen = version if version is not None else _latest(storage, k, namespace, key)
-        if chosen is None:
-            continue
-        try:
-            facts = version_summary(storage, k, namespace, key, chosen)
-        except VersionNotFoundError as exc:
-            # A key may be both a dataset and a saved directory with different versions:
-            # describe whichever has the version asked for.
-            missing.append(exc)
-            continue
-        facts["versions"] = storage.list_versions(namespace, key, k)
-        described.append(facts)
-    if not described and missing:
+        with damage.entry(f"{k} {namespace}/{key}"):
+            chosen = version if version is not None else _latest(storage, k, namespace, key)
+            if chosen is None:
+                continue
+            try:
+                facts = version_summary(storage, k, namespace, key, chosen)
+            except VersionNotFoundError as exc:
+                # A key may be both a dataset and a saved directory with different versions:
+                # describe whichever has the version asked for.
+                missing.append(exc)
+                continue
+            facts["versions"] = storage.list_versions(namespace, key, k)
+            described.append(facts)
+    if not described and missing and not damage.entries:
         raise missing[0]
     if as_json:
         print_json(described)
+        damage.finish()
         return
     for facts in described:
         what = "row dataset" if facts["kind"] == "row" else "saved directory"
@@ -230,6 +250,7 @@ def info_command(
             click.echo(f"  files     {facts['files']}")
             click.echo(f"  size      {human_size(facts['bytes'])} ({facts['bytes']} bytes)")
         click.echo(f"  versions  {', '.join(facts['versions'])}")
+    damage.finish()
 
 
 def _bounds(total: int, begin: int, end: int | None) -> tuple[int, int]:
@@ -286,7 +307,7 @@ def cat_command(
         if start < stop:
             ds.seek(start)
         for index in range(start, stop):
-            raw = ds.read()
+            raw = ds.read(None)
             if raw is None:
                 break
             if fmt == "hex":

@@ -83,7 +83,8 @@ def import_command(
 
     All or nothing: the whole input is parsed and checked before the first record is
     written, so a bad line fails the import with its line number and leaves the dataset
-    exactly as it was. Blank lines are skipped.
+    exactly as it was. Blank lines are skipped; an input without records creates nothing
+    and leaves `latest` where it was.
 
     \b
     Examples:
@@ -100,6 +101,14 @@ def import_command(
     start = stream.tell()
     count = sum(1 for _ in _records(stream, name, serializer))
     stream.seek(start)
+    if count == 0:
+        # Opening the version for writing would create it (or the store) and make it the
+        # latest: an empty input changes nothing instead.
+        if as_json:
+            print_json({"namespace": namespace, "key": key, "version": str(version), "records": 0, "written": False})
+        else:
+            info(f"{name} holds no records: nothing imported, {namespace}/{key} left as it was (latest unchanged)")
+        return
     storage = open_store(url, app_key, app_secret)
     ds = storage.open_dataset(namespace, key, "w", version, serialization=serializer)
     with progress_bar(count, f"import {namespace}/{key}", unit="rec") as bar:
@@ -108,6 +117,6 @@ def import_command(
         finally:
             ds.close()
     if as_json:
-        print_json({"namespace": namespace, "key": key, "version": str(version), "records": count})
+        print_json({"namespace": namespace, "key": key, "version": str(version), "records": count, "written": True})
     else:
         info(f"imported {count} records into {namespace}/{key} version {version}")

@@ -35,7 +35,11 @@ def _workers_option(f: Any) -> Any:
 @click.argument("key")
 @click.argument("local_path", type=click.Path(exists=True, file_okay=False))
 @version_option(None, "Version name (default: the next free number).")
-@click.option("--overwrite", is_flag=True, help="Replace the version if it already exists.")
+@click.option(
+    "--overwrite/--no-overwrite",
+    default=None,
+    help="A named version that exists is replaced (as in 2.x); --no-overwrite refuses instead.",
+)
 @_workers_option
 @global_options
 def save_command(
@@ -46,10 +50,12 @@ def save_command(
     key: str,
     local_path: str,
     version: str | None,
-    overwrite: bool,
+    overwrite: bool | None,
     workers: int | None,
 ) -> None:
-    """Save the folder LOCAL_PATH as a new version; print the version name.
+    """Save the folder LOCAL_PATH as a version; print the version name.
+
+    Saving a named version again (-v best) replaces it, as kara-storage 2.x did.
 
     \b
     Examples:
@@ -57,7 +63,7 @@ def save_command(
       kara_storage obj file:///data/store save models bert ./checkpoint -v step-1000
     """
     storage = open_store(url, app_key, app_secret)
-    options: dict[str, Any] = {"overwrite": overwrite}
+    options: dict[str, Any] = {} if overwrite is None else {"overwrite": overwrite}
     if workers is not None:
         options["workers"] = workers
     saved = storage.save_directory(namespace, key, local_path, version, progress_bar=show_progress(), **options)

@@ -1,4 +1,5 @@
-"""Options shared by kara commands: the store URL (``KARA_URL``), OSS credentials,
+"""Options shared by kara commands: the store URL (``KARA_URL``), credentials and backend
+options (``--app-key``/``--app-secret``, ``--token``, ``-o NAME=VALUE``, ``--timeout``),
 ``--quiet``/``--debug``/``--json``, and opening the store they describe."""
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 URL_ENV = "KARA_URL"
 DEBUG_META = "kara.debug"
 QUIET_META = "kara.quiet"
+#: ctx.meta key of the store options given as -o/--token/--timeout: name -> (value, source).
+STORE_META = "kara.store"
+#: Seconds to wait for a connection (and, for commands that only look, to keep retrying).
+DEFAULT_TIMEOUT = 5.0
+#: Commands that only look at a store: a dead store fails them after --timeout seconds.
+LOOKING_COMMANDS = frozenset({"ls", "info", "cat", "verify", "view"})
 
 
 def _set_meta(key: str) -> Callable[[click.Context, click.Parameter, bool], None]:
@@ -75,8 +82,56 @@ def version_option(default: str | None, help_text: str) -> Callable[[F], F]:
     return click.option("-v", "--version", "version", default=default, show_default=default is not None, help=help_text)
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # Kept in ctx.meta (not passed to the command): open_store reads them, so every
+    # command taking a store gets the options without a parameter of its own.
+    if value is not None and value != ():
+        assert param.name is not None
+        ctx.meta.setdefault(STORE_META, {})[param.name] = (value, ctx.get_parameter_source(param.name))
+    return value
+
+
+def _parse_pairs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in value:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", ctx=ctx, param=param)
+        pairs[name.strip()] = text
+    return _remember(ctx, param, pairs or None) or {}
+
+
 def store_options(f: F) -> F:
-    """Add the store URL argument and the OSS credential options."""
+    """Add the store URL argument, credentials and backend options."""
+    f = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        envvar="KARA_TIMEOUT",
+        expose_value=False,
+        callback=_remember,
+        help=f"Seconds to wait for a remote store to answer a connection (env KARA_TIMEOUT; default "
+        f"{DEFAULT_TIMEOUT:g}); commands that only look (ls, info, cat, verify, view) also stop retrying then.",
+    )(f)
+    f = click.option(
+        "-o",
+        "--option",
+        "option",
+        multiple=True,
+        metavar="NAME=VALUE",
+        envvar="KARA_STORE_OPTIONS",
+        expose_value=False,
+        callback=_parse_pairs,
+        help="A backend option, as KaraStorage(url, NAME=VALUE) takes it; repeatable "
+        "(env KARA_STORE_OPTIONS, space-separated).",
+    )(f)
+    f = click.option(
+        "--token",
+        envvar="KARA_TOKEN",
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="Bearer token of a `kara serve` gateway (env KARA_TOKEN).",
+    )(f)
     f = click.option(
         "--app-secret",
         envvar="OSS_ACCESS_KEY_SECRET",
@@ -104,36 +159,67 @@ class UrlCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-def _scheme_accepts(url: str, option: str) -> bool:
+def _accepted_options(url: str) -> tuple[str, frozenset[str]] | None:
+    # (scheme, the option names its plugin takes), or None if no plugin provides it (then
+    # KaraStorage reports the URL).
     from ..errors import KaraError
     from ..plugins import get_backend_spec
     from ..url import parse_store_url
 
     try:
-        spec = get_backend_spec(parse_store_url(url).scheme, url)
+        scheme = parse_store_url(url).scheme
+        spec = get_backend_spec(scheme, url)
     except KaraError:
-        return False
-    return option in getattr(spec.options_model, "model_fields", {})
+        return None
+    return scheme, frozenset(getattr(spec.options_model, "model_fields", {}))
+
+
+def store_open_options(url: str, app_key: str | None, app_secret: str | None) -> dict[str, Any]:
+    """The keyword options the command line and environment give the store at ``url``.
+
+    ``-o NAME=VALUE`` options are passed as given (the plugin validates them). Credentials
+    (``--app-key``, ``--app-secret``, ``--token``) reach only stores whose plugin takes
+    them: on the command line for a store that takes none (2.x scripts pass OSS keys to
+    ``file://`` too) they are ignored with a one-line warning, from the environment
+    silently. Remote stores get ``--timeout`` as their connect timeout, and as their
+    retry budget in commands that only look.
+    """
+    ctx = click.get_current_context()
+    given: dict[str, tuple[Any, ParameterSource | None]] = ctx.meta.get(STORE_META, {})
+    accepted = _accepted_options(url)
+    options: dict[str, Any] = {}
+    ignored: list[str] = []
+    credentials = {"app_key": app_key, "app_secret": app_secret, "token": given.get("token", (None,))[0]}
+    for name, value in credentials.items():
+        if value is None:
+            continue
+        if accepted is not None and name not in accepted[1]:
+            source = given[name][1] if name in given else ctx.get_parameter_source(name)
+            if source is not ParameterSource.ENVIRONMENT:
+                ignored.append("--" + name.replace("_", "-"))
+            continue
+        options[name] = value
+    options.update(given.get("option", ({}, None))[0])
+    if accepted is not None:
+        timeout = given.get("timeout", (DEFAULT_TIMEOUT, None))[0]
+        defaults = {"connect_timeout": timeout}
+        if ctx.info_name in LOOKING_COMMANDS:
+            defaults["retry_budget"] = timeout
+        for name, value in defaults.items():
+            if name in accepted[1]:
+                options.setdefault(name, value)
+    if ignored and accepted is not None:
+        names = ", ".join(ignored)
+        click.echo(f"kara: warning: {names} ignored: {accepted[0]}:// stores take no such option", err=True)
+    return options
 
 
 def open_store(url: str, app_key: str | None, app_secret: str | None) -> KaraStorage:
-    """Open the store at ``url``, passing credentials only when they apply.
-
-    Credentials given on the command line are always passed (a ``file://`` store then
-    says it has no such option); credentials found in the environment are passed only to
-    stores whose plugin accepts them, so exported OSS keys do not break ``file://``.
-    """
+    """Open the store at ``url`` with the options of :func:`store_open_options`."""
     from ..storage import KaraStorage
 
     ctx = click.get_current_context()
-    options: dict[str, Any] = {}
-    for name, value in (("app_key", app_key), ("app_secret", app_secret)):
-        if value is None:
-            continue
-        if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT and not _scheme_accepts(url, name):
-            continue
-        options[name] = value
-    storage = KaraStorage(url, **options)
+    storage = KaraStorage(url, **store_open_options(url, app_key, app_secret))
     ctx.call_on_close(storage.close)
     return storage
 

@@ -66,7 +66,7 @@ def view_command(
             read=ds.__getitem__,
             count=count,
             serializer=serializer,
-            title=f"{namespace}/{key} v{ds.version}",
+            title=f"{namespace}/{key} version {ds.version}",
             index=start,
         )
         run_viewer(state)

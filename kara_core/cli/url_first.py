@@ -14,7 +14,15 @@ class URLFirstGroup(click.Group):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Rewrite ``URL ACTION ...`` into ``ACTION URL ...``."""
-        if len(args) >= 2 and "://" in args[0] and args[1] in self.commands:
-            args = [args[1], args[0], *args[2:]]
+        """Rewrite ``URL ACTION ...`` into ``ACTION URL ...``; an unknown ACTION is named as such."""
+        if args and "://" in args[0]:
+            choices = ", ".join(sorted(self.commands))
+            if len(args) == 1:
+                raise click.UsageError(f"an action must follow {args[0]}: one of {choices}", ctx)
+            if args[1] in ("-h", "--help"):
+                args = args[1:]
+            elif args[1] not in self.commands:
+                raise click.UsageError(f"no action {args[1]!r} after {args[0]}: choose one of {choices}", ctx)
+            else:
+                args = [args[1], args[0], *args[2:]]
         return super().parse_args(ctx, args)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ..errors import DatasetNotFoundError, VersionNotFoundError
-from .app import cli
-from .browse import KINDS, has_key, kind_option
+from .app import CommandError, cli
+from .browse import KINDS, has_key, kind_option, nothing_there
+from .damage import DAMAGE
 from .options import UrlCommand, global_options, json_option, open_store, store_options
 from .output import print_json, progress_bar
 
@@ -56,6 +57,8 @@ def verify_command(
                 targets.extend((k, ns, name) for name in storage.list_keys(ns, k))
     if key is not None and not targets:
         raise DatasetNotFoundError(kinds[0], str(namespace), key, storage.url)
+    if not targets and namespace is None:
+        raise CommandError(nothing_there(storage, kinds))
     results = []
     with progress_bar(len(targets), "verify", unit="key") as bar:
         for k, ns, name in targets:
@@ -68,6 +71,9 @@ def verify_command(
                 # `-v V` over many keys checks the keys that have a version V.
                 bar.update()
                 continue
+            except DAMAGE as exc:
+                # A damaged key (unreadable meta.json...) fails; the others are still checked.
+                problems = [str(exc)]
             results.append({"kind": k, "namespace": ns, "key": name, "ok": not problems, "problems": problems})
             bar.update()
     bad = [r for r in results if not r["ok"]]

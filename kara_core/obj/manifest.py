@@ -13,6 +13,7 @@ reserved names, a blob name that is not ``<md5>_<sha1>``) raises
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..backend import check_path
-from ..errors import ConfigurationError, CorruptDatasetError, UnsafePathError
+from ..errors import CorruptDatasetError, UnsafePathError
+from ..names import check_name, check_nested_name
 
 __all__ = [
     "RESERVED_NAMES",
@@ -251,6 +253,22 @@ def parse_manifest(raw: bytes, sidecar_raw: bytes | None, where: str) -> Manifes
     return manifest
 
 
+def manifest_digest(raw: bytes) -> str:
+    """The name a sidecar gives the manifest it belongs to (SHA-1 of its bytes)."""
+    return hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
+def sidecar_matches(manifest_raw: bytes, sidecar_raw: bytes | None) -> bool:
+    """Whether ``sidecar_raw`` belongs to ``manifest_raw`` (sidecars that name none always do)."""
+    if sidecar_raw is None:
+        return True
+    try:
+        named = orjson.loads(sidecar_raw).get("manifest")
+    except (orjson.JSONDecodeError, AttributeError):
+        return True  # parse_manifest reports a broken sidecar
+    return named is None or named == manifest_digest(manifest_raw)
+
+
 def _validation_error(exc: ValidationError, where: str) -> Exception:
     # An unsafe path raised inside a validator reaches us wrapped by pydantic; surface
     # it as the UnsafePathError it is, everything else as a corrupt manifest.
@@ -265,19 +283,18 @@ def _validation_error(exc: ValidationError, where: str) -> Exception:
 
 def check_version_name(version: Any) -> str:
     """Return ``version`` as a string (2.x accepted ints) if it is a usable name."""
-    name = str(version)
-    if not name or "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
-        raise ConfigurationError(f"invalid version name {name!r}: use a non-empty name without '/' or '\\'")
-    return name
+    return check_name("version", str(version))
 
 
 class KeyLayout:
     """Store paths of one saved directory ``obj/<namespace>/<key>/``."""
 
+    #: The folders of a key's own contents (a meta.json below them is not a nested key).
+    INNER = frozenset(["vers", "data", "kara", "kara-saves"])
+
     def __init__(self, namespace: str, key: str) -> None:
-        for name, value in (("namespace", namespace), ("key", key)):
-            if not isinstance(value, str) or not value or "/" in value:
-                raise ConfigurationError(f"invalid {name} {value!r}: use a non-empty name without '/'")
+        check_nested_name("namespace", namespace)
+        check_nested_name("key", key)
         self.namespace, self.key = namespace, key
         self.root = check_path(f"obj/{namespace}/{key}") + "/"
 

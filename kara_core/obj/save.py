@@ -23,7 +23,7 @@ from ..backend import Backend, Batch
 from ..errors import ConfigurationError, NotFoundError, ReadOnlyStoreError
 from ..locks import process_alive, process_start
 from .hashing import Digests, HashCache, Hasher, hash_file, stat_key
-from .manifest import KeyLayout, dump_json
+from .manifest import KeyLayout, dump_json, manifest_digest
 from .scan import LocalFile, scan_folder
 from .tasks import DEFAULT_WORKERS, Progress, Worker, defer_interrupt, run_parallel
 
@@ -205,14 +205,16 @@ def save_directory(
             }
             for f, d in zip(scan.files, digests, strict=True)
         ]
+        manifest = dump_json(entries)
         sidecar = {
             "format": 1,
+            "manifest": manifest_digest(manifest),
             "links": [{"path": rel.split("/"), "target": target} for rel, target in sorted(scan.links.items())],
             "dirs": [rel.split("/") for rel in scan.empty_dirs],
             "created": time.time(),
         }
         with defer_interrupt():
-            return store.publish(layout, version, dump_json(entries), dump_json(sidecar), overwrite)
+            return store.publish(layout, version, manifest, dump_json(sidecar), overwrite)
     finally:
         cache.retain({f.rel for f in scan.files})
         cache.save()

@@ -29,9 +29,10 @@ from ..errors import (
     VersionNotFoundError,
 )
 from ..locks import LeaseLock
+from ..names import check_nested_name, split_names
 from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
-from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest
+from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest, sidecar_matches
 from .save import count_live_leases, save_directory
 from .tasks import DEFAULT_WORKERS, Worker, load_workers, run_parallel
 
@@ -42,6 +43,9 @@ __all__ = ["GCReport", "ObjectStore"]
 LOCK_STALE = 30.0
 LOCK_TIMEOUT = 120.0
 DEFAULT_GRACE = 24 * 3600.0
+#: How often (and how patiently) a manifest is read again while its sidecar lags behind.
+SIDECAR_READS = 20
+SIDECAR_WAIT = 0.01
 
 
 @dataclass
@@ -120,21 +124,29 @@ class ObjectStore:
 
     # -- listing --------------------------------------------------------------------
 
-    def _meta_paths(self, prefix: str) -> list[list[str]]:
-        found = []
-        for path in self.backend.list(prefix):
-            parts = path.split("/")
-            if len(parts) == 4 and parts[3] == "meta.json":
-                found.append(parts)
-        return found
+    def _names(self, prefix: str) -> list[tuple[str, str]]:
+        # (namespace, key) of every meta.json under obj/<prefix>; names with '/' are
+        # split at their last '/' (see kara_core.names).
+        folders = [
+            path[len("obj/") : -len("/meta.json")]
+            for path in self.backend.list("obj/" + prefix)
+            if path.endswith("/meta.json")
+        ]
+        return split_names(folders, lambda _folder: KeyLayout.INNER)
 
     def list_namespaces(self) -> list[str]:
-        """Return the namespaces that hold saved directories."""
-        return sorted({parts[1] for parts in self._meta_paths("obj/")})
+        """Return the namespaces that hold saved directories.
+
+        A key whose name contains ``/`` is listed once, under the namespace made of all
+        but the last component of ``namespace/key``.
+        """
+        return sorted({namespace for namespace, _ in self._names("")})
 
     def list_keys(self, namespace: str) -> list[str]:
         """Return the keys of the saved directories of ``namespace``."""
-        return sorted({parts[2] for parts in self._meta_paths(f"obj/{namespace}/")})
+        check_nested_name("namespace", namespace)
+        found = self._names(namespace.split("/", 1)[0] + "/")
+        return sorted({key for ns, key in found if ns == namespace})
 
     def list_versions(self, namespace: str, key: str) -> list[str]:
         """Return the versions of a saved directory in creation order."""
@@ -156,13 +168,28 @@ class ObjectStore:
         return name
 
     def read_manifest(self, namespace: str, key: str, version: str) -> Manifest:
-        """Return the validated manifest of a listed version (hostile manifests raise)."""
+        """Return the validated manifest of a listed version (hostile manifests raise).
+
+        The manifest and its sidecar are two objects; while a save replaces the version,
+        a reader may find the new manifest beside the old sidecar. The sidecar names the
+        manifest it belongs to, so both are read again until they match (a save killed
+        between its two writes leaves a sidecar that never matches: it is ignored).
+        """
         layout = self._layout(namespace, key)
         path = layout.manifest(version)
-        raw = self.backend.read_if_exists(path)
-        if raw is None:
-            raise CorruptDatasetError(f"{self.backend.url}/{path}", None, "the version is listed but has no manifest")
-        return parse_manifest(raw, self.backend.read_if_exists(layout.sidecar(version)), f"{self.backend.url}/{path}")
+        for attempt in range(SIDECAR_READS):
+            raw = self.backend.read_if_exists(path)
+            if raw is None:
+                raise CorruptDatasetError(
+                    f"{self.backend.url}/{path}", None, "the version is listed but has no manifest"
+                )
+            sidecar = self.backend.read_if_exists(layout.sidecar(version))
+            if sidecar_matches(raw, sidecar):
+                break
+            time.sleep(SIDECAR_WAIT * (attempt + 1))
+        else:
+            sidecar = None
+        return parse_manifest(raw, sidecar, f"{self.backend.url}/{path}")
 
     # -- save -----------------------------------------------------------------------
 
@@ -174,14 +201,17 @@ class ObjectStore:
         version: Any = None,
         progress_bar: bool = True,
         *,
-        overwrite: bool = False,
+        overwrite: bool | None = None,
         workers: int | None = None,
     ) -> str:
-        """Save the folder ``local_path`` as a new version and return its name.
+        """Save the folder ``local_path`` as a version and return its name.
 
         ``version=None`` picks ``"0"``, ``"1"``, ... (the smallest free number, distinct
-        even when several processes save at once). An existing version raises
-        :class:`~kara_core.errors.VersionExistsError` unless ``overwrite=True``. Only
+        even when several processes save at once). Saving a named version that exists
+        replaces it, as 2.x did (``save_directory(..., version="best")`` every epoch):
+        readers see the old or the new version, never a mix, and the old version's blobs
+        stay until :meth:`gc`. ``overwrite=False`` raises
+        :class:`~kara_core.errors.VersionExistsError` instead. Only
         blobs the store lacks are uploaded, by ``workers`` threads (default 8); hashes of
         unchanged files come from the hash cache. Progress bars are shown when
         ``progress_bar`` is true and stderr is a terminal.
@@ -190,6 +220,8 @@ class ObjectStore:
         name = None if version is None else check_version_name(version)
         if name == "latest":
             name = self.resolve_version(namespace, key, "latest")
+        if overwrite is None:
+            overwrite = name is not None
         return save_directory(
             self, layout, local_path, name, progress_bar=progress_bar, overwrite=overwrite, workers=workers
         )
@@ -205,7 +237,7 @@ class ObjectStore:
     def _exists_error(self, layout: KeyLayout, version: str) -> VersionExistsError:
         return VersionExistsError(
             f"version {version!r} of {layout.namespace}/{layout.key} already exists in {self.backend.url}; "
-            "pass overwrite=True (CLI: --overwrite) to replace it, or choose another version name"
+            "save without overwrite=False (CLI: without --no-overwrite) to replace it, or choose another name"
         )
 
     def publish(self, layout: KeyLayout, version: str | None, manifest: bytes, sidecar: bytes, overwrite: bool) -> str:

@@ -8,6 +8,7 @@ safety, locks, read paths and the bytes on storage).
 from __future__ import annotations
 
 from .dataset import RowDataset
+from .shard import RowShard
 from .store import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_FILE_SIZE, RowStore
 
-__all__ = ["DEFAULT_BUFFER_SIZE", "DEFAULT_MAX_FILE_SIZE", "RowDataset", "RowStore"]
+__all__ = ["DEFAULT_BUFFER_SIZE", "DEFAULT_MAX_FILE_SIZE", "RowDataset", "RowShard", "RowStore"]

@@ -8,16 +8,20 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from operator import length_hint
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..backend import Backend
-from ..errors import ConfigurationError, DatasetClosedError, ModeError
+from ..errors import ConfigurationError, DatasetClosedError, EndOfDatasetError, ModeError, RecordIndexError
 from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer
 from .layout import data_prefix, index_prefix, read_meta, resolve_version
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
+from .workers import warn_if_in_dataloader_worker
 from .writer import RowWriter
+
+if TYPE_CHECKING:
+    from .shard import RowShard
 
 __all__ = ["RowDataset"]
 
@@ -27,6 +31,9 @@ __all__ = ["RowDataset"]
 DRAIN_RECORDS = 512
 DRAIN_BYTES = 64 * 1024
 
+
+#: Marks "no default given" for read(): None is a valid default.
+_RAISE: Any = object()
 
 #: Serializers known to return bytes (others are checked record by record).
 _BUILTIN_SERIALIZE = (JSONSerializer.serialize, PickleSerializer.serialize, NoSerializer.serialize)
@@ -235,6 +242,7 @@ class RowDataset:
         snap = self._reader()
         if self._pos >= self._end:
             return False
+        warn_if_in_dataloader_worker(self._name())
         stop = min(self._end, self._pos + BATCH_RECORDS)
         self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES)
         self._bpos = 0
@@ -250,10 +258,19 @@ class RowDataset:
             self._moves += 1
         return raw
 
-    def read(self) -> Any:
-        """Return the next record, or None at the end."""
+    def read(self, default: Any = _RAISE) -> Any:
+        """Return the next record and move the cursor past it.
+
+        At the end, raise :class:`~kara_core.errors.EndOfDatasetError` (an EOFError, as
+        in 2.x), or return ``default`` when one is given (``ds.read(default=None)``).
+        Iteration (``for record in ds``) stops cleanly at the end.
+        """
         raw = self._next_raw()
-        return None if raw is None else self._deserialize(raw)
+        if raw is None:
+            if default is _RAISE:
+                raise EndOfDatasetError(f"end of dataset {self._name()}: all {len(self)} records were read")
+            return default
+        return self._deserialize(raw)
 
     def __iter__(self) -> Iterator[Any]:
         """Yield the records from the cursor to the end, moving the cursor along.
@@ -316,7 +333,11 @@ class RowDataset:
     # -- random access ---------------------------------------------------------------
 
     def __getitem__(self, index: int) -> Any:
-        """Record ``index`` (negative counts from the end); IndexError when out of range."""
+        """Record ``index`` (negative counts from the end).
+
+        Out of range: :class:`~kara_core.errors.RecordIndexError`, both an IndexError
+        and an EOFError (what 2.x raised for ``ds[i]`` and ``pread(i)``).
+        """
         snap = self._snap
         if snap is None:
             raise self._unreadable()
@@ -325,7 +346,7 @@ class RowDataset:
         if i < 0:
             i += length
         if not 0 <= i < length:
-            raise IndexError(f"record {index} is out of range for dataset {self._name()} of {length} records")
+            raise RecordIndexError(f"record {index} is out of range for dataset {self._name()} of {length} records")
         return self._deserialize(snap.raw(self._begin + i))
 
     def pread(self, index: int) -> Any:
@@ -370,6 +391,37 @@ class RowDataset:
             begin = min(self._begin + start, self._end)
             end = self._end if length is None else min(begin + length, self._end)
             return RowDataset(*self._identity(), snapshot=snap.share(), begin=begin, end=end)
+
+    def shard(self, index: int, count: int) -> RowShard:
+        """Records ``index::count`` of this dataset (or slice): one of ``count`` disjoint shards.
+
+        Give shard ``info.id`` of ``info.num_workers`` to each DataLoader worker so that
+        every record is read once (see :class:`~kara_core.row.shard.RowShard`).
+        """
+        from .shard import RowShard
+
+        return RowShard(self.slice(), index, count)
+
+    def slice_(self, start: int = 0, length: int | None = None) -> None:
+        """Narrow this dataset in place to records ``[start, start + length)`` (2.x's ``slice_``).
+
+        As in 2.x, ``start`` counts from the current start, ``length`` defaults to the
+        rest of the current slice, bounds are clamped to the whole version (not to the
+        current slice), and the cursor goes to the new start.
+        """
+        start = operator.index(start)
+        if start < 0 or (length is not None and length < 0):
+            raise ConfigurationError(f"slice start and length must be >= 0, got {start} and {length}")
+        with self._lock:
+            snap = self._reader()
+            if length is None:
+                length = max(self._end - self._begin - start, 0)
+            self._begin = min(self._begin + start, snap.count)
+            self._end = min(self._begin + length, snap.count)
+            self._pos = self._begin
+            self._moves += 1
+            self._batch = []
+            self._bpos = 0
 
     # -- sizes -----------------------------------------------------------------------
 

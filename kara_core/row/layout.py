@@ -12,11 +12,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..backend import Backend
-from ..errors import ConfigurationError, CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from ..errors import CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from ..names import check_name, check_nested_name
 
 __all__ = [
     "RowMeta",
     "check_name",
+    "check_nested_name",
     "data_prefix",
     "dataset_prefix",
     "encode_meta",
@@ -41,18 +43,9 @@ class RowMeta(BaseModel):
     api: int = 2
 
 
-def check_name(what: str, value: str) -> str:
-    """Validate a namespace, key or version name (one path component) and return it."""
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{what} must be a non-empty string, got {value!r}")
-    if "/" in value or "\\" in value or "\x00" in value or value in (".", ".."):
-        raise ConfigurationError(f"{what} {value!r} must not contain '/', '\\' or NUL, nor be '.' or '..'")
-    return value
-
-
 def dataset_prefix(namespace: str, key: str) -> str:
     """``row/<namespace>/<key>/``."""
-    return f"{ROW_ROOT}{check_name('namespace', namespace)}/{check_name('key', key)}/"
+    return f"{ROW_ROOT}{check_nested_name('namespace', namespace)}/{check_nested_name('key', key)}/"
 
 
 def meta_path(namespace: str, key: str) -> str:

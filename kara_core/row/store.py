@@ -8,16 +8,19 @@ from typing import Any
 from ..backend import Backend
 from ..errors import (
     ConfigurationError,
+    CorruptDatasetError,
     DatasetNotFoundError,
     ReadOnlyStoreError,
 )
 from ..locks import LeaseLock
+from ..names import split_names
 from ..serialization import Serializer, resolve_serializer
 from .blocks import DEFAULT_CACHE_SIZE, block_path, open_blocks, probe_blocks
 from .dataset import RowDataset
 from .layout import (
     ROW_ROOT,
     check_name,
+    check_nested_name,
     data_prefix,
     dataset_prefix,
     encode_meta,
@@ -148,8 +151,8 @@ class RowStore:
         Options (bytes): ``buffer_size``, ``max_file_size``, and ``cache_size``, the budget
         of the page cache random reads use on remote stores (default 64 MiB; 0: none).
         """
-        check_name("namespace", namespace)
-        check_name("key", key)
+        check_nested_name("namespace", namespace)
+        check_nested_name("key", key)
         options = _options(kwargs)
         serializer = resolve_serializer(serialization)
         version = str(version)
@@ -182,22 +185,39 @@ class RowStore:
 
     # -- listing ---------------------------------------------------------------------
 
-    def _meta_paths(self, prefix: str) -> list[list[str]]:
-        found = []
-        for path in self.backend.list(prefix):
-            parts = path[len(ROW_ROOT) :].split("/")
-            if len(parts) == 3 and parts[2] == "meta.json":
-                found.append(parts)
-        return found
+    def _names(self, prefix: str) -> list[tuple[str, str]]:
+        # (namespace, key) of every meta.json under row/<prefix>; names with '/' are
+        # split at their last '/' (see kara_core.names).
+        folders = [
+            path[len(ROW_ROOT) : -len("/meta.json")]
+            for path in self.backend.list(ROW_ROOT + prefix)
+            if path.endswith("/meta.json")
+        ]
+        return split_names(folders, self._inner_folders)
+
+    def _inner_folders(self, folder: str) -> frozenset[str]:
+        # What a dataset folder holds besides nested datasets: its versions and .kara/.
+        namespace, _, key = folder.rpartition("/")
+        try:
+            versions = self.get_meta(namespace, key)["versions"]
+        except (DatasetNotFoundError, CorruptDatasetError):
+            versions = []
+        return frozenset([".kara", *versions])
 
     def list_namespaces(self) -> list[str]:
-        """Namespaces that hold at least one row dataset, sorted."""
-        return sorted({parts[0] for parts in self._meta_paths(ROW_ROOT)})
+        """Namespaces that hold at least one row dataset, sorted.
+
+        A dataset whose name contains ``/`` is listed once, under the namespace made of
+        all but the last component of ``namespace/key``.
+        """
+        return sorted({namespace for namespace, _ in self._names("")})
 
     def list_keys(self, namespace: str) -> list[str]:
-        """Dataset keys of ``namespace``, sorted."""
-        prefix = ROW_ROOT + check_name("namespace", namespace) + "/"
-        return sorted({parts[1] for parts in self._meta_paths(prefix)})
+        """Dataset keys of ``namespace``, sorted (see :meth:`list_namespaces` for nested names)."""
+        check_nested_name("namespace", namespace)
+        # Listing from the first component also sees the datasets that could own ours.
+        found = self._names(namespace.split("/", 1)[0] + "/")
+        return sorted({key for ns, key in found if ns == namespace})
 
     def list_versions(self, namespace: str, key: str) -> list[str]:
         """Versions of a dataset in creation order; DatasetNotFoundError if absent."""
@@ -238,7 +258,11 @@ class RowStore:
         versions = meta["versions"] if version is None else [resolve_version(namespace, key, meta, str(version))]
         problems: list[str] = []
         for name in versions:
-            problems.extend(f"version {name!r}: {problem}" for problem in self._verify_version(namespace, key, name))
+            try:
+                found = self._verify_version(namespace, key, str(name))
+            except (ConfigurationError, CorruptDatasetError) as exc:
+                found = [str(exc)]  # a version name kara refuses, an unreadable block: this version only
+            problems.extend(f"version {name!r}: {problem}" for problem in found)
         return problems
 
     def _verify_version(self, namespace: str, key: str, version: str) -> list[str]:

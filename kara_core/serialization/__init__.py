@@ -6,7 +6,17 @@ The module and class names are those of kara-storage 2.x
 
 from __future__ import annotations
 
+from . import json, pickle, raw  # the 2.x module names (kara_storage.serialization.json ...)
 from .base import Serializer, resolve_serializer
 from .builtin import JSONSerializer, NoSerializer, PickleSerializer
 
-__all__ = ["JSONSerializer", "NoSerializer", "PickleSerializer", "Serializer", "resolve_serializer"]
+__all__ = [
+    "JSONSerializer",
+    "NoSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "json",
+    "pickle",
+    "raw",
+    "resolve_serializer",
+]

@@ -106,13 +106,17 @@ class ObjectConformance:
         assert objects.list_versions("ns", "ckpt") == ["0", "1"]
         assert objects.get_meta("ns", "ckpt")["latest"] == "1"
 
-    def test_saving_an_existing_version_name_needs_overwrite(self, objects: ObjectStore, source: Path) -> None:
+    def test_saving_a_named_version_again_replaces_it_unless_overwrite_is_false(
+        self, objects: ObjectStore, source: Path
+    ) -> None:
         objects.save_directory("ns", "ckpt", str(source), "v1", progress_bar=False)
         with pytest.raises(VersionExistsError, match="overwrite"):
-            objects.save_directory("ns", "ckpt", str(source), "v1", progress_bar=False)
+            objects.save_directory("ns", "ckpt", str(source), "v1", progress_bar=False, overwrite=False)
         (source / "a.txt").write_bytes(b"changed\n")
-        assert objects.save_directory("ns", "ckpt", str(source), "v1", progress_bar=False, overwrite=True) == "v1"
+        assert objects.save_directory("ns", "ckpt", str(source), "v1", progress_bar=False) == "v1"
         assert objects.list_versions("ns", "ckpt") == ["v1"]
+        paths = {"/".join(entry.path) for entry in objects.read_manifest("ns", "ckpt", "v1").files}
+        assert "a.txt" in paths
 
     def test_loading_a_second_version_replaces_only_what_changed(
         self, objects: ObjectStore, source: Path, tmp_path: Path

@@ -57,7 +57,9 @@ class RowConformance:
         with store.open_dataset("conf", "rows") as ds:
             assert len(ds) == 300
             assert list(ds) == [_record(i) for i in range(300)]
-            assert ds.read() is None
+            with pytest.raises(EOFError):
+                ds.read()
+            assert ds.read(default=None) is None
 
     def test_indexing_and_negative_indexing(self, store: KaraStorage) -> None:
         self._write(store, 50)
@@ -78,7 +80,7 @@ class RowConformance:
             assert ds.seek(3, 2) == 17
             assert ds.read() == _record(17)
             assert ds.seek(0, 2) == 20
-            assert ds.read() is None
+            assert ds.read(None) is None
 
     def test_records_span_blocks_with_a_small_max_file_size(self, store: KaraStorage, backend: Backend) -> None:
         self._write(store, 200, max_file_size=512)

@@ -44,10 +44,11 @@ def test_quiet_silences_the_report(kara, store_url, folder):
     assert result.stdout == "0\n" and result.stderr == ""
 
 
-def test_saving_an_existing_version_is_an_error_unless_overwrite(kara, store_url, folder):
+def test_saving_a_named_version_again_replaces_it_unless_no_overwrite(kara, store_url, folder):
     kara("obj", "save", store_url, "models", "bert", str(folder), "-v", "a")
-    again = kara("obj", "save", store_url, "models", "bert", str(folder), "-v", "a")
+    again = kara("obj", "save", store_url, "models", "bert", str(folder), "-v", "a", "--no-overwrite")
     assert again.exit_code == 1 and again.stderr.startswith("kara: error: ")
+    assert kara("obj", "save", store_url, "models", "bert", str(folder), "-v", "a").exit_code == 0
     assert kara("obj", "save", store_url, "models", "bert", str(folder), "-v", "a", "--overwrite").exit_code == 0
 
 

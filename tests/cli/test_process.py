@@ -72,6 +72,8 @@ def broken_plugin_env(tmp_path) -> dict[str, str]:
 
 def test_a_plugin_that_fails_to_import_is_silent_in_unrelated_commands(broken_plugin_env, tmp_path):
     url = f"file://{tmp_path / 'store'}"
+    with kara_core.KaraStorage(url).open_dataset("ns", "k", "w", "1") as ds:
+        ds.write(1)
     result = subprocess.run([str(BIN / "kara"), "ls", url], capture_output=True, text=True, env=broken_plugin_env)
     assert result.returncode == 0 and result.stderr == ""
     assert (

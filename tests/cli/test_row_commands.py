@@ -213,10 +213,10 @@ def test_view_begin_out_of_range_is_an_error(kara, store_url):
     assert "--begin 5 is out of range: ns/zh has 5 records" in result.stderr
 
 
-def test_ls_of_an_empty_namespace_says_so_on_stderr(kara, store_url):
+def test_ls_of_an_empty_namespace_is_an_error_of_one_line(kara, store_url):
     result = kara("ls", store_url, "empty")
-    assert result.exit_code == 0 and result.stdout == ""
-    assert result.stderr.strip() == f"namespace 'empty' holds no datasets or saved directories in {store_url}"
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"kara: error: namespace 'empty' holds no datasets or saved directories in {store_url}\n"
 
 
 def test_verify_one_version_across_keys_checks_only_keys_that_have_it(kara, store_url):

@@ -15,6 +15,7 @@ from kara_core.errors import (
     ConfigurationError,
     DatasetClosedError,
     DatasetNotFoundError,
+    EndOfDatasetError,
     ModeError,
     ReadOnlyStoreError,
     VersionNotFoundError,
@@ -41,10 +42,14 @@ def test_row_dataset_is_exported_from_the_package(ds) -> None:
     assert (ds.namespace, ds.key, ds.version, ds.mode) == ("ns", "rows", "1", "r")
 
 
-def test_read_returns_records_in_order_then_none(ds) -> None:
+def test_read_returns_records_in_order_then_raises_eof_or_returns_the_default(ds) -> None:
     assert [ds.read() for _ in range(100)] == [record(i) for i in range(100)]
-    assert ds.read() is None
-    assert ds.read() is None
+    with pytest.raises(EndOfDatasetError):
+        ds.read()
+    with pytest.raises(EOFError):
+        ds.read()
+    assert ds.read(default=None) is None
+    assert ds.read("end") == "end"
 
 
 def test_write_returns_true_and_write_many_returns_the_count(store: KaraStorage) -> None:
@@ -74,7 +79,7 @@ def test_seek_whence_semantics_match_2x(ds) -> None:
     assert ds.seek(1, 2) == 99
     assert ds.read() == record(99)
     assert ds.seek(0, 2) == 100
-    assert ds.read() is None
+    assert ds.read(None) is None
     assert ds.seek(0, 0) == 0
     assert ds.read() == record(0)
 
@@ -115,7 +120,7 @@ def test_slices_have_their_own_cursor_and_bounds(ds) -> None:
     assert part.read() == record(10)
     assert ds.read() == record(0)
     assert part.seek(0, 2) == 20
-    assert part.read() is None
+    assert part.read(None) is None
     assert list(part.slice(15)) == [record(i) for i in range(25, 30)]
     assert len(ds.slice(90, 50)) == 10
     assert len(ds.slice(500)) == 0
@@ -136,7 +141,7 @@ def test_threads_reading_share_the_cursor_without_losing_records(store: KaraStor
         seen: list[list[int]] = [[] for _ in range(4)]
 
         def drain(out: list[int]) -> None:
-            while (rec := ds.read()) is not None:
+            while (rec := ds.read(None)) is not None:
                 out.append(rec["id"])
 
         def index(out: list[int]) -> None:
@@ -301,7 +306,7 @@ def test_empty_version_reads_as_empty(store: KaraStorage) -> None:
     with store.open_dataset("ns", "rows", "w", version="1"):
         pass
     with store.open_dataset("ns", "rows") as ds:
-        assert (len(ds), ds.read(), list(ds), ds.nbytes()) == (0, None, [], 0)
+        assert (len(ds), ds.read(None), list(ds), ds.nbytes()) == (0, None, [], 0)
 
 
 def test_large_records_round_trip_across_blocks(store: KaraStorage) -> None:

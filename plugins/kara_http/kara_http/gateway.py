@@ -5,8 +5,8 @@ kara-http client reads it; with the bearer token a client also writes (see
 :mod:`kara_http.protocol`). Security rules: writes need the token (reads too with
 ``read_token_required``), compared in constant time; a gateway started without a token
 is read-only; every path is decoded and checked with
-:func:`kara_core.backend.check_path` (``..``, ``%2e%2e``, absolute paths, NUL bytes,
-backslashes: ``400``); bodies above ``max_body_size`` get ``413``; tokens never reach
+:func:`kara_core.backend.check_path` (``..``, ``%2e%2e``, absolute paths, NUL bytes:
+``400``; a backslash is a plain character of a name); bodies above ``max_body_size`` get ``413``; tokens never reach
 logs or error messages.
 """
 

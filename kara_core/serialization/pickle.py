@@ -1,0 +1,7 @@
+"""``kara_storage.serialization.pickle``, the 2.x module name of :class:`PickleSerializer`."""
+
+from __future__ import annotations
+
+from .builtin import PickleSerializer
+
+__all__ = ["PickleSerializer"]

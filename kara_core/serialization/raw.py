@@ -1,0 +1,7 @@
+"""``kara_storage.serialization.raw``, the 2.x module name of :class:`NoSerializer`."""
+
+from __future__ import annotations
+
+from .builtin import NoSerializer
+
+__all__ = ["NoSerializer"]
