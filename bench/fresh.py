@@ -228,8 +228,10 @@ def print_table(
     """Print median [min-max] seconds per contender, first rounds, ratios and peak RSS.
 
     ``ratio`` is the baseline's median over each contender's median (above 1: faster
-    than the baseline); ``in-proc`` is the same ratio from the best of several rounds
-    inside one process, when measured.
+    than the baseline), in wall seconds, then in CPU seconds of the timed step (the
+    process's own, not its children's: less sensitive to a busy machine, blind to
+    workers and waits on the disk); ``in-proc`` is the wall ratio from the best of
+    several rounds inside one process, when measured.
     """
     print(f"\n{title}")
     print(f"  seconds: median [min-max] over {len(next(iter(results.values())).runs)} fresh processes each")
@@ -249,7 +251,8 @@ def print_table(
             )
             if base is not None and name != baseline:
                 ratio = base.median(row.step) / rounds.median(row.step)
-                line += f"  ratio {ratio:5.2f}x"
+                cpu_ratio = base.median(row.step, "cpu") / max(rounds.median(row.step, "cpu"), 1e-9)
+                line += f"  ratio {ratio:5.2f}x (cpu {cpu_ratio:4.2f}x)"
                 if row.target is not None:
                     line += f" (target {row.target:.1f}x: {'ok' if ratio >= row.target else 'NO'})"
                 if rounds.in_process is not None and base.in_process is not None:
