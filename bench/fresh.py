@@ -74,9 +74,13 @@ class Clock:
 
 
 def _load(module: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"bench_{module}", os.path.join(BENCH, module + ".py"))
+    # Under its own name, so that processes the workload spawns can import it again
+    # (pickled functions), unless that name is a standard module's (bench/http.py).
+    name = f"bench_{module}" if module in sys.stdlib_module_names else module
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, module + ".py"))
     assert spec is not None and spec.loader is not None
     loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
     spec.loader.exec_module(loaded)
     return loaded
 
