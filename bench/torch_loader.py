@@ -75,49 +75,28 @@ def _own(make: Any, params: dict[str, Any], clock: Clock) -> None:
     assert n == params["records"], n
 
 
-def kara_batches_0(params: dict[str, Any], clock: Clock) -> None:
-    """kara: batches of 64, no workers."""
-    _epoch(_kara_dataset, params, clock, 0, True)
+_DATASETS = {"kara": _kara_dataset, "k215": _k215_dataset}
 
 
-def kara_batches_2(params: dict[str, Any], clock: Clock) -> None:
-    """kara: batches of 64, 2 workers."""
-    _epoch(_kara_dataset, params, clock, 2, True)
+def __getattr__(name: str) -> Any:
+    """The epoch workloads, named ``LIBRARY_KIND_WORKERS``: ``kara_batches_2``, ``k215_samples_0``...
 
+    ``batches``: batch_size=64 with collate_fn=list; ``samples``: batch_size=None.
+    """
+    library, _, rest = name.partition("_")
+    kind, _, workers = rest.partition("_")
+    if library not in _DATASETS or kind not in ("batches", "samples") or not workers.isdigit():
+        raise AttributeError(name)
 
-def kara_samples_0(params: dict[str, Any], clock: Clock) -> None:
-    """kara: batch_size=None, no workers."""
-    _epoch(_kara_dataset, params, clock, 0, False)
+    def workload(params: dict[str, Any], clock: Clock) -> None:
+        _epoch(_DATASETS[library], params, clock, int(workers), kind == "batches")
 
-
-def kara_samples_2(params: dict[str, Any], clock: Clock) -> None:
-    """kara: batch_size=None, 2 workers."""
-    _epoch(_kara_dataset, params, clock, 2, False)
+    return workload
 
 
 def kara_own(params: dict[str, Any], clock: Clock) -> None:
     """kara: the torch dataset iterated without a DataLoader."""
     _own(_kara_dataset, params, clock)
-
-
-def k215_batches_0(params: dict[str, Any], clock: Clock) -> None:
-    """2.1.5: batches of 64, no workers."""
-    _epoch(_k215_dataset, params, clock, 0, True)
-
-
-def k215_batches_2(params: dict[str, Any], clock: Clock) -> None:
-    """2.1.5: batches of 64, 2 workers."""
-    _epoch(_k215_dataset, params, clock, 2, True)
-
-
-def k215_samples_0(params: dict[str, Any], clock: Clock) -> None:
-    """2.1.5: batch_size=None, no workers."""
-    _epoch(_k215_dataset, params, clock, 0, False)
-
-
-def k215_samples_2(params: dict[str, Any], clock: Clock) -> None:
-    """2.1.5: batch_size=None, 2 workers."""
-    _epoch(_k215_dataset, params, clock, 2, False)
 
 
 def k215_own(params: dict[str, Any], clock: Clock) -> None:
