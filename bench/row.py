@@ -1,4 +1,4 @@
-"""Row datasets: kara against kara-storage 2.1.5 on a file:// store, same workloads, one run.
+"""Row datasets: kara against kara-storage 2.1.5 on a file:// store, fresh processes.
 
 Small records: 200,000 ``common.small_record(i)`` JSON records. Timed: writing them with
 one ``write`` per record, writing them with kara's ``write_many`` (2.1.5 has none: its
@@ -9,14 +9,15 @@ Python file I/O of the same bytes (one ``write``/``read`` per record, fsync befo
 as kara's file backend does). 2.1.5 is shown for information.
 
 kara's file backend fsyncs on flush/close (and when taking its writer lock and updating
-meta.json); 2.1.5 never fsyncs. The small-record workloads are therefore timed twice:
-with the default store, and with ``fsync=False`` (the same durability as 2.1.5).
+meta.json); 2.1.5 never fsyncs. The writes are therefore timed twice for kara: with the
+default store, and with ``fsync=False`` (the same durability as 2.1.5).
 
-Each time is the best of ``REPEAT`` rounds; the rounds alternate between kara, plain
-I/O and 2.1.5 so that load from elsewhere on the machine slows them alike, and every
-timed write starts after ``os.sync()`` so that no contender pays for another's dirty pages.
+Every round of every contender is a new interpreter (bench/fresh.py): the records are
+built, then the one timed workload runs, as in a user's script. Reads use one store
+written by kara beforehand (2.x layout: 2.1.5 reads the same files). Every timed write
+starts after ``os.sync()`` so that no contender pays for another's dirty pages.
 
-    .venv/bin/python bench/row.py
+    .venv/bin/python bench/row.py [ROUNDS]
 """
 
 from __future__ import annotations
@@ -25,197 +26,226 @@ import os
 import random
 import shutil
 import sys
-import time
+import tempfile
+from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
-from common import print_table, remove_workdir, run_k215, small_record, workdir
+from common import k215_python, remove_workdir, small_record, workdir
+from fresh import ROUNDS, Clock, Contender, Row, measure, print_table
 
 RECORDS = 200_000
 RANDOM_READS = 20_000
 BIG_RECORDS = 1024
 BIG_SIZE = 1024 * 1024
-REPEAT = 5
-
-K215_CODE = """
-import random, shutil, os
-import kara_storage
-from kara_storage.serialization import NoSerializer
-
-def small_record(i):
-    return {"id": i, "text": "sample text number %d " % i * 4, "tokens": list(range(i % 32))}
-
-times = {}
-records = [small_record(i) for i in range(PARAMS["records"])]
-indices = PARAMS["indices"]
-best = {}
-for run in range(2):  # the first run warms the fresh interpreter up, as kara's earlier rounds do
-    root = os.path.join(PARAMS["root"], "k215")
-    store = kara_storage.KaraStorage("file://" + root)
-    os.sync()
-    t = time.perf_counter()
-    ds = store.open_dataset("bench", "small", "w", version="1")
-    for rec in records:
-        ds.write(rec)
-    ds.close()
-    best["write"] = min(best.get("write", 1e9), time.perf_counter() - t)
-
-    t = time.perf_counter()
-    ds = store.open_dataset("bench", "small", "r")
-    n = sum(1 for _ in ds)
-    ds.close()
-    best["read"] = min(best.get("read", 1e9), time.perf_counter() - t)
-    assert n == len(records)
-
-    ds = store.open_dataset("bench", "small", "r")
-    t = time.perf_counter()
-    for i in indices:
-        ds[i]
-    best["random"] = min(best.get("random", 1e9), time.perf_counter() - t)
-    ds.close()
-
-    blob = os.urandom(PARAMS["big_size"])
-    os.sync()
-    t = time.perf_counter()
-    ds = store.open_dataset("bench", "big", "w", version="1", serialization=NoSerializer())
-    for _ in range(PARAMS["big_records"]):
-        ds.write(blob)
-    ds.close()
-    best["big_write"] = min(best.get("big_write", 1e9), time.perf_counter() - t)
-    t = time.perf_counter()
-    ds = store.open_dataset("bench", "big", "r", serialization=NoSerializer())
-    total = sum(len(r) for r in ds)
-    ds.close()
-    best["big_read"] = min(best.get("big_read", 1e9), time.perf_counter() - t)
-    assert total == PARAMS["big_size"] * PARAMS["big_records"]
-    shutil.rmtree(root)
-print(json.dumps(best))
-"""
 
 
-def kara_round(root: str, records: list[dict], indices: list[int], fsync: bool) -> dict[str, float]:
-    """Time every workload once with kara; ``fsync`` is the file store option."""
+def _fsync() -> bool:
+    return os.environ.get("BENCH_FSYNC", "1") == "1"
+
+
+def _kara_store(url: str) -> Any:
     from kara_core import KaraStorage
 
-    times: dict[str, float] = {}
-    path = os.path.join(root, "kara")
-    store = KaraStorage("file://" + path, fsync=fsync)
-    os.sync()  # nobody's dirty pages (an earlier contender's) slow this one's writes down
-    t = time.perf_counter()
-    with store.open_dataset("bench", "small", "w", version="1") as ds:
-        for rec in records:
-            ds.write(rec)
-    times["write"] = time.perf_counter() - t
+    return KaraStorage(url, fsync=_fsync())
 
+
+def _k215_store(url: str) -> Any:
+    import kara_storage
+
+    return kara_storage.KaraStorage(url)
+
+
+def _scratch(params: dict[str, Any]) -> str:
+    return tempfile.mkdtemp(prefix="w-", dir=params["root"])
+
+
+def _write(open_store: Any, params: dict[str, Any], clock: Clock, many: bool) -> None:
+    records = [small_record(i) for i in range(params["records"])]
+    path = _scratch(params)
+    store = open_store("file://" + path)
     os.sync()
-    t = time.perf_counter()
-    with store.open_dataset("bench", "many", "w", version="1") as ds:
-        ds.write_many(records)
-    times["write_many"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    with store.open_dataset("bench", "small") as ds:
-        n = sum(1 for _ in ds)
-    times["read"] = time.perf_counter() - t
-    assert n == RECORDS
-
-    with store.open_dataset("bench", "small") as ds:
-        t = time.perf_counter()
-        for i in indices:
-            ds[i]
-        times["random"] = time.perf_counter() - t
-
-    blob = os.urandom(BIG_SIZE)
-    os.sync()
-    t = time.perf_counter()
-    with store.open_dataset("bench", "big", "w", version="1", serialization="raw") as ds:
-        for _ in range(BIG_RECORDS):
-            ds.write(blob)
-    times["big_write"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with store.open_dataset("bench", "big", serialization="raw") as ds:
-        total = sum(len(r) for r in ds)
-    times["big_read"] = time.perf_counter() - t
-    assert total == BIG_SIZE * BIG_RECORDS
-    store.close()
+    with clock.step("write"):
+        ds = store.open_dataset("bench", "small", "w", version="1")
+        if many:
+            ds.write_many(records)
+        else:
+            for rec in records:
+                ds.write(rec)
+        ds.close()
     shutil.rmtree(path)
-    return times
 
 
-def plain_round(root: str) -> dict[str, float]:
-    """Time plain Python file I/O of the 1 MiB records once."""
-    times: dict[str, float] = {}
-    path = os.path.join(root, "plain.bin")
-    blob = os.urandom(BIG_SIZE)
+def kara_write(params: dict[str, Any], clock: Clock) -> None:
+    """kara: one ``write`` per record."""
+    _write(_kara_store, params, clock, many=False)
+
+
+def kara_write_many(params: dict[str, Any], clock: Clock) -> None:
+    """kara: one ``write_many`` of every record."""
+    _write(_kara_store, params, clock, many=True)
+
+
+def k215_write(params: dict[str, Any], clock: Clock) -> None:
+    """2.1.5: one ``write`` per record."""
+    _write(_k215_store, params, clock, many=False)
+
+
+def _read(open_store: Any, params: dict[str, Any], clock: Clock) -> None:
+    store = open_store(params["url"])
+    with clock.step("read"):
+        ds = store.open_dataset("bench", "small", "r")
+        n = sum(1 for _ in ds)
+        ds.close()
+    assert n == params["records"], n
+
+
+def kara_read(params: dict[str, Any], clock: Clock) -> None:
+    """kara: iterate every record in order."""
+    _read(_kara_store, params, clock)
+
+
+def k215_read(params: dict[str, Any], clock: Clock) -> None:
+    """2.1.5: iterate every record in order."""
+    _read(_k215_store, params, clock)
+
+
+def _random(open_store: Any, params: dict[str, Any], clock: Clock) -> None:
+    store = open_store(params["url"])
+    ds = store.open_dataset("bench", "small", "r")
+    with clock.step("random"):
+        for i in params["indices"]:
+            ds[i]
+    ds.close()
+
+
+def kara_random(params: dict[str, Any], clock: Clock) -> None:
+    """kara: random ``ds[i]`` (opened before the clock starts)."""
+    _random(_kara_store, params, clock)
+
+
+def k215_random(params: dict[str, Any], clock: Clock) -> None:
+    """2.1.5: random ``ds[i]`` (opened before the clock starts)."""
+    _random(_k215_store, params, clock)
+
+
+def _big(open_store: Any, params: dict[str, Any], clock: Clock, raw: Any) -> None:
+    blob = os.urandom(params["big_size"])
+    path = _scratch(params)
+    store = open_store("file://" + path)
     os.sync()
-    t = time.perf_counter()
-    with open(path, "wb") as fh:
-        for _ in range(BIG_RECORDS):
+    with clock.step("big_write"):
+        ds = store.open_dataset("bench", "big", "w", version="1", serialization=raw)
+        for _ in range(params["big_records"]):
+            ds.write(blob)
+        ds.close()
+    with clock.step("big_read"):
+        ds = store.open_dataset("bench", "big", "r", serialization=raw)
+        total = sum(len(r) for r in ds)
+        ds.close()
+    assert total == params["big_size"] * params["big_records"]
+    shutil.rmtree(path)
+
+
+def kara_big(params: dict[str, Any], clock: Clock) -> None:
+    """kara: 1 MiB raw records written then read."""
+    _big(_kara_store, params, clock, "raw")
+
+
+def k215_big(params: dict[str, Any], clock: Clock) -> None:
+    """2.1.5: 1 MiB raw records written then read."""
+    from kara_storage.serialization import NoSerializer
+
+    _big(_k215_store, params, clock, NoSerializer())
+
+
+def plain_big(params: dict[str, Any], clock: Clock) -> None:
+    """Plain Python file I/O of the same 1 MiB records (fsync before close)."""
+    path = os.path.join(_scratch(params), "plain.bin")
+    blob = os.urandom(params["big_size"])
+    os.sync()
+    with clock.step("big_write"), open(path, "wb") as fh:
+        for _ in range(params["big_records"]):
             fh.write(blob)
         fh.flush()
         os.fsync(fh.fileno())
-    times["big_write"] = time.perf_counter() - t
-    t = time.perf_counter()
     total = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(BIG_SIZE):
+    with clock.step("big_read"), open(path, "rb") as fh:
+        while chunk := fh.read(params["big_size"]):
             total += len(chunk)
-    times["big_read"] = time.perf_counter() - t
-    assert total == BIG_SIZE * BIG_RECORDS
-    os.unlink(path)
-    return times
+    assert total == params["big_size"] * params["big_records"]
+    shutil.rmtree(os.path.dirname(path))
 
 
-def _keep_best(best: dict[str, float], times: dict[str, float]) -> None:
-    for name, seconds in times.items():
-        best[name] = min(best.get(name, float("inf")), seconds)
+CONTENDERS = [
+    Contender(
+        "kara",
+        sys.executable,
+        {
+            "write": "kara_write",
+            "write_many": "kara_write_many",
+            "read": "kara_read",
+            "random": "kara_random",
+            "big": "kara_big",
+        },
+    ),
+    Contender(
+        "kara nofsync", sys.executable, {"write": "kara_write", "write_many": "kara_write_many"}, {"BENCH_FSYNC": "0"}
+    ),
+    Contender(
+        "2.1.5", k215_python(), {"write": "k215_write", "read": "k215_read", "random": "k215_random", "big": "k215_big"}
+    ),
+    Contender("plain I/O", sys.executable, {"big": "plain_big"}),
+]
 
 
 def main() -> None:
-    """Run kara, plain file I/O and kara-storage 2.1.5 in turns and print the tables."""
+    """Prepare the read store, run every contender in fresh processes, print the tables."""
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
     root = workdir("row")
-    rng = random.Random(7)
-    indices = [rng.randrange(RECORDS) for _ in range(RANDOM_READS)]
-    records = [small_record(i) for i in range(RECORDS)]
-    params = {"root": root, "records": RECORDS, "indices": indices, "big_records": BIG_RECORDS, "big_size": BIG_SIZE}
-    ours: dict[str, float] = {}
-    nosync: dict[str, float] = {}
-    plain: dict[str, float] = {}
-    theirs: dict[str, float] = {}
     try:
-        # Rounds alternate between the contenders so that a busy machine slows them alike.
-        for _ in range(REPEAT):
-            _keep_best(ours, kara_round(root, records, indices, fsync=True))
-            _keep_best(plain, plain_round(root))
-            _keep_best(theirs, run_k215(K215_CODE, params))
-            _keep_best(nosync, kara_round(root, records, indices, fsync=False))
+        url = "file://" + os.path.join(root, "store")
+        store = _kara_store(url)
+        with store.open_dataset("bench", "small", "w", version="1") as ds:
+            ds.write_many(small_record(i) for i in range(RECORDS))
+        rng = random.Random(7)
+        params = {
+            "root": root,
+            "url": url,
+            "records": RECORDS,
+            "indices": [rng.randrange(RECORDS) for _ in range(RANDOM_READS)],
+            "big_records": BIG_RECORDS,
+            "big_size": BIG_SIZE,
+        }
+        results = measure("row", CONTENDERS, params, rounds, in_process=3)
     finally:
         remove_workdir(root)
-    for label, kara in (("kara default: fsync on flush/close", ours), ("kara fsync=False, like 2.1.5", nosync)):
-        print_table(
-            f"{RECORDS:,} small JSON records, file://, best of {REPEAT}: {label} vs kara-storage 2.1.5 (never fsyncs)",
-            [
-                ("write (one write() per record)", kara["write"], theirs["write"], 1.5),
-                ("write_many (2.1.5: one write() per record)", kara["write_many"], theirs["write"], 3.0),
-                ("sequential read (iterate all)", kara["read"], theirs["read"], 2.0),
-                (f"random ds[i] x {RANDOM_READS:,}", kara["random"], theirs["random"], 10.0),
-            ],
-        )
+    names = [c.name for c in CONTENDERS]
     print_table(
-        f"{BIG_RECORDS} records of 1 MiB, both fsync before close: kara vs PLAIN PYTHON FILE I/O "
-        "(the '2.1.5 s' column is plain I/O)",
+        f"{RECORDS:,} small JSON records, file:// (kara default fsyncs on close; 'kara nofsync' and 2.1.5 never do)",
+        results,
         [
-            ("1 MiB records: write", ours["big_write"], plain["big_write"], 0.8),
-            ("1 MiB records: read", ours["big_read"], plain["big_read"], 0.8),
+            Row("write (one write() per record)", "write", "write", 1.5),
+            Row("write_many (2.1.5: one write() per record)", "write_many", "write", 3.0, "write"),
+            Row("sequential read (iterate all)", "read", "read", 2.0),
+            Row(f"random ds[i] x {RANDOM_READS:,}", "random", "random", 10.0),
         ],
+        names[:3],
+        "2.1.5",
     )
     print_table(
-        f"{BIG_RECORDS} records of 1 MiB: kara (fsync on / off) vs kara-storage 2.1.5 (information)",
-        [
-            ("1 MiB records: write, kara fsync on", ours["big_write"], theirs["big_write"], None),
-            ("1 MiB records: write, kara fsync=False", nosync["big_write"], theirs["big_write"], None),
-            ("1 MiB records: read", ours["big_read"], theirs["big_read"], None),
-        ],
+        f"{BIG_RECORDS} records of 1 MiB, kara and plain I/O fsync before close: against PLAIN PYTHON FILE I/O",
+        results,
+        [Row("write", "big", "big_write", 0.8), Row("read", "big", "big_read", 0.8)],
+        ["kara", "plain I/O"],
+        "plain I/O",
+    )
+    print_table(
+        f"{BIG_RECORDS} records of 1 MiB: kara vs kara-storage 2.1.5 (information)",
+        results,
+        [Row("write", "big", "big_write"), Row("read", "big", "big_read")],
+        ["kara", "2.1.5"],
+        "2.1.5",
     )
 
 

@@ -1,18 +1,24 @@
-"""The PyTorch pipeline: kara-torch against kara-storage 2.1.5, same store, one run.
+"""The PyTorch pipeline: kara-torch against kara-storage 2.1.5, same store, fresh processes.
 
 200,000 ``common.small_record(i)`` JSON records in a file:// store written by kara (the
-2.x layout, so 2.1.5 reads the same files). One shuffled epoch through a DataLoader with
-``batch_size=64`` and a collate function returning the list of samples (``list``), with
-``num_workers`` 0 and 2, for both. 2.1.5 needs torch in its own virtualenv:
-``.venv-k215/bin/pip install torch==2.13.0`` (``scripts/bench`` does it).
+2.x layout, so 2.1.5 reads the same files). One shuffled epoch through a DataLoader:
+
+- batches: ``batch_size=64`` and a collate function returning the list of samples;
+- per sample: ``DataLoader(ds, batch_size=None)``, samples one at a time (the loader
+  then runs torch's ``default_convert`` on each sample);
+- own path: the dataset iterated without a DataLoader (what each library costs itself).
+
+each with ``num_workers`` 0 and 2, for both libraries. 2.1.5 needs torch in its own
+virtualenv (``scripts/bench`` installs it). The clock starts before
+``make_torch_dataset`` (2.1.5 fills its shuffle buffer there).
 
 Then the scaling check that workers are worth having: with a transform costing about
 200 us of CPU per sample (run inside the workers), kara with 2 workers against kara with
-none, on the first 20,000 records (the rate is what counts; 200,000 would take a minute).
+none, on the first 20,000 records.
 
-Each time is the best of a few rounds; rounds alternate kara and 2.1.5.
+Every round of every contender is a new interpreter (bench/fresh.py).
 
-    .venv/bin/python bench/torch_loader.py
+    .venv/bin/python bench/torch_loader.py [ROUNDS]
 """
 
 from __future__ import annotations
@@ -22,37 +28,80 @@ import sys
 import time
 from typing import Any
 
-BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCH)
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
-from common import print_table, remove_workdir, run_k215, small_record, workdir  # noqa: E402
-
-# bench/ has modules named like standard ones (http.py, which torch's import of
-# urllib.request would pick up): keep the folder off the import path from here on.
-sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != BENCH]
+from common import k215_python, remove_workdir, small_record, workdir
+from fresh import ROUNDS, Clock, Contender, Row, measure, print_table
 
 RECORDS = 200_000
 BATCH = 64
-#: Rounds per number of workers (the 2-worker 2.1.5 epoch alone takes about 20 s).
-ROUNDS = {0: 5, 2: 2}
 TRANSFORM_RECORDS = 20_000
 TRANSFORM_SECONDS = 200e-6
-TRANSFORM_ROUNDS = 3
 
-K215_CODE = """
-import kara_storage
-from torch.utils.data import DataLoader
 
-storage = kara_storage.KaraStorage(PARAMS["url"])
-ds = storage.open_dataset("bench", "small", "r", version="1")
-t = time.perf_counter()
-torch_ds = kara_storage.make_torch_dataset(ds, shuffle=True)
-loader = DataLoader(torch_ds, batch_size=PARAMS["batch"], num_workers=PARAMS["workers"], collate_fn=list)
-n = sum(len(batch) for batch in loader)
-seconds = time.perf_counter() - t
-assert n == PARAMS["records"], n
-print(json.dumps(seconds))
-"""
+def _kara_dataset(params: dict[str, Any], **kwargs: Any) -> Any:
+    import kara_core
+
+    rows = kara_core.KaraStorage(params["url"]).open_dataset("bench", "small")
+    return kara_core.make_torch_dataset(rows, shuffle=True, **kwargs)
+
+
+def _k215_dataset(params: dict[str, Any], **kwargs: Any) -> Any:
+    import kara_storage
+
+    rows = kara_storage.KaraStorage(params["url"]).open_dataset("bench", "small", "r", version="1")
+    return kara_storage.make_torch_dataset(rows, shuffle=True)
+
+
+def _epoch(make: Any, params: dict[str, Any], clock: Clock, workers: int, batched: bool) -> None:
+    from torch.utils.data import DataLoader
+
+    with clock.step("epoch"):
+        if batched:
+            ds = make(params, batch_size=BATCH)
+            loader = DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=list)
+            n = sum(len(batch) for batch in loader)
+        else:
+            ds = make(params)
+            n = sum(1 for _ in DataLoader(ds, batch_size=None, num_workers=workers))
+    assert n == params["records"], n
+
+
+def _own(make: Any, params: dict[str, Any], clock: Clock) -> None:
+    import torch  # noqa: F401  (imported before the clock, as the DataLoader rows do)
+
+    with clock.step("epoch"):
+        n = sum(1 for _ in make(params))
+    assert n == params["records"], n
+
+
+_DATASETS = {"kara": _kara_dataset, "k215": _k215_dataset}
+
+
+def __getattr__(name: str) -> Any:
+    """The epoch workloads, named ``LIBRARY_KIND_WORKERS``: ``kara_batches_2``, ``k215_samples_0``...
+
+    ``batches``: batch_size=64 with collate_fn=list; ``samples``: batch_size=None.
+    """
+    library, _, rest = name.partition("_")
+    kind, _, workers = rest.partition("_")
+    if library not in _DATASETS or kind not in ("batches", "samples") or not workers.isdigit():
+        raise AttributeError(name)
+
+    def workload(params: dict[str, Any], clock: Clock) -> None:
+        _epoch(_DATASETS[library], params, clock, int(workers), kind == "batches")
+
+    return workload
+
+
+def kara_own(params: dict[str, Any], clock: Clock) -> None:
+    """kara: the torch dataset iterated without a DataLoader."""
+    _own(_kara_dataset, params, clock)
+
+
+def k215_own(params: dict[str, Any], clock: Clock) -> None:
+    """2.1.5: the torch dataset iterated without a DataLoader."""
+    _own(_k215_dataset, params, clock)
 
 
 #: Loop iterations worth TRANSFORM_SECONDS of CPU, set by calibrate() (forked workers inherit it).
@@ -83,76 +132,85 @@ def busy_transform(sample: dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
-def epoch_seconds(url: str, workers: int, **kwargs: Any) -> float:
-    """Time of one shuffled epoch through a DataLoader with ``workers`` workers.
-
-    The clock starts before ``make_torch_dataset``: 2.1.5 fills its shuffle buffer there.
-    """
+def _transform(params: dict[str, Any], clock: Clock, workers: int) -> None:
     from torch.utils.data import DataLoader
 
-    import kara_core
+    calibrate()
+    before = os.times()
+    with clock.step("epoch"):
+        ds = _kara_dataset(params, batch_size=BATCH, end=TRANSFORM_RECORDS, transform=busy_transform)
+        n = sum(len(batch) for batch in DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=list))
+    after = os.times()
+    assert n == TRANSFORM_RECORDS, n
+    clock.record("main_cpu", after.user + after.system - before.user - before.system)
+    clock.record(
+        "workers_cpu", after.children_user + after.children_system - before.children_user - before.children_system
+    )
 
-    with kara_core.KaraStorage(url).open_dataset("bench", "small") as rows:
-        t = time.perf_counter()
-        ds = kara_core.make_torch_dataset(rows, shuffle=True, batch_size=BATCH, **kwargs)
-        loader = DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=list)
-        n = sum(len(batch) for batch in loader)
-        seconds = time.perf_counter() - t
-    assert n == len(ds), (n, len(ds))
-    return seconds
+
+def kara_transform_0(params: dict[str, Any], clock: Clock) -> None:
+    """kara: a 200 us transform per sample, no workers."""
+    _transform(params, clock, 0)
+
+
+def kara_transform_2(params: dict[str, Any], clock: Clock) -> None:
+    """kara: a 200 us transform per sample, 2 workers."""
+    _transform(params, clock, 2)
+
+
+_WORKLOADS = ("batches_0", "batches_2", "samples_0", "samples_2", "own")
+CONTENDERS = [
+    Contender("kara", sys.executable, {w: f"kara_{w}" for w in _WORKLOADS}),
+    Contender("2.1.5", k215_python(), {w: f"k215_{w}" for w in _WORKLOADS}),
+]
+TRANSFORM = [
+    Contender("kara 2 workers", sys.executable, {"transform": "kara_transform_2"}),
+    Contender("kara 0 workers", sys.executable, {"transform": "kara_transform_0"}),
+]
 
 
 def main() -> None:
-    """Write the store, time kara and kara-storage 2.1.5, print the tables."""
+    """Write the store, time kara and kara-storage 2.1.5 in fresh processes, print the tables."""
     from kara_core import KaraStorage
 
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
     root = workdir("torch_loader")
     url = "file://" + os.path.join(root, "store")
     try:
         with KaraStorage(url).open_dataset("bench", "small", "w", version="1") as ds:
             ds.write_many(small_record(i) for i in range(RECORDS))
-        # Rounds alternate kara and 2.1.5 so that load from other processes on the
-        # machine hits both alike; each keeps its best round.
-        ours: dict[int, float] = {}
-        theirs: dict[int, float] = {}
-        transform: dict[int, float] = {}
-        for workers, rounds in ROUNDS.items():
-            params = {"url": url, "batch": BATCH, "records": RECORDS, "workers": workers}
-            for _ in range(rounds):
-                ours[workers] = min(ours.get(workers, float("inf")), epoch_seconds(url, workers))
-                theirs[workers] = min(theirs.get(workers, float("inf")), run_k215(K215_CODE, params))
-        calibrate()
-        cpu: dict[int, tuple[float, float]] = {}
-        for _ in range(TRANSFORM_ROUNDS):
-            for workers in (0, 2):
-                before = os.times()
-                seconds = epoch_seconds(url, workers, end=TRANSFORM_RECORDS, transform=busy_transform)
-                after = os.times()
-                if seconds < transform.get(workers, float("inf")):
-                    transform[workers] = seconds
-                    cpu[workers] = (
-                        after.user + after.system - before.user - before.system,
-                        after.children_user + after.children_system - before.children_user - before.children_system,
-                    )
+        params = {"url": url, "records": RECORDS}
+        results = measure("torch_loader", CONTENDERS, params, rounds)
+        scaling = measure("torch_loader", TRANSFORM, params, rounds)
     finally:
         remove_workdir(root)
     print_table(
-        f"DataLoader over {RECORDS:,} small records, shuffle=True, batch_size={BATCH} (file://, best round)",
+        f"DataLoader over {RECORDS:,} small records, shuffle=True, one epoch (file://)",
+        results,
         [
-            (f"num_workers=0 (best of {ROUNDS[0]})", ours[0], theirs[0], 1.5),
-            (f"num_workers=2 (best of {ROUNDS[2]})", ours[2], theirs[2], 10.0),
+            Row(f"batch_size={BATCH}, collate_fn=list, num_workers=0", "batches_0", "epoch", 1.5),
+            Row(f"batch_size={BATCH}, collate_fn=list, num_workers=2", "batches_2", "epoch", 10.0),
+            Row("batch_size=None (per sample), num_workers=0", "samples_0", "epoch", 1.2),
+            Row("batch_size=None (per sample), num_workers=2", "samples_2", "epoch", 1.0),
+            Row("no DataLoader: iterating the dataset itself", "own", "epoch"),
         ],
+        ["kara", "2.1.5"],
+        "2.1.5",
     )
     print_table(
-        f"Transform of ~200 us CPU per sample, {TRANSFORM_RECORDS:,} records (best of {TRANSFORM_ROUNDS}): "
-        "kara 2 workers vs KARA 0 WORKERS (the '2.1.5 s' column is kara with num_workers=0)",
-        [("kara num_workers=2 vs num_workers=0", transform[2], transform[0], 1.6)],
+        f"Transform of ~200 us CPU per sample, {TRANSFORM_RECORDS:,} records: kara 2 workers vs KARA 0 WORKERS",
+        scaling,
+        [Row("kara num_workers=2 vs num_workers=0", "transform", "epoch", 1.6)],
+        ["kara 2 workers", "kara 0 workers"],
+        "kara 0 workers",
     )
+    two = scaling["kara 2 workers", "transform"].runs[0]["extra"]
+    zero = scaling["kara 0 workers", "transform"].runs[0]["extra"]
     # Wall time can only halve if two cores are free; the CPU seconds show what the
     # workers cost, whatever else the machine is running.
     print(
-        f"CPU seconds of those runs: num_workers=0 {cpu[0][0]:.2f}; num_workers=2 main process "
-        f"{cpu[2][0]:.2f} + workers {cpu[2][1]:.2f}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"CPU seconds (first round): num_workers=0 {zero['main_cpu']:.2f}; num_workers=2 main process "
+        f"{two['main_cpu']:.2f} + workers {two['workers_cpu']:.2f}"
     )
 
 

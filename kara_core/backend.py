@@ -55,6 +55,8 @@ class Appender(Protocol):
     ``position`` is the object's size as far as this appender knows (the offset the next
     ``append`` writes at). ``append`` may buffer; ``flush`` makes everything appended so
     far durable and visible to readers; ``close`` flushes and releases the stream.
+    ``append`` must copy (or write) ``data`` before it returns: row writers hand it a
+    view of a buffer they reuse.
     """
 
     @property

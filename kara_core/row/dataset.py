@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RowDataset"]
 
-#: Records collected by ``write`` (or serialized by ``write_many``) before they are handed
-#: to the writer at once (small batches: their joined bytes are allocated without page
-#: faults); a record of DRAIN_BYTES or more is handed on at once.
+#: Records that ``write`` copies into the writer's buffer before it accounts for them
+#: (and ``write_many`` serializes at a time); a record of DRAIN_BYTES or more is handed
+#: on at once, without a copy.
 DRAIN_RECORDS = 512
 DRAIN_BYTES = 64 * 1024
 
@@ -116,8 +116,9 @@ class RowDataset:
         self._closed = False
         self._snap = snapshot
         self._writer = writer
-        #: Records written but not yet handed to the writer (None: not writable).
-        self._parts: list[bytes] | None = [] if writer is not None else None
+        #: Sizes of the records copied into ``writer.pending`` that the writer has not
+        #: accounted for yet (None: not writable).
+        self._sizes: list[int] | None = [] if writer is not None else None
         count = snapshot.count if snapshot is not None else 0
         self._begin = min(max(begin, 0), count)
         self._end = count if end is None else min(max(end, self._begin), count)
@@ -158,15 +159,20 @@ class RowDataset:
     def write(self, obj: Any) -> bool:
         """Append one record (buffered until :meth:`flush` or :meth:`close`); return True."""
         raw = self._serialize(obj)
+        size = len(raw)
         with self._lock:
-            parts = self._parts
-            if parts is None:
+            sizes, writer = self._sizes, self._writer
+            if sizes is None or writer is None:
                 raise self._unwritable()
-            parts.append(raw)
-            # Few records are kept here, and a large one is passed on at once: memory
-            # stays bounded (DRAIN_RECORDS * DRAIN_BYTES) without counting bytes.
-            if len(parts) >= DRAIN_RECORDS or len(raw) >= DRAIN_BYTES:
+            if size < DRAIN_BYTES:
+                # Copied at once, so the record's bytes are freed now (see RowWriter.pending).
+                writer.pending.write(raw)
+                sizes.append(size)
+                if len(sizes) >= DRAIN_RECORDS:
+                    self._drain()
+            else:
                 self._drain()
+                writer.append([raw])
         return True
 
     def write_many(self, objs: Iterable[Any]) -> int:
@@ -180,22 +186,19 @@ class RowDataset:
             if not chunk:
                 return total
             with self._lock:
-                parts = self._parts
-                if parts is None:
+                writer = self._writer
+                if self._sizes is None or writer is None:
                     raise self._unwritable()
-                if parts:
-                    parts.extend(chunk)
-                else:
-                    self._parts = chunk
                 self._drain()
+                writer.append(chunk)
             total += len(chunk)
 
     def _drain(self) -> None:
-        # Hand the records buffered here to the writer (called with the lock held).
-        writer, parts = self._writer, self._parts
-        if parts and writer is not None:
-            writer.append(parts)
-            self._parts = []
+        # Let the writer account for the records copied into its buffer (lock held).
+        writer, sizes = self._writer, self._sizes
+        if sizes and writer is not None:
+            writer.took(sizes)
+            self._sizes = []
 
     def flush(self) -> None:
         """Make every record written so far durable and visible to new readers."""
@@ -214,7 +217,7 @@ class RowDataset:
             self._closed = True
             if self._writer is not None and not self._writer.forked:
                 self._drain()
-            self._parts = None
+            self._sizes = None
             writer, self._writer = self._writer, None
             snap, self._snap = self._snap, None
             self._batch = []
@@ -429,7 +432,7 @@ class RowDataset:
         """Number of records (in this slice; when writing, in the version so far)."""
         writer = self._writer
         if writer is not None:
-            return writer.count + len(self._parts or ())
+            return writer.count + len(self._sizes or ())
         return self._end - self._begin
 
     def size(self) -> int:
@@ -440,7 +443,7 @@ class RowDataset:
         """Bytes of serialized records in this dataset (or slice)."""
         writer = self._writer
         if writer is not None:
-            return writer.end + sum(map(len, self._parts or ()))
+            return writer.end + sum(self._sizes or ())
         snap = self._reader()
         if self._end == self._begin:
             return 0

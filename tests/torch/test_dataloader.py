@@ -135,3 +135,23 @@ def test_planning_in_small_windows_gives_the_same_order(small, monkeypatch) -> N
     monkeypatch.setattr(kara_torch.dataset, "PLAN_WINDOW", 60)
     assert load(small, num_workers=2, **options) == reference
     assert load(small, num_workers=0, **options) == reference
+
+
+def test_a_worker_plans_at_most_one_window_of_positions_at_a_time(small, monkeypatch) -> None:
+    # What a worker holds of the epoch's order is bounded by the window, not by the
+    # number of records (bench/scale.py shows the memory flat from 1M to 100M records).
+    import kara_torch.dataset
+    from kara_torch.order import OrderCursor
+
+    reference = load(small, num_workers=0, shuffle=True)
+    asked: list[int] = []
+    take = OrderCursor.take
+
+    def recording_take(self: OrderCursor, positions: Any) -> Any:
+        asked.append(len(positions))
+        return take(self, positions)
+
+    monkeypatch.setattr(OrderCursor, "take", recording_take)
+    monkeypatch.setattr(kara_torch.dataset, "PLAN_WINDOW", 100)
+    assert load(small, num_workers=0, shuffle=True) == reference
+    assert len(asked) > 1 and max(asked) <= 100

@@ -31,8 +31,11 @@ __all__ = ["KaraTorchDataset", "make_torch_dataset"]
 UNSHUFFLED_BLOCK = 1024
 #: Samples decoded and transformed at a time (few, so transformed samples do not pile up).
 DECODE_CHUNK = 32
-#: Global positions of the epoch a worker plans at once (about 2 M: tens of MB of plan).
-PLAN_WINDOW = 1 << 21
+#: Global positions of the epoch a worker plans at once (131,072): a few MB of plan per
+#: worker whatever the dataset's size, and a first batch that waits for only this much of
+#: the order (a block's records leave the shuffle buffer within ~10 refreshes, so almost
+#: all of them fall in one or two windows: few blocks are read twice).
+PLAN_WINDOW = 1 << 17
 _STATE_FORMAT = 1
 
 
