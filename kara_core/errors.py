@@ -24,6 +24,8 @@ __all__ = [
     "PermissionDeniedError",
     "PluginLoadError",
     "ReadOnlyStoreError",
+    "SerializationError",
+    "SerializerMismatchError",
     "UnknownSchemeError",
     "UnsafePathError",
     "VersionExistsError",
@@ -116,6 +118,21 @@ class ModeError(KaraError, RuntimeError):
 
 class DatasetClosedError(KaraError, ValueError):
     """An operation on a dataset that was already closed."""
+
+
+class SerializationError(KaraError, ValueError):
+    """A record cannot be stored by the serializer, or stored bytes are not one of its records."""
+
+
+class SerializerMismatchError(ConfigurationError):
+    """A version is opened with another serializer than the one it was written with."""
+
+    def __init__(self, what: str, given: str, recorded: str) -> None:
+        self.given, self.recorded = given, recorded
+        super().__init__(
+            f"{what} was written with serializer {recorded!r}, not {given!r}: open it without "
+            f"serialization= (it remembers {recorded!r}) or with serialization={recorded!r}"
+        )
 
 
 class DatasetLockedError(KaraError, RuntimeError):

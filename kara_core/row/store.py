@@ -27,6 +27,7 @@ from .layout import (
     meta_path,
     read_meta,
 )
+from .sidecar import open_serializer
 from .snapshot import ENTRY, Snapshot, decode_ends
 from .writer import RowWriter
 
@@ -160,10 +161,10 @@ class RowStore:
         check_name("namespace", namespace)
         check_name("key", key)
         options = _options(kwargs)
-        serializer = resolve_serializer(serialization)
         version = str(version)
         if mode == "r":
             version = self._resolve_version(namespace, key, self.get_meta(namespace, key), version)
+            serializer = open_serializer(self.backend, namespace, key, version, serialization)
             snapshot = self._snapshot(namespace, key, version, options["cache_size"])
             return RowDataset(self.backend, namespace, key, version, serializer, options, snapshot=snapshot)
         if mode != "w":
@@ -181,8 +182,10 @@ class RowStore:
                 )
             version = str(latest)
         check_name("version", version)
+        resolve_serializer(serialization)  # a bad name fails before the lock is taken
         writer = RowWriter(self.backend, namespace, key, version, options["max_file_size"], options["buffer_size"])
         try:
+            serializer = open_serializer(self.backend, namespace, key, version, serialization, record=True)
             self._register_version(namespace, key, version)
         except BaseException:
             writer.abandon()

@@ -6,7 +6,19 @@ The module and class names are those of kara-storage 2.x
 
 from __future__ import annotations
 
-from .base import Serializer, resolve_serializer
+from .array import NumpySerializer
+from .base import Serializer, resolve_serializer, serializer_label
 from .builtin import JSONSerializer, NoSerializer, PickleSerializer
+from .compressed import WrappingSerializer, ZstdSerializer
 
-__all__ = ["JSONSerializer", "NoSerializer", "PickleSerializer", "Serializer", "resolve_serializer"]
+__all__ = [
+    "JSONSerializer",
+    "NoSerializer",
+    "NumpySerializer",
+    "PickleSerializer",
+    "Serializer",
+    "WrappingSerializer",
+    "ZstdSerializer",
+    "resolve_serializer",
+    "serializer_label",
+]

@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 
 from ..plugins import hookimpl
+from .array import NumpySerializer
 from .base import Serializer
+from .compressed import ZstdSerializer
 
 
 class JSONSerializer(Serializer):
@@ -61,3 +63,5 @@ def kara_register_serializers(register: Callable[[str, type[Serializer]], None])
     register("json", JSONSerializer)
     register("pickle", PickleSerializer)
     register("raw", NoSerializer)
+    register("numpy", NumpySerializer)
+    register("zstd", ZstdSerializer)
