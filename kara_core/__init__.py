@@ -26,6 +26,8 @@ __all__ = [
     "hookimpl",
     "list_plugins",
     "make_torch_dataset",
+    "mix",
+    "pack",
     "serialization",
     "version",
 ]
@@ -40,6 +42,27 @@ def make_torch_dataset(ds: Any, shuffle: bool = False, auto_distributed: bool = 
     from .plugins import get_integration
 
     return get_integration("torch").make_torch_dataset(ds, shuffle=shuffle, auto_distributed=auto_distributed, **kwargs)
+
+
+def mix(sources: Any, weights: Any, **kwargs: Any) -> Any:
+    """Interleave row datasets (or mixtures, packed views) by weight: see :func:`kara_core.pipeline.mix.mix`.
+
+    Keyword arguments: ``seed=0``, ``exhausted="stop" | "cycle"``, ``samples=None``,
+    ``shuffle=True``, ``with_source=False``.
+    """
+    from .pipeline.mix import mix as build
+
+    return build(sources, weights, **kwargs)
+
+
+def pack(dataset: Any, field: str | None = "tokens", seq_len: int = 2048, **kwargs: Any) -> Any:
+    """Token sequences of a row dataset cut into samples of ``seq_len``: see :func:`kara_core.pipeline.pack.pack`.
+
+    Keyword arguments: ``eos_id=None``, ``drop_remainder=True``.
+    """
+    from .pipeline.pack import pack as build
+
+    return build(dataset, field, seq_len, **kwargs)
 
 
 def __getattr__(name: str) -> Any:
