@@ -11,7 +11,10 @@ from __future__ import annotations
 import base64
 import copy
 import threading
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from ..errors import ConfigurationError, SerializationError
 from .base import Serializer
@@ -66,7 +69,11 @@ class WrappingSerializer(Serializer):
             return self
         configured = copy.copy(self)
         configured.inner = self.inner.with_sidecar_options(inner)
+        configured.reconfigured()
         return configured
+
+    def reconfigured(self) -> None:
+        """Called after the inner serializer or options of a copy changed (refresh caches)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
@@ -92,7 +99,7 @@ class ZstdSerializer(WrappingSerializer):
             raise ConfigurationError(f"zstd level must be an integer up to 22, got {level!r}")
         self.level = level
         self.dictionary = bytes(dictionary) if dictionary else None
-        self._local = threading.local()
+        self.reconfigured()
 
     @classmethod
     def train(
@@ -134,6 +141,7 @@ class ZstdSerializer(WrappingSerializer):
             compressor = zstandard.ZstdCompressor(dict_data=data, compression_params=params)
             decompressor = zstandard.ZstdDecompressor(dict_data=data, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
             codecs = local.codecs = (compressor.compress, decompressor.decompress)
+            local.decompress = decompressor.decompress
         return codecs
 
     def encode(self, data: bytes) -> bytes:
@@ -146,6 +154,29 @@ class ZstdSerializer(WrappingSerializer):
             return self._codecs()[1](data)
         except zstandard.ZstdError as exc:
             raise SerializationError(f"record is not a zstd frame of this version ({exc})") from None
+
+    def _fast_deserialize(self) -> Callable[[bytes], Any]:
+        # Reading is per record, so the layers cost more than zstd itself on small records:
+        # one function with the thread's decompressor at hand (and orjson called directly
+        # for plain JSON) replaces deserialize -> decode -> _codecs -> inner.deserialize.
+        from .builtin import JSONSerializer
+
+        inner = self.inner.deserialize
+        if type(self.inner).deserialize is JSONSerializer.deserialize:
+            inner = orjson.loads
+        import zstandard
+
+        local, decode, damaged = self._local, self.decode, zstandard.ZstdError
+
+        def deserialize(x: bytes) -> Any:
+            try:
+                return inner(local.decompress(x))
+            except AttributeError:
+                return inner(decode(x))  # this thread's first record: decode makes its codecs
+            except damaged:
+                return inner(decode(x))  # raises the SerializationError that says why
+
+        return deserialize
 
     def sidecar_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {**super().sidecar_options(), "level": self.level}
@@ -169,16 +200,22 @@ class ZstdSerializer(WrappingSerializer):
             )
         configured = copy.copy(configured)
         configured.dictionary = dictionary
+        configured.reconfigured()
         return configured
+
+    def reconfigured(self) -> None:
+        self._local = threading.local()
+        self.deserialize = self._fast_deserialize()  # type: ignore[method-assign]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_local", None)
+        state.pop("deserialize", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._local = threading.local()
+        self.reconfigured()
 
     def __repr__(self) -> str:
         trained = f", dictionary=<{len(self.dictionary)} bytes>" if self.dictionary else ""
