@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .order import EpochOrder, OrderCursor, ShuffleParams
-from .sources import as_view
+from .sources import as_view, pick
 
 __all__ = ["MAX_PERIOD", "Mixture", "mix"]
 
@@ -241,16 +241,21 @@ class Mixture:
         epoch = self.epoch if epoch is None else int(epoch)
         positions = np.asarray(positions, dtype=np.int64)
         sources, draws = self.locate(positions)
-        out: list[Any] = [None] * len(positions)
+        values: list[Any] = []
+        places = []  # places[k]: the output index of each value appended, in order
         for source in np.unique(sources).tolist():
             members = np.flatnonzero(sources == source)
             records, epochs = self._records(source, epoch, draws[members])
-            for sub_epoch in np.unique(epochs).tolist():
-                part = np.flatnonzero(epochs == sub_epoch)
-                values = self._labelled(source, self.views[source].fetch(records[part], sub_epoch))
-                for index, value in zip(members[part].tolist(), values, strict=True):
-                    out[index] = value
-        return out
+            sub_epochs = np.unique(epochs).tolist()
+            for sub_epoch in sub_epochs:
+                part = np.flatnonzero(epochs == sub_epoch) if len(sub_epochs) > 1 else slice(None)
+                values.extend(self._labelled(source, self.views[source].fetch(records[part], sub_epoch)))
+                places.append(members[part])
+        if not values:
+            return []
+        where = np.empty(len(positions), dtype=np.int64)
+        where[np.concatenate(places)] = np.arange(len(values))
+        return pick(values, where)
 
     def _labelled(self, source: int, values: list[Any]) -> list[Any]:
         if not self.with_source:

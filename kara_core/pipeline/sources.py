@@ -15,16 +15,22 @@ A *record view* is a fixed-length sequence read in batches of positions:
 
 from __future__ import annotations
 
+import itertools
+from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import ConfigurationError, ModeError
+from ..row.dataset import _codec as record_codec
 
-__all__ = ["RecordView", "RowView", "as_view"]
+__all__ = ["RecordView", "RowView", "as_view", "pick"]
 
-#: Records between two wanted ones that are read through rather than read separately.
-READ_THROUGH = 32
+#: Records read together (at most; fewer when they are large), and the bytes of them a
+#: view keeps for later calls.
+CHUNK_RECORDS = 64
+CHUNK_BYTES = 64 * 1024
+CACHE_BYTES = 32 * 1024 * 1024
 
 
 @runtime_checkable
@@ -49,6 +55,13 @@ class RowView:
         if getattr(rows, "mode", "r") != "r":
             raise ModeError("a mixture or packed view needs row datasets opened with mode 'r'")
         self.rows = rows
+        count = len(rows)
+        mean = max(1, rows.nbytes() // count) if count else 1
+        #: Records per chunk (the unit of reading and caching), and chunks kept.
+        self.chunk = max(1, min(CHUNK_RECORDS, CHUNK_BYTES // mean))
+        self.cached_chunks = max(4, CACHE_BYTES // (self.chunk * mean))
+        self._cache: dict[int, list[bytes]] = {}
+        self._deserialize = record_codec(rows.serializer)[1]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -56,24 +69,41 @@ class RowView:
     def raws(self, positions: np.ndarray) -> list[bytes]:
         """The stored bytes of the records at ``positions``, in order.
 
-        Wanted records close together are read with one ranged read (one index read and
-        one data read per run), never one read per record.
+        Records are read in aligned chunks of neighbouring records (consecutive missing
+        chunks in one ranged read) kept in a small cache (about CACHE_BYTES): shuffled
+        orders take the records of a block over several calls, and packed samples share
+        records at their edges.
         """
         if not len(positions):
             return []
-        wanted, inverse = np.unique(positions, return_inverse=True)
-        cuts = np.flatnonzero(np.diff(wanted) > READ_THROUGH) + 1
-        read = self.rows.read_raw_range
-        found: list[bytes] = []
-        for run in np.split(wanted, cuts):
-            first = int(run[0])
-            batch = read(first, int(run[-1]) + 1)
-            found.extend(batch[i] for i in (run - first).tolist())
-        return [found[i] for i in inverse.ravel().tolist()]
+        size, cache = self.chunk, self._cache
+        chunks, offsets = np.divmod(positions, size)
+        wanted, inverse = np.unique(chunks, return_inverse=True)
+        names = wanted.tolist()
+        absent = [chunk for chunk in names if chunk not in cache]
+        start = 0
+        for end in range(1, len(absent) + 1):
+            if end == len(absent) or absent[end] != absent[end - 1] + 1:
+                self._read_chunks(absent[start], absent[end - 1] + 1)
+                start = end
+        found = [cache[chunk] for chunk in names]
+        # Oldest read first out: readers move forward through their sources.
+        while len(cache) > max(self.cached_chunks, len(names)):
+            del cache[next(iter(cache))]
+        # One flat list of the wanted chunks' records (each chunk is `size` long but the
+        # last one of the dataset), picked from in C.
+        flat = list(itertools.chain.from_iterable(found))
+        return pick(flat, inverse.ravel() * size + offsets)
+
+    def _read_chunks(self, first: int, stop: int) -> None:
+        size = self.chunk
+        raws = self.rows.read_raw_range(first * size, stop * size)
+        for chunk in range(first, stop):
+            self._cache[chunk] = raws[(chunk - first) * size : (chunk - first + 1) * size]
 
     def fetch(self, positions: np.ndarray, epoch: int = 0) -> list[Any]:
         """The decoded records at ``positions`` (each occurrence decoded on its own)."""
-        return list(map(self.rows.serializer.deserialize, self.raws(positions)))
+        return list(map(self._deserialize, self.raws(positions)))
 
     def order_identity(self) -> dict[str, Any]:
         """The dataset version and the slice (what a position means)."""
@@ -86,8 +116,24 @@ class RowView:
             "records": len(rows),
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = {**self.__dict__, "_cache": {}}
+        del state["_deserialize"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._deserialize = record_codec(self.rows.serializer)[1]
+
     def __repr__(self) -> str:
         return f"RowView({self.rows!r})"
+
+
+def pick(values: list[Any], indices: np.ndarray) -> list[Any]:
+    """``[values[i] for i in indices]``, without a Python step per item."""
+    if len(indices) == 1:
+        return [values[int(indices[0])]]
+    return list(itemgetter(*indices.tolist())(values))
 
 
 def as_view(source: Any, what: str = "source") -> Any:
