@@ -152,8 +152,8 @@ def document(i):
     yield torch.from_numpy(flat[start : int(ends[i])].copy())
 
 if __name__ == "__main__":
-    optimize(fn=document, inputs=list(range(len(ends))), output_dir=PARAMS["dir"], chunk_size=(PARAMS["seq_len"] + 1) * 256,
-             item_loader=TokensLoader(), num_workers=1)
+    optimize(fn=document, inputs=list(range(len(ends))), output_dir=PARAMS["dir"],
+             chunk_size=(PARAMS["seq_len"] + 1) * 256, item_loader=TokensLoader(), num_workers=1)
     print(json.dumps({}))
 """
 
