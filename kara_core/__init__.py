@@ -45,24 +45,26 @@ def make_torch_dataset(ds: Any, shuffle: bool = False, auto_distributed: bool = 
 
 
 def mix(sources: Any, weights: Any, **kwargs: Any) -> Any:
-    """Interleave row datasets (or mixtures, packed views) by weight: see :func:`kara_core.pipeline.mix.mix`.
+    """Interleave ``sources`` (name -> row dataset, mixture or packed view) by ``weights``.
 
     Keyword arguments: ``seed=0``, ``exhausted="stop" | "cycle"``, ``samples=None``,
-    ``shuffle=True``, ``with_source=False``.
+    ``shuffle=True``, ``with_source=False``. Returns a
+    :class:`~kara_core.pipeline.mix.Mixture` (see docs/pipeline.md).
     """
-    from .pipeline.mix import mix as build
+    from .pipeline.mix import Mixture
 
-    return build(sources, weights, **kwargs)
+    return Mixture(sources, weights, **kwargs)
 
 
 def pack(dataset: Any, field: str | None = "tokens", seq_len: int = 2048, **kwargs: Any) -> Any:
-    """Token sequences of a row dataset cut into samples of ``seq_len``: see :func:`kara_core.pipeline.pack.pack`.
+    """Cut the token sequences of a row dataset into samples of exactly ``seq_len`` tokens.
 
-    Keyword arguments: ``eos_id=None``, ``drop_remainder=True``.
+    Keyword arguments: ``eos_id=None``, ``drop_remainder=True``. Returns a
+    :class:`~kara_core.pipeline.pack.PackedView` (see docs/pipeline.md).
     """
-    from .pipeline.pack import pack as build
+    from .pipeline.pack import PackedView
 
-    return build(dataset, field, seq_len, **kwargs)
+    return PackedView(dataset, field, seq_len, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

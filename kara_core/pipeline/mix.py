@@ -34,7 +34,7 @@ from ..errors import ConfigurationError
 from .order import EpochOrder, OrderCursor, ShuffleParams
 from .sources import as_view, pick
 
-__all__ = ["MAX_PERIOD", "Mixture", "mix"]
+__all__ = ["MAX_PERIOD", "Mixture"]
 
 #: Longest schedule period: weights needing a longer one are rounded to this resolution.
 MAX_PERIOD = 1 << 16
@@ -43,28 +43,6 @@ ITER_CHUNK = 1024
 #: Order cursors kept per mixture (one per source and cycle in use).
 CURSORS = 64
 _STATE_FORMAT = 1
-
-
-def mix(
-    sources: Mapping[str, Any],
-    weights: Mapping[str, float],
-    *,
-    seed: int = 0,
-    exhausted: str = "stop",
-    samples: int | None = None,
-    shuffle: bool = True,
-    with_source: bool = False,
-) -> Mixture:
-    """Interleave ``sources`` (name -> row dataset, mixture or packed view) by ``weights``.
-
-    Returns a :class:`Mixture`: iterable, with ``len``, random access to positions
-    (``fetch``), ``set_epoch`` and exact resume (``state_dict`` / ``load_state_dict``),
-    accepted by ``make_torch_dataset``. ``with_source=True`` yields ``(name, record)``
-    pairs. ``shuffle=False`` takes every source in stored order.
-    """
-    return Mixture(
-        sources, weights, seed=seed, exhausted=exhausted, samples=samples, shuffle=shuffle, with_source=with_source
-    )
 
 
 def quotas(weights: list[float]) -> list[int]:
@@ -109,7 +87,15 @@ def source_seed(seed: int, name: str) -> int:
 
 
 class Mixture:
-    """Sources interleaved by weight (see the module doc); build it with :func:`mix`."""
+    """Sources interleaved by weight (see the module doc); ``kara_core.mix(...)`` builds one.
+
+    ``sources`` maps names to row datasets (mode ``"r"``), mixtures or packed views;
+    ``weights`` maps the same names to positive numbers. A mixture is iterable, has
+    ``len``, random access to positions (:meth:`fetch`), :meth:`set_epoch` and exact
+    resume (:meth:`state_dict` / :meth:`load_state_dict`), and ``make_torch_dataset``
+    accepts it. ``with_source=True`` yields ``(name, record)`` pairs; ``shuffle=False``
+    takes every source in stored order.
+    """
 
     self_ordered = True
 

@@ -22,23 +22,10 @@ from ..errors import ConfigurationError
 from .sources import RowView, as_view
 from .token_counts import cached_token_counts
 
-__all__ = ["PackedView", "pack"]
+__all__ = ["PackedView"]
 
 #: Samples fetched at once while iterating a packed view directly.
 ITER_CHUNK = 256
-
-
-def pack(
-    dataset: Any,
-    field: str | None = "tokens",
-    seq_len: int = 2048,
-    *,
-    eos_id: int | None = None,
-    drop_remainder: bool = True,
-) -> PackedView:
-    """Cut the token sequences of ``dataset`` (a row dataset opened with mode ``"r"``) into
-    samples of exactly ``seq_len`` tokens; see :class:`PackedView`."""
-    return PackedView(dataset, field, seq_len, eos_id=eos_id, drop_remainder=drop_remainder)
 
 
 class PackedView:
