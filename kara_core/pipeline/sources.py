@@ -113,6 +113,7 @@ class RowView:
             "namespace": getattr(rows, "namespace", None),
             "key": getattr(rows, "key", None),
             "version": getattr(rows, "version", None),
+            "start": getattr(rows, "start", 0),
             "records": len(rows),
         }
 

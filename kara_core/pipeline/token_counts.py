@@ -94,7 +94,7 @@ def cached_token_counts(rows: Any, field: str | None) -> np.ndarray:
     """
     total = len(rows)
     # A slice starts inside the version: its counts are not the version's.
-    if getattr(rows, "_begin", 0):
+    if rows.start:
         return np.cumsum(count_tokens(rows, field, 0, total))
     backend = rows.backend
     path = token_counts_path(rows.namespace, rows.key, rows.version, field)

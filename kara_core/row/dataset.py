@@ -402,6 +402,11 @@ class RowDataset:
         """Same as ``len(ds)`` (the 2.x name)."""
         return len(self)
 
+    @property
+    def start(self) -> int:
+        """Index, in its version, of this dataset's first record (0 unless it is a slice)."""
+        return self._begin
+
     def nbytes(self) -> int:
         """Bytes of serialized records in this dataset (or slice)."""
         writer = self._writer

@@ -149,3 +149,10 @@ def test_token_count_parser_accepts_or_refuses_any_bytes_cleanly(raw: bytes) -> 
 def test_encoded_counts_decode_to_themselves(lengths: list[int]) -> None:
     cumulative = np.cumsum(np.array(lengths, dtype=np.int64))
     np.testing.assert_array_equal(decode_counts(encode_counts(cumulative), "x"), cumulative)
+
+
+def test_a_slice_is_packed_from_its_own_records(tokens) -> None:
+    part = tokens.slice(100, 50)
+    packed = kara_core.pack(part, field=None, seq_len=64)
+    np.testing.assert_array_equal(np.concatenate(list(packed)), stream(range(100, 150))[: len(packed) * 64])
+    assert packed.order_identity()["rows"]["start"] == 100
