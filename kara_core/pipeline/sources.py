@@ -15,7 +15,6 @@ A *record view* is a fixed-length sequence read in batches of positions:
 
 from __future__ import annotations
 
-import itertools
 from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
@@ -90,10 +89,7 @@ class RowView:
         # Oldest read first out: readers move forward through their sources.
         while len(cache) > max(self.cached_chunks, len(names)):
             del cache[next(iter(cache))]
-        # One flat list of the wanted chunks' records (each chunk is `size` long but the
-        # last one of the dataset), picked from in C.
-        flat = list(itertools.chain.from_iterable(found))
-        return pick(flat, inverse.ravel() * size + offsets)
+        return [found[i][offset] for i, offset in zip(inverse.ravel().tolist(), offsets.tolist(), strict=True)]
 
     def _read_chunks(self, first: int, stop: int) -> None:
         size = self.chunk

@@ -11,6 +11,7 @@ the mapped block itself, so no copy is made.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -59,31 +60,46 @@ class NumpySerializer(Serializer):
     def deserialize(self, x: bytes) -> Any:
         import numpy as np
 
-        view = memoryview(x)
-        if len(view) < _FIXED.size:
-            raise SerializationError(f"a numpy record is at least {_FIXED.size} bytes, got {len(view)}")
-        version, ndim, length = _FIXED.unpack_from(view)
-        if version != _FORMAT:
-            raise SerializationError(f"numpy record of unknown format {version} (this kara reads format {_FORMAT})")
-        start = _FIXED.size + length
-        end = start + 8 * ndim
-        if end > len(view):
+        view = x if type(x) is memoryview else memoryview(x)
+        size = len(view)
+        if size < _FIXED.size:
+            raise SerializationError(f"a numpy record is at least {_FIXED.size} bytes, got {size}")
+        _, ndim, length = _FIXED.unpack_from(view)
+        end = _FIXED.size + length + 8 * ndim
+        if end > size:
             raise SerializationError("numpy record header runs past the end of the record")
-        try:
-            dtype = np.dtype(bytes(view[_FIXED.size : start]).decode("ascii"))
-        except (TypeError, ValueError, UnicodeDecodeError):
-            raise SerializationError("numpy record names an unknown dtype") from None
-        if dtype.hasobject:
-            raise SerializationError("numpy record claims an object dtype, which is never stored")
-        shape = struct.unpack_from(f"<{ndim}Q", view, start)
-        data = view[end + (-end % _ALIGN) :]
-        count = 1
-        for dim in shape:
-            count *= dim
-        if count * dtype.itemsize != len(data):
+        dtype, shape, count, start = _layout(bytes(view[:end]))
+        if count * dtype.itemsize != size - start:
             raise SerializationError(
-                f"numpy record of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, has {len(data)}"
+                f"numpy record of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
+                f"has {size - start}"
             )
-        array = np.frombuffer(data, dtype=dtype, count=count).reshape(shape)
-        array.flags.writeable = False
+        array = np.frombuffer(view, dtype=dtype, count=count, offset=start)
+        if ndim != 1:
+            array = array.reshape(shape)
+        if not view.readonly:  # stored records come read-only; a caller's bytearray does not
+            array.flags.writeable = False
         return array
+
+
+@functools.lru_cache(maxsize=1024)
+def _layout(header: bytes) -> tuple[Any, tuple[int, ...], int, int]:
+    """dtype, shape, element count and data offset of a record header (records of one
+    dataset mostly share a few headers: each is parsed once)."""
+    import numpy as np
+
+    version, ndim, length = _FIXED.unpack_from(header)
+    if version != _FORMAT:
+        raise SerializationError(f"numpy record of unknown format {version} (this kara reads format {_FORMAT})")
+    start = _FIXED.size + length
+    try:
+        dtype = np.dtype(header[_FIXED.size : start].decode("ascii"))
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise SerializationError("numpy record names an unknown dtype") from None
+    if dtype.hasobject or dtype.fields is not None:
+        raise SerializationError("numpy record claims an object or structured dtype, which is never stored")
+    shape = struct.unpack_from(f"<{ndim}Q", header, start)
+    count = 1
+    for dim in shape:
+        count *= dim
+    return dtype, shape, count, len(header) + (-len(header) % _ALIGN)
