@@ -101,6 +101,13 @@ class PackedView:
         raws = self.view.raws(needed)
         deserialize = self.view.rows.serializer.deserialize
         tokens = {record: self._tokens(deserialize(raw)) for record, raw in zip(needed.tolist(), raws, strict=True)}
+        if len(positions) > 1 and (np.diff(positions) == 1).all():
+            # Consecutive samples (reading in order): cut the whole stretch of the stream at
+            # once; the samples are rows of one new array.
+            stretch = self._cut(tokens, int(starts[0]), int(stops[-1]), int(first[0]), int(last[-1]))
+            whole = len(stretch) // self.seq_len * self.seq_len
+            samples = list(stretch[:whole].reshape(-1, self.seq_len))
+            return samples + [stretch[whole:]] if whole < len(stretch) else samples
         return [
             self._cut(tokens, start, stop, a, b)
             for start, stop, a, b in zip(starts.tolist(), stops.tolist(), first.tolist(), last.tolist(), strict=True)
