@@ -107,7 +107,7 @@ class PackedView:
             stretch = self._cut(tokens, int(starts[0]), int(stops[-1]), int(first[0]), int(last[-1]))
             whole = len(stretch) // self.seq_len * self.seq_len
             samples = list(stretch[:whole].reshape(-1, self.seq_len))
-            return samples + [stretch[whole:]] if whole < len(stretch) else samples
+            return [*samples, stretch[whole:]] if whole < len(stretch) else samples
         return [
             self._cut(tokens, start, stop, a, b)
             for start, stop, a, b in zip(starts.tolist(), stops.tolist(), first.tolist(), last.tolist(), strict=True)
