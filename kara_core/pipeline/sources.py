@@ -15,6 +15,7 @@ A *record view* is a fixed-length sequence read in batches of positions:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,7 +60,7 @@ class RowView:
         #: Records per chunk (the unit of reading and caching), and chunks kept.
         self.chunk = max(1, min(CHUNK_RECORDS, CHUNK_BYTES // mean))
         self.cached_chunks = max(4, CACHE_BYTES // (self.chunk * mean))
-        self._cache: dict[int, list[bytes]] = {}
+        self._cache: OrderedDict[int, list[bytes]] = OrderedDict()
         self._deserialize = record_codec(rows.serializer)[1]
 
     def __len__(self) -> int:
@@ -88,7 +89,7 @@ class RowView:
         found = [cache[chunk] for chunk in names]
         # Oldest read first out: readers move forward through their sources.
         while len(cache) > max(self.cached_chunks, len(names)):
-            del cache[next(iter(cache))]
+            cache.popitem(last=False)
         return [found[i][offset] for i, offset in zip(inverse.ravel().tolist(), offsets.tolist(), strict=True)]
 
     def _read_chunks(self, first: int, stop: int) -> None:
@@ -114,7 +115,7 @@ class RowView:
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "_cache": {}}
+        state = {**self.__dict__, "_cache": OrderedDict()}
         del state["_deserialize"]
         return state
 
