@@ -7,9 +7,9 @@ The module and class names are those of kara-storage 2.x
 from __future__ import annotations
 
 from .array import NumpySerializer
-from .base import Serializer, resolve_serializer, serializer_label
-from .builtin import JSONSerializer, NoSerializer, PickleSerializer
-from .compressed import WrappingSerializer, ZstdSerializer
+from .base import Serializer, WrappingSerializer, resolve_serializer, serializer_label
+from .compressed import ZstdSerializer
+from .plain import JSONSerializer, NoSerializer, PickleSerializer
 
 __all__ = [
     "JSONSerializer",

@@ -1,10 +1,12 @@
-"""The Serializer base class and the lookup of serializers by name."""
+"""The Serializer base classes (plain and wrapping) and the lookup of serializers by name."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..plugins import get_serializer_class, serializer_names
 
 
 class Serializer:
@@ -43,6 +45,58 @@ class Serializer:
         return f"{type(self).__name__}()"
 
 
+class WrappingSerializer(Serializer):
+    """Applies ``encode`` to the bytes of an inner serializer (``decode`` on the way back).
+
+    Subclass it, implement :meth:`encode` and :meth:`decode`, give the class a ``suffix``
+    and register it under that name with ``kara_register_serializers``: then
+    ``serialization="<any registered name>+<suffix>"`` works.
+    """
+
+    #: The name the class is registered under (the part after ``+``).
+    suffix: str = ""
+
+    def __init__(self, inner: Serializer | str | None = None) -> None:
+        self.inner = resolve_serializer(inner)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.inner.name}+{self.suffix}"
+
+    def encode(self, data: bytes) -> bytes:
+        """Return the stored form of the inner serializer's ``data``."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> bytes:
+        """Return the inner serializer's bytes from their stored form."""
+        raise NotImplementedError
+
+    def serialize(self, x: Any) -> bytes:
+        return self.encode(self.inner.serialize(x))
+
+    def deserialize(self, x: bytes) -> Any:
+        return self.inner.deserialize(self.decode(x))
+
+    def sidecar_options(self) -> dict[str, Any]:
+        inner = self.inner.sidecar_options()
+        return {"inner": inner} if inner else {}
+
+    def with_sidecar_options(self, options: dict[str, Any]) -> Serializer:
+        inner = options.get("inner")
+        if not inner:
+            return self
+        configured = copy.copy(self)
+        configured.inner = self.inner.with_sidecar_options(inner)
+        configured.reconfigured()
+        return configured
+
+    def reconfigured(self) -> None:
+        """Called after the inner serializer or options of a copy changed (refresh caches)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
 def serializer_label(serializer: Serializer) -> str:
     """The name a version records for ``serializer``.
 
@@ -50,14 +104,10 @@ def serializer_label(serializer: Serializer) -> str:
     (``"json"``, ``"pickle+zstd"``), else ``"custom:<module>.<class>"``, which readers
     cannot resolve by themselves and must pass explicitly.
     """
-    from .compressed import WrappingSerializer
-
     if isinstance(serializer, WrappingSerializer):
         return f"{serializer_label(serializer.inner)}+{serializer.suffix}"
     name = getattr(serializer, "name", "")
     if name:
-        from ..plugins import get_serializer_class
-
         try:
             if get_serializer_class(name) is type(serializer):
                 return name
@@ -78,8 +128,6 @@ def resolve_serializer(spec: Serializer | type[Serializer] | str | None) -> Seri
     if spec is None:
         spec = "json"
     if isinstance(spec, str):
-        from .compressed import WrappingSerializer
-
         base, *wrappers = spec.split("+")
         serializer = _registered(base, spec)()
         for suffix in wrappers:
@@ -101,8 +149,6 @@ def resolve_serializer(spec: Serializer | type[Serializer] | str | None) -> Seri
 
 
 def _registered(name: str, spec: str) -> type[Serializer]:
-    from ..plugins import get_serializer_class, serializer_names
-
     try:
         return get_serializer_class(name)
     except KeyError:

@@ -1,6 +1,6 @@
-"""Serializers that wrap another one: ``"json+zstd"`` is JSON, then zstd.
+"""The zstd wrapping serializer: ``"json+zstd"`` is JSON, then zstd.
 
-A :class:`WrappingSerializer` turns the bytes of an inner serializer into other bytes
+A :class:`~kara_core.serialization.base.WrappingSerializer` turns the bytes of an inner serializer into other bytes
 (compression, encryption, checksums). Registered under a suffix name, it composes with
 every registered serializer by name: ``"<inner>+<suffix>"`` (``"pickle+zstd"``,
 ``"myformat+zstd"``). kara's own :class:`ZstdSerializer` is registered as ``"zstd"``.
@@ -17,66 +17,13 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigurationError, SerializationError
-from .base import Serializer
+from .base import Serializer, WrappingSerializer
+from .plain import JSONSerializer
 
-__all__ = ["DEFAULT_ZSTD_LEVEL", "WrappingSerializer", "ZstdSerializer"]
+__all__ = ["DEFAULT_ZSTD_LEVEL", "ZstdSerializer"]
 
 #: zstd's own default: fast, and most of the ratio of higher levels on small records.
 DEFAULT_ZSTD_LEVEL = 3
-
-
-class WrappingSerializer(Serializer):
-    """Applies ``encode`` to the bytes of an inner serializer (``decode`` on the way back).
-
-    Subclass it, implement :meth:`encode` and :meth:`decode`, give the class a ``suffix``
-    and register it under that name with ``kara_register_serializers``: then
-    ``serialization="<any registered name>+<suffix>"`` works.
-    """
-
-    #: The name the class is registered under (the part after ``+``).
-    suffix: str = ""
-
-    def __init__(self, inner: Serializer | str | None = None) -> None:
-        from .base import resolve_serializer
-
-        self.inner = resolve_serializer(inner)
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return f"{self.inner.name}+{self.suffix}"
-
-    def encode(self, data: bytes) -> bytes:
-        """Return the stored form of the inner serializer's ``data``."""
-        raise NotImplementedError
-
-    def decode(self, data: bytes) -> bytes:
-        """Return the inner serializer's bytes from their stored form."""
-        raise NotImplementedError
-
-    def serialize(self, x: Any) -> bytes:
-        return self.encode(self.inner.serialize(x))
-
-    def deserialize(self, x: bytes) -> Any:
-        return self.inner.deserialize(self.decode(x))
-
-    def sidecar_options(self) -> dict[str, Any]:
-        inner = self.inner.sidecar_options()
-        return {"inner": inner} if inner else {}
-
-    def with_sidecar_options(self, options: dict[str, Any]) -> Serializer:
-        inner = options.get("inner")
-        if not inner:
-            return self
-        configured = copy.copy(self)
-        configured.inner = self.inner.with_sidecar_options(inner)
-        configured.reconfigured()
-        return configured
-
-    def reconfigured(self) -> None:
-        """Called after the inner serializer or options of a copy changed (refresh caches)."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.inner!r})"
 
 
 class ZstdSerializer(WrappingSerializer):
@@ -159,8 +106,6 @@ class ZstdSerializer(WrappingSerializer):
         # Reading is per record, so the layers cost more than zstd itself on small records:
         # one function with the thread's decompressor at hand (and orjson called directly
         # for plain JSON) replaces deserialize -> decode -> _codecs -> inner.deserialize.
-        from .builtin import JSONSerializer
-
         inner = self.inner.deserialize
         if type(self.inner).deserialize is JSONSerializer.deserialize:
             inner = orjson.loads
