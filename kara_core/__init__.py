@@ -27,6 +27,8 @@ __all__ = [
     "hookimpl",
     "list_plugins",
     "make_torch_dataset",
+    "mix",
+    "pack",
     "serialization",
     "version",
 ]
@@ -41,6 +43,29 @@ def make_torch_dataset(ds: Any, shuffle: bool = False, auto_distributed: bool = 
     from .plugins import get_integration
 
     return get_integration("torch").make_torch_dataset(ds, shuffle=shuffle, auto_distributed=auto_distributed, **kwargs)
+
+
+def mix(sources: Any, weights: Any, **kwargs: Any) -> Any:
+    """Interleave ``sources`` (name -> row dataset, mixture or packed view) by ``weights``.
+
+    Keyword arguments: ``seed=0``, ``exhausted="stop" | "cycle"``, ``samples=None``,
+    ``shuffle=True``, ``with_source=False``. Returns a
+    :class:`~kara_core.pipeline.mix.Mixture` (see docs/pipeline.md).
+    """
+    from .pipeline.mix import Mixture
+
+    return Mixture(sources, weights, **kwargs)
+
+
+def pack(dataset: Any, field: str | None = "tokens", seq_len: int = 2048, **kwargs: Any) -> Any:
+    """Cut the token sequences of a row dataset into samples of exactly ``seq_len`` tokens.
+
+    Keyword arguments: ``eos_id=None``, ``drop_remainder=True``. Returns a
+    :class:`~kara_core.pipeline.pack.PackedView` (see docs/pipeline.md).
+    """
+    from .pipeline.pack import PackedView
+
+    return PackedView(dataset, field, seq_len, **kwargs)
 
 
 #: Submodules 2.x scripts reach as attributes right after ``import kara_storage``.

@@ -26,6 +26,8 @@ __all__ = [
     "PluginLoadError",
     "ReadOnlyStoreError",
     "RecordIndexError",
+    "SerializationError",
+    "SerializerMismatchError",
     "UnknownSchemeError",
     "UnsafePathError",
     "VersionExistsError",
@@ -142,6 +144,21 @@ class RecordIndexError(KaraError, IndexError, EOFError):
 
     An IndexError (as ``ds[i]`` raised in 2.x) and an EOFError (as 2.x's ``pread`` raised).
     """
+
+
+class SerializationError(KaraError, ValueError):
+    """A record cannot be stored by the serializer, or stored bytes are not one of its records."""
+
+
+class SerializerMismatchError(ConfigurationError):
+    """A version is opened with another serializer than the one it was written with."""
+
+    def __init__(self, what: str, given: str, recorded: str) -> None:
+        self.given, self.recorded = given, recorded
+        super().__init__(
+            f"{what} was written with serializer {recorded!r}, not {given!r}: open it without "
+            f"serialization= (it remembers {recorded!r}) or with serialization={recorded!r}"
+        )
 
 
 class DatasetLockedError(KaraError, RuntimeError):

@@ -229,6 +229,8 @@ def info_command(
                 missing.append(exc)
                 continue
             facts["versions"] = storage.list_versions(namespace, key, k)
+            if k == "row":
+                facts.update(record_format(storage, namespace, key, facts["version"]))
             described.append(facts)
     if not described and missing and not damage.entries:
         raise missing[0]
@@ -246,11 +248,60 @@ def info_command(
             click.echo(
                 f"  data      {human_size(facts['bytes'])} ({facts['bytes']} bytes) in {facts['blocks']} block(s)"
             )
+            recorded = "" if facts["sidecar"] else " (no sidecar: written by kara-storage 2.x)"
+            click.echo(f"  format    {facts['serializer']}{recorded}")
+            if facts["compression_ratio"] is not None:
+                click.echo(f"  ratio     {facts['compression_ratio']:.2f}x (serialized bytes / stored bytes)")
         else:
             click.echo(f"  files     {facts['files']}")
             click.echo(f"  size      {human_size(facts['bytes'])} ({facts['bytes']} bytes)")
         click.echo(f"  versions  {', '.join(facts['versions'])}")
     damage.finish()
+
+
+#: Records decoded to estimate a version's compression ratio (spread over the version).
+RATIO_SAMPLES = 1000
+
+
+def record_format(storage: KaraStorage, namespace: str, key: str, version: str) -> dict[str, Any]:
+    """The serializer a row version records and, for compressed records, the compression ratio.
+
+    The ratio is the serialized size over the stored size, measured on up to
+    RATIO_SAMPLES records spread evenly over the version (None: not compressed).
+    """
+    from ..row.sidecar import read_sidecar
+    from ..serialization import WrappingSerializer
+
+    sidecar = read_sidecar(storage.backend, namespace, key, version)
+    facts: dict[str, Any] = {
+        "serializer": sidecar.serializer if sidecar else "json",
+        "sidecar": sidecar is not None,
+        "compression_ratio": None,
+    }
+    if sidecar is None or "+" not in sidecar.serializer or sidecar.serializer.startswith("custom:"):
+        return facts
+    with storage.open_dataset(namespace, key, "r", version) as ds:
+        serializer, count = ds.serializer, len(ds)
+        stored = serialized = 0
+        for index in sorted({i * count // RATIO_SAMPLES for i in range(min(count, RATIO_SAMPLES))}):
+            raw = ds.read_raw_range(index, index + 1)[0]
+            stored += len(raw)
+            layer: Any = serializer
+            while isinstance(layer, WrappingSerializer):
+                raw, layer = layer.decode(raw), layer.inner
+            serialized += len(raw)
+    if stored:
+        facts["compression_ratio"] = round(serialized / stored, 3)
+    return facts
+
+
+def _as_json(value: Any) -> Any:
+    # orjson's numpy support covers arrays of numbers; 0-d arrays and other dtypes
+    # (datetimes, strings) go through tolist().
+    tolist = getattr(value, "tolist", None)
+    if tolist is None:
+        raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+    return tolist()
 
 
 def _bounds(total: int, begin: int, end: int | None) -> tuple[int, int]:
@@ -287,7 +338,7 @@ def cat_command(
     begin: int,
     end: int | None,
     fmt: str,
-    serialization: str,
+    serialization: str | None,
 ) -> None:
     """Print the records of a row dataset to stdout (pipe-friendly).
 
@@ -320,11 +371,11 @@ def cat_command(
                 continue
             if error:
                 raise CommandError(
-                    f"record {index} cannot be decoded as {serialization} ({error}); "
+                    f"record {index} cannot be decoded as {serializer.name or serialization} ({error}); "
                     "try --serialization pickle/raw or --format hex"
                 )
             try:
-                out.write(orjson.dumps(value) + b"\n")
+                out.write(orjson.dumps(value, default=_as_json, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
             except TypeError as exc:
                 raise CommandError(
                     f"record {index} is a {type(value).__name__}, not JSON ({exc}); use --format repr or --format hex"

@@ -66,9 +66,11 @@ def serialization_option(f: F) -> F:
     return click.option(
         "-s",
         "--serialization",
-        default="json",
-        show_default=True,
-        help="How records were serialized: json, pickle, raw or a plugin's serializer name.",
+        default=None,
+        help=(
+            "How records were serialized: json, pickle, raw, numpy, NAME+zstd or a plugin's serializer "
+            "name. Default: the one the version records (json for versions 2.x wrote)."
+        ),
     )(f)
 
 
@@ -231,16 +233,19 @@ def open_raw_dataset(
     namespace: str,
     key: str,
     version: str,
-    serialization: str,
+    serialization: str | None,
 ) -> tuple[RowDataset, Serializer]:
-    """Open a row dataset for reading its stored bytes, with the serializer named by ``serialization``.
+    """Open a row dataset for reading its stored bytes, with its serializer.
 
     Commands that show records read them raw and decode each one themselves, so a record
-    that does not decode can still be shown (as a hex dump). The serialization name is
-    checked before the store is opened.
+    that does not decode can still be shown (as a hex dump). ``serialization`` (None: the
+    one the version records) is checked before the store is opened, and against the
+    version's record.
     """
     from ..serialization import resolve_serializer
 
-    serializer = resolve_serializer(serialization)
+    if serialization is not None:
+        resolve_serializer(serialization)
     storage = open_store(url, app_key, app_secret)
-    return storage.open_dataset(namespace, key, "r", version, serialization="raw"), serializer
+    with storage.open_dataset(namespace, key, "r", version, serialization=serialization) as ds:
+        return ds.as_raw(), ds.serializer

@@ -137,6 +137,7 @@ class MappedBlocks:
             self._starts.append(start)
         #: The single map holding the whole stream, when there is one (the common case).
         self.single: mmap.mmap | None = self._maps[0] if self._starts == [0] else None
+        self._views: list[memoryview] | None = None
 
     def read(self, start: int, end: int) -> bytes:
         end = min(end, self.limit)
@@ -167,7 +168,23 @@ class MappedBlocks:
     read_paged = read
     read_small = read
 
+    def view(self, start: int, end: int) -> memoryview | None:
+        """A read-only view of bytes ``[start, end)`` in mapped memory (no copy), or None
+        when the range crosses from one block into the next."""
+        number = bisect_right(self._starts, start) - 1
+        base, block = self._starts[number], self._maps[number]
+        if end - base > len(block) or end > self.limit:
+            return None
+        views = self._views
+        if views is None:
+            views = self._views = [memoryview(mapped) for mapped in self._maps]
+        return views[number][start - base : end - base]
+
     def close(self) -> None:
+        if self._views is not None:
+            for view in self._views:
+                view.release()
+            self._views = None
         for mapped in self._maps:
             try:
                 mapped.close()

@@ -112,6 +112,8 @@ class RowDataset:
         self.mode = "w" if writer is not None else "r"
         self._options = options
         self._serialize, self._deserialize = _codec(serializer)
+        # Serializers that read views (numpy) get mapped memory instead of copies.
+        self._views = bool(getattr(serializer, "zero_copy", False))
         self._lock = threading.Lock()
         self._closed = False
         self._snap = snapshot
@@ -247,7 +249,7 @@ class RowDataset:
             return False
         warn_if_in_dataloader_worker(self._name())
         stop = min(self._end, self._pos + BATCH_RECORDS)
-        self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES)
+        self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
         self._bpos = 0
         return True
 
@@ -350,7 +352,7 @@ class RowDataset:
             i += length
         if not 0 <= i < length:
             raise RecordIndexError(f"record {index} is out of range for dataset {self._name()} of {length} records")
-        return self._deserialize(snap.raw(self._begin + i))
+        return self._deserialize(snap.raw(self._begin + i, self._views))
 
     def pread(self, index: int) -> Any:
         """Record ``index`` without moving the cursor (same as ``ds[index]``)."""
@@ -366,7 +368,7 @@ class RowDataset:
         length = self._end - self._begin
         start = min(max(operator.index(start), 0), length)
         stop = min(max(operator.index(stop), start), length)
-        return snap.raw_range(self._begin + start, self._begin + stop, False)
+        return snap.raw_range(self._begin + start, self._begin + stop, False, None, self._views)
 
     def raw_record_bounds(self, start: int, stop: int) -> list[int]:
         """Byte offsets, in the data stream, of records ``[start, stop)``: ``stop-start+1`` ints.
@@ -426,6 +428,23 @@ class RowDataset:
             self._batch = []
             self._bpos = 0
 
+    def as_raw(self) -> RowDataset:
+        """A dataset over the same records (and slice) that returns their stored bytes."""
+        with self._lock:
+            snap = self._reader()
+            backend, namespace, key, version, _, options = self._identity()
+            return RowDataset(
+                backend,
+                namespace,
+                key,
+                version,
+                NoSerializer(),
+                options,
+                snapshot=snap.share(),
+                begin=self._begin,
+                end=self._end,
+            )
+
     # -- sizes -----------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -438,6 +457,11 @@ class RowDataset:
     def size(self) -> int:
         """Same as ``len(ds)`` (the 2.x name)."""
         return len(self)
+
+    @property
+    def start(self) -> int:
+        """Index, in its version, of this dataset's first record (0 unless it is a slice)."""
+        return self._begin
 
     def nbytes(self) -> int:
         """Bytes of serialized records in this dataset (or slice)."""

@@ -185,8 +185,12 @@ class Snapshot:
 
     # -- records -------------------------------------------------------------------
 
-    def raw(self, i: int) -> bytes:
-        """The stored bytes of record ``i`` (the caller checked ``0 <= i < count``)."""
+    def raw(self, i: int, view: bool = False) -> bytes:
+        """The stored bytes of record ``i`` (the caller checked ``0 <= i < count``).
+
+        With ``view``, a record in one mapped block comes as a read-only memoryview of
+        the map (no copy).
+        """
         ends = self._ends
         if ends is not None:
             start = ends[i - 1] if i else 0
@@ -197,6 +201,10 @@ class Snapshot:
             start, end = 0, self.end(0)
         if end < start:
             raise self._corrupt(i, start, end)
+        if view and self._mapped:
+            mapped = self.data.view(start, end)  # type: ignore[attr-defined]
+            if mapped is not None:
+                return mapped  # type: ignore[return-value]
         single = self._single
         if single is not None and end - start < LARGE_READ:
             return single[start:end]
@@ -206,11 +214,14 @@ class Snapshot:
             return self.data.read_small(start, end)
         return self.data.read(start, end)
 
-    def raw_range(self, start: int, stop: int, sequential: bool, budget: int | None = None) -> list[bytes]:
+    def raw_range(
+        self, start: int, stop: int, sequential: bool, budget: int | None = None, view: bool = False
+    ) -> list[bytes]:
         """The stored bytes of records ``[start, stop)``, from one index and one data read.
 
         With ``budget`` the range may be cut short once it holds ``budget`` data bytes
-        (at least one record is always returned): sequential readers refill by it.
+        (at least one record is always returned): sequential readers refill by it. With
+        ``view``, records in one mapped block come as read-only memoryviews (no copy).
         """
         if start >= stop:
             return []
@@ -225,6 +236,10 @@ class Snapshot:
             bad = next(k for k, (a, b) in enumerate(zip(starts, ends, strict=True)) if b < a)
             raise self._corrupt(start + bad, starts[bad], ends[bad])
         last = bounds[-1]
+        if view and self._mapped:
+            mapped = self.data.view(first, last)  # type: ignore[attr-defined]
+            if mapped is not None:
+                return [mapped[a - first : b - first] for a, b in zip(starts, ends, strict=True)]
         single = self._single
         if single is not None and last - first < LARGE_READ * len(ends):
             return [single[a:b] for a, b in zip(starts, ends, strict=True)]

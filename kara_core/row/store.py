@@ -30,6 +30,7 @@ from .layout import (
     read_meta,
     resolve_version,
 )
+from .sidecar import open_serializer
 from .snapshot import ENTRY, Snapshot, decode_ends
 from .writer import RowWriter
 
@@ -154,10 +155,10 @@ class RowStore:
         check_nested_name("namespace", namespace)
         check_nested_name("key", key)
         options = _options(kwargs)
-        serializer = resolve_serializer(serialization)
         version = str(version)
         if mode == "r":
             version = resolve_version(namespace, key, self.get_meta(namespace, key), version)
+            serializer = open_serializer(self.backend, namespace, key, version, serialization)
             snapshot = self._snapshot(namespace, key, version, options["cache_size"])
             return RowDataset(self.backend, namespace, key, version, serializer, options, snapshot=snapshot)
         if mode != "w":
@@ -175,8 +176,10 @@ class RowStore:
                 )
             version = str(latest)
         check_name("version", version)
+        resolve_serializer(serialization)  # a bad name fails before the lock is taken
         writer = RowWriter(self.backend, namespace, key, version, options["max_file_size"], options["buffer_size"])
         try:
+            serializer = open_serializer(self.backend, namespace, key, version, serialization, record=True)
             self._register_version(namespace, key, version)
         except BaseException:
             writer.abandon()

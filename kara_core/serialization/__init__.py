@@ -7,16 +7,22 @@ The module and class names are those of kara-storage 2.x
 from __future__ import annotations
 
 from . import json, pickle, raw  # the 2.x module names (kara_storage.serialization.json ...)
-from .base import Serializer, resolve_serializer
-from .builtin import JSONSerializer, NoSerializer, PickleSerializer
+from .array import NumpySerializer
+from .base import Serializer, WrappingSerializer, resolve_serializer, serializer_label
+from .compressed import ZstdSerializer
+from .plain import JSONSerializer, NoSerializer, PickleSerializer
 
 __all__ = [
     "JSONSerializer",
     "NoSerializer",
+    "NumpySerializer",
     "PickleSerializer",
     "Serializer",
+    "WrappingSerializer",
+    "ZstdSerializer",
     "json",
     "pickle",
     "raw",
     "resolve_serializer",
+    "serializer_label",
 ]

@@ -1,7 +1,8 @@
-"""The Serializer base class and the lookup of serializers by name."""
+"""The Serializer base classes (plain and wrapping) and the lookup of serializers by name."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -17,6 +18,9 @@ class Serializer:
 
     #: The name this serializer is registered under, if any (shown by ``kara info``).
     name: str = ""
+    #: True: ``deserialize`` may receive a read-only memoryview of mapped storage (it must
+    #: then not keep a reference it expects to stay valid after the dataset is closed).
+    zero_copy: bool = False
 
     def serialize(self, x: Any) -> bytes:
         """Return the bytes stored for record ``x``."""
@@ -26,27 +30,115 @@ class Serializer:
         """Return the record stored as ``x``."""
         raise NotImplementedError
 
+    def sidecar_options(self) -> dict[str, Any]:
+        """What readers of the version need besides the name (kept in the version's sidecar).
+
+        JSON-compatible values only; the default is nothing.
+        """
+        return {}
+
+    def with_sidecar_options(self, options: dict[str, Any]) -> Serializer:
+        """This serializer configured with ``options`` recorded by :meth:`sidecar_options`."""
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class WrappingSerializer(Serializer):
+    """Applies ``encode`` to the bytes of an inner serializer (``decode`` on the way back).
+
+    Subclass it, implement :meth:`encode` and :meth:`decode`, give the class a ``suffix``
+    and register it under that name with ``kara_register_serializers``: then
+    ``serialization="<any registered name>+<suffix>"`` works.
+    """
+
+    #: The name the class is registered under (the part after ``+``).
+    suffix: str = ""
+
+    def __init__(self, inner: Serializer | str | None = None) -> None:
+        self.inner = resolve_serializer(inner)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.inner.name}+{self.suffix}"
+
+    def encode(self, data: bytes) -> bytes:
+        """Return the stored form of the inner serializer's ``data``."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> bytes:
+        """Return the inner serializer's bytes from their stored form."""
+        raise NotImplementedError
+
+    def serialize(self, x: Any) -> bytes:
+        return self.encode(self.inner.serialize(x))
+
+    def deserialize(self, x: bytes) -> Any:
+        return self.inner.deserialize(self.decode(x))
+
+    def sidecar_options(self) -> dict[str, Any]:
+        inner = self.inner.sidecar_options()
+        return {"inner": inner} if inner else {}
+
+    def with_sidecar_options(self, options: dict[str, Any]) -> Serializer:
+        inner = options.get("inner")
+        if not inner:
+            return self
+        configured = copy.copy(self)
+        configured.inner = self.inner.with_sidecar_options(inner)
+        configured.reconfigured()
+        return configured
+
+    def reconfigured(self) -> None:
+        """Called after the inner serializer or options of a copy changed (refresh caches)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
+def serializer_label(serializer: Serializer) -> str:
+    """The name a version records for ``serializer``.
+
+    A registered name when ``serializer`` is exactly what that name resolves to
+    (``"json"``, ``"pickle+zstd"``), else ``"custom:<module>.<class>"``, which readers
+    cannot resolve by themselves and must pass explicitly.
+    """
+    if isinstance(serializer, WrappingSerializer):
+        return f"{serializer_label(serializer.inner)}+{serializer.suffix}"
+    name = getattr(serializer, "name", "")
+    if name:
+        try:
+            if get_serializer_class(name) is type(serializer):
+                return name
+        except KeyError:
+            pass
+    kind = type(serializer)
+    return f"custom:{kind.__module__}.{kind.__qualname__}"
 
 
 def resolve_serializer(spec: Serializer | type[Serializer] | str | None) -> Serializer:
     """Return a serializer instance for ``spec``.
 
     ``None`` is the default (JSON); a string is a registered name (``"json"``,
-    ``"pickle"``, ``"raw"`` or a plugin's); a class is instantiated; an instance is used
-    as it is.
+    ``"pickle"``, ``"raw"``, ``"numpy"`` or a plugin's), optionally followed by wrappers
+    (``"json+zstd"``: see :class:`~kara_core.serialization.WrappingSerializer`); a class
+    is instantiated; an instance is used as it is.
     """
     if spec is None:
         spec = "json"
     if isinstance(spec, str):
-        try:
-            cls = get_serializer_class(spec)
-        except KeyError:
-            raise ConfigurationError(
-                f"unknown serializer {spec!r}; registered: {', '.join(serializer_names())}"
-            ) from None
-        return cls()
+        base, *wrappers = spec.split("+")
+        serializer = _registered(base, spec)()
+        for suffix in wrappers:
+            wrapper = _registered(suffix, spec)
+            if not issubclass(wrapper, WrappingSerializer):
+                raise ConfigurationError(
+                    f"serializer {spec!r}: {suffix!r} is not a wrapping serializer (like 'zstd'), "
+                    "so it cannot follow '+'"
+                )
+            serializer = wrapper(serializer)
+        return serializer
     if isinstance(spec, type) and issubclass(spec, Serializer):
         return spec()
     if hasattr(spec, "serialize") and hasattr(spec, "deserialize"):
@@ -54,3 +146,12 @@ def resolve_serializer(spec: Serializer | type[Serializer] | str | None) -> Seri
     raise ConfigurationError(
         f"serialization must be a Serializer, a Serializer class or a registered name, got {spec!r}"
     )
+
+
+def _registered(name: str, spec: str) -> type[Serializer]:
+    try:
+        return get_serializer_class(name)
+    except KeyError:
+        known = ", ".join(serializer_names())
+        within = f" in {spec!r}" if spec != name else ""
+        raise ConfigurationError(f"unknown serializer {name!r}{within}; registered: {known}") from None

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .builtin import JSONSerializer
+from .plain import JSONSerializer
 
 __all__ = ["JSONSerializer"]

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .builtin import PickleSerializer
+from .plain import PickleSerializer
 
 __all__ = ["PickleSerializer"]

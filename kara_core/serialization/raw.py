@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .builtin import NoSerializer
+from .plain import NoSerializer
 
 __all__ = ["NoSerializer"]

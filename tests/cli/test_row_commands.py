@@ -89,11 +89,10 @@ def test_cat_hex_dumps_the_stored_bytes(kara, store_url):
     assert result.stdout.splitlines()[1].startswith("00000000  80 ")
 
 
-def test_cat_jsonl_of_a_pickle_dataset_is_an_error_suggesting_another_format(kara, store_url):
-    result = kara("cat", store_url, "ns", "pk")
+def test_cat_of_a_pickle_dataset_with_serialization_json_names_the_recorded_serializer(kara, store_url):
+    result = kara("cat", store_url, "ns", "pk", "-s", "json")
     assert result.exit_code == 1
-    assert result.stderr.startswith("kara: error: record 0 cannot be decoded as json")
-    assert "--format hex" in result.stderr
+    assert "written with serializer 'pickle', not 'json'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

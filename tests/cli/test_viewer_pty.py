@@ -36,6 +36,8 @@ def store(tmp_path_factory) -> str:
         ds.write_many(RECORDS)
     with storage.open_dataset("ns", "pk", "w", "1", serialization="pickle") as ds:
         ds.write_many(PICKLED)
+    # As kara-storage 2.x wrote it: no sidecar, so nothing tells the viewer it is pickle.
+    storage.backend.delete("row/ns/pk/1/.kara/version.json")
     storage.close()
     return url
 

@@ -95,7 +95,7 @@ def test_installed_plugins_are_listed_with_versions_and_registrations() -> None:
     assert by_name["file"].backends == ["file"]
     assert by_name["file"].hooks == ["kara_register_backends"]
     builtin = by_name["kara_core.serialization.builtin"]
-    assert builtin.serializers == ["json", "pickle", "raw"]
+    assert builtin.serializers == ["json", "pickle", "raw", "numpy", "zstd"]
     assert builtin.as_dict()["distribution"] == "kara-core"
 
 

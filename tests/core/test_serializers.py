@@ -60,7 +60,9 @@ def test_a_user_subclass_is_used_as_given_and_a_class_is_instantiated() -> None:
 
 
 def test_unknown_names_list_the_registered_ones() -> None:
-    with pytest.raises(ConfigurationError, match=r"unknown serializer 'yaml'; registered: json, pickle, raw"):
+    with pytest.raises(
+        ConfigurationError, match=r"unknown serializer 'yaml'; registered: json, numpy, pickle, raw, zstd"
+    ):
         resolve_serializer("yaml")
 
 

@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -45,7 +46,8 @@ for n, code in enumerate(blocks):
 
 
 def _blocks(page: Path) -> list[tuple[str, str]]:
-    return [(m.group("how") or "", m.group("code")) for m in BLOCK.finditer(page.read_text())]
+    # A block inside a list item is indented like the item; it runs dedented.
+    return [(m.group("how") or "", textwrap.dedent(m.group("code"))) for m in BLOCK.finditer(page.read_text())]
 
 
 def _with_servers(how: str, code: str, folder: Path, stack: ExitStack) -> str:

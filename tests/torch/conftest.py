@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 import kara_core
@@ -78,3 +81,36 @@ def run_script(name: str, params: dict[str, Any], timeout: float = 120) -> Any:
     )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def launch_ranks(script: str, params: dict[str, Any], world_size: int) -> list[Any]:
+    """Run ``tests/torch/<script>`` as ``world_size`` processes of one gloo group.
+
+    Each gets ``params`` plus ``port`` (a TCPStore this process hosts on 127.0.0.1, on a
+    port the OS picks), ``rank`` and ``world_size`` as JSON in its first argument, and
+    prints one JSON value last; the values are returned in rank order.
+    """
+    timeout = datetime.timedelta(seconds=60)
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timeout, wait_for_workers=False)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / script),
+                json.dumps({**params, "port": store.port, "rank": rank, "world_size": world_size}),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for rank in range(world_size)
+    ]
+    outputs = []
+    for rank, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"rank {rank} of {world_size} failed:\n{err[-4000:]}"
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    del store
+    return outputs

@@ -3,7 +3,7 @@
 The object handed to DataLoader workers is a small description (the row dataset pickles
 as its store URL, options, namespace, key, pinned version and slice); each worker opens
 its own reader and reads its own records, so no record passes through the main process.
-The order of samples is computed by :mod:`kara_torch.order` from positions alone.
+The order of samples is computed by :mod:`kara_core.pipeline.order` from positions alone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.context import get_spawning_popen
 from typing import Any
 
+import numpy as np
 import torch.distributed
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -37,12 +38,15 @@ DECODE_CHUNK = 32
 #: all of them fall in one or two windows: few blocks are read twice).
 PLAN_WINDOW = 1 << 17
 _STATE_FORMAT = 1
+#: Positions of a record view (mixture, packed view) fetched at once.
+VIEW_FETCH = 1024
 
 
 def make_torch_dataset(
     rows: Any, shuffle: bool = False, auto_distributed: bool = True, **kwargs: Any
 ) -> KaraTorchDataset:
-    """Wrap a row dataset opened with mode ``"r"`` as a :class:`KaraTorchDataset`.
+    """Wrap a row dataset opened with mode ``"r"``, a mixture (``kara_core.mix``) or a packed
+    view (``kara_core.pack``) as a :class:`KaraTorchDataset`.
 
     See :class:`KaraTorchDataset` for the keyword arguments.
     """
@@ -88,7 +92,7 @@ class KaraTorchDataset(IterableDataset):
 
     Arguments (all keyword-only):
 
-    - ``shuffle``: shuffle with the order described in :mod:`kara_torch.order`, tuned by
+    - ``shuffle``: shuffle with the order described in :mod:`kara_core.pipeline.order`, tuned by
       ``seed`` (0), ``buffer_size`` (10240 records), ``shuffle_ratio`` (0.1) and
       ``block_size`` (records read together; ``None`` picks it from the slice size).
     - ``begin``, ``end``: use records ``[begin, end)`` of ``rows`` only.
@@ -126,6 +130,10 @@ class KaraTorchDataset(IterableDataset):
     ) -> None:
         if getattr(rows, "mode", "r") != "r":
             raise ModeError("make_torch_dataset needs a row dataset opened with mode 'r'")
+        if getattr(rows, "self_ordered", False) and shuffle:
+            raise ConfigurationError(
+                "a mixture orders (and shuffles) its sources itself: pass shuffle=False, and seed= to mix()"
+            )
         total = len(rows)
         end = total if end is None else end
         if not 0 <= begin <= end <= total:
@@ -223,27 +231,29 @@ class KaraTorchDataset(IterableDataset):
         rows = self._rows_here()
         plan = RankPlan(self._plan.n, self.world_size, self.rank, self.batch_size, self._plan.pad, it.start)
         cursor = OrderCursor(EpochOrder(plan.n, it.epoch, self._shuffle, self._params))
-        block = self._params.block_size_for(plan.n) if self._shuffle else UNSHUFFLED_BLOCK
-        reader = BlockReader(rows, block)
-        deserialize, transform = rows.serializer.deserialize, self._transform
         # The worker plans its reads one window of global positions at a time, which
         # bounds the memory of the plan whatever the size of the dataset.
         window = max(1, PLAN_WINDOW // (it.num_workers * plan.world_size))
-        for positions in worker_positions(plan, it.offset, it.num_workers, it.worker, it.skip, window):
-            records = cursor.take(positions)
-            for raws in reader.read_in_order(records + self._begin, records // block):
-                for first in range(0, len(raws), DECODE_CHUNK):
-                    samples = list(map(deserialize, raws[first : first + DECODE_CHUNK]))
-                    if transform is not None:
-                        samples = list(map(transform, samples))
-                    yield it.advance(samples)
+        groups = worker_positions(plan, it.offset, it.num_workers, it.worker, it.skip, window)
+        if hasattr(rows, "fetch"):
+            decoded = _view_samples(rows, (cursor.take(positions) + self._begin for positions in groups), it.epoch)
+        else:
+            block = self._params.block_size_for(plan.n) if self._shuffle else UNSHUFFLED_BLOCK
+            decoded = _row_samples(rows, (cursor.take(positions) for positions in groups), self._begin, block)
+        transform = self._transform
+        for samples in decoded:
+            if transform is not None:
+                samples = list(map(transform, samples))
+            yield it.advance(samples)
 
     # -- exact resume -------------------------------------------------------------------
 
     def order_key(self) -> dict[str, Any]:
         """What the sample order depends on, besides epoch, world size and batch size."""
         rows = self._rows
+        view: dict[str, Any] = {"view": rows.order_identity()} if hasattr(rows, "order_identity") else {}
         return {
+            **view,
             "namespace": getattr(rows, "namespace", None),
             "key": getattr(rows, "key", None),
             "version": getattr(rows, "version", None),
@@ -374,6 +384,25 @@ class KaraTorchDataset(IterableDataset):
             f"<KaraTorchDataset {self._rows!r} [{self._begin}:{self._end}] shuffle={self._shuffle} "
             f"rank={self.rank}/{self.world_size} batch_size={self.batch_size}>"
         )
+
+
+def _row_samples(rows: Any, groups: Iterator[np.ndarray], begin: int, block: int) -> Iterator[list[Any]]:
+    """Decoded records of a row dataset, a few at a time, for groups of slice positions."""
+    reader = BlockReader(rows, block)
+    deserialize = rows.serializer.deserialize
+    for records in groups:
+        for raws in reader.read_in_order(records + begin, records // block):
+            for first in range(0, len(raws), DECODE_CHUNK):
+                yield list(map(deserialize, raws[first : first + DECODE_CHUNK]))
+
+
+def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterator[list[Any]]:
+    """Samples of a record view (a mixture, a packed view), fetched a group of positions at a time."""
+    for positions in groups:
+        for first in range(0, len(positions), VIEW_FETCH):
+            samples = view.fetch(positions[first : first + VIEW_FETCH], epoch)
+            for start in range(0, len(samples), DECODE_CHUNK):
+                yield samples[start : start + DECODE_CHUNK]
 
 
 class _Progress:

@@ -1,0 +1,143 @@
+"""Packed token views: a version's token sequences cut into samples of ``seq_len`` tokens.
+
+The token sequences of consecutive records (``record[field]``, or the record itself with
+``field=None``: lists or 1-D arrays), each followed by ``eos_id`` when one is given, form
+one stream of ``T`` tokens; sample ``i`` is ``stream[i * seq_len : (i + 1) * seq_len]``
+(LitData ``TokensLoader`` semantics). There are ``T // seq_len`` samples, all exactly
+``seq_len`` long; with ``drop_remainder=False`` a last, shorter sample holds the rest.
+
+Random access needs the cumulative token count of every record, computed once per
+version and cached in its sidecar (:mod:`kara_core.pipeline.token_counts`).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from .sources import RowView, as_view
+from .token_counts import cached_token_counts
+
+__all__ = ["PackedView"]
+
+#: Samples fetched at once while iterating a packed view directly.
+ITER_CHUNK = 256
+
+
+class PackedView:
+    """Fixed-length token samples over a row dataset (see the module doc).
+
+    ``packed[i]`` is a 1-D ``np.ndarray`` (the records' dtype, int64 for lists), ``len``
+    is exact; it is a record view, so ``mix`` and ``make_torch_dataset`` (which may
+    shuffle the samples) accept it.
+    """
+
+    self_ordered = False
+
+    def __init__(
+        self,
+        dataset: Any,
+        field: str | None = "tokens",
+        seq_len: int = 2048,
+        *,
+        eos_id: int | None = None,
+        drop_remainder: bool = True,
+    ) -> None:
+        view = as_view(dataset, "the dataset to pack")
+        if not isinstance(view, RowView):
+            raise ConfigurationError("pack() takes a row dataset; mix packed views instead of packing a mixture")
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+            raise ConfigurationError(f"seq_len must be a positive integer, got {seq_len!r}")
+        if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int)):
+            raise ConfigurationError(f"eos_id must be an integer token id or None, got {eos_id!r}")
+        self.view, self.field, self.seq_len = view, field, seq_len
+        self.eos_id, self.drop_remainder = eos_id, bool(drop_remainder)
+        cumulative = cached_token_counts(view.rows, field)
+        separators = np.arange(1, len(cumulative) + 1, dtype=np.int64) if eos_id is not None else 0
+        #: ends[r]: where record r (and its eos) ends in the token stream.
+        self.ends = cumulative + separators
+        self.tokens = int(self.ends[-1]) if len(self.ends) else 0
+        whole, rest = divmod(self.tokens, seq_len)
+        self.length = whole + (1 if rest and not self.drop_remainder else 0)
+
+    def __len__(self) -> int:
+        """Number of samples."""
+        return self.length
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Sample ``index`` (negative counts from the end)."""
+        i = operator.index(index)
+        if i < 0:
+            i += self.length
+        if not 0 <= i < self.length:
+            raise IndexError(f"sample {index} is out of range for a packed view of {self.length} samples")
+        return self.fetch(np.array([i], dtype=np.int64))[0]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Every sample, in order."""
+        for first in range(0, self.length, ITER_CHUNK):
+            yield from self.fetch(np.arange(first, min(self.length, first + ITER_CHUNK), dtype=np.int64))
+
+    def _tokens(self, record: Any) -> np.ndarray:
+        tokens = record if self.field is None else record[self.field]
+        return tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens, dtype=np.int64)
+
+    def fetch(self, positions: np.ndarray, epoch: int = 0) -> list[np.ndarray]:
+        """The samples at ``positions`` (any order); ``epoch`` is unused (packing is fixed)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not len(positions):
+            return []
+        starts = positions * self.seq_len
+        stops = np.minimum(starts + self.seq_len, self.tokens)
+        ends = self.ends
+        first = np.searchsorted(ends, starts, side="right")
+        last = np.searchsorted(ends, stops - 1, side="right")
+        spans = last - first + 1
+        needed = np.unique(np.repeat(first - np.cumsum(spans) + spans, spans) + np.arange(spans.sum()))
+        raws = self.view.raws(needed)
+        deserialize = self.view.rows.serializer.deserialize
+        tokens = {record: self._tokens(deserialize(raw)) for record, raw in zip(needed.tolist(), raws, strict=True)}
+        if len(positions) > 1 and (np.diff(positions) == 1).all():
+            # Consecutive samples (reading in order): cut the whole stretch of the stream at
+            # once; the samples are rows of one new array.
+            stretch = self._cut(tokens, int(starts[0]), int(stops[-1]), int(first[0]), int(last[-1]))
+            whole = len(stretch) // self.seq_len * self.seq_len
+            samples = list(stretch[:whole].reshape(-1, self.seq_len))
+            return [*samples, stretch[whole:]] if whole < len(stretch) else samples
+        return [
+            self._cut(tokens, start, stop, a, b)
+            for start, stop, a, b in zip(starts.tolist(), stops.tolist(), first.tolist(), last.tolist(), strict=True)
+        ]
+
+    def _cut(self, tokens: dict[int, np.ndarray], start: int, stop: int, first: int, last: int) -> np.ndarray:
+        """Stream tokens ``[start, stop)``, which lie in records ``first..last``."""
+        ends, eos = self.ends, self.eos_id
+        pieces = []
+        for record in range(first, last + 1):
+            begin = int(ends[record - 1]) if record else 0
+            body = tokens[record]
+            lo, hi = max(start - begin, 0), min(stop - begin, len(body))
+            if lo < hi:
+                pieces.append(body[lo:hi])
+            if eos is not None and start <= begin + len(body) < stop:
+                pieces.append(np.array([eos], dtype=body.dtype))
+        # Always a new array: samples outlive the mapped blocks, and torch wants them writable.
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()
+
+    def order_identity(self) -> dict[str, Any]:
+        """The dataset version and the packing parameters."""
+        return {
+            "kind": "pack",
+            "rows": self.view.order_identity(),
+            "field": self.field,
+            "seq_len": self.seq_len,
+            "eos_id": self.eos_id,
+            "drop_remainder": self.drop_remainder,
+        }
+
+    def __repr__(self) -> str:
+        return f"<PackedView {self.length} x {self.seq_len} tokens of {self.view.rows!r} field={self.field!r}>"

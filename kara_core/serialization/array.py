@@ -1,0 +1,105 @@
+"""The ``numpy`` serializer: one ``np.ndarray`` per record, with its dtype and shape.
+
+A record is a small header and the array's bytes in C order::
+
+    u8 format (1) | u8 ndim | u16 dtype length | dtype.str (ASCII) | ndim x u64 shape | zero padding
+
+all little-endian, padded so the array's bytes start 8-byte aligned within the record.
+Reading returns a read-only array over the record's bytes: on file:// stores these are
+the mapped block itself, so no copy is made.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from typing import Any
+
+from ..errors import SerializationError
+from .base import Serializer
+
+__all__ = ["NumpySerializer"]
+
+_FORMAT = 1
+_FIXED = struct.Struct("<BBH")
+_ALIGN = 8
+
+
+class NumpySerializer(Serializer):
+    """Stores ``np.ndarray`` records (any shape, 0-d and empty included) with dtype and shape.
+
+    Object arrays and structured dtypes are refused: their bytes are not the data. Reads
+    return read-only arrays; on local files they view the mapped block (no copy).
+    """
+
+    name = "numpy"
+    #: Ask the row layer for views of mapped memory instead of copies.
+    zero_copy = True
+
+    def serialize(self, x: Any) -> bytes:
+        import numpy as np
+
+        if not isinstance(x, np.ndarray):
+            raise SerializationError(
+                f"the numpy serializer stores np.ndarray records, got {type(x).__name__}; "
+                "convert with np.asarray(...) first"
+            )
+        dtype = x.dtype
+        if dtype.hasobject or dtype.fields is not None:
+            raise SerializationError(
+                f"the numpy serializer cannot store arrays of dtype {dtype} (object or structured "
+                "dtypes are Python objects, not bytes); use serialization='pickle' for them"
+            )
+        descr = dtype.str.encode("ascii")
+        head = _FIXED.pack(_FORMAT, x.ndim, len(descr)) + descr + struct.pack(f"<{x.ndim}Q", *x.shape)
+        head += bytes(-len(head) % _ALIGN)
+        # ascontiguousarray copies only arrays that are not C-contiguous already; the byte
+        # view also covers dtypes the buffer protocol does not know (datetime64).
+        return b"".join((head, np.ascontiguousarray(x).reshape(-1).view(np.uint8)))
+
+    def deserialize(self, x: bytes) -> Any:
+        import numpy as np
+
+        view = x if type(x) is memoryview else memoryview(x)
+        size = len(view)
+        if size < _FIXED.size:
+            raise SerializationError(f"a numpy record is at least {_FIXED.size} bytes, got {size}")
+        _, ndim, length = _FIXED.unpack_from(view)
+        end = _FIXED.size + length + 8 * ndim
+        if end > size:
+            raise SerializationError("numpy record header runs past the end of the record")
+        dtype, shape, count, start = _layout(bytes(view[:end]))
+        if count * dtype.itemsize != size - start:
+            raise SerializationError(
+                f"numpy record of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
+                f"has {size - start}"
+            )
+        array = np.frombuffer(view, dtype=dtype, count=count, offset=start)
+        if ndim != 1:
+            array = array.reshape(shape)
+        if not view.readonly:  # stored records come read-only; a caller's bytearray does not
+            array.flags.writeable = False
+        return array
+
+
+@functools.lru_cache(maxsize=1024)
+def _layout(header: bytes) -> tuple[Any, tuple[int, ...], int, int]:
+    """dtype, shape, element count and data offset of a record header (records of one
+    dataset mostly share a few headers: each is parsed once)."""
+    import numpy as np
+
+    version, ndim, length = _FIXED.unpack_from(header)
+    if version != _FORMAT:
+        raise SerializationError(f"numpy record of unknown format {version} (this kara reads format {_FORMAT})")
+    start = _FIXED.size + length
+    try:
+        dtype = np.dtype(header[_FIXED.size : start].decode("ascii"))
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise SerializationError("numpy record names an unknown dtype") from None
+    if dtype.hasobject or dtype.fields is not None:
+        raise SerializationError("numpy record claims an object or structured dtype, which is never stored")
+    shape = struct.unpack_from(f"<{ndim}Q", header, start)
+    count = 1
+    for dim in shape:
+        count *= dim
+    return dtype, shape, count, len(header) + (-len(header) % _ALIGN)
