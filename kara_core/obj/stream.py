@@ -22,6 +22,7 @@ blob ``data/<md5>_<sha1>``, so what is written is an ordinary directory version 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mmap
 import os
@@ -102,32 +103,50 @@ class BlobSink:
         self.uploaded_bytes = 0
         self.reused_blobs = 0
         self._lock = threading.Lock()
-        self._claimed: set[str] = set()
+        #: sha1 -> md5 of the blobs this sink stored or reused.
+        self._claimed: dict[str, str] = {}
         # The lease is taken before the listing, so garbage collection cannot remove a
         # listed blob that this sink then relies on.
         self._lease = Lease(backend, layout)
         self._batch = backend.open_batch()
-        self._stored: set[str] | None = None
+        #: sha1 -> md5 of the blobs the store held when first asked (one listing).
+        self._listed: dict[str, str] | None = None
 
-    def _store_has(self, blob: str, size: int) -> bool:
+    def _listed_md5(self, sha1: str) -> str | None:
         with self._lock:
-            if self._stored is None:
+            if self._listed is None:
                 data = self.layout.data
-                self._stored = {path[len(data) :] for path in self.backend.list(data)}
-            listed = blob in self._stored
+                names = (path[len(data) :] for path in self.backend.list(data))
+                self._listed = {sha: md5 for md5, _, sha in (name.partition("_") for name in names) if len(sha) == 40}
+            return self._listed.get(sha1)
+
+    def _known(self, sha1: str, size: int) -> str | None:
+        """The md5 of a blob with this sha1 and size that is stored (or being stored by this sink)."""
+        with self._lock:
+            md5 = self._claimed.get(sha1)
+        if md5 is not None:
+            return md5
+        md5 = self._listed_md5(sha1)
         # A listed blob of the wrong size is the leftover of a broken writer: replaced.
-        return listed and self.backend.size(self.layout.blob(blob)) == size
+        if md5 is None or self.backend.size(self.layout.blob(f"{md5}_{sha1}")) != size:
+            return None
+        with self._lock:
+            self._claimed.setdefault(sha1, md5)
+        return md5
 
     def _claim(self, digests: Digests, size: int) -> bool:
         """True if this call must upload the blob (first claim and the store lacks it)."""
+        if self._known(digests.sha1, size) == digests.md5:
+            with self._lock:
+                self.reused_blobs += 1
+            return False
         with self._lock:
-            first = digests.blob not in self._claimed
-            self._claimed.add(digests.blob)
-        if first and not self._store_has(digests.blob, size):
-            return True
-        with self._lock:
-            self.reused_blobs += 1
-        return False
+            first = self._claimed.get(digests.sha1) != digests.md5
+            self._claimed.setdefault(digests.sha1, digests.md5)
+        if not first:
+            with self._lock:
+                self.reused_blobs += 1
+        return first
 
     def _count_upload(self, size: int) -> None:
         with self._lock:
@@ -135,11 +154,20 @@ class BlobSink:
             self.uploaded_bytes += size
 
     def store_bytes(self, data: bytes | bytearray | memoryview, *, sha256: bool = False) -> StoredBlob:
-        """Hash ``data`` (in the calling thread) and upload it unless the store has it."""
+        """Hash ``data`` (in the calling thread) and upload it unless the store has it.
+
+        sha1 is computed first: content whose sha1 and size match a stored blob is that
+        blob (the md5 half of its name comes from the listing), so unchanged content
+        costs one sha1 pass and no md5 (the slower hash) unless ``sha256`` is asked for.
+        """
         view = memoryview(data).cast("B")
-        hasher = Hasher(sha256=sha256)
-        hasher.update(view)
-        digests = hasher.digests()
+        sha1 = hashlib.sha1(view).hexdigest()
+        known = self._known(sha1, len(view))
+        if known is not None and not sha256:
+            with self._lock:
+                self.reused_blobs += 1
+            return StoredBlob(Digests(known, sha1, None), len(view), False)
+        digests = Digests(hashlib.md5(view).hexdigest(), sha1, hashlib.sha256(view).hexdigest() if sha256 else None)
         if not self._claim(digests, len(view)):
             return StoredBlob(digests, len(view), False)
         self._batch.put(self.layout.blob(digests.blob), view)
