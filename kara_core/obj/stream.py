@@ -43,7 +43,7 @@ from .tasks import defer_interrupt
 if TYPE_CHECKING:
     from .store import ObjectStore
 
-__all__ = ["BlobFile", "BlobReader", "BlobSink", "StoredBlob", "VersionWriter", "split_file_path"]
+__all__ = ["BlobFile", "BlobReader", "BlobSink", "SeekableReader", "StoredBlob", "VersionWriter", "split_file_path"]
 
 #: A file written through :class:`BlobFile` stays in memory up to this size, then spills
 #: to a local temporary file (a checkpoint may be larger than the free memory).
@@ -389,32 +389,12 @@ class BlobFile(io.RawIOBase):
                 pass
 
 
-class BlobReader(io.RawIOBase):
-    """A seekable reader of one stored blob.
+class SeekableReader(io.RawIOBase):
+    """A read-only, seekable binary file of ``size`` bytes; subclasses implement ``_read_at``."""
 
-    Stores with local files map the blob (``mmap``); others serve reads from a window of
-    :data:`READ_AHEAD` bytes fetched with a ranged read, and fetch the next window in the
-    background while the reader moves forward.
-    """
-
-    def __init__(self, backend: Backend, path: str, size: int, name: str = "") -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
-        self._backend, self._path, self._size = backend, path, size
-        self._name = name or path
-        self._pos = 0
-        self._map: mmap.mmap | None = None
-        self._window_start, self._window = 0, b""
-        self._ahead: tuple[int, Future[bytes]] | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        local = backend.local_path(path) if backend.capabilities.local_path else None
-        if local is not None and size > 0:
-            with open(local, "rb") as fh:
-                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-
-    @property
-    def name(self) -> str:
-        """The file's path inside its version."""
-        return self._name
+        self._size, self._pos = size, 0
 
     def readable(self) -> bool:
         return True
@@ -437,21 +417,60 @@ class BlobReader(io.RawIOBase):
             raise ValueError("read from a closed file")
         out = memoryview(buffer).cast("B")
         count = max(0, min(len(out), self._size - self._pos))
-        if count == 0:
-            return 0
+        if count:
+            self._read_at(self._pos, out[:count])
+        self._pos += count
+        return count
+
+    def readall(self) -> bytes:
+        out = bytearray(max(0, self._size - self._pos))
+        n = self.readinto(out)
+        return bytes(out[:n])
+
+    def _read_at(self, position: int, out: memoryview) -> None:
+        """Fill ``out`` with the bytes from ``position`` (all of them exist)."""
+        raise NotImplementedError
+
+
+class BlobReader(SeekableReader):
+    """A seekable reader of one stored blob.
+
+    Stores with local files map the blob (``mmap``); others serve reads from a window of
+    :data:`READ_AHEAD` bytes fetched with a ranged read, and fetch the next window in the
+    background while the reader moves forward.
+    """
+
+    def __init__(self, backend: Backend, path: str, size: int, name: str = "") -> None:
+        super().__init__(size)
+        self._backend, self._path = backend, path
+        self._name = name or path
+        self._map: mmap.mmap | None = None
+        self._window_start, self._window = 0, b""
+        self._ahead: tuple[int, Future[bytes]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        local = backend.local_path(path) if backend.capabilities.local_path else None
+        if local is not None and size > 0:
+            with open(local, "rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    @property
+    def name(self) -> str:
+        """The file's path inside its version."""
+        return self._name
+
+    def _read_at(self, position: int, out: memoryview) -> None:
+        count = len(out)
         if self._map is not None:
-            out[:count] = self._map[self._pos : self._pos + count]
+            out[:] = self._map[position : position + count]
         elif count >= READ_AHEAD:
-            out[:count] = self._backend.read(self._path, self._pos, self._pos + count)
+            out[:] = self._backend.read(self._path, position, position + count)
         else:
             done = 0
             while done < count:
-                view = self._window_at(self._pos + done)
+                view = self._window_at(position + done)
                 n = min(count - done, len(view))
                 out[done : done + n] = view[:n]
                 done += n
-        self._pos += count
-        return count
 
     def _fetch(self, start: int) -> bytes:
         return self._backend.read(self._path, start, min(self._size, start + READ_AHEAD))
@@ -471,11 +490,6 @@ class BlobReader(io.RawIOBase):
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="kara-read-ahead")
                 self._ahead = (following, self._pool.submit(self._fetch, following))
         return memoryview(self._window)[offset:]
-
-    def readall(self) -> bytes:
-        out = bytearray(max(0, self._size - self._pos))
-        n = self.readinto(out)
-        return bytes(out[:n])
 
     def close(self) -> None:
         if self.closed:

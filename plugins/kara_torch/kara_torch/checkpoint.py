@@ -58,7 +58,7 @@ from torch.futures import Future
 
 from kara_core.errors import ConfigurationError, CorruptDatasetError
 from kara_core.obj.manifest import KeyLayout
-from kara_core.obj.stream import BlobSink, StoredBlob, VersionWriter
+from kara_core.obj.stream import BlobSink, SeekableReader, StoredBlob, VersionWriter
 from kara_core.storage import KaraStorage
 
 __all__ = ["KaraReader", "KaraWriter", "WriteStats"]
@@ -98,33 +98,15 @@ class WriteStats:
     reused_blobs: int = 0
 
 
-class _MemoryFile(io.RawIOBase):
+class _MemoryFile(SeekableReader):
     """A seekable read-only file over a buffer, for :mod:`zipfile` (no copy of the buffer)."""
 
     def __init__(self, view: memoryview) -> None:
-        super().__init__()
-        self._view, self._pos = view, 0
+        super().__init__(len(view))
+        self._view = view
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        out = memoryview(buffer).cast("B")
-        n = max(0, min(len(out), len(self._view) - self._pos))
-        out[:n] = self._view[self._pos : self._pos + n]
-        self._pos += n
-        return n
+    def _read_at(self, position: int, out: memoryview) -> None:
+        out[:] = self._view[position : position + len(out)]
 
 
 def _tensor_bytes_offset(saved: memoryview, nbytes: int) -> int | None:
