@@ -19,13 +19,15 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from click.testing import CliRunner
-from kara_torch.checkpoint import KaraReader
-from torch.distributed.checkpoint import FileSystemReader
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kara_torch.checkpoint import KaraReader, parse_tensor_offsets
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import MetadataIndex
 
 from kara_core import KaraStorage
 from kara_core.cli import cli
-from kara_core.errors import DatasetNotFoundError, VersionNotFoundError
+from kara_core.errors import CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
 from kara_core.testing.obj import read_tree
 
 from .conftest import HERE
@@ -239,3 +241,33 @@ def test_a_rank_killed_mid_save_publishes_nothing_and_the_rerun_succeeds(tmp_pat
     report = store.objects.gc("ckpt", "crash", grace_period=0)
     assert store.objects.verify("ckpt", "crash") == []
     assert report.deferred is False
+
+
+def test_kara_reader_loads_a_filesystem_writer_folder_saved_with_save_directory(tmp_path: Path) -> None:
+    state = _full_state(1)
+    dcp.save(state, storage_writer=FileSystemWriter(str(tmp_path / "dcp")), no_dist=True)
+    store = KaraStorage(f"file://{tmp_path}/store")
+    store.save_directory("ckpt", "folder", str(tmp_path / "dcp"), progress_bar=False)
+    full = _full_state(None)
+    dcp.load(full, storage_reader=KaraReader(store, "ckpt", "folder"), no_dist=True)
+    assert full["step"] == 1
+    assert all(torch.equal(full["model"][k], state["model"][k]) for k in state["model"])
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(),
+            lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+            max_leaves=10,
+        ).map(lambda v: json.dumps({"dcp_tensor_offsets": v}).encode()),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_the_sidecar_offsets_parser_returns_offsets_or_a_clear_error(raw: bytes) -> None:
+    try:
+        offsets = parse_tensor_offsets(raw, "fuzz")
+    except CorruptDatasetError:
+        return
+    assert all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in offsets.items())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import pickle
 import struct
 import threading
@@ -34,7 +35,6 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-import orjson
 import torch
 from torch.distributed.checkpoint.filesystem import _StorageInfo, _StoragePrefix
 from torch.distributed.checkpoint.metadata import (
@@ -61,7 +61,7 @@ from kara_core.obj.manifest import KeyLayout
 from kara_core.obj.stream import BlobSink, SeekableReader, StoredBlob, VersionWriter
 from kara_core.storage import KaraStorage
 
-__all__ = ["KaraReader", "KaraWriter", "WriteStats"]
+__all__ = ["KaraReader", "KaraWriter", "WriteStats", "parse_tensor_offsets"]
 
 #: Name of DCP's global metadata file (the one ``FileSystemReader`` opens).
 METADATA_FILE = ".metadata"
@@ -272,6 +272,28 @@ class KaraWriter(StorageWriter):
             self._version_writer = None
 
 
+def parse_tensor_offsets(raw: bytes | None, where: str) -> dict[str, int]:
+    """Read the item file -> tensor byte offset map of a version's kara sidecar.
+
+    Versions not written by :class:`KaraWriter` have none (empty map: whole items are
+    read). Anything malformed raises :class:`~kara_core.errors.CorruptDatasetError`.
+    """
+    if not raw:
+        return {}
+    try:
+        sidecar = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptDatasetError(where, None, f"not valid JSON: {exc}") from None
+    field = sidecar.get(SIDECAR_FIELD) if isinstance(sidecar, dict) else None
+    if field is None:
+        return {}
+    if not isinstance(field, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in field.values()
+    ):
+        raise CorruptDatasetError(where, None, f"{SIDECAR_FIELD} must map file names to byte offsets")
+    return dict(field)
+
+
 def _item_bytes(item: WriteItem) -> int:
     if item.tensor_data is None:
         return 0
@@ -334,12 +356,8 @@ class KaraReader(StorageReader):
         self.version = objects.resolve_version(namespace, key, self.requested)
         manifest = objects.read_manifest(namespace, key, self.version)
         self._blobs = {entry.relpath: (self.layout.blob(entry.file), entry.size) for entry in manifest.files}
-        raw = self.store.backend.read_if_exists(self.layout.sidecar(self.version))
-        self._offsets = {}
-        if raw:
-            field = orjson.loads(raw).get(SIDECAR_FIELD)
-            if isinstance(field, dict):
-                self._offsets = {str(k): int(v) for k, v in field.items()}
+        sidecar = self.layout.sidecar(self.version)
+        self._offsets = parse_tensor_offsets(self.store.backend.read_if_exists(sidecar), f"{self.store.url}/{sidecar}")
 
     def _read(self, relpath: str, start: int, end: int) -> bytes:
         try:
