@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -78,3 +79,35 @@ def run_script(name: str, params: dict[str, Any], timeout: float = 120) -> Any:
     )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def start_ranks(script: str, params: dict[str, Any], world_size: int, timeout: int = 60) -> tuple[Any, list[Any]]:
+    """Start ``script`` (in this folder) as ``world_size`` ranks of one gloo group.
+
+    Each rank gets ``params`` plus ``port``, ``rank`` and ``world_size`` as JSON in its
+    first argument. The test process hosts the rendezvous TCPStore on a port the OS
+    picks; it is returned with the processes and must stay alive while they run.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    wait = datetime.timedelta(seconds=timeout)
+    rendezvous = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=wait, wait_for_workers=False)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / script),
+                json.dumps({**params, "port": rendezvous.port, "rank": rank, "world_size": world_size}),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(HERE),
+        )
+        for rank in range(world_size)
+    ]
+    return rendezvous, procs

@@ -6,17 +6,14 @@ TCPStore on a port the OS picks.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from click.testing import CliRunner
 from hypothesis import given, settings
@@ -30,7 +27,7 @@ from kara_core.cli import cli
 from kara_core.errors import CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
 from kara_core.testing.obj import read_tree
 
-from .conftest import HERE
+from .conftest import HERE, start_ranks
 from .dcp_rank import TENSORS, full_tensor
 
 ROOT = HERE.parents[1]
@@ -40,33 +37,8 @@ SHARD_BLOBS = TENSORS * 2  # sharded over 2 ranks: one blob per tensor per rank
 
 def launch(store_url: str, world_size: int, steps: list[dict[str, Any]], timeout: int = 60) -> list[dict[str, Any]]:
     """Run the steps on ``world_size`` ranks; return (returncode, report, stderr) per rank."""
-    wait = datetime.timedelta(seconds=timeout)
-    rendezvous = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=wait, wait_for_workers=False)
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "dcp_rank.py"),
-                json.dumps(
-                    {
-                        "store": store_url,
-                        "port": rendezvous.port,
-                        "rank": rank,
-                        "world_size": world_size,
-                        "steps": steps,
-                        "timeout": timeout,
-                    }
-                ),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=str(HERE),
-        )
-        for rank in range(world_size)
-    ]
+    params = {"store": store_url, "steps": steps, "timeout": timeout}
+    rendezvous, procs = start_ranks("dcp_rank.py", params, world_size, timeout)
     results = []
     for proc in procs:
         try:

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
-import torch.distributed as dist
 
 import kara_core
 
-from .conftest import HERE, SMALL, load
+from .conftest import SMALL, load, start_ranks
 
 BATCH = 4  # rank_main.BATCH
 
 
 def launch(store_url: str, world_size: int) -> list[dict[str, Any]]:
     """Run rank_main.py as ``world_size`` processes of one group; return each rank's report."""
-    # The test process hosts the rendezvous store on a port the OS picks.
-    timeout = datetime.timedelta(seconds=60)
-    store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timeout, wait_for_workers=False)
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "rank_main.py"),
-                json.dumps({"store": store_url, "port": store.port, "rank": rank, "world_size": world_size}),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for rank in range(world_size)
-    ]
+    store, procs = start_ranks("rank_main.py", {"store": store_url}, world_size)
     outputs = []
     for rank, proc in enumerate(procs):
         out, err = proc.communicate(timeout=120)
