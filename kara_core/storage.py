@@ -10,6 +10,7 @@ from .url import open_backend
 
 if TYPE_CHECKING:
     from .obj import ObjectStore
+    from .obj.stream import BlobFile, BlobReader, VersionWriter
     from .row import RowDataset, RowStore
     from .serialization import Serializer
 
@@ -119,6 +120,18 @@ class KaraStorage:
     ) -> str:
         """Load a saved version into the folder ``local_path`` and return the version name."""
         return self.objects.load_directory(namespace, key, local_path, version, progress_bar=progress_bar, **kwargs)
+
+    def open_file(
+        self, namespace: str, key: str, path: str, mode: str = "rb", version: Any = None, **kwargs: Any
+    ) -> BlobFile | BlobReader:
+        """Open one file of a directory version: ``"rb"`` reads it (seekable), ``"wb"``
+        writes a new version holding it, published on close (see :meth:`ObjectStore.open_file`)."""
+        return self.objects.open_file(namespace, key, path, mode, version, **kwargs)
+
+    def open_version(self, namespace: str, key: str, version: Any = None, **kwargs: Any) -> VersionWriter:
+        """Write a version file by file, published when the ``with`` block succeeds
+        (see :meth:`ObjectStore.open_version`)."""
+        return self.objects.open_version(namespace, key, version, **kwargs)
 
     def get_object_meta(self, namespace: str, key: str) -> dict[str, Any]:
         """Return ``meta.json`` of a saved directory (``latest``, ``versions``, ``api``)."""

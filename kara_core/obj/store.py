@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from ..backend import Backend
 from ..errors import (
     BlobIntegrityError,
+    ConfigurationError,
     CorruptDatasetError,
     DatasetNotFoundError,
     NotFoundError,
@@ -34,6 +35,7 @@ from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest, sidecar_matches
 from .save import count_live_leases, save_directory
+from .stream import BlobFile, BlobReader, VersionWriter, split_file_path
 from .tasks import DEFAULT_WORKERS, Worker, load_workers, run_parallel
 
 __all__ = ["GCReport", "ObjectStore"]
@@ -269,6 +271,45 @@ class ObjectStore:
 
         self._update_meta(layout, add)
         return name
+
+    # -- versions written file by file ------------------------------------------------
+
+    def open_version(self, namespace: str, key: str, version: Any = None, *, overwrite: bool = False) -> VersionWriter:
+        """Return a :class:`VersionWriter`: a version written file by file, published on success.
+
+        ``with store.open_version(ns, key, "v1") as v: v.open_file("model.pt")...``
+        publishes every file at once when the block ends without an exception, and
+        nothing otherwise. ``version=None`` picks the next free number; an existing
+        version raises :class:`~kara_core.errors.VersionExistsError` unless ``overwrite``.
+        """
+        name = None if version is None else check_version_name(version)
+        if name == "latest":
+            name = self.resolve_version(namespace, key, "latest")
+        return VersionWriter(self, self._layout(namespace, key), name, overwrite=overwrite)
+
+    def open_file(
+        self, namespace: str, key: str, path: str, mode: str = "rb", version: Any = None, *, overwrite: bool = False
+    ) -> BlobFile | BlobReader:
+        """Open one file of a directory version as a stream.
+
+        ``mode="rb"``: a seekable reader of ``path`` in ``version`` (default ``"latest"``),
+        memory-mapped on stores with local files, else ranged reads with read-ahead.
+        ``mode="wb"``: a writable file that becomes a new version (``version``; None
+        picks the next number) holding just ``path``, published when it is closed
+        without error; an exception inside its ``with`` block publishes nothing.
+        """
+        if mode == "wb":
+            writer = self.open_version(namespace, key, version, overwrite=overwrite)
+            return BlobFile(writer, split_file_path(path), owns_version=True)
+        if mode != "rb":
+            raise ConfigurationError(f"open_file mode must be 'rb' or 'wb', not {mode!r}")
+        parts = split_file_path(path)
+        name = self.resolve_version(namespace, key, "latest" if version is None else version)
+        for entry in self.read_manifest(namespace, key, name).files:
+            if entry.path == parts:
+                blob = self._layout(namespace, key).blob(entry.file)
+                return BlobReader(self.backend, blob, entry.size, entry.relpath)
+        raise NotFoundError(f"{path!r} is not a file of version {name!r} of {namespace}/{key} in {self.backend.url}")
 
     # -- load -----------------------------------------------------------------------
 

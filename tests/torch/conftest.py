@@ -83,34 +83,44 @@ def run_script(name: str, params: dict[str, Any], timeout: float = 120) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def launch_ranks(script: str, params: dict[str, Any], world_size: int) -> list[Any]:
-    """Run ``tests/torch/<script>`` as ``world_size`` processes of one gloo group.
+def start_ranks(script: str, params: dict[str, Any], world_size: int, timeout: int = 60) -> tuple[Any, list[Any]]:
+    """Start ``tests/torch/<script>`` as ``world_size`` ranks of one gloo group.
 
-    Each gets ``params`` plus ``port`` (a TCPStore this process hosts on 127.0.0.1, on a
-    port the OS picks), ``rank`` and ``world_size`` as JSON in its first argument, and
-    prints one JSON value last; the values are returned in rank order.
+    Each rank gets ``params`` plus ``port``, ``rank`` and ``world_size`` as JSON in its
+    first argument. The test process hosts the rendezvous TCPStore on a port the OS
+    picks; it is returned with the processes and must stay alive while they run.
     """
-    timeout = datetime.timedelta(seconds=60)
-    store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timeout, wait_for_workers=False)
+    wait = datetime.timedelta(seconds=timeout)
+    rendezvous = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=wait, wait_for_workers=False)
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
             [
                 sys.executable,
                 str(HERE / script),
-                json.dumps({**params, "port": store.port, "rank": rank, "world_size": world_size}),
+                json.dumps({**params, "port": rendezvous.port, "rank": rank, "world_size": world_size}),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            cwd=str(HERE),
         )
         for rank in range(world_size)
     ]
+    return rendezvous, procs
+
+
+def launch_ranks(script: str, params: dict[str, Any], world_size: int) -> list[Any]:
+    """Run ``script`` as ``world_size`` ranks (see :func:`start_ranks`) until they end.
+
+    Each rank prints one JSON value last; the values are returned in rank order.
+    """
+    rendezvous, procs = start_ranks(script, params, world_size)
     outputs = []
     for rank, proc in enumerate(procs):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"rank {rank} of {world_size} failed:\n{err[-4000:]}"
         outputs.append(json.loads(out.strip().splitlines()[-1]))
-    del store
+    del rendezvous
     return outputs

@@ -1,0 +1,476 @@
+"""torch.distributed.checkpoint (DCP) storage in a kara store, with tensor-level dedup.
+
+``dcp.save(state, storage_writer=KaraWriter(store, "ckpt", "run1", version="step-100"))``
+writes a checkpoint as an ordinary directory version of ``obj/ckpt/run1``;
+``dcp.load(state, storage_reader=KaraReader(store, "ckpt", "run1"))`` reads it back on any
+world size.
+
+Layout: every write item (a tensor shard, or a pickled object) is one file of the
+version, ``__<rank>_<n>.distcp``, holding exactly what torch's ``FileSystemWriter`` would
+write for it (``torch.save`` of the tensor, or the raw bytes), plus the pickled DCP
+``.metadata`` whose ``storage_data`` points at those files. So ``load_directory`` of the
+version gives a folder that torch's own ``FileSystemReader`` loads. Each file is a
+content-addressed blob: an item unchanged since an earlier version of the key (frozen
+layers, embeddings) is hashed but not uploaded again.
+
+Every rank uploads its own items from memory (hashing in its writer threads) and makes
+them durable before its ``write_data`` returns; only then does the coordinator's
+``finish`` publish the version, through the object store's own publish. A rank that dies
+before publishes nothing, and a rerun completes the same version.
+
+The kara sidecar of the version records where the raw tensor bytes start inside each
+item's file; :class:`KaraReader` then reads only the byte range of a tensor that this
+rank's shards need (DCP resharding), with ranged reads in parallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pickle
+import struct
+import threading
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.filesystem import _StorageInfo, _StoragePrefix
+from torch.distributed.checkpoint.metadata import (
+    Metadata,
+    MetadataIndex,
+    StorageMeta,
+    TensorStorageMetadata,
+)
+from torch.distributed.checkpoint.planner import (
+    LoadItemType,
+    LoadPlan,
+    LoadPlanner,
+    ReadItem,
+    SavePlan,
+    SavePlanner,
+    WriteItem,
+    WriteItemType,
+)
+from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
+from torch.futures import Future
+
+from kara_core.errors import ConfigurationError, CorruptDatasetError
+from kara_core.obj.manifest import KeyLayout
+from kara_core.obj.stream import BlobSink, SeekableReader, StoredBlob, VersionWriter
+from kara_core.storage import KaraStorage
+
+__all__ = ["KaraReader", "KaraWriter", "WriteStats", "parse_tensor_offsets"]
+
+#: Name of DCP's global metadata file (the one ``FileSystemReader`` opens).
+METADATA_FILE = ".metadata"
+#: DCP format version written into the metadata (as torch's FileSystemWriter does).
+DCP_VERSION = "1.0.0"
+#: Field of the version's kara sidecar: item file -> offset of its raw tensor bytes.
+SIDECAR_FIELD = "dcp_tensor_offsets"
+DEFAULT_THREADS = 4
+
+
+def _as_store(store: KaraStorage | str) -> KaraStorage:
+    if isinstance(store, KaraStorage):
+        return store
+    if isinstance(store, str):
+        return KaraStorage(store)
+    raise ConfigurationError(f"store must be a KaraStorage or a store URL, got {type(store).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _ItemBlob:
+    """What a rank reports for one written item: torch's storage info plus the blob."""
+
+    info: _StorageInfo
+    blob: StoredBlob
+    tensor_offset: int | None
+
+
+@dataclasses.dataclass
+class WriteStats:
+    """Blobs this rank's last ``write_data`` uploaded and the ones the store already had."""
+
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    reused_blobs: int = 0
+
+
+class _MemoryFile(SeekableReader):
+    """A seekable read-only file over a buffer, for :mod:`zipfile` (no copy of the buffer)."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__(len(view))
+        self._view = view
+
+    def _read_at(self, position: int, out: memoryview) -> None:
+        out[:] = self._view[position : position + len(out)]
+
+
+def _tensor_bytes_offset(saved: memoryview, nbytes: int) -> int | None:
+    """Offset of the raw bytes of the one storage inside a ``torch.save`` archive.
+
+    torch stores records uncompressed; the storage record is ``<archive>/data/0``. Its
+    bytes start after the record's local zip header (30 bytes, then name and extra field).
+    """
+    with zipfile.ZipFile(_MemoryFile(saved)) as archive:
+        records = [i for i in archive.infolist() if i.filename.partition("/")[2] == "data/0"]
+    if len(records) != 1 or records[0].compress_type != zipfile.ZIP_STORED or records[0].file_size != nbytes:
+        return None
+    header = records[0].header_offset
+    name_len, extra_len = struct.unpack_from("<HH", saved, header + 26)
+    return header + 30 + name_len + extra_len
+
+
+def _compact(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor on CPU, contiguous, owning exactly its bytes (what is saved per item)."""
+    tensor = tensor.detach().cpu()
+    if (
+        not tensor.is_contiguous()
+        or tensor.storage_offset() != 0
+        or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
+    ):
+        tensor = tensor.contiguous().clone()
+    return tensor
+
+
+class KaraWriter(StorageWriter):
+    """A DCP ``StorageWriter`` saving into version ``version`` of ``obj/<namespace>/<key>``.
+
+    ``store``: a :class:`~kara_core.KaraStorage` or a store URL. ``version=None`` takes
+    the next free number (the coordinator's ``version`` attribute holds it after the
+    save); a ``checkpoint_id`` passed to ``dcp.save`` names the version instead. An
+    existing version raises :class:`~kara_core.errors.VersionExistsError` unless
+    ``overwrite=True``. ``threads``: serialize-hash-upload threads per rank.
+    ``stats`` tells what the last save of this rank uploaded.
+    """
+
+    def __init__(
+        self,
+        store: KaraStorage | str,
+        namespace: str,
+        key: str,
+        version: Any = None,
+        *,
+        overwrite: bool = False,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        super().__init__()
+        self.store = _as_store(store)
+        self.layout = KeyLayout(namespace, key)
+        self.requested = None if version is None else str(version)
+        self.overwrite = overwrite
+        self.threads = max(1, threads)
+        self.version: str | None = None
+        self.stats = WriteStats()
+        self.is_coordinator = False
+        self.rank = 0
+        self._version_writer: VersionWriter | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Process-based async saves pickle the writer: an open version stays behind.
+        state = dict(self.__dict__)
+        state["_version_writer"] = None
+        return state
+
+    # -- StorageWriter ---------------------------------------------------------------
+
+    def reset(self, checkpoint_id: Any = None) -> None:
+        """Start a new save; a ``checkpoint_id`` names its version."""
+        if checkpoint_id is not None:
+            self.requested = str(checkpoint_id)
+        self.version = None
+        self.stats = WriteStats()
+        self._drop_version_writer()
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
+        """A checkpoint id is a version name: any non-empty string without '/'."""
+        name = str(checkpoint_id)
+        return bool(name) and "/" not in name and "://" not in name
+
+    def storage_meta(self) -> StorageMeta | None:
+        """The version name (or None for the next number) as the checkpoint id."""
+        return StorageMeta(checkpoint_id=self.requested)
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        """Remember the role; the coordinator opens the version (fails early if it exists)."""
+        self.is_coordinator = is_coordinator
+        self.rank = int(kwargs.get("rank") or 0)
+        if is_coordinator:
+            self._drop_version_writer()
+            self._version_writer = self.store.objects.open_version(
+                self.layout.namespace, self.layout.key, self.requested, overwrite=self.overwrite
+            )
+
+    def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        """Nothing to add locally."""
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        """Give each rank its own file prefix ``__<rank>_``."""
+        return [dataclasses.replace(plan, storage_data=_StoragePrefix(f"__{i}_")) for i, plan in enumerate(plans)]
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        """Serialize, hash and upload this rank's items in parallel; durable on return."""
+        prefix: _StoragePrefix = plan.storage_data
+        names = {id(item): f"{prefix.prefix}{n}.distcp" for n, item in enumerate(plan.items)}
+        # Large items first, so the threads end together.
+        order = sorted(plan.items, key=_item_bytes, reverse=True)
+        with BlobSink(self.store.backend, self.layout) as sink:
+            results = _run_threads(
+                order, lambda item: self._write_item(sink, planner, item, names[id(item)]), self.threads
+            )
+            sink.commit()
+            self.stats = WriteStats(sink.uploaded_blobs, sink.uploaded_bytes, sink.reused_blobs)
+        future: Future[list[WriteResult]] = Future()
+        future.set_result(results)
+        return future
+
+    def _write_item(self, sink: BlobSink, planner: SavePlanner, item: WriteItem, name: str) -> WriteResult:
+        data = planner.resolve_data(item)
+        tensor_offset = None
+        if item.type == WriteItemType.BYTE_IO:
+            payload = data.getbuffer()
+        else:
+            tensor = _compact(data)
+            buffer = io.BytesIO()
+            torch.save(tensor, buffer)
+            payload = buffer.getbuffer()
+            tensor_offset = _tensor_bytes_offset(payload, tensor.numel() * tensor.element_size())
+        stored = sink.store_bytes(payload)
+        info = _StorageInfo(name, 0, stored.size)
+        return WriteResult(
+            index=item.index, size_in_bytes=stored.size, storage_data=_ItemBlob(info, stored, tensor_offset)
+        )
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        """Publish the version: ``.metadata`` plus every rank's (durable) item files."""
+        writer = self._version_writer
+        if writer is None:
+            raise ConfigurationError("KaraWriter.finish runs on the coordinator after set_up_storage_writer")
+        try:
+            items = [result.storage_data for rank_results in results for result in rank_results]
+            metadata.version = DCP_VERSION
+            metadata.storage_data = {
+                result.index: result.storage_data.info for rank_results in results for result in rank_results
+            }
+            metadata.storage_meta = self.storage_meta()
+            for item in items:
+                writer.add_blob(item.info.relative_path, item.blob)
+            writer.write_file(METADATA_FILE, pickle.dumps(metadata))
+            offsets = {item.info.relative_path: item.tensor_offset for item in items if item.tensor_offset is not None}
+            self.version = writer.publish(sidecar_extra={SIDECAR_FIELD: offsets})
+        finally:
+            self._drop_version_writer()
+
+    def _drop_version_writer(self) -> None:
+        if self._version_writer is not None:
+            self._version_writer.abort()
+            self._version_writer = None
+
+
+def parse_tensor_offsets(raw: bytes | None, where: str) -> dict[str, int]:
+    """Read the item file -> tensor byte offset map of a version's kara sidecar.
+
+    Versions not written by :class:`KaraWriter` have none (empty map: whole items are
+    read). Anything malformed raises :class:`~kara_core.errors.CorruptDatasetError`.
+    """
+    if not raw:
+        return {}
+    try:
+        sidecar = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptDatasetError(where, None, f"not valid JSON: {exc}") from None
+    field = sidecar.get(SIDECAR_FIELD) if isinstance(sidecar, dict) else None
+    if field is None:
+        return {}
+    if not isinstance(field, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in field.values()
+    ):
+        raise CorruptDatasetError(where, None, f"{SIDECAR_FIELD} must map file names to byte offsets")
+    return dict(field)
+
+
+def _item_bytes(item: WriteItem) -> int:
+    if item.tensor_data is None:
+        return 0
+    return item.tensor_data.size.numel() * torch.tensor([], dtype=item.tensor_data.properties.dtype).element_size()
+
+
+def _run_threads(items: list[Any], fn: Any, threads: int) -> list[Any]:
+    if threads <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="kara-dcp") as pool:
+        return list(pool.map(fn, items))
+
+
+class KaraReader(StorageReader):
+    """A DCP ``StorageReader`` loading version ``version`` of ``obj/<namespace>/<key>``.
+
+    Works on versions written by :class:`KaraWriter` and on folders of torch's
+    ``FileSystemWriter`` saved with ``save_directory``. Each rank reads only the items
+    (and, for :class:`KaraWriter` versions, only the byte ranges inside them) that its
+    shards need, with ``threads`` ranged reads in flight. A ``checkpoint_id`` passed to
+    ``dcp.load`` names the version.
+    """
+
+    def __init__(
+        self,
+        store: KaraStorage | str,
+        namespace: str,
+        key: str,
+        version: Any = "latest",
+        *,
+        threads: int = 8,
+    ) -> None:
+        super().__init__()
+        self.store = _as_store(store)
+        self.layout = KeyLayout(namespace, key)
+        self.requested = str(version)
+        self.threads = max(1, threads)
+        self.version: str | None = None
+        self.bytes_read = 0
+        self._blobs: dict[str, tuple[str, int]] = {}
+        self._offsets: dict[str, int] = {}
+        self._storage_data: dict[MetadataIndex, _StorageInfo] = {}
+        self._metadata: Metadata | None = None
+        self._count_lock = threading.Lock()
+
+    def reset(self, checkpoint_id: Any = None) -> None:
+        """Start a new load; a ``checkpoint_id`` names its version."""
+        if checkpoint_id is not None:
+            self.requested = str(checkpoint_id)
+        self.bytes_read = 0
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: Any) -> bool:
+        """A checkpoint id is a version name: any non-empty string without '/'."""
+        return KaraWriter.validate_checkpoint_id(checkpoint_id)
+
+    def _open_version(self) -> None:
+        objects = self.store.objects
+        namespace, key = self.layout.namespace, self.layout.key
+        self.version = objects.resolve_version(namespace, key, self.requested)
+        manifest = objects.read_manifest(namespace, key, self.version)
+        self._blobs = {entry.relpath: (self.layout.blob(entry.file), entry.size) for entry in manifest.files}
+        sidecar = self.layout.sidecar(self.version)
+        self._offsets = parse_tensor_offsets(self.store.backend.read_if_exists(sidecar), f"{self.store.url}/{sidecar}")
+
+    def _read(self, relpath: str, start: int, end: int) -> bytes:
+        try:
+            blob, size = self._blobs[relpath]
+        except KeyError:
+            raise CorruptDatasetError(
+                f"{self.store.url}/{self.layout.root}",
+                None,
+                f"checkpoint file {relpath!r} is not in version {self.version!r}",
+            ) from None
+        data = self.store.backend.read(blob, start, min(end, size))
+        if len(data) != min(end, size) - start:
+            raise CorruptDatasetError(
+                f"{self.store.url}/{blob}", None, f"checkpoint file {relpath!r} is shorter than its manifest says"
+            )
+        with self._count_lock:
+            self.bytes_read += len(data)
+        return data
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        """Read the version's ``.metadata`` (rank-local metadata is not written by kara)."""
+        if kwargs.get("rank") is not None:
+            raise ConfigurationError("kara checkpoints have one global .metadata, no rank-local ones")
+        self._open_version()
+        if METADATA_FILE not in self._blobs:
+            raise CorruptDatasetError(
+                f"{self.store.url}/{self.layout.root}", None, f"version {self.version!r} has no {METADATA_FILE} file"
+            )
+        metadata = pickle.loads(self._read(METADATA_FILE, 0, self._blobs[METADATA_FILE][1]))
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        self._metadata = metadata
+        return metadata
+
+    def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        """Keep the item locations of ``metadata``."""
+        if metadata.storage_data is None:
+            raise CorruptDatasetError(f"{self.store.url}/{self.layout.root}", None, "the metadata has no storage_data")
+        if not self._blobs:
+            self._open_version()
+        self._storage_data = metadata.storage_data
+        self._metadata = metadata
+
+    def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
+        """Nothing to change."""
+        return plan
+
+    def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
+        """Nothing to change."""
+        return plans
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        """Fetch the needed bytes in parallel; copy each tensor into place as it arrives."""
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="kara-dcp-read") as pool:
+            pending = {pool.submit(self._fetch, item): item for item in plan.items}
+            for done in as_completed(pending):
+                item = pending[done]
+                value = done.result()
+                if item.type == LoadItemType.BYTE_IO:
+                    planner.load_bytes(item, io.BytesIO(value))
+                    continue
+                target = planner.resolve_tensor(item).detach()
+                if target.size() != value.size():
+                    raise CorruptDatasetError(
+                        f"{self.store.url}/{self.layout.root}",
+                        None,
+                        f"{item.storage_index.fqn}: stored shard has size {tuple(value.size())}, "
+                        f"expected {tuple(target.size())}",
+                    )
+                target.copy_(value)
+                planner.commit_tensor(item, target)
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    def _fetch(self, item: ReadItem) -> Any:
+        info = self._storage_data[item.storage_index]
+        if item.type == LoadItemType.BYTE_IO:
+            return self._read(info.relative_path, info.offset, info.offset + info.length)
+        offset = self._offsets.get(info.relative_path)
+        chunk = self._chunk_of(item.storage_index)
+        if offset is not None and chunk is not None:
+            dtype, sizes = chunk
+            return self._read_region(info, offset, dtype, sizes, item)
+        raw = self._read(info.relative_path, info.offset, info.offset + info.length)
+        tensor = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        for dim, (start, length) in enumerate(zip(item.storage_offsets, item.lengths, strict=True)):
+            tensor = tensor.narrow(dim, start, length)
+        return tensor
+
+    def _chunk_of(self, index: MetadataIndex) -> tuple[torch.dtype, torch.Size] | None:
+        meta = self._metadata.state_dict_metadata.get(index.fqn) if self._metadata else None
+        if not isinstance(meta, TensorStorageMetadata):
+            return None
+        for chunk in meta.chunks:
+            if tuple(chunk.offsets) == tuple(index.offset or ()):
+                return meta.properties.dtype, chunk.sizes
+        return None
+
+    def _read_region(
+        self, info: _StorageInfo, offset: int, dtype: torch.dtype, sizes: torch.Size, item: ReadItem
+    ) -> torch.Tensor:
+        """Read only the bytes spanning the requested box of a contiguous stored chunk."""
+        lengths = list(item.lengths)
+        element = torch.tensor([], dtype=dtype).element_size()
+        if any(n == 0 for n in lengths):
+            return torch.empty(lengths, dtype=dtype)
+        strides = [1] * len(sizes)
+        for dim in range(len(sizes) - 2, -1, -1):
+            strides[dim] = strides[dim + 1] * sizes[dim + 1]
+        first = sum(o * s for o, s in zip(item.storage_offsets, strides, strict=True))
+        last = sum((o + n - 1) * s for o, n, s in zip(item.storage_offsets, lengths, strides, strict=True))
+        start = info.offset + offset + first * element
+        raw = bytearray(self._read(info.relative_path, start, start + (last - first + 1) * element))
+        flat = torch.frombuffer(raw, dtype=dtype)
+        return flat.as_strided(lengths, strides)

@@ -1,0 +1,201 @@
+"""Single-file streams and versions written file by file (store.open_file / open_version)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from kara_file.backend import FileBackend
+
+from kara_core import KaraStorage
+from kara_core.errors import (
+    ConfigurationError,
+    DatasetNotFoundError,
+    NotFoundError,
+    UnsafePathError,
+    VersionExistsError,
+)
+from kara_core.obj import ObjectStore, stream
+from kara_core.obj.stream import BlobReader
+from kara_core.testing.obj import read_tree
+
+
+def _write(objects: ObjectStore, path: str, chunks: list[bytes], version: str | None = None) -> str | None:
+    with objects.open_file("ns", "ck", path, "wb", version=version) as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+    return fh.version
+
+
+def test_a_written_file_is_an_ordinary_version_that_load_directory_reproduces(
+    objects: ObjectStore, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    version = _write(objects, "sub/model.pt", [data[:1000], data[1000:]])
+    assert version == "0"
+    assert objects.list_versions("ns", "ck") == ["0"]
+    objects.load_directory("ns", "ck", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == {"sub/model.pt": data}
+    assert objects.verify("ns", "ck") == []
+
+
+def test_rb_reads_seeks_and_reads_past_the_end_like_a_file(objects: ObjectStore) -> None:
+    data = os.urandom(100_000)
+    _write(objects, "a.bin", [data], version="v1")
+    with objects.open_file("ns", "ck", "a.bin", "rb", version="v1") as fh:
+        assert fh.seekable() and fh.read(10) == data[:10]
+        assert fh.seek(-5, os.SEEK_END) == len(data) - 5
+        assert fh.read() == data[-5:]
+        assert fh.read(3) == b""
+        fh.seek(50_000)
+        assert fh.tell() == 50_000
+        assert fh.read(7) == data[50_000:50_007]
+    with objects.open_file("ns", "ck", "a.bin") as fh:
+        assert fh.read() == data
+
+
+def test_remote_reader_reads_ahead_in_windows_and_serves_random_access(
+    objects: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(200_003)
+    _write(objects, "a.bin", [data])
+    monkeypatch.setattr(stream, "READ_AHEAD", 4096)
+    requests: list[tuple[int, int | None]] = []
+    backend = objects.backend
+
+    class Remote(FileBackend):
+        capabilities = type(backend.capabilities)(local_path=False)
+
+        def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+            if "/data/" in path:
+                requests.append((start, end))
+            return super().read(path, start, end)
+
+    remote = ObjectStore(Remote(backend.root))
+    with remote.open_file("ns", "ck", "a.bin") as fh:
+        assert isinstance(fh, BlobReader)
+        parts = []
+        while chunk := fh.read(1000):
+            parts.append(chunk)
+        assert b"".join(parts) == data
+        # One request per window (plus the one read ahead past the last window at most).
+        assert len(requests) <= len(data) // 4096 + 2
+        fh.seek(123_456)
+        assert fh.read(10_000) == data[123_456:133_456]
+
+
+def test_an_exception_inside_with_publishes_nothing(objects: ObjectStore) -> None:
+    with pytest.raises(RuntimeError, match="boom"), objects.open_file("ns", "ck", "m.pt", "wb") as fh:
+        fh.write(b"partial")
+        raise RuntimeError("boom")
+    with pytest.raises(DatasetNotFoundError):
+        objects.list_versions("ns", "ck")
+    _write(objects, "m.pt", [b"ok"], version="v1")
+    with pytest.raises(RuntimeError), objects.open_file("ns", "ck", "m.pt", "wb", version="v2") as fh:
+        fh.write(b"no")
+        raise RuntimeError("boom")
+    assert objects.list_versions("ns", "ck") == ["v1"]
+
+
+def test_open_version_publishes_every_file_at_once_or_nothing(objects: ObjectStore, tmp_path: Path) -> None:
+    with objects.open_version("ns", "ck", "both") as version:
+        with version.open_file("model.pt") as fh:
+            fh.write(b"model")
+        rival = objects.open_version("ns", "ck", "both")
+        rival.write_file("model.pt", b"rival")
+        version.write_file("optim/state.pt", b"optim")
+        # Nothing is visible before the block ends.
+        with pytest.raises(DatasetNotFoundError):
+            objects.list_versions("ns", "ck")
+    assert version.version == "both"
+    # A second writer of the same name loses the race at publish and changes nothing.
+    with pytest.raises(VersionExistsError):
+        rival.publish()
+    objects.load_directory("ns", "ck", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == {"model.pt": b"model", "optim/state.pt": b"optim"}
+    with pytest.raises(KeyError), objects.open_version("ns", "ck", "broken") as version:
+        version.write_file("a", b"a")
+        raise KeyError("stop")
+    assert objects.list_versions("ns", "ck") == ["both"]
+
+
+def test_existing_versions_are_refused_unless_overwrite(objects: ObjectStore) -> None:
+    _write(objects, "m.pt", [b"one"], version="v1")
+    with pytest.raises(VersionExistsError):
+        objects.open_file("ns", "ck", "m.pt", "wb", version="v1")
+    with objects.open_file("ns", "ck", "m.pt", "wb", version="v1", overwrite=True) as fh:
+        fh.write(b"two")
+    with objects.open_file("ns", "ck", "m.pt", version="v1") as fh:
+        assert fh.read() == b"two"
+
+
+def test_identical_content_is_uploaded_once(objects: ObjectStore) -> None:
+    blob = os.urandom(50_000)
+    with objects.open_version("ns", "ck", "a") as version:
+        first = version.write_file("x", blob)
+        second = version.write_file("y", blob)
+    assert first.uploaded and not second.uploaded
+    with objects.open_version("ns", "ck", "b") as version:
+        again = version.write_file("z", blob)
+    assert not again.uploaded
+    assert version.sink.uploaded_blobs == 0 and version.sink.reused_blobs == 1
+    assert len(list(objects.backend.list("obj/ns/ck/data/"))) == 1
+
+
+def test_large_files_spill_to_disk_and_stay_exact(objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "SPOOL_IN_MEMORY", 10_000)
+    data = os.urandom(1_000_000)
+    _write(objects, "big.bin", [data[i : i + 65_536] for i in range(0, len(data), 65_536)])
+    with objects.open_file("ns", "ck", "big.bin") as fh:
+        assert fh.read() == data
+
+
+def test_uncommitted_blobs_vanish_and_committed_orphans_are_collected_by_gc(objects: ObjectStore) -> None:
+    with pytest.raises(RuntimeError), objects.open_file("ns", "ck", "gone", "wb", version="v0") as fh:
+        fh.write(b"never committed")
+        raise RuntimeError("crash")
+    assert list(objects.backend.list("obj/ns/ck/data/")) == []
+    _write(objects, "keep", [b"kept"], version="v1")
+    with pytest.raises(RuntimeError), objects.open_version("ns", "ck", "v2") as version:
+        with version.open_file("lost") as fh:
+            fh.write(b"lost content")
+        # Durable but never named by a manifest (a rank that finished before another crashed).
+        version.sink.commit()
+        raise RuntimeError("crash")
+    assert len(list(objects.backend.list("obj/ns/ck/data/"))) == 2
+    report = objects.gc("ns", "ck", grace_period=0)
+    assert len(report.removed) == 1
+    with objects.open_file("ns", "ck", "keep") as fh:
+        assert fh.read() == b"kept"
+
+
+def test_bad_paths_modes_and_open_files_are_refused(objects: ObjectStore) -> None:
+    with pytest.raises(UnsafePathError):
+        objects.open_file("ns", "ck", "../escape", "wb")
+    with pytest.raises(UnsafePathError):
+        objects.open_file("ns", "ck", ".kara/state", "wb")
+    with pytest.raises(ConfigurationError):
+        objects.open_file("ns", "ck", "a", "ab")
+    _write(objects, "a", [b"a"], version="v1")
+    with pytest.raises(NotFoundError):
+        objects.open_file("ns", "ck", "missing")
+    with pytest.raises(ConfigurationError, match="still open"), objects.open_version("ns", "ck", "v2") as version:
+        handle = version.open_file("b")
+        version.publish()
+    handle.discard()
+    with pytest.raises(ConfigurationError, match="twice"), objects.open_version("ns", "ck", "v3") as version:
+        version.write_file("a", b"1")
+        version.write_file("a", b"2")
+    assert objects.list_versions("ns", "ck") == ["v1"]
+
+
+def test_karastorage_exposes_open_file_and_open_version(tmp_path: Path) -> None:
+    store = KaraStorage(f"file://{tmp_path}/store")
+    with store.open_version("ns", "ck") as version:
+        version.write_file("a", b"a")
+    with store.open_file("ns", "ck", "b", "wb") as fh:
+        fh.write(b"b")
+    assert store.list_versions("ns", "ck", kind="obj") == ["0", "1"]
+    with store.open_file("ns", "ck", "b") as fh:
+        assert fh.read() == b"b"

@@ -1,0 +1,245 @@
+"""torch.distributed.checkpoint into kara: real gloo groups of 2 and 4 CPU processes.
+
+Each launch runs ``dcp_rank.py`` once per rank; the test process hosts the rendezvous
+TCPStore on a port the OS picks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kara_torch.checkpoint import KaraReader, parse_tensor_offsets
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.metadata import MetadataIndex
+
+from kara_core import KaraStorage
+from kara_core.cli import cli
+from kara_core.errors import CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from kara_core.testing.obj import read_tree
+
+from .conftest import HERE, start_ranks
+from .dcp_rank import TENSORS, full_tensor
+
+ROOT = HERE.parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:torch.distributed is disabled")]
+SHARD_BLOBS = TENSORS * 2  # sharded over 2 ranks: one blob per tensor per rank
+
+
+def launch(store_url: str, world_size: int, steps: list[dict[str, Any]], timeout: int = 60) -> list[dict[str, Any]]:
+    """Run the steps on ``world_size`` ranks; return (returncode, report, stderr) per rank."""
+    params = {"store": store_url, "steps": steps, "timeout": timeout}
+    rendezvous, procs = start_ranks("dcp_rank.py", params, world_size, timeout)
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout * 3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        lines = out.strip().splitlines()
+        report = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
+        results.append({"returncode": proc.returncode, "report": report, "stderr": err})
+    del rendezvous
+    return results
+
+
+def reports(results: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    for rank, result in enumerate(results):
+        assert result["returncode"] == 0, f"rank {rank} failed:\n{result['stderr'][-4000:]}"
+    return [result["report"] for result in results]
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"file://{tmp_path_factory.mktemp('dcp')}/store"
+
+
+@pytest.fixture(scope="module")
+def runs(store_url: str) -> dict[int, list[list[dict[str, Any]]]]:
+    """Saves and loads on 2 ranks, then loads (other world size) and a save on 4 ranks."""
+    two = [
+        {"op": "save", "kind": "replicated", "key": "rep", "version": "g0"},
+        {"op": "save", "kind": "sharded", "version": "g0"},
+        {"op": "save", "kind": "sharded", "version": "g1", "generation": 1},
+        {"op": "async_save", "kind": "sharded", "key": "async"},
+        {"op": "load", "kind": "replicated", "key": "rep", "version": "g0"},
+        {"op": "load", "kind": "sharded", "version": "g1", "generation": 1},
+        {"op": "load", "kind": "sharded", "key": "async"},
+    ]
+    four = [
+        {"op": "load", "kind": "sharded", "version": "g0"},
+        {"op": "load", "kind": "replicated", "key": "rep", "version": "g0"},
+        {"op": "save", "kind": "sharded", "key": "four", "generation": 1},
+        {"op": "load", "kind": "sharded", "key": "four", "generation": 1},
+    ]
+    return {2: reports(launch(store_url, 2, two)), 4: reports(launch(store_url, 4, four))}
+
+
+def test_replicated_state_dict_saves_on_2_ranks_and_loads_on_2_and_4(runs) -> None:
+    assert runs[2][0][0]["version"] == "g0"  # the coordinator knows the published name
+    assert all(report[4]["ok"] for report in runs[2])
+    assert all(report[1]["ok"] for report in runs[4])
+
+
+def test_sharded_dtensor_state_dict_round_trips(runs, store_url: str) -> None:
+    assert all(report[5]["ok"] for report in runs[2])
+    assert KaraStorage(store_url).list_versions("ckpt", "run", kind="obj") == ["g0", "g1"]
+    listing = CliRunner().invoke(cli, ["obj", "ls", store_url, "ckpt", "run"], catch_exceptions=False)
+    assert listing.exit_code == 0 and "g0" in listing.stdout and "g1" in listing.stdout
+    # Saved on 4 ranks, loaded on 4 ranks.
+    assert runs[4][0][2]["version"] == "0"
+    assert all(report[3]["ok"] for report in runs[4])
+
+
+def test_loading_on_another_world_size_reads_only_the_new_shards(runs, store_url: str) -> None:
+    store = KaraStorage(store_url)
+    manifest = store.objects.read_manifest("ckpt", "run", "g0")
+    metadata_size = next(e.size for e in manifest.files if e.relpath == ".metadata")
+    metadata = KaraReader(store, "ckpt", "run", "g0").read_metadata()
+    step_size = metadata.storage_data[MetadataIndex("step")].length
+    for report in runs[4]:
+        load = report[0]
+        assert load["ok"]
+        # A quarter of each tensor (its rows), the metadata and the pickled step: no more.
+        assert load["bytes_read"] == load["local_bytes"] + metadata_size + step_size
+        assert load["local_bytes"] == TENSORS * full_tensor(0, 0).nbytes // 4
+
+
+def test_second_save_with_half_the_tensors_unchanged_uploads_only_the_changed_ones(runs, store_url: str) -> None:
+    first = [report[1] for report in runs[2]]
+    second = [report[2] for report in runs[2]]
+    # Generation 0: every shard blob plus the pickled step.
+    assert sum(r["uploaded_blobs"] for r in first) == SHARD_BLOBS + 1
+    # Generation 1 changes the odd tensors and the step: half of the shards are reused.
+    assert sum(r["uploaded_blobs"] for r in second) == SHARD_BLOBS // 2 + 1
+    assert sum(r["reused_blobs"] for r in second) == SHARD_BLOBS // 2
+    store = KaraStorage(store_url)
+    step = [
+        KaraReader(store, "ckpt", "run", v).read_metadata().storage_data[MetadataIndex("step")].length
+        for v in ("g0", "g1")
+    ]
+    shard_bytes_first = sum(r["uploaded_bytes"] for r in first) - step[0]
+    shard_bytes_second = sum(r["uploaded_bytes"] for r in second) - step[1]
+    assert shard_bytes_first > SHARD_BLOBS * full_tensor(0, 0).nbytes // 2
+    assert shard_bytes_second * 2 == shard_bytes_first
+    # The store holds each distinct blob once: 17 + 9 rank blobs and two .metadata files.
+    blobs = {e.file for v in ("g0", "g1") for e in store.objects.read_manifest("ckpt", "run", v).files}
+    assert len(blobs) == (SHARD_BLOBS + 1) + (SHARD_BLOBS // 2 + 1) + 2
+
+
+def test_async_save_completes_and_publishes(runs, store_url: str) -> None:
+    assert runs[2][0][3]["version"] == "0"
+    assert KaraStorage(store_url).list_versions("ckpt", "async", kind="obj") == ["0"]
+    assert all(report[6]["ok"] for report in runs[2])
+
+
+def _full_state(generation: int | None) -> dict[str, Any]:
+    model = {
+        f"layer{i}.weight": torch.zeros_like(full_tensor(i, 0)) if generation is None else full_tensor(i, generation)
+        for i in range(TENSORS)
+    }
+    return {"model": model, "step": -1 if generation is None else generation}
+
+
+def test_load_directory_gives_a_folder_that_filesystem_reader_loads(runs, store_url: str, tmp_path: Path) -> None:
+    store = KaraStorage(store_url)
+    store.load_directory("ckpt", "run", str(tmp_path / "g1"), "g1", progress_bar=False)
+    names = set(os.listdir(tmp_path / "g1"))
+    assert ".metadata" in names and {f"__{r}_0.distcp" for r in range(2)} <= names
+    state = _full_state(None)
+    dcp.load(state, storage_reader=FileSystemReader(str(tmp_path / "g1")), no_dist=True)
+    expected = _full_state(1)
+    assert state["step"] == 1
+    assert all(torch.equal(state["model"][k], expected["model"][k]) for k in expected["model"])
+
+
+def _k215_python() -> str:
+    path = os.environ.get("KARA_215_PYTHON") or str(ROOT / ".venv-k215" / "bin" / "python")
+    if not os.path.exists(path):
+        pytest.fail(f"kara-storage 2.1.5 is needed at {path} (set KARA_215_PYTHON or run scripts/test)")
+    return path
+
+
+def test_kara_storage_2_1_5_load_directory_gives_the_same_folder(runs, store_url: str, tmp_path: Path) -> None:
+    KaraStorage(store_url).load_directory("ckpt", "run", str(tmp_path / "kara"), "g1", progress_bar=False)
+    code = (
+        "import sys, kara_storage\n"
+        "s = kara_storage.KaraStorage(sys.argv[1])\n"
+        "s.load_directory('ckpt', 'run', sys.argv[2], 'g1', progress_bar=False)\n"
+    )
+    proc = subprocess.run(
+        [_k215_python(), "-c", code, store_url, str(tmp_path / "k215")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    ours = {k: v for k, v in read_tree(tmp_path / "kara").items() if not k.startswith(".kara/")}
+    assert read_tree(tmp_path / "k215") == ours
+    state = _full_state(None)
+    dcp.load(state, storage_reader=FileSystemReader(str(tmp_path / "k215")), no_dist=True)
+    assert torch.equal(state["model"]["layer1.weight"], full_tensor(1, 1))
+
+
+def test_a_rank_killed_mid_save_publishes_nothing_and_the_rerun_succeeds(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    crashed = launch(url, 2, [{"op": "save", "kind": "sharded", "key": "crash", "version": "v1", "die_after": 2}], 20)
+    assert crashed[1]["returncode"] == -9  # SIGKILL, after storing two blobs
+    assert crashed[0]["returncode"] != 0  # the coordinator never reaches finish
+    store = KaraStorage(url)
+    with pytest.raises((DatasetNotFoundError, VersionNotFoundError)):
+        store.objects.resolve_version("ckpt", "crash", "v1")
+    rerun = reports(
+        launch(
+            url,
+            2,
+            [
+                {"op": "save", "kind": "sharded", "key": "crash", "version": "v1"},
+                {"op": "load", "kind": "sharded", "key": "crash", "version": "v1"},
+            ],
+        )
+    )
+    assert rerun[0][0]["version"] == "v1"
+    assert all(report[1]["ok"] for report in rerun)
+    assert store.list_versions("ckpt", "crash", kind="obj") == ["v1"]
+    # Blobs the crashed save left behind, if any, are no longer needed: gc removes them.
+    report = store.objects.gc("ckpt", "crash", grace_period=0)
+    assert store.objects.verify("ckpt", "crash") == []
+    assert report.deferred is False
+
+
+def test_kara_reader_loads_a_filesystem_writer_folder_saved_with_save_directory(tmp_path: Path) -> None:
+    state = _full_state(1)
+    dcp.save(state, storage_writer=FileSystemWriter(str(tmp_path / "dcp")), no_dist=True)
+    store = KaraStorage(f"file://{tmp_path}/store")
+    store.save_directory("ckpt", "folder", str(tmp_path / "dcp"), progress_bar=False)
+    full = _full_state(None)
+    dcp.load(full, storage_reader=KaraReader(store, "ckpt", "folder"), no_dist=True)
+    assert full["step"] == 1
+    assert all(torch.equal(full["model"][k], state["model"][k]) for k in state["model"])
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(),
+            lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+            max_leaves=10,
+        ).map(lambda v: json.dumps({"dcp_tensor_offsets": v}).encode()),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_the_sidecar_offsets_parser_returns_offsets_or_a_clear_error(raw: bytes) -> None:
+    try:
+        offsets = parse_tensor_offsets(raw, "fuzz")
+    except CorruptDatasetError:
+        return
+    assert all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in offsets.items())
