@@ -21,6 +21,7 @@ __all__ = [
     "MissingPluginError",
     "ModeError",
     "NotFoundError",
+    "ParallelWriteError",
     "PermissionDeniedError",
     "PluginLoadError",
     "ReadOnlyStoreError",
@@ -120,6 +121,10 @@ class DatasetClosedError(KaraError, ValueError):
 
 class DatasetLockedError(KaraError, RuntimeError):
     """Another writer holds the lock on this dataset version."""
+
+
+class ParallelWriteError(KaraError, RuntimeError):
+    """A parallel write cannot commit (a part never closed) or is no longer pending."""
 
 
 class CorruptDatasetError(KaraError, RuntimeError):
