@@ -406,8 +406,10 @@ class ParallelWrite:
             part_bytes = sum(done.data_blocks)
             if done.records and int.from_bytes(last, "little") != part_bytes:
                 raise CorruptDatasetError(
-                    f"{backend.url}/{source_prefix}", None, f"the index ends at {int.from_bytes(last, 'little')}, "
-                    f"the part's data blocks hold {part_bytes} bytes"
+                    f"{backend.url}/{source_prefix}",
+                    None,
+                    f"the index ends at {int.from_bytes(last, 'little')}, "
+                    f"the part's data blocks hold {part_bytes} bytes",
                 )
             offset += part_bytes
         if pending or number == 0:
@@ -493,4 +495,3 @@ def _sync_folder(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

@@ -265,4 +265,3 @@ class RowPart(RowDataset):
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self)} records"
         return f"<RowPart {self.part} attempt {self.attempt} of {self._name()} {state} on {self.backend.url}>"
-
