@@ -12,14 +12,21 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from kara_core import KaraStorage
-from kara_core.serialization import Serializer, resolve_serializer
+from kara_core.serialization import JSONSerializer, Serializer, resolve_serializer
 
-from .rows import block_of_records, record_column
+from .rows import block_of_records, json_block, record_column
 
 __all__ = ["KaraDatasource"]
 
 #: Records per Arrow table a read task yields.
 BATCH_RECORDS = 16384
+#: Records whose types fix the schema of JSON datasets.
+SCHEMA_SAMPLE = 1000
+
+
+def _arrow_parses(serializer: Serializer, column: str | None) -> bool:
+    # Only the built-in JSON deserializer is known to mean "records are JSON documents".
+    return column is None and type(serializer).deserialize is JSONSerializer.deserialize
 
 
 class KaraDatasource(Datasource):
@@ -54,6 +61,10 @@ class KaraDatasource(Datasource):
             self.version = ds.version
             self.records = len(ds)
             self.nbytes = ds.nbytes()
+            sample = ds.read_raw_range(0, SCHEMA_SAMPLE) if _arrow_parses(self.serializer, self.column) else []
+        # JSON objects are parsed by Arrow, with the types of the first records for all tasks.
+        sampled = json_block(sample, None)
+        self.json_schema: pa.Schema | None = sampled.schema if sampled is not None else None
 
     def estimate_inmemory_data_size(self) -> int | None:
         return self.nbytes
@@ -88,6 +99,7 @@ def _read_range(source: KaraDatasource, start: int, stop: int) -> Iterator[pa.Ta
         deserialize = source.serializer.deserialize
         for first in range(start, stop, BATCH_RECORDS):
             raws = ds.read_raw_range(first, min(stop, first + BATCH_RECORDS))
-            yield block_of_records(list(map(deserialize, raws)), source.column)
+            parsed = json_block(raws, source.json_schema) if source.json_schema is not None else None
+            yield parsed if parsed is not None else block_of_records(list(map(deserialize, raws)), source.column)
         if start == stop:
             yield block_of_records([], source.column)

@@ -12,12 +12,13 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.json as pj
 from ray.data.block import Block, BlockAccessor
 
 from kara_core.errors import ConfigurationError
 from kara_core.serialization import NoSerializer, Serializer
 
-__all__ = ["ITEM", "RAW_COLUMN", "block_of_records", "record_column", "records_of_block"]
+__all__ = ["ITEM", "RAW_COLUMN", "block_of_records", "json_block", "record_column", "records_of_block"]
 
 ITEM = "item"
 RAW_COLUMN = "bytes"
@@ -34,10 +35,31 @@ def records_of_block(block: Block, column: str | None) -> list[Any]:
     """The records a Ray block holds: its rows as dicts, or the values of ``column``."""
     table = BlockAccessor.for_block(block).to_arrow()
     if column is None:
-        return table.to_pylist()
+        # Column by column, then zipped into dicts: several times faster than to_pylist().
+        columns = table.to_pydict()
+        names = list(columns)
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     if column not in table.column_names:
         raise ConfigurationError(f"the rows have no column {column!r} to write (columns: {table.column_names})")
     return table.column(column).to_pylist()
+
+
+def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
+    """Arrow's JSON reader over serialized JSON records (no Python objects), or None if it cannot.
+
+    It cannot when a record is not a JSON object on one line, or when the values do not
+    fit ``schema`` (the types sampled when the datasource was made); the caller then
+    deserializes the records in Python.
+    """
+    if not raws:
+        return None
+    data = b"\n".join(raws)
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
+    try:
+        table = pj.read_json(pa.BufferReader(data), pj.ReadOptions(block_size=max(len(data) + 1, 1 << 20)), options)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return table if table.num_rows == len(raws) else None
 
 
 def block_of_records(records: list[Any], column: str | None) -> pa.Table | pd.DataFrame:
