@@ -28,7 +28,6 @@ first closed) and removes the others.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 import time
@@ -53,12 +52,15 @@ from ..serialization import Serializer, resolve_serializer
 from .blocks import block_path
 from .layout import check_name, data_prefix, index_prefix
 from .parts import (
+    CommitPlan,
     PartDone,
     PartWriter,
     RowPart,
+    WriteMarker,
     attempt_prefix,
     parts_prefix,
     read_done,
+    read_sidecar,
     staging_prefix,
     write_marker_path,
 )
@@ -89,23 +91,6 @@ class CommitReport:
     moved_by: str
     #: True when an earlier run had already finished the commit.
     already_committed: bool = False
-
-
-def _encode(value: dict[str, Any]) -> bytes:
-    return json.dumps(value).encode("utf-8")
-
-
-def _read_json(backend: Backend, path: str) -> dict[str, Any] | None:
-    raw = backend.read_if_exists(path)
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise CorruptDatasetError(f"{backend.url}/{path}", None, "not a JSON object")
-    return value
 
 
 def _versions(backend: Backend, namespace: str, key: str) -> list[str]:
@@ -159,24 +144,24 @@ def open_parallel_write(
     marker_path = write_marker_path(namespace, key, version)
     what = f"version {version!r} of {namespace}/{key}"
     if resume:
-        marker = _read_json(backend, marker_path)
+        marker = read_sidecar(backend, marker_path, WriteMarker)
         if marker is None:
             if version in _versions(backend, namespace, key):
                 raise VersionExistsError(f"{what} is already committed: there is no pending parallel write to resume")
             raise ParallelWriteError(f"no parallel write of {what} is pending on {backend.url}")
-        return ParallelWrite(backend, namespace, key, version, serializer, str(marker["write"]), options)
+        return ParallelWrite(backend, namespace, key, version, serializer, marker.write, options)
     if version in _versions(backend, namespace, key):
         raise VersionExistsError(f"{what} already exists: a parallel write creates a new version")
     if backend.exists(block_path(data_prefix(namespace, key, version), 0)):
         raise VersionExistsError(f"{what} already has data blocks (a writer is creating it)")
     write_id = uuid.uuid4().hex
-    marker = {"write": write_id, "created": time.time(), "serializer": type(serializer).__name__}
-    if not backend.put_if_absent(marker_path, _encode(marker)):
-        pending = _read_json(backend, marker_path) or {}
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(pending.get("created") or 0)))
+    marker = WriteMarker(write=write_id, created=time.time(), serializer=type(serializer).__name__)
+    if not backend.put_if_absent(marker_path, marker.model_dump_json().encode()):
+        pending = read_sidecar(backend, marker_path, WriteMarker)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pending.created if pending else 0))
         raise DatasetLockedError(
-            f"a parallel write of {what} is pending since {since} (write {pending.get('write')}): commit or "
-            "abort it first (open_parallel_write(..., resume=True) returns its handle)"
+            f"a parallel write of {what} is pending since {since} (write {pending and pending.write}): commit "
+            "or abort it first (open_parallel_write(..., resume=True) returns its handle)"
         )
     return ParallelWrite(backend, namespace, key, version, serializer, write_id, options)
 
@@ -215,8 +200,8 @@ class ParallelWrite:
         return f"the parallel write of version {self.version!r} of {self.namespace}/{self.key}"
 
     def _check_pending(self) -> None:
-        marker = _read_json(self.backend, write_marker_path(self.namespace, self.key, self.version))
-        if marker is None or marker.get("write") != self.write_id:
+        marker = read_sidecar(self.backend, write_marker_path(self.namespace, self.key, self.version), WriteMarker)
+        if marker is None or marker.write != self.write_id:
             raise ParallelWriteError(f"{self._what} is no longer pending (it was committed or aborted)")
 
     # -- writing -------------------------------------------------------------------------
@@ -285,18 +270,18 @@ class ParallelWrite:
 
     def _plan(self, attempts: Mapping[int, str] | None, parts: int | None) -> list[PartDone]:
         path = staging_prefix(self.namespace, self.key, self.version) + "plan.json"
-        recorded = _read_json(self.backend, path)
+        recorded = read_sidecar(self.backend, path, CommitPlan)
         if recorded is None:
             chosen = self._choose(attempts, parts)
             if self.backend.exists(block_path(data_prefix(self.namespace, self.key, self.version), 0)):
                 raise VersionExistsError(f"cannot commit {self._what}: another writer created the version meanwhile")
-            plan = {"write": self.write_id, "parts": [done.model_dump() for done in chosen]}
-            if self.backend.put_if_absent(path, _encode(plan)):
+            plan = CommitPlan(write=self.write_id, parts=chosen)
+            if self.backend.put_if_absent(path, plan.model_dump_json().encode()):
                 return chosen
-            recorded = _read_json(self.backend, path) or {}
-        if recorded.get("write") != self.write_id:
+            recorded = read_sidecar(self.backend, path, CommitPlan)
+        if recorded is None or recorded.write != self.write_id:
             raise CorruptDatasetError(f"{self.backend.url}/{path}", None, "the plan of another parallel write")
-        return [PartDone.model_validate(entry) for entry in recorded["parts"]]
+        return recorded.parts
 
     def commit(self, attempts: Mapping[int, str] | None = None, *, parts: int | None = None) -> CommitReport:
         """Publish the version: the parts in order, one complete attempt of each.
@@ -310,8 +295,8 @@ class ParallelWrite:
         """
         started = time.perf_counter()
         backend, namespace, key, version = self.backend, self.namespace, self.key, self.version
-        marker = _read_json(backend, write_marker_path(namespace, key, version))
-        if marker is None or marker.get("write") != self.write_id:
+        marker = read_sidecar(backend, write_marker_path(namespace, key, version), WriteMarker)
+        if marker is None or marker.write != self.write_id:
             if marker is None and version in _versions(backend, namespace, key):
                 return CommitReport(version, 0, 0, 0, 0, 0, time.perf_counter() - started, "", already_committed=True)
             raise ParallelWriteError(f"{self._what} is no longer pending (it was aborted, or another write took over)")
@@ -458,8 +443,8 @@ class ParallelWrite:
         Idempotent. Raises :class:`ParallelWriteError` if the version was committed.
         """
         backend, namespace, key, version = self.backend, self.namespace, self.key, self.version
-        marker = _read_json(backend, write_marker_path(namespace, key, version))
-        if marker is None or marker.get("write") != self.write_id:
+        marker = read_sidecar(backend, write_marker_path(namespace, key, version), WriteMarker)
+        if marker is None or marker.write != self.write_id:
             if marker is None and version in _versions(backend, namespace, key):
                 raise ParallelWriteError(f"{self._what} was committed: abort cannot remove a published version")
             return

@@ -24,7 +24,7 @@ import sys
 import time
 from array import array
 from itertools import accumulate
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,13 +37,16 @@ from .layout import version_prefix
 from .snapshot import ENTRY
 
 __all__ = [
+    "CommitPlan",
     "PartDone",
     "PartWriter",
     "RowPart",
+    "WriteMarker",
     "attempt_prefix",
     "part_name",
     "parts_prefix",
     "read_done",
+    "read_sidecar",
     "staging_prefix",
     "write_marker_path",
 ]
@@ -78,6 +81,14 @@ def attempt_prefix(namespace: str, key: str, version: str, part: int, attempt: s
     return f"{parts_prefix(namespace, key, version)}{part_name(part)}/{attempt}/"
 
 
+class WriteMarker(BaseModel):
+    """``write.json``: which parallel write of the version is pending, since when."""
+
+    write: str
+    created: float
+    serializer: str = ""
+
+
 class PartDone(BaseModel):
     """``done.json`` of a complete part attempt: what the commit needs to place it."""
 
@@ -89,19 +100,35 @@ class PartDone(BaseModel):
     closed: float
 
 
-def read_done(backend: Backend, prefix: str) -> PartDone | None:
-    """The ``done.json`` under an attempt's folder ``prefix``, or None if the attempt is incomplete."""
-    raw = backend.read_if_exists(prefix + "done.json")
+class CommitPlan(BaseModel):
+    """``plan.json``: the attempts a commit took, in part order (reruns follow it)."""
+
+    write: str
+    parts: list[PartDone]
+
+
+_Sidecar = TypeVar("_Sidecar", bound=BaseModel)
+
+
+def read_sidecar(backend: Backend, path: str, model: type[_Sidecar]) -> _Sidecar | None:
+    """The JSON object at ``path`` validated as ``model``; None if absent, CorruptDatasetError if bad."""
+    raw = backend.read_if_exists(path)
     if raw is None:
         return None
     try:
-        done = PartDone.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise CorruptDatasetError(f"{backend.url}/{prefix}done.json", None, exc.errors()[0]["msg"]) from None
-    if sum(done.index_blocks) != done.records * ENTRY:
-        raise CorruptDatasetError(
-            f"{backend.url}/{prefix}done.json", None, f"{done.records} records but {sum(done.index_blocks)} index bytes"
-        )
+        raise CorruptDatasetError(f"{backend.url}/{path}", None, f"not a valid {model.__name__}") from exc
+
+
+def read_done(backend: Backend, prefix: str) -> PartDone | None:
+    """The ``done.json`` under an attempt's folder ``prefix``, or None if the attempt is incomplete."""
+    done = read_sidecar(backend, prefix + "done.json", PartDone)
+    if done is not None and (
+        sum(done.index_blocks) != done.records * ENTRY or min([done.records, *done.data_blocks, *done.index_blocks]) < 0
+    ):
+        detail = f"{done.records} records but index blocks of {done.index_blocks} bytes"
+        raise CorruptDatasetError(f"{backend.url}/{prefix}done.json", None, detail)
     return done
 
 
