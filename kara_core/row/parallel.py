@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import time
 import uuid
-from array import array
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,19 +50,22 @@ from ..serialization import Serializer, resolve_serializer
 from .blocks import block_path
 from .layout import check_name, data_prefix, index_prefix
 from .parts import (
+    DATA_STEM,
+    INDEX_STEM,
     CommitPlan,
     PartDone,
     PartWriter,
     RowPart,
     WriteMarker,
     attempt_prefix,
+    check_attempt,
     parts_prefix,
     read_done,
     read_sidecar,
     staging_prefix,
     write_marker_path,
 )
-from .snapshot import decode_ends
+from .snapshot import ENTRY
 from .store import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_FILE_SIZE, RowStore
 
 __all__ = ["DEFAULT_PART_BLOCK_SIZE", "CommitReport", "ParallelWrite", "open_parallel_write"]
@@ -73,7 +74,6 @@ __all__ = ["DEFAULT_PART_BLOCK_SIZE", "CommitReport", "ParallelWrite", "open_par
 DEFAULT_PART_BLOCK_SIZE = 64 * 1024 * 1024
 #: Concurrent copies (and deletes) on stores without local paths.
 TRANSFER_THREADS = 16
-_LITTLE = sys.byteorder == "little"
 
 
 @dataclass(frozen=True)
@@ -101,13 +101,17 @@ def _versions(backend: Backend, namespace: str, key: str) -> list[str]:
 
 
 def _shift(raw: bytes, offset: int) -> bytes:
-    """Index bytes with every end offset moved by ``offset`` (little-endian in, little-endian out)."""
-    if not offset:
+    """Index bytes with every end offset moved by ``offset``.
+
+    The entries are read as one little-endian integer, to which ``offset`` is added in
+    every 8-byte lane: two big-integer operations in C instead of one Python addition per
+    record. No lane overflows (a shifted end is a byte offset, far below 2**64), so no
+    carry crosses into the next entry.
+    """
+    if not offset or not raw:
         return raw
-    ends = array("Q", map(offset.__add__, decode_ends(raw)))
-    if not _LITTLE:
-        ends.byteswap()
-    return ends.tobytes()
+    lanes = offset.to_bytes(ENTRY, "little") * (len(raw) // ENTRY)
+    return (int.from_bytes(raw, "little") + int.from_bytes(lanes, "little")).to_bytes(len(raw), "little")
 
 
 def open_parallel_write(
@@ -215,7 +219,7 @@ class ParallelWrite:
         """
         if isinstance(part, bool) or not isinstance(part, int) or part < 0:
             raise ConfigurationError(f"part must be a non-negative integer, got {part!r}")
-        attempt = check_name("attempt", attempt if attempt is not None else uuid.uuid4().hex)
+        attempt = check_attempt(attempt if attempt is not None else uuid.uuid4().hex)
         self._check_pending()
         prefix = attempt_prefix(self.namespace, self.key, self.version, part, attempt)
         if self.backend.exists(prefix + "done.json"):
@@ -229,11 +233,11 @@ class ParallelWrite:
         prefix = parts_prefix(self.namespace, self.key, self.version)
         found: dict[int, dict[str, bool]] = {}
         for path in self.backend.list(prefix):
-            folder, attempt, rest = [*path[len(prefix) :].split("/", 2), "", ""][:3]
-            if not folder.isdigit() or not attempt:
+            number, attempt, rest = [*path[len(prefix) :].split(".", 2), "", ""][:3]
+            if not number.isdigit() or not attempt:
                 continue
-            complete = found.setdefault(int(folder), {}).get(attempt, False)
-            found[int(folder)][attempt] = complete or rest == "done.json"
+            complete = found.setdefault(int(number), {}).get(attempt, False)
+            found[int(number)][attempt] = complete or rest == "done.json"
         return dict(sorted(found.items()))
 
     # -- committing ----------------------------------------------------------------------
@@ -327,7 +331,7 @@ class ParallelWrite:
         backend, target_prefix = self.backend, data_prefix(self.namespace, self.key, self.version)
         moves: list[tuple[str, str, int]] = []
         for done in plan:
-            source_prefix = attempt_prefix(self.namespace, self.key, self.version, done.part, done.attempt) + "data/"
+            source_prefix = attempt_prefix(self.namespace, self.key, self.version, done.part, done.attempt) + DATA_STEM
             for number, size in enumerate(done.data_blocks):
                 moves.append((block_path(source_prefix, number), block_path(target_prefix, len(moves)), size))
         if not moves:
@@ -377,7 +381,7 @@ class ParallelWrite:
         pending = bytearray()
         number = written = offset = 0
         for done in plan:
-            source_prefix = attempt_prefix(self.namespace, self.key, self.version, done.part, done.attempt) + "index/"
+            source_prefix = attempt_prefix(self.namespace, self.key, self.version, done.part, done.attempt) + INDEX_STEM
             last = b""
             for block in range(len(done.index_blocks)):
                 raw = backend.read(block_path(source_prefix, block))

@@ -5,9 +5,9 @@ folder, which kara-storage 2.x never opens::
 
     row/<ns>/<key>/<version>/.kara/parallel/write.json          the write: id, created
     .../.kara/parallel/plan.json                               the commit's chosen attempts
-    .../.kara/parallel/parts/<part>/<attempt>/data/<n>.blk      data blocks of one attempt
-    .../.kara/parallel/parts/<part>/<attempt>/index/<n>.blk     its index, relative to the part
-    .../.kara/parallel/parts/<part>/<attempt>/done.json        written by close(): complete
+    .../.kara/parallel/parts/<part>.<attempt>.data.<n>.blk      data blocks of one attempt
+    .../.kara/parallel/parts/<part>.<attempt>.index.<n>.blk     its index, relative to the part
+    .../.kara/parallel/parts/<part>.<attempt>.done.json         written by close(): complete
 
 A part attempt writes its blocks with ``put`` (whole objects, never appends), so on object
 stores they are ordinary objects that a server-side copy can move into the version. Its
@@ -20,6 +20,7 @@ leaves an incomplete attempt that the commit never takes.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from array import array
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..backend import Backend
-from ..errors import CorruptDatasetError
+from ..errors import ConfigurationError, CorruptDatasetError
 from ..serialization import Serializer
 from .blocks import block_path
 from .dataset import RowDataset
@@ -37,12 +38,15 @@ from .layout import version_prefix
 from .snapshot import ENTRY
 
 __all__ = [
+    "DATA_STEM",
+    "INDEX_STEM",
     "CommitPlan",
     "PartDone",
     "PartWriter",
     "RowPart",
     "WriteMarker",
     "attempt_prefix",
+    "check_attempt",
     "part_name",
     "parts_prefix",
     "read_done",
@@ -54,6 +58,10 @@ __all__ = [
 _LITTLE = sys.byteorder == "little"
 #: Digits of a part number in its folder name, so that listings sort parts in order.
 PART_DIGITS = 8
+#: Block names of an attempt, after its prefix (``data.0.blk``, ``index.0.blk``).
+DATA_STEM = "data."
+INDEX_STEM = "index."
+_ATTEMPT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def staging_prefix(namespace: str, key: str, version: str) -> str:
@@ -77,8 +85,19 @@ def part_name(part: int) -> str:
 
 
 def attempt_prefix(namespace: str, key: str, version: str, part: int, attempt: str) -> str:
-    """Folder of one attempt at writing one part."""
-    return f"{parts_prefix(namespace, key, version)}{part_name(part)}/{attempt}/"
+    """Name prefix of the objects of one attempt at writing one part (``<part>.<attempt>.``).
+
+    All attempts share the ``parts/`` folder: a local store has no folders to create and
+    remove per attempt.
+    """
+    return f"{parts_prefix(namespace, key, version)}{part_name(part)}.{check_attempt(attempt)}."
+
+
+def check_attempt(attempt: str) -> str:
+    """Validate an attempt id (letters, digits, ``_`` and ``-``) and return it."""
+    if not isinstance(attempt, str) or not _ATTEMPT.fullmatch(attempt):
+        raise ConfigurationError(f"an attempt id is 1-64 letters, digits, '_' or '-', got {attempt!r}")
+    return attempt
 
 
 class WriteMarker(BaseModel):
@@ -190,7 +209,7 @@ class PartWriter:
         if self._buf:
             with memoryview(self._buf) as view:
                 block = view[:size]
-                self._backend.put(block_path(self._prefix + "data/", len(self._data_sizes)), block)
+                self._backend.put(block_path(self._prefix + DATA_STEM, len(self._data_sizes)), block)
                 self._data_sizes.append(len(block))
                 block.release()
             del self._buf[:size]
@@ -203,7 +222,7 @@ class PartWriter:
             if not _LITTLE:
                 ends.byteswap()
             raw = ends.tobytes()
-            self._backend.put(block_path(self._prefix + "index/", len(self._index_sizes)), raw)
+            self._backend.put(block_path(self._prefix + INDEX_STEM, len(self._index_sizes)), raw)
             self._index_sizes.append(len(raw))
 
     def flush(self) -> None:
