@@ -170,31 +170,24 @@ def open_parallel_write(
     return ParallelWrite(backend, namespace, key, version, serializer, write_id, options)
 
 
+@dataclass(repr=False)
 class ParallelWrite:
     """A pending parallel write of one version; small and picklable (send it to every task).
 
     ``part(i)`` opens part ``i`` for writing in any process that can reach the store;
     ``commit()`` publishes the version with the parts in the order of their numbers;
-    ``abort()`` removes everything the write staged.
+    ``abort()`` removes everything the write staged. Get one from
+    :func:`open_parallel_write` (``KaraStorage.open_parallel_write``).
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        namespace: str,
-        key: str,
-        version: str,
-        serializer: Serializer,
-        write_id: str,
-        options: dict[str, int],
-    ) -> None:
-        self.backend = backend
-        self.namespace = namespace
-        self.key = key
-        self.version = version
-        self.serializer = serializer
-        self.write_id = write_id
-        self.options = options
+    backend: Backend
+    namespace: str
+    key: str
+    version: str
+    serializer: Serializer
+    write_id: str
+    #: ``block_size`` and ``max_file_size`` (bytes).
+    options: dict[str, int]
 
     def __repr__(self) -> str:
         return f"<ParallelWrite {self.namespace}/{self.key} version {self.version!r} on {self.backend.url}>"
@@ -226,7 +219,7 @@ class ParallelWrite:
             raise ParallelWriteError(f"attempt {attempt!r} of part {part} of {self._what} is already complete")
         writer = PartWriter(self.backend, prefix, part, attempt, self.options["block_size"])
         options = {"buffer_size": DEFAULT_BUFFER_SIZE, "max_file_size": self.options["max_file_size"], "cache_size": 0}
-        return RowPart(self.backend, self.namespace, self.key, self.version, self.serializer, options, writer)
+        return RowPart(writer, self.backend, self.namespace, self.key, self.version, self.serializer, options)
 
     def attempts(self) -> dict[int, dict[str, bool]]:
         """Every staged attempt: ``{part: {attempt: complete}}``."""

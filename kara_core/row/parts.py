@@ -31,7 +31,6 @@ from pydantic import BaseModel, ValidationError
 
 from ..backend import Backend
 from ..errors import ConfigurationError, CorruptDatasetError
-from ..serialization import Serializer
 from .blocks import block_path
 from .dataset import RowDataset
 from .layout import version_prefix
@@ -263,17 +262,9 @@ class RowPart(RowDataset):
     naming it).
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        namespace: str,
-        key: str,
-        version: str,
-        serializer: Serializer,
-        options: dict[str, int],
-        writer: PartWriter,
-    ) -> None:
-        super().__init__(backend, namespace, key, version, serializer, options, writer=writer)  # type: ignore[arg-type]
+    def __init__(self, writer: PartWriter, *dataset: Any) -> None:
+        # ``dataset``: RowDataset's identity (backend, namespace, key, version, serializer, options).
+        super().__init__(*dataset, writer=writer)  # type: ignore[arg-type]
         self._part_writer = writer
 
     @property
