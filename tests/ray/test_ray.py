@@ -100,6 +100,15 @@ def test_a_failed_write_is_aborted_and_leaves_no_trace(ray_session: Any, tmp_pat
         KaraStorage(url).open_dataset("corpus", "web")
 
 
+def test_an_empty_dataset_makes_an_empty_version(ray_session: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    empty = ray.data.range(10).filter(lambda row: row["id"] < 0)
+    empty.write_datasink(KaraDatasink(url, "corpus", "empty", "v1"))
+    with KaraStorage(url).open_dataset("corpus", "empty") as reader:
+        assert (reader.version, len(reader)) == ("v1", 0)
+    assert read_with_215(url, "corpus", "empty", "v1")["len"] == 0
+
+
 def test_raw_records_are_a_bytes_column(ray_session: Any, tmp_path: Path) -> None:
     url = f"file://{tmp_path}/store"
     items = [{"bytes": bytes([i % 256]) * (i % 40)} for i in range(500)]

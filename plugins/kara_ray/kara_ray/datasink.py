@@ -75,7 +75,9 @@ class KaraDatasink(Datasink[dict[str, Any]]):
 
     def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:
         """Commit the attempts the write tasks reported, in part order."""
-        assert self._handle is not None, "on_write_start was not called"
+        if self._handle is None:
+            # Ray skips on_write_start when no input bundle ever came: an empty version.
+            self._handle = self._open(resume=False)
         attempts = {result["part"]: result["attempt"] for result in write_result.write_returns}
         self.report = self._handle.commit(attempts)
 
