@@ -56,8 +56,19 @@ def test_every_record_once_and_parts_in_order_after_a_failed_task(spark: Any, tm
         return i
 
     frame = _frame(spark, N, 3, udf(fail_once, LongType())(col("id")))
+    context = spark.sparkContext
+    context.setJobGroup("kara-retry", "a write with a task that fails once")
     _kara(frame.write, url, "web", version="v1", block_size="2000").mode("append").save()
-    assert Path(flag).exists()  # the task of partition 2 failed once, Spark ran it again
+    context.setJobGroup("other", "")
+    tracker = context.statusTracker()
+    stages = [
+        tracker.getStageInfo(stage)
+        for job in tracker.getJobIdsForGroup("kara-retry")
+        for stage in tracker.getJobInfo(job).stageIds
+    ]
+    # The task of partition 2 failed once and Spark ran it again: 3 tasks, 1 failure.
+    assert Path(flag).exists()
+    assert [(info.numTasks, info.numCompletedTasks, info.numFailedTasks) for info in stages] == [(3, 3, 1)]
     store = KaraStorage(url)
     with store.open_dataset("corpus", "web") as reader:
         assert list(reader) == [row(i) for i in range(N)]
