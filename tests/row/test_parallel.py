@@ -20,7 +20,7 @@ from kara_core.errors import (
     ParallelWriteError,
     VersionExistsError,
 )
-from kara_core.row.parallel import ParallelWrite
+from kara_core.row.parallel import ParallelWrite, _shift
 
 from .conftest import record, run_k215
 
@@ -314,3 +314,15 @@ def test_an_interrupted_commit_can_be_aborted_instead(store: KaraStorage, tmp_pa
     assert list(store.backend.list("row/corpus/docs/v1/data/"))  # blocks were moved in
     handle.abort()
     assert _files(tmp_path / "store") == []
+
+
+@pytest.mark.parametrize("numpy", [True, False])
+def test_index_offsets_shift_with_and_without_numpy(monkeypatch: pytest.MonkeyPatch, numpy: bool) -> None:
+    if not numpy:
+        monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now raises ImportError
+    ends = [0, 1, 255, 256, 2**32 - 1, 2**32, 2**40 + 12345, 2**56 - 1]
+    raw = b"".join(end.to_bytes(8, "little") for end in ends)
+    offset = 2**33 + 7
+    shifted = _shift(raw, offset)
+    assert [int.from_bytes(shifted[i : i + 8], "little") for i in range(0, len(raw), 8)] == [e + offset for e in ends]
+    assert _shift(raw, 0) == raw and _shift(b"", offset) == b""
