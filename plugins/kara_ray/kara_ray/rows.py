@@ -56,7 +56,9 @@ def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
     data = b"\n".join(raws)
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
     try:
-        table = pj.read_json(pa.BufferReader(data), pj.ReadOptions(block_size=max(len(data) + 1, 1 << 20)), options)
+        # One thread: Ray already runs a read task per CPU.
+        read = pj.ReadOptions(use_threads=False, block_size=max(len(data) + 1, 1 << 20))
+        table = pj.read_json(pa.BufferReader(data), read, options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     return table if table.num_rows == len(raws) else None
