@@ -39,6 +39,8 @@ class Capabilities:
     - ``local_path``: ``local_path(path)`` returns a real file path that may be mmapped.
     - ``parallel_reads``: independent ranged reads may run concurrently and it pays off
       (remote stores); readers use it to prefetch several ranges at once.
+    - ``copy``: ``copy`` runs without moving the bytes through this process (a
+      server-side copy, an in-kernel file copy); without it ``copy`` reads and puts.
     """
 
     writable: bool = True
@@ -46,6 +48,7 @@ class Capabilities:
     atomic_create: bool = True
     local_path: bool = False
     parallel_reads: bool = False
+    copy: bool = False
 
 
 @runtime_checkable
@@ -208,6 +211,20 @@ class Backend(ABC):
         use it so a local store can sync once instead of once per object.
         """
         return Batch(self)
+
+    def copy(self, source: str, target: str) -> None:
+        """Create or replace ``target`` with the content of ``source``, atomically (as ``put``).
+
+        Optional: the default reads ``source`` and puts it (the bytes pass through this
+        process). Stores that can copy on their side override it and declare
+        ``capabilities.copy``. Raises :class:`~kara_core.errors.NotFoundError` if ``source``
+        is absent.
+        """
+        stream = self.open_read(source)
+        try:
+            self.put(target, stream)
+        finally:
+            stream.close()
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Atomically create ``path`` with ``data`` unless it exists.

@@ -22,6 +22,7 @@ __all__ = [
     "MissingPluginError",
     "ModeError",
     "NotFoundError",
+    "ParallelWriteError",
     "PermissionDeniedError",
     "PluginLoadError",
     "ReadOnlyStoreError",
@@ -163,6 +164,10 @@ class SerializerMismatchError(ConfigurationError):
 
 class DatasetLockedError(KaraError, RuntimeError):
     """Another writer holds the lock on this dataset version."""
+
+
+class ParallelWriteError(KaraError, RuntimeError):
+    """A parallel write cannot commit (a part never closed) or is no longer pending."""
 
 
 class CorruptDatasetError(KaraError, RuntimeError):

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .obj import ObjectStore
     from .obj.stream import BlobFile, BlobReader, VersionWriter
     from .row import RowDataset, RowStore
+    from .row.parallel import ParallelWrite
     from .serialization import Serializer
 
 __all__ = ["KaraStorage"]
@@ -88,6 +89,24 @@ class KaraStorage:
         random reads use on remote stores, default 64 MiB; 0: none).
         """
         return self.rows.open_dataset(namespace, key, mode, version, serialization, **kwargs)
+
+    def open_parallel_write(
+        self,
+        namespace: str,
+        key: str,
+        version: Any,
+        serialization: Serializer | type[Serializer] | str | None = None,
+        **kwargs: Any,
+    ) -> ParallelWrite:
+        """Start writing a new version from many processes at once (docs/ingest.md).
+
+        Returns a picklable handle: ``handle.part(i)`` opens part ``i`` in any process,
+        ``handle.commit()`` publishes the parts in order, ``handle.abort()`` removes them.
+        Options: ``resume=True`` (take up a pending write), ``block_size``, ``max_file_size``.
+        """
+        from .row.parallel import open_parallel_write
+
+        return open_parallel_write(self._backend, namespace, key, version, serialization, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> RowDataset:
         """Alias of :meth:`open_dataset` (the name the kara-storage README uses)."""

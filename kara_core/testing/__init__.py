@@ -313,6 +313,43 @@ class BackendConformance(_Common):
         with pytest.raises(UnsafePathError):
             backend.open_append(path)
 
+    def test_copy_makes_an_identical_independent_object(self, backend: Backend) -> None:
+        big = _pattern(_BIG, seed=11)
+        backend.put("c/source", big)
+        backend.put("c/target", b"replaced by the copy")
+        backend.copy("c/source", "c/target")
+        backend.copy("c/source", "c/sub/fresh")
+        assert backend.read("c/target") == big
+        assert backend.read("c/sub/fresh") == big
+        backend.put("c/source", b"changed afterwards")
+        assert backend.read("c/target") == big  # a copy, not a second name for one object
+        assert sorted(backend.list("c/")) == ["c/source", "c/sub/fresh", "c/target"]
+
+    def test_copy_of_an_appended_object(self, backend: Backend) -> None:
+        appender = backend.open_append("c/appended")
+        appender.append(b"first ")
+        appender.append(b"second")
+        appender.close()
+        backend.copy("c/appended", "c/copied")
+        assert backend.read("c/copied") == b"first second"
+        appender = backend.open_append("c/appended")
+        appender.append(b" third")
+        appender.close()
+        assert backend.read("c/copied") == b"first second"
+
+    def test_copy_of_an_absent_object_raises_not_found(self, backend: Backend) -> None:
+        with pytest.raises(NotFoundError):
+            backend.copy("c/absent", "c/target")
+        assert not backend.exists("c/target")
+
+    def test_unsafe_paths_are_refused_in_copies(self, backend: Backend) -> None:
+        backend.put("c/ok", b"x")
+        for path in UNSAFE_PATHS:
+            with pytest.raises(UnsafePathError):
+                backend.copy("c/ok", path)
+            with pytest.raises(UnsafePathError):
+                backend.copy(path, "c/other")
+
     def test_batch_commit_makes_every_put_readable(self, backend: Backend) -> None:
         big = _pattern(_BIG, seed=7)
         with backend.open_batch() as batch:

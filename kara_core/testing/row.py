@@ -153,3 +153,30 @@ class RowConformance:
             assert list(copy) == [_record(i) for i in range(10, 15)]
             copy.close()
             view.close()
+
+    def test_parallel_write_commits_parts_in_order_and_abort_leaves_nothing(
+        self, store: KaraStorage, backend: Backend
+    ) -> None:
+        handle = pickle.loads(pickle.dumps(store.open_parallel_write("conf", "par", "v1", block_size=500)))
+        with pytest.raises(RuntimeError):
+            with handle.part(1) as failed:  # a task that fails once: its attempt never counts
+                failed.write_many(_record(-i) for i in range(30))
+                failed.flush()
+                raise RuntimeError("task failed")
+        for part in (2, 0, 1):
+            with handle.part(part) as writer:
+                writer.write_many(_record(part * 100 + i) for i in range(40))
+        report = handle.commit()
+        assert (report.records, report.parts, report.index_bytes_written) == (120, 3, 120 * 8)
+        expected = [_record(part * 100 + i) for part in range(3) for i in range(40)]
+        with store.open_dataset("conf", "par") as ds:
+            assert list(ds) == expected
+            assert [ds[i] for i in range(119, -1, -9)] == expected[::-9]
+        assert store.rows.verify("conf", "par") == []
+        committed = sorted(backend.list(""))
+        assert not [path for path in committed if "/.kara/" in path]
+        aborted = store.open_parallel_write("conf", "par", "v2")
+        with aborted.part(0) as writer:
+            writer.write_many(_record(i) for i in range(10))
+        aborted.abort()
+        assert sorted(backend.list("")) == committed

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-BUNDLED = {"file", "http", "oss", "torch", "memory"}
+BUNDLED = {"file", "http", "oss", "torch", "memory", "ray", "spark"}
 
 #: What loading every plugin must not import: the libraries and the implementations.
 HEAVY = [
@@ -23,12 +23,18 @@ HEAVY = [
     "kara_transport.transport",
     "torch",
     "numpy",
+    "ray",
+    "pyarrow",
+    "pyspark",
     "kara_file.backend",
     "kara_core.localdisk._direct",
     "kara_http.backend",
     "kara_oss.backend",
     "kara_torch.dataset",
     "kara_memory.backend",
+    "kara_ray.datasink",
+    "kara_ray.datasource",
+    "kara_spark.source",
 ]
 
 

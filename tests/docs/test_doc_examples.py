@@ -31,17 +31,17 @@ BLOCK = re.compile(r"(?:<!-- doc-test: (?P<how>[^\n]*?) -->\n)?```python\n(?P<co
 TOKEN = "doc-test-token"
 MAX_SKIPPED = 2
 
+# The blocks run in the namespace of __main__ itself, so what they define can be pickled
+# by reference (a function handed to a process pool, as a script would).
 RUNNER = """
-import json, sys, traceback
-blocks = json.loads(sys.stdin.read())
-scope = {"__name__": "__main__"}
-for n, code in enumerate(blocks):
+import json as _json, sys as _sys, traceback as _traceback
+for _n, _code in enumerate(_json.loads(_sys.stdin.read())):
     try:
-        exec(compile(code, f"<block {n}>", "exec"), scope)
+        exec(compile(_code, f"<block {_n}>", "exec"), globals())
     except BaseException:
-        print(f"block {n} failed:", file=sys.stderr)
-        traceback.print_exc()
-        sys.exit(1)
+        print(f"block {_n} failed:", file=_sys.stderr)
+        _traceback.print_exc()
+        _sys.exit(1)
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -185,7 +186,7 @@ class FileBatch(Batch):
 class FileBackend(Backend):
     """A store rooted at a local directory."""
 
-    capabilities = Capabilities(writable=True, appendable=True, atomic_create=True, local_path=True)
+    capabilities = Capabilities(writable=True, appendable=True, atomic_create=True, local_path=True, copy=True)
 
     def __init__(self, root: str, options: FileOptions | None = None) -> None:
         self.root = os.path.abspath(root)
@@ -263,7 +264,7 @@ class FileBackend(Backend):
         directory = os.path.dirname(full)
         if make_folder:
             os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
+        tmp = _temp_path(full)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
@@ -317,6 +318,24 @@ class FileBackend(Backend):
             raise
         self._sync_dir(os.path.dirname(full))
 
+    def copy(self, source: str, target: str) -> None:
+        """Copy in the kernel (``shutil.copyfile``: sendfile/copy_file_range), then rename into place."""
+        src, full = self._full(source), self._full(target)
+        if not os.path.isfile(src):
+            raise NotFoundError(f"{self.url}/{source} does not exist")
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        tmp = _temp_path(full)
+        try:
+            shutil.copyfile(src, tmp)
+            if self.options.fsync:
+                _fsync_path(tmp)
+            os.replace(tmp, full)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.url}/{source} does not exist") from None
+        finally:
+            _unlink_quietly(tmp)
+        self._sync_dir(os.path.dirname(full))
+
     def put_if_absent(self, path: str, data: bytes) -> bool:
         full = self._full(path)
         if os.path.exists(full):
@@ -360,6 +379,11 @@ class FileBackend(Backend):
                 except FileNotFoundError:
                     continue
         return removed
+
+
+def _temp_path(full: str) -> str:
+    """A hidden temp name next to ``full`` (invisible to ``list``, removed by ``cleanup``)."""
+    return os.path.join(os.path.dirname(full), f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
 
 
 def _fsync_path(path: str) -> None:

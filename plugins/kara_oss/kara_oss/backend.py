@@ -43,6 +43,9 @@ _CONVERT_MARK = ".kara-tmp-append"
 # stream per small file, and a buffered stream over the connection costs more than the
 # transfer (a 1 MiB buffer, two reads through the transport per file).
 _WHOLE_READ = 1024 * 1024
+# CopyObject copies objects up to 1 GiB, and never appendable ones: other sources are
+# read and put through the client.
+_COPY_LIMIT = 1024 * 1024 * 1024
 
 
 def _check_crc(what: str, expected: int, headers: object) -> None:
@@ -111,7 +114,7 @@ for _name in ("oss2", "oss2.api", "oss2.auth", "oss2.http", "oss2.utils", "oss2.
 class OSSBackend(Backend):
     """A store under ``prefix`` in one OSS bucket (``oss://ENDPOINT/BUCKET/prefix``)."""
 
-    capabilities = Capabilities(writable=True, appendable=True, atomic_create=True, parallel_reads=True)
+    capabilities = Capabilities(writable=True, appendable=True, atomic_create=True, parallel_reads=True, copy=True)
 
     def __init__(self, endpoint: str, bucket: str, prefix: str, options: OSSOptions) -> None:
         credentials = resolve_credentials(options)
@@ -359,6 +362,22 @@ class OSSBackend(Backend):
             # Best effort: the upload is already failing; an unfinished upload only costs
             # storage until the bucket's lifecycle rule removes it.
             logging.getLogger("kara_oss").warning("could not abort multipart upload of %s", key)
+
+    def copy(self, source: str, target: str) -> None:
+        """CopyObject on the server (CRC64-checked); appendable or >1 GiB sources are read and put."""
+        source_key, target_key = self._key(source), self._key(target)
+        head = self._call("look up " + source, lambda: _released(self._bucket.head_object(source_key)))
+        if head.object_type == "Appendable" or head.content_length > _COPY_LIMIT:  # type: ignore[attr-defined]
+            super().copy(source, target)
+            return
+        crc = head.server_crc  # type: ignore[attr-defined]
+
+        def copy() -> None:
+            result = self._bucket.copy_object(self.bucket_name, source_key, target_key)
+            if crc is not None:
+                _check_crc(f"copy {source} to {target}", crc, result.headers)
+
+        self._call(f"copy {source} to {target}", copy)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """PutObject with ``x-oss-forbid-overwrite: true``; False on FileAlreadyExists.

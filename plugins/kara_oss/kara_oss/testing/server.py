@@ -219,7 +219,7 @@ def _sub(parent: ET.Element, tag: str, text: object = None) -> ET.Element:
     return node
 
 
-def _operation(method: str, key: str, query: dict[str, str]) -> str:
+def _operation(method: str, key: str, query: dict[str, str], headers: dict[str, str]) -> str:
     if not key:
         if method == "GET":
             if "uploads" in query:
@@ -231,7 +231,9 @@ def _operation(method: str, key: str, query: dict[str, str]) -> str:
     if method == "HEAD":
         return "GetObjectMeta" if "objectMeta" in query else "HeadObject"
     if method == "PUT":
-        return "UploadPart" if "uploadId" in query else "PutObject"
+        if "uploadId" in query:
+            return "UploadPart"
+        return "CopyObject" if "x-oss-copy-source" in headers else "PutObject"
     if method == "POST":
         if "append" in query:
             return "AppendObject"
@@ -399,7 +401,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         bucket, key = unquote(bucket_raw), unquote(key_raw)
         query_list = parse_qsl(raw_query, keep_blank_values=True)
         query = dict(query_list)
-        operation = _operation(self.command, key, query)
+        operation = _operation(self.command, key, query, self.headers)  # type: ignore[arg-type]
         fault = state.take_fault(operation, key)
         if state.latency:
             time.sleep(state.latency)
@@ -530,6 +532,21 @@ class _Operations:
         with self.state.lock:
             obj = self._store(self.body, "Normal", etag, crc)
         return _Answer(200, {"ETag": obj.etag, "x-oss-hash-crc64ecma": str(obj.crc)})
+
+    def op_CopyObject(self) -> _Answer:
+        # x-oss-copy-source is "/<bucket>/<url-quoted key>"; OSS refuses appendable sources.
+        source_bucket, _, source_key = unquote(self.headers["x-oss-copy-source"]).lstrip("/").partition("/")
+        with self.state.lock:
+            source = self.state.buckets.get(source_bucket, {}).get(source_key)
+            if source is None:
+                raise OSSError(404, "NoSuchKey", "The specified key does not exist.", Key=source_key)
+            if source.kind == "Appendable":
+                raise OSSError(400, "OperationNotSupported", "The operation is not supported for appendable objects.")
+            obj = self._store(bytes(source.data), "Normal", source.etag, source.crc)
+        root = ET.Element("CopyObjectResult")
+        _sub(root, "ETag", obj.etag)
+        _sub(root, "LastModified", _iso(obj.mtime))
+        return _Answer(200, {"ETag": obj.etag, "x-oss-hash-crc64ecma": str(obj.crc), "Content-Type": _XML}, _xml(root))
 
     def op_GetObject(self) -> _Answer:
         with self.state.lock:

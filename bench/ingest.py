@@ -1,0 +1,254 @@
+"""Parallel ingest: commit cost of a parallel write, Ray Data writing and reading, kara and 2.1.5.
+
+Workloads (1,000,000 ``common.small_record(i)`` JSON records, a file:// store):
+
+- ``commit``: one process writes the records as 8 parts of a parallel write (write time),
+  then commits them (commit time). The report counts the data bytes the commit moved
+  (renamed) and the bytes it wrote (the index).
+- ``kara write_many``: one process writes the same records with ``write_many`` (the rows
+  built beforehand in Python); ``ray write``: Ray Data (``ray.init(num_cpus=2)``) writes
+  the same rows, held in Ray's object store beforehand, through ``KaraDatasink``.
+- ``kara read``: one process reads the version in order; ``ray read``: Ray Data reads it
+  through ``KaraDatasource`` in 4 read tasks (``iter_batches``, Arrow batches). ``2.1.5 write``/``2.1.5 read``:
+  kara-storage 2.1.5 writing (one ``write`` per record) and reading the same records.
+
+Every round of every workload runs in a fresh process; start-up (interpreter, ``ray.init``)
+is not timed. Times are reported as the median and range (min-max) over ``ROUNDS`` rounds.
+
+    .venv/bin/python bench/ingest.py [--rounds 5] [--records 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+
+from common import WORK, run_k215, small_record  # noqa: E402 - found through the path above
+
+# bench/http.py would shadow the standard library's http module for ray and its imports.
+sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != _HERE]
+
+PARTS = 8
+ROUNDS = 5
+
+K215_CODE = """
+import kara_storage
+def small_record(i):
+    return {"id": i, "text": "sample text number %d " % i * 4, "tokens": list(range(i % 32))}
+store = kara_storage.KaraStorage("file://" + PARAMS["root"])
+if PARAMS["what"] == "write":
+    records = [small_record(i) for i in range(PARAMS["records"])]
+    t = time.perf_counter()
+    ds = store.open_dataset("bench", "k215", "w", version=PARAMS["version"])
+    for rec in records:
+        ds.write(rec)
+    ds.close()
+else:
+    t = time.perf_counter()
+    ds = store.open_dataset("bench", "single", "r", version="1")
+    n = len(ds)
+    for _ in range(n):
+        ds.read()  # 2.1.5 raises EOFError past the end
+    assert n == PARAMS["records"], n
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+
+def _rows_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    # The same rows as small_record, built by Ray workers from the ids.
+    ids = batch["id"].tolist()
+    return {
+        "id": ids,
+        "text": ["sample text number %d " % i * 4 for i in ids],  # noqa: UP031 - small_record's expression
+        "tokens": [list(range(i % 32)) for i in ids],
+    }
+
+
+def child(case: str, root: str, records: int) -> dict[str, Any]:
+    """One round of one workload, in this (fresh) process; returns what it measured."""
+    from kara_core import KaraStorage
+
+    url = f"file://{root}"
+    store = KaraStorage(url)
+    if case == "commit":
+        # The commit shifts index offsets with numpy when it is there: loaded beforehand, as
+        # it is in the Ray and Spark drivers that commit.
+        import numpy  # noqa: F401
+
+        rows = [small_record(i) for i in range(records)]
+        version = f"p{os.getpid()}"
+        start = time.perf_counter()
+        handle = store.open_parallel_write("bench", "parallel", version)
+        cut = [records * p // PARTS for p in range(PARTS + 1)]
+        for part in range(PARTS):
+            with handle.part(part) as writer:
+                writer.write_many(rows[cut[part] : cut[part + 1]])
+        write = time.perf_counter() - start
+        report = handle.commit()
+        assert report.records == records
+        return {
+            "write": write,
+            "commit": report.seconds,
+            "moved": report.data_bytes_moved,
+            "written": report.index_bytes_written,
+            "by": report.moved_by,
+        }
+    if case == "kara_write":
+        rows = [small_record(i) for i in range(records)]
+        start = time.perf_counter()
+        with store.open_dataset("bench", "single_w", "w", version=f"w{os.getpid()}") as ds:
+            ds.write_many(rows)
+        return {"seconds": time.perf_counter() - start}
+    if case == "kara_read":
+        start = time.perf_counter()
+        with store.open_dataset("bench", "single", version="1") as ds:
+            count = sum(1 for _ in ds)
+        assert count == records
+        return {"seconds": time.perf_counter() - start}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    from kara_ray import KaraDatasink, KaraDatasource
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        if case == "ray_write":
+            blocks = ray.data.range(records, override_num_blocks=PARTS).map_batches(_rows_batch).materialize()
+            sink = KaraDatasink(url, "bench", "ray_w", f"r{os.getpid()}")
+            start = time.perf_counter()
+            blocks.write_datasink(sink)
+            seconds = time.perf_counter() - start
+            assert sink.report is not None and sink.report.records == records
+            return {"seconds": seconds}
+        if case == "ray_read":
+            # The first read starts Ray's workers; the timed one is the second.
+            for _ in range(2):
+                start = time.perf_counter()
+                data = ray.data.read_datasource(KaraDatasource(url, "bench", "single", "1"), override_num_blocks=4)
+                count = sum(batch.num_rows for batch in data.iter_batches(batch_size=None, batch_format="pyarrow"))
+                seconds = time.perf_counter() - start
+            assert count == records
+            return {"seconds": seconds}
+    finally:
+        ray.shutdown()
+    raise SystemExit(f"unknown case {case!r}")
+
+
+def _fresh(case: str, root: str, records: int) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", case, "--root", root, "--records", str(records)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{case} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):8.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def _rate(records: int, seconds: list[float]) -> str:
+    rates = [records / s for s in seconds]
+    return f"{statistics.median(rates) / 1000:8.0f} k/s ({min(rates) / 1000:.0f}-{max(rates) / 1000:.0f})"
+
+
+def _ratios(ours: list[float], theirs: list[float]) -> list[float]:
+    """Per-round ratios of records/s (``theirs`` seconds over ``ours`` seconds)."""
+    return [b / a for a, b in zip(ours, theirs, strict=True)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--child")
+    parser.add_argument("--root")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.root, args.records)))
+        return
+    records = args.records
+    os.makedirs(WORK, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="ingest-", dir=WORK)
+    try:
+        from kara_core import KaraStorage
+
+        with KaraStorage(f"file://{root}").open_dataset("bench", "single", "w", version="1") as ds:
+            ds.write_many(small_record(i) for i in range(records))
+        times: dict[str, list[float]] = {}
+        commits: list[dict[str, Any]] = []
+        cases = ("commit", "kara_write", "ray_write", "kara_read", "ray_read", "k215_write", "k215_read")
+        for round_number in range(args.rounds):
+            # Rounds interleave the workloads, so load from elsewhere slows them alike.
+            for case in cases:
+                if case.startswith("k215"):
+                    what = case.split("_")[1]
+                    params = {"root": root, "records": records, "what": what, "version": str(round_number)}
+                    out = run_k215(K215_CODE, params)
+                else:
+                    out = _fresh(case, root, records)
+                if case == "commit":
+                    commits.append(out)
+                    times.setdefault("commit_write", []).append(out["write"])
+                    times.setdefault("commit", []).append(out["commit"])
+                else:
+                    times.setdefault(case, []).append(out["seconds"])
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+        _report(records, times, commits, args.rounds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _report(records: int, times: dict[str, list[float]], commits: list[dict[str, Any]], rounds: int) -> None:
+    load = os.getloadavg()[0]
+    print(f"\nParallel ingest, {records:,} small JSON records, file:// store, {rounds} fresh-process rounds")
+    print(f"(machine shared with other jobs: load average {load:.1f} on {os.cpu_count()} CPUs at the end)")
+    print(f"\n{'workload':<34} {'seconds: median (range)':>28} {'records/s: median (range)':>30}")
+    names = {
+        "commit_write": f"parallel write, {PARTS} parts, 1 process",
+        "commit": f"commit of the {PARTS} parts",
+        "kara_write": "kara write_many, 1 process",
+        "ray_write": "Ray Data write (2 CPUs)",
+        "k215_write": "2.1.5 write, 1 process",
+        "kara_read": "kara read, 1 process",
+        "ray_read": "Ray Data read (2 CPUs)",
+        "k215_read": "2.1.5 read, 1 process",
+    }
+    for case, name in names.items():
+        print(f"{name:<34} {_spread(times[case]):>28} {_rate(records, times[case]):>30}")
+    moved, written = commits[0]["moved"], commits[0]["written"]
+    print(f"\ncommit: data bytes moved ({commits[0]['by']}) {moved:,}; bytes rewritten (the index) {written:,}")
+    print(f"        a commit that concatenated the parts would rewrite {moved + written:,} bytes")
+    share = [c / w for c, w in zip(times["commit"], times["commit_write"], strict=True)]
+    rows = [
+        ("commit time / write time", share, 0.05, "<="),
+        ("Ray write / kara write_many (records/s)", _ratios(times["ray_write"], times["kara_write"]), 1.3, ">="),
+        ("Ray read / kara read (records/s)", _ratios(times["ray_read"], times["kara_read"]), 0.8, ">="),
+        ("kara write_many / 2.1.5 write (records/s)", _ratios(times["kara_write"], times["k215_write"]), None, ""),
+        ("kara read / 2.1.5 read (records/s)", _ratios(times["kara_read"], times["k215_read"]), None, ""),
+    ]
+    print(f"\n{'ratio':<44} {'median (range)':>24} {'target':>8}  ok")
+    for name, values, target, sense in rows:
+        median = statistics.median(values)
+        ok = "-" if target is None else ("yes" if (median <= target if sense == "<=" else median >= target) else "NO")
+        goal = "-" if target is None else f"{sense}{target:g}"
+        print(f"{name:<44} {median:>9.3f} ({min(values):.3f}-{max(values):.3f}) {goal:>8}  {ok}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""The parts of a parallel write: where they are staged and how one part attempt is written.
+
+Everything of a pending parallel write lives under the version's ``.kara/parallel/``
+folder, which kara-storage 2.x never opens::
+
+    row/<ns>/<key>/<version>/.kara/parallel/write.json          the write: id, created
+    .../.kara/parallel/plan.json                               the commit's chosen attempts
+    .../.kara/parallel/parts/<part>.<attempt>.data.<n>.blk      data blocks of one attempt
+    .../.kara/parallel/parts/<part>.<attempt>.index.<n>.blk     its index, relative to the part
+    .../.kara/parallel/parts/<part>.<attempt>.done.json         written by close(): complete
+
+A part attempt writes its blocks with ``put`` (whole objects, never appends), so on object
+stores they are ordinary objects that a server-side copy can move into the version. Its
+index holds end offsets relative to the part's own data: the commit shifts them by the
+size of the parts before it. An attempt is complete only once ``done.json`` exists, and
+only ``close()`` writes it: a task that failed, or a writer dropped without ``close()``,
+leaves an incomplete attempt that the commit never takes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import time
+from array import array
+from itertools import accumulate
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..backend import Backend
+from ..errors import ConfigurationError, CorruptDatasetError
+from .blocks import block_path
+from .dataset import RowDataset
+from .layout import version_prefix
+from .snapshot import ENTRY
+
+__all__ = [
+    "DATA_STEM",
+    "INDEX_STEM",
+    "CommitPlan",
+    "PartDone",
+    "PartWriter",
+    "RowPart",
+    "WriteMarker",
+    "attempt_prefix",
+    "check_attempt",
+    "part_name",
+    "parts_prefix",
+    "read_done",
+    "read_sidecar",
+    "staging_prefix",
+    "write_marker_path",
+]
+
+_LITTLE = sys.byteorder == "little"
+#: Digits of a part number in its folder name, so that listings sort parts in order.
+PART_DIGITS = 8
+#: Block names of an attempt, after its prefix (``data.0.blk``, ``index.0.blk``).
+DATA_STEM = "data."
+INDEX_STEM = "index."
+_ATTEMPT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def staging_prefix(namespace: str, key: str, version: str) -> str:
+    """Folder of everything a pending parallel write of ``version`` has staged."""
+    return version_prefix(namespace, key, version) + ".kara/parallel/"
+
+
+def write_marker_path(namespace: str, key: str, version: str) -> str:
+    """``write.json``: exists exactly while a parallel write of the version is pending."""
+    return staging_prefix(namespace, key, version) + "write.json"
+
+
+def parts_prefix(namespace: str, key: str, version: str) -> str:
+    """Folder holding one sub-folder per part."""
+    return staging_prefix(namespace, key, version) + "parts/"
+
+
+def part_name(part: int) -> str:
+    """The folder name of part ``part`` (zero-padded)."""
+    return f"{part:0{PART_DIGITS}d}"
+
+
+def attempt_prefix(namespace: str, key: str, version: str, part: int, attempt: str) -> str:
+    """Name prefix of the objects of one attempt at writing one part (``<part>.<attempt>.``).
+
+    All attempts share the ``parts/`` folder: a local store has no folders to create and
+    remove per attempt.
+    """
+    return f"{parts_prefix(namespace, key, version)}{part_name(part)}.{check_attempt(attempt)}."
+
+
+def check_attempt(attempt: str) -> str:
+    """Validate an attempt id (letters, digits, ``_`` and ``-``) and return it."""
+    if not isinstance(attempt, str) or not _ATTEMPT.fullmatch(attempt):
+        raise ConfigurationError(f"an attempt id is 1-64 letters, digits, '_' or '-', got {attempt!r}")
+    return attempt
+
+
+class WriteMarker(BaseModel):
+    """``write.json``: which parallel write of the version is pending, since when."""
+
+    write: str
+    created: float
+    serializer: str = ""
+
+
+class PartDone(BaseModel):
+    """``done.json`` of a complete part attempt: what the commit needs to place it."""
+
+    part: int
+    attempt: str
+    records: int
+    data_blocks: list[int]
+    index_blocks: list[int]
+    closed: float
+
+
+class CommitPlan(BaseModel):
+    """``plan.json``: the attempts a commit took, in part order (reruns follow it)."""
+
+    write: str
+    parts: list[PartDone]
+
+
+_Sidecar = TypeVar("_Sidecar", bound=BaseModel)
+
+
+def read_sidecar(backend: Backend, path: str, model: type[_Sidecar]) -> _Sidecar | None:
+    """The JSON object at ``path`` validated as ``model``; None if absent, CorruptDatasetError if bad."""
+    raw = backend.read_if_exists(path)
+    if raw is None:
+        return None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CorruptDatasetError(f"{backend.url}/{path}", None, f"not a valid {model.__name__}") from exc
+
+
+def read_done(backend: Backend, prefix: str) -> PartDone | None:
+    """The ``done.json`` under an attempt's folder ``prefix``, or None if the attempt is incomplete."""
+    done = read_sidecar(backend, prefix + "done.json", PartDone)
+    if done is not None and (
+        sum(done.index_blocks) != done.records * ENTRY or min([done.records, *done.data_blocks, *done.index_blocks]) < 0
+    ):
+        detail = f"{done.records} records but index blocks of {done.index_blocks} bytes"
+        raise CorruptDatasetError(f"{backend.url}/{prefix}done.json", None, detail)
+    return done
+
+
+class PartWriter:
+    """Writes one part attempt: the writer a :class:`RowPart` hands its records to.
+
+    It offers what :class:`RowDataset` asks of a writer (``append``, ``flush``,
+    ``close``, ``count``, ``end``, ``forked``). Records are buffered and put as whole
+    blocks of about ``block_size`` bytes; the index is put in blocks of the same size.
+    """
+
+    def __init__(self, backend: Backend, prefix: str, part: int, attempt: str, block_size: int) -> None:
+        self._backend = backend
+        self._prefix = prefix
+        self._pid = os.getpid()
+        self._block_size = block_size
+        self._entries_per_block = max(1, block_size // ENTRY)
+        self._buf = bytearray()
+        #: Where RowDataset.write copies each record (as into RowWriter.pending); moved
+        #: into the block buffer by :meth:`took`, and kept for the writer's lifetime.
+        self.pending = io.BytesIO()
+        self._ends = array("Q")
+        self._data_sizes: list[int] = []
+        self._index_sizes: list[int] = []
+        self._count = 0
+        self.part = part
+        self.attempt = attempt
+        #: End offset, relative to the part, of the last record appended.
+        self.end = 0
+        self.closed = False
+        #: Set when the records must not count (an exception in the ``with`` block): close
+        #: then leaves the attempt incomplete.
+        self.discard = False
+
+    @property
+    def forked(self) -> bool:
+        """True in a child process that inherited this writer with fork (it must not write)."""
+        return os.getpid() != self._pid
+
+    @property
+    def count(self) -> int:
+        """Records appended to this part so far."""
+        return self._count
+
+    def append(self, raws: list[bytes]) -> None:
+        """Buffer serialized records; full blocks are put as they fill."""
+        if not raws:
+            return
+        self._buf += raws[0] if len(raws) == 1 else b"".join(raws)
+        self._account(list(map(len, raws)))
+
+    def took(self, sizes: list[int]) -> None:
+        """Account for records of these sizes that the caller wrote into :attr:`pending`."""
+        if not sizes:
+            return
+        pending = self.pending
+        with pending.getbuffer() as whole, whole[: pending.tell()] as view:
+            self._buf += view
+        pending.seek(0)
+        self._account(sizes)
+
+    def _account(self, sizes: list[int]) -> None:
+        # The records of these sizes are in the block buffer: index them, put full blocks.
+        ends = accumulate(sizes, initial=self.end)
+        next(ends)  # the initial value: the end of the previous record
+        self._ends.extend(ends)
+        self.end = self._ends[-1]
+        self._count += len(sizes)
+        while len(self._buf) >= self._block_size:
+            self._put_data(self._block_size)
+        while len(self._ends) >= self._entries_per_block:
+            self._put_index(self._entries_per_block)
+
+    def _put_data(self, size: int) -> None:
+        # Blocks are cut at exactly ``size`` bytes (a record may continue in the next one).
+        if self._buf:
+            with memoryview(self._buf) as view:
+                block = view[:size]
+                self._backend.put(block_path(self._prefix + DATA_STEM, len(self._data_sizes)), block)
+                self._data_sizes.append(len(block))
+                block.release()
+            del self._buf[:size]
+
+    def _put_index(self, entries: int) -> None:
+        # Index blocks hold whole entries: the commit shifts each block on its own.
+        if self._ends:
+            ends = self._ends[:entries]
+            del self._ends[:entries]
+            if not _LITTLE:
+                ends.byteswap()
+            raw = ends.tobytes()
+            self._backend.put(block_path(self._prefix + INDEX_STEM, len(self._index_sizes)), raw)
+            self._index_sizes.append(len(raw))
+
+    def flush(self) -> None:
+        """Put the buffered records as blocks (they count only once the part is closed)."""
+        self._put_data(len(self._buf))
+        self._put_index(len(self._ends))
+
+    def close(self) -> None:
+        """Put the last blocks and ``done.json``: from then on the attempt is complete."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.forked or self.discard:
+            return
+        self.flush()
+        done = PartDone(
+            part=self.part,
+            attempt=self.attempt,
+            records=self._count,
+            data_blocks=self._data_sizes,
+            index_blocks=self._index_sizes,
+            closed=time.time(),
+        )
+        self._backend.put(self._prefix + "done.json", done.model_dump_json().encode())
+
+    def abandon(self) -> None:
+        """Give up without completing the attempt."""
+        self.discard = True
+        self.closed = True
+
+
+class RowPart(RowDataset):
+    """One part of a parallel write: ``write``/``write_many``/``flush``/``close`` as a dataset.
+
+    Get it from :meth:`ParallelWrite.part`. The part counts once :meth:`close` returns;
+    leaving a ``with`` block by an exception, or dropping the object without closing it,
+    leaves the attempt incomplete (the commit takes another attempt of the part, or fails
+    naming it).
+    """
+
+    def __init__(self, writer: PartWriter, *dataset: Any) -> None:
+        # ``dataset``: RowDataset's identity (backend, namespace, key, version, serializer, options).
+        super().__init__(*dataset, writer=writer)  # type: ignore[arg-type]
+        self._part_writer = writer
+
+    @property
+    def part(self) -> int:
+        """The part number (its place in the version)."""
+        return self._part_writer.part
+
+    @property
+    def attempt(self) -> str:
+        """The id of this attempt at writing the part."""
+        return self._part_writer.attempt
+
+    @property
+    def records(self) -> int:
+        """Records written to this part (buffered ones included while it is open)."""
+        return len(self) if not self.closed else self._part_writer.count
+
+    def abandon(self) -> None:
+        """Stop writing without completing the attempt (its records will not count)."""
+        self._part_writer.discard = True
+        super().close()
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        if exc_type is not None:
+            self.abandon()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # Unlike a plain dataset, a part dropped without close() does not count.
+        if not getattr(self, "_closed", True):
+            self._part_writer.discard = True
+        super().__del__()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self)} records"
+        return f"<RowPart {self.part} attempt {self.attempt} of {self._name()} {state} on {self.backend.url}>"

@@ -1,0 +1,83 @@
+"""How kara records map to Ray Data rows, and back.
+
+A record that is a dict is a row (json and pickle datasets of dicts); any other record
+is a row with one column: ``item`` (Ray's own name for rows of plain values), or
+``column`` when one is named. With the ``raw`` serializer records are bytes and the
+column is ``bytes`` unless another is named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pj
+from ray.data.block import Block, BlockAccessor
+
+from kara_core.errors import ConfigurationError
+from kara_core.serialization import NoSerializer, Serializer
+
+__all__ = ["ITEM", "RAW_COLUMN", "block_of_records", "json_block", "record_column", "records_of_block"]
+
+ITEM = "item"
+RAW_COLUMN = "bytes"
+
+
+def record_column(serializer: Serializer, column: str | None) -> str | None:
+    """The single column records live in, or None when each record is a whole row."""
+    if column is not None:
+        return column
+    return RAW_COLUMN if isinstance(serializer, NoSerializer) else None
+
+
+def records_of_block(block: Block, column: str | None) -> list[Any]:
+    """The records a Ray block holds: its rows as dicts, or the values of ``column``."""
+    table = BlockAccessor.for_block(block).to_arrow()
+    if column is None:
+        # Column by column, then zipped into dicts: several times faster than to_pylist().
+        columns = table.to_pydict()
+        names = list(columns)
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    if column not in table.column_names:
+        raise ConfigurationError(f"the rows have no column {column!r} to write (columns: {table.column_names})")
+    return table.column(column).to_pylist()
+
+
+def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
+    """Arrow's JSON reader over serialized JSON records (no Python objects), or None if it cannot.
+
+    It cannot when a record is not a JSON object on one line, or when the values do not
+    fit ``schema`` (the types sampled when the datasource was made); the caller then
+    deserializes the records in Python.
+    """
+    if not raws:
+        return None
+    data = b"\n".join(raws)
+    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
+    try:
+        # One thread: Ray already runs a read task per CPU.
+        read = pj.ReadOptions(use_threads=False, block_size=max(len(data) + 1, 1 << 20))
+        table = pj.read_json(pa.BufferReader(data), read, options)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return table if table.num_rows == len(raws) else None
+
+
+def block_of_records(records: list[Any], column: str | None) -> pa.Table | pd.DataFrame:
+    """A Ray block of records: dict records as rows, others in one column.
+
+    An Arrow table when Arrow can type the values; a pandas frame of Python objects
+    when it cannot (tuples of mixed types, say), which Ray keeps as they are.
+    """
+    if column is None and records and not all(isinstance(record, dict) for record in records):
+        column = ITEM
+    try:
+        if column is None:
+            return pa.Table.from_pylist(records)
+        kind = pa.binary() if records and isinstance(records[0], (bytes, bytearray)) else None
+        return pa.table({column: pa.array(records, type=kind)})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        if column is None:
+            return pd.DataFrame.from_records(records)
+        return pd.DataFrame({column: pd.Series(records, dtype=object)})

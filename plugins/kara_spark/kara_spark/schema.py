@@ -1,0 +1,112 @@
+"""Spark schemas for kara records: inferred from the first records, and values converted to them.
+
+Dict records are rows (a nested dict is a struct, a list an array); any other record is
+a row of one column (``item``, or the column named by the ``column`` option; raw records
+are the ``bytes`` column).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    BooleanType,
+    DataType,
+    DoubleType,
+    LongType,
+    NullType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from kara_core.errors import ConfigurationError
+
+__all__ = ["ITEM", "infer_schema", "to_spark_row"]
+
+ITEM = "item"
+
+
+def _type_of(value: Any) -> DataType:
+    if value is None:
+        return NullType()
+    if isinstance(value, bool):
+        return BooleanType()
+    if isinstance(value, int):
+        return LongType()
+    if isinstance(value, float):
+        return DoubleType()
+    if isinstance(value, str):
+        return StringType()
+    if isinstance(value, (bytes, bytearray)):
+        return BinaryType()
+    if isinstance(value, (list, tuple)):
+        element: DataType = NullType()
+        for item in value:
+            element = _merge(element, _type_of(item))
+        return ArrayType(element)
+    if isinstance(value, dict):
+        return StructType([StructField(str(name), _type_of(item)) for name, item in value.items()])
+    raise ConfigurationError(f"no Spark type for {type(value).__name__} values: pass a schema to the reader")
+
+
+def _merge(a: DataType, b: DataType) -> DataType:
+    if isinstance(a, NullType):
+        return b
+    if isinstance(b, NullType) or a == b:
+        return a
+    if {type(a), type(b)} == {LongType, DoubleType}:
+        return DoubleType()
+    if isinstance(a, ArrayType) and isinstance(b, ArrayType):
+        return ArrayType(_merge(a.elementType, b.elementType))
+    if isinstance(a, StructType) and isinstance(b, StructType):
+        fields = {field.name: field.dataType for field in a.fields}
+        for field in b.fields:
+            fields[field.name] = _merge(fields.get(field.name, NullType()), field.dataType)
+        return StructType([StructField(name, kind) for name, kind in fields.items()])
+    raise ConfigurationError(
+        f"records disagree on a field's type ({a.simpleString()} and {b.simpleString()}): pass a schema"
+    )
+
+
+def _settled(kind: DataType) -> DataType:
+    # A field that was None in every sampled record is read as a string column.
+    if isinstance(kind, NullType):
+        return StringType()
+    if isinstance(kind, ArrayType):
+        return ArrayType(_settled(kind.elementType))
+    if isinstance(kind, StructType):
+        return StructType([StructField(f.name, _settled(f.dataType)) for f in kind.fields])
+    return kind
+
+
+def infer_schema(records: Iterable[Any], column: str | None) -> StructType:
+    """The schema of rows made of ``records`` (a sample of the dataset's first ones)."""
+    merged: DataType = NullType()
+    as_rows = column is None
+    for record in records:
+        as_rows = as_rows and isinstance(record, dict)
+        merged = _merge(merged, _type_of(record))
+    if as_rows and isinstance(merged, StructType):
+        return _settled(merged)  # type: ignore[return-value]
+    return StructType([StructField(column or ITEM, _settled(merged))])
+
+
+def _convert(value: Any, kind: DataType) -> Any:
+    if value is None:
+        return None
+    if isinstance(kind, StructType):
+        return tuple(_convert(value.get(f.name), f.dataType) for f in kind.fields)
+    if isinstance(kind, ArrayType):
+        return [_convert(item, kind.elementType) for item in value]
+    return value
+
+
+def to_spark_row(record: Any, schema: StructType, column: str | None) -> tuple[Any, ...]:
+    """The tuple Spark takes for ``record`` as a row of ``schema``."""
+    if column is None and isinstance(record, dict):
+        return _convert(record, schema)  # type: ignore[no-any-return]
+    return (_convert(record, schema.fields[0].dataType),)

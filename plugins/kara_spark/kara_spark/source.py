@@ -1,0 +1,207 @@
+"""The ``kara`` PySpark data source: one part per partition on write, record ranges on read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import islice, pairwise
+from typing import Any
+
+from pyspark import TaskContext
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceReader,
+    DataSourceWriter,
+    InputPartition,
+    WriterCommitMessage,
+)
+from pyspark.sql.types import StructType
+
+from kara_core import KaraStorage
+from kara_core.errors import ConfigurationError
+from kara_core.row.parallel import DEFAULT_PART_BLOCK_SIZE, ParallelWrite
+from kara_core.serialization import NoSerializer, Serializer, resolve_serializer
+
+from .schema import infer_schema, to_spark_row
+
+__all__ = ["KaraCommitMessage", "KaraDataSource", "KaraReader", "KaraWriter", "register"]
+
+#: Records sampled to infer the schema when the reader is given none.
+SAMPLE_RECORDS = 100
+#: Records per read partition when the ``partitions`` option is not set.
+RECORDS_PER_PARTITION = 250_000
+RAW_COLUMN = "bytes"
+#: Options prefixed with this go to :class:`KaraStorage` (``store.fsync``, ``store.app_key``...).
+STORE_OPTION = "store."
+
+
+def register(spark: Any) -> None:
+    """Make ``format("kara")`` available in the SparkSession ``spark``."""
+    spark.dataSource.register(KaraDataSource)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the options of a read or write name: a store, a dataset, a version, how records look."""
+
+    url: str
+    namespace: str
+    key: str
+    version: str
+    serializer: Serializer
+    column: str | None
+    store_options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str], default_version: str | None) -> Target:
+        missing = [name for name in ("url", "namespace", "key") if not options.get(name)]
+        version = options.get("version") or default_version
+        if version is None:
+            missing.append("version")
+        if missing:
+            raise ConfigurationError(f"the kara data source needs option(s) {', '.join(missing)}")
+        serializer = resolve_serializer(options.get("serialization") or None)
+        column = options.get("column") or (RAW_COLUMN if isinstance(serializer, NoSerializer) else None)
+        store_options = {
+            name[len(STORE_OPTION) :]: value for name, value in options.items() if name.startswith(STORE_OPTION)
+        }
+        return cls(
+            options["url"], options["namespace"], options["key"], str(version), serializer, column, store_options
+        )
+
+    def store(self) -> KaraStorage:
+        return KaraStorage(self.url, **self.store_options)
+
+
+def _positive(options: Mapping[str, str], name: str, default: int) -> int:
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigurationError(f"option {name} must be a positive integer, got {raw!r}")
+    return value
+
+
+class KaraDataSource(DataSource):
+    """``format("kara")``: options ``url``, ``namespace``, ``key``, ``version``, ``serialization``.
+
+    Also ``column`` (the one column records live in; ``bytes`` for raw records),
+    ``partitions`` (read partitions), ``block_size`` (bytes per staged block on write)
+    and ``store.<name>`` options passed to :class:`KaraStorage`.
+    """
+
+    @classmethod
+    def name(cls) -> str:
+        return "kara"
+
+    def schema(self) -> StructType:
+        """Inferred from the first records of the version (when the reader gives none)."""
+        target = Target.from_options(self.options, "latest")
+        with (
+            target.store() as store,
+            store.open_dataset(target.namespace, target.key, "r", target.version, target.serializer) as ds,
+        ):
+            records = [target.serializer.deserialize(raw) for raw in ds.read_raw_range(0, SAMPLE_RECORDS)]
+        if target.column is None and not records:
+            raise ConfigurationError(f"{target.namespace}/{target.key} is empty: pass a schema to the reader")
+        return infer_schema(records, target.column)
+
+    def reader(self, schema: StructType) -> KaraReader:
+        return KaraReader(Target.from_options(self.options, "latest"), schema, self.options)
+
+    def writer(self, schema: StructType, overwrite: bool) -> KaraWriter:
+        if overwrite:
+            raise ConfigurationError("kara versions are never overwritten: write a new version (mode 'append')")
+        return KaraWriter(Target.from_options(self.options, None), _positive(self.options, "block_size", 0))
+
+
+@dataclass(frozen=True)
+class RecordRange(InputPartition):  # type: ignore[misc]
+    """Records ``[start, stop)`` of the version: one read partition."""
+
+    start: int
+    stop: int
+
+
+class KaraReader(DataSourceReader):
+    """Reads one version (pinned when the reader is made) in contiguous record ranges."""
+
+    def __init__(self, target: Target, schema: StructType, options: Mapping[str, str]) -> None:
+        with (
+            target.store() as store,
+            store.open_dataset(target.namespace, target.key, "r", target.version, target.serializer) as ds,
+        ):
+            self.target = Target(**{**target.__dict__, "version": ds.version})
+            self.records = len(ds)
+        self.schema = schema
+        wanted = -(-self.records // RECORDS_PER_PARTITION) or 1
+        self.count = min(_positive(options, "partitions", wanted), max(self.records, 1))
+
+    def partitions(self) -> list[RecordRange]:
+        bounds = [self.records * i // self.count for i in range(self.count + 1)]
+        return [RecordRange(start, stop) for start, stop in pairwise(bounds)]
+
+    def read(self, partition: RecordRange) -> Iterator[tuple[Any, ...]]:
+        target, schema = self.target, self.schema
+        with (
+            target.store() as store,
+            store.open_dataset(target.namespace, target.key, "r", target.version, target.serializer) as ds,
+        ):
+            view = ds.slice(partition.start, partition.stop - partition.start)
+            try:
+                for record in view:
+                    yield to_spark_row(record, schema, target.column)
+            finally:
+                view.close()
+
+
+@dataclass(frozen=True)
+class KaraCommitMessage(WriterCommitMessage):  # type: ignore[misc]
+    """What a write task reports: the part it wrote, in which attempt, how many records."""
+
+    part: int
+    attempt: str
+    records: int
+
+
+class KaraWriter(DataSourceWriter):
+    """Writes a new version: partition ``i`` is part ``i``; the driver commits the reported attempts."""
+
+    def __init__(self, target: Target, block_size: int) -> None:
+        self.target = target
+        self.handle: ParallelWrite = target.store().open_parallel_write(
+            target.namespace,
+            target.key,
+            target.version,
+            target.serializer,
+            block_size=block_size or DEFAULT_PART_BLOCK_SIZE,
+        )
+
+    def write(self, iterator: Iterator[Any]) -> KaraCommitMessage:
+        context = TaskContext.get()
+        assert context is not None, "KaraWriter.write runs in a Spark task"
+        column = self.target.column
+        if column is None:
+            records = (row.asDict(recursive=True) for row in iterator)
+        else:
+            records = (_plain(row[column]) for row in iterator)
+        with self.handle.part(context.partitionId(), attempt=f"task{context.taskAttemptId()}") as part:
+            while chunk := list(islice(records, 4096)):
+                part.write_many(chunk)
+        return KaraCommitMessage(part.part, part.attempt, part.records)
+
+    def commit(self, messages: list[WriterCommitMessage | None]) -> None:
+        attempts = {m.part: m.attempt for m in messages if isinstance(m, KaraCommitMessage)}
+        self.handle.commit(attempts)
+
+    def abort(self, messages: list[WriterCommitMessage | None]) -> None:
+        self.handle.abort()
+
+
+def _plain(value: Any) -> Any:
+    # Spark hands binary values over as bytearray; records are bytes.
+    return bytes(value) if isinstance(value, bytearray) else value

@@ -1,0 +1,151 @@
+"""kara-ray on a real local Ray instance: parallel writes (with a retried task) and reads."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import ray.cloudpickle
+from kara_ray import KaraDatasink, KaraDatasource
+
+from kara_core import KaraStorage
+from kara_core.errors import DatasetNotFoundError
+
+from ..row.test_parallel import read_with_215
+
+# The functions below run in Ray workers, which cannot import this test module.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kara-2.1.5"
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
+N = 4000
+RETRY = {"max_retries": 2, "retry_exceptions": True}
+
+
+def row(i: int) -> dict[str, Any]:
+    return {"id": i, "text": f"document {i} " * (i % 5), "tokens": list(range(i % 9))}
+
+
+def _to_rows(batch: dict[str, Any]) -> dict[str, Any]:
+    ids = batch["id"].tolist()
+    return {
+        "id": ids,
+        "text": [f"document {i} " * (i % 5) for i in ids],
+        "tokens": [list(range(i % 9)) for i in ids],
+    }
+
+
+class FailOnceDatasink(KaraDatasink):
+    """The write task of part 2 fails once, after its first 7 blocks (a flag file remembers).
+
+    It also keeps what was staged when the write completed, before the commit cleans up.
+    """
+
+    flag = ""
+
+    def write(self, blocks: Any, ctx: Any) -> Any:
+        def failing() -> Any:
+            for number, block in enumerate(blocks):
+                if ctx.task_idx == 2 and number == 7 and not Path(self.flag).exists():
+                    Path(self.flag).write_text("failed once")
+                    raise RuntimeError("injected failure of a write task")
+                yield block
+
+        return super().write(failing(), ctx)
+
+    def on_write_complete(self, write_result: Any) -> None:
+        assert self._handle is not None
+        self.staged = self._handle.attempts()
+        super().on_write_complete(write_result)
+
+
+def _fail_at_150(batch: dict[str, Any]) -> dict[str, Any]:
+    if 150 in batch["id"].tolist():
+        raise RuntimeError("injected failure of a write task, every time")
+    return _to_rows(batch)
+
+
+@pytest.mark.slow
+def test_every_record_once_and_parts_in_order_after_a_retried_task(ray_session: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    flag = tmp_path / "failed"
+    # 40 blocks of 100 rows, bundled 10 to a write task: the third task fails after it has
+    # written 7 blocks (its first blocks are staged), and Ray runs it again.
+    ds = ray.data.range(N, override_num_blocks=40).map_batches(_to_rows)
+    sink = FailOnceDatasink(url, "corpus", "web", "v1", rows_per_part=N // 4, block_size=2000)
+    sink.flag = str(flag)
+    ds.write_datasink(sink, ray_remote_args=RETRY)
+    assert flag.exists()
+    retried = [part for part, attempts in sink.staged.items() if len(attempts) > 1]
+    assert retried == [2] and sorted(sink.staged[2].values()) == [False, True]
+    assert sink.report is not None and (sink.report.records, sink.report.parts) == (N, 4)
+    store = KaraStorage(url)
+    with store.open_dataset("corpus", "web") as reader:
+        assert list(reader) == [row(i) for i in range(N)]
+    assert store.rows.verify("corpus", "web") == []
+    assert read_with_215(url, "corpus", "web", "v1")["rows"] == [row(i) for i in range(N)]
+
+
+def test_a_failed_write_is_aborted_and_leaves_no_trace(ray_session: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    ds = ray.data.range(300, override_num_blocks=2).map_batches(_fail_at_150, batch_size=50)
+    with pytest.raises(Exception, match="injected failure"):
+        ds.write_datasink(KaraDatasink(url, "corpus", "web", "v1"), ray_remote_args={"max_retries": 0})
+    assert [p for p in (tmp_path / "store").rglob("*")] == []
+    with pytest.raises(DatasetNotFoundError):
+        KaraStorage(url).open_dataset("corpus", "web")
+
+
+def test_an_empty_dataset_makes_an_empty_version(ray_session: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    empty = ray.data.range(10).filter(lambda row: row["id"] < 0)
+    empty.write_datasink(KaraDatasink(url, "corpus", "empty", "v1"))
+    with KaraStorage(url).open_dataset("corpus", "empty") as reader:
+        assert (reader.version, len(reader)) == ("v1", 0)
+    assert read_with_215(url, "corpus", "empty", "v1")["len"] == 0
+
+
+def test_raw_records_are_a_bytes_column(ray_session: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    items = [{"bytes": bytes([i % 256]) * (i % 40)} for i in range(500)]
+    ray.data.from_items(items, override_num_blocks=3).write_datasink(
+        KaraDatasink(url, "corpus", "raw", "v1", serialization="raw")
+    )
+    with KaraStorage(url).open_dataset("corpus", "raw", serialization="raw") as reader:
+        assert list(reader) == [item["bytes"] for item in items]
+    back = ray.data.read_datasource(KaraDatasource(url, "corpus", "raw", serialization="raw"))
+    assert back.take_all() == items
+
+
+def test_ray_reads_a_version_written_by_one_kara_writer(ray_session: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    store = KaraStorage(url)
+    with store.open_dataset("corpus", "single", "w", version=3, max_file_size=5000) as writer:
+        writer.write_many(row(i) for i in range(N))
+    with store.open_dataset("corpus", "lists", "w", version="v1") as writer:
+        writer.write_many([i] * (i % 4) for i in range(100))
+    source = KaraDatasource(url, "corpus", "single")
+    assert (source.version, source.records) == ("3", N)
+    dicts = ray.data.read_datasource(source, override_num_blocks=5)
+    assert dicts.count() == N
+    assert [dict(r) for r in dicts.take_all()] == [row(i) for i in range(N)]
+    assert dicts.materialize().num_blocks() >= 5
+    lists = ray.data.read_datasource(KaraDatasource(url, "corpus", "lists"))
+    assert [list(r["item"]) for r in lists.take_all()] == [[i] * (i % 4) for i in range(100)]
+    named = ray.data.read_datasource(KaraDatasource(url, "corpus", "lists", column="value"))
+    assert [list(r["value"]) for r in named.take_all()] == [[i] * (i % 4) for i in range(100)]
+
+
+def test_ray_reads_versions_written_by_215(ray_session: Any) -> None:
+    url = f"file://{FIXTURES / 'store'}"
+    for version in ("v1", "v2"):
+        rows = ray.data.read_datasource(KaraDatasource(url, "demo", "json_rows", version)).take_all()
+        assert [dict(r) for r in rows] == EXPECTED["json_rows"][version]
+    raw = ray.data.read_datasource(KaraDatasource(url, "demo", "raw_rows", 0, "raw"), override_num_blocks=3)
+    assert [r["bytes"].hex() for r in raw.take_all()] == EXPECTED["raw_rows_hex"]
+    pickled = ray.data.read_datasource(KaraDatasource(url, "demo", "pickle_rows", 3, "pickle", column="record"))
+    assert [tuple(r["record"]) for r in pickled.take_all()] == [("tuple", i, b"\x00\x01" * i) for i in range(50)]

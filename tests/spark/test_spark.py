@@ -1,0 +1,129 @@
+"""kara-spark on a real local SparkSession: df.write.format("kara") and spark.read.format("kara")."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyspark.cloudpickle
+import pytest
+from pyspark.sql.functions import col, udf
+from pyspark.sql.types import LongType
+
+from kara_core import KaraStorage
+from kara_core.errors import DatasetNotFoundError
+
+from ..row.test_parallel import read_with_215
+
+# The UDFs below run in Spark's Python workers, which cannot import this test module.
+pyspark.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+pytestmark = pytest.mark.slow
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kara-2.1.5"
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
+N = 3000
+
+
+def row(i: int) -> dict[str, Any]:
+    return {"id": i, "text": f"document {i}", "tokens": [i, i + 1]}
+
+
+def _frame(spark: Any, n: int, partitions: int, id_column: Any = None) -> Any:
+    frame = spark.range(n, numPartitions=partitions)
+    if id_column is not None:
+        frame = frame.withColumn("id", id_column)
+    return frame.selectExpr("id", "concat('document ', id) as text", "array(id, id + 1) as tokens")
+
+
+def _kara(writer: Any, url: str, key: str, namespace: str = "corpus", **options: str) -> Any:
+    writer = writer.format("kara").option("url", url).option("namespace", namespace).option("key", key)
+    for name, value in options.items():
+        writer = writer.option(name, value)
+    return writer
+
+
+def test_every_record_once_and_parts_in_order_after_a_failed_task(spark: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    flag = str(tmp_path / "failed")
+
+    def fail_once(i: int) -> int:
+        if i == 2222 and not Path(flag).exists():
+            Path(flag).write_text("failed once")
+            raise RuntimeError("injected failure of a write task")
+        return i
+
+    frame = _frame(spark, N, 3, udf(fail_once, LongType())(col("id")))
+    context = spark.sparkContext
+    context.setJobGroup("kara-retry", "a write with a task that fails once")
+    _kara(frame.write, url, "web", version="v1", block_size="2000").mode("append").save()
+    context.setJobGroup("other", "")
+    tracker = context.statusTracker()
+    stages = [
+        tracker.getStageInfo(stage)
+        for job in tracker.getJobIdsForGroup("kara-retry")
+        for stage in tracker.getJobInfo(job).stageIds
+    ]
+    # The task of partition 2 failed once and Spark ran it again: 3 tasks, 1 failure.
+    assert Path(flag).exists()
+    assert [(info.numTasks, info.numCompletedTasks, info.numFailedTasks) for info in stages] == [(3, 3, 1)]
+    store = KaraStorage(url)
+    with store.open_dataset("corpus", "web") as reader:
+        assert list(reader) == [row(i) for i in range(N)]
+    assert store.rows.verify("corpus", "web") == []
+    assert ".kara" not in " ".join(str(p) for p in (tmp_path / "store").rglob("*"))
+    assert read_with_215(url, "corpus", "web", "v1")["rows"] == [row(i) for i in range(N)]
+
+
+def test_a_failed_job_is_aborted_and_leaves_no_trace(spark: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+
+    def always_fail(i: int) -> int:
+        if i == 50:
+            raise RuntimeError("injected failure, every time")
+        return i
+
+    frame = _frame(spark, 100, 2, udf(always_fail, LongType())(col("id")))
+    with pytest.raises(Exception, match="injected failure"):
+        _kara(frame.write, url, "web", version="v1").mode("append").save()
+    assert list((tmp_path / "store").rglob("*")) == []
+    with pytest.raises(DatasetNotFoundError):
+        KaraStorage(url).open_dataset("corpus", "web")
+
+
+def test_raw_records_are_a_binary_column_both_ways(spark: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    payloads = [bytes([i % 256]) * (i % 30) for i in range(200)]
+    frame = spark.createDataFrame([(p,) for p in payloads], "bytes binary").repartition(1)
+    _kara(frame.write, url, "raw", version="v1", serialization="raw").mode("append").save()
+    with KaraStorage(url).open_dataset("corpus", "raw", serialization="raw") as reader:
+        assert sorted(reader) == sorted(payloads)
+    back = _kara(spark.read, url, "raw", serialization="raw").load()
+    assert back.schema.simpleString() == "struct<bytes:binary>"
+    assert sorted(bytes(r["bytes"]) for r in back.collect()) == sorted(payloads)
+
+
+def test_spark_reads_a_version_written_by_one_kara_writer(spark: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    records = [{"id": i, "meta": {"lang": "en", "score": i / 2}, "tags": [str(i)] * (i % 3)} for i in range(N)]
+    with KaraStorage(url).open_dataset("corpus", "single", "w", version=7, serialization="pickle") as writer:
+        writer.write_many(records)
+    frame = _kara(spark.read, url, "single", serialization="pickle", partitions="4").load()
+    assert frame.rdd.getNumPartitions() == 4
+    assert frame.schema.simpleString() == "struct<id:bigint,meta:struct<lang:string,score:double>,tags:array<string>>"
+    assert [r.asDict(recursive=True) for r in frame.collect()] == records
+    assert frame.filter("id % 1000 = 0").count() == 3
+    with pytest.raises(Exception, match="never overwritten"):
+        _kara(frame.write, url, "single", version="8").mode("overwrite").save()
+
+
+def test_spark_reads_versions_written_by_215(spark: Any) -> None:
+    url = f"file://{FIXTURES / 'store'}"
+    for version in ("v1", "v2"):
+        frame = _kara(spark.read, url, "json_rows", "demo", version=version).load()
+        rows = [r.asDict(recursive=True) for r in frame.collect()]
+        assert rows == EXPECTED["json_rows"][version]
+    raw = _kara(spark.read, url, "raw_rows", "demo", version="0", serialization="raw", partitions="3").load()
+    assert [bytes(r["bytes"]).hex() for r in raw.collect()] == EXPECTED["raw_rows_hex"]
