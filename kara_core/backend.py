@@ -38,6 +38,10 @@ class Capabilities:
     - ``local_path``: ``local_path(path)`` returns a real file path that may be mmapped.
     - ``parallel_reads``: independent ranged reads may run concurrently and it pays off
       (remote stores); readers use it to prefetch several ranges at once.
+    - ``native_appends``: an appender extends the object in place. Without it (object
+      stores with no append call: S3, GCS, Azure block blobs) an appender uploads the
+      object whole on ``flush``, so a second flush of the same object re-uploads all of
+      it; block writers then start a new block after each flush instead.
     """
 
     writable: bool = True
@@ -45,6 +49,7 @@ class Capabilities:
     atomic_create: bool = True
     local_path: bool = False
     parallel_reads: bool = False
+    native_appends: bool = True
 
 
 @runtime_checkable

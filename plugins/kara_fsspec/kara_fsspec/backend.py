@@ -1,0 +1,465 @@
+"""The backend on any fsspec filesystem: ranged reads, whole-object appends, conditional creates.
+
+Paths map to ``<root>/<path>`` on the filesystem (``s3://bucket/prefix`` -> keys under
+``bucket/prefix/``). What differs between filesystems is decided once, when the store
+opens, from the filesystem's class (:class:`Traits`):
+
+- object stores (s3fs, adlfs, gcsfs) replace objects atomically with one upload and
+  create them conditionally on the server (S3 ``If-None-Match: *``, Azure
+  ``If-None-Match: *``, GCS ``ifGenerationMatch=0``); they have no append call, so an
+  appender uploads the whole object (:class:`WholeObjectAppender`) and the row layer
+  starts a new block after each flush (``Capabilities.native_appends`` is off);
+- fsspec's local filesystem appends in place, renames temporary files into place and
+  creates with a hard link (atomic); its files are mmapped like kara-file's;
+- fsspec's memory filesystem lives in this process: a lock makes creates atomic;
+- any other filesystem writes through a temporary name and a move, and its create is
+  a check then a write: ``Capabilities.atomic_create`` is off, and the first lock or
+  version publish on such a store warns that two writers are not kept apart.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, TypeVar
+
+from kara_core.backend import Backend, Capabilities, check_path
+from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, PermissionDeniedError
+from kara_core.url import StoreURL, parse_store_url
+
+from .options import FsspecOptions, check_options, filesystem_class, secret_values
+
+__all__ = ["FsspecBackend", "Traits", "WholeObjectAppender", "open_fsspec"]
+
+#: Marks kara's temporary objects (writes in progress, the conditional-write probe);
+#: listings skip them, :meth:`FsspecBackend.cleanup` removes old ones.
+TMP_MARK = ".kara-tmp-"
+#: ``open_read`` reads what is left of an object at once up to this size (one request),
+#: and streams larger ones in blocks of ``STREAM_BLOCK`` bytes.
+WHOLE_READ = 1024 * 1024
+STREAM_BLOCK = 8 * 1024 * 1024
+#: Filesystem packages whose servers create objects conditionally and replace them atomically.
+OBJECT_STORES = frozenset({"s3fs", "adlfs", "gcsfs"})
+
+_Result = TypeVar("_Result")
+
+
+@dataclass(frozen=True)
+class Traits:
+    """How kara uses one kind of filesystem (see the module docstring)."""
+
+    kind: str  # "object", "local", "memory" or "other"
+    capabilities: Capabilities
+
+    @classmethod
+    def of(cls, fs: Any) -> Traits:
+        """The traits of the filesystem instance ``fs``."""
+        from fsspec.implementations.local import LocalFileSystem
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        if isinstance(fs, LocalFileSystem):
+            return cls("local", Capabilities(local_path=True))
+        if isinstance(fs, MemoryFileSystem):
+            return cls("memory", Capabilities(native_appends=False))
+        if type(fs).__module__.split(".")[0] in OBJECT_STORES:
+            return cls("object", Capabilities(parallel_reads=True, native_appends=False))
+        return cls("other", Capabilities(atomic_create=False, parallel_reads=True, native_appends=False))
+
+
+class _RedactSecrets(logging.Filter):
+    """Masks registered credentials in the log records of the filesystem libraries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "**********")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            record.msg, record.args = self.mask(message), ()
+        return True
+
+
+_REDACT = _RedactSecrets()
+for _name in ("fsspec", "s3fs", "botocore", "aiobotocore", "adlfs", "azure", "gcsfs", "urllib3"):
+    logging.getLogger(_name).addFilter(_REDACT)
+
+# fsspec's memory filesystem is one dict per process: this lock makes check-and-create atomic.
+_MEMORY_CREATE = threading.Lock()
+
+
+class FsspecBackend(Backend):
+    """A store under ``root`` of an fsspec filesystem (``s3://bucket/prefix``, ...)."""
+
+    def __init__(self, url: str, fs: Any, root: str, options: dict[str, Any]) -> None:
+        self.url = url
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self._options = options
+        self.traits = Traits.of(fs)
+        self.capabilities = self.traits.capabilities
+        self._probe_lock = threading.Lock()
+        self._create_checked = self.traits.kind != "object"
+        self._warned = False
+        #: What a pickle holds: reopen this URL with these options (see __reduce_ex__).
+        self._kara_reopen = (url, dict(options))
+
+    @classmethod
+    def from_url(cls, url: StoreURL, options: FsspecOptions) -> FsspecBackend:
+        """Open the filesystem of ``url.scheme`` with ``options`` (checked against its signature)."""
+        given = dict(options.model_extra or {})
+        fs_class = filesystem_class(url.scheme)
+        check_options(url.scheme, fs_class, given)
+        _REDACT.secrets.update(secret_values(given))
+        # Listings are never cached: other writers change the store under this process,
+        # and a cached listing would hide their objects from size() and list().
+        kwargs = {"use_listings_cache": False, "skip_instance_cache": True, **given}
+        try:
+            fs = fs_class(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot open {url.scheme}:// store {_REDACT.mask(str(url))}: {_REDACT.mask(str(exc))}"
+            ) from None
+        root = fs_class._strip_protocol(str(url)).rstrip("/")
+        relative = root.strip("/")
+        if not relative:
+            raise ConfigurationError(f"{url.raw!r} must name a bucket, container or folder: {url.scheme}://NAME/prefix")
+        check_path(relative)
+        return cls(str(url), fs, root, given)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # URL + options: another process (a DataLoader worker) opens its own filesystem.
+        # open_fsspec, not open_backend: the scheme may belong to another plugin too.
+        return (_reopen, self._kara_reopen)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        return f"{self.root}/{check_path(path)}"
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn the filesystem's errors into kara's, with credentials masked."""
+        try:
+            yield
+        except (KaraError, FileExistsError):
+            raise
+        except FileNotFoundError:
+            raise NotFoundError(f"{what}: {self.url} has no such object") from None
+        except PermissionError as exc:
+            raise PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})") from None
+        except (OSError, RuntimeError, ValueError, TimeoutError) as exc:
+            raise BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}") from None
+
+    def _call(self, what: str, fn: Callable[[], _Result]) -> _Result:
+        with self._translated(what):
+            return fn()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def size(self, path: str) -> int | None:
+        """The object's size from the filesystem's info (a HEAD on object stores); None if absent."""
+        key = self._key(path)
+        try:
+            info = self._call("get the size of " + path, lambda: self.fs.info(key))
+        except NotFoundError:
+            return None
+        if info.get("type") != "file":
+            return None
+        return int(info["size"])
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        """One ranged GET (``cat_file``) of ``[start, end)``, cut at the object's end."""
+        key = self._key(path)
+        if end is not None and end <= start:
+            if self.size(path) is None:
+                raise NotFoundError(f"read {path}: {self.url} has no such object")
+            return b""
+        try:
+            return self._call("read " + path, lambda: self.fs.cat_file(key, start=start or None, end=end))
+        except BackendError:
+            # A range starting at or past the end (S3 answers 416): empty, as for a file.
+            size = self.size(path) if start else None
+            if size is not None and start >= size:
+                return b""
+            raise
+
+    def open_read(self, path: str, start: int = 0) -> BinaryIO:
+        """What is left of the object: read at once up to 1 MiB, else streamed in 8 MiB ranges."""
+        size = self.size(path)
+        if size is None:
+            raise NotFoundError(f"read {path}: {self.url} has no such object")
+        if size - start <= WHOLE_READ:
+            return io.BytesIO(self.read(path, start))  # type: ignore[return-value]
+        key = self._key(path)
+
+        def open_stream() -> Any:
+            stream = self.fs.open(key, "rb", block_size=STREAM_BLOCK, cache_type="readahead")
+            stream.seek(start)
+            return stream
+
+        return self._call("read " + path, open_stream)  # type: ignore[no-any-return]
+
+    def local_path(self, path: str) -> str | None:
+        """The file's own path on fsspec's local filesystem; None elsewhere."""
+        return self._key(path) if self.traits.kind == "local" else None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every object under the folder of ``prefix`` whose path starts with ``prefix``."""
+        folder = prefix.rpartition("/")[0]
+        base = f"{self.root}/{folder}" if folder else self.root
+        skip = len(self.root) + 1
+        try:
+            found = self._call("list " + (prefix or "the store"), lambda: self.fs.find(base, withdirs=False))
+        except NotFoundError:
+            return
+        for key in found:
+            relative = key[skip:]
+            if relative.startswith(prefix) and TMP_MARK not in relative.rpartition("/")[2]:
+                yield relative
+
+    # -- writing ---------------------------------------------------------------------
+
+    def open_append(self, path: str) -> Any:
+        """A native appender on local files; elsewhere a :class:`WholeObjectAppender`."""
+        if self.traits.kind == "local":
+            return _LocalAppender(self._key(path))
+        return WholeObjectAppender(self, path)
+
+    def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        """Replace the object atomically: one upload on object stores, a temporary name and a move elsewhere."""
+        key = self._key(path)
+        body = data.read() if not isinstance(data, (bytes, bytearray, memoryview)) else data
+        body = bytes(body) if not isinstance(body, bytes) else body
+        if self.traits.kind in ("object", "memory"):
+            self._call("write " + path, lambda: self.fs.pipe_file(key, body))
+            return
+        temporary = f"{key}{TMP_MARK}{uuid.uuid4().hex}"
+
+        def write_then_move() -> None:
+            if self.traits.kind == "local":
+                self.fs.makedirs(key.rpartition("/")[0], exist_ok=True)
+            try:
+                self.fs.pipe_file(temporary, body)
+                self.fs.mv(temporary, key)
+            except BaseException:
+                if self.fs.exists(temporary):
+                    self.fs.rm_file(temporary)
+                raise
+
+        self._call("write " + path, write_then_move)
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Create the object unless it exists; True if this call created it.
+
+        Object stores: a conditional upload (the server refuses it if the object
+        exists). An existing object holding exactly ``data`` counts as created by this
+        call: it is what a retried upload whose first attempt landed finds.
+        """
+        key = self._key(path)
+        body = bytes(data)
+        kind = self.traits.kind
+        if kind == "object" and not self._create_checked:
+            self._check_conditional_writes()
+        if kind == "local":
+            return self._call("create " + path, lambda: self._link_into_place(key, body))
+        if kind == "memory":
+            with _MEMORY_CREATE:
+                if self.fs.exists(key):
+                    return False
+                self.fs.pipe_file(key, body)
+                return True
+        if not self.capabilities.atomic_create:
+            self._warn_not_atomic()
+            if self.exists(path):
+                return False
+            self.put(path, body)
+            return True
+        try:
+            self._call("create " + path, lambda: self.fs.pipe_file(key, body, mode="create"))
+            return True
+        except FileExistsError:
+            return self.read_if_exists(path) == body
+
+    def _link_into_place(self, key: str, body: bytes) -> bool:
+        # A hard link never replaces an existing name: the atomic create of POSIX.
+        folder = key.rpartition("/")[0]
+        os.makedirs(folder, exist_ok=True)
+        temporary = f"{key}{TMP_MARK}{uuid.uuid4().hex}"
+        with open(temporary, "wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, key)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+
+    def _check_conditional_writes(self) -> None:
+        """Check once that the server refuses a second conditional create of one object.
+
+        S3-compatible servers that ignore ``If-None-Match`` would otherwise let two
+        writers both "create" a lock; on such a server creates become best effort (and
+        say so) instead of silently unsafe.
+        """
+        with self._probe_lock:
+            if self._create_checked:
+                return
+            key = f"{self.root}/{TMP_MARK}probe-{uuid.uuid4().hex}"
+            with self._translated("check conditional writes"):
+                self.fs.pipe_file(key, b"1", mode="create")
+                try:
+                    self.fs.pipe_file(key, b"2", mode="create")
+                    honoured = False
+                except FileExistsError:
+                    honoured = True
+                finally:
+                    self.fs.rm_file(key)
+            if not honoured:
+                self.capabilities = replace(self.capabilities, atomic_create=False)
+            self._create_checked = True
+
+    def _warn_not_atomic(self) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.url}: this filesystem cannot create an object only if it is absent, so kara's "
+                "writer locks and version publishes are best effort here: do not let two processes "
+                "write the same dataset or directory version at once",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def delete(self, path: str) -> None:
+        """Delete the object; an absent object is not an error."""
+        key = self._key(path)
+        try:
+            self._call("delete " + path, lambda: self.fs.rm_file(key))
+        except NotFoundError:
+            return
+
+    def cleanup(self, prefix: str, older_than: float) -> int:
+        """Remove kara's temporary objects under ``prefix`` last modified over ``older_than`` s ago."""
+        folder = prefix.rpartition("/")[0]
+        base = f"{self.root}/{folder}" if folder else self.root
+        now = time.time()
+        removed = 0
+        try:
+            found = self._call("list " + prefix, lambda: self.fs.find(base, withdirs=False))
+        except NotFoundError:
+            return 0
+        for key in found:
+            if TMP_MARK not in key.rpartition("/")[2] or not key[len(self.root) + 1 :].startswith(prefix):
+                continue
+            modified = self._call("inspect " + key, lambda k=key: self.fs.modified(k))
+            if now - modified.timestamp() > older_than:
+                self._call("delete " + key, lambda k=key: self.fs.rm_file(k))
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Nothing to release: the filesystem's connections close with it."""
+        return None
+
+
+class WholeObjectAppender:
+    """Appends to an object on a store that has no append call: ``flush`` uploads it whole.
+
+    Appended bytes wait in memory; ``flush`` uploads the object (its previous content
+    read back first, when it had some) as one atomic put. Row writers flush each
+    block once (``Capabilities.native_appends`` is off), so nothing is uploaded twice
+    there; other callers pay for a second flush with a re-upload.
+    """
+
+    def __init__(self, backend: FsspecBackend, path: str) -> None:
+        self._backend, self.path = backend, path
+        self._committed = backend.size(path) or 0
+        self._pending = bytearray()
+        self._closed = False
+
+    @property
+    def position(self) -> int:
+        """Bytes in the object once everything appended so far is flushed."""
+        return self._committed + len(self._pending)
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data`` until the next :meth:`flush`."""
+        if self._closed:
+            raise ValueError(f"append to closed appender of {self.path}")
+        self._pending += data
+
+    def flush(self) -> None:
+        """Upload the object with everything appended so far."""
+        if not self._pending:
+            return
+        body = bytes(self._pending)
+        if self._committed:
+            before = self._backend.read(self.path)
+            if len(before) != self._committed:
+                raise BackendError(
+                    f"{self._backend.url}/{self.path} changed under this appender: expected "
+                    f"{self._committed} bytes, found {len(before)} (is another writer appending?)"
+                )
+            body = before + body
+        self._backend.put(self.path, body)
+        self._committed = len(body)
+        del self._pending[:]
+
+    def close(self) -> None:
+        """Flush and release the appender."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+
+
+class _LocalAppender:
+    """Native appends to a file of fsspec's local filesystem; ``flush`` fsyncs."""
+
+    def __init__(self, file_path: str) -> None:
+        os.makedirs(os.path.dirname(file_path), exist_ok=True)
+        # Kept open until close(): the appender is the file handle.
+        self._file = open(file_path, "ab")
+        self._position = self._file.tell()
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        self._file.write(data)
+        self._position += len(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
+
+
+def _reopen(url: str, options: dict[str, Any]) -> FsspecBackend:
+    return open_fsspec(url, **options)
+
+
+def open_fsspec(url: str, **options: Any) -> FsspecBackend:
+    """Open ``url`` through fsspec whatever plugin owns its scheme (``memory://``, ``local://``...)."""
+    parsed = parse_store_url(url)
+    return FsspecBackend.from_url(parsed, FsspecOptions(**options))
