@@ -151,21 +151,29 @@ class FsspecBackend(Backend):
         return f"{self.root}/{check_path(path)}"
 
     @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        """Turn the filesystem's errors into kara's, with credentials masked."""
+    def _translated(self, what: str, writing: bool = False) -> Iterator[None]:
+        """Turn the filesystem's errors into kara's, with credentials masked.
+
+        A write finding nothing there means the bucket (container, folder) is missing.
+        """
         try:
             yield
         except (KaraError, FileExistsError):
             raise
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if writing:
+                raise BackendError(
+                    f"{what} on {self.url} failed: the bucket, container or folder does not exist "
+                    f"({_REDACT.mask(str(exc))})"
+                ) from None
             raise NotFoundError(f"{what}: {self.url} has no such object") from None
         except PermissionError as exc:
             raise PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})") from None
         except (OSError, RuntimeError, ValueError, TimeoutError) as exc:
             raise BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}") from None
 
-    def _call(self, what: str, fn: Callable[[], _Result]) -> _Result:
-        with self._translated(what):
+    def _call(self, what: str, fn: Callable[[], _Result], writing: bool = False) -> _Result:
+        with self._translated(what, writing):
             return fn()
 
     # -- reading ---------------------------------------------------------------------
@@ -245,7 +253,7 @@ class FsspecBackend(Backend):
         body = data.read() if not isinstance(data, (bytes, bytearray, memoryview)) else data
         body = bytes(body) if not isinstance(body, bytes) else body
         if self.traits.kind in ("object", "memory"):
-            self._call("write " + path, lambda: self.fs.pipe_file(key, body))
+            self._call("write " + path, lambda: self.fs.pipe_file(key, body), writing=True)
             return
         temporary = f"{key}{TMP_MARK}{uuid.uuid4().hex}"
 
@@ -260,7 +268,7 @@ class FsspecBackend(Backend):
                     self.fs.rm_file(temporary)
                 raise
 
-        self._call("write " + path, write_then_move)
+        self._call("write " + path, write_then_move, writing=True)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Create the object unless it exists; True if this call created it.
@@ -289,7 +297,7 @@ class FsspecBackend(Backend):
             self.put(path, body)
             return True
         try:
-            self._call("create " + path, lambda: self.fs.pipe_file(key, body, mode="create"))
+            self._call("create " + path, lambda: self.fs.pipe_file(key, body, mode="create"), writing=True)
             return True
         except FileExistsError:
             return self.read_if_exists(path) == body
@@ -322,7 +330,7 @@ class FsspecBackend(Backend):
             if self._create_checked:
                 return
             key = f"{self.root}/{TMP_MARK}probe-{uuid.uuid4().hex}"
-            with self._translated("check conditional writes"):
+            with self._translated("check conditional writes", writing=True):
                 self.fs.pipe_file(key, b"1", mode="create")
                 try:
                     self.fs.pipe_file(key, b"2", mode="create")
@@ -389,7 +397,9 @@ class WholeObjectAppender:
 
     def __init__(self, backend: FsspecBackend, path: str) -> None:
         self._backend, self.path = backend, path
-        self._committed = backend.size(path) or 0
+        size = backend.size(path)
+        self._absent = size is None
+        self._committed = size or 0
         self._pending = bytearray()
         self._closed = False
 
@@ -419,12 +429,20 @@ class WholeObjectAppender:
             body = before + body
         self._backend.put(self.path, body)
         self._committed = len(body)
+        self._absent = False
         del self._pending[:]
 
     def close(self) -> None:
-        """Flush and release the appender."""
+        """Flush and release the appender; an object opened absent exists afterwards, if empty.
+
+        Like a file opened for appending: a block writer's last block is then there
+        even when empty, as 2.x leaves it (2.x refuses to read a stream with no block).
+        """
         if not self._closed:
             self.flush()
+            if self._absent:
+                self._backend.put(self.path, b"")
+                self._absent = False
             self._closed = True
 
 

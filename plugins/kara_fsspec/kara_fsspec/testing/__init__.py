@@ -48,6 +48,8 @@ class S3TestServer:
         self.process = process
         self.port = 0
         self._server: Any = None
+        #: The counting middleware (thread mode only): see :class:`~kara_fsspec.testing.s3.CountingApp`.
+        self.app: Any = None
         self._thread: threading.Thread | None = None
         self._child: subprocess.Popen[str] | None = None
 
@@ -64,7 +66,7 @@ class S3TestServer:
                 raise RuntimeError(f"moto's S3 server did not start: {line!r}")
             self.port = int(line.split()[1])
         else:
-            self._server, _ = make_s3_server()
+            self._server, self.app = make_s3_server()
             self.port = self._server.server_port
             self._thread = threading.Thread(target=self._server.serve_forever, name="moto-s3", daemon=True)
             self._thread.start()

@@ -19,11 +19,18 @@ COUNTER_PATH = "/_kara/requests"
 
 
 class CountingApp:
-    """WSGI middleware: counts every request it passes to ``app``."""
+    """WSGI middleware: counts every request it passes to ``app``.
+
+    With ``ignore_conditional_writes`` set it drops ``If-None-Match`` from requests, as
+    S3-compatible servers without conditional writes do (tests of kara's fallback).
+    """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.count = 0
+        #: (path, Range header or None) of every GET since the last reset.
+        self.gets: list[tuple[str, str | None]] = []
+        self.ignore_conditional_writes = False
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -31,11 +38,16 @@ class CountingApp:
             if environ.get("REQUEST_METHOD") == "DELETE":
                 with self._lock:
                     self.count = 0
+                    self.gets = []
             body = str(self.count).encode()
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
             return [body]
         with self._lock:
             self.count += 1
+            if environ.get("REQUEST_METHOD") == "GET":
+                self.gets.append((environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE")))
+        if self.ignore_conditional_writes:
+            environ.pop("HTTP_IF_NONE_MATCH", None)
         return self.app(environ, start_response)
 
 
