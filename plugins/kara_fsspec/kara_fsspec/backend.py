@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -46,6 +47,8 @@ TMP_MARK = ".kara-tmp-"
 #: and streams larger ones in blocks of ``STREAM_BLOCK`` bytes.
 WHOLE_READ = 1024 * 1024
 STREAM_BLOCK = 8 * 1024 * 1024
+#: ``put`` uploads streams up to this size in one call, longer ones through a writer.
+WHOLE_PUT = 256 * 1024 * 1024
 #: Filesystem packages whose servers create objects conditionally and replace them atomically.
 OBJECT_STORES = frozenset({"s3fs", "adlfs", "gcsfs"})
 
@@ -248,27 +251,36 @@ class FsspecBackend(Backend):
         return WholeObjectAppender(self, path)
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
-        """Replace the object atomically: one upload on object stores, a temporary name and a move elsewhere."""
-        key = self._key(path)
-        body = data.read() if not isinstance(data, (bytes, bytearray, memoryview)) else data
-        body = bytes(body) if not isinstance(body, bytes) else body
-        if self.traits.kind in ("object", "memory"):
-            self._call("write " + path, lambda: self.fs.pipe_file(key, body), writing=True)
-            return
-        temporary = f"{key}{TMP_MARK}{uuid.uuid4().hex}"
+        """Replace the object atomically: one upload on object stores, a temporary name and a move elsewhere.
 
-        def write_then_move() -> None:
+        Streams up to ``WHOLE_PUT`` bytes are uploaded in one call (s3fs splits large
+        ones into concurrent parts itself); longer ones are copied through the
+        filesystem's own writer (a multipart upload, committed when it closes), so they
+        never sit whole in memory.
+        """
+        key = self._key(path)
+        head, rest = _split_body(data)
+        direct = self.traits.kind in ("object", "memory")
+        target = key if direct else f"{key}{TMP_MARK}{uuid.uuid4().hex}"
+
+        def write() -> None:
             if self.traits.kind == "local":
                 self.fs.makedirs(key.rpartition("/")[0], exist_ok=True)
             try:
-                self.fs.pipe_file(temporary, body)
-                self.fs.mv(temporary, key)
+                if rest is None:
+                    self.fs.pipe_file(target, head)
+                else:
+                    with self.fs.open(target, "wb") as out:
+                        out.write(head)
+                        shutil.copyfileobj(rest, out, STREAM_BLOCK)
+                if not direct:
+                    self.fs.mv(target, key)
             except BaseException:
-                if self.fs.exists(temporary):
-                    self.fs.rm_file(temporary)
+                if not direct and self.fs.exists(target):
+                    self.fs.rm_file(target)
                 raise
 
-        self._call("write " + path, write_then_move, writing=True)
+        self._call("write " + path, write, writing=True)
 
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Create the object unless it exists; True if this call created it.
@@ -471,6 +483,19 @@ class _LocalAppender:
         if not self._file.closed:
             self.flush()
             self._file.close()
+
+
+def _split_body(data: bytes | bytearray | memoryview | BinaryIO) -> tuple[bytes, BinaryIO | None]:
+    """``(body, None)`` for bytes and short streams; ``(first bytes, rest)`` for long streams."""
+    if isinstance(data, bytes):
+        return data, None
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data), None
+    head = data.read(WHOLE_PUT)
+    more = data.read(1)  # b"" only at the end, whatever the stream's short reads
+    if not more:
+        return head, None
+    return head + more, data
 
 
 def _reopen(url: str, options: dict[str, Any]) -> FsspecBackend:

@@ -57,7 +57,9 @@ class S3TestServer:
         """Start the server (in a thread, or a child process)."""
         if self.process:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "kara_fsspec.testing.s3"], stdout=subprocess.PIPE, text=True
+                [sys.executable, "-c", "from kara_fsspec.testing.s3 import main; main()"],
+                stdout=subprocess.PIPE,
+                text=True,
             )
             assert self._child.stdout is not None
             line = self._child.stdout.readline()

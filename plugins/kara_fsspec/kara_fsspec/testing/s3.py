@@ -2,7 +2,7 @@
 
 The counter lets tests and benchmarks show how many requests an operation cost on the
 server side: ``GET /_kara/requests`` answers the count, ``DELETE /_kara/requests``
-resets it. ``python -m kara_fsspec.testing.s3`` serves on a random port and prints
+resets it. :func:`main` serves on a random port and prints
 ``PORT <n>`` (benchmarks run it apart so the server does not share the client's GIL).
 """
 
