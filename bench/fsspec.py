@@ -158,52 +158,60 @@ def task_seq_obstore(p: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "bytes": total}
 
 
-def task_get_obstore(p: dict[str, Any]) -> dict[str, Any]:
+def _bounded(jobs: list[Any]) -> float:
+    """Run the coroutine functions ``jobs`` 32 at a time (as s3fs's batches); return seconds."""
     import asyncio
 
+    async def run() -> None:
+        limit = asyncio.Semaphore(32)
+
+        async def one(job: Any) -> None:
+            async with limit:
+                await job()
+
+        await asyncio.gather(*(one(job) for job in jobs))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - start
+
+
+def task_get_obstore(p: dict[str, Any]) -> dict[str, Any]:
     import obstore
 
     store = _obstore(p)
 
-    async def fetch(name: str, limit: asyncio.Semaphore) -> None:
-        async with limit:
+    def fetch(name: str) -> Any:
+        async def job() -> None:
             data = await (await obstore.get_async(store, name)).bytes_async()
-        path = os.path.join(p["target"], name[len("raw/") :])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(data)
+            path = os.path.join(p["target"], name[len("raw/") :])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(data)
 
-    async def run() -> None:
-        limit = asyncio.Semaphore(32)
-        names = [o["path"] for batch in obstore.list(store, "raw/") for o in batch]
-        await asyncio.gather(*(fetch(name, limit) for name in names))
+        return job
 
     start = time.perf_counter()
-    asyncio.run(run())
-    return {"seconds": time.perf_counter() - start}
+    names = [o["path"] for batch in obstore.list(store, "raw/") for o in batch]
+    listed = time.perf_counter() - start
+    return {"seconds": listed + _bounded([fetch(name) for name in names])}
 
 
 def task_put_obstore(p: dict[str, Any]) -> dict[str, Any]:
-    import asyncio
-
     import obstore
 
     store = _obstore(p)
 
-    async def send(path: str, limit: asyncio.Semaphore) -> None:
-        name = p["prefix"] + "/" + os.path.relpath(path, p["source"])
-        async with limit:
+    def send(path: str) -> Any:
+        async def job() -> None:
             with open(path, "rb") as fh:
-                await obstore.put_async(store, name, fh.read())
+                data = fh.read()
+            await obstore.put_async(store, p["prefix"] + "/" + os.path.relpath(path, p["source"]), data)
 
-    async def run() -> None:
-        limit = asyncio.Semaphore(32)
-        paths = [os.path.join(d, f) for d, _, files in os.walk(p["source"]) for f in files]
-        await asyncio.gather(*(send(path, limit) for path in paths))
+        return job
 
-    start = time.perf_counter()
-    asyncio.run(run())
-    return {"seconds": time.perf_counter() - start}
+    paths = [os.path.join(d, f) for d, _, files in os.walk(p["source"]) for f in files]
+    return {"seconds": _bounded([send(path) for path in paths])}
 
 
 def task_random_obstore(p: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ secrets, whole-block appends, conditional writes and the requests reads cost."""
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
 import warnings
@@ -163,3 +164,21 @@ def test_a_server_ignoring_conditional_writes_makes_creates_best_effort_and_says
     assert backend.read("lock") == b"mine"
     assert any("best effort" in str(w.message) for w in caught)
     assert list(backend.list("")) == ["lock"]  # the probe left nothing behind
+
+
+@pytest.mark.slow
+def test_load_directory_downloads_a_large_blob_as_parallel_ranges(
+    s3_server: S3TestServer, s3_bucket: str, tmp_path
+) -> None:
+
+    source = tmp_path / "source"
+    source.mkdir()
+    big = os.urandom(40 * 1024 * 1024)
+    (source / "big.bin").write_bytes(big)
+    store = KaraStorage(s3_server.url(s3_bucket, "dirs"), **s3_server.options)
+    store.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    s3_server.reset_requests()
+    store.load_directory("ns", "ckpt", str(tmp_path / "loaded"), progress_bar=False)
+    assert (tmp_path / "loaded" / "big.bin").read_bytes() == big
+    ranged = [r for path, r in s3_server.app.gets if "/data/" in path and r is not None]
+    assert len(ranged) >= 5  # 8 MiB ranges of the 40 MiB blob, fetched concurrently
