@@ -180,6 +180,16 @@ class Backend(ABC):
         are yielded in no particular order. An absent prefix yields nothing.
         """
 
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int | None]]:
+        """Yield ``(path, size)`` for every object :meth:`list` yields.
+
+        Optional: stores whose listings carry sizes (object stores) override it, so a
+        caller needing many sizes sends one listing instead of a request per object.
+        The default yields ``None`` for the size: ask :meth:`size` when it matters.
+        """
+        for path in self.list(prefix):
+            yield path, None
+
     # -- writing -----------------------------------------------------------------
 
     def _read_only(self, what: str) -> ReadOnlyStoreError:
