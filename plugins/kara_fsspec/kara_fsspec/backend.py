@@ -170,7 +170,7 @@ class FsspecBackend(Backend):
             raise NotFoundError(f"{what}: {self.url} has no such object") from None
         except PermissionError as exc:
             raise PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})") from None
-        except Exception as exc:  # the client libraries' own classes (botocore, azure.core, ...)
+        except Exception as exc:  # noqa: BLE001 - the client libraries raise their own classes (botocore, azure.core)
             raise BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}") from None
 
     def _call(self, what: str, fn: Callable[[], _Result], writing: bool = False) -> _Result:
