@@ -280,7 +280,6 @@ class _FilePipeline:
         self.bar.file_done()
         return digests
 
-
     def _needs_upload(self, blob: str, size: int) -> bool:
         if blob not in self.stored:
             return True
