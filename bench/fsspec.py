@@ -315,6 +315,8 @@ def main() -> None:
         def measure(name: str, task: str, python: str = sys.executable, **extra: Any) -> dict[str, Any]:
             out = run_child(task, {**base, **extra}, python)
             results.setdefault(name, []).append(out["seconds"])
+            # Every measurement as it comes: an interrupted run still leaves its figures.
+            print(f"  {name}: {out['seconds']:.3f} s", flush=True)
             return out
 
         for r in range(args.rounds):
