@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,11 +68,6 @@ def timer(results: dict[str, float], name: str) -> Iterator[None]:
     results[name] = time.perf_counter() - start
 
 
-def best_of(n: int, fn: Callable[[], float]) -> float:
-    """Run ``fn`` (which returns seconds) ``n`` times and return the smallest time."""
-    return min(fn() for _ in range(n))
-
-
 def workdir(name: str) -> str:
     """A fresh scratch directory under bench/.work (git-ignored), see :func:`spread_subfolders`."""
     os.makedirs(WORK, exist_ok=True)
@@ -93,10 +88,21 @@ def remove_workdir(path: str) -> None:
             fh.write(repr(time.time()))
 
 
-def settle_filesystem(work: str) -> None:
-    """Write back dirty data, then wait until creating files in ``work`` is fast again.
+#: The opt-in switch of :func:`settle_filesystem`'s waits (``scripts/bench --settle`` sets it).
+SETTLE_ENV = "KARA_BENCH_SETTLE"
 
-    On an ext4 without a journal (this VM's root filesystem), creating a file skips every
+
+def settle_requested() -> bool:
+    """Whether the filesystem-settling waits were asked for (``KARA_BENCH_SETTLE=1``)."""
+    return os.environ.get(SETTLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def settle_filesystem(work: str) -> None:
+    """Write back dirty data; with ``KARA_BENCH_SETTLE=1``, also wait for file creation to be fast.
+
+    The waits are opt-in (see bench/README.md): they can last up to 6 minutes and only
+    matter on one kind of filesystem. On an ext4 without a journal (the benchmark VM's
+    root filesystem), creating a file skips every
     free inode of the block group that was freed in the last minutes (60 s, 6 minutes
     while its inode table block is dirty), reading each one's deletion time: after tens
     of thousands of files were deleted (an earlier benchmark, a test run), each file
@@ -107,6 +113,8 @@ def settle_filesystem(work: str) -> None:
     folders are) is fast. The probe files stay until ``work`` is removed.
     """
     os.sync()
+    if not settle_requested():
+        return
     try:
         with open(_DELETED_AT) as fh:
             deleted_at = float(fh.read())

@@ -5,10 +5,11 @@ Workload: a folder of 2,000 files of 4-64 KiB (in 20 sub-folders) plus 4 files o
 folder, re-load unchanged, in alternating rounds (best time per step). The folder is
 generated under bench/.work and deleted after.
 
-- The run starts once the deletions of earlier benchmarks are old enough not to slow
-  file creation down (``settle_filesystem`` in common.py): ext4 without a journal skips
-  recently freed inodes, which would penalise both libraries' thousands of creations.
-  For the same reason rounds are deleted only at the end.
+- With ``KARA_BENCH_SETTLE=1`` (``scripts/bench --settle``), the run starts once the
+  deletions of earlier benchmarks are old enough not to slow file creation down
+  (``settle_filesystem`` in common.py, see bench/README.md): ext4 without a journal
+  skips recently freed inodes, which would penalise both libraries' thousands of
+  creations. Rounds are deleted only at the end either way.
 - Every step starts after ``os.sync()``, so no step pays for writing back the dirty
   pages the previous one left (2.1.5 never fsyncs, kara's file:// store does): each is
   timed from a quiet disk, page cache still warm.
@@ -95,7 +96,8 @@ def run_round(src: str, here: str, k215_first: bool) -> tuple[dict[str, float], 
 def main() -> None:
     """Run both libraries on the same folder, alternating, and print the best of each step."""
     work = workdir("objects")
-    # Thousands of files are created per step: not right after thousands were deleted.
+    # Thousands of files are created per step: with KARA_BENCH_SETTLE=1, not right after
+    # thousands were deleted.
     settle_filesystem(work)
     ours: dict[str, float] = {}
     theirs: dict[str, float] = {}

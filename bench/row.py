@@ -93,10 +93,6 @@ print(json.dumps(best))
 """
 
 
-def _best(results: dict[str, float], name: str, seconds: float) -> None:
-    results[name] = min(results.get(name, float("inf")), seconds)
-
-
 def kara_round(root: str, records: list[dict], indices: list[int], fsync: bool) -> dict[str, float]:
     """Time every workload once with kara; ``fsync`` is the file store option."""
     from kara_core import KaraStorage

@@ -13,7 +13,7 @@ import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError
 
@@ -140,6 +140,10 @@ class Backend(ABC):
     implements ``size``, ``read`` and ``list``.
 
     Thread safety: every method may be called from several threads at once.
+
+    Pickling: a backend opened by :func:`kara_core.url.open_backend` pickles as "open
+    this URL with these options" (the URL layer owns that); one built by hand pickles
+    its attributes, which must then be picklable.
     """
 
     #: The store URL this backend was opened with (without credentials).
@@ -254,15 +258,6 @@ class Backend(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        # A backend opened from a URL pickles as "open this URL with these options", so
-        # another process (a DataLoader worker) opens its own connections. Backends built
-        # by hand pickle their attributes (they must then be picklable themselves).
-        reopen = getattr(self, "_kara_reopen", None)
-        if reopen is not None:
-            return (_reopen_backend, reopen)
-        return super().__reduce_ex__(protocol)
-
     # -- conveniences built on the protocol --------------------------------------
 
     def exists(self, path: str) -> bool:
@@ -275,9 +270,3 @@ class Backend(ABC):
             return self.read(path)
         except NotFoundError:
             return None
-
-
-def _reopen_backend(url: str, options: dict[str, Any]) -> Backend:
-    from .url import open_backend
-
-    return open_backend(url, **options)

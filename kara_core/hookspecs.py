@@ -5,11 +5,13 @@ A plugin is a module (or object) named by an entry point in the ``kara.plugins``
     [project.entry-points."kara.plugins"]
     file = "kara_file.plugin"
 
-and decorates its functions with :data:`kara_core.hookimpl`. All hooks are
+and decorates its functions with :data:`hookimpl` (also ``kara_core.hookimpl``); both
+pluggy markers of project ``kara`` are defined here, as llm does. All hooks are
 ``register``-style: the plugin calls the ``register`` callback it is given, and the core
 builds the tables, so it can list what each plugin provides and detect clashes.
 Entry-point modules must be cheap to import: import heavy libraries (oss2, requests,
-torch) inside the factories, never at module level.
+torch) inside the factories, never at module level. docs/plugins.md documents every
+hook with an example (``tests/core/test_plugin_docs.py`` checks it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ if TYPE_CHECKING:
     from .serialization import Serializer
     from .url import StoreURL
 
+#: Marks the hook specifications below (for the core's plugin manager).
 hookspec = pluggy.HookspecMarker("kara")
+#: Marks a plugin's implementation of a hook: ``@hookimpl`` (also ``kara_core.hookimpl``).
+hookimpl = pluggy.HookimplMarker("kara")
 
 #: Signature of a backend factory: ``factory(url, options) -> Backend``.
 BackendFactory = Callable[["StoreURL", "BaseModel"], "Backend"]

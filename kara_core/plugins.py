@@ -22,6 +22,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import MissingPluginError, PluginLoadError, UnknownSchemeError
+from .hookspecs import hookimpl
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -37,8 +38,6 @@ __all__ = [
     "plugin_load_errors",
     "reset_plugins",
 ]
-
-hookimpl = pluggy.HookimplMarker("kara")
 
 ENTRY_POINT_GROUP = "kara.plugins"
 
@@ -285,11 +284,6 @@ def _rebuild(reg: _Registry) -> None:
         if name in reg.infos:
             reg.infos[name].hooks = sorted(h.name for h in reg.pm.get_hookcallers(plugin) or [])
     reg._collect()
-
-
-def installed_schemes() -> list[str]:
-    """Return the URL schemes that installed plugins provide."""
-    return sorted(_get().backends)
 
 
 def get_backend_spec(scheme: str, url: str = "") -> BackendSpec:

@@ -4,19 +4,37 @@
 kara-storage 2.x), ``oss://endpoint/bucket/prefix``, ``http(s)://host/prefix``: the core
 only splits off the scheme and validates the shape; the plugin that registered the
 scheme interprets ``location`` and validates the keyword options with its own model.
+
+This module owns opening backends by URL (:func:`open_backend`) and opening them again
+in another process: a backend it opened pickles as its URL and options
+(:func:`reopen_backend` on the other side), registered with :mod:`copyreg` for the
+backend's class, so nothing is stored on the backend object itself.
 """
 
 from __future__ import annotations
 
+import copyreg
+import pickle
 import re
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .backend import Backend
 from .errors import ConfigurationError
+from .plugins import get_backend_spec
 
-__all__ = ["BackendOptions", "StoreURL", "open_backend", "parse_store_url"]
+__all__ = [
+    "BackendOptions",
+    "OpenedWith",
+    "StoreURL",
+    "open_backend",
+    "opened_with",
+    "parse_store_url",
+    "reopen_backend",
+]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 
@@ -94,12 +112,59 @@ def validate_options(scheme: str, model: type[BaseModel], options: dict[str, Any
 
 
 def open_backend(url: str, **options: Any) -> Backend:
-    """Open the backend for ``url`` through the plugin that registered its scheme."""
-    from .plugins import get_backend_spec
+    """Open the backend for ``url`` through the plugin that registered its scheme.
 
+    The backend remembers how it was opened (:func:`opened_with`): it pickles as "open
+    this URL with these options", so another process (a DataLoader worker) opens its
+    own connections instead of receiving copies of this one's.
+    """
     parsed = parse_store_url(url)
     spec = get_backend_spec(parsed.scheme, url)
     validated = validate_options(parsed.scheme, spec.options_model, options)
     backend = spec.factory(parsed, validated)
-    backend._kara_reopen = (url, dict(options))
+    _remember(backend, OpenedWith(url, dict(options)))
+    # copyreg is the standard library's table of pickling functions for types defined
+    # elsewhere; pickle consults it before the object's own __reduce_ex__.
+    copyreg.pickle(type(backend), _pickle_backend)
     return backend
+
+
+@dataclass(frozen=True)
+class OpenedWith:
+    """The URL and keyword options a backend was opened with (enough to open it again)."""
+
+    url: str
+    options: dict[str, Any]
+
+    def __repr__(self) -> str:
+        # Option values may be secrets (app_secret, token): show their names only.
+        return f"OpenedWith(url={self.url!r}, options={sorted(self.options)})"
+
+
+#: id(backend) -> how it was opened, for the backends open_backend opened and that are
+#: alive: keyed by identity (a backend may define __eq__), the entry is dropped when the
+#: backend is collected, and nothing is stored on the backend itself.
+_opened: dict[int, OpenedWith] = {}
+
+
+def _remember(backend: Backend, opened: OpenedWith) -> None:
+    _opened[id(backend)] = opened
+    weakref.finalize(backend, _opened.pop, id(backend), None)
+
+
+def opened_with(backend: Backend) -> OpenedWith | None:
+    """Return how ``backend`` was opened by :func:`open_backend`, or None if built by hand."""
+    return _opened.get(id(backend))
+
+
+def reopen_backend(url: str, options: dict[str, Any]) -> Backend:
+    """Open ``url`` again with ``options``: what an unpickled backend is."""
+    return open_backend(url, **options)
+
+
+def _pickle_backend(backend: Backend) -> Any:
+    opened = opened_with(backend)
+    if opened is None:
+        # Built by hand (the same class can be both): pickle it as the class says.
+        return backend.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+    return (reopen_backend, (opened.url, opened.options))

@@ -10,10 +10,10 @@ from .app import cli
 from .browse import ls_command
 from .options import UrlCommand, global_options, json_option, open_store, store_options, version_option
 from .output import human_size, info, print_json, show_progress
-from .seed_form import SeedFormGroup
+from .url_first import URLFirstGroup
 
 
-@click.group("obj", cls=SeedFormGroup, short_help="Save and load folders as versions; ls, rm, gc.")
+@click.group("obj", cls=URLFirstGroup, short_help="Save and load folders as versions; ls, rm, gc.")
 @global_options
 def obj_group() -> None:
     """Saved directories (object storage). kara-storage 2.x's form works unchanged:

@@ -8,10 +8,10 @@ import click
 
 from .app import CommandError, cli
 from .options import UrlCommand, global_options, open_raw_dataset, serialization_option, store_options, version_option
-from .seed_form import SeedFormGroup
+from .url_first import URLFirstGroup
 
 
-@click.group("row", cls=SeedFormGroup, short_help="Row datasets: the full-screen viewer (2.x form).")
+@click.group("row", cls=URLFirstGroup, short_help="Row datasets: the full-screen viewer (2.x form).")
 @global_options
 def row_group() -> None:
     """Row datasets. kara-storage 2.x's form works unchanged:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from ..directio import aligned_buffer
+from ..localdisk._direct import aligned_buffer
 
 __all__ = ["CHUNK", "Digests", "HashCache", "cache_dir", "hash_file", "sha1_file"]
 
@@ -95,7 +95,7 @@ def sha1_file(path: str, check: Callable[[], None] | None = None) -> str:
 
 
 def _feed(path: str, hasher: Any, check: Callable[[], None] | None, progress: Callable[[int], None] | None) -> None:
-    # The calling thread's copy buffer (kara_core.directio), reused across files:
+    # The calling thread's copy buffer (kara_core.localdisk._direct), reused across files:
     # allocating a fresh megabyte per file costs more than reading a small file.
     view = aligned_buffer()[:CHUNK]
     with open(path, "rb", buffering=0) as fh:

@@ -32,8 +32,8 @@ from typing import Any
 import orjson
 
 from ..backend import Backend
-from ..directio import DIRECT_MIN, DirectReader, copy_to_fd, direct_io_allowed, write_all
 from ..errors import BlobIntegrityError, ConfigurationError, KaraError, NotFoundError
+from ..localdisk._direct import DIRECT_MIN, DirectReader, copy_to_fd, direct_io_allowed, write_all
 from .hashing import Digests, HashCache, hash_file, sha1_file
 from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
 from .scan import LocalFile, ScanResult, scan_folder
@@ -332,7 +332,7 @@ class _Downloader:
             hasher.update(chunk)
             self.bar.update(len(chunk))
 
-        # Large files bypass the page cache on both ends (see kara_core.directio).
+        # Large files bypass the page cache on both ends (see kara_core.localdisk._direct).
         direct = size >= DIRECT_MIN and direct_io_allowed()
         with self._open_source(path, size, direct) as source:
             written = copy_to_fd(fd, source.readinto, consume, direct=direct)

@@ -15,6 +15,7 @@ import orjson
 from ..backend import Backend
 from ..errors import ConfigurationError, DatasetClosedError, ModeError
 from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer
+from .layout import data_prefix, index_prefix, read_meta, resolve_version
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .writer import RowWriter
 
@@ -411,11 +412,13 @@ class RowDataset:
 
 
 def _reopen(identity: _Identity, begin: int, end: int, position: int) -> RowDataset:
-    from .store import RowStore
-
+    # What RowStore.open_dataset does for mode "r", from the layout's functions: this
+    # module sits below the store and never imports it.
     backend, namespace, key, version, serializer, options = identity
-    whole = RowStore(backend).open_dataset(namespace, key, "r", version, serializer, **options)
-    view = whole.slice(begin, end - begin)
-    whole.close()
+    version = resolve_version(namespace, key, read_meta(backend, namespace, key), version)
+    snapshot = Snapshot(
+        backend, index_prefix(namespace, key, version), data_prefix(namespace, key, version), options["cache_size"]
+    )
+    view = RowDataset(backend, namespace, key, version, serializer, options, snapshot=snapshot, begin=begin, end=end)
     view.seek(position - begin)
     return view

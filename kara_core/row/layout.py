@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..backend import Backend
-from ..errors import ConfigurationError, CorruptDatasetError, DatasetNotFoundError
+from ..errors import ConfigurationError, CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
 
 __all__ = [
     "RowMeta",
@@ -106,3 +106,17 @@ def read_meta(backend: Backend, namespace: str, key: str) -> dict[str, Any]:
         detail = f"not a valid meta.json ({exc.errors()[0]['msg']})"
         raise CorruptDatasetError(f"{backend.url}/{path}", None, detail) from None
     return meta.model_dump()
+
+
+def resolve_version(namespace: str, key: str, meta: dict[str, Any], version: str) -> str:
+    """Return the version ``version`` names in ``meta`` (``"latest"`` is looked up).
+
+    Raises :class:`VersionNotFoundError` when ``meta`` has no such version.
+    """
+    if version == "latest":
+        if meta.get("latest") is None:
+            raise VersionNotFoundError("row", namespace, key, version, meta.get("versions", []))
+        return str(meta["latest"])
+    if version not in meta.get("versions", []):
+        raise VersionNotFoundError("row", namespace, key, version, meta.get("versions", []))
+    return version

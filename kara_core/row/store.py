@@ -10,7 +10,6 @@ from ..errors import (
     ConfigurationError,
     DatasetNotFoundError,
     ReadOnlyStoreError,
-    VersionNotFoundError,
 )
 from ..locks import LeaseLock
 from ..serialization import Serializer, resolve_serializer
@@ -26,6 +25,7 @@ from .layout import (
     meta_lock_path,
     meta_path,
     read_meta,
+    resolve_version,
 )
 from .snapshot import ENTRY, Snapshot, decode_ends
 from .writer import RowWriter
@@ -125,15 +125,6 @@ class RowStore:
         finally:
             lock.release()
 
-    def _resolve_version(self, namespace: str, key: str, meta: dict[str, Any], version: str) -> str:
-        if version == "latest":
-            if meta.get("latest") is None:
-                raise VersionNotFoundError("row", namespace, key, version, meta.get("versions", []))
-            return str(meta["latest"])
-        if version not in meta.get("versions", []):
-            raise VersionNotFoundError("row", namespace, key, version, meta.get("versions", []))
-        return version
-
     # -- opening ---------------------------------------------------------------------
 
     def _snapshot(self, namespace: str, key: str, version: str, cache_size: int = DEFAULT_CACHE_SIZE) -> Snapshot:
@@ -163,7 +154,7 @@ class RowStore:
         serializer = resolve_serializer(serialization)
         version = str(version)
         if mode == "r":
-            version = self._resolve_version(namespace, key, self.get_meta(namespace, key), version)
+            version = resolve_version(namespace, key, self.get_meta(namespace, key), version)
             snapshot = self._snapshot(namespace, key, version, options["cache_size"])
             return RowDataset(self.backend, namespace, key, version, serializer, options, snapshot=snapshot)
         if mode != "w":
@@ -217,7 +208,7 @@ class RowStore:
     def dataset_info(self, namespace: str, key: str, version: Any = "latest") -> dict[str, Any]:
         """Describe one version: records, bytes, blocks, whether it is the latest."""
         meta = self.get_meta(namespace, key)
-        version = self._resolve_version(namespace, key, meta, str(version))
+        version = resolve_version(namespace, key, meta, str(version))
         snap = self._snapshot(namespace, key, version)
         try:
             return {
@@ -244,7 +235,7 @@ class RowStore:
         An empty list means healthy.
         """
         meta = self.get_meta(namespace, key)
-        versions = meta["versions"] if version is None else [self._resolve_version(namespace, key, meta, str(version))]
+        versions = meta["versions"] if version is None else [resolve_version(namespace, key, meta, str(version))]
         problems: list[str] = []
         for name in versions:
             problems.extend(f"version {name!r}: {problem}" for problem in self._verify_version(namespace, key, name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..plugins import get_serializer_class, serializer_names
 
 
 class Serializer:
@@ -39,8 +40,6 @@ def resolve_serializer(spec: Serializer | type[Serializer] | str | None) -> Seri
     if spec is None:
         spec = "json"
     if isinstance(spec, str):
-        from ..plugins import get_serializer_class, serializer_names
-
         try:
             cls = get_serializer_class(spec)
         except KeyError:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 from .base import Serializer
 
 

@@ -29,6 +29,7 @@ import pytest
 
 from ..backend import Appender, Backend, Capabilities
 from ..errors import NotFoundError, ReadOnlyStoreError, UnsafePathError
+from ..url import opened_with
 
 __all__ = ["BackendConformance", "ReadOnlyBackendConformance"]
 
@@ -379,7 +380,7 @@ class BackendConformance(_Common):
 
     def test_a_backend_opened_from_a_url_pickles_and_reads_the_same_store(self, backend: Backend) -> None:
         backend.put("pk/obj", b"pickled")
-        if getattr(backend, "_kara_reopen", None) is None:
+        if opened_with(backend) is None:
             pytest.fail("open the backend under test with kara_core.url.open_backend so it pickles as its URL")
         clone = pickle.loads(pickle.dumps(backend))
         try:

@@ -17,7 +17,7 @@ def folder(tmp_path) -> Path:
     return root
 
 
-def test_seed_form_saves_and_loads_a_folder(kara, store_url, folder, tmp_path):
+def test_the_url_first_saves_and_loads_a_folder(kara, store_url, folder, tmp_path):
     saved = kara("obj", store_url, "save", "models", "bert", str(folder))
     assert saved.exit_code == 0 and saved.stdout == "0\n"
     target = tmp_path / "loaded"
@@ -27,7 +27,7 @@ def test_seed_form_saves_and_loads_a_folder(kara, store_url, folder, tmp_path):
     assert (target / "weights.bin").read_bytes() == b"\x00\x01" * 100
 
 
-def test_seed_form_with_a_named_version_and_the_object_alias(kara, store_url, folder, tmp_path):
+def test_the_url_first_with_a_named_version_and_the_object_alias(kara, store_url, folder, tmp_path):
     assert kara("object", store_url, "save", "models", "bert", str(folder), "-v", "step-1").stdout == "step-1\n"
     result = kara("obj", store_url, "load", "models", "bert", str(tmp_path / "t"), "-v", "step-1")
     assert result.exit_code == 0 and result.stdout == "step-1\n"

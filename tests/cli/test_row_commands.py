@@ -192,7 +192,7 @@ def test_info_of_a_version_no_kind_has_is_an_error(kara, store_url):
     assert result.stderr.startswith("kara: error: version '9' of ns/zh does not exist")
 
 
-def test_view_seed_form_without_a_terminal_points_to_cat(kara, store_url):
+def test_view_with_the_url_first_without_a_terminal_points_to_cat(kara, store_url):
     result = kara("row", store_url, "view", "ns", "zh")
     assert result.exit_code == 1
     assert (

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from multiprocessing.reduction import ForkingPickler
 
 import pytest
 
 from kara_core import KaraStorage
 from kara_core.errors import ConfigurationError, UnknownSchemeError
-from kara_core.url import parse_store_url
+from kara_core.url import OpenedWith, _opened, open_backend, opened_with, parse_store_url
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,36 @@ def test_the_facade_pickles_as_the_url_that_reopens_it(tmp_path) -> None:
     clone = pickle.loads(pickle.dumps(storage))
     assert clone.url == storage.url
     assert clone.backend.read("x") == b"1"
+
+
+def test_a_backend_opened_by_url_pickles_as_its_url_and_options_without_attributes(tmp_path) -> None:
+    from kara_file import FileBackend
+
+    backend = open_backend(f"file://{tmp_path}/s", fsync=False)
+    backend.put("a", b"1")
+    assert opened_with(backend) == OpenedWith(f"file://{tmp_path}/s", {"fsync": False})
+    assert not [name for name in vars(backend) if "kara" in name or "reopen" in name]
+    # What DataLoader workers get: the multiprocessing pickler, as well as plain pickle.
+    for clone in (pickle.loads(pickle.dumps(backend)), pickle.loads(ForkingPickler.dumps(backend))):
+        assert clone is not backend and clone.read("a") == b"1"
+        assert opened_with(clone) == opened_with(backend)
+    by_hand = FileBackend(str(tmp_path / "s"))
+    assert opened_with(by_hand) is None
+    clone = pickle.loads(pickle.dumps(by_hand))
+    assert opened_with(clone) is None and clone.read("a") == b"1"
+
+
+def test_what_open_backend_remembers_goes_with_the_backend() -> None:
+    import gc
+
+    backend = open_backend("file:///tmp/kara-url-forgotten")
+    key = id(backend)
+    assert opened_with(backend) is not None
+    del backend
+    gc.collect()
+    assert key not in _opened
+
+
+def test_how_a_backend_was_opened_shows_option_names_never_values(tmp_path) -> None:
+    opened = OpenedWith(f"file://{tmp_path}", {"fsync": False, "token": "s3cr3t-value"})
+    assert "s3cr3t-value" not in repr(opened) and "'token'" in repr(opened)

@@ -1,16 +1,36 @@
-"""Direct I/O (kara_core.directio) and the file:// store's use of it for large objects."""
+"""Local-disk direct I/O (kara_core.localdisk) and the file:// store's use of it.
+
+Where the bytes went (page cache or not) is only observable on some filesystems and
+kernels, so each test that looks asks for the capability it needs through a fixture
+that probes the test's temporary folder and skips, saying what is missing, when it is
+absent: ``observable_cache`` (RWF_NOWAIT reads tell cached pages from others),
+``direct_bypasses_cache`` (O_DIRECT is accepted and keeps data out of the page cache: a
+disk filesystem, not tmpfs), ``direct_alignment_enforced`` (a misaligned direct write
+is refused) and ``kernel_cachestat`` (Linux 6.5+). Byte-for-byte results are checked
+everywhere.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
-from kara_file import FileBackend
-from kara_file.backend import FileOptions
+from kara_file import FileBackend, FileOptions
 
-from kara_core import directio
-from kara_core.directio import ALIGN, AUTO, DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, set_direct
+from kara_core.errors import ConfigurationError
+from kara_core.localdisk import _direct as directio
+from kara_core.localdisk import write_file
+from kara_core.localdisk._direct import (
+    ALIGN,
+    AUTO,
+    DIRECT_MIN,
+    copy_to_fd,
+    direct_io_setting,
+    memory_reader,
+    set_direct,
+)
 from kara_core.url import open_backend
 
 MiB = 1024 * 1024
@@ -36,6 +56,101 @@ def _page_cached(path: Path, offset: int = 0) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+# -- capability probes ---------------------------------------------------------------
+
+
+def _why_the_cache_is_not_observable(folder: Path) -> str | None:
+    probe = folder / ".probe-cache"
+    probe.write_bytes(b"x" * ALIGN)
+    try:
+        if not _page_cached(probe):
+            return f"a page just written in {folder} is not reported cached by an RWF_NOWAIT read"
+    except OSError as exc:
+        return f"the filesystem of {folder} does not take RWF_NOWAIT reads ({exc.strerror})"
+    finally:
+        probe.unlink()
+    return None
+
+
+def _direct_write(folder: Path, name: str, offset_in_buffer: int) -> str | None:
+    """Write one page with O_DIRECT from the aligned buffer shifted by ``offset_in_buffer``.
+
+    Returns None when the write went through, else why not.
+    """
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if not set_direct(fd, True):
+            return f"the filesystem of {folder} refuses O_DIRECT"
+        try:
+            os.write(fd, directio.aligned_buffer()[offset_in_buffer : offset_in_buffer + ALIGN])
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return f"the filesystem of {folder} refuses this direct write (EINVAL)"
+    finally:
+        os.close(fd)
+    return None
+
+
+@pytest.fixture
+def observable_cache(tmp_path: Path) -> None:
+    """Skip unless RWF_NOWAIT reads tell whether a page of ``tmp_path`` is cached."""
+    reason = _why_the_cache_is_not_observable(tmp_path)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def direct_bypasses_cache(tmp_path: Path, observable_cache: None) -> None:
+    """Skip unless O_DIRECT writes in ``tmp_path`` are accepted and leave no cached page."""
+    reason = _direct_write(tmp_path, ".probe-direct", 0)
+    try:
+        if reason is None and _page_cached(tmp_path / ".probe-direct"):
+            reason = f"direct writes in {tmp_path} land in the page cache anyway (a memory filesystem such as tmpfs)"
+    finally:
+        (tmp_path / ".probe-direct").unlink()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def direct_alignment_enforced(tmp_path: Path) -> None:
+    """Skip unless ``tmp_path`` takes aligned direct writes and refuses misaligned ones."""
+    reason = _direct_write(tmp_path, ".probe-aligned", 0)
+    if reason is None and _direct_write(tmp_path, ".probe-misaligned", 1) is None:
+        reason = f"the filesystem of {tmp_path} takes misaligned direct writes (it emulates O_DIRECT)"
+    for name in (".probe-aligned", ".probe-misaligned"):
+        (tmp_path / name).unlink(missing_ok=True)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def kernel_cachestat(tmp_path: Path, observable_cache: None) -> None:
+    """Skip unless the kernel answers cachestat (Linux 6.5+) about a page just written."""
+    probe = tmp_path / ".probe-cachestat"
+    probe.write_bytes(b"x" * ALIGN)
+    fd = os.open(probe, os.O_RDONLY)
+    try:
+        answered = directio.cached(fd, 0, ALIGN)
+    finally:
+        os.close(fd)
+        probe.unlink()
+    if not answered:
+        pytest.skip("this kernel has no cachestat system call (Linux 6.5+) or it does not report a page just written")
+
+
+@pytest.fixture
+def o_direct_flag() -> None:
+    """Skip unless this platform has the O_DIRECT flag at all (Linux, FreeBSD)."""
+    if not directio._O_DIRECT:
+        pytest.skip("this platform has no O_DIRECT flag")
+
+
+# -- tests -----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -69,20 +184,25 @@ def test_auto_copies_are_byte_identical(
     assert (tmp_path / "auto").read_bytes() == data
 
 
-def test_auto_writes_through_the_page_cache_while_it_is_cheap(tmp_path: Path, cheap_page_cache: None) -> None:
+def test_auto_writes_through_the_page_cache_while_it_is_cheap(
+    tmp_path: Path, cheap_page_cache: None, observable_cache: None
+) -> None:
     _copy(tmp_path / "big", os.urandom(2 * DIRECT_MIN + 100), direct=AUTO)
     assert all(_page_cached(tmp_path / "big", offset) for offset in (0, DIRECT_MIN, 2 * DIRECT_MIN))
 
 
-def test_auto_goes_direct_from_the_first_slow_write_on(tmp_path: Path, slow_page_cache: None) -> None:
-    # Needs a disk filesystem (the test's tmp folder): on tmpfs the cache is the storage.
+def test_auto_goes_direct_from_the_first_slow_write_on(
+    tmp_path: Path, slow_page_cache: None, direct_bypasses_cache: None
+) -> None:
     _copy(tmp_path / "big", os.urandom(2 * DIRECT_MIN + 100), direct=AUTO)
     # The first megabyte was the (slow) buffered write; everything after it went direct.
     assert _page_cached(tmp_path / "big", 0)
     assert not any(_page_cached(tmp_path / "big", offset) for offset in (MiB, DIRECT_MIN, 2 * DIRECT_MIN - ALIGN))
 
 
-def test_auto_measures_the_thread_cpu_time_of_each_megabyte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_measures_the_thread_cpu_time_of_each_megabyte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_bypasses_cache: None
+) -> None:
     # Buffered writes that cost 0.5 ms each are cheap; the fourth costs 5 ms: from there
     # on the file goes direct.
     clock = iter([0.0, 0.0005, 1.0, 1.0005, 2.0, 2.0005, 3.0, 3.005])
@@ -108,7 +228,7 @@ def test_auto_measures_the_thread_cpu_time_of_each_megabyte(tmp_path: Path, monk
     ],
 )
 def test_kara_direct_io_overrides_the_store_option(
-    monkeypatch: pytest.MonkeyPatch, env: str | None, option: bool | str, expected: bool | str
+    monkeypatch: pytest.MonkeyPatch, env: str | None, option: bool | str, expected: bool | str, o_direct_flag: None
 ) -> None:
     if env is None:
         monkeypatch.delenv("KARA_DIRECT_IO", raising=False)
@@ -124,15 +244,16 @@ def test_small_files_forced_direct_keep_their_unaligned_tail(tmp_path: Path, siz
     assert (tmp_path / "f").read_bytes() == data
 
 
-def test_a_large_copy_bypasses_the_page_cache(tmp_path: Path) -> None:
-    # Needs a disk filesystem (the test's tmp folder): on tmpfs the cache is the storage.
+def test_a_large_copy_bypasses_the_page_cache(tmp_path: Path, direct_bypasses_cache: None) -> None:
     _copy(tmp_path / "big", os.urandom(DIRECT_MIN + 100), direct=True)
     assert not _page_cached(tmp_path / "big", 0)
     _copy(tmp_path / "small", os.urandom(DIRECT_MIN - 1), direct=True)
     assert _page_cached(tmp_path / "small", 0)
 
 
-def test_a_write_the_kernel_refuses_to_do_direct_goes_on_buffered(tmp_path: Path) -> None:
+def test_a_write_the_kernel_refuses_to_do_direct_goes_on_buffered(
+    tmp_path: Path, direct_alignment_enforced: None
+) -> None:
     # A buffer one byte off its page: the kernel answers EINVAL to the direct write.
     buf = directio.aligned_buffer()
     data = os.urandom(2 * ALIGN)
@@ -147,7 +268,7 @@ def test_a_write_the_kernel_refuses_to_do_direct_goes_on_buffered(tmp_path: Path
 
 
 def test_direct_reads_take_cached_parts_from_the_cache_and_leave_the_rest_uncached(
-    tmp_path: Path, slow_page_cache: None
+    tmp_path: Path, slow_page_cache: None, direct_bypasses_cache: None, kernel_cachestat: None
 ) -> None:
     data = os.urandom(2 * DIRECT_MIN + ALIGN + 7)
     _copy(tmp_path / "f", data, direct=AUTO)  # the first MiB cached, the rest not
@@ -191,13 +312,17 @@ def test_file_store_puts_of_large_objects_round_trip(tmp_path: Path, size: int) 
         assert backend.read(name) == data
 
 
-def test_the_direct_io_option_true_writes_large_objects_around_the_page_cache(tmp_path: Path) -> None:
+def test_the_direct_io_option_true_writes_large_objects_around_the_page_cache(
+    tmp_path: Path, direct_bypasses_cache: None
+) -> None:
     backend = FileBackend(str(tmp_path / "store"), FileOptions(direct_io=True))
     backend.put("big.bin", os.urandom(DIRECT_MIN))
     assert not _page_cached(tmp_path / "store" / "big.bin")
 
 
-def test_file_stores_write_large_objects_auto_by_default(tmp_path: Path, slow_page_cache: None) -> None:
+def test_file_stores_write_large_objects_auto_by_default(
+    tmp_path: Path, slow_page_cache: None, direct_bypasses_cache: None
+) -> None:
     backend = FileBackend(str(tmp_path / "store"))
     assert backend.options.direct_io == AUTO
     data = os.urandom(DIRECT_MIN + MiB)
@@ -215,20 +340,24 @@ def test_the_direct_io_option_takes_auto_or_a_boolean(tmp_path: Path, query: str
     assert open_backend(f"file://{tmp_path}", direct_io=query).options.direct_io == expected
 
 
-def test_the_direct_io_option_off_writes_through_the_page_cache(tmp_path: Path) -> None:
+def test_the_direct_io_option_off_writes_through_the_page_cache(tmp_path: Path, observable_cache: None) -> None:
     backend = FileBackend(str(tmp_path / "store"), FileOptions(direct_io=False))
     backend.put("big.bin", os.urandom(DIRECT_MIN))
     assert _page_cached(tmp_path / "store" / "big.bin")
 
 
-def test_kara_direct_io_0_turns_direct_io_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kara_direct_io_0_turns_direct_io_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observable_cache: None
+) -> None:
     monkeypatch.setenv("KARA_DIRECT_IO", "0")
     assert not directio.direct_io_allowed()
     FileBackend(str(tmp_path / "store")).put("big.bin", os.urandom(DIRECT_MIN))
     assert _page_cached(tmp_path / "store" / "big.bin")
 
 
-def test_cached_tells_which_ranges_are_in_the_page_cache(tmp_path: Path, slow_page_cache: None) -> None:
+def test_cached_tells_which_ranges_are_in_the_page_cache(
+    tmp_path: Path, slow_page_cache: None, direct_bypasses_cache: None, kernel_cachestat: None
+) -> None:
     _copy(tmp_path / "f", os.urandom(DIRECT_MIN + MiB), direct=AUTO)  # the first MiB cached
     fd = os.open(tmp_path / "f", os.O_RDONLY)
     try:
@@ -241,7 +370,11 @@ def test_cached_tells_which_ranges_are_in_the_page_cache(tmp_path: Path, slow_pa
 
 
 def test_a_cached_file_is_read_from_the_cache_to_its_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_page_cache: None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cheap_page_cache: None,
+    direct_bypasses_cache: None,
+    kernel_cachestat: None,
 ) -> None:
     # 10 MiB: the second 8 MiB read finds only 2 MiB, all of them cached.
     data = os.urandom(DIRECT_MIN + 2 * MiB)
@@ -265,7 +398,7 @@ def test_a_cached_file_is_read_from_the_cache_to_its_end(
 
 
 def test_without_cachestat_every_aligned_read_goes_direct(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_page_cache: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cheap_page_cache: None, direct_bypasses_cache: None
 ) -> None:
     data = os.urandom(DIRECT_MIN + ALIGN + 7)
     _copy(tmp_path / "f", data, direct=AUTO)  # all of it cached
@@ -288,3 +421,29 @@ def test_without_cachestat_every_aligned_read_goes_direct(
     assert out == data
     # The first full chunk went direct, the unaligned end through the cache.
     assert reads[0] is True and reads[-1] is False
+
+
+@pytest.mark.parametrize("size", [0, ALIGN + 1, DIRECT_MIN + ALIGN + 7])
+@pytest.mark.parametrize("direct_io", [AUTO, True, False])
+def test_write_file_writes_bytes_and_streams_whole(tmp_path: Path, size: int, direct_io: bool | str) -> None:
+    data = os.urandom(size)
+    (tmp_path / "source").write_bytes(data)
+    for name, source in (("from-bytes", data), ("from-stream", open(tmp_path / "source", "rb"))):
+        fd = os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            assert write_file(fd, source, direct_io=direct_io) == size
+        finally:
+            os.close(fd)
+            if not isinstance(source, bytes):
+                source.close()
+        assert (tmp_path / name).read_bytes() == data
+
+
+def test_write_file_refuses_an_unknown_direct_io_setting(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(ConfigurationError, match="direct_io must be 'auto', True or False"):
+            write_file(fd, b"data", direct_io="sometimes")  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b""

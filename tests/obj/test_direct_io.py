@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kara_file import FileBackend
 
-from kara_core.directio import ALIGN, DIRECT_MIN
+from kara_core.localdisk._direct import ALIGN, DIRECT_MIN
 from kara_core.obj import ObjectStore
 from kara_core.testing.obj import read_tree, write_tree
 
@@ -52,7 +52,7 @@ def test_direct_io_on_and_off_store_and_load_the_same_bytes(
 
 def test_a_store_and_a_folder_on_tmpfs_round_trip(boundary_files: dict[str, bytes]) -> None:
     if not os.path.isdir("/dev/shm"):
-        pytest.fail("this test needs a tmpfs at /dev/shm (a memory filesystem, where O_DIRECT is refused or emulated)")
+        pytest.skip("no tmpfs at /dev/shm to run on (a memory filesystem, where O_DIRECT is refused or emulated)")
     base = Path(tempfile.mkdtemp(prefix="kara-direct-", dir="/dev/shm"))
     try:
         tree, _ = _round_trip(base, boundary_files)
@@ -66,7 +66,7 @@ _RAMFS_CHILD = """
 import json, os, sys
 from pathlib import Path
 from kara_file import FileBackend
-from kara_core.directio import DIRECT_MIN, set_direct
+from kara_core.localdisk._direct import DIRECT_MIN, set_direct
 from kara_core.obj import ObjectStore
 from kara_core.testing.obj import read_tree, write_tree
 
@@ -82,25 +82,25 @@ print(json.dumps({"refused": refused, "identical": read_tree(base / "out") == fi
 """
 
 
+def _on_a_private_ramfs(mount: Path, *command: str) -> subprocess.CompletedProcess:
+    """Run ``command`` with a ramfs mounted at ``mount`` in a private user and mount namespace."""
+    script = 'mount -t ramfs ramfs "$1" && shift && exec "$@"'
+    unshare = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount)]
+    return subprocess.run([*unshare, *command], capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_a_filesystem_that_refuses_direct_io_gets_buffered_writes(tmp_path: Path) -> None:
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.fail("this test needs util-linux's unshare to mount a ramfs in a private user and mount namespace")
     mount = tmp_path / "ramfs"
     mount.mkdir()
-    script = 'mount -t ramfs ramfs "$1" && shift && exec "$@"'
-    sizes = [0, ALIGN + 1, DIRECT_MIN, DIRECT_MIN + ALIGN + 7]
-    child = [sys.executable, "-c", _RAMFS_CHILD, str(mount), json.dumps(sizes)]
-    proc = subprocess.run(
-        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount), *child],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            "could not run kara on a ramfs in a private namespace (unprivileged user namespaces must be "
-            f"allowed: sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0):\n{proc.stderr}"
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux's unshare is not installed: no way to mount a ramfs without root")
+    probe = _on_a_private_ramfs(mount, "true")
+    if probe.returncode != 0:
+        pytest.skip(
+            "this host does not let an unprivileged user mount a ramfs in a private namespace "
+            "(user namespaces off: kernel.unprivileged_userns_clone, user.max_user_namespaces): " + probe.stderr.strip()
         )
+    sizes = [0, ALIGN + 1, DIRECT_MIN, DIRECT_MIN + ALIGN + 7]
+    proc = _on_a_private_ramfs(mount, sys.executable, "-c", _RAMFS_CHILD, str(mount), json.dumps(sizes))
+    assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {"refused": True, "identical": True}

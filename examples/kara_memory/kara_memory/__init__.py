@@ -1,5 +1,20 @@
-"""kara-memory: an example backend plugin keeping objects in the process's memory."""
+"""kara-memory: an example backend plugin keeping objects in the process's memory.
 
-from .backend import MemoryBackend, MemoryOptions
+Like every plugin, importing it stays cheap: the backend module loads on first access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .options import MemoryOptions
 
 __all__ = ["MemoryBackend", "MemoryOptions"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MemoryBackend":
+        from .backend import MemoryBackend
+
+        return MemoryBackend
+    raise AttributeError(f"module 'kara_memory' has no attribute {name!r}")

@@ -7,14 +7,11 @@ from collections.abc import Iterator
 
 from kara_core.backend import Backend, Capabilities, check_path
 from kara_core.errors import ConfigurationError, NotFoundError
-from kara_core.url import BackendOptions
+
+from .options import MemoryOptions
 
 _STORES: dict[str, dict[str, bytes]] = {}
 _LOCK = threading.Lock()
-
-
-class MemoryOptions(BackendOptions):
-    """``memory://`` takes no options."""
 
 
 class MemoryAppender:

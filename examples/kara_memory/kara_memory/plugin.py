@@ -7,6 +7,8 @@ from typing import Any
 
 from kara_core import hookimpl
 
+from .options import MemoryOptions
+
 
 def _factory(url: Any, options: Any) -> Any:
     # Import the implementation only when a store is opened.
@@ -17,6 +19,4 @@ def _factory(url: Any, options: Any) -> Any:
 
 @hookimpl
 def kara_register_backends(register: Callable[..., None]) -> None:
-    from .backend import MemoryOptions
-
     register("memory", _factory, MemoryOptions, "in-process store for tests: memory://NAME")

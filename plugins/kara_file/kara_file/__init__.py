@@ -1,5 +1,21 @@
-"""kara-file: the file:// backend of kara."""
+"""kara-file: the file:// backend of kara.
 
-from .backend import FileBackend, FileOptions
+Importing this package stays cheap: :class:`FileBackend` (and the local-disk I/O it
+uses) loads on first access, so loading kara's plugins imports only the wiring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .options import FileOptions
 
 __all__ = ["FileBackend", "FileOptions"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FileBackend":
+        from .backend import FileBackend
+
+        return FileBackend
+    raise AttributeError(f"module 'kara_file' has no attribute {name!r}")

@@ -8,35 +8,20 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 from kara_core.backend import Backend, Batch, Capabilities, check_path
-from kara_core.directio import AUTO, DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, write_all
 from kara_core.errors import ConfigurationError, NotFoundError
-from kara_core.url import BackendOptions, StoreURL
+from kara_core.localdisk import write_file
+from kara_core.url import StoreURL
+
+from .options import FileOptions
 
 __all__ = ["FileAppender", "FileBackend", "FileBatch", "FileOptions"]
 
 _TMP_MARK = ".kara-tmp-"
-
-
-class FileOptions(BackendOptions):
-    """Options of ``file://`` stores.
-
-    ``fsync``: make flushes, closes and puts durable with fsync (default True; turn it
-    off only for scratch stores on tmpfs).
-
-    ``direct_io``: how objects of 8 MiB and more are written (see
-    :mod:`kara_core.directio`). ``"auto"`` (default): through the page cache while the
-    kernel provides cache pages cheaply, else with O_DIRECT; ``True``: always O_DIRECT
-    (stored blobs are cold data; nothing of them is kept in memory); ``False``: always
-    through the page cache. ``KARA_DIRECT_IO`` overrides it for every store.
-    """
-
-    fsync: bool = True
-    direct_io: bool | Literal["auto"] = AUTO
 
 
 #: Objects of a batch from this size on start their writeback when written.
@@ -279,18 +264,10 @@ class FileBackend(Backend):
         if make_folder:
             os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
-        direct = direct_io_setting(self.options.direct_io)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
-                if not isinstance(data, (bytes, bytearray, memoryview)):
-                    size = copy_to_fd(fd, _readinto_of(data), direct=direct)
-                elif direct and len(data) >= DIRECT_MIN:
-                    size = copy_to_fd(fd, memory_reader(data), direct=direct)
-                else:
-                    view = memoryview(data).cast("B")
-                    write_all(fd, view)
-                    size = len(view)
+                size = write_file(fd, data, direct_io=self.options.direct_io)
                 if sync and self.options.fsync:
                     os.fsync(fd)
                 elif self.options.fsync and size >= _EARLY_WRITEBACK_MIN:
@@ -383,19 +360,6 @@ class FileBackend(Backend):
                 except FileNotFoundError:
                     continue
         return removed
-
-
-def _readinto_of(stream: BinaryIO) -> Callable[[memoryview], int | None]:
-    readinto = getattr(stream, "readinto", None)
-    if readinto is not None:
-        return readinto
-
-    def read_into(buf: memoryview) -> int:
-        chunk = stream.read(len(buf))
-        buf[: len(chunk)] = chunk
-        return len(chunk)
-
-    return read_into
 
 
 def _fsync_path(path: str) -> None:

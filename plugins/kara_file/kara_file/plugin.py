@@ -6,8 +6,11 @@ from collections.abc import Callable
 
 from kara_core import hookimpl
 
+from .options import FileOptions
+
 
 def _factory(url, options):  # type: ignore[no-untyped-def]
+    # The backend, and the local-disk I/O under it, load when a store is opened.
     from .backend import FileBackend
 
     return FileBackend.from_url(url, options)
@@ -15,6 +18,4 @@ def _factory(url, options):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def kara_register_backends(register: Callable[..., None]) -> None:
-    from .backend import FileOptions
-
     register("file", _factory, FileOptions, "local or shared filesystem: file:///abs/path or file://relative/path")

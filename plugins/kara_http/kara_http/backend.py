@@ -490,10 +490,8 @@ class HTTPBackend(Backend):
     # -- lifecycle -------------------------------------------------------------------
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        # Built by open_backend: the core pickles it as its URL and options. Built by
-        # hand: pickle the same way (the session, locks and cache stay behind).
-        if getattr(self, "_kara_reopen", None) is not None:
-            return super().__reduce_ex__(protocol)
+        # Built by hand: pickle as its URL and options (the session, locks and cache stay
+        # behind). Built by open_backend, kara_core.url pickles it before this is asked.
         return (type(self), (self.url, self.options))
 
     def close(self) -> None:

@@ -141,11 +141,6 @@ class OSSTestServer:
             self.state.faults.append(fault)
         return fault
 
-    def clear_faults(self) -> None:
-        """Remove every injected fault."""
-        with self.state.lock:
-            self.state.faults.clear()
-
     @property
     def requests(self) -> list[tuple[str, str]]:
         """``(operation, key)`` of every request received so far, in order."""

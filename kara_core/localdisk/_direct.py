@@ -1,19 +1,33 @@
-"""Direct I/O (``O_DIRECT``) for large files, when the page cache is not cheap.
+"""Direct I/O (``O_DIRECT``) for large local files, used where the page cache is not cheap.
 
-A buffered write of a new file copies into cache pages the kernel first has to provide.
-Pages at hand cost 0.1-0.3 ms per MiB; pages it must obtain first (reclaim under memory
-pressure, or, in a VM with free page reporting such as Firecracker, memory that was
-handed back to the host) cost 2-3 ms per MiB of system time, more than copying and
-hashing the same data. ``O_DIRECT`` writes from an aligned buffer cost neither (as
-checkpoint writers such as DeepSpeed's FastPersist do); they wait for the disk instead.
+Private to kara_core: the obj layer's loads use it directly; everything outside
+kara_core goes through :func:`kara_core.localdisk.write_file`.
+
+Why. A buffered write of a new file copies the data into page-cache pages, and the
+kernel must first provide those pages. When it has free pages at hand, that costs about
+what the copy does (0.1-0.3 ms per MiB). When it has to obtain them first, the writing
+thread pays for it in system time, often several ms per MiB: direct reclaim under
+memory pressure (evicting cache, or a cgroup at its ``memory.high``), or a virtual
+machine whose free memory was returned to the host (balloon drivers, free page
+reporting), where every new page faults back in through the hypervisor. Which of these
+a host is in depends on its memory, its neighbours and the moment, so kara measures
+rather than guesses. An ``O_DIRECT`` write from an aligned buffer needs no cache pages at
+all: it costs the thread almost no CPU and waits for the device instead (as checkpoint
+writers such as DeepSpeed's FastPersist do).
 
 Policies (the ``direct`` argument of :func:`copy_to_fd`):
 
 - :data:`AUTO` (what file:// stores do by default): a large file is written through the
-  page cache, 1 MiB at a time, as long as each write costs the thread less than
-  :data:`SLOW_BUFFERED` of CPU time; from the first slow write on, the rest of the file
-  goes direct. Where cache pages are cheap the data stays cached (a load right after a
-  save reads it from memory); where they are not, the copy costs what a direct one does.
+  page cache, :data:`BUFFERED_CHUNK` (1 MiB) at a time, and each write's cost to the
+  writing thread is measured as its CPU time (``time.thread_time``: user and system time
+  of this thread only). Waiting does not count: neither the dirty-page throttling of a
+  busy disk (the kernel puts the writer to sleep) nor being descheduled on a loaded host,
+  so a slow disk or a busy machine does not trip it. Once one write costs more than
+  :data:`SLOW_BUFFERED` (1 ms per MiB, several times the plain copy), the kernel is
+  paying to provide pages, and the rest of the file goes direct. Where pages are cheap
+  the file stays in the cache (a load right after a save reads it from memory); where
+  they are not, the copy costs about what a direct one does. The decision is made per
+  file, so a host whose memory state changes gets the right choice for each new file.
 - ``True``: large files are written direct from :data:`DIRECT_MIN` bytes on (loads do
   this for the files they place: written once, not read back by kara).
 - ``False``: everything through the page cache.
@@ -24,7 +38,9 @@ the unaligned tail of a file is written through the cache after ``O_DIRECT`` is 
 (``fcntl``). Where the filesystem refuses ``O_DIRECT`` (``EINVAL`` from ``fcntl`` or from
 a write: ramfs, some network and FUSE filesystems) the copy goes on buffered. Direct I/O
 changes nothing about durability: callers still fsync (or syncfs) before they publish.
-:class:`DirectReader` reads what is cached from the cache and the rest direct.
+:class:`DirectReader` reads what is cached from the cache and the rest direct, asking
+the kernel which is which with ``cachestat`` (Linux 6.5+; without it every aligned read
+goes direct).
 
 ``KARA_DIRECT_IO`` overrides every setting: ``0`` (or ``off``/``false``/``no``) turns
 direct I/O off, ``1`` (``on``/``true``/``yes``/``always``) always writes large files
@@ -50,22 +66,6 @@ try:
 except ImportError:  # Windows: no O_DIRECT there either
     fcntl = None  # type: ignore[assignment]
 
-__all__ = [
-    "ALIGN",
-    "AUTO",
-    "DIRECT_CHUNK",
-    "DIRECT_MIN",
-    "DirectReader",
-    "aligned_buffer",
-    "cached",
-    "copy_to_fd",
-    "direct_io_allowed",
-    "direct_io_setting",
-    "memory_reader",
-    "set_direct",
-    "write_all",
-]
-
 #: Files at least this large are written (and read from stores) with O_DIRECT.
 DIRECT_MIN = 8 * 1024 * 1024
 #: Size of each direct write: large enough that the device sees long sequential requests.
@@ -80,9 +80,9 @@ ALIGN = mmap.PAGESIZE
 #: cache pages cheaply, and switches a file to O_DIRECT once it does not.
 AUTO = "auto"
 #: Thread CPU time above which a buffered write of :data:`BUFFERED_CHUNK` bytes counts as
-#: slow. Copying 1 MiB into cache pages that are at hand costs 0.1-0.3 ms; pages the
-#: kernel must first obtain (reclaim under memory pressure, or a VM whose free memory
-#: was handed back to the host) cost 2-3 ms per MiB, more than writing it direct.
+#: slow: several times what copying 1 MiB into cache pages at hand costs (0.1-0.3 ms),
+#: below what obtaining the pages first costs (reclaim, pages returned to a hypervisor:
+#: 2 ms per MiB and more). See the module docstring.
 SLOW_BUFFERED = 0.001
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0) if fcntl is not None else 0
@@ -163,8 +163,8 @@ class DirectReader:
     Before each aligned read, :func:`cached` asks the kernel whether the range is in the
     page cache (``cachestat``, which reads nothing). A cached range is read from there
     (several GB/s); one that is not is read with O_DIRECT into the caller's aligned
-    buffer, without filling the cache on the way (about 3x faster for cold data on
-    ext4). Where ``cachestat`` is missing (Linux before 6.5) every aligned read goes
+    buffer: one device read, without filling cache pages and copying out of them (3x
+    faster for cold data, measured on ext4). Where ``cachestat`` is missing (Linux before 6.5) every aligned read goes
     direct. Use :meth:`readinto` with aligned buffers (:func:`aligned_buffer`);
     unaligned buffers and the file's unaligned end are read through the cache.
     """

@@ -1,11 +1,11 @@
-"""Groups that also accept kara-storage 2.x's argument order, ``GROUP URL ACTION ...``."""
+"""Command groups that also take the store URL first, in kara-storage 2.x's order: ``GROUP URL ACTION ...``."""
 
 from __future__ import annotations
 
 import click
 
 
-class SeedFormGroup(click.Group):
+class URLFirstGroup(click.Group):
     """A group whose subcommands take a store URL first, reachable both ways.
 
     ``kara obj save URL NS KEY PATH`` is the canonical form; kara-storage 2.x wrote

@@ -1,0 +1,71 @@
+"""Loading kara's plugins imports only their wiring: backends and libraries load on first use.
+
+Checked in a fresh interpreter, as ``import kara_core`` is (a module imported by an
+earlier test would hide a regression).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+BUNDLED = {"file", "http", "oss", "torch", "memory"}
+
+#: What loading every plugin must not import: the libraries and the implementations.
+HEAVY = [
+    "ctypes",
+    "oss2",
+    "requests",
+    "torch",
+    "numpy",
+    "kara_file.backend",
+    "kara_core.localdisk._direct",
+    "kara_http.backend",
+    "kara_oss.backend",
+    "kara_torch.dataset",
+    "kara_memory.backend",
+]
+
+
+def _fresh(code: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_loading_every_plugin_imports_no_backend_and_no_heavy_library() -> None:
+    seen = _fresh(
+        f"""
+        import json, sys
+        from kara_core.plugins import list_plugins
+        from kara_core.plugins import get_backend_spec
+
+        plugins = {{p.name: p.error for p in list_plugins()}}
+        schemes = [get_backend_spec(s).scheme for s in ("file", "http", "https", "oss", "memory")]
+        print(json.dumps({{"plugins": plugins, "schemes": schemes,
+                          "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+        """
+    )
+    assert BUNDLED <= set(seen["plugins"]), seen["plugins"]
+    assert not any(seen["plugins"].values()), seen["plugins"]
+    assert seen["schemes"] == ["file", "http", "https", "oss", "memory"]
+    assert seen["heavy"] == []
+
+
+def test_opening_a_store_loads_its_backend_on_first_use(tmp_path) -> None:
+    # The same check has teeth: what it looks for does appear once a store is used.
+    seen = _fresh(
+        f"""
+        import json, sys
+        from kara_core.url import open_backend
+
+        open_backend("file://{tmp_path}").put("a", b"1")
+        print(json.dumps({{"heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+        """
+    )
+    assert "kara_file.backend" in seen["heavy"]
+    assert "oss2" not in seen["heavy"] and "torch" not in seen["heavy"]
