@@ -116,7 +116,7 @@ class FsspecBackend(Backend):
         self._create_checked = self.traits.kind != "object"
         self._warned = False
         #: What a pickle holds: reopen this URL with these options (see __reduce_ex__).
-        self._kara_reopen = (url, dict(options))
+        self._opened_by_open_fsspec = (url, dict(options))
 
     @classmethod
     def from_url(cls, url: StoreURL, options: FsspecOptions) -> FsspecBackend:
@@ -144,7 +144,7 @@ class FsspecBackend(Backend):
     def __reduce_ex__(self, protocol: Any) -> Any:
         # URL + options: another process (a DataLoader worker) opens its own filesystem.
         # open_fsspec, not open_backend: the scheme may belong to another plugin too.
-        return (_reopen, self._kara_reopen)
+        return (_reopen, self._opened_by_open_fsspec)
 
     # -- helpers ---------------------------------------------------------------------
 
