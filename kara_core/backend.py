@@ -41,6 +41,10 @@ class Capabilities:
       (remote stores); readers use it to prefetch several ranges at once.
     - ``copy``: ``copy`` runs without moving the bytes through this process (a
       server-side copy, an in-kernel file copy); without it ``copy`` reads and puts.
+    - ``native_appends``: an appender extends the object in place. Without it (object
+      stores with no append call: S3, GCS, Azure block blobs) an appender uploads the
+      object whole on ``flush``, so a second flush of the same object re-uploads all of
+      it; block writers then start a new block after each flush instead.
     """
 
     writable: bool = True
@@ -49,6 +53,7 @@ class Capabilities:
     local_path: bool = False
     parallel_reads: bool = False
     copy: bool = False
+    native_appends: bool = True
 
 
 @runtime_checkable
@@ -185,6 +190,16 @@ class Backend(ABC):
         ``prefix`` is a plain string prefix (use a trailing ``/`` for a folder). Paths
         are yielded in no particular order. An absent prefix yields nothing.
         """
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int | None]]:
+        """Yield ``(path, size)`` for every object :meth:`list` yields.
+
+        Optional: stores whose listings carry sizes (object stores) override it, so a
+        caller needing many sizes sends one listing instead of a request per object.
+        The default yields ``None`` for the size: ask :meth:`size` when it matters.
+        """
+        for path in self.list(prefix):
+            yield path, None
 
     # -- writing -----------------------------------------------------------------
 

@@ -47,7 +47,10 @@ def kara_register_backends(register: Callable[..., None]) -> None:
         :data:`BackendFactory` called as ``factory(url, options)`` with the parsed
         :class:`~kara_core.url.StoreURL` and a validated instance of ``options_model``
         (a pydantic model, subclass of :class:`~kara_core.url.BackendOptions`), and
-        ``summary`` is one line for ``kara plugins``.
+        ``summary`` is one line for ``kara plugins``. A plugin that can open many
+        schemes it cannot list (a bridge to another ecosystem) registers the scheme
+        ``"*"`` with ``claims=callable(scheme) -> bool``: it then opens any scheme that no
+        plugin registered and that ``claims`` accepts.
     :return: nothing; every implementation is called (no first-result stop). When two
         plugins register the same scheme, the first registration wins (plugins run before
         ``trylast`` built-ins) and the clash is reported by ``kara plugins``.

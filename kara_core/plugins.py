@@ -8,6 +8,7 @@ and traceback and the rest keeps working (``KARA_STRICT_PLUGINS=1`` makes it fat
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 import threading
@@ -46,6 +47,14 @@ KNOWN_SCHEMES: dict[str, str] = {
     "oss": "kara-oss",
     "http": "kara-http",
     "https": "kara-http",
+}
+#: Schemes that the generic fsspec plugin opens, for hints when no plugin claims them.
+FALLBACK_SCHEMES: dict[str, str] = {
+    "s3": "'kara-fsspec[s3]'",
+    "gs": "'kara-fsspec[gcs]'",
+    "gcs": "'kara-fsspec[gcs]'",
+    "az": "'kara-fsspec[azure]'",
+    "abfs": "'kara-fsspec[azure]'",
 }
 KNOWN_INTEGRATIONS: dict[str, str] = {"torch": "kara-torch"}
 
@@ -99,6 +108,8 @@ class _Registry:
         self._current = ""
         self.clashes: list[str] = []
         self.backends: dict[str, BackendSpec] = {}
+        #: Fallback backends: (claims(scheme) -> bool, spec) for schemes nobody registered.
+        self.fallbacks: list[tuple[Callable[[str], bool], BackendSpec]] = []
         self.serializers: dict[str, tuple[type, str]] = {}
         self.integrations: dict[str, tuple[Any, str]] = {}
         self._load()
@@ -137,8 +148,20 @@ class _Registry:
     def _collect(self) -> None:
         self._current = ""
 
-        def register_backend(scheme: str, factory: Callable[..., Any], options_model: type, summary: str = "") -> None:
+        def register_backend(
+            scheme: str,
+            factory: Callable[..., Any],
+            options_model: type,
+            summary: str = "",
+            claims: Callable[[str], bool] | None = None,
+        ) -> None:
             scheme = scheme.lower()
+            if scheme == "*":
+                if claims is None:
+                    raise TypeError("a fallback backend ('*') needs claims=callable(scheme) -> bool")
+                self.fallbacks.append((claims, BackendSpec(scheme, factory, options_model, summary, self._current)))
+                self.infos[self._current].backends.append(scheme)
+                return
             if scheme in self.backends:
                 self.clashes.append(
                     f"backend {scheme!r} from {self._current} ignored: already registered by "
@@ -249,6 +272,7 @@ def unregister_plugin(name: str) -> None:
 
 def _rebuild(reg: _Registry) -> None:
     reg.backends.clear()
+    reg.fallbacks.clear()
     reg.serializers.clear()
     reg.integrations.clear()
     reg.clashes.clear()
@@ -265,8 +289,10 @@ def _rebuild(reg: _Registry) -> None:
 def get_backend_spec(scheme: str, url: str = "") -> BackendSpec:
     """Return the backend registered for ``scheme``.
 
-    Raises :class:`MissingPluginError` (naming the package to install) for a known scheme
-    whose plugin is absent, and :class:`UnknownSchemeError` for any other scheme.
+    A scheme no plugin registered goes to the first fallback backend (registered as
+    ``"*"``) whose ``claims(scheme)`` is true. Raises :class:`MissingPluginError` (naming
+    the package to install) for a known scheme whose plugin is absent, and
+    :class:`UnknownSchemeError` for any other scheme.
     """
     reg = _get()
     scheme = scheme.lower()
@@ -275,6 +301,11 @@ def get_backend_spec(scheme: str, url: str = "") -> BackendSpec:
         return spec
     if scheme in KNOWN_SCHEMES:
         raise MissingPluginError(f"backend for '{scheme}://'", KNOWN_SCHEMES[scheme], reg.backends)
+    for claims, fallback in reg.fallbacks:
+        if claims(scheme):
+            return dataclasses.replace(fallback, scheme=scheme)
+    if scheme in FALLBACK_SCHEMES:
+        raise MissingPluginError(f"backend for '{scheme}://'", FALLBACK_SCHEMES[scheme], reg.backends)
     raise UnknownSchemeError(url or scheme + "://", scheme, reg.backends)
 
 

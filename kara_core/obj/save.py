@@ -178,7 +178,8 @@ def save_directory(
             # One listing instead of a size request per blob (remote stores: half the
             # requests of a fresh save). Listed after the lease is taken, so garbage
             # collection cannot remove a listed blob while this save relies on it.
-            stored = {path[len(layout.data) :] for path in backend.list(layout.data)}
+            # Sizes come with the listing where the store's listings carry them.
+            stored = {path[len(layout.data) :]: size for path, size in backend.list_sizes(layout.data)}
             pipeline = _FilePipeline(backend, batch, layout, stored, cache, worker, bar)
             # Big files first: hashing them is CPU work that then overlaps with the
             # creation of the many small blobs, which the filesystem serializes (one
@@ -235,7 +236,7 @@ class _FilePipeline:
         backend: Backend,
         batch: Batch,
         layout: KeyLayout,
-        stored: set[str],
+        stored: dict[str, int | None],
         cache: HashCache,
         worker: Worker,
         bar: Progress,
@@ -270,7 +271,7 @@ class _FilePipeline:
             self._claimed.add(digests.blob)
         # Blobs absent from the listing are uploaded without asking; a listed blob of
         # the wrong size is a leftover of a broken writer: replaced.
-        if first and (digests.blob not in self.stored or self.backend.size(self.layout.blob(digests.blob)) != size):
+        if first and self._needs_upload(digests.blob, size):
             if data is not None:
                 self.batch.put(self.layout.blob(digests.blob), data)
             else:
@@ -280,6 +281,14 @@ class _FilePipeline:
                     self.batch.put(self.layout.blob(digests.blob), stream)  # type: ignore[arg-type]
         self.bar.file_done()
         return digests
+
+    def _needs_upload(self, blob: str, size: int) -> bool:
+        if blob not in self.stored:
+            return True
+        listed = self.stored[blob]
+        if listed is None:
+            listed = self.backend.size(self.layout.blob(blob))
+        return listed != size
 
 
 def _read_small(local: LocalFile) -> bytes:

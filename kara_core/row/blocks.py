@@ -427,13 +427,22 @@ class BlockWriter:
     Like 2.x, a writer continues the last block of the stream and creates the next
     (empty) block as soon as one is full, so what it leaves on storage is byte for byte
     what 2.x would have left.
+
+    On stores without ``capabilities.native_appends`` a flushed block is never
+    appended to again (that would upload it whole once more): a writer starts after
+    the last non-empty block, and :meth:`flush` closes the block it wrote to, so later
+    records go to a new one. Blocks are then shorter than ``max_file_size``; readers,
+    2.x's included, take every block at its actual size.
     """
 
     def __init__(self, backend: Backend, prefix: str, sizes: list[int], max_file_size: int) -> None:
         self._backend = backend
         self._prefix = prefix
         self._max = max_file_size
+        self._seal_on_flush = not backend.capabilities.native_appends
         self._number = max(len(sizes) - 1, 0)
+        if self._seal_on_flush and sizes and sizes[-1]:
+            self._number = len(sizes)
         # Full blocks are closed (flushed: fsynced on local files, uploaded on remote
         # stores) by a background thread while the writer fills the next block;
         # flush() waits for them, so they are durable before any index entry is.
@@ -441,7 +450,7 @@ class BlockWriter:
         self._pool: ThreadPoolExecutor | None = None
         self._appender: Appender = backend.open_append(block_path(prefix, self._number))
         self._position = self._appender.position
-        self.total = sum(sizes[:-1]) + self._position
+        self.total = sum(sizes[: self._number]) + self._position
         if self._position >= self._max:
             self._roll()
 
@@ -479,6 +488,11 @@ class BlockWriter:
         """Make everything written so far durable and visible."""
         self._wait_closing()
         self._appender.flush()
+        if self._seal_on_flush and self._position:
+            self._appender.close()
+            self._number += 1
+            self._appender = self._backend.open_append(block_path(self._prefix, self._number))
+            self._position = self._appender.position
 
     def close(self) -> None:
         """Flush and close the stream."""

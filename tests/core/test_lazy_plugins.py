@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-BUNDLED = {"file", "http", "oss", "torch", "memory", "ray", "spark"}
+BUNDLED = {"file", "http", "oss", "torch", "memory", "ray", "spark", "fsspec"}
 
 #: What loading every plugin must not import: the libraries and the implementations.
 HEAVY = [
@@ -35,6 +35,10 @@ HEAVY = [
     "kara_ray.datasink",
     "kara_ray.datasource",
     "kara_spark.source",
+    "kara_fsspec.backend",
+    "fsspec",
+    "s3fs",
+    "adlfs",
 ]
 
 
@@ -78,3 +82,26 @@ def test_opening_a_store_loads_its_backend_on_first_use(tmp_path) -> None:
     )
     assert "kara_file.backend" in seen["heavy"]
     assert "oss2" not in seen["heavy"] and "torch" not in seen["heavy"]
+
+
+def test_the_fsspec_fallback_loads_its_backend_only_when_a_store_is_opened(tmp_path) -> None:
+    # Resolving a scheme through the '*' fallback asks fsspec's registry (claims=) and no
+    # more; the backend and the filesystem's library load when a store is opened.
+    seen = _fresh(
+        f"""
+        import json, sys
+        from kara_core.plugins import get_backend_spec
+        from kara_core.url import open_backend
+
+        resolved = get_backend_spec("s3").plugin
+        after_resolving = [m for m in {HEAVY!r} if m in sys.modules]
+        open_backend("local://{tmp_path}/store").put("a", b"1")
+        print(json.dumps({{"resolved": resolved, "after_resolving": after_resolving,
+                          "after_opening": [m for m in {HEAVY!r} if m in sys.modules]}}))
+        """
+    )
+    assert seen["resolved"] == "fsspec"
+    # fsspec itself (its registry) is what claims= consults; it may bring ctypes along.
+    assert "fsspec" in seen["after_resolving"]
+    assert not {"kara_fsspec.backend", "s3fs", "adlfs"} & set(seen["after_resolving"])
+    assert "kara_fsspec.backend" in seen["after_opening"] and "s3fs" not in seen["after_opening"]

@@ -21,8 +21,10 @@ from click.testing import CliRunner
 
 import kara_core
 from kara_core import hookspecs
+from kara_core.errors import UnknownSchemeError
+from kara_core.plugins import get_backend_spec, register_plugin, reset_plugins, unregister_plugin
 from kara_core.serialization import Serializer
-from kara_core.url import BackendOptions, parse_store_url
+from kara_core.url import BackendOptions, open_backend, parse_store_url
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 
@@ -38,12 +40,12 @@ def _section(name: str) -> str:
     return match.group(1)
 
 
-def _example(name: str) -> types.ModuleType:
-    """Run the section's python example as a plugin module and return the module."""
+def _example(name: str, number: int = 0) -> types.ModuleType:
+    """Run the section's python example ``number`` as a plugin module and return the module."""
     blocks = re.findall(r"^```python\n(.*?)^```", _section(name), re.S | re.M)
-    assert blocks, f"the section of {name} in docs/plugins.md has no python example"
-    module = types.ModuleType(f"kara_docs_example_{name}")
-    exec(compile(blocks[0], f"docs/plugins.md ({name})", "exec"), module.__dict__)
+    assert len(blocks) > number, f"the section of {name} in docs/plugins.md has no python example {number + 1}"
+    module = types.ModuleType(f"kara_docs_example_{name}_{number}")
+    exec(compile(blocks[number], f"docs/plugins.md ({name}, example {number + 1})", "exec"), module.__dict__)
     return module
 
 
@@ -88,6 +90,24 @@ def test_the_backend_example_registers_a_scheme_whose_stores_open_and_work() -> 
     backend = factory(parse_store_url("memory://docs-example"), options_model())
     backend.put("a/b", b"bytes")
     assert backend.read("a/b") == b"bytes"
+
+
+def test_the_fallback_backend_example_opens_the_schemes_it_claims_and_no_others() -> None:
+    example = _example("kara_register_backends", 1)
+    register_plugin(example, "docs-fallback-example")
+    try:
+        spec = get_backend_spec("mem-docs")
+        assert (spec.plugin, spec.scheme) == ("docs-fallback-example", "mem-docs")
+        backend = open_backend("mem-docs://fallback-example")
+        backend.put("a/b", b"bytes")
+        assert backend.read("a/b") == b"bytes"
+        # A registered scheme never reaches a fallback; an unclaimed one stays unknown.
+        assert get_backend_spec("memory").plugin == "memory"
+        with pytest.raises(UnknownSchemeError):
+            get_backend_spec("nomem-docs")
+    finally:
+        unregister_plugin("docs-fallback-example")
+        reset_plugins()
 
 
 def test_the_serializer_example_registers_a_class_that_round_trips() -> None:

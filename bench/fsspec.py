@@ -1,0 +1,392 @@
+"""s3:// stores through kara-fsspec against the raw fsspec calls a user would write, on moto.
+
+moto's S3 server runs in its own process on 127.0.0.1 (``kara_fsspec.testing.s3.main``,
+with a request counter). Every measured operation runs in a FRESH Python process (one per
+round and workload); the table gives the median and the range (min-max) over the rounds
+and the ratio of the medians (peer / kara: above 1 means kara is faster). kara-storage
+2.1.5 has no S3 backend, so the peers here are s3fs's own calls on the same bytes:
+
+- sequential read of a 200,000-record version (``small_record`` JSON, read as raw bytes
+  so both sides move the same bytes) against ``fs.cat_file`` of each of its blocks;
+- ``load_directory`` of the folder of bench/objects.py (2,000 files of 4-64 KiB + 4 x 64
+  MiB) into an empty folder against ``fs.get(recursive=True)`` of a plain copy;
+- ``save_directory`` of that folder to a new key against ``fs.put(recursive=True)``;
+- re-save and re-load of the unchanged folder against the same fsspec calls again
+  (fsspec has no way to skip unchanged files);
+- ``ds[i]`` read cold: server requests per record (moto's count).
+
+With ``--obstore`` the same transfers also run through obstore (the Rust object-store
+client) in a separate virtualenv (``.venv-obstore``, created on first use).
+
+    .venv/bin/python bench/fsspec.py [--rounds 5] [--records 200000] [--obstore]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+_BENCH = os.path.dirname(os.path.abspath(__file__))
+# This script is named like the fsspec package: bench/ goes to the end of the path, so
+# `import fsspec` finds the package (and `import common` still finds bench/common.py).
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
+ROOT = os.path.dirname(_BENCH)
+OBSTORE_VENV = os.path.join(ROOT, ".venv-obstore")
+RANDOM_READS = 200
+KEY = "kara-bench-key"
+SECRET = "kara-bench-secret-0123456789"
+
+
+# -- the measured operations (each runs in a fresh process) ------------------------------
+
+
+def _fs(endpoint: str) -> Any:
+    import s3fs
+
+    return s3fs.S3FileSystem(key=KEY, secret=SECRET, endpoint_url=endpoint, skip_instance_cache=True)
+
+
+def _store(p: dict[str, Any], prefix: str) -> Any:
+    from kara_core import KaraStorage
+
+    return KaraStorage(f"s3://{p['bucket']}/{prefix}", endpoint_url=p["endpoint"], key=KEY, secret=SECRET)
+
+
+def _blocks(fs: Any, folder: str) -> list[str]:
+    return [f"{folder}/{n}.blk" for n in range(len(fs.ls(folder)))]
+
+
+def task_seq_kara(p: dict[str, Any]) -> dict[str, Any]:
+    store = _store(p, "rows")
+    start = time.perf_counter()
+    with store.open_dataset("bench", "rows", version="1", serialization="raw") as ds:
+        total = sum(len(record) for record in ds)
+    return {"seconds": time.perf_counter() - start, "bytes": total}
+
+
+def task_seq_cat(p: dict[str, Any]) -> dict[str, Any]:
+    fs = _fs(p["endpoint"])
+    start = time.perf_counter()
+    base = f"{p['bucket']}/rows/row/bench/rows/1"
+    total = 0
+    for folder in ("index", "data"):
+        for block in _blocks(fs, f"{base}/{folder}"):
+            total += len(fs.cat_file(block))
+    return {"seconds": time.perf_counter() - start, "bytes": total}
+
+
+def task_random_kara(p: dict[str, Any]) -> dict[str, Any]:
+    import urllib.request
+
+    store = _store(p, "rows")
+    counter = p["endpoint"] + "/_kara/requests"
+    with store.open_dataset("bench", "rows", version="1", serialization="raw") as ds:
+        ds[0]  # the dataset's index page: opening costs are not what is counted
+        picked = random.Random(p["round"]).sample(range(len(ds)), RANDOM_READS)
+        urllib.request.urlopen(urllib.request.Request(counter, method="DELETE")).read()
+        start = time.perf_counter()
+        for i in picked:
+            ds[i]
+        seconds = time.perf_counter() - start
+        requests = int(urllib.request.urlopen(counter).read())
+    return {"seconds": seconds, "requests_per_record": requests / RANDOM_READS}
+
+
+def task_load_kara(p: dict[str, Any]) -> dict[str, Any]:
+    store = _store(p, "tree")
+    start = time.perf_counter()
+    store.load_directory("bench", "tree", p["target"], progress_bar=False)
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_get_raw(p: dict[str, Any]) -> dict[str, Any]:
+    fs = _fs(p["endpoint"])
+    start = time.perf_counter()
+    fs.get(f"{p['bucket']}/raw/", p["target"] + "/", recursive=True)
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_save_kara(p: dict[str, Any]) -> dict[str, Any]:
+    store = _store(p, p["prefix"])
+    start = time.perf_counter()
+    store.save_directory("bench", "tree", p["source"], progress_bar=False)
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_put_raw(p: dict[str, Any]) -> dict[str, Any]:
+    fs = _fs(p["endpoint"])
+    start = time.perf_counter()
+    fs.put(p["source"] + "/", f"{p['bucket']}/{p['prefix']}/", recursive=True)
+    return {"seconds": time.perf_counter() - start}
+
+
+def _obstore(p: dict[str, Any]) -> Any:
+    from obstore.store import S3Store
+
+    return S3Store(
+        p["bucket"],
+        endpoint=p["endpoint"],
+        access_key_id=KEY,
+        secret_access_key=SECRET,
+        region="us-east-1",
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
+
+
+def task_seq_obstore(p: dict[str, Any]) -> dict[str, Any]:
+    import obstore
+
+    store = _obstore(p)
+    start = time.perf_counter()
+    base = "rows/row/bench/rows/1"
+    total = 0
+    for folder in ("index", "data"):
+        names = sorted(
+            (o["path"] for batch in obstore.list(store, f"{base}/{folder}/") for o in batch),
+            key=lambda name: int(name.rsplit("/", 1)[1].split(".")[0]),
+        )
+        for name in names:
+            total += len(obstore.get(store, name).bytes())
+    return {"seconds": time.perf_counter() - start, "bytes": total}
+
+
+def _bounded(jobs: list[Any]) -> float:
+    """Run the coroutine functions ``jobs`` 32 at a time (as s3fs's batches); return seconds."""
+    import asyncio
+
+    async def run() -> None:
+        limit = asyncio.Semaphore(32)
+
+        async def one(job: Any) -> None:
+            async with limit:
+                await job()
+
+        await asyncio.gather(*(one(job) for job in jobs))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - start
+
+
+def task_get_obstore(p: dict[str, Any]) -> dict[str, Any]:
+    import obstore
+
+    store = _obstore(p)
+
+    def fetch(name: str) -> Any:
+        async def job() -> None:
+            data = await (await obstore.get_async(store, name)).bytes_async()
+            path = os.path.join(p["target"], name[len("raw/") :])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(data)
+
+        return job
+
+    start = time.perf_counter()
+    names = [o["path"] for batch in obstore.list(store, "raw/") for o in batch]
+    listed = time.perf_counter() - start
+    return {"seconds": listed + _bounded([fetch(name) for name in names])}
+
+
+def task_put_obstore(p: dict[str, Any]) -> dict[str, Any]:
+    import obstore
+
+    store = _obstore(p)
+
+    def send(path: str) -> Any:
+        async def job() -> None:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            await obstore.put_async(store, p["prefix"] + "/" + os.path.relpath(path, p["source"]), data)
+
+        return job
+
+    paths = [os.path.join(d, f) for d, _, files in os.walk(p["source"]) for f in files]
+    return {"seconds": _bounded([send(path) for path in paths])}
+
+
+def task_random_obstore(p: dict[str, Any]) -> dict[str, Any]:
+    import obstore
+
+    store = _obstore(p)
+    block = "rows/row/bench/rows/1/data/0.blk"
+    size = obstore.head(store, block)["size"]
+    picked = random.Random(p["round"]).sample(range(size - 400), RANDOM_READS)
+    start = time.perf_counter()
+    for offset in picked:
+        obstore.get_range(store, block, start=offset, end=offset + 300)
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_random_s3fs(p: dict[str, Any]) -> dict[str, Any]:
+    fs = _fs(p["endpoint"])
+    block = f"{p['bucket']}/rows/row/bench/rows/1/data/0.blk"
+    size = fs.size(block)
+    picked = random.Random(p["round"]).sample(range(size - 400), RANDOM_READS)
+    start = time.perf_counter()
+    for offset in picked:
+        fs.cat_file(block, start=offset, end=offset + 300)
+    return {"seconds": time.perf_counter() - start}
+
+
+TASKS = {name[len("task_") :]: fn for name, fn in globals().items() if name.startswith("task_")}
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+def run_child(task: str, params: dict[str, Any], python: str = sys.executable) -> dict[str, Any]:
+    """Run one measured operation in a fresh process and return what it printed."""
+    proc = subprocess.run(
+        [python, os.path.abspath(__file__), "--child", task],
+        input=json.dumps(params),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{task} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ensure_obstore_venv() -> str | None:
+    """The Python of .venv-obstore (s3fs-free, obstore only), or None if obstore will not install."""
+    python = os.path.join(OBSTORE_VENV, "bin", "python")
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, "-m", "venv", OBSTORE_VENV], check=True)
+    if subprocess.run([python, "-c", "import obstore"], capture_output=True, check=False).returncode != 0:
+        done = subprocess.run([python, "-m", "pip", "install", "-q", "obstore"], check=False)
+        if done.returncode != 0:
+            return None
+    return python
+
+
+def summary(times: list[float]) -> str:
+    return f"{statistics.median(times):7.3f} [{min(times):.3f}-{max(times):.3f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--obstore", action="store_true", help="also measure obstore (in .venv-obstore)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(TASKS[args.child](json.loads(sys.stdin.read()))))
+        return
+
+    from common import remove_workdir, small_record, workdir
+    from kara_fsspec.testing import S3TestServer
+    from objects import make_folder
+
+    obstore_python = ensure_obstore_venv() if args.obstore else None
+    work = workdir("fsspec")
+    server = S3TestServer(process=True).start()
+    try:
+        bucket = server.create_bucket("kara-bench")
+        base = {"endpoint": server.endpoint_url, "bucket": bucket}
+        print(f"setup: {args.records} records, the folder of bench/objects.py, moto on {server.endpoint_url}")
+        source = os.path.join(work, "source")
+        make_folder(source)
+        store = _store(base, "rows")
+        with store.open_dataset("bench", "rows", "w", version="1") as ds:
+            ds.write_many(small_record(i) for i in range(args.records))
+        _store(base, "tree").save_directory("bench", "tree", source, progress_bar=False)
+        fs = _fs(server.endpoint_url)
+        fs.put(source + "/", f"{bucket}/raw/", recursive=True)
+        reload_kara, reload_raw = os.path.join(work, "reload-kara"), os.path.join(work, "reload-raw")
+        run_child("load_kara", {**base, "target": reload_kara, "round": 0})
+        run_child("get_raw", {**base, "target": reload_raw, "round": 0})
+
+        results: dict[str, list[float]] = {}
+        requests: list[float] = []
+
+        def measure(name: str, task: str, python: str = sys.executable, **extra: Any) -> dict[str, Any]:
+            out = run_child(task, {**base, **extra}, python)
+            results.setdefault(name, []).append(out["seconds"])
+            # Every measurement as it comes: an interrupted run still leaves its figures.
+            print(f"  {name}: {out['seconds']:.3f} s", flush=True)
+            return out
+
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", flush=True)
+            measure("seq kara", "seq_kara")
+            measure("seq cat_file", "seq_cat")
+            requests.append(measure("random kara", "random_kara", round=r)["requests_per_record"])
+            measure("random s3fs cat_file", "random_s3fs", round=r)
+            for who, task in (("load kara", "load_kara"), ("load fs.get", "get_raw")):
+                target = os.path.join(work, f"{task}-{r}")
+                measure(who, task, target=target)
+                remove_workdir(target)
+            for who, task in (("save kara", "save_kara"), ("save fs.put", "put_raw")):
+                measure(who, task, source=source, prefix=f"{task}-{r}")
+                fs.rm(f"{bucket}/{task}-{r}", recursive=True)
+            measure("resave kara", "save_kara", source=source, prefix="tree")
+            measure("resave fs.put", "put_raw", source=source, prefix="raw")
+            measure("reload kara", "load_kara", target=reload_kara)
+            measure("reload fs.get", "get_raw", target=reload_raw)
+            if obstore_python:
+                measure("seq obstore", "seq_obstore", obstore_python)
+                measure("random obstore get_range", "random_obstore", obstore_python, round=r)
+                target = os.path.join(work, f"obstore-{r}")
+                measure("load obstore", "get_obstore", obstore_python, target=target)
+                remove_workdir(target)
+                measure("save obstore", "put_obstore", obstore_python, source=source, prefix=f"obstore-{r}")
+                fs.rm(f"{bucket}/obstore-{r}", recursive=True)
+    finally:
+        server.stop()
+        remove_workdir(work)
+
+    print(
+        f"\nkara-fsspec on moto (127.0.0.1), {args.rounds} rounds, each a fresh process; seconds as "
+        "median [min-max]; ratio = peer median / kara median. The machine is shared with other "
+        "benchmarks and test runs, and moto runs on the same 2 cores: ratios from the same run are "
+        "what count."
+    )
+    print(f"{'workload':<16} {'kara s':>22} {'peer':<22} {'peer s':>22} {'ratio':>7} {'target':>7}  ok")
+    rows = [
+        ("sequential read", "seq kara", "seq cat_file", 0.9),
+        ("load_directory", "load kara", "load fs.get", 1.5),
+        ("save_directory", "save kara", "save fs.put", 1.2),
+        ("re-save", "resave kara", "resave fs.put", 5.0),
+        ("re-load", "reload kara", "reload fs.get", 5.0),
+        ("200 x ds[i] cold", "random kara", "random s3fs cat_file", None),
+    ]
+    for label, ours, theirs, target in rows:
+        ratio = statistics.median(results[theirs]) / statistics.median(results[ours])
+        ok = "yes" if target is None or ratio >= target else "NO"
+        goal = f"{target:.1f}x" if target else "-"
+        print(
+            f"{label:<16} {summary(results[ours]):>22} {theirs:<22} {summary(results[theirs]):>22} "
+            f"{ratio:>6.2f}x {goal:>7}  {ok}"
+        )
+    print(f"ds[i] read cold: {statistics.median(requests):.2f} server requests per record (moto's count)")
+    if obstore_python:
+        print("\nobstore (Rust client) on the same transfers, against s3fs:")
+        for label, ours, theirs in (
+            ("sequential read", "seq obstore", "seq cat_file"),
+            ("200 ranged GETs", "random obstore get_range", "random s3fs cat_file"),
+            ("folder download", "load obstore", "load fs.get"),
+            ("folder upload", "save obstore", "save fs.put"),
+        ):
+            ratio = statistics.median(results[theirs]) / statistics.median(results[ours])
+            print(f"{label:<16} obstore {summary(results[ours])}  s3fs {summary(results[theirs])}  {ratio:.2f}x")
+        for label, kara in (("folder download", "load kara"), ("folder upload", "save kara")):
+            obstore_name = "load obstore" if "download" in label else "save obstore"
+            ratio = statistics.median(results[kara]) / statistics.median(results[obstore_name])
+            print(f"{label:<16} obstore vs kara-fsspec: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

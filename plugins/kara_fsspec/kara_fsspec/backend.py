@@ -1,0 +1,535 @@
+"""The backend on any fsspec filesystem: ranged reads, whole-object appends, conditional creates.
+
+Paths map to ``<root>/<path>`` on the filesystem (``s3://bucket/prefix`` -> keys under
+``bucket/prefix/``). What differs between filesystems is decided once, when the store
+opens, from the filesystem's class (:class:`Traits`):
+
+- object stores (s3fs, adlfs, gcsfs) replace objects atomically with one upload and
+  create them conditionally on the server (S3 ``If-None-Match: *``, Azure
+  ``If-None-Match: *``, GCS ``ifGenerationMatch=0``); they have no append call, so an
+  appender uploads the whole object (:class:`WholeObjectAppender`) and the row layer
+  starts a new block after each flush (``Capabilities.native_appends`` is off);
+- fsspec's local filesystem appends in place, renames temporary files into place and
+  creates with a hard link (atomic); its files are mmapped like kara-file's;
+- fsspec's memory filesystem lives in this process: a lock makes creates atomic;
+- any other filesystem writes through a temporary name and a move, and its create is
+  a check then a write: ``Capabilities.atomic_create`` is off, and the first lock or
+  version publish on such a store warns that two writers are not kept apart.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, TypeVar
+
+from kara_core.backend import Backend, Capabilities, check_path
+from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, PermissionDeniedError
+from kara_core.url import StoreURL, parse_store_url
+
+from .options import FsspecOptions, check_options, filesystem_class, secret_values
+
+__all__ = ["FsspecBackend", "Traits", "WholeObjectAppender", "open_fsspec"]
+
+#: Marks kara's temporary objects (writes in progress, the conditional-write probe);
+#: listings skip them, :meth:`FsspecBackend.cleanup` removes old ones.
+TMP_MARK = ".kara-tmp-"
+#: ``open_read`` streams objects as ranged GETs of this size.
+STREAM_BLOCK = 8 * 1024 * 1024
+#: ``put`` uploads streams up to this size in one call, longer ones through a writer.
+WHOLE_PUT = 256 * 1024 * 1024
+#: Filesystem packages whose servers create objects conditionally and replace them atomically.
+OBJECT_STORES = frozenset({"s3fs", "adlfs", "gcsfs"})
+
+_Result = TypeVar("_Result")
+
+
+@dataclass(frozen=True)
+class Traits:
+    """How kara uses one kind of filesystem (see the module docstring)."""
+
+    kind: str  # "object", "local", "memory" or "other"
+    capabilities: Capabilities
+
+    @classmethod
+    def of(cls, fs: Any) -> Traits:
+        """The traits of the filesystem instance ``fs``."""
+        from fsspec.implementations.local import LocalFileSystem
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        if isinstance(fs, LocalFileSystem):
+            return cls("local", Capabilities(local_path=True))
+        if isinstance(fs, MemoryFileSystem):
+            return cls("memory", Capabilities(native_appends=False))
+        if type(fs).__module__.split(".")[0] in OBJECT_STORES:
+            return cls("object", Capabilities(parallel_reads=True, native_appends=False))
+        return cls("other", Capabilities(atomic_create=False, parallel_reads=True, native_appends=False))
+
+
+class _RedactSecrets(logging.Filter):
+    """Masks registered credentials in the log records of the filesystem libraries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "**********")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            record.msg, record.args = self.mask(message), ()
+        return True
+
+
+_REDACT = _RedactSecrets()
+for _name in ("fsspec", "s3fs", "botocore", "aiobotocore", "adlfs", "azure", "gcsfs", "urllib3"):
+    logging.getLogger(_name).addFilter(_REDACT)
+
+# fsspec's memory filesystem is one dict per process: this lock makes check-and-create atomic.
+_MEMORY_CREATE = threading.Lock()
+
+
+class FsspecBackend(Backend):
+    """A store under ``root`` of an fsspec filesystem (``s3://bucket/prefix``, ...)."""
+
+    def __init__(self, url: str, fs: Any, root: str, options: dict[str, Any]) -> None:
+        self.url = url
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self._options = options
+        self.traits = Traits.of(fs)
+        self.capabilities = self.traits.capabilities
+        self._probe_lock = threading.Lock()
+        self._create_checked = self.traits.kind != "object"
+        self._warned = False
+        #: What a pickle holds: reopen this URL with these options (see __reduce_ex__).
+        self._opened_by_open_fsspec = (url, dict(options))
+
+    @classmethod
+    def from_url(cls, url: StoreURL, options: FsspecOptions) -> FsspecBackend:
+        """Open the filesystem of ``url.scheme`` with ``options`` (checked against its signature)."""
+        given = dict(options.model_extra or {})
+        fs_class = filesystem_class(url.scheme)
+        check_options(url.scheme, fs_class, given)
+        _REDACT.secrets.update(secret_values(given))
+        # Listings are never cached: other writers change the store under this process,
+        # and a cached listing would hide their objects from size() and list().
+        kwargs = {"use_listings_cache": False, "skip_instance_cache": True, **given}
+        try:
+            fs = fs_class(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot open {url.scheme}:// store {_REDACT.mask(str(url))}: {_REDACT.mask(str(exc))}"
+            ) from None
+        root = fs_class._strip_protocol(str(url)).rstrip("/")
+        relative = root.strip("/")
+        if not relative:
+            raise ConfigurationError(f"{url.raw!r} must name a bucket, container or folder: {url.scheme}://NAME/prefix")
+        check_path(relative)
+        return cls(str(url), fs, root, given)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # URL + options: another process (a DataLoader worker) opens its own filesystem.
+        # open_fsspec, not open_backend: the scheme may belong to another plugin too.
+        return (_reopen, self._opened_by_open_fsspec)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        return f"{self.root}/{check_path(path)}"
+
+    @contextmanager
+    def _translated(self, what: str, writing: bool = False) -> Iterator[None]:
+        """Turn the filesystem's errors into kara's, with credentials masked.
+
+        A write finding nothing there means the bucket (container, folder) is missing.
+        """
+        try:
+            yield
+        except (KaraError, FileExistsError):
+            raise
+        except FileNotFoundError as exc:
+            if writing:
+                raise BackendError(
+                    f"{what} on {self.url} failed: the bucket, container or folder does not exist "
+                    f"({_REDACT.mask(str(exc))})"
+                ) from None
+            raise NotFoundError(f"{what}: {self.url} has no such object") from None
+        except PermissionError as exc:
+            raise PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})") from None
+        except Exception as exc:  # noqa: BLE001 - the client libraries raise their own classes (botocore, azure.core)
+            raise BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}") from None
+
+    def _call(self, what: str, fn: Callable[[], _Result], writing: bool = False) -> _Result:
+        with self._translated(what, writing):
+            return fn()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def size(self, path: str) -> int | None:
+        """The object's size from the filesystem's info (a HEAD on object stores); None if absent."""
+        key = self._key(path)
+        try:
+            info = self._call("get the size of " + path, lambda: self.fs.info(key))
+        except NotFoundError:
+            return None
+        if info.get("type") != "file":
+            return None
+        return int(info["size"])
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        """One ranged GET (``cat_file``) of ``[start, end)``, cut at the object's end."""
+        key = self._key(path)
+        if end is not None and end <= start:
+            if self.size(path) is None:
+                raise NotFoundError(f"read {path}: {self.url} has no such object")
+            return b""
+        try:
+            return self._call("read " + path, lambda: self.fs.cat_file(key, start=start or None, end=end))
+        except BackendError:
+            # A range starting at or past the end, an empty object's included (S3
+            # answers 416): empty, as for a file.
+            size = self.size(path)
+            if size is not None and start >= size:
+                return b""
+            raise
+
+    def open_read(self, path: str, start: int = 0) -> BinaryIO:
+        """The object from ``start`` on, as ranged GETs of 8 MiB, the first one sent at once.
+
+        What fits in the first range (every file of a directory load up to 8 MiB) costs
+        exactly one request; no HEAD is sent.
+        """
+        first = self.read(path, start, start + STREAM_BLOCK)
+        if len(first) < STREAM_BLOCK:
+            return io.BytesIO(first)  # type: ignore[return-value]
+        return io.BufferedReader(_RangedStream(self, path, start, first), STREAM_BLOCK)  # type: ignore[return-value]
+
+    def local_path(self, path: str) -> str | None:
+        """The file's own path on fsspec's local filesystem; None elsewhere."""
+        return self._key(path) if self.traits.kind == "local" else None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every object under the folder of ``prefix`` whose path starts with ``prefix``."""
+        for path, _ in self.list_sizes(prefix):
+            yield path
+
+    def list_sizes(self, prefix: str) -> Iterator[tuple[str, int | None]]:
+        """:meth:`list` with the sizes the listing carries (one listing, no HEADs)."""
+        folder = prefix.rpartition("/")[0]
+        base = f"{self.root}/{folder}" if folder else self.root
+        skip = len(self.root) + 1
+        try:
+            found = self._call(
+                "list " + (prefix or "the store"), lambda: self.fs.find(base, withdirs=False, detail=True)
+            )
+        except NotFoundError:
+            return
+        for key, info in found.items():
+            relative = key[skip:]
+            if relative.startswith(prefix) and TMP_MARK not in relative.rpartition("/")[2]:
+                size = info.get("size")
+                yield relative, None if size is None else int(size)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def open_append(self, path: str) -> Any:
+        """A native appender on local files; elsewhere a :class:`WholeObjectAppender`."""
+        if self.traits.kind == "local":
+            return _LocalAppender(self._key(path))
+        return WholeObjectAppender(self, path)
+
+    def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        """Replace the object atomically: one upload on object stores, a temporary name and a move elsewhere.
+
+        Streams up to ``WHOLE_PUT`` bytes are uploaded in one call (s3fs splits large
+        ones into concurrent parts itself); longer ones are copied through the
+        filesystem's own writer (a multipart upload, committed when it closes), so they
+        never sit whole in memory.
+        """
+        key = self._key(path)
+        head, rest = _split_body(data)
+        direct = self.traits.kind in ("object", "memory")
+        target = key if direct else f"{key}{TMP_MARK}{uuid.uuid4().hex}"
+
+        def write() -> None:
+            if self.traits.kind == "local":
+                self.fs.makedirs(key.rpartition("/")[0], exist_ok=True)
+            try:
+                if rest is None:
+                    self.fs.pipe_file(target, head)
+                else:
+                    with self.fs.open(target, "wb") as out:
+                        out.write(head)
+                        shutil.copyfileobj(rest, out, STREAM_BLOCK)
+                if not direct:
+                    self.fs.mv(target, key)
+            except BaseException:
+                if not direct and self.fs.exists(target):
+                    self.fs.rm_file(target)
+                raise
+
+        self._call("write " + path, write, writing=True)
+
+    def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Create the object unless it exists; True if this call created it.
+
+        Object stores: a conditional upload (the server refuses it if the object
+        exists). An existing object holding exactly ``data`` counts as created by this
+        call: it is what a retried upload whose first attempt landed finds.
+        """
+        key = self._key(path)
+        body = bytes(data)
+        kind = self.traits.kind
+        if kind == "object" and not self._create_checked:
+            self._check_conditional_writes()
+        if kind == "local":
+            return self._call("create " + path, lambda: self._link_into_place(key, body))
+        if kind == "memory":
+            with _MEMORY_CREATE:
+                if self.fs.exists(key):
+                    return False
+                self.fs.pipe_file(key, body)
+                return True
+        if not self.capabilities.atomic_create:
+            self._warn_not_atomic()
+            if self.exists(path):
+                return False
+            self.put(path, body)
+            return True
+        try:
+            self._call("create " + path, lambda: self.fs.pipe_file(key, body, mode="create"), writing=True)
+            return True
+        except FileExistsError:
+            return self.read_if_exists(path) == body
+
+    def _link_into_place(self, key: str, body: bytes) -> bool:
+        # A hard link never replaces an existing name: the atomic create of POSIX.
+        folder = key.rpartition("/")[0]
+        os.makedirs(folder, exist_ok=True)
+        temporary = f"{key}{TMP_MARK}{uuid.uuid4().hex}"
+        with open(temporary, "wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, key)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+
+    def _check_conditional_writes(self) -> None:
+        """Check once that the server refuses a second conditional create of one object.
+
+        S3-compatible servers that ignore ``If-None-Match`` would otherwise let two
+        writers both "create" a lock; on such a server creates become best effort (and
+        say so) instead of silently unsafe.
+        """
+        with self._probe_lock:
+            if self._create_checked:
+                return
+            key = f"{self.root}/{TMP_MARK}probe-{uuid.uuid4().hex}"
+            with self._translated("check conditional writes", writing=True):
+                self.fs.pipe_file(key, b"1", mode="create")
+                try:
+                    self.fs.pipe_file(key, b"2", mode="create")
+                    honoured = False
+                except FileExistsError:
+                    honoured = True
+                finally:
+                    self.fs.rm_file(key)
+            if not honoured:
+                self.capabilities = replace(self.capabilities, atomic_create=False)
+            self._create_checked = True
+
+    def _warn_not_atomic(self) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.url}: this filesystem cannot create an object only if it is absent, so kara's "
+                "writer locks and version publishes are best effort here: do not let two processes "
+                "write the same dataset or directory version at once",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def delete(self, path: str) -> None:
+        """Delete the object; an absent object is not an error."""
+        key = self._key(path)
+        try:
+            self._call("delete " + path, lambda: self.fs.rm_file(key))
+        except NotFoundError:
+            return
+
+    def cleanup(self, prefix: str, older_than: float) -> int:
+        """Remove kara's temporary objects under ``prefix`` last modified over ``older_than`` s ago."""
+        folder = prefix.rpartition("/")[0]
+        base = f"{self.root}/{folder}" if folder else self.root
+        now = time.time()
+        removed = 0
+        try:
+            found = self._call("list " + prefix, lambda: self.fs.find(base, withdirs=False))
+        except NotFoundError:
+            return 0
+        for key in found:
+            if TMP_MARK not in key.rpartition("/")[2] or not key[len(self.root) + 1 :].startswith(prefix):
+                continue
+            modified = self._call("inspect " + key, lambda k=key: self.fs.modified(k))
+            if now - modified.timestamp() > older_than:
+                self._call("delete " + key, lambda k=key: self.fs.rm_file(k))
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Nothing to release: the filesystem's connections close with it."""
+        return None
+
+
+class WholeObjectAppender:
+    """Appends to an object on a store that has no append call: ``flush`` uploads it whole.
+
+    Appended bytes wait in memory; ``flush`` uploads the object (its previous content
+    read back first, when it had some) as one atomic put. Row writers flush each
+    block once (``Capabilities.native_appends`` is off), so nothing is uploaded twice
+    there; other callers pay for a second flush with a re-upload.
+    """
+
+    def __init__(self, backend: FsspecBackend, path: str) -> None:
+        self._backend, self.path = backend, path
+        size = backend.size(path)
+        self._absent = size is None
+        self._committed = size or 0
+        self._pending = bytearray()
+        self._closed = False
+
+    @property
+    def position(self) -> int:
+        """Bytes in the object once everything appended so far is flushed."""
+        return self._committed + len(self._pending)
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data`` until the next :meth:`flush`."""
+        if self._closed:
+            raise ValueError(f"append to closed appender of {self.path}")
+        self._pending += data
+
+    def flush(self) -> None:
+        """Upload the object with everything appended so far."""
+        if not self._pending:
+            return
+        body = bytes(self._pending)
+        if self._committed:
+            before = self._backend.read(self.path)
+            if len(before) != self._committed:
+                raise BackendError(
+                    f"{self._backend.url}/{self.path} changed under this appender: expected "
+                    f"{self._committed} bytes, found {len(before)} (is another writer appending?)"
+                )
+            body = before + body
+        self._backend.put(self.path, body)
+        self._committed = len(body)
+        self._absent = False
+        del self._pending[:]
+
+    def close(self) -> None:
+        """Flush and release the appender; an object opened absent exists afterwards, if empty.
+
+        Like a file opened for appending: a block writer's last block is then there
+        even when empty, as 2.x leaves it (2.x refuses to read a stream with no block).
+        """
+        if not self._closed:
+            self.flush()
+            if self._absent:
+                self._backend.put(self.path, b"")
+                self._absent = False
+            self._closed = True
+
+
+class _RangedStream(io.RawIOBase):
+    """Reads an object forward from an offset, one ranged GET of ``STREAM_BLOCK`` at a time."""
+
+    def __init__(self, backend: FsspecBackend, path: str, start: int, first: bytes) -> None:
+        super().__init__()
+        self._backend, self._path = backend, path
+        self._chunk = memoryview(first)
+        self._next = start + len(first)
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self._chunk and not self._ended:
+            data = self._backend.read(self._path, self._next, self._next + STREAM_BLOCK)
+            self._next += len(data)
+            self._ended = len(data) < STREAM_BLOCK
+            self._chunk = memoryview(data)
+        n = min(len(buffer), len(self._chunk))
+        memoryview(buffer).cast("B")[:n] = self._chunk[:n]
+        self._chunk = self._chunk[n:]
+        return n
+
+
+class _LocalAppender:
+    """Native appends to a file of fsspec's local filesystem; ``flush`` fsyncs."""
+
+    def __init__(self, file_path: str) -> None:
+        os.makedirs(os.path.dirname(file_path), exist_ok=True)
+        # Kept open until close(): the appender is the file handle.
+        self._file = open(file_path, "ab")
+        self._position = self._file.tell()
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        self._file.write(data)
+        self._position += len(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
+
+
+def _split_body(data: bytes | bytearray | memoryview | BinaryIO) -> tuple[bytes, BinaryIO | None]:
+    """``(body, None)`` for bytes and short streams; ``(first bytes, rest)`` for long streams."""
+    if isinstance(data, bytes):
+        return data, None
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data), None
+    head = data.read(WHOLE_PUT)
+    more = data.read(1)  # b"" only at the end, whatever the stream's short reads
+    if not more:
+        return head, None
+    return head + more, data
+
+
+def _reopen(url: str, options: dict[str, Any]) -> FsspecBackend:
+    return open_fsspec(url, **options)
+
+
+def open_fsspec(url: str, **options: Any) -> FsspecBackend:
+    """Open ``url`` through fsspec whatever plugin owns its scheme (``memory://``, ``local://``...)."""
+    parsed = parse_store_url(url)
+    return FsspecBackend.from_url(parsed, FsspecOptions(**options))

@@ -1,0 +1,210 @@
+"""Real protocol servers on 127.0.0.1 for testing kara-fsspec stores, and pytest fixtures.
+
+::
+
+    from kara_fsspec.testing import S3TestServer
+
+    with S3TestServer() as s3:
+        store = KaraStorage(s3.url("my/prefix"), **s3.options)
+
+``S3TestServer`` runs moto's S3 server (in a thread, or in its own process with
+``process=True``) and counts the requests it serves; ``AzuriteServer`` runs Azurite's
+blob service. Both listen on random ports. In a conftest.py, import ``s3_server`` and
+``azurite_server`` (session fixtures) and ``s3_bucket`` / ``azure_container`` (a new
+bucket or container per test).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .azurite import ACCOUNT, ACCOUNT_KEY, AzuriteError, start_azurite
+from .s3 import COUNTER_PATH, make_s3_server
+
+__all__ = [
+    "AzuriteError",
+    "AzuriteServer",
+    "S3TestServer",
+    "azure_container",
+    "azurite_server",
+    "s3_bucket",
+    "s3_server",
+]
+
+
+class S3TestServer:
+    """moto's S3 on 127.0.0.1; ``options`` are the s3fs options that reach it."""
+
+    def __init__(self, process: bool = False) -> None:
+        self.process = process
+        self.port = 0
+        self._server: Any = None
+        #: The counting middleware (thread mode only): see :class:`~kara_fsspec.testing.s3.CountingApp`.
+        self.app: Any = None
+        self._thread: threading.Thread | None = None
+        self._child: subprocess.Popen[str] | None = None
+
+    def start(self) -> S3TestServer:
+        """Start the server (in a thread, or a child process)."""
+        if self.process:
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", "from kara_fsspec.testing.s3 import main; main()"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self._child.stdout is not None
+            line = self._child.stdout.readline()
+            if not line.startswith("PORT "):
+                self._child.kill()
+                raise RuntimeError(f"moto's S3 server did not start: {line!r}")
+            self.port = int(line.split()[1])
+        else:
+            self._server, self.app = make_s3_server()
+            self.port = self._server.server_port
+            self._thread = threading.Thread(target=self._server.serve_forever, name="moto-s3", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._child is not None:
+            self._child.terminate()
+            self._child.wait(10)
+            self._child = None
+
+    def __enter__(self) -> S3TestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """s3fs options for this server (moto takes any credentials)."""
+        return {"endpoint_url": self.endpoint_url, "key": "kara-test-key", "secret": "kara-test-secret-0123456789"}
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """Create a bucket (a random name unless given) and return its name."""
+        name = name or "kara-" + secrets.token_hex(6)
+        request = urllib.request.Request(f"{self.endpoint_url}/{name}", method="PUT")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+        return name
+
+    def url(self, bucket: str, prefix: str = "") -> str:
+        """``s3://bucket/prefix``."""
+        return f"s3://{bucket}/{prefix}".rstrip("/")
+
+    @property
+    def requests(self) -> int:
+        """Requests served since the start or the last :meth:`reset_requests`."""
+        with urllib.request.urlopen(self.endpoint_url + COUNTER_PATH, timeout=30) as answer:
+            return int(answer.read())
+
+    def reset_requests(self) -> None:
+        """Set the request counter to zero."""
+        request = urllib.request.Request(self.endpoint_url + COUNTER_PATH, method="DELETE")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+
+
+class AzuriteServer:
+    """Azurite's blob service on 127.0.0.1; ``options`` are the adlfs options that reach it."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._process: subprocess.Popen[str] | None = None
+        self._workdir = ""
+
+    def start(self) -> AzuriteServer:
+        """Start Azurite (raises :class:`AzuriteError` if it is missing or does not start)."""
+        self._process, self.port, self._workdir = start_azurite()
+        return self
+
+    def stop(self) -> None:
+        """Stop Azurite and remove its scratch folder."""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> AzuriteServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def connection_string(self) -> str:
+        """The connection string of Azurite's development account on this port."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.port}/{ACCOUNT};"
+        )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """adlfs options for this server."""
+        return {"connection_string": self.connection_string}
+
+    def create_container(self, name: str | None = None) -> str:
+        """Create a container (a random name unless given) and return its name."""
+        import adlfs
+
+        name = name or "kara-" + secrets.token_hex(6)
+        fs = adlfs.AzureBlobFileSystem(connection_string=self.connection_string, skip_instance_cache=True)
+        fs.mkdir(name)
+        return name
+
+    def url(self, container: str, prefix: str = "", scheme: str = "az") -> str:
+        """``az://container/prefix``."""
+        return f"{scheme}://{container}/{prefix}".rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3TestServer]:
+    """moto's S3 server for the whole test session."""
+    with S3TestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3TestServer) -> str:
+    """A new, empty bucket on the session's S3 server."""
+    return s3_server.create_bucket()
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[AzuriteServer]:
+    """Azurite for the whole test session; fails (never skips) when it cannot start."""
+    with AzuriteServer() as server:
+        yield server
+
+
+@pytest.fixture
+def azure_container(azurite_server: AzuriteServer) -> str:
+    """A new, empty container on the session's Azurite."""
+    return azurite_server.create_container()

@@ -1,0 +1,53 @@
+"""Fixtures of the kara-fsspec tests: moto's S3 server and Azurite on 127.0.0.1, stores on them."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kara_fsspec import open_fsspec
+from kara_fsspec.testing import (
+    AzuriteServer,
+    S3TestServer,
+    azure_container,
+    azurite_server,
+    s3_bucket,
+    s3_server,
+)
+
+from kara_core.backend import Backend
+from kara_core.url import open_backend
+
+__all__ = ["azure_container", "azurite_server", "s3_bucket", "s3_server"]
+
+
+@pytest.fixture
+def s3_backend(s3_server: S3TestServer, s3_bucket: str) -> Iterator[Backend]:
+    """An s3:// store under prefix ``store`` of a new bucket, opened through kara's URL routing."""
+    backend = open_backend(s3_server.url(s3_bucket, "store"), **s3_server.options)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def azure_backend(azurite_server: AzuriteServer, azure_container: str) -> Iterator[Backend]:
+    """An az:// store under prefix ``store`` of a new container on Azurite."""
+    backend = open_backend(azurite_server.url(azure_container, "store"), **azurite_server.options)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def memory_backend() -> Iterator[Backend]:
+    """A store on fsspec's memory filesystem (a fresh root per test)."""
+    backend = open_fsspec(f"memory://kara-{secrets.token_hex(6)}/store")
+    yield backend
+    backend.fs.rm(backend.root, recursive=True) if backend.fs.exists(backend.root) else None
+
+
+@pytest.fixture
+def local_backend(tmp_path: Path) -> Backend:
+    """A store on fsspec's local filesystem (``local://`` is a scheme no other plugin owns)."""
+    return open_backend(f"local://{tmp_path}/store")

@@ -1,0 +1,184 @@
+"""kara-fsspec on S3 (moto's server, through the real s3fs): routing, options, credentials,
+secrets, whole-block appends, conditional writes and the requests reads cost."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import warnings
+
+import pytest
+from kara_fsspec import FsspecBackend
+from kara_fsspec.testing import S3TestServer
+
+from kara_core import KaraStorage
+from kara_core.errors import BackendError, ConfigurationError, DatasetLockedError
+from kara_core.plugins import list_plugins
+from kara_core.url import open_backend
+
+RECORD = 2048
+
+
+def _blocks(backend: FsspecBackend, folder: str) -> list[int]:
+    sizes = []
+    while (size := backend.size(f"{folder}/{len(sizes)}.blk")) is not None:
+        sizes.append(size)
+    return sizes
+
+
+def test_s3_urls_open_through_the_fsspec_fallback(s3_server: S3TestServer, s3_bucket: str) -> None:
+    backend = open_backend(s3_server.url(s3_bucket, "a/b"), **s3_server.options)
+    assert isinstance(backend, FsspecBackend)
+    assert backend.url == f"s3://{s3_bucket}/a/b"
+    assert backend.capabilities.parallel_reads and not backend.capabilities.native_appends
+    fsspec_plugin = next(p for p in list_plugins() if p.distribution == "kara-fsspec")
+    assert fsspec_plugin.backends == ["*"]
+
+
+def test_unknown_options_are_refused_naming_the_valid_ones(s3_server: S3TestServer, s3_bucket: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        open_backend(s3_server.url(s3_bucket), endpoint="http://x", secret="never-shown-secret")
+    message = str(info.value)
+    assert "'endpoint'" in message and "endpoint_url" in message
+    assert "never-shown-secret" not in message
+
+
+def test_a_url_without_a_bucket_is_refused(s3_server: S3TestServer) -> None:
+    with pytest.raises(ConfigurationError, match="must name a bucket"):
+        open_backend("s3://", **s3_server.options)
+
+
+def test_credentials_and_endpoint_come_from_the_aws_environment(
+    s3_server: S3TestServer, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-key-id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret-access-key")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    store = KaraStorage(s3_server.url(s3_bucket, "from-env"))
+    with store.open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write({"from": "env"})
+    with store.open_dataset("ns", "k") as ds:
+        assert list(ds) == [{"from": "env"}]
+
+
+def test_secrets_never_show_in_errors_logs_or_repr(
+    s3_server: S3TestServer, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "do-not-print-this-secret-42"
+    options = {**s3_server.options, "secret": secret}
+    with caplog.at_level(logging.DEBUG):
+        backend = open_backend(s3_server.url(s3_bucket, "s"), **options)
+        backend.put("x", b"1")
+        # A bucket that does not exist: the error names the store, not the credentials.
+        missing = open_backend(s3_server.url("no-such-bucket-kara", "s"), **options)
+        with pytest.raises(BackendError) as info:
+            missing.put("x", b"1")
+    assert secret not in str(info.value) and "no-such-bucket-kara" in str(info.value)
+    assert secret not in repr(backend) and secret not in str(backend.url)
+    assert secret not in caplog.text
+    # A pickle is URL + options (a DataLoader worker must reopen the store with them).
+    clone = pickle.loads(pickle.dumps(KaraStorage(backend)))
+    assert clone.backend.read("x") == b"1"
+
+
+def test_each_flush_closes_the_block_and_records_survive_reopening(s3_server: S3TestServer, s3_bucket: str) -> None:
+    store = KaraStorage(s3_server.url(s3_bucket, "flushes"), **s3_server.options)
+    with store.open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write_many({"i": i} for i in range(10))
+        ds.flush()
+        # Durable and visible to a new reader while the writer is still open.
+        with store.open_dataset("ns", "k", version="1") as reader:
+            assert len(reader) == 10
+        ds.write_many({"i": i} for i in range(10, 25))
+        ds.flush()
+    with store.open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write_many({"i": i} for i in range(25, 30))
+    backend = store.backend
+    assert isinstance(backend, FsspecBackend)
+    data = _blocks(backend, "row/ns/k/1/data")
+    # One block per flush; a closing writer leaves an empty last block (as 2.x can), which
+    # the next writer continues.
+    assert len(data) == 4 and min(data[:3]) > 0 and data[3] == 0
+    with store.open_dataset("ns", "k", version="1") as ds:
+        assert [r["i"] for r in ds] == list(range(30))
+
+
+def test_a_record_read_cold_costs_one_ranged_get(s3_server: S3TestServer, s3_bucket: str) -> None:
+    store = KaraStorage(s3_server.url(s3_bucket, "random"), **s3_server.options)
+    count = 3000
+    with store.open_dataset("ns", "k", "w", version="1", serialization="raw", max_file_size=4 << 20) as ds:
+        ds.write_many(bytes([i % 251]) * RECORD for i in range(count))
+    picked = list(range(100, count, 300))  # 600 KB apart, none in the first page
+    with store.open_dataset("ns", "k", version="1", serialization="raw") as ds:
+        assert ds[0] == bytes([0]) * RECORD  # brings the index page in
+        s3_server.reset_requests()
+        for i in picked:
+            assert ds[i] == bytes([i % 251]) * RECORD
+        requests = s3_server.requests
+        gets = list(s3_server.app.gets)
+    assert requests == len(picked) == len(gets)
+    for path, byte_range in gets:
+        assert "/data/" in path and byte_range is not None
+        first, last = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", byte_range).groups())  # type: ignore[union-attr]
+        assert last - first + 1 <= 128 * 1024  # a page or two, never a 4 MiB block
+
+
+def test_sequential_reads_fetch_large_windows(s3_server: S3TestServer, s3_bucket: str) -> None:
+    store = KaraStorage(s3_server.url(s3_bucket, "sequential"), **s3_server.options)
+    count = 10_000
+    with store.open_dataset("ns", "k", "w", version="1", serialization="raw") as ds:
+        ds.write_many(bytes([i % 251]) * RECORD for i in range(count))
+    with store.open_dataset("ns", "k", version="1", serialization="raw") as ds:
+        s3_server.reset_requests()
+        assert sum(len(r) for r in ds) == count * RECORD
+        gets = len(s3_server.app.gets)
+    # 20 MB of records in windows of 8 MiB fetched as 2 MiB parts: tens of requests, not 10,000.
+    assert gets <= 30
+
+
+def test_writer_lock_holds_on_s3(s3_server: S3TestServer, s3_bucket: str) -> None:
+    store = KaraStorage(s3_server.url(s3_bucket, "locks"), **s3_server.options)
+    other = KaraStorage(s3_server.url(s3_bucket, "locks"), **s3_server.options)
+    with store.open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write({"i": 1})
+        with pytest.raises(DatasetLockedError):
+            other.open_dataset("ns", "k", "w", version="1")
+    assert store.backend.capabilities.atomic_create
+
+
+def test_a_server_ignoring_conditional_writes_makes_creates_best_effort_and_says_so(
+    s3_server: S3TestServer, s3_bucket: str
+) -> None:
+    backend = open_backend(s3_server.url(s3_bucket, "unconditional"), **s3_server.options)
+    s3_server.app.ignore_conditional_writes = True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert backend.put_if_absent("lock", b"mine") is True
+            assert backend.put_if_absent("lock", b"theirs") is False
+    finally:
+        s3_server.app.ignore_conditional_writes = False
+    assert not backend.capabilities.atomic_create
+    assert backend.read("lock") == b"mine"
+    assert any("best effort" in str(w.message) for w in caught)
+    assert list(backend.list("")) == ["lock"]  # the probe left nothing behind
+
+
+@pytest.mark.slow
+def test_load_directory_downloads_a_large_blob_as_parallel_ranges(
+    s3_server: S3TestServer, s3_bucket: str, tmp_path
+) -> None:
+
+    source = tmp_path / "source"
+    source.mkdir()
+    big = os.urandom(40 * 1024 * 1024)
+    (source / "big.bin").write_bytes(big)
+    store = KaraStorage(s3_server.url(s3_bucket, "dirs"), **s3_server.options)
+    store.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    s3_server.reset_requests()
+    store.load_directory("ns", "ckpt", str(tmp_path / "loaded"), progress_bar=False)
+    assert (tmp_path / "loaded" / "big.bin").read_bytes() == big
+    ranged = [r for path, r in s3_server.app.gets if "/data/" in path and r is not None]
+    assert len(ranged) >= 5  # 8 MiB ranges of the 40 MiB blob, fetched concurrently
