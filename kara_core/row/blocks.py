@@ -464,20 +464,21 @@ class BlockWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data`` (not yet durable: see :meth:`flush`)."""
-        view = memoryview(data)
-        size = len(view)
-        while view:
-            room = self._max - self._position
-            if len(view) <= room:
-                self._appender.append(view)
-                self._position += len(view)
-                view = view[len(view) :]
-            else:
-                self._appender.append(view[:room])
-                self._position += room
-                view = view[room:]
-            if self._position >= self._max:
-                self._roll()
+        # Every view is released explicitly, not when its last reference goes: a frame
+        # kept alive by a reference cycle (an exception caught deeper down, in _roll's
+        # open_append) would otherwise keep the caller's buffer exported, and the caller
+        # (RowWriter's reused BytesIO) could not grow it again.
+        with memoryview(data) as whole:
+            size = len(whole)
+            offset = 0
+            while offset < size:
+                take = min(size - offset, self._max - self._position)
+                with whole[offset : offset + take] as part:
+                    self._appender.append(part)
+                self._position += take
+                offset += take
+                if self._position >= self._max:
+                    self._roll()
         self.total += size
 
     def _wait_closing(self) -> None:

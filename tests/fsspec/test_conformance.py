@@ -10,6 +10,7 @@ import pytest
 from kara_fsspec import FsspecBackend
 
 from kara_core.backend import Backend
+from kara_core.errors import UnsafePathError
 from kara_core.testing import BackendConformance
 from kara_core.testing.obj import ObjectConformance
 from kara_core.testing.row import RowConformance
@@ -38,6 +39,16 @@ class TestAzureBackend(BackendConformance):
     @pytest.fixture
     def backend(self, azure_backend: Backend) -> Backend:
         return azure_backend
+
+    def test_a_backslash_is_a_plain_character_of_a_name(self, backend: Backend) -> None:
+        # Azure Blob Storage (Azurite as the service) stores 'a\\..\\c' as 'a/../c': the
+        # name is refused, with the reason, before anything is sent.
+        for path in ("bs/a\\b", "bs/a\\..\\c"):
+            with pytest.raises(UnsafePathError, match="Azure Blob Storage"):
+                backend.put(path, b"one")
+            with pytest.raises(UnsafePathError, match="Azure Blob Storage"):
+                backend.read(path)
+        assert list(backend.list("bs/")) == []
 
 
 class TestAzureRows(RowConformance):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
 
 from kara_core.backend import Backend, Capabilities, check_path
-from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, PermissionDeniedError
+from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, PermissionDeniedError, UnsafePathError
 from kara_core.url import StoreURL, parse_store_url
 
 from .options import FsspecOptions, check_options, filesystem_class, secret_values
@@ -115,6 +115,9 @@ class FsspecBackend(Backend):
         self._probe_lock = threading.Lock()
         self._create_checked = self.traits.kind != "object"
         self._warned = False
+        #: Azure Blob Storage stores a '\\' of a blob name as '/', so 'a\\..\\c' would
+        #: become 'a/../c': such names are refused instead of changed.
+        self._backslash_is_slash = type(fs).__module__.split(".")[0] == "adlfs"
         #: What a pickle holds: reopen this URL with these options (see __reduce_ex__).
         self._opened_by_open_fsspec = (url, dict(options))
 
@@ -149,7 +152,10 @@ class FsspecBackend(Backend):
     # -- helpers ---------------------------------------------------------------------
 
     def _key(self, path: str) -> str:
-        return f"{self.root}/{check_path(path)}"
+        checked = check_path(path)
+        if self._backslash_is_slash and "\\" in checked:
+            raise UnsafePathError(path, "Azure Blob Storage turns '\\' into '/' in blob names, so it cannot keep this name")
+        return f"{self.root}/{checked}"
 
     @contextmanager
     def _translated(self, what: str, writing: bool = False) -> Iterator[None]:
