@@ -33,7 +33,14 @@ from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
 
 from kara_core.backend import Backend, Capabilities, check_path
-from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, PermissionDeniedError, UnsafePathError
+from kara_core.errors import (
+    BackendError,
+    ConfigurationError,
+    KaraError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnsafePathError,
+)
 from kara_core.url import StoreURL, parse_store_url
 
 from .options import FsspecOptions, check_options, filesystem_class, secret_values
