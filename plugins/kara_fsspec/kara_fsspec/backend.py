@@ -161,7 +161,9 @@ class FsspecBackend(Backend):
     def _key(self, path: str) -> str:
         checked = check_path(path)
         if self._backslash_is_slash and "\\" in checked:
-            raise UnsafePathError(path, "Azure Blob Storage turns '\\' into '/' in blob names, so it cannot keep this name")
+            raise UnsafePathError(
+                path, "Azure Blob Storage turns '\\' into '/' in blob names, so it cannot keep this name"
+            )
         return f"{self.root}/{checked}"
 
     @contextmanager
