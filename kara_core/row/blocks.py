@@ -43,13 +43,16 @@ __all__ = [
     "truncate_stream",
 ]
 
-#: Bytes fetched per read-ahead request on remote stores (one more is prefetched).
-READ_AHEAD = 8 * 1024 * 1024
+#: Bytes of one read-ahead window on remote stores (the next window is prefetched while
+#: the reader works through this one). Large windows keep several requests in flight and
+#: pay each request's latency once per 8 MiB.
+READ_AHEAD = 32 * 1024 * 1024
 #: Reads at least this large go through pread on local files: one copy, no page faults.
 LARGE_READ = 256 * 1024
 #: With ``capabilities.parallel_reads``, a read-ahead window is fetched as concurrent
-#: requests of this size, this many at a time.
-PARALLEL_PART = 2 * 1024 * 1024
+#: ranged requests of this size (the part size object stores' own guidance gives for
+#: parallel downloads), this many at a time.
+PARALLEL_PART = 8 * 1024 * 1024
 PARALLEL_REQUESTS = 4
 #: Page sizes of the remote random-access cache. On a store with real latency a request
 #: for 64 KiB costs about what a request for one small record costs, and it brings the
@@ -75,8 +78,23 @@ def block_path(prefix: str, number: int) -> str:
 
 
 def probe_blocks(backend: Backend, prefix: str) -> list[int]:
-    """Sizes of ``0.blk``, ``1.blk``, ... up to the first missing one (as 2.x finds them)."""
+    """Sizes of ``0.blk``, ``1.blk``, ... up to the first missing one (as 2.x finds them).
+
+    On stores whose listings carry sizes (they override :meth:`Backend.list_sizes`:
+    object stores) this is one listing of the folder, not one request per block; elsewhere
+    (local files: a stat each) the blocks are asked for one by one.
+    """
     sizes: list[int] = []
+    if type(backend).list_sizes is not Backend.list_sizes:
+        listed = dict(backend.list_sizes(prefix))
+        while (path := block_path(prefix, len(sizes))) in listed:
+            size = listed[path]
+            if size is None:
+                size = backend.size(path)
+                if size is None:
+                    break
+            sizes.append(size)
+        return sizes
     while (size := backend.size(block_path(prefix, len(sizes)))) is not None:
         sizes.append(size)
     return sizes

@@ -225,8 +225,14 @@ class Snapshot:
         """
         if start >= stop:
             return []
-        first = self.end(start - 1)
-        ends = self.ends(start, stop, sequential)
+        if sequential and start and self._ends is None:
+            # The previous record's end comes with this range's, from the index's
+            # read-ahead window: no separate (paged) index request per refill.
+            both = self.ends(start - 1, stop, True)
+            first, ends = both[0], both[1:]
+        else:
+            first = self.end(start - 1)
+            ends = self.ends(start, stop, sequential)
         if budget is not None and ends[-1] - first > budget:
             # Cut before decoding: a refill of a few large records decodes only theirs.
             ends = ends[: max(1, bisect_right(ends, first + budget))]
