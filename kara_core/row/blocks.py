@@ -40,6 +40,7 @@ __all__ = [
     "block_path",
     "open_blocks",
     "probe_blocks",
+    "probe_streams",
     "truncate_stream",
 ]
 
@@ -84,17 +85,30 @@ def probe_blocks(backend: Backend, prefix: str) -> list[int]:
     object stores) this is one listing of the folder, not one request per block; elsewhere
     (local files: a stat each) the blocks are asked for one by one.
     """
-    sizes: list[int] = []
-    if type(backend).list_sizes is not Backend.list_sizes:
-        listed = dict(backend.list_sizes(prefix))
+    return probe_streams(backend, [prefix])[0]
+
+
+def probe_streams(backend: Backend, prefixes: list[str]) -> list[list[int]]:
+    """:func:`probe_blocks` of several folders (a version's index and data): on stores
+    whose listings carry sizes, one listing of the folder that holds them all."""
+    if type(backend).list_sizes is Backend.list_sizes:
+        return [_probe_one_by_one(backend, prefix) for prefix in prefixes]
+    common = os.path.commonprefix(prefixes)
+    listed = dict(backend.list_sizes(common[: common.rfind("/") + 1]))
+    found = []
+    for prefix in prefixes:
+        sizes: list[int] = []
         while (path := block_path(prefix, len(sizes))) in listed:
             size = listed[path]
-            if size is None:
-                size = backend.size(path)
-                if size is None:
-                    break
+            if size is None and (size := backend.size(path)) is None:
+                break
             sizes.append(size)
-        return sizes
+        found.append(sizes)
+    return found
+
+
+def _probe_one_by_one(backend: Backend, prefix: str) -> list[int]:
+    sizes: list[int] = []
     while (size := backend.size(block_path(prefix, len(sizes)))) is not None:
         sizes.append(size)
     return sizes
