@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import posixpath
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
@@ -93,8 +94,9 @@ def probe_streams(backend: Backend, prefixes: list[str]) -> list[list[int]]:
     whose listings carry sizes, one listing of the folder that holds them all."""
     if type(backend).list_sizes is Backend.list_sizes:
         return [_probe_one_by_one(backend, prefix) for prefix in prefixes]
-    common = os.path.commonprefix(prefixes)
-    listed = dict(backend.list_sizes(common[: common.rfind("/") + 1]))
+    folders = [prefix[: prefix.rfind("/") + 1] for prefix in prefixes]
+    common = posixpath.commonpath(folders) if all(folders) else ""
+    listed = dict(backend.list_sizes(common + "/" if common else ""))
     found = []
     for prefix in prefixes:
         sizes: list[int] = []

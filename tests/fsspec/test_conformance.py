@@ -67,9 +67,7 @@ class TestAzureObjects(ObjectConformance):
 #: storage.py's Storage._norm replaces every backslash of an object name with '/' (and
 #: refuses '..' segments with a ValueError, answered as a dropped connection); GCS keeps a
 #: backslash as a plain character of the name.
-EMULATOR_BACKSLASH = (
-    "gcp-storage-emulator turns '\\' in object names into '/' (storage.py Storage._norm); GCS does not"
-)
+EMULATOR_BACKSLASH = "gcp-storage-emulator turns '\\' in object names into '/' (storage.py Storage._norm); GCS does not"
 #: server.py's _read_data parses gcsfs's one-request (multipart/related) uploads with
 #: email.parser, which takes a last '\r' of the content for part of the closing delimiter:
 #: the stored object is one byte short. The test's fourth object ends with '\r'.
