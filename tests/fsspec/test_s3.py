@@ -134,7 +134,7 @@ def test_sequential_reads_fetch_large_windows(s3_server: S3TestServer, s3_bucket
         s3_server.reset_requests()
         assert sum(len(r) for r in ds) == count * RECORD
         gets = len(s3_server.app.gets)
-    # 20 MB of records in windows of 8 MiB fetched as 2 MiB parts: tens of requests, not 10,000.
+    # 20 MB of records in 32 MiB windows fetched as 8 MiB parts: a handful of requests, not 10,000.
     assert gets <= 30
 
 
