@@ -15,6 +15,16 @@ and the ratio of the medians (peer / kara: above 1 means kara is faster). kara-s
   (fsspec has no way to skip unchanged files);
 - ``ds[i]`` read cold: server requests per record (moto's count).
 
+Two diagnostics run in the same session: the server requests of each sequential read,
+and ``seq kara 1 GET/block`` (kara's reader with windows as large as a block, so each
+block is one whole-object GET, as ``cat_file`` does). moto answers a ranged GET by
+reading the whole object and slicing it (moto/s3/responses.py: ``get_object`` returns
+``key.value``, then ``_handle_range_header`` cuts the range), so on moto every ranged
+GET costs a read of the whole block; the setup prints the time of a 64 KiB ranged GET
+from a 1 MiB and from a 64 MiB object to show it. Real object stores serve a range
+without reading the rest, and there kara's parallel 8 MiB ranges are what gives
+throughput.
+
 With ``--obstore`` the same transfers also run through obstore (the Rust object-store
 client) in a separate virtualenv (``.venv-obstore``, created on first use).
 
@@ -71,6 +81,14 @@ def task_seq_kara(p: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "bytes": total}
 
 
+def task_seq_kara_whole(p: dict[str, Any]) -> dict[str, Any]:
+    from kara_core.row import blocks
+
+    # Diagnostic: one window holds the whole stream and is one GET per block.
+    blocks.READ_AHEAD = blocks.PARALLEL_PART = 1 << 40
+    return task_seq_kara(p)
+
+
 def task_seq_cat(p: dict[str, Any]) -> dict[str, Any]:
     fs = _fs(p["endpoint"])
     start = time.perf_counter()
@@ -125,6 +143,24 @@ def task_put_raw(p: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     fs.put(p["source"] + "/", f"{p['bucket']}/{p['prefix']}/", recursive=True)
     return {"seconds": time.perf_counter() - start}
+
+
+def moto_range_cost(fs: Any, bucket: str) -> str:
+    """Median time of a 64 KiB ranged GET from a 1 MiB and from a 64 MiB object (moto reads
+    the whole object for each)."""
+    found = []
+    for mib in (1, 64):
+        key = f"{bucket}/range-cost/{mib}"
+        fs.pipe_file(key, os.urandom(mib << 20))
+        fs.cat_file(key, start=0, end=65536)
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            fs.cat_file(key, start=4096, end=4096 + 65536)
+            times.append(time.perf_counter() - start)
+        found.append(f"{statistics.median(times) * 1000:.1f} ms from a {mib} MiB object")
+    fs.rm(f"{bucket}/range-cost", recursive=True)
+    return "a 64 KiB ranged GET on moto: " + ", ".join(found)
 
 
 def _obstore(p: dict[str, Any]) -> Any:
@@ -300,10 +336,13 @@ def main() -> None:
         source = os.path.join(work, "source")
         make_folder(source)
         store = _store(base, "rows")
-        with store.open_dataset("bench", "rows", "w", version="1") as ds:
-            ds.write_many(small_record(i) for i in range(args.records))
+        # JSON records stored as raw bytes: kara and cat_file move the same bytes, and the
+        # reader opens them with the serializer they were written with.
+        with store.open_dataset("bench", "rows", "w", version="1", serialization="raw") as ds:
+            ds.write_many(json.dumps(small_record(i)).encode() for i in range(args.records))
         _store(base, "tree").save_directory("bench", "tree", source, progress_bar=False)
         fs = _fs(server.endpoint_url)
+        print(moto_range_cost(fs, bucket), flush=True)
         fs.put(source + "/", f"{bucket}/raw/", recursive=True)
         reload_kara, reload_raw = os.path.join(work, "reload-kara"), os.path.join(work, "reload-raw")
         run_child("load_kara", {**base, "target": reload_kara, "round": 0})
@@ -311,18 +350,22 @@ def main() -> None:
 
         results: dict[str, list[float]] = {}
         requests: list[float] = []
+        served: dict[str, list[int]] = {}
 
         def measure(name: str, task: str, python: str = sys.executable, **extra: Any) -> dict[str, Any]:
+            server.reset_requests()
             out = run_child(task, {**base, **extra}, python)
+            served.setdefault(name, []).append(server.requests)
             results.setdefault(name, []).append(out["seconds"])
             # Every measurement as it comes: an interrupted run still leaves its figures.
-            print(f"  {name}: {out['seconds']:.3f} s", flush=True)
+            print(f"  {name}: {out['seconds']:.3f} s, {served[name][-1]} server requests", flush=True)
             return out
 
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
             measure("seq kara", "seq_kara")
             measure("seq cat_file", "seq_cat")
+            measure("seq kara 1 GET/block", "seq_kara_whole")
             requests.append(measure("random kara", "random_kara", round=r)["requests_per_record"])
             measure("random s3fs cat_file", "random_s3fs", round=r)
             for who, task in (("load kara", "load_kara"), ("load fs.get", "get_raw")):
@@ -372,6 +415,15 @@ def main() -> None:
             f"{ratio:>6.2f}x {goal:>7}  {ok}"
         )
     print(f"ds[i] read cold: {statistics.median(requests):.2f} server requests per record (moto's count)")
+    whole = statistics.median(results["seq cat_file"]) / statistics.median(results["seq kara 1 GET/block"])
+    print(
+        f"diagnostic: seq kara with one GET per block {summary(results['seq kara 1 GET/block'])} s, "
+        f"{whole:.2f}x of cat_file"
+    )
+    print(
+        "server requests (median): "
+        + ", ".join(f"{name} {statistics.median(counts):.0f}" for name, counts in served.items())
+    )
     if obstore_python:
         print("\nobstore (Rust client) on the same transfers, against s3fs:")
         for label, ours, theirs in (

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import posixpath
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
@@ -40,16 +41,20 @@ __all__ = [
     "block_path",
     "open_blocks",
     "probe_blocks",
+    "probe_streams",
     "truncate_stream",
 ]
 
-#: Bytes fetched per read-ahead request on remote stores (one more is prefetched).
-READ_AHEAD = 8 * 1024 * 1024
+#: Bytes of one read-ahead window on remote stores (the next window is prefetched while
+#: the reader works through this one). Large windows keep several requests in flight and
+#: pay each request's latency once per 8 MiB.
+READ_AHEAD = 32 * 1024 * 1024
 #: Reads at least this large go through pread on local files: one copy, no page faults.
 LARGE_READ = 256 * 1024
 #: With ``capabilities.parallel_reads``, a read-ahead window is fetched as concurrent
-#: requests of this size, this many at a time.
-PARALLEL_PART = 2 * 1024 * 1024
+#: ranged requests of this size (the part size object stores' own guidance gives for
+#: parallel downloads), this many at a time.
+PARALLEL_PART = 8 * 1024 * 1024
 PARALLEL_REQUESTS = 4
 #: Page sizes of the remote random-access cache. On a store with real latency a request
 #: for 64 KiB costs about what a request for one small record costs, and it brings the
@@ -75,7 +80,36 @@ def block_path(prefix: str, number: int) -> str:
 
 
 def probe_blocks(backend: Backend, prefix: str) -> list[int]:
-    """Sizes of ``0.blk``, ``1.blk``, ... up to the first missing one (as 2.x finds them)."""
+    """Sizes of ``0.blk``, ``1.blk``, ... up to the first missing one (as 2.x finds them).
+
+    On stores whose listings carry sizes (they override :meth:`Backend.list_sizes`:
+    object stores) this is one listing of the folder, not one request per block; elsewhere
+    (local files: a stat each) the blocks are asked for one by one.
+    """
+    return probe_streams(backend, [prefix])[0]
+
+
+def probe_streams(backend: Backend, prefixes: list[str]) -> list[list[int]]:
+    """:func:`probe_blocks` of several folders (a version's index and data): on stores
+    whose listings carry sizes, one listing of the folder that holds them all."""
+    if type(backend).list_sizes is Backend.list_sizes:
+        return [_probe_one_by_one(backend, prefix) for prefix in prefixes]
+    folders = [prefix[: prefix.rfind("/") + 1] for prefix in prefixes]
+    common = posixpath.commonpath(folders) if all(folders) else ""
+    listed = dict(backend.list_sizes(common + "/" if common else ""))
+    found = []
+    for prefix in prefixes:
+        sizes: list[int] = []
+        while (path := block_path(prefix, len(sizes))) in listed:
+            size = listed[path]
+            if size is None and (size := backend.size(path)) is None:
+                break
+            sizes.append(size)
+        found.append(sizes)
+    return found
+
+
+def _probe_one_by_one(backend: Backend, prefix: str) -> list[int]:
     sizes: list[int] = []
     while (size := backend.size(block_path(prefix, len(sizes)))) is not None:
         sizes.append(size)

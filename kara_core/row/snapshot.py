@@ -30,7 +30,7 @@ from .blocks import (
     RemoteBlocks,
     block_path,
     open_blocks,
-    probe_blocks,
+    probe_streams,
 )
 
 __all__ = ["ENTRY", "Snapshot", "complete_extent", "decode_ends"]
@@ -44,6 +44,12 @@ _ONE = struct.Struct("<Q")
 #: small: many large records alive at once make the allocator return and refault memory).
 BATCH_RECORDS = 4096
 BATCH_BYTES = 1024 * 1024
+#: On remote stores an index of at most this many bytes (262,144 records) is read whole
+#: when the version opens (one request per index block): the torn-tail check, every
+#: sequential refill and every ``ds[i]`` then take record ends from memory, with no
+#: index request of their own. Larger indexes (or larger than the snapshot's cache budget)
+#: are read in pages and read-ahead windows.
+SMALL_INDEX = 2 * 1024 * 1024
 
 
 def decode_ends(raw: bytes) -> array[int]:
@@ -100,10 +106,22 @@ class Snapshot:
         self.backend = backend
         self.index_prefix = index_prefix
         self.data_prefix = data_prefix
-        index_sizes = probe_blocks(backend, index_prefix)
-        data_sizes = probe_blocks(backend, data_prefix)
+        index_sizes, data_sizes = probe_streams(backend, [index_prefix, data_prefix])
         stored_data = sum(data_sizes)
-        self.count, self.data_bytes = complete_extent(backend, index_prefix, index_sizes, stored_data)
+        entries = sum(index_sizes) // ENTRY
+        in_memory: array[int] | None = None
+        local = backend.capabilities.local_path and backend.local_path(block_path(index_prefix, 0)) is not None
+        if entries and not local and entries * ENTRY <= min(SMALL_INDEX, cache_size):
+            whole = RemoteBlocks(backend, index_prefix, index_sizes, entries * ENTRY)
+            try:
+                in_memory = decode_ends(whole.read(0, entries * ENTRY))
+            finally:
+                whole.close()
+            # End offsets never decrease: the complete records are those ending within the data.
+            self.count = bisect_right(in_memory, stored_data)
+            self.data_bytes = in_memory[self.count - 1] if self.count else 0
+        else:
+            self.count, self.data_bytes = complete_extent(backend, index_prefix, index_sizes, stored_data)
         # Only the complete records are read: bytes past them may be cut by a writer. That
         # also keeps the page cache correct: below the limit the streams never change.
         self._cache = PageCache(cache_size)
@@ -115,6 +133,8 @@ class Snapshot:
         self._ends: memoryview | None = None
         if _LITTLE and isinstance(self.index, MappedBlocks) and self.index.single is not None:
             self._ends = memoryview(self.index.single).cast("Q")
+        elif in_memory is not None:
+            self._ends = memoryview(in_memory)[: self.count]
         self.data = open_blocks(backend, data_prefix, data_sizes, self.data_bytes, self._cache, DATA_PAGE_SIZE)
         self._single = self.data.single if isinstance(self.data, MappedBlocks) else None
         self._mapped = isinstance(self.data, MappedBlocks)
@@ -225,8 +245,14 @@ class Snapshot:
         """
         if start >= stop:
             return []
-        first = self.end(start - 1)
-        ends = self.ends(start, stop, sequential)
+        if sequential and start and self._ends is None:
+            # The previous record's end comes with this range's, from the index's
+            # read-ahead window: no separate (paged) index request per refill.
+            both = self.ends(start - 1, stop, True)
+            first, ends = both[0], both[1:]
+        else:
+            first = self.end(start - 1)
+            ends = self.ends(start, stop, sequential)
         if budget is not None and ends[-1] - first > budget:
             # Cut before decoding: a refill of a few large records decodes only theirs.
             ends = ends[: max(1, bisect_right(ends, first + budget))]

@@ -15,7 +15,7 @@ from ..errors import (
 from ..locks import LeaseLock
 from ..names import split_names
 from ..serialization import Serializer, resolve_serializer
-from .blocks import DEFAULT_CACHE_SIZE, block_path, open_blocks, probe_blocks
+from .blocks import DEFAULT_CACHE_SIZE, block_path, open_blocks, probe_streams
 from .dataset import RowDataset
 from .layout import (
     ROW_ROOT,
@@ -272,7 +272,7 @@ class RowStore:
         backend = self.backend
         ipath, dpath = index_prefix(namespace, key, version), data_prefix(namespace, key, version)
         problems = self._block_gaps(dataset_prefix(namespace, key) + version + "/")
-        index_sizes, data_sizes = probe_blocks(backend, ipath), probe_blocks(backend, dpath)
+        index_sizes, data_sizes = probe_streams(backend, [ipath, dpath])
         if not index_sizes:
             problems.append(f"no index blocks ({ipath}0.blk is missing): the version reads as empty")
         if not data_sizes:

@@ -19,7 +19,7 @@ from itertools import accumulate
 from ..backend import Backend
 from ..errors import DatasetLockedError
 from ..locks import LeaseLock
-from .blocks import BlockWriter, probe_blocks, truncate_stream
+from .blocks import BlockWriter, probe_streams, truncate_stream
 from .layout import data_prefix, index_prefix, writer_lock_path
 from .snapshot import ENTRY, complete_extent
 
@@ -38,8 +38,7 @@ _LITTLE = sys.byteorder == "little"
 
 def _repair(backend: Backend, ipath: str, dpath: str) -> tuple[list[int], list[int]]:
     """Cut a torn tail left by a crashed writer; return the index and data block sizes."""
-    index_sizes = probe_blocks(backend, ipath)
-    data_sizes = probe_blocks(backend, dpath)
+    index_sizes, data_sizes = probe_streams(backend, [ipath, dpath])
     index_bytes, data_bytes = sum(index_sizes), sum(data_sizes)
     entries, valid_data = complete_extent(backend, ipath, index_sizes, data_bytes)
     if index_bytes != entries * ENTRY:

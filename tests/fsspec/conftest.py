@@ -1,4 +1,5 @@
-"""Fixtures of the kara-fsspec tests: moto's S3 server and Azurite on 127.0.0.1, stores on them."""
+"""Fixtures of the kara-fsspec tests: moto's S3 server, Azurite and gcp-storage-emulator on
+127.0.0.1, stores on them."""
 
 from __future__ import annotations
 
@@ -10,17 +11,25 @@ import pytest
 from kara_fsspec import open_fsspec
 from kara_fsspec.testing import (
     AzuriteServer,
+    GCSTestServer,
     S3TestServer,
     azure_container,
     azurite_server,
+    gcs_bucket,
+    gcs_server,
     s3_bucket,
     s3_server,
 )
+from kara_fsspec.testing.gcs import disable_gcsfs_extensions
 
 from kara_core.backend import Backend
 from kara_core.url import open_backend
 
-__all__ = ["azure_container", "azurite_server", "s3_bucket", "s3_server"]
+__all__ = ["azure_container", "azurite_server", "gcs_bucket", "gcs_server", "s3_bucket", "s3_server"]
+
+# gcsfs picks its filesystem class when it is imported: the plain JSON-API one, which is
+# what the emulator serves (see kara_fsspec.testing.gcs).
+disable_gcsfs_extensions()
 
 
 @pytest.fixture
@@ -35,6 +44,14 @@ def s3_backend(s3_server: S3TestServer, s3_bucket: str) -> Iterator[Backend]:
 def azure_backend(azurite_server: AzuriteServer, azure_container: str) -> Iterator[Backend]:
     """An az:// store under prefix ``store`` of a new container on Azurite."""
     backend = open_backend(azurite_server.url(azure_container, "store"), **azurite_server.options)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def gcs_backend(gcs_server: GCSTestServer, gcs_bucket: str) -> Iterator[Backend]:
+    """A gs:// store under prefix ``store`` of a new bucket on gcp-storage-emulator."""
+    backend = open_backend(gcs_server.url(gcs_bucket, "store"), **gcs_server.options)
     yield backend
     backend.close()
 

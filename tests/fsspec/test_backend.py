@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 
@@ -9,6 +10,7 @@ import pytest
 from kara_fsspec import backend as fsspec_backend
 
 from kara_core.backend import Backend
+from kara_core.errors import BackendError
 
 
 class _ShortReads(io.RawIOBase):
@@ -64,3 +66,29 @@ def test_cleanup_removes_old_temporary_objects_only(memory_backend: Backend) -> 
     assert memory_backend.cleanup("k/", older_than=3600) == 0
     assert memory_backend.cleanup("k/", older_than=-1) == 1
     assert sorted(fs.find(f"{root}/k")) == [f"{root}/k/obj"]
+
+
+def test_translated_errors_keep_no_frame_of_the_client_library_alive(
+    memory_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client library's frame holding a view of the caller's buffer (as s3fs's request
+    # frames hold bodies): once kara's error is raised, nothing may keep that frame, even
+    # while the error itself is still referenced, and with the garbage collector off.
+    buffer = bytearray(b"x" * 1000)
+
+    def failing(*args: object, **kwargs: object) -> bytes:
+        view = memoryview(buffer)  # noqa: F841 - the frame's buffer export is the point
+        try:
+            raise ConnectionResetError("first attempt")
+        except ConnectionResetError:
+            raise OSError("the connection broke") from None
+
+    monkeypatch.setattr(memory_backend.fs, "cat_file", failing)  # type: ignore[attr-defined]
+    gc.disable()
+    try:
+        with pytest.raises(BackendError, match="the connection broke") as info:
+            memory_backend.read("some/object", 0, 10)
+        assert info.value.__context__ is None and info.value.__cause__ is None
+        buffer.extend(b"y")  # BufferError if the failing frame were still alive
+    finally:
+        gc.enable()

@@ -1,6 +1,6 @@
 """kara-fsspec passes the backend, row-dataset and directory-version conformance suites on
-S3 (moto's server, through s3fs), Azure Blob (Azurite, through adlfs), and fsspec's memory
-and local filesystems."""
+S3 (moto's server, through s3fs), Azure Blob (Azurite, through adlfs), GCS
+(gcp-storage-emulator, through gcsfs), and fsspec's memory and local filesystems."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from kara_fsspec import FsspecBackend
 
 from kara_core.backend import Backend
-from kara_core.errors import UnsafePathError
+from kara_core.errors import BackendError, UnsafePathError
 from kara_core.testing import BackendConformance
 from kara_core.testing.obj import ObjectConformance
 from kara_core.testing.row import RowConformance
@@ -61,6 +61,63 @@ class TestAzureObjects(ObjectConformance):
     @pytest.fixture
     def backend(self, azure_backend: Backend) -> Backend:
         return azure_backend
+
+
+# Faults of gcp-storage-emulator (not of GCS, nor of kara), each found in its source:
+#: storage.py's Storage._norm replaces every backslash of an object name with '/' (and
+#: refuses '..' segments with a ValueError, answered as a dropped connection); GCS keeps a
+#: backslash as a plain character of the name.
+EMULATOR_BACKSLASH = "gcp-storage-emulator turns '\\' in object names into '/' (storage.py Storage._norm); GCS does not"
+#: server.py's _read_data parses gcsfs's one-request (multipart/related) uploads with
+#: email.parser, which takes a last '\r' of the content for part of the closing delimiter:
+#: the stored object is one byte short. The test's fourth object ends with '\r'.
+EMULATOR_TRAILING_CR = (
+    "gcp-storage-emulator drops a last '\\r' byte of an object uploaded in one request "
+    "(server.py _read_data parses the multipart upload with email.parser)"
+)
+
+
+class TestGCSBackend(BackendConformance):
+    @pytest.fixture
+    def backend(self, gcs_backend: Backend) -> Backend:
+        return gcs_backend
+
+    def test_put_if_absent_has_exactly_one_winner_under_contention(self, backend: Backend) -> None:
+        # gcp-storage-emulator ignores ifGenerationMatch=0 (its handlers never read it), so
+        # it cannot keep racing creators apart; GCS refuses the second create (412). The
+        # race itself would fail only sometimes (not a strict xfail), so this checks
+        # what kara must do on such a server instead: its probe finds the precondition
+        # ignored, creates become best effort, and kara says so.
+        fs = backend.fs  # type: ignore[attr-defined]
+        root = backend.root  # type: ignore[attr-defined]
+        fs.pipe_file(f"{root}/fault/obj", b"1", mode="create")
+        fs.pipe_file(f"{root}/fault/obj", b"2", mode="create")  # accepted: the emulator's fault
+        assert fs.cat_file(f"{root}/fault/obj") == b"2"
+        with pytest.warns(RuntimeWarning, match="best effort"):
+            assert backend.put_if_absent("race/obj", b"winner") is True
+        assert not backend.capabilities.atomic_create
+        assert backend.put_if_absent("race/obj", b"loser") is False
+        assert backend.read("race/obj") == b"winner"
+
+    @pytest.mark.xfail(strict=True, raises=BackendError, reason=EMULATOR_BACKSLASH)
+    def test_a_backslash_is_a_plain_character_of_a_name(self, backend: Backend) -> None:
+        super().test_a_backslash_is_a_plain_character_of_a_name(backend)
+
+    @pytest.mark.xfail(strict=True, raises=AssertionError, reason=EMULATOR_TRAILING_CR)
+    def test_batch_objects_are_never_visible_partially_before_commit(self, backend: Backend) -> None:
+        super().test_batch_objects_are_never_visible_partially_before_commit(backend)
+
+
+class TestGCSRows(RowConformance):
+    @pytest.fixture
+    def backend(self, gcs_backend: Backend) -> Backend:
+        return gcs_backend
+
+
+class TestGCSObjects(ObjectConformance):
+    @pytest.fixture
+    def backend(self, gcs_backend: Backend) -> Backend:
+        return gcs_backend
 
 
 class TestMemoryBackend(BackendConformance):

@@ -134,8 +134,31 @@ def test_sequential_reads_fetch_large_windows(s3_server: S3TestServer, s3_bucket
         s3_server.reset_requests()
         assert sum(len(r) for r in ds) == count * RECORD
         gets = len(s3_server.app.gets)
-    # 20 MB of records in windows of 8 MiB fetched as 2 MiB parts: tens of requests, not 10,000.
+    # 20 MB of records in 32 MiB windows fetched as 8 MiB parts: a handful of requests, not 10,000.
     assert gets <= 30
+
+
+def test_opening_a_version_lists_its_blocks_once_and_reads_a_small_index_whole(
+    s3_server: S3TestServer, s3_bucket: str
+) -> None:
+    store = KaraStorage(s3_server.url(s3_bucket, "opening"), **s3_server.options)
+    with store.open_dataset("ns", "k", "w", version="1", serialization="raw") as ds:
+        for flush in range(5):  # a block per flush in each stream
+            ds.write_many(bytes([flush]) * 100 for _ in range(200))
+            ds.flush()
+    s3_server.reset_requests()
+    with store.open_dataset("ns", "k", version="1", serialization="raw") as ds:
+        opening = list(s3_server.app.log)
+        s3_server.reset_requests()
+        assert [r[0] for r in ds] == [flush for flush in range(5) for _ in range(200)]
+        assert ds[517] == bytes([2]) * 100
+        reading = list(s3_server.app.log)
+    listings = [q for method, _, q in opening if method == "GET" and "list-type" in q]
+    assert len(listings) == 1  # index and data blocks: one listing of the version's folder
+    assert not [path for method, path, _ in opening if method == "HEAD" and path.endswith(".blk")]
+    index_gets = [path for method, path, _ in opening + reading if method == "GET" and "/index/" in path]
+    assert len(index_gets) == 5  # each index block once, at open; every record end then comes from memory
+    assert all("/data/" in path for _, path, _ in reading)
 
 
 def test_writer_lock_holds_on_s3(s3_server: S3TestServer, s3_bucket: str) -> None:

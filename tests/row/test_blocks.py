@@ -133,9 +133,12 @@ def test_truncate_stream_cuts_at_any_offset(backend: Backend, cut: int) -> None:
         reader.close()
 
 
-def test_parallel_read_ahead_splits_windows_into_concurrent_requests() -> None:
+def test_parallel_read_ahead_splits_windows_into_concurrent_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
+    from kara_core.row import blocks
+
+    monkeypatch.setattr(blocks, "PARALLEL_PART", 2 * 1024 * 1024)  # 8 MiB parts: a 2 MiB stand-in
     backend = open_backend(f"memory://blocks-{next(_names)}")
     backend.capabilities = replace(backend.capabilities, parallel_reads=True)
     data = _stream(backend, 11 * 1024 * 1024 + 5, 4 * 1024 * 1024)

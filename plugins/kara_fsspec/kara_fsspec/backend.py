@@ -28,7 +28,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
 
@@ -166,31 +165,44 @@ class FsspecBackend(Backend):
             )
         return f"{self.root}/{checked}"
 
-    @contextmanager
-    def _translated(self, what: str, writing: bool = False) -> Iterator[None]:
-        """Turn the filesystem's errors into kara's, with credentials masked.
+    def _translate(self, what: str, exc: Exception, writing: bool) -> KaraError:
+        """kara's error for the filesystem's ``exc``, with credentials masked.
 
         A write finding nothing there means the bucket (container, folder) is missing.
         """
-        try:
-            yield
-        except (KaraError, FileExistsError):
-            raise
-        except FileNotFoundError as exc:
+        if isinstance(exc, FileNotFoundError):
             if writing:
-                raise BackendError(
+                return BackendError(
                     f"{what} on {self.url} failed: the bucket, container or folder does not exist "
                     f"({_REDACT.mask(str(exc))})"
-                ) from None
-            raise NotFoundError(f"{what}: {self.url} has no such object") from None
-        except PermissionError as exc:
-            raise PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})") from None
-        except Exception as exc:  # noqa: BLE001 - the client libraries raise their own classes (botocore, azure.core)
-            raise BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}") from None
+                )
+            return NotFoundError(f"{what}: {self.url} has no such object")
+        if isinstance(exc, PermissionError):
+            return PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})")
+        return BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}")
 
     def _call(self, what: str, fn: Callable[[], _Result], writing: bool = False) -> _Result:
-        with self._translated(what, writing):
+        """``fn()``, its errors turned into kara's (:meth:`_translate`).
+
+        kara's error keeps nothing of the client library's exception: it is raised outside
+        the handler (so the library's exception is not its ``__context__``), and the library's traceback, whose
+        frames hold request and response buffers (and, through their callers, the
+        caller's), is dropped. ``fn`` and the error leave this frame before the raise, so
+        the error's traceback forms no reference cycle: a caught error frees every frame
+        at once, without waiting for the garbage collector.
+        """
+        try:
             return fn()
+        except (KaraError, FileExistsError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client libraries raise their own classes (botocore, azure.core)
+            error = self._translate(what, exc, writing)
+            _drop_tracebacks(exc)
+        del fn
+        try:
+            raise error
+        finally:
+            del error
 
     # -- reading ---------------------------------------------------------------------
 
@@ -359,15 +371,18 @@ class FsspecBackend(Backend):
             if self._create_checked:
                 return
             key = f"{self.root}/{TMP_MARK}probe-{uuid.uuid4().hex}"
-            with self._translated("check conditional writes", writing=True):
+
+            def probe() -> bool:
                 self.fs.pipe_file(key, b"1", mode="create")
                 try:
                     self.fs.pipe_file(key, b"2", mode="create")
-                    honoured = False
+                    return False
                 except FileExistsError:
-                    honoured = True
+                    return True
                 finally:
                     self.fs.rm_file(key)
+
+            honoured = self._call("check conditional writes", probe, writing=True)
             if not honoured:
                 self.capabilities = replace(self.capabilities, atomic_create=False)
             self._create_checked = True
@@ -525,6 +540,17 @@ class _LocalAppender:
         if not self._file.closed:
             self.flush()
             self._file.close()
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Drop the traceback of ``exc`` and of the exceptions it chains (their frames, and the
+    cycles through them that only the garbage collector would break)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
 
 
 def _split_body(data: bytes | bytearray | memoryview | BinaryIO) -> tuple[bytes, BinaryIO | None]:

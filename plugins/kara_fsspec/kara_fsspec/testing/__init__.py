@@ -9,9 +9,10 @@
 
 ``S3TestServer`` runs moto's S3 server (in a thread, or in its own process with
 ``process=True``) and counts the requests it serves; ``AzuriteServer`` runs Azurite's
-blob service. Both listen on random ports. In a conftest.py, import ``s3_server`` and
-``azurite_server`` (session fixtures) and ``s3_bucket`` / ``azure_container`` (a new
-bucket or container per test).
+blob service; ``GCSTestServer`` runs gcp-storage-emulator (Google Cloud Storage's JSON
+API, from PyPI) in a thread. All listen on random ports of 127.0.0.1. In a conftest.py,
+import ``s3_server``, ``azurite_server`` and ``gcs_server`` (session fixtures) and
+``s3_bucket`` / ``azure_container`` / ``gcs_bucket`` (a new bucket or container per test).
 """
 
 from __future__ import annotations
@@ -28,14 +29,19 @@ from typing import Any
 import pytest
 
 from .azurite import ACCOUNT, ACCOUNT_KEY, AzuriteError, start_azurite
+from .gcs import GCSEmulatorError, disable_gcsfs_extensions, start_gcs_emulator
 from .s3 import COUNTER_PATH, make_s3_server
 
 __all__ = [
     "AzuriteError",
     "AzuriteServer",
+    "GCSEmulatorError",
+    "GCSTestServer",
     "S3TestServer",
     "azure_container",
     "azurite_server",
+    "gcs_bucket",
+    "gcs_server",
     "s3_bucket",
     "s3_server",
 ]
@@ -184,6 +190,58 @@ class AzuriteServer:
         return f"{scheme}://{container}/{prefix}".rstrip("/")
 
 
+class GCSTestServer:
+    """gcp-storage-emulator on 127.0.0.1 (in memory, in a thread); ``options`` are gcsfs's.
+
+    Starting it sets ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` (see
+    :mod:`kara_fsspec.testing.gcs`): start it before anything imports gcsfs.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: Any = None
+
+    def start(self) -> GCSTestServer:
+        """Start the emulator (raises :class:`GCSEmulatorError` if it is missing or cannot serve)."""
+        disable_gcsfs_extensions()
+        self._server, self.port = start_gcs_emulator()
+        return self
+
+    def stop(self) -> None:
+        """Stop the emulator (its objects lived in memory)."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> GCSTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """gcsfs options for this server (the emulator checks no credentials)."""
+        return {"endpoint_url": self.endpoint_url, "token": "anon", "project": "kara-test"}
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """Create a bucket (a random name unless given) and return its name."""
+        import gcsfs
+
+        name = name or "kara-" + secrets.token_hex(6)
+        gcsfs.GCSFileSystem(skip_instance_cache=True, **self.options).mkdir(name)
+        return name
+
+    def url(self, bucket: str, prefix: str = "") -> str:
+        """``gs://bucket/prefix``."""
+        return f"gs://{bucket}/{prefix}".rstrip("/")
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3TestServer]:
     """moto's S3 server for the whole test session."""
@@ -208,3 +266,16 @@ def azurite_server() -> Iterator[AzuriteServer]:
 def azure_container(azurite_server: AzuriteServer) -> str:
     """A new, empty container on the session's Azurite."""
     return azurite_server.create_container()
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[GCSTestServer]:
+    """gcp-storage-emulator for the whole test session; fails (never skips) when it cannot start."""
+    with GCSTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: GCSTestServer) -> str:
+    """A new, empty bucket on the session's GCS emulator."""
+    return gcs_server.create_bucket()

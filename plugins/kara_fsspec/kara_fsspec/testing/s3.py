@@ -30,6 +30,8 @@ class CountingApp:
         self.count = 0
         #: (path, Range header or None) of every GET since the last reset.
         self.gets: list[tuple[str, str | None]] = []
+        #: (method, path, query string) of every request since the last reset.
+        self.log: list[tuple[str, str, str]] = []
         self.ignore_conditional_writes = False
         self._lock = threading.Lock()
 
@@ -39,11 +41,15 @@ class CountingApp:
                 with self._lock:
                     self.count = 0
                     self.gets = []
+                    self.log = []
             body = str(self.count).encode()
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
             return [body]
         with self._lock:
             self.count += 1
+            self.log.append(
+                (environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
+            )
             if environ.get("REQUEST_METHOD") == "GET":
                 self.gets.append((environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE")))
         if self.ignore_conditional_writes:
