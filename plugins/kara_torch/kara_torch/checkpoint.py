@@ -14,7 +14,10 @@ content-addressed blob: an item unchanged since an earlier version of the key (f
 layers, embeddings) is hashed but not uploaded again.
 
 Every rank uploads its own items from memory (hashing in its writer threads) and makes
-them durable before its ``write_data`` returns; only then does the coordinator's
+them durable before its ``write_data`` returns. A tensor item is ``torch.save``'d into a
+collector that keeps the archive's small records and, instead of a copy of the tensor's
+bytes, a view of the tensor's own memory: the parts are hashed where they are and written
+with ``os.writev`` on file:// (no ``BytesIO`` copy of the tensor); only then does the coordinator's
 ``finish`` publish the version, through the object store's own publish. A rank that dies
 before publishes nothing, and a rerun completes the same version.
 
@@ -35,6 +38,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
+import numpy as np
 import torch
 from torch.distributed.checkpoint.filesystem import _StorageInfo, _StoragePrefix
 from torch.distributed.checkpoint.metadata import (
@@ -122,6 +126,70 @@ def _tensor_bytes_offset(saved: memoryview, nbytes: int) -> int | None:
     header = records[0].header_offset
     name_len, extra_len = struct.unpack_from("<HH", saved, header + 26)
     return header + 30 + name_len + extra_len
+
+
+#: Tensors from this size on go to the store as a view of their memory (smaller ones are
+#: copied with the archive's records: one buffer is cheaper than a view for them).
+ZERO_COPY_MIN = 64 * 1024
+
+
+class _ArchiveParts(io.RawIOBase):
+    """The file ``torch.save`` writes one tensor's archive into, keeping it as parts.
+
+    torch hands the storage record over as a view of the tensor's memory; that write is
+    kept as a view of the tensor itself (valid as long as the tensor lives), every other
+    (small) write is copied. ``tensor_offset`` is where the tensor's bytes start.
+    """
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        super().__init__()
+        self._tensor = tensor
+        self._nbytes = tensor.numel() * tensor.element_size()
+        self._pointer = tensor.data_ptr()
+        self._parts: list[bytes | memoryview] = []
+        self._small = bytearray()
+        self.size = 0
+        self.tensor_offset: int | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.size
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        count = len(view)
+        own = None
+        if self.tensor_offset is None and count == self._nbytes and count >= ZERO_COPY_MIN:
+            own = _own_view(self._tensor, view, self._pointer)
+        if own is None:
+            self._small += view
+        else:
+            if self._small:
+                self._parts.append(bytes(self._small))
+                self._small = bytearray()
+            self.tensor_offset = self.size
+            self._parts.append(own)
+        self.size += count
+        return count
+
+    def parts(self) -> list[bytes | memoryview]:
+        """Everything written, in order."""
+        if self._small:
+            self._parts.append(bytes(self._small))
+            self._small = bytearray()
+        return self._parts
+
+
+def _own_view(tensor: torch.Tensor, written: memoryview, pointer: int) -> memoryview | None:
+    """A view of ``tensor``'s bytes if ``written`` is exactly them, else None."""
+    try:
+        if np.frombuffer(written, dtype=np.uint8).ctypes.data != pointer:
+            return None
+        return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+    except (RuntimeError, TypeError, ValueError):
+        return None  # a dtype numpy cannot view: the bytes are copied instead
 
 
 def _compact(tensor: torch.Tensor) -> torch.Tensor:
@@ -234,13 +302,18 @@ class KaraWriter(StorageWriter):
         tensor_offset = None
         if item.type == WriteItemType.BYTE_IO:
             payload = data.getbuffer()
+            parts = [payload]
         else:
             tensor = _compact(data)
-            buffer = io.BytesIO()
-            torch.save(tensor, buffer)
-            payload = buffer.getbuffer()
-            tensor_offset = _tensor_bytes_offset(payload, tensor.numel() * tensor.element_size())
-        stored = sink.store_bytes(payload)
+            archive = _ArchiveParts(tensor)
+            torch.save(tensor, archive)
+            parts = archive.parts()
+            tensor_offset = archive.tensor_offset
+            if tensor_offset is None:
+                joined = memoryview(b"".join(parts))
+                tensor_offset = _tensor_bytes_offset(joined, tensor.numel() * tensor.element_size())
+                parts = [joined]
+        stored = sink.store_parts(parts)
         info = _StorageInfo(name, 0, stored.size)
         return WriteResult(
             index=item.index, size_in_bytes=stored.size, storage_data=_ItemBlob(info, stored, tensor_offset)
