@@ -7,10 +7,12 @@ moves the staging object to its content name (:meth:`Backend.move`: a rename on
 file://, a server-side copy and delete on object stores). Memory stays bounded by one
 write plus :data:`WRITE_CHUNK`, whatever the size of the blob.
 
-- On stores whose appends extend the object in place (``native_appends``: file://,
+- On stores whose appends extend the object in place (``native_appends``) and that
+  move without sending the bytes again (a rename, or ``capabilities.copy``: file://,
   OSS) the staging object is appended to as the bytes arrive.
-- Other stores (S3, GCS, Azure block blobs through fsspec) would re-upload a whole
-  appended object at each flush; there the bytes wait in a spool (memory up to
+- Other stores (S3, GCS, Azure block blobs through fsspec, which would re-upload a
+  whole appended object at each flush; the http gateway, whose move would send the
+  bytes twice) get the bytes in a spool (memory up to
   :data:`SPOOL_IN_MEMORY`, then a local temporary file) that ``finish`` uploads with one
   streamed ``put`` (multipart where the store does it) under the content name.
 
@@ -27,6 +29,7 @@ import tempfile
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from ..backend import Backend
 from .hashing import Hasher
 
 if TYPE_CHECKING:
@@ -47,6 +50,13 @@ WRITE_CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
+def _stages(backend: Backend) -> bool:
+    """Whether uploads to ``backend`` go through an appended staging object."""
+    caps = backend.capabilities
+    cheap_move = caps.copy or type(backend).move is not Backend.move
+    return caps.writable and caps.appendable and caps.native_appends and cheap_move
+
+
 class StreamedUpload:
     """A blob of ``sink``'s key written piece by piece: ``write``, then ``finish`` or ``abort``.
 
@@ -64,7 +74,7 @@ class StreamedUpload:
         self._appender: Appender | None = None
         self._spool: Any = None
         self.staging: str | None = None
-        if backend.capabilities.appendable and backend.capabilities.native_appends:
+        if _stages(backend):
             self.staging = f"{sink.layout.data}{STAGING_PREFIX}{uuid.uuid4().hex}"
             self._appender = backend.open_append(self.staging)
         else:
