@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from ..backend import Backend
 from ..errors import ConfigurationError, ReadOnlyStoreError
 from ..localdisk import Buffers
-from .hashing import Digests
+from .hashing import Digests, hash_views
 from .manifest import KeyLayout, check_relative_parts, dump_json
 from .save import Lease
 from .tasks import defer_interrupt
@@ -117,6 +117,11 @@ class BlobSink:
                 self._listed = {sha: md5 for md5, _, sha in (name.partition("_") for name in names) if len(sha) == 40}
             return self._listed.get(sha1)
 
+    def _key_has_no_blobs(self) -> bool:
+        """True if the store held no blob of this key when first asked (one listing)."""
+        self._listed_md5("")
+        return not self._listed
+
     def _known(self, sha1: str, size: int) -> str | None:
         """The md5 of a blob with this sha1 and size that is stored (or being stored by this sink)."""
         with self._lock:
@@ -169,13 +174,20 @@ class BlobSink:
         """
         views = [view for view in (memoryview(p).cast("B") for p in parts) if len(view)]
         size = sum(len(view) for view in views)
-        sha1 = _hash("sha1", views)
-        known = self._known(sha1, size)
-        if known is not None and not sha256:
-            with self._lock:
-                self.reused_blobs += 1
-            return StoredBlob(Digests(known, sha1, None), size, False)
-        digests = Digests(_hash("md5", views), sha1, _hash("sha256", views) if sha256 else None)
+        extra = ["sha256"] if sha256 else []
+        if self._key_has_no_blobs():
+            # Nothing to deduplicate against (a first save): every digest in one pass.
+            sha1, md5, *rest = hash_views(["sha1", "md5", *extra], views)
+            digests = Digests(md5, sha1, rest[0] if rest else None)
+        else:
+            (sha1,) = hash_views(["sha1"], views)
+            known = self._known(sha1, size)
+            if known is not None and not sha256:
+                with self._lock:
+                    self.reused_blobs += 1
+                return StoredBlob(Digests(known, sha1, None), size, False)
+            md5, *rest = hash_views(["md5", *extra], views)
+            digests = Digests(md5, sha1, rest[0] if rest else None)
         if not self._claim(digests, size):
             return StoredBlob(digests, size, False)
         self._batch.put(self.layout.blob(digests.blob), views[0] if len(views) == 1 else Buffers(views))
@@ -218,13 +230,6 @@ class BlobSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _hash(name: str, views: list[memoryview]) -> str:
-    hasher = hashlib.new(name)
-    for view in views:
-        hasher.update(view)
-    return hasher.hexdigest()
 
 
 class VersionWriter:
