@@ -22,7 +22,6 @@ blob ``data/<md5>_<sha1>``, so what is written is an ordinary directory version 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import mmap
 import os

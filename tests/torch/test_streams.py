@@ -20,9 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _state(seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     # 24 MiB of float32 in all: well past the 8 MiB a stream may hold.
-    return {f"layer{i}.weight": torch.randn(1024, 1024, generator=gen) for i in range(6)} | {
-        "step": torch.tensor(seed)
-    }
+    return {f"layer{i}.weight": torch.randn(1024, 1024, generator=gen) for i in range(6)} | {"step": torch.tensor(seed)}
 
 
 def _k215_python() -> str:
