@@ -241,6 +241,18 @@ class Backend(ABC):
         finally:
             stream.close()
 
+    def move(self, source: str, target: str) -> None:
+        """Give the object at ``source`` the name ``target`` (created or replaced, as ``put``).
+
+        Optional: the default copies (:meth:`copy`: server-side where the store can, else
+        read and put) and then deletes ``source``. Stores with a rename override it (the
+        file store: ``os.replace``). Readers of ``target`` see the old or the new object,
+        never a partial one; ``source`` is gone once this returns. Raises
+        :class:`~kara_core.errors.NotFoundError` if ``source`` is absent.
+        """
+        self.copy(source, target)
+        self.delete(source)
+
     def put_if_absent(self, path: str, data: bytes) -> bool:
         """Atomically create ``path`` with ``data`` unless it exists.
 

@@ -9,22 +9,77 @@ use that machinery directly for the files they place and the file:// blobs they 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import BinaryIO, Literal
+import io
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO, Literal
 
 from ..errors import ConfigurationError
 from ._direct import AUTO, DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, write_all
 
-__all__ = ["DirectIO", "write_file"]
+__all__ = ["Buffers", "DirectIO", "write_file"]
 
 #: The ``direct_io`` settings: ``"auto"``, ``True`` (large files always direct) or ``False``.
 DirectIO = bool | Literal["auto"]
 
 
+class Buffers(io.RawIOBase):
+    """Content made of several buffers, readable as one binary stream, never joined.
+
+    A ``torch.save`` archive is small headers around the tensor's own memory: handed over
+    as ``Buffers``, a file store writes the parts with ``os.writev`` straight from where
+    they are (:func:`write_file`), and every other store reads it like any stream. The
+    buffers must stay unchanged until the write returns.
+    """
+
+    def __init__(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
+        super().__init__()
+        self.parts = [view for view in (memoryview(p).cast("B") for p in parts) if len(view)]
+        self.nbytes = sum(len(view) for view in self.parts)
+        self._index, self._offset, self._position = 0, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(out) and self._index < len(self.parts):
+            part = self.parts[self._index]
+            n = min(len(out) - done, len(part) - self._offset)
+            out[done : done + n] = part[self._offset : self._offset + n]
+            done += n
+            self._offset += n
+            if self._offset == len(part):
+                self._index, self._offset = self._index + 1, 0
+        self._position += done
+        return done
+
+
+#: Buffers per ``os.writev`` call (Linux's IOV_MAX is 1024).
+_IOV_MAX = 1024
+
+
+def _write_buffers(fd: int, parts: list[memoryview]) -> None:
+    pending = list(parts)
+    while pending:
+        written = os.writev(fd, pending[:_IOV_MAX])
+        while written and pending:
+            if written >= len(pending[0]):
+                written -= len(pending.pop(0))
+            else:
+                pending[0] = pending[0][written:]
+                written = 0
+
+
 def write_file(fd: int, data: bytes | bytearray | memoryview | BinaryIO, *, direct_io: DirectIO = AUTO) -> int:
     """Write ``data`` into the new, empty local file ``fd``; return the bytes written.
 
-    ``data`` is bytes or a binary stream read to its end. Files of 8 MiB and more follow
+    ``data`` is bytes or a binary stream read to its end (:class:`Buffers` are written
+    with ``os.writev``, without joining them, when they go through the page cache). Files of 8 MiB and more follow
     ``direct_io``: ``"auto"`` (default) writes through the page cache while that is
     cheap for the writing thread and directly (``O_DIRECT``) from the first expensive
     megabyte on; ``True`` writes them directly; ``False`` through the page cache.
@@ -35,6 +90,9 @@ def write_file(fd: int, data: bytes | bytearray | memoryview | BinaryIO, *, dire
     if direct_io not in (AUTO, True, False):
         raise ConfigurationError(f"direct_io must be 'auto', True or False, got {direct_io!r}")
     direct = direct_io_setting(direct_io)
+    if isinstance(data, Buffers) and data.tell() == 0 and not (direct and data.nbytes >= DIRECT_MIN):
+        _write_buffers(fd, data.parts)
+        return data.nbytes
     if not isinstance(data, (bytes, bytearray, memoryview)):
         return copy_to_fd(fd, _readinto_of(data), direct=direct)
     if direct and len(data) >= DIRECT_MIN:

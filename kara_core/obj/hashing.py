@@ -28,7 +28,7 @@ import orjson
 
 from ..localdisk._direct import aligned_buffer
 
-__all__ = ["CHUNK", "Digests", "HashCache", "cache_dir", "hash_file", "sha1_file"]
+__all__ = ["CHUNK", "HASH_SLICE", "Digests", "HashCache", "cache_dir", "hash_file", "hash_views", "sha1_file"]
 
 CHUNK = 1024 * 1024
 #: Timestamp granularity margin of the racy rule: ext4/xfs/btrfs stamp files from a
@@ -50,20 +50,47 @@ class Digests:
         return f"{self.md5}_{self.sha1}"
 
 
+#: Several digests of content in memory are computed in one pass over slices of this
+#: size: each slice is still in the core's cache when the next digest reads it (md5 +
+#: sha1 of a tensor in RAM: 535 MiB/s in one pass, 440 MiB/s in two, measured here).
+HASH_SLICE = 64 * 1024
+
+
+def hash_views(names: list[str], views: list[memoryview]) -> list[str]:
+    """The hex digests ``names`` (hashlib names) of the concatenation of ``views``, in one pass."""
+    hashers = [hashlib.new(name) for name in names]
+    _update_all(hashers, views)
+    return [hasher.hexdigest() for hasher in hashers]
+
+
+def _update_all(hashers: list[Any], views: list[memoryview]) -> None:
+    if len(hashers) == 1:
+        for view in views:
+            hashers[0].update(view)
+        return
+    for view in views:
+        for start in range(0, len(view), HASH_SLICE):
+            piece = view[start : start + HASH_SLICE]
+            for hasher in hashers:
+                hasher.update(piece)
+
+
 class Hasher:
-    """md5 + sha1 (+ sha256) updated together, chunk by chunk."""
+    """md5 + sha1 (+ sha256) updated together, in one pass over each chunk."""
 
     def __init__(self, sha256: bool = True) -> None:
         self._md5 = hashlib.md5()
         self._sha1 = hashlib.sha1()
         self._sha256 = hashlib.sha256() if sha256 else None
+        self._all = [h for h in (self._md5, self._sha1, self._sha256) if h is not None]
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
         """Feed the next chunk of content."""
-        self._md5.update(chunk)
-        self._sha1.update(chunk)
-        if self._sha256 is not None:
-            self._sha256.update(chunk)
+        if len(chunk) <= HASH_SLICE:
+            for hasher in self._all:
+                hasher.update(chunk)
+        else:
+            _update_all(self._all, [memoryview(chunk).cast("B")])
 
     def digests(self) -> Digests:
         """Return the hashes of everything fed so far."""

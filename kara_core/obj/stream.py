@@ -13,20 +13,18 @@ blob ``data/<md5>_<sha1>``, so what is written is an ordinary directory version 
   version with the object store's own :meth:`~kara_core.obj.ObjectStore.publish` when its
   block ends without error; an exception publishes nothing.
 - :class:`BlobFile` is a writable file of a version. Its name is the hash of everything
-  written, known only at the end, so the bytes are hashed as they arrive and kept in a
-  spool (memory up to :data:`SPOOL_IN_MEMORY`, then a local temporary file) from which
-  ``close`` uploads them: a streamed upload, multipart on object stores.
+  written, known only at the end, so it is a :class:`~kara_core.obj.upload.StreamedUpload`:
+  the bytes are hashed and written to a staging object as they arrive, and ``close``
+  moves that object to its content name (memory stays bounded, whatever the size).
 - :class:`BlobReader` is a seekable reader of one stored file (``open_file(..., "rb")``):
   ``mmap`` of the blob on stores with local files, else ranged reads with read-ahead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import mmap
 import os
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,19 +33,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..backend import Backend
 from ..errors import ConfigurationError, ReadOnlyStoreError
-from .hashing import Digests, Hasher
+from ..localdisk import Buffers
+from .hashing import Digests, hash_views
 from .manifest import KeyLayout, check_relative_parts, dump_json
 from .save import Lease
 from .tasks import defer_interrupt
+from .upload import StreamedUpload
 
 if TYPE_CHECKING:
     from .store import ObjectStore
 
 __all__ = ["BlobFile", "BlobReader", "BlobSink", "SeekableReader", "StoredBlob", "VersionWriter", "split_file_path"]
-
-#: A file written through :class:`BlobFile` stays in memory up to this size, then spills
-#: to a local temporary file (a checkpoint may be larger than the free memory).
-SPOOL_IN_MEMORY = 64 * 1024 * 1024
 
 #: Bytes a remote :class:`BlobReader` fetches per request; while reading sequentially it
 #: fetches the next window in the background.
@@ -120,6 +116,11 @@ class BlobSink:
                 self._listed = {sha: md5 for md5, _, sha in (name.partition("_") for name in names) if len(sha) == 40}
             return self._listed.get(sha1)
 
+    def _key_has_no_blobs(self) -> bool:
+        """True if the store held no blob of this key when first asked (one listing)."""
+        self._listed_md5("")
+        return not self._listed
+
     def _known(self, sha1: str, size: int) -> str | None:
         """The md5 of a blob with this sha1 and size that is stored (or being stored by this sink)."""
         with self._lock:
@@ -160,19 +161,49 @@ class BlobSink:
         blob (the md5 half of its name comes from the listing), so unchanged content
         costs one sha1 pass and no md5 (the slower hash) unless ``sha256`` is asked for.
         """
-        view = memoryview(data).cast("B")
-        sha1 = hashlib.sha1(view).hexdigest()
-        known = self._known(sha1, len(view))
-        if known is not None and not sha256:
-            with self._lock:
-                self.reused_blobs += 1
-            return StoredBlob(Digests(known, sha1, None), len(view), False)
-        digests = Digests(hashlib.md5(view).hexdigest(), sha1, hashlib.sha256(view).hexdigest() if sha256 else None)
-        if not self._claim(digests, len(view)):
-            return StoredBlob(digests, len(view), False)
-        self._batch.put(self.layout.blob(digests.blob), view)
-        self._count_upload(len(view))
-        return StoredBlob(digests, len(view), True)
+        return self.store_parts([data], sha256=sha256)
+
+    def store_parts(self, parts: list[bytes | bytearray | memoryview], *, sha256: bool = False) -> StoredBlob:
+        """Like :meth:`store_bytes` for content made of ``parts`` in order, never joined.
+
+        The parts are hashed where they are and handed to the store as
+        :class:`~kara_core.localdisk.Buffers` (``os.writev`` on file://): a tensor's
+        memory goes to the store without a copy into an intermediate buffer. The parts
+        must stay unchanged until this returns.
+        """
+        views = [view for view in (memoryview(p).cast("B") for p in parts) if len(view)]
+        size = sum(len(view) for view in views)
+        extra = ["sha256"] if sha256 else []
+        if self._key_has_no_blobs():
+            # Nothing to deduplicate against (a first save): every digest in one pass.
+            sha1, md5, *rest = hash_views(["sha1", "md5", *extra], views)
+            digests = Digests(md5, sha1, rest[0] if rest else None)
+        else:
+            (sha1,) = hash_views(["sha1"], views)
+            known = self._known(sha1, size)
+            if known is not None and not sha256:
+                with self._lock:
+                    self.reused_blobs += 1
+                return StoredBlob(Digests(known, sha1, None), size, False)
+            md5, *rest = hash_views(["md5", *extra], views)
+            digests = Digests(md5, sha1, rest[0] if rest else None)
+        if not self._claim(digests, size):
+            return StoredBlob(digests, size, False)
+        self._batch.put(self.layout.blob(digests.blob), views[0] if len(views) == 1 else Buffers(views))
+        self._count_upload(size)
+        return StoredBlob(digests, size, True)
+
+    def store_staged(self, staging: str, digests: Digests, size: int) -> StoredBlob:
+        """Give the durable object ``staging`` (``size`` bytes hashed to ``digests``) its blob name.
+
+        It is moved (:meth:`Backend.move`), or deleted if the store already has the blob.
+        """
+        if not self._claim(digests, size):
+            self.backend.delete(staging)
+            return StoredBlob(digests, size, False)
+        self.backend.move(staging, self.layout.blob(digests.blob))
+        self._count_upload(size)
+        return StoredBlob(digests, size, True)
 
     def store_stream(self, stream: BinaryIO, digests: Digests, size: int) -> StoredBlob:
         """Upload ``size`` bytes of ``stream`` already hashed to ``digests`` (if the store lacks them)."""
@@ -315,10 +346,8 @@ class BlobFile(io.RawIOBase):
         self.parts = parts
         self._version = version
         self._owns_version = owns_version
-        self._hasher = Hasher()
-        self._size = 0
-        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, prefix="kara-blob-")
         self._discarded = False
+        self._upload = StreamedUpload(version.sink)
 
     @property
     def name(self) -> str:
@@ -334,16 +363,12 @@ class BlobFile(io.RawIOBase):
         return True
 
     def tell(self) -> int:
-        return self._size
+        return self._upload.size
 
     def write(self, data: Any) -> int:
         if self.closed:
             raise ValueError("write to a closed file")
-        view = memoryview(data).cast("B")
-        self._hasher.update(view)
-        self._spool.write(view)
-        self._size += len(view)
-        return len(view)
+        return self._upload.write(data)
 
     def discard(self) -> None:
         """Close without storing anything (and abort the version if this file owns it)."""
@@ -358,13 +383,12 @@ class BlobFile(io.RawIOBase):
         stored = None
         try:
             if not self._discarded:
-                self._spool.seek(0)
-                stored = self._version.sink.store_stream(self._spool, self._hasher.digests(), self._size)
+                stored = self._upload.finish()
         except BaseException:
             self._discarded = True
             raise
         finally:
-            self._spool.close()
+            self._upload.abort()
             super().close()
             self._version._file_closed(self, stored)
             if self._owns_version:

@@ -350,6 +350,45 @@ class BackendConformance(_Common):
             with pytest.raises(UnsafePathError):
                 backend.copy(path, "c/other")
 
+    def test_move_renames_an_object_and_replaces_the_target(self, backend: Backend) -> None:
+        big = _pattern(_BIG, seed=13)
+        backend.put("m/source", big)
+        backend.put("m/target", b"replaced by the move")
+        backend.move("m/source", "m/target")
+        assert backend.read("m/target") == big
+        assert not backend.exists("m/source")
+        backend.put("m/other", b"to a new folder")
+        backend.move("m/other", "m/sub/moved")
+        assert backend.read("m/sub/moved") == b"to a new folder"
+        assert sorted(backend.list("m/")) == ["m/sub/moved", "m/target"]
+
+    def test_move_of_an_appended_object(self, backend: Backend) -> None:
+        appender = backend.open_append("m/appended")
+        appender.append(b"first ")
+        appender.append(b"second")
+        appender.close()
+        backend.move("m/appended", "m/final")
+        assert backend.read("m/final") == b"first second"
+        assert not backend.exists("m/appended")
+
+    def test_move_of_an_absent_object_raises_not_found(self, backend: Backend) -> None:
+        backend.put("m/kept", b"untouched")
+        with pytest.raises(NotFoundError):
+            backend.move("m/absent", "m/kept")
+        assert backend.read("m/kept") == b"untouched"
+        with pytest.raises(NotFoundError):
+            backend.move("m/absent", "m/new")
+        assert not backend.exists("m/new")
+
+    def test_unsafe_paths_are_refused_in_moves(self, backend: Backend) -> None:
+        backend.put("m/ok", b"x")
+        for path in UNSAFE_PATHS:
+            with pytest.raises(UnsafePathError):
+                backend.move("m/ok", path)
+            with pytest.raises(UnsafePathError):
+                backend.move(path, "m/other")
+        assert backend.read("m/ok") == b"x"
+
     def test_batch_commit_makes_every_put_readable(self, backend: Backend) -> None:
         big = _pattern(_BIG, seed=7)
         with backend.open_batch() as batch:

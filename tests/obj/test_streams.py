@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ from kara_core.errors import (
     UnsafePathError,
     VersionExistsError,
 )
-from kara_core.obj import ObjectStore, stream
+from kara_core.obj import ObjectStore, stream, upload
+from kara_core.obj.manifest import KeyLayout
 from kara_core.obj.stream import BlobReader
 from kara_core.testing.obj import read_tree
 
@@ -143,12 +147,83 @@ def test_identical_content_is_uploaded_once(objects: ObjectStore) -> None:
     assert len(list(objects.backend.list("obj/ns/ck/data/"))) == 1
 
 
-def test_large_files_spill_to_disk_and_stay_exact(objects: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stream, "SPOOL_IN_MEMORY", 10_000)
+class _NoNativeAppends(FileBackend):
+    """A store whose appends would re-upload the object (S3-like): uploads spool instead."""
+
+    capabilities = dataclasses.replace(FileBackend.capabilities, native_appends=False)
+
+
+def test_without_native_appends_large_files_spill_to_disk_and_stay_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upload, "SPOOL_IN_MEMORY", 10_000)
+    objects = ObjectStore(_NoNativeAppends(str(tmp_path / "s3-like")))
     data = os.urandom(1_000_000)
     _write(objects, "big.bin", [data[i : i + 65_536] for i in range(0, len(data), 65_536)])
     with objects.open_file("ns", "ck", "big.bin") as fh:
         assert fh.read() == data
+    assert len(list(objects.backend.list("obj/ns/ck/data/"))) == 1
+
+
+def test_a_large_file_streams_to_a_staging_object_with_bounded_memory(objects: ObjectStore) -> None:
+    chunk = os.urandom(1024 * 1024)
+    staged: list[tuple[str, int]] = []
+    tracemalloc.start()
+    try:
+        with objects.open_file("ns", "ck", "big.bin", "wb", version="v1") as fh:
+            for i in range(40):
+                fh.write(chunk)
+                fh.write(b"%d" % i)  # small writes are gathered
+                if i == 20:
+                    staged.extend((p, objects.backend.size(p) or 0) for p in objects.backend.list("obj/ns/ck/data/"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 40 MiB written; what Python held at any moment stayed a few chunks.
+    assert peak < 4 * 1024 * 1024, peak
+    # Mid-way the bytes were already in the store, under a staging name...
+    assert len(staged) == 1 and staged[0][0].rsplit("/", 1)[1].startswith(upload.STAGING_PREFIX)
+    assert staged[0][1] >= 20 * 1024 * 1024
+    # ...and at the end only the content-named blob is left.
+    names = [p.rsplit("/", 1)[1] for p in objects.backend.list("obj/ns/ck/data/")]
+    expected = b"".join(chunk + b"%d" % i for i in range(40))
+    assert names == [f"{hashlib.md5(expected).hexdigest()}_{hashlib.sha1(expected).hexdigest()}"]
+    with objects.open_file("ns", "ck", "big.bin", version="v1") as fh:
+        assert fh.read() == expected
+
+
+def test_an_exception_while_streaming_leaves_no_staging_object(objects: ObjectStore) -> None:
+    with pytest.raises(RuntimeError), objects.open_file("ns", "ck", "big.bin", "wb", version="v1") as fh:
+        fh.write(os.urandom(3 * 1024 * 1024))
+        raise RuntimeError("crash mid-way")
+    assert list(objects.backend.list("obj/ns/ck/")) == []
+
+
+def test_same_content_streamed_twice_is_stored_once(objects: ObjectStore) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    _write(objects, "a.bin", [data], version="v1")
+    with objects.open_version("ns", "ck", "v2") as version:
+        with version.open_file("b.bin") as fh:
+            fh.write(data)
+        assert version.sink.uploaded_blobs == 0 and version.sink.reused_blobs == 1
+    assert len(list(objects.backend.list("obj/ns/ck/data/"))) == 1
+
+
+def test_a_killed_upload_leaves_only_a_staging_object_that_gc_removes(objects: ObjectStore) -> None:
+    _write(objects, "keep", [b"kept"], version="v1")
+    sink = stream.BlobSink(objects.backend, KeyLayout("ns", "ck"))
+    killed = upload.StreamedUpload(sink)
+    killed.write(os.urandom(2 * 1024 * 1024))
+    killed._drain()
+    # The process dies here: no finish, no abort; its lease goes with it.
+    sink.close()
+    left = [p for p in objects.backend.list("obj/ns/ck/data/") if upload.STAGING_PREFIX in p]
+    assert len(left) == 1
+    assert objects.gc("ns", "ck", grace_period=3600).removed == []  # too young
+    report = objects.gc("ns", "ck", grace_period=0)
+    assert report.removed == [left[0].rsplit("/", 1)[1]]
+    with objects.open_file("ns", "ck", "keep") as fh:
+        assert fh.read() == b"kept"
 
 
 def test_uncommitted_blobs_vanish_and_committed_orphans_are_collected_by_gc(objects: ObjectStore) -> None:

@@ -63,7 +63,7 @@ def check(loaded: dict[str, Any], generation: int) -> bool:
 
 def die_after(count: int) -> None:
     """Make this process kill itself once it has stored ``count`` blobs."""
-    original = BlobSink.store_bytes
+    original = BlobSink.store_parts
     stored = [0]
 
     def store_then_maybe_die(self: BlobSink, data: Any, **kwargs: Any) -> Any:
@@ -73,7 +73,7 @@ def die_after(count: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
-    BlobSink.store_bytes = store_then_maybe_die  # type: ignore[method-assign]
+    BlobSink.store_parts = store_then_maybe_die  # type: ignore[method-assign]
 
 
 def run_step(step: dict[str, Any], store: KaraStorage, mesh: Any, rank: int) -> dict[str, Any]:

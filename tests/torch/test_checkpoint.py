@@ -6,18 +6,22 @@ TCPStore on a port the OS picks.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+import torch.serialization as serialization
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kara_torch import checkpoint
 from kara_torch.checkpoint import KaraReader, parse_tensor_offsets
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import MetadataIndex
@@ -243,3 +247,38 @@ def test_the_sidecar_offsets_parser_returns_offsets_or_a_clear_error(raw: bytes)
     except CorruptDatasetError:
         return
     assert all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in offsets.items())
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.randn(300, 400),
+        torch.randn(256, 256).to(torch.bfloat16),
+        torch.ones(70_000, dtype=torch.bool),
+        torch.arange(12),  # small: copied with the records
+        torch.tensor(2.5),
+    ],
+    ids=["float32", "bfloat16", "bool", "small", "scalar"],
+)
+def test_item_archives_are_torch_save_without_crc_and_keep_the_tensor_memory(tensor: torch.Tensor) -> None:
+    archive = checkpoint._ArchiveParts(tensor)
+    checkpoint._save_archive(tensor, archive)
+    parts = archive.parts()
+    joined = b"".join(bytes(part) for part in parts)
+    serialization.set_crc32_options(False)
+    try:
+        reference = io.BytesIO()
+        torch.save(tensor, reference)
+    finally:
+        serialization.set_crc32_options(True)
+    assert joined == reference.getvalue()
+    assert torch.equal(torch.load(io.BytesIO(joined), weights_only=True), tensor)
+    nbytes = tensor.numel() * tensor.element_size()
+    assert archive.tensor_offset is not None
+    assert archive.tensor_offset == checkpoint._tensor_bytes_offset(memoryview(joined), nbytes)
+    views = [p for p in parts if isinstance(p, memoryview)]
+    if nbytes >= checkpoint.ZERO_COPY_MIN:
+        # The tensor's bytes are handed over as a view of its own memory, not a copy.
+        assert len(views) == 1 and np.frombuffer(views[0], dtype=np.uint8).ctypes.data == tensor.data_ptr()
+    else:
+        assert views == []
