@@ -30,9 +30,8 @@ __all__ = ["RowDataset"]
 #: on at once, without a copy.
 DRAIN_RECORDS = 512
 DRAIN_BYTES = 64 * 1024
-#: ``write_many``'s first chunk (records), the bytes it aims a chunk at afterwards, and
-#: the mean record size from which it appends records directly instead of copying them.
-MANY_FIRST = 1
+#: The bytes ``write_many`` aims a chunk at after the first, and the mean record size
+#: from which it appends records directly instead of copying them.
 MANY_BYTES = 1024 * 1024
 DIRECT_MEAN = 16 * 1024
 
@@ -191,8 +190,9 @@ class RowDataset:
         serialize = self._serialize
         source = iter(objs)
         total = 0
-        count = MANY_FIRST
-        direct = False
+        # The first chunk as before: serialized, then appended (all of it or none).
+        count = DRAIN_RECORDS
+        direct = True
         while True:
             # Taken from the caller's iterable outside the lock (it may be slow, or read
             # this dataset's other versions), then serialized a chunk at a time.
@@ -200,8 +200,8 @@ class RowDataset:
             if not batch:
                 return total
             if direct:
-                # Large records: serialized outside the lock, then appended to storage
-                # without a copy (RowWriter.append).
+                # The first chunk, and large records: serialized outside the lock, then
+                # appended (those of 64 KiB or more without a copy: RowWriter.append).
                 raws = list(map(serialize, batch))
             with self._lock:
                 writer = self._writer

@@ -104,7 +104,7 @@ def test_a_record_that_fails_to_serialize_in_write_many_drops_only_its_chunk(sto
 
 
 def test_write_many_of_large_records_appends_them_without_piling_them_up(store: KaraStorage) -> None:
-    blobs = [bytes([i]) * 300_000 for i in range(40)]
+    blobs = [bytes([i % 256]) * 20_000 for i in range(700)]
     sizes: list[int] = []
     with store.open_dataset("ns", "rows", "w", version="1", serialization="raw") as ds:
         writer = ds._writer
@@ -116,10 +116,11 @@ def test_write_many_of_large_records_appends_them_without_piling_them_up(store: 
 
         writer.append = append
         ds.write_many(iter(blobs))
-        # Past the first record, records this large go to storage directly, in chunks
-        # of about 1 MiB: never copied into the record buffer, never held by the hundred.
-        assert sum(sizes) == 39 * 300_000
-        assert max(sizes) <= 4 * 300_000
-        assert len(writer.pending.getbuffer()) <= 2 * 300_000
+        # The first chunk of 512 records, then chunks of about 1 MiB appended directly:
+        # records this large are never copied into the record buffer.
+        assert sum(sizes) == 700 * 20_000
+        assert sizes[0] == 512 * 20_000
+        assert max(sizes[1:]) <= 1024 * 1024 + 20_000
+        assert len(writer.pending.getbuffer()) <= 512 * 20_000
     with store.open_dataset("ns", "rows", serialization="raw") as ds:
         assert list(ds) == blobs
