@@ -14,6 +14,14 @@ the ratio of medians against a baseline contender, and, as an extra column only,
 best of several rounds run inside one process (what earlier versions of these scripts
 reported).
 
+Before the first round, :func:`measure` byte-compiles kara's sources (``compileall``,
+in the interpreter of each contender that imports them): with
+``PYTHONDONTWRITEBYTECODE=1`` set (as on the benchmark VM) an editable install never
+writes ``.pyc`` files, and every fresh process would pay for compiling kara's modules,
+which an installed package (2.1.5, the peers: pip compiles at install time) does not.
+With ``BENCH_RUNS_LOG=FILE``, every round's raw figures are appended to FILE as JSON
+lines (module, contender, workload, round, and the round's result).
+
 A workload module must import only the standard library and bench modules at its top
 (2.1.5 and the peers import it in their own virtualenvs); libraries load inside workloads.
 
@@ -44,6 +52,9 @@ from typing import Any  # noqa: E402
 
 #: Rounds per contender and workload unless a script asks for more (the brief: >= 5).
 ROUNDS = 5
+ROOT = os.path.dirname(BENCH)
+#: Where kara's importable sources live (the repository and its plugins).
+KARA_SOURCES = [os.path.join(ROOT, "kara_core"), os.path.join(ROOT, "plugins"), os.path.join(ROOT, "examples")]
 
 
 class Clock:
@@ -164,6 +175,26 @@ def run_once(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def compile_sources(python: str) -> None:
+    """Byte-compile kara's sources with ``python`` (``.pyc`` files beside them, as pip would).
+
+    Explicit, so that it happens whatever ``PYTHONDONTWRITEBYTECODE`` says (an interpreter
+    that cannot compile them, one that does not import kara, is ignored); a fresh
+    process then loads kara's modules from ``.pyc`` files, as it loads 2.1.5's and the peers'.
+    """
+    paths = [path for path in KARA_SOURCES if os.path.isdir(path)]
+    subprocess.run([python, "-m", "compileall", "-q", "-j", "0", *paths], check=False, capture_output=True, timeout=600)
+
+
+def _log_run(module: str, contender: str, workload: str, round_: int, run: dict[str, Any]) -> None:
+    path = os.environ.get("BENCH_RUNS_LOG")
+    if not path:
+        return
+    line = {"module": module, "contender": contender, "workload": workload, "round": round_, **run}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
 def measure(
     module: str,
     contenders: list[Contender],
@@ -181,6 +212,8 @@ def measure(
     Returns ``{(contender, workload): Rounds}``.
     """
     names = workloads or list(dict.fromkeys(w for c in contenders for w in c.functions))
+    for python in dict.fromkeys(c.python for c in contenders):
+        compile_sources(python)
     results: dict[tuple[str, str], Rounds] = {
         (c.name, w): Rounds() for c in contenders for w in names if w in c.functions
     }
@@ -194,6 +227,7 @@ def measure(
                     between()
                 run = run_once(module, contender.functions[workload], contender.python, params, env=contender.env)
                 results[contender.name, workload].runs.append(run)
+                _log_run(module, contender.name, workload, round_, run)
         print(f"  round {round_ + 1}/{rounds} done (load average {os.getloadavg()[0]:.1f})", flush=True)
     if in_process:
         for (name, workload), rounds_ in results.items():

@@ -30,6 +30,10 @@ __all__ = ["RowDataset"]
 #: on at once, without a copy.
 DRAIN_RECORDS = 512
 DRAIN_BYTES = 64 * 1024
+#: The bytes ``write_many`` aims a chunk at after the first, and the mean record size
+#: from which it appends records directly instead of copying them.
+MANY_BYTES = 1024 * 1024
+DIRECT_MEAN = 16 * 1024
 
 
 #: Marks "no default given" for read(): None is a valid default.
@@ -178,22 +182,42 @@ class RowDataset:
         return True
 
     def write_many(self, objs: Iterable[Any]) -> int:
-        """Append every record of ``objs`` (faster than one ``write`` each); return the count."""
+        """Append every record of ``objs`` (faster than one ``write`` each); return the count.
+
+        Records go in chunks of up to 512; if one fails to serialize, the records of
+        earlier chunks are written and those of its chunk are not.
+        """
         serialize = self._serialize
         source = iter(objs)
         total = 0
+        # The first chunk as before: serialized, then appended (all of it or none).
+        count = DRAIN_RECORDS
+        direct = True
         while True:
-            # Serialize outside the lock, a chunk at a time, so other writers are not starved.
-            chunk = list(map(serialize, islice(source, DRAIN_RECORDS)))
-            if not chunk:
+            # Taken from the caller's iterable outside the lock (it may be slow, or read
+            # this dataset's other versions), then serialized a chunk at a time.
+            batch = list(islice(source, count))
+            if not batch:
                 return total
+            if direct:
+                # The first chunk, and large records: serialized outside the lock, then
+                # appended (those of 64 KiB or more without a copy: RowWriter.append).
+                raws = list(map(serialize, batch))
             with self._lock:
                 writer = self._writer
                 if self._sizes is None or writer is None:
                     raise self._unwritable()
                 self._drain()
-                writer.append(chunk)
-            total += len(chunk)
+                before = writer.end
+                if direct:
+                    writer.append(raws)
+                else:
+                    writer.serialize_into(batch, serialize)
+                mean = (writer.end - before) // len(batch) + 1
+            total += len(batch)
+            # Chunks of about MANY_BYTES, so a chunk of large records never piles up in memory.
+            direct = mean >= DIRECT_MEAN
+            count = max(1, min(DRAIN_RECORDS, MANY_BYTES // mean))
 
     def _drain(self) -> None:
         # Let the writer account for the records copied into its buffer (lock held).

@@ -25,6 +25,7 @@ import re
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ from .blocks import block_path
 from .dataset import RowDataset
 from .layout import version_prefix
 from .snapshot import ENTRY
+from .writer import serialize_into
 
 __all__ = [
     "DATA_STEM",
@@ -198,6 +200,10 @@ class PartWriter:
             return
         self._buf += raws[0] if len(raws) == 1 else b"".join(raws)
         self._account(list(map(len, raws)))
+
+    def serialize_into(self, objs: list[Any], serialize: Callable[[Any], bytes]) -> None:
+        """Serialize ``objs`` into :attr:`pending` and account for them (all or none)."""
+        self.took(serialize_into(self.pending, objs, serialize))
 
     def took(self, sizes: list[int]) -> None:
         """Account for records of these sizes that the caller wrote into :attr:`pending`."""

@@ -14,7 +14,9 @@ import io
 import os
 import sys
 from array import array
+from collections.abc import Callable
 from itertools import accumulate
+from typing import Any
 
 from ..backend import Backend
 from ..errors import DatasetLockedError
@@ -23,7 +25,7 @@ from .blocks import BlockWriter, probe_streams, truncate_stream
 from .layout import data_prefix, index_prefix, writer_lock_path
 from .snapshot import ENTRY, complete_extent
 
-__all__ = ["WRITER_LOCK_TTL", "RowWriter"]
+__all__ = ["WRITER_LOCK_TTL", "RowWriter", "serialize_into"]
 
 #: Seconds without a heartbeat after which another host may break a writer's lock.
 WRITER_LOCK_TTL = 120.0
@@ -46,6 +48,23 @@ def _repair(backend: Backend, ipath: str, dpath: str) -> tuple[list[int], list[i
     if data_bytes != valid_data:
         data_sizes = truncate_stream(backend, dpath, data_sizes, valid_data)
     return index_sizes, data_sizes
+
+
+def serialize_into(pending: io.BytesIO, objs: list[Any], serialize: Callable[[Any], bytes]) -> list[int]:
+    """Serialize ``objs`` into ``pending`` and return the records' sizes.
+
+    One C-level loop: each record's bytes are copied as soon as they exist and freed
+    before the next record is serialized, so the next one reuses their memory (holding
+    a chunk of serialized records and freeing them together is what made glibc trim and
+    regrow the heap, see :attr:`RowWriter.pending`). If one record fails to serialize,
+    ``pending`` is rewound to where it was: none of ``objs`` is kept.
+    """
+    start = pending.tell()
+    try:
+        return list(map(pending.write, map(serialize, objs)))
+    except BaseException:
+        pending.seek(start)
+        raise
 
 
 class RowWriter:
@@ -111,6 +130,11 @@ class RowWriter:
                     self._spill()
                     self._data.write(raw)
         self.took(sizes)
+
+    def serialize_into(self, objs: list[Any], serialize: Callable[[Any], bytes]) -> None:
+        """Serialize ``objs`` straight into :attr:`pending`, then account for them (see
+        :func:`serialize_into`); if one record fails, none of ``objs`` is kept."""
+        self.took(serialize_into(self.pending, objs, serialize))
 
     def took(self, sizes: list[int]) -> None:
         """Account for records of these sizes that the caller wrote into :attr:`pending`."""

@@ -84,3 +84,43 @@ def test_a_huge_spill_is_not_kept_as_the_buffer(store: KaraStorage) -> None:
         assert len(writer.pending.getbuffer()) == 0
     with store.open_dataset("ns", "rows", serialization="raw") as ds:
         assert list(ds) == [b"x" * 60_000] * 10
+
+
+def test_a_record_that_fails_to_serialize_in_write_many_drops_only_its_chunk(store: KaraStorage) -> None:
+    bad = 700
+    objs = [record(i) for i in range(1000)]
+    objs[bad] = {"id": bad, "unserializable": {1, 2}}  # a set: orjson refuses it
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        ds.write(record(-1))
+        with pytest.raises(TypeError):
+            ds.write_many(objs)
+        kept = len(ds) - 1
+        # Whole chunks before the bad record are written; nothing of its chunk is.
+        assert 0 < kept <= bad
+        ds.write(record(-2))
+        ds.write_many(record(i) for i in range(5))
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [record(-1), *objs[:kept], record(-2), *(record(i) for i in range(5))]
+
+
+def test_write_many_of_large_records_appends_them_without_piling_them_up(store: KaraStorage) -> None:
+    blobs = [bytes([i % 256]) * 20_000 for i in range(700)]
+    sizes: list[int] = []
+    with store.open_dataset("ns", "rows", "w", version="1", serialization="raw") as ds:
+        writer = ds._writer
+        real_append = writer.append
+
+        def append(raws: list[bytes]) -> None:
+            sizes.append(sum(map(len, raws)))
+            real_append(raws)
+
+        writer.append = append
+        ds.write_many(iter(blobs))
+        # The first chunk of 512 records, then chunks of about 1 MiB appended directly:
+        # records this large are never copied into the record buffer.
+        assert sum(sizes) == 700 * 20_000
+        assert sizes[0] == 512 * 20_000
+        assert max(sizes[1:]) <= 1024 * 1024 + 20_000
+        assert len(writer.pending.getbuffer()) <= 512 * 20_000
+    with store.open_dataset("ns", "rows", serialization="raw") as ds:
+        assert list(ds) == blobs
