@@ -16,12 +16,25 @@ import pyarrow.json as pj
 from ray.data.block import Block, BlockAccessor
 
 from kara_core.errors import ConfigurationError
-from kara_core.serialization import NoSerializer, Serializer
+from kara_core.row.parts import RowPart
+from kara_core.serialization import JSONSerializer, NoSerializer, Serializer
 
-__all__ = ["ITEM", "RAW_COLUMN", "block_of_records", "json_block", "record_column", "records_of_block"]
+from .arrow_json import joined, json_records
+
+__all__ = [
+    "ITEM",
+    "RAW_COLUMN",
+    "block_of_records",
+    "json_block",
+    "record_column",
+    "records_of_block",
+    "write_block",
+]
 
 ITEM = "item"
 RAW_COLUMN = "bytes"
+#: Rows encoded to JSON at a time (bounds the encoder's memory and its string arrays).
+ENCODE_ROWS = 65536
 
 
 def record_column(serializer: Serializer, column: str | None) -> str | None:
@@ -42,6 +55,35 @@ def records_of_block(block: Block, column: str | None) -> list[Any]:
     if column not in table.column_names:
         raise ConfigurationError(f"the rows have no column {column!r} to write (columns: {table.column_names})")
     return table.column(column).to_pylist()
+
+
+def write_block(part: RowPart, block: Block, serializer: Serializer, column: str | None) -> int:
+    """Write the records of a Ray block to a part; return their count.
+
+    JSON rows are encoded from the Arrow columns (:mod:`kara_ray.arrow_json`, the same
+    bytes as ``orjson.dumps`` of each row) and raw records are taken from the binary
+    column's buffer, both handed to the part as one buffer with end offsets. Rows the
+    encoder does not support, and other serializers, go through Python records.
+    """
+    table = BlockAccessor.for_block(block).to_arrow()
+    plain_json = type(serializer).serialize is JSONSerializer.serialize and isinstance(serializer, JSONSerializer)
+    if column is None and plain_json:
+        total = 0
+        for batch in table.to_batches(max_chunksize=ENCODE_ROWS):
+            try:
+                records = json_records(batch)
+            except (pa.ArrowInvalid, pa.ArrowCapacityError, pa.ArrowNotImplementedError):
+                records = None  # a batch too large for one string array, say
+            if records is None:
+                total += part.write_many(records_of_block(batch, None))
+            else:
+                total += part.write_joined(*joined(records))
+        return total
+    if isinstance(serializer, NoSerializer) and column is not None and column in table.column_names:
+        values = table.column(column)
+        if (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) and not values.null_count:
+            return sum(part.write_joined(*joined(chunk)) for chunk in values.chunks)
+    return part.write_many(records_of_block(table, column))
 
 
 def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
