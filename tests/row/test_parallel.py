@@ -358,7 +358,9 @@ def test_serialized_and_joined_records_mix_with_write_many(
     handle.commit()
     with store.open_dataset("corpus", "docs") as ds:
         assert ds.read_raw_range(0, 600) == raws + raws[100:300]
-    assert read_with_215(store.url, "corpus", "docs", "v1")["rows"] == [record(i) for i in [*range(400), *range(100, 300)]]
+    assert read_with_215(store.url, "corpus", "docs", "v1")["rows"] == [
+        record(i) for i in [*range(400), *range(100, 300)]
+    ]
 
 
 def test_bad_joined_or_serialized_records_are_refused_and_write_nothing(store: KaraStorage) -> None:

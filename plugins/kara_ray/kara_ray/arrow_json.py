@@ -54,7 +54,11 @@ def supported(kind: pa.DataType) -> bool:
         return supported(kind.value_type)
     if pa.types.is_struct(kind):
         names = [kind.field(i).name for i in range(kind.num_fields)]
-        return bool(names) and len(set(names)) == len(names) and all(supported(kind.field(i).type) for i in range(kind.num_fields))
+        return (
+            bool(names)
+            and len(set(names)) == len(names)
+            and all(supported(kind.field(i).type) for i in range(kind.num_fields))
+        )
     return False
 
 
@@ -174,7 +178,9 @@ def joined(records: pa.Array) -> tuple[memoryview, np.ndarray]:
     count = len(records)
     width = np.int64 if pa.types.is_large_string(records.type) or pa.types.is_large_binary(records.type) else np.int32
     _, offsets_buffer, data_buffer = records.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=width, count=count + 1, offset=records.offset * np.dtype(width).itemsize)
+    offsets = np.frombuffer(
+        offsets_buffer, dtype=width, count=count + 1, offset=records.offset * np.dtype(width).itemsize
+    )
     first, last = int(offsets[0]), int(offsets[-1])
     data = memoryview(data_buffer)[first:last] if data_buffer is not None else memoryview(b"")
     return data, (offsets[1:] - first).astype(np.uint64)
