@@ -62,10 +62,10 @@ from .parts import (
     parts_prefix,
     read_done,
     read_sidecar,
+    shift_ends,
     staging_prefix,
     write_marker_path,
 )
-from .snapshot import ENTRY
 from .store import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_FILE_SIZE, RowStore
 
 __all__ = ["DEFAULT_PART_BLOCK_SIZE", "CommitReport", "ParallelWrite", "open_parallel_write"]
@@ -98,25 +98,6 @@ def _versions(backend: Backend, namespace: str, key: str) -> list[str]:
         return list(RowStore(backend).get_meta(namespace, key)["versions"])
     except DatasetNotFoundError:
         return []
-
-
-def _shift(raw: bytes, offset: int) -> bytes:
-    """Index bytes with every end offset moved by ``offset``.
-
-    With numpy (present wherever Ray, Spark or torch are) it is one vector addition.
-    Without it the entries are read as one little-endian integer, to which ``offset`` is
-    added in every 8-byte lane: a few big-integer operations in C instead of one Python
-    addition per record. No lane overflows (a shifted end is a byte offset, far below
-    2**64), so no carry crosses into the next entry.
-    """
-    if not offset or not raw:
-        return raw
-    try:
-        import numpy
-    except ImportError:
-        lanes = offset.to_bytes(ENTRY, "little") * (len(raw) // ENTRY)
-        return (int.from_bytes(raw, "little") + int.from_bytes(lanes, "little")).to_bytes(len(raw), "little")
-    return (numpy.frombuffer(raw, dtype="<u8") + numpy.uint64(offset)).tobytes()
 
 
 def open_parallel_write(
@@ -383,7 +364,7 @@ class ParallelWrite:
             last = b""
             for block in range(len(done.index_blocks)):
                 raw = backend.read(block_path(source_prefix, block))
-                pending += _shift(raw, offset)
+                pending += shift_ends(raw, offset)
                 last = raw[-8:] if len(raw) >= 8 else last
                 while len(pending) >= limit:
                     backend.put(block_path(target_prefix, number), pending[:limit])

@@ -121,6 +121,37 @@ def test_raw_records_are_a_bytes_column(ray_session: Any, tmp_path: Path) -> Non
     assert back.take_all() == items
 
 
+def test_rows_are_stored_as_orjson_encodes_them_whatever_path_they_take(ray_session: Any, tmp_path: Path) -> None:
+    import datetime
+
+    import orjson
+    import pyarrow as pa
+
+    url = f"file://{tmp_path}/store"
+    # Encoded from the Arrow columns: nulls, floats, escapes, nested lists and structs.
+    rows = [
+        {
+            "id": i,
+            "score": None if i % 7 == 0 else i / 3,
+            "text": f'line {i}\n"quoted" \\ caf\u00e9' * (i % 3),
+            "tokens": None if i % 5 == 0 else [[i, None], []][: i % 3],
+            "meta": {"ok": i % 2 == 0, "tag": None if i % 4 else "t"},
+        }
+        for i in range(600)
+    ]
+    ray.data.from_arrow(pa.Table.from_pylist(rows)).repartition(3).write_datasink(
+        KaraDatasink(url, "corpus", "encoded", "v1")
+    )
+    # A timestamp column is not encoded from Arrow: the rows go through dicts and orjson.
+    stamps = [{"id": i, "at": datetime.datetime(2024, 1, 1, 0, 0, i % 60)} for i in range(100)]
+    ray.data.from_items(stamps).write_datasink(KaraDatasink(url, "corpus", "stamped", "v1"))
+    with KaraStorage(url).open_dataset("corpus", "encoded") as reader:
+        assert reader.read_raw_range(0, 1000) == [orjson.dumps(r) for r in rows]
+    with KaraStorage(url).open_dataset("corpus", "stamped") as reader:
+        assert reader.read_raw_range(0, 1000) == [orjson.dumps(r) for r in stamps]
+    assert read_with_215(url, "corpus", "encoded", "v1")["rows"] == [orjson.loads(orjson.dumps(r)) for r in rows]
+
+
 def test_ray_reads_a_version_written_by_one_kara_writer(ray_session: Any, tmp_path: Path) -> None:
     url = f"file://{tmp_path}/store"
     store = KaraStorage(url)

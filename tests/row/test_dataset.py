@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
+from array import array
+from itertools import accumulate
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from kara_core import KaraStorage
 from kara_core.backend import Capabilities
 from kara_core.errors import (
     ConfigurationError,
+    CorruptDatasetError,
     DatasetClosedError,
     DatasetNotFoundError,
     EndOfDatasetError,
@@ -164,6 +168,31 @@ def test_read_raw_range_returns_serialized_records_clamped(ds) -> None:
     assert [ds.serializer.deserialize(raw) for raw in part.read_raw_range(-3, 2)] == [record(10), record(11)]
     bounds = part.raw_record_bounds(0, 5)
     assert [bounds[k + 1] - bounds[k] for k in range(5)] == [len(raw) for raw in part.read_raw_range(0, 5)]
+
+
+@pytest.mark.parametrize("numpy", [True, False])
+def test_read_raw_joined_gives_the_records_back_to_back(ds, monkeypatch: pytest.MonkeyPatch, numpy: bool) -> None:
+    if not numpy:
+        monkeypatch.setitem(sys.modules, "numpy", None)  # the pure-Python path
+    part = ds.slice(7, 80)  # records 7..86, across several data blocks of 2048 bytes
+    for start, stop in [(0, 80), (3, 4), (10, 70), (-5, 2), (75, 500), (40, 40), (50, 10)]:
+        data, ends = part.read_raw_joined(start, stop)
+        raws = part.read_raw_range(start, stop)
+        assert isinstance(ends, array) and ends.typecode == "Q"
+        assert bytes(data) == b"".join(raws)
+        assert list(ends) == list(accumulate(map(len, raws)))
+
+
+def test_read_raw_joined_reports_a_damaged_index(store: KaraStorage, tmp_path: Path) -> None:
+    _fill(store, 10)
+    (index,) = (tmp_path / "store").rglob("index/0.blk")
+    raw = bytearray(index.read_bytes())
+    raw[5 * 8 : 6 * 8] = (1).to_bytes(8, "little")  # record 5 ends before it starts
+    index.write_bytes(bytes(raw))
+    with store.open_dataset("ns", "rows") as opened:
+        assert opened.read_raw_joined(0, 5)[1][-1] == len(b"".join(opened.read_raw_range(0, 5)))
+        with pytest.raises(CorruptDatasetError, match="record 5 ends at data offset 1"):
+            opened.read_raw_joined(2, 9)
 
 
 def test_nbytes_counts_the_serialized_records(ds) -> None:

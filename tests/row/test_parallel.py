@@ -7,20 +7,25 @@ import os
 import pickle
 import subprocess
 import sys
+from array import array
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from kara_core import KaraStorage
 from kara_core.errors import (
     ConfigurationError,
+    DatasetClosedError,
     DatasetLockedError,
     DatasetNotFoundError,
     ParallelWriteError,
     VersionExistsError,
 )
-from kara_core.row.parallel import ParallelWrite, _shift
+from kara_core.row.parallel import ParallelWrite
+from kara_core.row.parts import shift_ends as _shift
 
 from .conftest import record, run_k215
 
@@ -326,3 +331,66 @@ def test_index_offsets_shift_with_and_without_numpy(monkeypatch: pytest.MonkeyPa
     shifted = _shift(raw, offset)
     assert [int.from_bytes(shifted[i : i + 8], "little") for i in range(0, len(raw), 8)] == [e + offset for e in ends]
     assert _shift(raw, 0) == raw and _shift(b"", offset) == b""
+
+
+@pytest.mark.parametrize("numpy", [True, False])
+def test_serialized_and_joined_records_mix_with_write_many(
+    store: KaraStorage, monkeypatch: pytest.MonkeyPatch, numpy: bool
+) -> None:
+    import numpy as np
+
+    raws = [orjson.dumps(record(i)) for i in range(400)]
+    data = b"".join(raws[100:300])
+    ends = list(accumulate(map(len, raws[100:300])))
+    if not numpy:
+        monkeypatch.setitem(sys.modules, "numpy", None)  # the pure-Python paths
+    handle = store.open_parallel_write("corpus", "docs", "v1", block_size=1000)
+    with handle.part(1) as later:
+        later.write_joined(memoryview(data), np.array(ends, dtype=np.int32) if numpy else array("Q", ends))
+    with handle.part(0) as part:
+        assert part.write_serialized(iter(raws[:50])) == 50
+        part.write(record(50))  # buffered by write(), accounted before the next records
+        part.write_many(record(i) for i in range(51, 100))
+        assert part.write_joined(data, ends) == 200
+        assert part.write_joined(b"", []) == 0
+        assert part.write_serialized(bytearray(raw) for raw in raws[300:]) == 100
+        assert len(part) == 400 and part.nbytes() == sum(map(len, raws))
+    handle.commit()
+    with store.open_dataset("corpus", "docs") as ds:
+        assert ds.read_raw_range(0, 600) == raws + raws[100:300]
+    assert read_with_215(store.url, "corpus", "docs", "v1")["rows"] == [
+        record(i) for i in [*range(400), *range(100, 300)]
+    ]
+
+
+def test_bad_joined_or_serialized_records_are_refused_and_write_nothing(store: KaraStorage) -> None:
+    import numpy as np
+
+    handle = store.open_parallel_write("corpus", "docs", "v1")
+    raws = [b'{"a":1}', b'{"b":22}']
+    data, ends = b"".join(raws), [7, 15]
+    with handle.part(0) as part:
+        part.write_serialized(raws)
+        for bad_ends, message in [
+            ([8, 7, 15], "never decrease"),
+            ([7, 14], "the last end \\(14\\)"),
+            ([-1, 15], "non-negative"),
+            (np.array([-1, 15]), "non-negative"),
+            (np.array([[7, 15]]), "1-dimensional"),
+            (np.array([7.0, 15.0]), "integers"),
+            (["7", 15], "non-negative integers"),
+            ([], "the last end \\(0\\)"),
+        ]:
+            with pytest.raises(ConfigurationError, match=message):
+                part.write_joined(data, bad_ends)
+        with pytest.raises(ConfigurationError, match="must be bytes, got str"):
+            part.write_serialized([b"{}", "{}"])
+        assert len(part) == 2
+        part.write_joined(data, ends)
+    handle.commit()
+    with store.open_dataset("corpus", "docs") as ds:
+        assert ds.read_raw_range(0, 10) == raws + raws
+    with pytest.raises(DatasetClosedError):
+        part.write_joined(data, ends)
+    with pytest.raises(DatasetClosedError):
+        part.write_serialized(raws)

@@ -14,7 +14,7 @@ from kara_core import KaraStorage
 from kara_core.row.parallel import DEFAULT_PART_BLOCK_SIZE, CommitReport, ParallelWrite
 from kara_core.serialization import Serializer, resolve_serializer
 
-from .rows import record_column, records_of_block
+from .rows import record_column, write_block
 
 __all__ = ["KaraDatasink"]
 
@@ -70,7 +70,7 @@ class KaraDatasink(Datasink[dict[str, Any]]):
         handle = self._open(resume=True)
         with handle.part(ctx.task_idx) as part:
             for block in blocks:
-                part.write_many(records_of_block(block, self.column))
+                write_block(part, block, self.serializer, self.column)
         return {"part": part.part, "attempt": part.attempt, "records": part.records}
 
     def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:

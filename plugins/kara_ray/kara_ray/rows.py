@@ -10,18 +10,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 from ray.data.block import Block, BlockAccessor
 
 from kara_core.errors import ConfigurationError
-from kara_core.serialization import NoSerializer, Serializer
+from kara_core.row.parts import RowPart
+from kara_core.serialization import JSONSerializer, NoSerializer, Serializer
 
-__all__ = ["ITEM", "RAW_COLUMN", "block_of_records", "json_block", "record_column", "records_of_block"]
+from .arrow_json import joined, json_records
+
+__all__ = [
+    "ITEM",
+    "RAW_COLUMN",
+    "binary_records",
+    "block_of_records",
+    "json_block",
+    "json_block_joined",
+    "record_column",
+    "records_of_block",
+    "write_block",
+]
 
 ITEM = "item"
 RAW_COLUMN = "bytes"
+#: Rows encoded to JSON at a time (bounds the encoder's memory and its string arrays).
+ENCODE_ROWS = 65536
 
 
 def record_column(serializer: Serializer, column: str | None) -> str | None:
@@ -44,6 +61,35 @@ def records_of_block(block: Block, column: str | None) -> list[Any]:
     return table.column(column).to_pylist()
 
 
+def write_block(part: RowPart, block: Block, serializer: Serializer, column: str | None) -> int:
+    """Write the records of a Ray block to a part; return their count.
+
+    JSON rows are encoded from the Arrow columns (:mod:`kara_ray.arrow_json`, the same
+    bytes as ``orjson.dumps`` of each row) and raw records are taken from the binary
+    column's buffer, both handed to the part as one buffer with end offsets. Rows the
+    encoder does not support, and other serializers, go through Python records.
+    """
+    table = BlockAccessor.for_block(block).to_arrow()
+    plain_json = type(serializer).serialize is JSONSerializer.serialize and isinstance(serializer, JSONSerializer)
+    if column is None and plain_json:
+        total = 0
+        for batch in table.to_batches(max_chunksize=ENCODE_ROWS):
+            try:
+                records = json_records(batch)
+            except (pa.ArrowInvalid, pa.ArrowCapacityError, pa.ArrowNotImplementedError):
+                records = None  # a batch too large for one string array, say
+            if records is None:
+                total += part.write_many(records_of_block(batch, None))
+            else:
+                total += part.write_joined(*joined(records))
+        return total
+    if isinstance(serializer, NoSerializer) and column is not None and column in table.column_names:
+        values = table.column(column)
+        if (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) and not values.null_count:
+            return sum(part.write_joined(*joined(chunk)) for chunk in values.chunks)
+    return part.write_many(records_of_block(table, column))
+
+
 def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
     """Arrow's JSON reader over serialized JSON records (no Python objects), or None if it cannot.
 
@@ -53,15 +99,50 @@ def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
     """
     if not raws:
         return None
-    data = b"\n".join(raws)
+    return _read_json(b"\n".join(raws), len(raws), schema)
+
+
+def json_block_joined(data: bytes, ends: Any, schema: pa.Schema | None) -> pa.Table | None:
+    """:func:`json_block` over records stored back to back in ``data`` (``ends``: their ends).
+
+    Arrow puts the newlines between the records (one kernel over an array that wraps
+    ``data`` without a copy): no Python object per record.
+    """
+    count = len(ends)
+    if not count:
+        return None
+    records = binary_records(data, ends, pa.string())
+    lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, count], pa.int32()), records), "\n")
+    return _read_json(lines.buffers()[2], count, schema)
+
+
+def _read_json(data: Any, count: int, schema: pa.Schema | None) -> pa.Table | None:
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
+    size = len(data) if isinstance(data, bytes) else data.size
     try:
         # One thread: Ray already runs a read task per CPU.
-        read = pj.ReadOptions(use_threads=False, block_size=max(len(data) + 1, 1 << 20))
+        read = pj.ReadOptions(use_threads=False, block_size=max(size + 1, 1 << 20))
         table = pj.read_json(pa.BufferReader(data), read, options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    return table if table.num_rows == len(raws) else None
+    return table if table.num_rows == count else None
+
+
+def binary_records(data: bytes, ends: Any, kind: pa.DataType | None = None) -> pa.Array:
+    """The records joined in ``data`` as an Arrow binary array (no copy of the bytes).
+
+    ``ends``: each record's end in ``data`` (a buffer of unsigned 64-bit integers, as
+    :meth:`RowDataset.read_raw_joined` gives). ``kind``: binary (default) or string.
+    """
+    count = len(ends)
+    large = len(data) >= 2**31 - 1
+    offsets = np.zeros(count + 1, dtype=np.int64 if large else np.int32)
+    offsets[1:] = np.frombuffer(ends, dtype=np.uint64)
+    if kind is None:
+        kind = pa.binary()
+    if large:
+        kind = pa.large_string() if kind == pa.string() else pa.large_binary()
+    return pa.Array.from_buffers(kind, count, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def block_of_records(records: list[Any], column: str | None) -> pa.Table | pd.DataFrame:

@@ -1,0 +1,153 @@
+"""kara_ray.arrow_json: JSON records from Arrow columns, byte for byte what orjson gives per row."""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kara_ray.arrow_json import joined, json_records, supported
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_INTS = {
+    pa.int8(): 8,
+    pa.int16(): 16,
+    pa.int32(): 32,
+    pa.int64(): 64,
+    pa.uint8(): -8,
+    pa.uint16(): -16,
+    pa.uint32(): -32,
+    pa.uint64(): -64,
+}
+# Text heavy in what JSON escapes: quotes, backslashes, every control character, and
+# the characters orjson leaves alone (DEL, '/', U+2028, non-ASCII, astral).
+_SPECIAL = st.sampled_from(['"', "\\", "/", "\x7f", "\u2028", "é", "\U0001f600", *map(chr, range(0x20))])
+TEXT = st.lists(_SPECIAL | st.characters(codec="utf-8"), max_size=12).map("".join) | st.text(max_size=12)
+
+SCALARS = st.sampled_from(
+    [pa.null(), pa.bool_(), pa.float32(), pa.float64(), pa.string(), pa.large_string(), *_INTS]
+) | st.just(pa.dictionary(pa.int32(), pa.string()))
+
+
+def _nested(inner: st.SearchStrategy[pa.DataType]) -> st.SearchStrategy[pa.DataType]:
+    structs = st.lists(st.tuples(TEXT, inner), min_size=1, max_size=3, unique_by=lambda f: f[0]).map(
+        lambda fields: pa.struct([pa.field(name, kind) for name, kind in fields])
+    )
+    return inner.map(pa.list_) | inner.map(pa.large_list) | structs
+
+
+TYPES = st.recursive(SCALARS, _nested, max_leaves=6)
+
+
+def values(kind: pa.DataType) -> st.SearchStrategy[Any]:
+    """Python values of an Arrow type (None among them unless the type is null)."""
+    if pa.types.is_null(kind):
+        return st.none()
+    if pa.types.is_boolean(kind):
+        base: st.SearchStrategy[Any] = st.booleans()
+    elif kind in _INTS:
+        bits = _INTS[kind]
+        base = st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if bits > 0 else st.integers(0, 2**-bits - 1)
+    elif pa.types.is_float32(kind):
+        base = st.floats(width=32)  # NaN and infinities included: orjson writes null
+    elif pa.types.is_float64(kind):
+        base = st.floats()
+    elif pa.types.is_dictionary(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        base = TEXT
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        base = st.lists(values(kind.value_type), max_size=4)
+    else:
+        base = st.fixed_dictionaries({kind.field(i).name: values(kind.field(i).type) for i in range(kind.num_fields)})
+    return st.none() | base
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> pa.Table:
+    names = draw(st.lists(TEXT, min_size=1, max_size=4, unique=True))
+    kinds = [draw(TYPES) for _ in names]
+    rows = draw(st.integers(0, 12))
+    columns = [pa.array([draw(values(kind)) for _ in range(rows)], type=kind) for kind in kinds]
+    table = pa.table(dict(zip(names, columns, strict=True)))
+    # Slices and several chunks: offsets into shared buffers must be honoured.
+    if rows > 2 and draw(st.booleans()):
+        cut = draw(st.integers(1, rows - 1))
+        table = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
+    start = draw(st.integers(0, rows))
+    return table.slice(start, draw(st.integers(0, rows - start)))
+
+
+def dict_path(table: pa.Table) -> list[bytes]:
+    """What the datasink did before: the rows as dicts (to_pydict), orjson per row."""
+    columns = table.to_pydict()
+    return [orjson.dumps(dict(zip(columns, row, strict=True))) for row in zip(*columns.values(), strict=True)]
+
+
+def encoded(array: pa.Array) -> list[bytes]:
+    return [value.as_py().encode() for value in array]
+
+
+@SETTINGS
+@given(tables())
+def test_every_supported_type_gives_orjsons_bytes(table: pa.Table) -> None:
+    result = json_records(table)
+    assert result is not None
+    assert result.null_count == 0
+    assert encoded(result) == dict_path(table)
+
+
+@SETTINGS
+@given(tables())
+def test_record_batches_and_tables_give_the_same_records(table: pa.Table) -> None:
+    batch = table.combine_chunks().to_batches()
+    if batch:
+        result = json_records(batch[0])
+        assert result is not None and encoded(result) == dict_path(table)
+
+
+def test_the_buffers_hold_the_records_back_to_back() -> None:
+    table = pa.table({"id": [1, 2, 3], "text": ["a", 'b"', ""], "tokens": [[0], [], [1, 2]]}).slice(1)
+    result = json_records(table)
+    assert result is not None
+    for records in (result, result.slice(1), result.cast(pa.large_binary())):
+        data, ends = joined(records)
+        expected = [r.as_py().encode() if isinstance(r.as_py(), str) else r.as_py() for r in records]
+        assert bytes(data) == b"".join(expected)
+        assert ends.dtype == np.uint64 and ends.tolist() == list(accumulate(map(len, expected)))
+    with pytest.raises(ValueError, match="null"):
+        joined(pa.array(["a", None]))
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([b"x"], pa.binary()),
+        pa.array([0], pa.timestamp("s")),
+        pa.array([1], pa.decimal128(5, 2)),
+        pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())),
+        pa.array([1.5], pa.float16()),
+        pa.array([[b"x"]], pa.list_(pa.binary())),
+        pa.array([{"a": 1}], pa.struct([pa.field("a", pa.date32())])),
+    ],
+    ids=lambda column: str(column.type),
+)
+def test_unsupported_types_are_left_to_the_dict_path(column: pa.Array) -> None:
+    assert not supported(column.type)
+    assert json_records(pa.table({"ok": pa.array([1]), "other": column})) is None
+
+
+def test_repeated_names_and_no_columns_are_left_to_the_dict_path() -> None:
+    repeated = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
+    assert json_records(repeated) is None
+    assert json_records(pa.table({})) is None
+    assert not supported(pa.struct([pa.field("a", pa.int8()), pa.field("a", pa.int8())]))
+
+
+def test_an_empty_table_gives_no_records() -> None:
+    result = json_records(pa.table({"id": pa.array([], pa.int64())}))
+    assert result is not None and len(result) == 0
