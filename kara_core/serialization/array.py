@@ -23,6 +23,10 @@ __all__ = ["NumpySerializer"]
 _FORMAT = 1
 _FIXED = struct.Struct("<BBH")
 _ALIGN = 8
+#: Headers already parsed and checked (full header bytes -> dtype, shape, count, data
+#: offset), and how many are kept.
+_KNOWN: dict[bytes, tuple[Any, tuple[int, ...], int, int]] = {}
+_KNOWN_HEADERS = 1024
 
 
 class NumpySerializer(Serializer):
@@ -79,7 +83,38 @@ class NumpySerializer(Serializer):
             array = array.reshape(shape)
         if not view.readonly:  # stored records come read-only; a caller's bytearray does not
             array.flags.writeable = False
+        if len(_KNOWN) >= _KNOWN_HEADERS:
+            _KNOWN.clear()
+        _KNOWN[bytes(view[:end])] = (dtype, shape, count, start)
         return array
+
+    def deserialize_many(self, xs: list[bytes]) -> list[Any]:
+        # One loop with the parsed headers at hand: records of one dataset mostly share a
+        # few headers (one dtype, one or a few shapes), each parsed and checked once by
+        # deserialize, which also handles (and reports) every record this loop does not.
+        import numpy as np
+
+        frombuffer, unpack, known, slow = np.frombuffer, _FIXED.unpack_from, _KNOWN, self.deserialize
+        out = []
+        append = out.append
+        for x in xs:
+            view = x if type(x) is memoryview else memoryview(x)
+            try:
+                _, ndim, length = unpack(view)
+                dtype, shape, count, start = known[bytes(view[: _FIXED.size + length + 8 * ndim])]
+            except (KeyError, struct.error):
+                append(slow(x))
+                continue
+            if count * dtype.itemsize != len(view) - start:
+                append(slow(x))  # raises: the size does not match the header
+                continue
+            array = frombuffer(view, dtype=dtype, count=count, offset=start)
+            if ndim != 1:
+                array = array.reshape(shape)
+            if not view.readonly:
+                array.flags.writeable = False
+            append(array)
+        return out
 
 
 @functools.lru_cache(maxsize=1024)
