@@ -23,10 +23,11 @@ __all__ = ["NumpySerializer"]
 _FORMAT = 1
 _FIXED = struct.Struct("<BBH")
 _ALIGN = 8
-#: Headers already parsed and checked (full header bytes -> dtype, shape, count, data
-#: offset), and how many are kept.
-_KNOWN: dict[bytes, tuple[Any, tuple[int, ...], int, int]] = {}
-_KNOWN_HEADERS = 1024
+_ONE_DIM = struct.Struct("<Q")
+#: dtypes of records already read and checked (``dtype.str`` as stored -> dtype), and
+#: how many are kept: deserialize_many reads 1-D records of these without parsing again.
+_DTYPES: dict[bytes, Any] = {}
+_KNOWN_DTYPES = 256
 
 
 class NumpySerializer(Serializer):
@@ -83,35 +84,38 @@ class NumpySerializer(Serializer):
             array = array.reshape(shape)
         if not view.readonly:  # stored records come read-only; a caller's bytearray does not
             array.flags.writeable = False
-        if len(_KNOWN) >= _KNOWN_HEADERS:
-            _KNOWN.clear()
-        _KNOWN[bytes(view[:end])] = (dtype, shape, count, start)
+        if len(_DTYPES) >= _KNOWN_DTYPES:
+            _DTYPES.clear()
+        _DTYPES[bytes(view[_FIXED.size : _FIXED.size + length])] = dtype
         return array
 
     def deserialize_many(self, xs: list[bytes]) -> list[Any]:
-        # One loop with the parsed headers at hand: records of one dataset mostly share a
-        # few headers (one dtype, one or a few shapes), each parsed and checked once by
-        # deserialize, which also handles (and reports) every record this loop does not.
+        # One loop with the parsed dtypes at hand (records of one dataset mostly share one
+        # dtype; token records differ only in their shape). Every record this loop does not
+        # handle itself goes through deserialize, which checks and reports it.
         import numpy as np
 
-        frombuffer, unpack, known, slow = np.frombuffer, _FIXED.unpack_from, _KNOWN, self.deserialize
+        frombuffer, fixed, dtypes, slow = np.frombuffer, _FIXED.unpack_from, _DTYPES, self.deserialize
+        one = _ONE_DIM.unpack_from
         out = []
         append = out.append
         for x in xs:
-            view = x if type(x) is memoryview else memoryview(x)
             try:
-                _, ndim, length = unpack(view)
-                dtype, shape, count, start = known[bytes(view[: _FIXED.size + length + 8 * ndim])]
-            except (KeyError, struct.error):
+                version, ndim, length = fixed(x)
+                dtype = dtypes[x[_FIXED.size : _FIXED.size + length]]
+                if version != _FORMAT or ndim != 1:
+                    raise KeyError  # other shapes: the general path
+                (count,) = one(x, _FIXED.size + length)
+            except (KeyError, ValueError, TypeError, struct.error):
                 append(slow(x))
                 continue
-            if count * dtype.itemsize != len(view) - start:
+            head = _FIXED.size + length + 8
+            start = head + (-head % _ALIGN)
+            if count * dtype.itemsize != len(x) - start:
                 append(slow(x))  # raises: the size does not match the header
                 continue
-            array = frombuffer(view, dtype=dtype, count=count, offset=start)
-            if ndim != 1:
-                array = array.reshape(shape)
-            if not view.readonly:
+            array = frombuffer(x, dtype=dtype, count=count, offset=start)
+            if array.flags.writeable:  # stored records come read-only; a caller's bytearray does not
                 array.flags.writeable = False
             append(array)
         return out
