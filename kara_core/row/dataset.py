@@ -314,7 +314,7 @@ class RowDataset:
                     current, size = iter(chunk), len(chunk)
                     try:
                         decoded = many(chunk)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - any error of a user serializer: redone one by one below
                         # Record by record: the error comes from (and the cursor stops
                         # right after) the record that caused it, as with deserialize.
                         yield from map(deserialize, current)

@@ -62,7 +62,7 @@ def _write(store: KaraStorage, key: str, serialization: str, name: str) -> None:
 def test_a_mixture_is_the_same_whether_its_sources_decode_alike_or_not(
     store: KaraStorage, sources, serializations: tuple[str, str, str]
 ) -> None:
-    for (name, serialization) in zip(SIZES, serializations, strict=True):
+    for name, serialization in zip(SIZES, serializations, strict=True):
         _write(store, name, serialization, name)
     others = {name: store.open_dataset("other", name) for name in SIZES}
     expected = list(kara_core.mix(sources, WEIGHTS, seed=3))
@@ -85,7 +85,9 @@ def test_a_nested_mixture_and_a_packed_view_are_sources_of_encoded_mixtures(stor
         ds.write_many(np.arange(i, i + 50, dtype=np.int32) for i in range(40))
     inner = kara_core.mix({"web": sources["web"], "code": sources["code"]}, {"web": 2, "code": 1})
     packed = kara_core.pack(store.open_dataset("tok", "t"), field=None, seq_len=16)
-    outer = kara_core.mix({"inner": inner, "books": sources["books"], "tok": packed}, {"inner": 1, "books": 1, "tok": 1})
+    outer = kara_core.mix(
+        {"inner": inner, "books": sources["books"], "tok": packed}, {"inner": 1, "books": 1, "tok": 1}
+    )
     samples = list(outer)
     positions = np.arange(len(outer), dtype=np.int64)
     items, decode = outer.fetch_encoded(positions)
