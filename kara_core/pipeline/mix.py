@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .order import EpochOrder, OrderCursor, ShuffleParams
-from .sources import as_view, pick
+from .sources import Decoder, as_view, encoded
 
 __all__ = ["MAX_PERIOD", "Mixture"]
 
@@ -84,6 +84,11 @@ def source_seed(seed: int, name: str) -> int:
     """The shuffle seed of one source: stable across runs, machines and Python versions."""
     digest = hashlib.blake2b(f"{seed}\x00{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def _decoding(view: Any) -> Any:
+    decoding = getattr(view, "decoding", None)
+    return view if decoding is None else decoding()
 
 
 class Mixture:
@@ -148,6 +153,8 @@ class Mixture:
         self.epoch = 0
         self.position = 0
         self._seeds = [source_seed(self.seed, name) for name in names]
+        # Sources that decode alike share one decoder, so samples can stay encoded until used.
+        self._decodings = [_decoding(view) for view in self.views]
         self._cursors: OrderedDict[tuple[int, int, int], tuple[OrderCursor, int]] = OrderedDict()
 
     # -- the schedule ----------------------------------------------------------------
@@ -216,38 +223,56 @@ class Mixture:
         if not self.shuffle:
             return index, np.zeros_like(index)
         records = np.empty_like(index)
-        for cycle in np.unique(cycles).tolist():
-            members = cycles == cycle
-            wanted, inverse = np.unique(index[members], return_inverse=True)
-            records[members] = self._order_values(source, epoch, cycle, wanted)[inverse.ravel()]
+        one_cycle = int(cycles[0]) == int(cycles[-1])
+        for cycle in [int(cycles[0])] if one_cycle else np.unique(cycles).tolist():
+            members = slice(None) if one_cycle else cycles == cycle
+            wanted = index[members]
+            if len(wanted) < 2 or (wanted[1:] > wanted[:-1]).all():
+                # Draws in order (a reader moving forward): already sorted and distinct.
+                records[members] = self._order_values(source, epoch, cycle, wanted)
+            else:
+                wanted, inverse = np.unique(wanted, return_inverse=True)
+                records[members] = self._order_values(source, epoch, cycle, wanted)[inverse.ravel()]
         return records, np.zeros_like(index)
 
     def fetch(self, positions: np.ndarray, epoch: int | None = None) -> list[Any]:
         """The samples at mixture ``positions`` of ``epoch`` (default: the current one)."""
+        items, decode = self.fetch_encoded(positions, epoch)
+        return items.tolist() if decode is None else decode(items.tolist())
+
+    def fetch_encoded(self, positions: np.ndarray, epoch: int | None = None) -> tuple[np.ndarray, Decoder | None]:
+        """The samples at ``positions``, still encoded when every source decodes alike.
+
+        Returns an object array and the decoder of a list of its items, or the decoded
+        samples and None (sources decoding differently, or ``with_source``).
+        """
         epoch = self.epoch if epoch is None else int(epoch)
         positions = np.asarray(positions, dtype=np.int64)
+        out = np.empty(len(positions), dtype=object)
+        if not len(positions):
+            return out, None
         sources, draws = self.locate(positions)
-        values: list[Any] = []
-        places = []  # places[k]: the output index of each value appended, in order
-        for source in np.unique(sources).tolist():
-            members = np.flatnonzero(sources == source)
+        present = np.unique(sources).tolist()
+        # Decoded here only when the sources do not share a decoder (or names are added).
+        shared = not self.with_source and len({self._decodings[source] for source in present}) == 1
+        decoder: Decoder | None = None
+        for source in present:
+            members = np.flatnonzero(sources == source) if len(present) > 1 else np.arange(len(positions))
             records, epochs = self._records(source, epoch, draws[members])
-            sub_epochs = np.unique(epochs).tolist()
+            sub_epochs = np.unique(epochs).tolist() if len(epochs) and epochs[0] != epochs[-1] else [int(epochs[0])]
             for sub_epoch in sub_epochs:
                 part = np.flatnonzero(epochs == sub_epoch) if len(sub_epochs) > 1 else slice(None)
-                values.extend(self._labelled(source, self.views[source].fetch(records[part], sub_epoch)))
-                places.append(members[part])
-        if not values:
-            return []
-        where = np.empty(len(positions), dtype=np.int64)
-        where[np.concatenate(places)] = np.arange(len(values))
-        return pick(values, where)
-
-    def _labelled(self, source: int, values: list[Any]) -> list[Any]:
-        if not self.with_source:
-            return values
-        name = self.names[source]
-        return [(name, value) for value in values]
+                items, decode = encoded(self.views[source], records[part], sub_epoch)
+                if decode is not None:
+                    if shared:
+                        decoder = decode
+                    else:
+                        items = np.fromiter(decode(items.tolist()), dtype=object, count=len(items))
+                if self.with_source:
+                    name = self.names[source]
+                    items = np.fromiter(((name, item) for item in items.tolist()), dtype=object, count=len(items))
+                out[members[part]] = items
+        return out, decoder
 
     # -- iteration and resume -------------------------------------------------------------
 

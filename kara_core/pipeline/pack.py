@@ -98,9 +98,8 @@ class PackedView:
         last = np.searchsorted(ends, stops - 1, side="right")
         spans = last - first + 1
         needed = np.unique(np.repeat(first - np.cumsum(spans) + spans, spans) + np.arange(spans.sum()))
-        raws = self.view.raws(needed)
-        deserialize = self.view.rows.serializer.deserialize
-        tokens = {record: self._tokens(deserialize(raw)) for record, raw in zip(needed.tolist(), raws, strict=True)}
+        records = self.view.fetch(needed)
+        tokens = dict(zip(needed.tolist(), map(self._tokens, records), strict=True))
         if len(positions) > 1 and (np.diff(positions) == 1).all():
             # Consecutive samples (reading in order): cut the whole stretch of the stream at
             # once; the samples are rows of one new array.

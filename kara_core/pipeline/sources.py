@@ -16,21 +16,29 @@ A *record view* is a fixed-length sequence read in batches of positions:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import ConfigurationError, ModeError
-from ..row.dataset import _codec as record_codec
+from ..serialization import batch_deserializer, serializer_label
 
-__all__ = ["RecordView", "RowView", "as_view", "pick"]
+__all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "pick"]
+
+#: Turns a list of encoded records into the records (``Serializer.deserialize_many``).
+Decoder = Callable[[list[Any]], list[Any]]
 
 #: Records read together (at most; fewer when they are large), and the bytes of them a
 #: view keeps for later calls.
 CHUNK_RECORDS = 64
 CHUNK_BYTES = 64 * 1024
 CACHE_BYTES = 32 * 1024 * 1024
+#: At most this many records are cached per view (8 bytes of pool each), and sources of
+#: up to DIRECT_CHUNKS chunks find their cached chunks through an array (8 bytes each).
+CACHE_SLOTS = 1 << 20
+DIRECT_CHUNKS = 1 << 20
 
 
 @runtime_checkable
@@ -59,48 +67,121 @@ class RowView:
         mean = max(1, rows.nbytes() // count) if count else 1
         #: Records per chunk (the unit of reading and caching), and chunks kept.
         self.chunk = max(1, min(CHUNK_RECORDS, CHUNK_BYTES // mean))
-        self.cached_chunks = max(4, CACHE_BYTES // (self.chunk * mean))
-        self._cache: OrderedDict[int, list[bytes]] = OrderedDict()
-        self._deserialize = record_codec(rows.serializer)[1]
+        self.cached_chunks = max(4, min(CACHE_BYTES // (self.chunk * mean), CACHE_SLOTS // self.chunk))
+        self._many = batch_deserializer(rows.serializer)
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        # The cache is a pool of `cached_chunks` slots of `chunk` records (an object
+        # array); `_slots` maps the chunks held to their slot, oldest read first, and
+        # `_direct` does the same as an array indexed by chunk (for sources of up to
+        # DIRECT_CHUNKS chunks), so a batch of positions finds its records with numpy alone.
+        chunks = -(-len(self.rows) // self.chunk)
+        self._pool = np.empty(self.cached_chunks * self.chunk, dtype=object)
+        self._free = list(range(self.cached_chunks))
+        self._slots: OrderedDict[int, int] = OrderedDict()
+        self._direct = np.full(chunks, -1, dtype=np.int64) if chunks <= DIRECT_CHUNKS else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def raws(self, positions: np.ndarray) -> list[bytes]:
-        """The stored bytes of the records at ``positions``, in order.
+        """The stored bytes of the records at ``positions``, in order (see :meth:`raw_items`)."""
+        return self.raw_items(positions).tolist()
+
+    def raw_items(self, positions: np.ndarray) -> np.ndarray:
+        """The stored bytes of the records at ``positions``, in order, as an object array.
 
         Records are read in aligned chunks of neighbouring records (consecutive missing
         chunks in one ranged read) kept in a small cache (about CACHE_BYTES): shuffled
         orders take the records of a block over several calls, and packed samples share
-        records at their edges.
+        records at their edges. The cached records sit in one object array, so those
+        asked for are gathered with one numpy indexing, not a Python step per record.
         """
+        positions = np.asarray(positions, dtype=np.int64)
         if not len(positions):
-            return []
-        size, cache = self.chunk, self._cache
-        chunks, offsets = np.divmod(positions, size)
-        wanted, inverse = np.unique(chunks, return_inverse=True)
-        names = wanted.tolist()
-        absent = [chunk for chunk in names if chunk not in cache]
+            return np.empty(0, dtype=object)
+        size, direct = self.chunk, self._direct
+        chunks = positions // size
+        if direct is not None:
+            slots = direct[chunks]
+            if (slots < 0).any():
+                self._load(np.unique(chunks[slots < 0]).tolist(), chunks)
+                slots = direct[chunks]
+        else:
+            wanted, inverse = np.unique(chunks, return_inverse=True)
+            names = wanted.tolist()
+            absent = [chunk for chunk in names if chunk not in self._slots]
+            if absent:
+                self._load(absent, chunks)
+            held = self._slots
+            slots = np.array([held[chunk] for chunk in names], dtype=np.int64)[inverse.ravel()]
+        return self._pool[slots * size + (positions - chunks * size)]
+
+    def _load(self, absent: list[int], chunks: np.ndarray) -> None:
+        """Read the chunks ``absent`` (ascending) into free slots; ``chunks`` are the ones
+        the current call needs, which are not evicted."""
+        if len(absent) > len(self._free):
+            self._evict(len(absent) - len(self._free), chunks)
         start = 0
         for end in range(1, len(absent) + 1):
             if end == len(absent) or absent[end] != absent[end - 1] + 1:
                 self._read_chunks(absent[start], absent[end - 1] + 1)
                 start = end
-        found = [cache[chunk] for chunk in names]
-        # Oldest read first out: readers move forward through their sources.
-        while len(cache) > max(self.cached_chunks, len(names)):
-            cache.popitem(last=False)
-        return [found[i][offset] for i, offset in zip(inverse.ravel().tolist(), offsets.tolist(), strict=True)]
+
+    def _evict(self, count: int, chunks: np.ndarray) -> None:
+        # Oldest read first out (readers move forward through their sources), sparing the
+        # chunks of the current call; when those alone need more slots, the pool grows.
+        keep = set(np.unique(chunks).tolist())
+        size, held, pool, direct = self.chunk, self._slots, self._pool, self._direct
+        for chunk in [chunk for chunk in held if chunk not in keep][:count]:
+            slot = held.pop(chunk)
+            pool[slot * size : (slot + 1) * size] = None
+            if direct is not None:
+                direct[chunk] = -1
+            self._free.append(slot)
+            count -= 1
+        if count > 0:
+            more = self.cached_chunks + count
+            self._pool = np.concatenate((pool, np.empty(count * size, dtype=object)))
+            self._free.extend(range(self.cached_chunks, more))
+            self.cached_chunks = more
 
     def _read_chunks(self, first: int, stop: int) -> None:
-        size = self.chunk
+        size, pool, direct = self.chunk, self._pool, self._direct
         raws = self.rows.read_raw_range(first * size, stop * size)
+        # fromiter keeps each record as it is (numpy unpacks memoryviews given as a list).
+        run = np.fromiter(raws, dtype=object, count=len(raws))
         for chunk in range(first, stop):
-            self._cache[chunk] = raws[(chunk - first) * size : (chunk - first + 1) * size]
+            slot = self._free.pop()
+            records = run[(chunk - first) * size : (chunk - first + 1) * size]
+            pool[slot * size : slot * size + len(records)] = records
+            self._slots[chunk] = slot
+            if direct is not None:
+                direct[chunk] = slot
 
     def fetch(self, positions: np.ndarray, epoch: int = 0) -> list[Any]:
         """The decoded records at ``positions`` (each occurrence decoded on its own)."""
-        return list(map(self._deserialize, self.raws(positions)))
+        return self._many(self.raws(positions))
+
+    def fetch_encoded(self, positions: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, Decoder | None]:
+        """The records at ``positions`` still encoded, and what decodes a list of them.
+
+        Readers that use the records a few at a time decode them a few at a time (the
+        fresh objects are then still in the CPU cache when used).
+        """
+        return self.raw_items(positions), self._many
+
+    def decoding(self) -> Any:
+        """What identifies how this view decodes (views with equal ones share a decoder)."""
+        serializer = self.rows.serializer
+        kind = type(serializer)
+        if not kind.__module__.startswith("kara_core.serialization."):
+            return self  # only itself: a user serializer may be configured in any way
+        inner = getattr(serializer, "inner", None)
+        if inner is not None and not type(inner).__module__.startswith("kara_core.serialization."):
+            return self
+        return (serializer_label(serializer), repr(sorted(serializer.sidecar_options().items())))
 
     def order_identity(self) -> dict[str, Any]:
         """The dataset version and the slice (what a position means)."""
@@ -115,13 +196,15 @@ class RowView:
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "_cache": OrderedDict()}
-        del state["_deserialize"]
+        state = dict(self.__dict__)
+        for name in ("_many", "_pool", "_free", "_slots", "_direct"):
+            del state[name]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._deserialize = record_codec(self.rows.serializer)[1]
+        self._many = batch_deserializer(self.rows.serializer)
+        self._reset_cache()
 
     def __repr__(self) -> str:
         return f"RowView({self.rows!r})"
@@ -132,6 +215,16 @@ def pick(values: list[Any], indices: np.ndarray) -> list[Any]:
     if len(indices) == 1:
         return [values[int(indices[0])]]
     return list(itemgetter(*indices.tolist())(values))
+
+
+def encoded(view: Any, positions: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, Decoder | None]:
+    """``view.fetch_encoded(positions, epoch)`` when the view has it: the samples still
+    encoded (an object array) and their decoder; else its fetched samples and None."""
+    fetch_encoded = getattr(view, "fetch_encoded", None)
+    if fetch_encoded is not None:
+        return fetch_encoded(positions, epoch)
+    samples = view.fetch(positions, epoch)
+    return np.fromiter(samples, dtype=object, count=len(samples)), None
 
 
 def as_view(source: Any, what: str = "source") -> Any:

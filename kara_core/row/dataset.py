@@ -15,7 +15,7 @@ import orjson
 
 from ..backend import Backend
 from ..errors import ConfigurationError, DatasetClosedError, EndOfDatasetError, ModeError, RecordIndexError
-from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer
+from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer, batch_deserializer
 from .layout import data_prefix, index_prefix, read_meta, resolve_version
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .workers import warn_if_in_dataloader_worker
@@ -35,6 +35,8 @@ DRAIN_BYTES = 64 * 1024
 #: from which it appends records directly instead of copying them.
 MANY_BYTES = 1024 * 1024
 DIRECT_MEAN = 16 * 1024
+#: Records a sequential read decodes at a time with ``deserialize_many``.
+DECODE_RECORDS = 32
 
 
 #: Marks "no default given" for read(): None is a valid default.
@@ -117,6 +119,7 @@ class RowDataset:
         self.mode = "w" if writer is not None else "r"
         self._options = options
         self._serialize, self._deserialize = _codec(serializer)
+        self._deserialize_many = batch_deserializer(serializer)
         # Serializers that read views (numpy) get mapped memory instead of copies.
         self._views = bool(getattr(serializer, "zero_copy", False))
         self._lock = threading.Lock()
@@ -309,7 +312,11 @@ class RowDataset:
         the loop may be ahead); leaving the loop early puts it right after the last
         record yielded, unless another read or seek moved it meanwhile.
         """
-        deserialize = self._deserialize
+        deserialize, many = self._deserialize, self._deserialize_many
+        # orjson.loads mapped over the batch runs no Python code per record; other
+        # serializers decode a few records at a time with deserialize_many (few, so the
+        # fresh records are still in the CPU cache when they are used).
+        plain = deserialize is orjson.loads
         while True:
             with self._lock:
                 if self._bpos >= len(self._batch) and not self._refill():
@@ -319,11 +326,29 @@ class RowDataset:
                 self._pos += len(batch)
                 self._moves += 1
                 moves = self._moves
-            rest = iter(batch)
+            # `current` iterates over the records of batch[done:done + size]: what it
+            # has not handed out yet goes back to the cursor when the loop is left.
+            current: Iterator[Any] = iter(batch)
+            done, size = 0, len(batch)
             try:
-                yield from map(deserialize, rest)
+                if plain:
+                    yield from map(deserialize, current)
+                    continue
+                for done in range(0, len(batch), DECODE_RECORDS):
+                    chunk = batch[done : done + DECODE_RECORDS]
+                    current, size = iter(chunk), len(chunk)
+                    try:
+                        decoded = many(chunk)
+                    except Exception:  # noqa: BLE001 - any error of a user serializer: redone one by one below
+                        # Record by record: the error comes from (and the cursor stops
+                        # right after) the record that caused it, as with deserialize.
+                        yield from map(deserialize, current)
+                    else:
+                        current = iter(decoded)
+                        yield from current
+                done, size, current = len(batch), 0, iter(())
             finally:
-                left = length_hint(rest)
+                left = len(batch) - done - size + length_hint(current)
                 if left:
                     with self._lock:
                         if self._moves == moves:

@@ -23,6 +23,11 @@ __all__ = ["NumpySerializer"]
 _FORMAT = 1
 _FIXED = struct.Struct("<BBH")
 _ALIGN = 8
+_ONE_DIM = struct.Struct("<Q")
+#: dtypes of records already read and checked (``dtype.str`` as stored -> dtype), and
+#: how many are kept: deserialize_many reads 1-D records of these without parsing again.
+_DTYPES: dict[bytes, Any] = {}
+_KNOWN_DTYPES = 256
 
 
 class NumpySerializer(Serializer):
@@ -79,7 +84,41 @@ class NumpySerializer(Serializer):
             array = array.reshape(shape)
         if not view.readonly:  # stored records come read-only; a caller's bytearray does not
             array.flags.writeable = False
+        if len(_DTYPES) >= _KNOWN_DTYPES:
+            _DTYPES.clear()
+        _DTYPES[bytes(view[_FIXED.size : _FIXED.size + length])] = dtype
         return array
+
+    def deserialize_many(self, xs: list[bytes]) -> list[Any]:
+        # One loop with the parsed dtypes at hand (records of one dataset mostly share one
+        # dtype; token records differ only in their shape). Every record this loop does not
+        # handle itself goes through deserialize, which checks and reports it.
+        import numpy as np
+
+        frombuffer, fixed, dtypes, slow = np.frombuffer, _FIXED.unpack_from, _DTYPES, self.deserialize
+        one = _ONE_DIM.unpack_from
+        out = []
+        append = out.append
+        for x in xs:
+            try:
+                version, ndim, length = fixed(x)
+                dtype = dtypes[x[_FIXED.size : _FIXED.size + length]]
+                if version != _FORMAT or ndim != 1:
+                    raise KeyError  # other shapes: the general path
+                (count,) = one(x, _FIXED.size + length)
+            except (KeyError, ValueError, TypeError, struct.error):
+                append(slow(x))
+                continue
+            head = _FIXED.size + length + 8
+            start = head + (-head % _ALIGN)
+            if count * dtype.itemsize != len(x) - start:
+                append(slow(x))  # raises: the size does not match the header
+                continue
+            array = frombuffer(x, dtype=dtype, count=count, offset=start)
+            if array.flags.writeable:  # stored records come read-only; a caller's bytearray does not
+                array.flags.writeable = False
+            append(array)
+        return out
 
 
 @functools.lru_cache(maxsize=1024)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -29,6 +30,16 @@ class Serializer:
     def deserialize(self, x: bytes) -> Any:
         """Return the record stored as ``x``."""
         raise NotImplementedError
+
+    def deserialize_many(self, xs: list[bytes]) -> list[Any]:
+        """Return the records stored as ``xs``, in order: ``[deserialize(x) for x in xs]``.
+
+        Readers that hold several records' bytes at once (batched and sequential reads,
+        mixtures, packed views, kara-torch) call this instead of :meth:`deserialize`. The
+        default loops; override it when a batch can be decoded with less work per record,
+        and return exactly what :meth:`deserialize` returns for each.
+        """
+        return list(map(self.deserialize, xs))
 
     def sidecar_options(self) -> dict[str, Any]:
         """What readers of the version need besides the name (kept in the version's sidecar).
@@ -77,6 +88,9 @@ class WrappingSerializer(Serializer):
     def deserialize(self, x: bytes) -> Any:
         return self.inner.deserialize(self.decode(x))
 
+    def deserialize_many(self, xs: list[bytes]) -> list[Any]:
+        return batch_deserializer(self.inner)(list(map(self.decode, xs)))
+
     def sidecar_options(self) -> dict[str, Any]:
         inner = self.inner.sidecar_options()
         return {"inner": inner} if inner else {}
@@ -95,6 +109,16 @@ class WrappingSerializer(Serializer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
+
+
+def batch_deserializer(serializer: Any) -> Callable[[list[bytes]], list[Any]]:
+    """``serializer.deserialize_many``, or a loop over ``deserialize`` for serializers that
+    only have that (objects with ``serialize``/``deserialize`` are accepted as serializers)."""
+    many = getattr(serializer, "deserialize_many", None)
+    if many is not None:
+        return many
+    deserialize = serializer.deserialize
+    return lambda xs: list(map(deserialize, xs))
 
 
 def serializer_label(serializer: Serializer) -> str:

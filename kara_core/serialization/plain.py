@@ -23,6 +23,11 @@ class JSONSerializer(Serializer):
     def deserialize(self, x: bytes) -> Any:
         return orjson.loads(x)
 
+    def deserialize_many(self, xs: list[bytes]) -> list[Any]:
+        if type(self).deserialize is not JSONSerializer.deserialize:
+            return list(map(self.deserialize, xs))  # a subclass's own decoding
+        return list(map(orjson.loads, xs))
+
 
 class PickleSerializer(Serializer):
     """Any picklable Python object (only read data you trust)."""
@@ -37,6 +42,11 @@ class PickleSerializer(Serializer):
 
     def deserialize(self, x: bytes) -> Any:
         return pickle.loads(x)
+
+    def deserialize_many(self, xs: list[bytes]) -> list[Any]:
+        if type(self).deserialize is not PickleSerializer.deserialize:
+            return list(map(self.deserialize, xs))
+        return list(map(pickle.loads, xs))
 
 
 class NoSerializer(Serializer):
@@ -54,3 +64,8 @@ class NoSerializer(Serializer):
 
     def deserialize(self, x: bytes) -> bytes:
         return bytes(x)
+
+    def deserialize_many(self, xs: list[bytes]) -> list[bytes]:
+        if type(self).deserialize is not NoSerializer.deserialize:
+            return list(map(self.deserialize, xs))
+        return list(map(bytes, xs))

@@ -22,6 +22,8 @@ import torch.distributed
 from torch.utils.data import IterableDataset, get_worker_info
 
 from kara_core.errors import ConfigurationError, ModeError
+from kara_core.pipeline.sources import encoded
+from kara_core.serialization import batch_deserializer
 
 from .order import EpochOrder, OrderCursor, RankPlan, ShuffleParams, worker_positions
 from .reader import BlockReader
@@ -389,20 +391,26 @@ class KaraTorchDataset(IterableDataset):
 def _row_samples(rows: Any, groups: Iterator[np.ndarray], begin: int, block: int) -> Iterator[list[Any]]:
     """Decoded records of a row dataset, a few at a time, for groups of slice positions."""
     reader = BlockReader(rows, block)
-    deserialize = rows.serializer.deserialize
+    decode = batch_deserializer(rows.serializer)
     for records in groups:
         for raws in reader.read_in_order(records + begin, records // block):
             for first in range(0, len(raws), DECODE_CHUNK):
-                yield list(map(deserialize, raws[first : first + DECODE_CHUNK]))
+                yield decode(raws[first : first + DECODE_CHUNK])
 
 
 def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterator[list[Any]]:
-    """Samples of a record view (a mixture, a packed view), fetched a group of positions at a time."""
+    """Samples of a record view (a mixture, a packed view), fetched a group of positions at a time.
+
+    Views that can hand their samples over still encoded (``fetch_encoded``) have them
+    decoded DECODE_CHUNK at a time, as row datasets are.
+    """
     for positions in groups:
         for first in range(0, len(positions), VIEW_FETCH):
-            samples = view.fetch(positions[first : first + VIEW_FETCH], epoch)
+            items, decode = encoded(view, positions[first : first + VIEW_FETCH], epoch)
+            samples = items.tolist()
             for start in range(0, len(samples), DECODE_CHUNK):
-                yield samples[start : start + DECODE_CHUNK]
+                chunk = samples[start : start + DECODE_CHUNK]
+                yield chunk if decode is None else decode(chunk)
 
 
 class _Progress:

@@ -1,0 +1,186 @@
+"""Serializer.deserialize_many gives exactly what deserialize gives, record by record."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kara_core import KaraStorage
+from kara_core.errors import SerializationError
+from kara_core.serialization import (
+    JSONSerializer,
+    NumpySerializer,
+    Serializer,
+    ZstdSerializer,
+    batch_deserializer,
+    resolve_serializer,
+)
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+DTYPES = ["<i4", ">i8", "<f2", "|u1", "<c8", "|b1", "<M8[ms]", "|S3", "<U2"]
+
+
+def _same(one: Any, many: Any) -> None:
+    if isinstance(one, np.ndarray):
+        assert isinstance(many, np.ndarray)
+        assert (one.dtype, one.shape, one.flags.writeable) == (many.dtype, many.shape, many.flags.writeable)
+        assert one.tobytes() == many.tobytes()
+    else:
+        assert type(one) is type(many) and one == many
+
+
+def _outcome(call: Any) -> tuple[str, Any]:
+    try:
+        return "ok", call()
+    except SerializationError as exc:
+        return "error", str(exc)
+
+
+def _check(serializer: Serializer, raws: list[Any]) -> None:
+    """Either both decode every record alike, or both raise the same error (the first bad record's)."""
+    kind, many = _outcome(lambda: serializer.deserialize_many(raws))
+    one_kind, one = _outcome(lambda: [serializer.deserialize(raw) for raw in raws])
+    assert kind == one_kind, (many, one)
+    if kind == "error":
+        assert many == one
+        return
+    assert len(many) == len(one) == len(raws)
+    for a, b in zip(one, many, strict=True):
+        _same(a, b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=40), st.sampled_from(["json", "pickle", "json+zstd", "pickle+zstd"]))
+def test_deserialize_many_equals_deserialize_for_json_and_pickle(records: list[Any], name: str) -> None:
+    serializer = resolve_serializer(name)
+    raws = [serializer.serialize(record) for record in records]
+    _check(serializer, raws)
+    _check(serializer, [memoryview(raw) for raw in raws])  # what mapped reads hand over
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=30), st.sampled_from(["raw", "raw+zstd"]))
+def test_deserialize_many_equals_deserialize_for_raw_bytes(records: list[bytes], name: str) -> None:
+    serializer = resolve_serializer(name)
+    _check(serializer, [serializer.serialize(record) for record in records])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(DTYPES), st.lists(st.integers(0, 4), max_size=3), st.integers(0, 2**32 - 1)),
+        max_size=12,
+    ),
+    st.sampled_from(["numpy", "numpy+zstd"]),
+    st.sampled_from(["bytes", "readonly view", "writable view"]),
+)
+def test_deserialize_many_equals_deserialize_for_arrays(specs: list, name: str, holder: str) -> None:
+    serializer = resolve_serializer(name)
+    raws: list[Any] = []
+    for dtype, shape, seed in specs:
+        data = np.random.default_rng(seed).bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        raw = serializer.serialize(np.frombuffer(data, dtype=dtype).reshape(shape))
+        if holder == "readonly view":
+            raws.append(memoryview(raw))
+        elif holder == "writable view":
+            raws.append(memoryview(bytearray(raw)))
+        else:
+            raws.append(raw)
+    _check(serializer, raws)
+    # Twice: the second pass takes the headers the first one parsed from the cache.
+    _check(serializer, raws)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=60), max_size=6), st.lists(st.integers(0, 5), max_size=6))
+def test_numpy_deserialize_many_refuses_damaged_records_like_deserialize(garbage: list[bytes], keep: list) -> None:
+    # Valid records (whose headers the cache knows), truncated and padded copies of them,
+    # and arbitrary bytes, mixed: the same arrays or the same error as one by one.
+    serializer = NumpySerializer()
+    good = [serializer.serialize(np.arange(n, dtype=np.int32)) for n in keep]
+    serializer.deserialize_many(good)
+    damaged = [raw[:-1] for raw in good if raw] + [raw + b"\x00" for raw in good]
+    _check(serializer, good + garbage)
+    for bad in damaged:
+        _check(serializer, [*good, bad])
+
+
+def test_a_subclass_that_overrides_deserialize_keeps_its_own_decoding_in_batches() -> None:
+    class Tagged(JSONSerializer):
+        def deserialize(self, x: bytes) -> Any:
+            return ("tagged", super().deserialize(x))
+
+    raws = [b"1", b'"a"']
+    assert Tagged().deserialize_many(raws) == [("tagged", 1), ("tagged", "a")]
+    assert ZstdSerializer(Tagged()).deserialize_many([ZstdSerializer(Tagged()).encode(raw) for raw in raws]) == [
+        ("tagged", 1),
+        ("tagged", "a"),
+    ]
+
+
+def test_serializers_without_deserialize_many_are_decoded_one_by_one() -> None:
+    class Duck:  # accepted as a serializer: it has serialize and deserialize
+        def serialize(self, x: str) -> bytes:
+            return x.encode()
+
+        def deserialize(self, x: bytes) -> str:
+            return bytes(x).decode().upper()
+
+    assert batch_deserializer(Duck())([b"a", b"bc"]) == ["A", "BC"]
+    assert ZstdSerializer(Duck()).deserialize_many([ZstdSerializer(Duck()).serialize("x")]) == ["X"]  # type: ignore[arg-type]
+
+
+def test_a_damaged_zstd_record_in_a_batch_is_the_serialization_error_of_deserialize() -> None:
+    serializer = resolve_serializer("json+zstd")
+    raws = [serializer.serialize(i) for i in range(3)]
+    with pytest.raises(SerializationError, match="not a zstd frame"):
+        serializer.deserialize_many([*raws, b"\xff\x00garbage"])
+
+
+class _FailsOn(JSONSerializer):
+    """JSON, except that the record ``bad`` cannot be decoded (a damaged record)."""
+
+    def deserialize(self, x: bytes) -> Any:
+        value = super().deserialize(x)
+        if value == 77:
+            raise SerializationError("record 77 is damaged")
+        return value
+
+
+@pytest.mark.parametrize("name", ["json+zstd", "numpy", "pickle"])
+def test_sequential_reads_decoding_in_batches_keep_the_cursor_exact(store: KaraStorage, name: str) -> None:
+    records: list[Any] = [np.arange(i % 7, dtype=np.int16) for i in range(200)] if name == "numpy" else list(range(200))
+    with store.open_dataset("ns", "k", "w", version="1", serialization=name) as ds:
+        ds.write_many(records)
+    with store.open_dataset("ns", "k") as ds:
+        for stop in (0, 1, 31, 32, 33, 150):  # leave the loop inside and at the edges of a batch
+            ds.seek(0)
+            reading = iter(ds)
+            got = list(itertools.islice(reading, stop))
+            reading.close()  # type: ignore[attr-defined]
+            assert ds.tell() == stop
+            rest = list(ds)
+            for a, b in zip(got + rest, records, strict=True):
+                assert np.array_equal(a, b)
+
+
+def test_a_damaged_record_stops_a_batched_sequential_read_right_after_it(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "k", "w", version="1", serialization=_FailsOn()) as ds:
+        ds.write_many(range(200))
+    with store.open_dataset("ns", "k", serialization=_FailsOn()) as ds:
+        got: list[int] = []
+        with pytest.raises(SerializationError, match="record 77 is damaged"):
+            for record in ds:
+                got.append(record)
+        assert got == list(range(77))
+        assert ds.tell() == 78
+        assert list(ds) == list(range(78, 200))
