@@ -313,9 +313,7 @@ class ConnectionPool:
                 origin.open -= 1
                 self._released.notify()
             raise
-        http = httpcore.HTTP11Connection(
-            httpcore.Origin(*key), stream, keepalive_expiry=self._keepalive_expiry
-        )
+        http = httpcore.HTTP11Connection(httpcore.Origin(*key), stream, keepalive_expiry=self._keepalive_expiry)
         return _Connection(http, stream, origin, generation), False
 
     def _connect(self, key: tuple[bytes, bytes, int]) -> PatientStream:
