@@ -19,7 +19,9 @@ class HTTPOptions(BackendOptions):
     - ``username`` / ``password``: HTTP basic auth.
     - ``token``: a bearer token (``Authorization: Bearer ...``); a ``kara serve`` gateway
       needs it for writes. Secrets never appear in ``repr``, logs or error messages.
-    - ``connect_timeout`` / ``read_timeout``: seconds, per request and per socket read.
+    - ``connect_timeout`` / ``read_timeout``: seconds, per connection attempt and per
+      socket read; an answer must also bring 16 KiB (or its end) per ``read_timeout`` of
+      waiting, so a server dripping bytes cannot hold a reader forever.
     - ``retry_budget``: total seconds one operation may spend retrying connection errors,
       timeouts, 429 and 5xx answers (exponential backoff with jitter, ``Retry-After``
       honoured); ``backoff_base`` / ``backoff_max`` shape the delays.
@@ -29,8 +31,9 @@ class HTTPOptions(BackendOptions):
       record reads cost one round trip per window instead of one per record
       (``window_cache=0`` turns it off). Sequential readers ask for large ranges
       themselves and bypass it.
-    - ``max_connections``: size of the keep-alive pool (parallel prefetches and
-      DataLoader threads share it).
+    - ``max_connections``: keep-alive connections to the server, at most (parallel
+      prefetches, DataLoader threads and the 32 downloads a folder load keeps in flight
+      share them; a request finding all busy waits for one, up to ``read_timeout``).
     - ``gateway``: ``None`` (default) asks the server once whether it is a ``kara serve``
       gateway (which makes the store writable); ``False`` treats it as a static mirror
       without asking; ``True`` requires a gateway.
@@ -51,7 +54,7 @@ class HTTPOptions(BackendOptions):
     backoff_max: float = Field(default=10.0, gt=0)
     window_size: int = Field(default=256 * 1024, ge=4096)
     window_cache: int = Field(default=64 * MiB, ge=0)
-    max_connections: int = Field(default=16, ge=1, le=256)
+    max_connections: int = Field(default=32, ge=1, le=256)
     gateway: bool | None = None
     verify: bool | str = True
     allow_insecure_credentials: bool = False

@@ -30,7 +30,8 @@ class OSSOptions(BackendOptions):
     - ``use_ssl``: talk https to the endpoint (default http, as 2.x).
     - ``region``: sign requests with OSS signature V4 for this region (``cn-hangzhou``);
       without it requests are signed with V1, as 2.x did.
-    - ``connect_timeout``/``read_timeout``: seconds per request.
+    - ``connect_timeout``/``read_timeout``: seconds per connection attempt, and per socket
+      read and per 16 KiB of an answer (the transport's slow-server timeout).
     - ``retry_budget``: seconds a call may spend retrying connection errors, timeouts,
       throttling and 5xx answers (exponential backoff with jitter) before it fails.
     - ``multipart_threshold``: objects larger than this are uploaded in parts of

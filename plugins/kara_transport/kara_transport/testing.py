@@ -6,20 +6,41 @@ request head per answer and writes the scripted bytes, then closes the connectio
 keeps it open (``hold``) so that a client waiting for more hangs unless it refuses,
 or (``keep_alive``) reads the next request on the same connection. It records every
 request head it received, and the client port it came from.
+
+An answer is either bytes, sent at once, or a script: a list of steps played in order,
+each bytes (sent), a float (seconds to wait: a slow server) or :data:`CLOSE` (close the
+connection there, as a server closing an idle keep-alive connection does).
+:func:`drip` makes the script of a server trickling an answer out.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Sequence
 
-__all__ = ["RawServer"]
+__all__ = ["CLOSE", "Answer", "RawServer", "drip"]
+
+#: A script step: close the connection now (the answer, if any, ends here).
+CLOSE = None
+#: What a :class:`RawServer` plays for one request.
+Answer = bytes | Sequence[bytes | float | None]
+
+
+def drip(data: bytes, piece: int, pause: float) -> list[bytes | float]:
+    """The script of sending ``data`` ``piece`` bytes at a time, ``pause`` seconds apart."""
+    steps: list[bytes | float] = []
+    for start in range(0, len(data), piece):
+        if start:
+            steps.append(pause)
+        steps.append(data[start : start + piece])
+    return steps
 
 
 class RawServer:
     """Serves ``answers`` in turn (one per request); after the last, repeats it."""
 
-    def __init__(self, answers: list[bytes], hold: float = 0.0, keep_alive: bool = False) -> None:
+    def __init__(self, answers: Sequence[Answer], hold: float = 0.0, keep_alive: bool = False) -> None:
         self.answers = answers
         self.hold = hold
         self.keep_alive = keep_alive
@@ -74,13 +95,29 @@ class RawServer:
                         self.ports.append(port)
                         answer = self.answers[min(self._served, len(self.answers) - 1)]
                         self._served += 1
-                    conn.sendall(answer)
+                    if not self._play(conn, answer):
+                        return
                     if not self.keep_alive:
                         break
                 if self.hold:
                     self._stop.wait(self.hold)
             except OSError:
                 return
+
+    def _play(self, conn: socket.socket, answer: Answer) -> bool:
+        """Send one answer; False if its script closed the connection."""
+        if isinstance(answer, bytes):
+            conn.sendall(answer)
+            return True
+        for step in answer:
+            if step is CLOSE:
+                return False
+            if isinstance(step, float):
+                if self._stop.wait(step):
+                    return False
+            else:
+                conn.sendall(step)
+        return True
 
     def __enter__(self) -> RawServer:
         self._thread.start()

@@ -46,6 +46,7 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 
 from .errors import MalformedResponseError, TransportError, UnsafeHeaderError
+from .pool import ConnectionPool, PatientBackend
 
 __all__ = ["Headers", "Response", "Transport", "check_headers"]
 
@@ -254,7 +255,8 @@ def _translate(exc: BaseException, url: str) -> BaseException:
     if isinstance(exc, httpcore.LocalProtocolError):
         return TransportError(f"{url}: the request could not be sent as HTTP/1.1 ({exc})")
     if isinstance(exc, httpcore.TimeoutException):
-        return TransportError(f"{url}: timed out ({type(exc).__name__})")
+        detail = f": {exc}" if str(exc) and str(exc) != "timed out" else ""
+        return TransportError(f"{url}: timed out ({type(exc).__name__}{detail})")
     if isinstance(exc, httpcore.UnsupportedProtocol):
         return TransportError(f"{url}: unsupported URL scheme")
     if isinstance(exc, _NETWORK_ERRORS):
@@ -330,12 +332,12 @@ class Transport:
         # Pools (sockets, locks) belong to one process: after a fork the child opens its own.
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._pools: dict[str | None, httpcore.ConnectionPool | httpcore.HTTPProxy] = {}
+        self._pools: dict[str | None, ConnectionPool | httpcore.HTTPProxy] = {}
         #: Per ``scheme://netloc``: its pool (direct or through a proxy) and Host header.
-        self._routes: dict[str, tuple[httpcore.ConnectionPool | httpcore.HTTPProxy, str]] = {}
+        self._routes: dict[str, tuple[ConnectionPool | httpcore.HTTPProxy, str]] = {}
         self._context: ssl.SSLContext | None = None
 
-    def _route(self, url: str) -> tuple[httpcore.ConnectionPool | httpcore.HTTPProxy, str]:
+    def _route(self, url: str) -> tuple[ConnectionPool | httpcore.HTTPProxy, str]:
         """The pool for ``url`` and its Host header, worked out once per origin."""
         if self._pid != os.getpid():
             self._start_process_state()
@@ -353,9 +355,10 @@ class Transport:
                     route = self._routes[key] = (pool, urlsplit(key).netloc)
         return route
 
-    def _new_pool(self, proxy: str | None) -> httpcore.ConnectionPool | httpcore.HTTPProxy:
+    def _new_pool(self, proxy: str | None) -> ConnectionPool | httpcore.HTTPProxy:
         if self._context is None:
             self._context = _ssl_context(self.verify)
+            self._context.set_alpn_protocols(["http/1.1"])
         # Requests whose body leaves in a second write must not wait for the ACK of the
         # first (Nagle's algorithm against delayed ACKs: ~40 ms a request).
         options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -366,9 +369,14 @@ class Transport:
                 max_connections=self.max_connections,
                 retries=0,
                 socket_options=options,
+                network_backend=PatientBackend(self.read_timeout),
             )
-        return httpcore.ConnectionPool(
-            ssl_context=self._context, max_connections=self.max_connections, retries=0, socket_options=options
+        return ConnectionPool(
+            ssl_context=self._context,
+            max_connections=self.max_connections,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            socket_options=options,
         )
 
     def request(
@@ -445,7 +453,7 @@ class Transport:
     def close(self) -> None:
         """Close every pooled connection (connections in use close when released)."""
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
+            pools, self._pools, self._routes = list(self._pools.values()), {}, {}
         if self._pid == os.getpid():
             for pool in pools:
                 pool.close()
