@@ -25,9 +25,7 @@ def test_commit_copies_blocks_on_the_server_and_215_reads_a_local_copy(
     assert report.moved_by == "server copy"
     assert oss_server.count("CopyObject", "store/row/corpus/docs/v1/data/") == report.data_blocks > 3
     # No data byte came back to the client: only the parts' index blocks were read.
-    data_gets = [
-        key for op, key in oss_server.requests if op == "GetObject" and "/parts/" in key and "/data." in key
-    ]
+    data_gets = [key for op, key in oss_server.requests if op == "GetObject" and "/parts/" in key and "/data." in key]
     assert data_gets == []
     expected = [record(part * 1000 + i) for part in range(3) for i in range(60 + part)]
     with store.open_dataset("corpus", "docs") as ds:

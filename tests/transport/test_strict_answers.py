@@ -55,9 +55,7 @@ BAD_ANSWERS = {
     "negative Content-Length": head("HTTP/1.1 200 OK", "Content-Length: -1") + b"ab",
     "conflicting Content-Length values": head("HTTP/1.1 200 OK", "Content-Length: 2, 3") + b"abc",
     "conflicting Content-Length fields": head("HTTP/1.1 200 OK", "Content-Length: 2", "Content-Length: 3") + b"abc",
-    "Content-Length and Transfer-Encoding": head(
-        "HTTP/1.1 200 OK", "Content-Length: 2", "Transfer-Encoding: chunked"
-    )
+    "Content-Length and Transfer-Encoding": head("HTTP/1.1 200 OK", "Content-Length: 2", "Transfer-Encoding: chunked")
     + b"2\r\nab\r\n0\r\n\r\n",
     "unknown Transfer-Encoding": head("HTTP/1.1 200 OK", "Transfer-Encoding: gzip") + b"ab",
     "status line without version": b"200 OK\r\nContent-Length: 0\r\n\r\n",

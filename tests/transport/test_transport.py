@@ -67,7 +67,7 @@ def test_interim_1xx_answers_are_skipped() -> None:
 @pytest.mark.timeout(30)
 def test_header_lookups_ignore_case_and_repeated_fields_are_joined() -> None:
     transport = Transport()
-    answer = head("HTTP/1.1 200 OK", "X-A: 1", "x-a: 2", "ETag: \"e\"", "Content-Length: 0")
+    answer = head("HTTP/1.1 200 OK", "X-A: 1", "x-a: 2", 'ETag: "e"', "Content-Length: 0")
     with RawServer([answer]) as server:
         response = transport.request("GET", server.url + "/a")
     assert response.headers["X-A"] == "1, 2"
