@@ -24,13 +24,16 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .azurite import ACCOUNT, ACCOUNT_KEY, AzuriteError, start_azurite
 from .gcs import GCSEmulatorError, disable_gcsfs_extensions, start_gcs_emulator
 from .s3 import COUNTER_PATH, make_s3_server
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "AzuriteError",
@@ -47,8 +50,39 @@ __all__ = [
 ]
 
 
-class S3TestServer:
+class _LoopbackServer:
+    """What the three servers share: a port on 127.0.0.1, a context, store URLs."""
+
+    #: The URL scheme of the stores this server holds.
+    SCHEME = ""
+    port = 0
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, bucket: str, prefix: str = "", scheme: str | None = None) -> str:
+        """``<scheme>://bucket/prefix`` (a bucket or a container)."""
+        return f"{scheme or self.SCHEME}://{bucket}/{prefix}".rstrip("/")
+
+
+class S3TestServer(_LoopbackServer):
     """moto's S3 on 127.0.0.1; ``options`` are the s3fs options that reach it."""
+
+    SCHEME = "s3"
 
     def __init__(self, process: bool = False) -> None:
         self.process = process
@@ -91,17 +125,6 @@ class S3TestServer:
             self._child.wait(10)
             self._child = None
 
-    def __enter__(self) -> S3TestServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint_url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
-
     @property
     def options(self) -> dict[str, Any]:
         """s3fs options for this server (moto takes any credentials)."""
@@ -114,10 +137,6 @@ class S3TestServer:
         with urllib.request.urlopen(request, timeout=30) as answer:
             answer.read()
         return name
-
-    def url(self, bucket: str, prefix: str = "") -> str:
-        """``s3://bucket/prefix``."""
-        return f"s3://{bucket}/{prefix}".rstrip("/")
 
     @property
     def requests(self) -> int:
@@ -132,8 +151,10 @@ class S3TestServer:
             answer.read()
 
 
-class AzuriteServer:
+class AzuriteServer(_LoopbackServer):
     """Azurite's blob service on 127.0.0.1; ``options`` are the adlfs options that reach it."""
+
+    SCHEME = "az"
 
     def __init__(self) -> None:
         self.port = 0
@@ -157,12 +178,6 @@ class AzuriteServer:
             self._process = None
             shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def __enter__(self) -> AzuriteServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def connection_string(self) -> str:
         """The connection string of Azurite's development account on this port."""
@@ -185,17 +200,15 @@ class AzuriteServer:
         fs.mkdir(name)
         return name
 
-    def url(self, container: str, prefix: str = "", scheme: str = "az") -> str:
-        """``az://container/prefix``."""
-        return f"{scheme}://{container}/{prefix}".rstrip("/")
 
-
-class GCSTestServer:
+class GCSTestServer(_LoopbackServer):
     """gcp-storage-emulator on 127.0.0.1 (in memory, in a thread); ``options`` are gcsfs's.
 
     Starting it sets ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` (see
     :mod:`kara_fsspec.testing.gcs`): start it before anything imports gcsfs.
     """
+
+    SCHEME = "gs"
 
     def __init__(self) -> None:
         self.port = 0
@@ -213,17 +226,6 @@ class GCSTestServer:
             self._server.stop()
             self._server = None
 
-    def __enter__(self) -> GCSTestServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint_url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
-
     @property
     def options(self) -> dict[str, Any]:
         """gcsfs options for this server (the emulator checks no credentials)."""
@@ -236,10 +238,6 @@ class GCSTestServer:
         name = name or "kara-" + secrets.token_hex(6)
         gcsfs.GCSFileSystem(skip_instance_cache=True, **self.options).mkdir(name)
         return name
-
-    def url(self, bucket: str, prefix: str = "") -> str:
-        """``gs://bucket/prefix``."""
-        return f"gs://{bucket}/{prefix}".rstrip("/")
 
 
 @pytest.fixture(scope="session")
