@@ -27,7 +27,6 @@ import time
 from array import array
 from collections.abc import Callable, Iterable
 from itertools import accumulate, islice
-from operator import le
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -37,7 +36,7 @@ from ..errors import ConfigurationError, CorruptDatasetError
 from .blocks import block_path
 from .dataset import RowDataset
 from .layout import version_prefix
-from .snapshot import ENTRY
+from .snapshot import ENTRY, ascending
 from .writer import serialize_into
 
 __all__ = [
@@ -102,7 +101,7 @@ def ends_bytes(ends: Any, size: int) -> bytes:
     if numpy is not None and isinstance(ends, numpy.ndarray):
         if ends.ndim != 1 or ends.dtype.kind not in "iu":
             raise ConfigurationError(f"ends must be a 1-dimensional array of integers, got {ends.dtype} {ends.shape}")
-        ordered = bool(len(ends) == 0 or (ends[0] >= 0 and (ends[1:] >= ends[:-1]).all()))
+        ordered = ascending(ends)
         last = int(ends[-1]) if len(ends) else 0
         raw = ends.astype("<u8", copy=False).tobytes() if ordered else b""
     else:
@@ -110,7 +109,7 @@ def ends_bytes(ends: Any, size: int) -> bytes:
             values = array("Q", ends)
         except (OverflowError, TypeError) as exc:
             raise ConfigurationError(f"ends must be non-negative integers: {exc}") from None
-        ordered = all(map(le, values, islice(values, 1, None)))
+        ordered = ascending(values)
         last = values[-1] if values else 0
         if not _LITTLE:
             values.byteswap()

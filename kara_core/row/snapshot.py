@@ -16,7 +16,9 @@ import sys
 import threading
 from array import array
 from bisect import bisect_right
+from itertools import islice
 from operator import le
+from typing import Any
 
 from ..backend import Backend
 from ..errors import CorruptDatasetError
@@ -33,7 +35,7 @@ from .blocks import (
     probe_streams,
 )
 
-__all__ = ["ENTRY", "Snapshot", "complete_extent", "decode_ends"]
+__all__ = ["ENTRY", "Snapshot", "ascending", "complete_extent", "decode_ends"]
 
 #: Size of one index entry (the end offset of a record, unsigned 64-bit little-endian).
 ENTRY = 8
@@ -58,6 +60,16 @@ def decode_ends(raw: bytes) -> array[int]:
     if not _LITTLE:
         ends.byteswap()
     return ends
+
+
+def ascending(values: Any, floor: int = 0) -> bool:
+    """Whether ``values`` (a numpy integer array or a sequence of ints), end offsets,
+    start at ``floor`` or above and never decrease (with numpy: vector comparisons)."""
+    if not len(values):
+        return True
+    if hasattr(values, "ndim"):
+        return bool(values[0] >= floor and (values[1:] >= values[:-1]).all())
+    return values[0] >= floor and all(map(le, values, islice(values, 1, None)))
 
 
 def complete_extent(backend: Backend, index_prefix: str, index_sizes: list[int], data_bytes: int) -> tuple[int, int]:
@@ -248,19 +260,17 @@ class Snapshot:
         try:
             import numpy
         except ImportError:
-            absolute = array("Q", ends)
-            relative = array("Q", (end - first for end in absolute)) if absolute[0] >= first else None
-            ordered = relative is not None and all(map(le, absolute, absolute[1:]))
-        else:
-            values = numpy.frombuffer(ends, dtype=numpy.uint64)
-            ordered = bool(values[0] >= first and (values[1:] >= values[:-1]).all())
-            relative = array("Q")
-            relative.frombytes((values - numpy.uint64(first)).tobytes() if ordered else b"")
-            absolute = values  # type: ignore[assignment]
-        if not ordered:
+            numpy = None  # type: ignore[assignment]
+        absolute: Any = array("Q", ends) if numpy is None else numpy.frombuffer(ends, dtype=numpy.uint64)
+        if not ascending(absolute, first):
             bounds = [first, *(int(end) for end in absolute)]
             bad = next(k for k in range(len(bounds) - 1) if bounds[k + 1] < bounds[k])
             raise self._corrupt(start + bad, bounds[bad], bounds[bad + 1])
+        if numpy is None:
+            relative = array("Q", (end - first for end in absolute))
+        else:
+            relative = array("Q")
+            relative.frombytes((absolute - numpy.uint64(first)).tobytes())
         return self.data.read(first, int(absolute[-1])), relative
 
     def raw_range(
