@@ -7,7 +7,7 @@ import http.server
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpcore
@@ -43,15 +43,9 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def echo() -> Iterator[str]:
+def echo(serve: Callable[..., str]) -> str:
     _EchoHandler.ports = set()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    return serve(_EchoHandler)
 
 
 @pytest.mark.timeout(30)

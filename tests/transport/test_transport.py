@@ -6,9 +6,8 @@ from __future__ import annotations
 import http.server
 import os
 import socket
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from kara_transport import RetryBudget, Transport, TransportError
@@ -157,13 +156,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def proxy() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def proxy(serve: Callable[..., str]) -> str:
+    return serve(_ProxyHandler)
 
 
 @pytest.mark.timeout(30)
