@@ -1,4 +1,8 @@
-"""Lease locks kept as one object on the store, created with ``put_if_absent``.
+"""Lease locks kept as one object on the store, created with ``Backend.create_lock``.
+
+``create_lock`` is an atomic create like ``put_if_absent`` that need not be durable: a lock
+matters only while its holder runs, and after a crash (which ends the holder) the object
+is absent, complete or unreadable, and an unreadable one is stale (below).
 
 A lock object holds who took it (host, pid, the pid's start time, a random token) and
 when. A writer's lock is refreshed by a heartbeat thread. A lock is *stale* when:
@@ -130,7 +134,7 @@ class LeaseLock:
         delay = 0.005
         while True:
             self._created = time.time()
-            if self.backend.put_if_absent(self.path, self._content(self._created)):
+            if self.backend.create_lock(self.path, self._content(self._created)):
                 self._held = True
                 if self._heartbeat:
                     self._thread = threading.Thread(target=self._beat, name="kara-lock-heartbeat", daemon=True)
