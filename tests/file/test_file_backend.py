@@ -95,6 +95,24 @@ def test_locks_are_created_without_fsync_and_puts_with_it(tmp_path, monkeypatch)
     assert len(synced) == 2
 
 
+@pytest.mark.parametrize("fsync", [True, False])
+def test_an_appender_syncs_its_data_at_flush_and_close_only_when_it_has_new_bytes(
+    tmp_path, monkeypatch, fsync: bool
+) -> None:
+    backend = open_backend(f"file://{tmp_path}", fsync=fsync)
+    synced: list[int] = []
+    real = file_backend_module._fdatasync
+    monkeypatch.setattr(file_backend_module, "_fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    appender = backend.open_append("x.blk")
+    appender.append(b"abc")
+    appender.flush()
+    assert len(synced) == (1 if fsync else 0)
+    appender.flush()
+    appender.close()  # nothing new since the flush: no second sync
+    assert len(synced) == (1 if fsync else 0)
+    assert backend.read("x.blk") == b"abc"
+
+
 def _tree(root) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
