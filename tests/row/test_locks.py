@@ -174,6 +174,22 @@ def test_heartbeat_refreshes_the_lock_and_notices_a_takeover(store: KaraStorage)
     assert json.loads(store.backend.read(LOCK))["host"] == "another-host.example"  # not ours to delete
 
 
+def test_a_writer_left_open_does_not_hold_up_the_interpreter_exit(tmp_path: Path) -> None:
+    # The heartbeat thread is started with _thread (no wait for it to run): it must not
+    # keep a process that forgot to close its writer alive.
+    code = """
+import sys
+from kara_core import KaraStorage
+ds = KaraStorage("file://" + sys.argv[1]).open_dataset("ns", "rows", "w", version="1")
+ds.write({"left": "open"})
+print("written", flush=True)
+"""
+    proc = run_kara(code, str(tmp_path))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "written"
+
+
 def test_writer_whose_lock_was_taken_over_refuses_to_flush(store: KaraStorage, monkeypatch) -> None:
     from kara_core.row import writer as writer_module
 
