@@ -27,7 +27,10 @@ none, on the first 20,000 records.
 
 Every round of every contender is a new interpreter (bench/fresh.py).
 
-    .venv/bin/python bench/torch_loader.py [ROUNDS]
+    .venv/bin/python bench/torch_loader.py [ROUNDS] [WORKLOAD,...]
+
+``WORKLOAD``: some of batches_0, batches_2, samples_0, samples_2, own, transform (default:
+all; a whole run holds the machine for about ten minutes).
 """
 
 from __future__ import annotations
@@ -257,6 +260,11 @@ def main() -> None:
     from kara_core import KaraStorage
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
+    chosen = sys.argv[2].split(",") if len(sys.argv) > 2 else [*_WORKLOADS, "transform"]
+    unknown = set(chosen) - {*_WORKLOADS, "transform"}
+    if unknown:
+        raise SystemExit(f"unknown workloads {sorted(unknown)}: choose from {[*_WORKLOADS, 'transform']}")
+    workloads = [w for w in _WORKLOADS if w in chosen]
     root = workdir("torch_loader")
     url = "file://" + os.path.join(root, "store")
     try:
@@ -264,13 +272,21 @@ def main() -> None:
             ds.write_many(small_record(i) for i in range(RECORDS))
         params: dict[str, Any] = {"url": url, "records": RECORDS}
         contenders = list(CONTENDERS) + [c for c in PER_SAMPLE if os.path.exists(c.python)]
-        if any(c.name == "LitData" for c in contenders):
+        if any(c.name == "LitData" for c in contenders) and {"samples_0", "own"} & set(workloads):
             params["litdata_dir"] = os.path.join(root, "litdata")
             run_once("torch_loader", "litdata_write", LITDATA_PYTHON, params)
-        results = measure("torch_loader", contenders, params, rounds)
-        scaling = measure("torch_loader", TRANSFORM, params, rounds)
+        results = measure("torch_loader", contenders, params, rounds, workloads=workloads) if workloads else {}
+        scaling = measure("torch_loader", TRANSFORM, params, rounds) if "transform" in chosen else {}
     finally:
         remove_workdir(root)
+    if results:
+        print_results(results)
+    if scaling:
+        print_scaling(scaling)
+
+
+def print_results(results: dict[tuple[str, str], Rounds]) -> None:
+    """The DataLoader table (kara against 2.1.5), then the per-sample one."""
     print_table(
         f"DataLoader over {RECORDS:,} small records, shuffle=True, one epoch (file://)",
         results,
@@ -284,7 +300,12 @@ def main() -> None:
         ["kara", "2.1.5"],
         "2.1.5",
     )
-    print_per_sample(results)
+    if ("kara", "samples_0") in results and ("kara", "own") in results:
+        print_per_sample(results)
+
+
+def print_scaling(scaling: dict[tuple[str, str], Rounds]) -> None:
+    """kara with 2 workers against kara with none, on a costly transform."""
     print_table(
         f"Transform of ~200 us CPU per sample, {TRANSFORM_RECORDS:,} records: kara 2 workers vs KARA 0 WORKERS",
         scaling,
@@ -304,7 +325,7 @@ def main() -> None:
 
 def print_per_sample(results: dict[tuple[str, str], Rounds]) -> None:
     """Per sample at 0 workers: each library alone, through the DataLoader, and the floor."""
-    names = [name for name in ("kara", "2.1.5", "LitData", "floor") if (name, "samples_0") in results]
+    names = [n for n in ("kara", "2.1.5", "LitData", "floor") if (n, "samples_0") in results and (n, "own") in results]
     print(f"\nPer sample (batch_size=None), 0 workers, {RECORDS:,} records: medians, in seconds and us per sample")
     print(f"  {'':<10}{'alone (no DataLoader)':>26}{'through DataLoader':>26}{'DataLoader share':>20}")
 
