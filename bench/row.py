@@ -17,7 +17,9 @@ built, then the one timed workload runs, as in a user's script. Reads use one st
 written by kara beforehand (2.x layout: 2.1.5 reads the same files). Every timed write
 starts after ``os.sync()`` so that no contender pays for another's dirty pages.
 
-    .venv/bin/python bench/row.py [ROUNDS]
+    .venv/bin/python bench/row.py [ROUNDS] [WORKLOAD,...]
+
+``WORKLOAD``: some of write, write_many, read, random, big (default: all).
 """
 
 from __future__ import annotations
@@ -202,6 +204,10 @@ CONTENDERS = [
 def main() -> None:
     """Prepare the read store, run every contender in fresh processes, print the tables."""
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
+    workloads = sys.argv[2].split(",") if len(sys.argv) > 2 else None
+    known = {w for c in CONTENDERS for w in c.functions}
+    if workloads is not None and not set(workloads) <= known:
+        raise SystemExit(f"unknown workloads {sorted(set(workloads) - known)}: choose from {sorted(known)}")
     root = workdir("row")
     try:
         url = "file://" + os.path.join(root, "store")
@@ -217,7 +223,7 @@ def main() -> None:
             "big_records": BIG_RECORDS,
             "big_size": BIG_SIZE,
         }
-        results = measure("row", CONTENDERS, params, rounds, in_process=3)
+        results = measure("row", CONTENDERS, params, rounds, in_process=3, workloads=workloads)
     finally:
         remove_workdir(root)
     names = [c.name for c in CONTENDERS]
@@ -233,6 +239,8 @@ def main() -> None:
         names[:3],
         "2.1.5",
     )
+    if workloads is not None and "big" not in workloads:
+        return
     print_table(
         f"{BIG_RECORDS} records of 1 MiB, kara and plain I/O fsync before close: against PLAIN PYTHON FILE I/O",
         results,

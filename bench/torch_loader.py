@@ -12,13 +12,25 @@ each with ``num_workers`` 0 and 2, for both libraries. 2.1.5 needs torch in its 
 virtualenv (``scripts/bench`` installs it). The clock starts before
 ``make_torch_dataset`` (2.1.5 fills its shuffle buffer there).
 
+Per sample at 0 workers, two more contenders bound what a library can gain there:
+LitData (``litdata.StreamingDataset(shuffle=True)`` over the same records written with
+``litdata.optimize``, in its own virtualenv ``.venv-litdata``; skipped if absent), and the
+**floor**: an ``IterableDataset`` yielding the same records, already decoded and shuffled,
+from a Python list. Torch's own per-sample work (the loader's fetcher, ``default_convert``
+of each sample, its profiling hooks) is all the floor's DataLoader time, so no library can
+go below it, and ``2.1.5 / floor`` is the highest per-sample ratio any library can reach
+against 2.1.5 in that run.
+
 Then the scaling check that workers are worth having: with a transform costing about
 200 us of CPU per sample (run inside the workers), kara with 2 workers against kara with
 none, on the first 20,000 records.
 
 Every round of every contender is a new interpreter (bench/fresh.py).
 
-    .venv/bin/python bench/torch_loader.py [ROUNDS]
+    .venv/bin/python bench/torch_loader.py [ROUNDS] [WORKLOAD,...]
+
+``WORKLOAD``: some of batches_0, batches_2, samples_0, samples_2, own, transform (default:
+all; a whole run holds the machine for about ten minutes).
 """
 
 from __future__ import annotations
@@ -31,12 +43,14 @@ from typing import Any
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
 from common import k215_python, remove_workdir, small_record, workdir
-from fresh import ROUNDS, Clock, Contender, Row, measure, print_table
+from fresh import ROUNDS, Clock, Contender, Rounds, Row, measure, print_table, run_once
 
 RECORDS = 200_000
 BATCH = 64
 TRANSFORM_RECORDS = 20_000
 TRANSFORM_SECONDS = 200e-6
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LITDATA_PYTHON = os.environ.get("KARA_LITDATA_PYTHON") or os.path.join(ROOT, ".venv-litdata", "bin", "python")
 
 
 def _kara_dataset(params: dict[str, Any], **kwargs: Any) -> Any:
@@ -73,6 +87,73 @@ def _own(make: Any, params: dict[str, Any], clock: Clock) -> None:
     with clock.step("epoch"):
         n = sum(1 for _ in make(params))
     assert n == params["records"], n
+
+
+def _litdata_sample(i: int) -> dict[str, Any]:
+    return small_record(i)
+
+
+def litdata_write(params: dict[str, Any], clock: Clock) -> None:
+    """LitData: write the records with ``litdata.optimize`` (set up, not timed for a table)."""
+    import litdata
+
+    with clock.step("write"):
+        # num_workers=1: more workers do not start on this machine (bench/peers.py).
+        litdata.optimize(
+            fn=_litdata_sample,
+            inputs=list(range(params["records"])),
+            output_dir=params["litdata_dir"],
+            chunk_bytes="64MB",
+            num_workers=1,
+        )
+
+
+def _litdata_dataset(params: dict[str, Any], **kwargs: Any) -> Any:
+    import litdata
+
+    return litdata.StreamingDataset(params["litdata_dir"], shuffle=True)
+
+
+def _floor_dataset(params: dict[str, Any], **kwargs: Any) -> Any:
+    # The records decoded and shuffled beforehand (built outside the clock, see floor_*).
+    from torch.utils.data import IterableDataset
+
+    class ListStream(IterableDataset):  # type: ignore[type-arg]
+        def __init__(self, samples: list[Any]) -> None:
+            self.samples = samples
+
+        def __iter__(self) -> Any:
+            return iter(self.samples)
+
+    return ListStream(params["floor_samples"])
+
+
+def _with_floor_samples(params: dict[str, Any]) -> dict[str, Any]:
+    import random
+
+    samples = [small_record(i) for i in range(params["records"])]
+    random.Random(0).shuffle(samples)
+    return {**params, "floor_samples": samples}
+
+
+def floor_samples_0(params: dict[str, Any], clock: Clock) -> None:
+    """Floor: DataLoader(batch_size=None) over a list-backed IterableDataset of decoded records."""
+    _epoch(_floor_dataset, _with_floor_samples(params), clock, 0, False)
+
+
+def floor_own(params: dict[str, Any], clock: Clock) -> None:
+    """Floor: the list-backed IterableDataset iterated without a DataLoader."""
+    _own(_floor_dataset, _with_floor_samples(params), clock)
+
+
+def litdata_samples_0(params: dict[str, Any], clock: Clock) -> None:
+    """LitData: DataLoader(batch_size=None) over its StreamingDataset, shuffle on."""
+    _epoch(_litdata_dataset, params, clock, 0, False)
+
+
+def litdata_own(params: dict[str, Any], clock: Clock) -> None:
+    """LitData: its StreamingDataset (shuffle on) iterated without a DataLoader."""
+    _own(_litdata_dataset, params, clock)
 
 
 _DATASETS = {"kara": _kara_dataset, "k215": _k215_dataset}
@@ -163,6 +244,11 @@ CONTENDERS = [
     Contender("kara", sys.executable, {w: f"kara_{w}" for w in _WORKLOADS}),
     Contender("2.1.5", k215_python(), {w: f"k215_{w}" for w in _WORKLOADS}),
 ]
+#: Per sample at 0 workers: the same run measures LitData and the floor beside kara and 2.1.5.
+PER_SAMPLE = [
+    Contender("LitData", LITDATA_PYTHON, {"samples_0": "litdata_samples_0", "own": "litdata_own"}),
+    Contender("floor", sys.executable, {"samples_0": "floor_samples_0", "own": "floor_own"}),
+]
 TRANSFORM = [
     Contender("kara 2 workers", sys.executable, {"transform": "kara_transform_2"}),
     Contender("kara 0 workers", sys.executable, {"transform": "kara_transform_0"}),
@@ -174,16 +260,33 @@ def main() -> None:
     from kara_core import KaraStorage
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
+    chosen = sys.argv[2].split(",") if len(sys.argv) > 2 else [*_WORKLOADS, "transform"]
+    unknown = set(chosen) - {*_WORKLOADS, "transform"}
+    if unknown:
+        raise SystemExit(f"unknown workloads {sorted(unknown)}: choose from {[*_WORKLOADS, 'transform']}")
+    workloads = [w for w in _WORKLOADS if w in chosen]
     root = workdir("torch_loader")
     url = "file://" + os.path.join(root, "store")
     try:
         with KaraStorage(url).open_dataset("bench", "small", "w", version="1") as ds:
             ds.write_many(small_record(i) for i in range(RECORDS))
-        params = {"url": url, "records": RECORDS}
-        results = measure("torch_loader", CONTENDERS, params, rounds)
-        scaling = measure("torch_loader", TRANSFORM, params, rounds)
+        params: dict[str, Any] = {"url": url, "records": RECORDS}
+        contenders = list(CONTENDERS) + [c for c in PER_SAMPLE if os.path.exists(c.python)]
+        if any(c.name == "LitData" for c in contenders) and {"samples_0", "own"} & set(workloads):
+            params["litdata_dir"] = os.path.join(root, "litdata")
+            run_once("torch_loader", "litdata_write", LITDATA_PYTHON, params)
+        results = measure("torch_loader", contenders, params, rounds, workloads=workloads) if workloads else {}
+        scaling = measure("torch_loader", TRANSFORM, params, rounds) if "transform" in chosen else {}
     finally:
         remove_workdir(root)
+    if results:
+        print_results(results)
+    if scaling:
+        print_scaling(scaling)
+
+
+def print_results(results: dict[tuple[str, str], Rounds]) -> None:
+    """The DataLoader table (kara against 2.1.5), then the per-sample one."""
     print_table(
         f"DataLoader over {RECORDS:,} small records, shuffle=True, one epoch (file://)",
         results,
@@ -197,6 +300,12 @@ def main() -> None:
         ["kara", "2.1.5"],
         "2.1.5",
     )
+    if ("kara", "samples_0") in results and ("kara", "own") in results:
+        print_per_sample(results)
+
+
+def print_scaling(scaling: dict[tuple[str, str], Rounds]) -> None:
+    """kara with 2 workers against kara with none, on a costly transform."""
     print_table(
         f"Transform of ~200 us CPU per sample, {TRANSFORM_RECORDS:,} records: kara 2 workers vs KARA 0 WORKERS",
         scaling,
@@ -212,6 +321,32 @@ def main() -> None:
         f"CPU seconds (first round): num_workers=0 {zero['main_cpu']:.2f}; num_workers=2 main process "
         f"{two['main_cpu']:.2f} + workers {two['workers_cpu']:.2f}"
     )
+
+
+def print_per_sample(results: dict[tuple[str, str], Rounds]) -> None:
+    """Per sample at 0 workers: each library alone, through the DataLoader, and the floor."""
+    names = [n for n in ("kara", "2.1.5", "LitData", "floor") if (n, "samples_0") in results and (n, "own") in results]
+    print(f"\nPer sample (batch_size=None), 0 workers, {RECORDS:,} records: medians, in seconds and us per sample")
+    print(f"  {'':<10}{'alone (no DataLoader)':>26}{'through DataLoader':>26}{'DataLoader share':>20}")
+
+    def us(seconds: float) -> float:
+        return seconds / RECORDS * 1e6
+
+    for name in names:
+        own, loader = results[name, "own"].median("epoch"), results[name, "samples_0"].median("epoch")
+        print(
+            f"  {name:<10}{own:>12.3f} s {us(own):>7.2f} us{loader:>12.3f} s {us(loader):>7.2f} us"
+            f"{us(loader - own):>14.2f} us"
+        )
+    base, kara = results["2.1.5", "samples_0"].median("epoch"), results["kara", "samples_0"].median("epoch")
+    print(f"  kara vs 2.1.5 per sample: {base / kara:.2f}x (target 1.2x)")
+    if ("LitData", "samples_0") in results:
+        litdata = results["LitData", "samples_0"].median("epoch")
+        print(f"  kara vs LitData per sample: {litdata / kara:.2f}x (target: above 1)")
+    if ("floor", "samples_0") in results:
+        floor = results["floor", "samples_0"].median("epoch")
+        print(f"  highest ratio against 2.1.5 any library can reach here (2.1.5 / floor): {base / floor:.2f}x")
+        print(f"  kara's time above the floor: {us(kara - floor):.2f} us per sample")
 
 
 if __name__ == "__main__":

@@ -261,6 +261,18 @@ class Backend(ABC):
         """
         raise self._read_only("create " + path)
 
+    def create_lock(self, path: str, data: bytes) -> bool:
+        """Create a lock object: :meth:`put_if_absent`, except that it need not be durable.
+
+        A lock only matters while the process that took it runs, and a crash ends that
+        process: after a crash the object may be absent, empty or complete, and
+        :class:`~kara_core.locks.LeaseLock` treats an unreadable or dead holder's lock as
+        stale. Stores whose puts cost a sync (the file store: an fsync of the file and of
+        its folder) skip it here; atomicity and exactly one winner stay. The default is
+        :meth:`put_if_absent`.
+        """
+        return self.put_if_absent(path, data)
+
     def delete(self, path: str) -> None:
         """Delete the object at ``path``; deleting an absent object is not an error."""
         raise self._read_only("delete " + path)

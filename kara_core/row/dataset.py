@@ -26,11 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = ["RowDataset"]
 
-#: Records that ``write`` copies into the writer's buffer before it accounts for them
-#: (and ``write_many`` serializes at a time); a record of DRAIN_BYTES or more is handed
-#: on at once, without a copy.
+#: Records ``write_many`` serializes at a time (its first chunk; later ones by bytes).
 DRAIN_RECORDS = 512
-DRAIN_BYTES = 64 * 1024
+#: ``write`` queues serialized records of fewer than QUEUE_BYTES bytes without taking
+#: the dataset's lock, and hands QUEUE_RECORDS of them to the writer at a time (under
+#: the lock). Larger records go to the writer at once. So at most 64 KiB of records wait
+#: to be freed together: too little for glibc to trim and regrow the heap (see
+#: RowWriter.pending).
+QUEUE_RECORDS = 64
+QUEUE_BYTES = 1024
 #: The bytes ``write_many`` aims a chunk at after the first, and the mean record size
 #: from which it appends records directly instead of copying them.
 MANY_BYTES = 1024 * 1024
@@ -126,9 +130,10 @@ class RowDataset:
         self._closed = False
         self._snap = snapshot
         self._writer = writer
-        #: Sizes of the records copied into ``writer.pending`` that the writer has not
-        #: accounted for yet (None: not writable).
-        self._sizes: list[int] | None = [] if writer is not None else None
+        #: Serialized records ``write`` queued for the writer (None: not writable). Only
+        #: ever appended to at its end, and emptied of a prefix under ``_lock``, so a
+        #: record ``write`` appended is handed to the writer exactly once (see write).
+        self._queue: list[bytes] | None = [] if writer is not None else None
         count = snapshot.count if snapshot is not None else 0
         self._begin = min(max(begin, 0), count)
         self._end = count if end is None else min(max(end, self._begin), count)
@@ -169,21 +174,40 @@ class RowDataset:
     def write(self, obj: Any) -> bool:
         """Append one record (buffered until :meth:`flush` or :meth:`close`); return True."""
         raw = self._serialize(obj)
-        size = len(raw)
+        queue = self._queue
+        if queue is None:
+            raise self._unwritable()
+        if type(raw) is bytes and len(raw) < QUEUE_BYTES:
+            # The lock-free path: one list append (atomic) per record. Only immutable
+            # bytes are queued: a serializer's bytearray or view is copied at once.
+            queue.append(raw)
+            if len(queue) < QUEUE_RECORDS and self._queue is queue:
+                return True
+            self._hand_over(queue, raw)
+            return True
         with self._lock:
-            sizes, writer = self._sizes, self._writer
-            if sizes is None or writer is None:
+            writer = self._writer
+            if self._queue is None or writer is None:
                 raise self._unwritable()
-            if size < DRAIN_BYTES:
-                # Copied at once, so the record's bytes are freed now (see RowWriter.pending).
-                writer.pending.write(raw)
-                sizes.append(size)
-                if len(sizes) >= DRAIN_RECORDS:
-                    self._drain()
-            else:
-                self._drain()
-                writer.append([raw])
+            self._drain()
+            # Records of 64 KiB and more go straight to storage (RowWriter.append).
+            writer.append([raw])
         return True
+
+    def _hand_over(self, queue: list[bytes], raw: bytes) -> None:
+        # The queue is full, or close() swapped it out after write() took it.
+        with self._lock:
+            if self._queue is queue:
+                self._drain()
+                return
+            # close() took the queue first (it sets _queue to None, then drains what the
+            # queue held): if ``raw`` was appended too late to be drained it is still
+            # there, and the write is refused. An equal record of another thread that
+            # is found instead is indistinguishable from it (same object).
+            for i in range(len(queue) - 1, -1, -1):
+                if queue[i] is raw:
+                    del queue[i]
+                    raise self._unwritable()
 
     def write_many(self, objs: Iterable[Any]) -> int:
         """Append every record of ``objs`` (faster than one ``write`` each); return the count.
@@ -209,7 +233,7 @@ class RowDataset:
                 raws = list(map(serialize, batch))
             with self._lock:
                 writer = self._writer
-                if self._sizes is None or writer is None:
+                if self._queue is None or writer is None:
                     raise self._unwritable()
                 self._drain()
                 before = writer.end
@@ -223,12 +247,17 @@ class RowDataset:
             direct = mean >= DIRECT_MEAN
             count = max(1, min(DRAIN_RECORDS, MANY_BYTES // mean))
 
-    def _drain(self) -> None:
-        # Let the writer account for the records copied into its buffer (lock held).
-        writer, sizes = self._writer, self._sizes
-        if sizes and writer is not None:
-            writer.took(sizes)
-            self._sizes = []
+    def _drain(self, queue: list[bytes] | None = None) -> None:
+        # Hand the records queued by write() to the writer, in order (lock held). Only
+        # the prefix taken is removed: records appended meanwhile stay for the next drain.
+        if queue is None:
+            queue = self._queue
+        writer = self._writer
+        if queue and writer is not None:
+            count = len(queue)
+            records = queue[:count]
+            del queue[:count]
+            writer.append(records)
 
     def flush(self) -> None:
         """Make every record written so far durable and visible to new readers."""
@@ -245,9 +274,11 @@ class RowDataset:
             if self._closed:
                 return
             self._closed = True
+            # The queue is taken away before it is drained: a write() that appends to it
+            # afterwards finds it gone and checks whether its record made it (_hand_over).
+            queue, self._queue = self._queue, None
             if self._writer is not None and not self._writer.forked:
-                self._drain()
-            self._sizes = None
+                self._drain(queue)
             writer, self._writer = self._writer, None
             snap, self._snap = self._snap, None
             self._batch = []
@@ -514,9 +545,11 @@ class RowDataset:
 
     def __len__(self) -> int:
         """Number of records (in this slice; when writing, in the version so far)."""
-        writer = self._writer
-        if writer is not None:
-            return writer.count + len(self._sizes or ())
+        if self._writer is not None:
+            with self._lock:
+                writer = self._writer
+                if writer is not None:
+                    return writer.count + len(self._queue or ())
         return self._end - self._begin
 
     def size(self) -> int:
@@ -530,9 +563,11 @@ class RowDataset:
 
     def nbytes(self) -> int:
         """Bytes of serialized records in this dataset (or slice)."""
-        writer = self._writer
-        if writer is not None:
-            return writer.end + sum(self._sizes or ())
+        if self._writer is not None:
+            with self._lock:
+                writer = self._writer
+                if writer is not None:
+                    return writer.end + sum(map(len, self._queue or ()))
         snap = self._reader()
         if self._end == self._begin:
             return 0

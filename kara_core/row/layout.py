@@ -36,7 +36,9 @@ ROW_ROOT = "row/"
 class RowMeta(BaseModel):
     """``meta.json`` of a row dataset; unknown fields are kept (2.x ignores them too)."""
 
-    model_config = ConfigDict(extra="allow")
+    # Validators are built at the first read of a meta.json, not when kara_core.row is
+    # imported (which a writer's first open_dataset pays for inside the user's timing).
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     latest: str | None = None
     versions: list[str] = []

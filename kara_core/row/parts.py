@@ -223,7 +223,7 @@ class PartWriter:
         self._block_size = block_size
         self._entries_per_block = max(1, block_size // ENTRY)
         self._buf = bytearray()
-        #: Where RowDataset.write copies each record (as into RowWriter.pending); moved
+        #: Where RowDataset.write_many copies records (as into RowWriter.pending); moved
         #: into the block buffer by :meth:`took`, and kept for the writer's lifetime.
         self.pending = io.BytesIO()
         self._ends = array("Q")
@@ -392,7 +392,7 @@ class RowPart(RowDataset):
                 bad = next(raw for raw in chunk if not isinstance(raw, (bytes, bytearray)))
                 raise ConfigurationError(f"serialized records must be bytes, got {type(bad).__name__}")
             with self._lock:
-                if self._sizes is None or self._writer is None:
+                if self._queue is None or self._writer is None:
                     raise self._unwritable()
                 self._drain()
                 self._part_writer.append(chunk)
@@ -411,7 +411,7 @@ class RowPart(RowDataset):
         with memoryview(data) as outer, outer.cast("B") as view:
             raw_ends = ends_bytes(ends, view.nbytes)
             with self._lock:
-                if self._sizes is None or self._writer is None:
+                if self._queue is None or self._writer is None:
                     raise self._unwritable()
                 self._drain()
                 self._part_writer.append_joined(view, raw_ends)

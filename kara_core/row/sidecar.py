@@ -37,7 +37,8 @@ SIDECAR_FORMAT = 1
 class VersionSidecar(BaseModel):
     """The content of ``.kara/version.json``; unknown fields are kept for later formats."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    # Built at first use (see RowMeta): reading a version 2.x wrote never needs it.
+    model_config = ConfigDict(extra="allow", strict=True, defer_build=True)
 
     format: int = SIDECAR_FORMAT
     serializer: str

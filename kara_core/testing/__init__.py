@@ -192,6 +192,12 @@ class BackendConformance(_Common):
         assert backend.put_if_absent("once/obj", b"second") is False
         assert backend.read("once/obj") == b"first"
 
+    def test_create_lock_creates_once(self, backend: Backend) -> None:
+        assert backend.create_lock("once/lock", b"first") is True
+        assert backend.create_lock("once/lock", b"second") is False
+        assert backend.put_if_absent("once/lock", b"third") is False
+        assert backend.read("once/lock") == b"first"
+
     def test_put_if_absent_has_exactly_one_winner_under_contention(self, backend: Backend) -> None:
         results: list[tuple[int, bool]] = []
         barrier = threading.Barrier(8)

@@ -79,6 +79,40 @@ def test_fsync_can_be_turned_off_for_scratch_stores(tmp_path) -> None:
     assert backend.read("x.blk") == b"abc"
 
 
+def test_locks_are_created_without_fsync_and_puts_with_it(tmp_path, monkeypatch) -> None:
+    # A lock matters only while its holder runs (Backend.create_lock): no fsync of the
+    # file or of its folder. put_if_absent still syncs both before it returns.
+    backend = open_backend(f"file://{tmp_path}")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    assert backend.create_lock("d/writer.lock", b"me") is True
+    assert backend.create_lock("d/writer.lock", b"you") is False
+    assert synced == []
+    assert backend.read("d/writer.lock") == b"me"
+    assert _tree(tmp_path) == ["d/writer.lock"]
+    assert backend.put_if_absent("d/meta.json", b"{}") is True
+    assert len(synced) == 2
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_an_appender_syncs_its_data_at_flush_and_close_only_when_it_has_new_bytes(
+    tmp_path, monkeypatch, fsync: bool
+) -> None:
+    backend = open_backend(f"file://{tmp_path}", fsync=fsync)
+    synced: list[int] = []
+    real = file_backend_module._fdatasync
+    monkeypatch.setattr(file_backend_module, "_fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    appender = backend.open_append("x.blk")
+    appender.append(b"abc")
+    appender.flush()
+    assert len(synced) == (1 if fsync else 0)
+    appender.flush()
+    appender.close()  # nothing new since the flush: no second sync
+    assert len(synced) == (1 if fsync else 0)
+    assert backend.read("x.blk") == b"abc"
+
+
 def _tree(root) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 

@@ -9,6 +9,7 @@ from array import array
 from itertools import accumulate
 from pathlib import Path
 
+import orjson
 import pytest
 
 import kara_core
@@ -380,6 +381,99 @@ def test_threads_writing_at_once_lose_no_record(store: KaraStorage) -> None:
     with store.open_dataset("ns", "rows") as ds:
         ids = sorted(rec["id"] for rec in ds)
     assert ids == sorted(k * 10_000 + i for k in range(4) for i in range(5_000))
+
+
+@pytest.mark.parametrize("close_before_append", [True, False])
+def test_a_close_between_the_steps_of_a_write_keeps_the_record_only_if_write_returns(
+    store: KaraStorage, close_before_append: bool
+) -> None:
+    # write() queues small records without the lock: it takes the queue, appends, then
+    # checks the queue is still the dataset's. Another thread's close() can come between
+    # those steps; the record is then kept if and only if write() returns True.
+    ds = store.open_dataset("ns", "rows", "w", version="1")
+    ds.write(record(0))
+
+    class CloseMeanwhile(list):
+        def append(self, raw: bytes) -> None:
+            if close_before_append:
+                ds.close()
+            super().append(raw)
+            if not close_before_append:
+                ds.close()
+
+    ds._queue = CloseMeanwhile(ds._queue)
+    if close_before_append:
+        with pytest.raises(DatasetClosedError):
+            ds.write(record(1))
+    else:
+        assert ds.write(record(1)) is True
+    with store.open_dataset("ns", "rows") as reader:
+        assert list(reader) == [record(0)] if close_before_append else [record(0), record(1)]
+
+
+def test_threads_writing_while_another_closes_keep_exactly_the_writes_that_returned(store: KaraStorage) -> None:
+    ds = store.open_dataset("ns", "race", "w", version="1")
+    kept: list[list[int]] = [[] for _ in range(3)]
+    started = threading.Barrier(4)
+
+    def produce(k: int) -> None:
+        started.wait()
+        for i in range(k * 1_000_000, k * 1_000_000 + 200_000):
+            try:
+                ds.write(record(i))
+            except DatasetClosedError:
+                return
+            kept[k].append(i)
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    while sum(map(len, kept)) < 1_000:
+        pass
+    ds.close()
+    for thread in threads:
+        thread.join()
+    with store.open_dataset("ns", "race") as reader:
+        ids = [rec["id"] for rec in reader]
+    assert sorted(ids) == sorted(i for part in kept for i in part)
+    for part in kept:  # each thread's records in the order it wrote them
+        mine = set(part)
+        assert [i for i in ids if i in mine] == part
+
+
+def test_a_serializer_reusing_its_output_buffer_is_copied_at_each_write(store: KaraStorage) -> None:
+    class Reused(Serializer):
+        def __init__(self) -> None:
+            self.buffer = bytearray()
+
+        def serialize(self, x: bytes) -> bytearray:  # type: ignore[override]
+            self.buffer[:] = x
+            return self.buffer
+
+        def deserialize(self, raw: bytes) -> bytes:  # type: ignore[override]
+            return bytes(raw)
+
+    blobs = [bytes([i]) * (i + 1) for i in range(200)]
+    with store.open_dataset("ns", "rows", "w", version="1", serialization=Reused()) as ds:
+        for blob in blobs:
+            ds.write(blob)
+        assert len(ds) == 200
+        assert ds.nbytes() == sum(map(len, blobs))
+    with store.open_dataset("ns", "rows", serialization=Reused()) as ds:
+        assert list(ds) == blobs
+
+
+def test_len_and_nbytes_count_queued_records(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        for i in range(10):
+            ds.write(record(i))
+        assert len(ds) == 10
+        assert ds.nbytes() == sum(len(orjson.dumps(record(i))) for i in range(10))
+        ds.write_many(record(i) for i in range(10, 20))
+        assert len(ds) == 20
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [record(i) for i in range(20)]
 
 
 def test_a_record_that_fails_to_serialize_leaves_the_dataset_consistent(store: KaraStorage) -> None:

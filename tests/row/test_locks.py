@@ -95,6 +95,18 @@ def test_lock_of_another_host_with_an_expired_heartbeat_is_broken(store: KaraSto
         assert list(ds) == [record(1)]
 
 
+@pytest.mark.parametrize("left", [b"", b'{"host": "h", "pi'])
+def test_a_lock_a_crash_left_empty_or_torn_is_broken(store: KaraStorage, left: bytes) -> None:
+    # Locks are created without fsync (Backend.create_lock): after a crash the file may
+    # exist with none or part of its content. It is stale, and the next writer breaks it.
+    store.backend.put(LOCK, left)
+    with store.open_dataset("ns", "rows", "w", version="1") as ds:
+        ds.write(record(1))
+    assert not store.backend.exists(LOCK)
+    with store.open_dataset("ns", "rows") as ds:
+        assert list(ds) == [record(1)]
+
+
 def test_lock_is_released_on_close(store: KaraStorage) -> None:
     with store.open_dataset("ns", "rows", "w", version="1") as ds:
         assert store.backend.exists(LOCK)
@@ -160,6 +172,22 @@ def test_heartbeat_refreshes_the_lock_and_notices_a_takeover(store: KaraStorage)
     finally:
         lock.release()
     assert json.loads(store.backend.read(LOCK))["host"] == "another-host.example"  # not ours to delete
+
+
+def test_a_writer_left_open_does_not_hold_up_the_interpreter_exit(tmp_path: Path) -> None:
+    # The heartbeat thread is started with _thread (no wait for it to run): it must not
+    # keep a process that forgot to close its writer alive.
+    code = """
+import sys
+from kara_core import KaraStorage
+ds = KaraStorage("file://" + sys.argv[1]).open_dataset("ns", "rows", "w", version="1")
+ds.write({"left": "open"})
+print("written", flush=True)
+"""
+    proc = run_kara(code, str(tmp_path))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "written"
 
 
 def test_writer_whose_lock_was_taken_over_refuses_to_flush(store: KaraStorage, monkeypatch) -> None:
