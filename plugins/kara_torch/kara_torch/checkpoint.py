@@ -87,8 +87,8 @@ def _default_threads(store: KaraStorage, remote: int) -> int:
 
     On a store with local files every thread is busy on a core (hashing, copying into
     or out of the page cache), so more threads than the cores this rank has only add
-    switching and kernel contention (measured: 2 ranks on 2 cores save fastest with one
-    thread each).
+    switching and kernel contention (2 ranks on 2 cores, 1 GiB: a rank spent 0.81 s of
+    system time with one thread, 0.95 s with two, 1.05 s with four; single runs).
     """
     if not store.backend.capabilities.local_path:
         return remote
