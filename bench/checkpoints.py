@@ -24,25 +24,39 @@ and range (min-max) over the rounds, and the ratios of the medians. kara-storage
 has no distributed-checkpoint storage; its only way is the two-step one (its
 ``save_directory`` after ``FileSystemWriter``), shown as an extra row.
 
-    .venv/bin/python bench/checkpoints.py [--rounds 5] [--total-mib 1024]
+Also reported: rank 0's CPU seconds (user + system) of each step, and the CPU floor of
+a first kara save measured in the same round: md5 + sha1 of the rank's bytes in one
+pass (what the 2.x blob names require, timed alone after the save, both ranks at once)
+plus the system time FileSystemWriter spends writing the same bytes (the copy into the
+page cache and the writeback that any writer pays). ``--profile DIR`` writes a cProfile
+of every step of every rank and the wall seconds of each phase (planning, serializing,
+hashing, writing, commit, publish; :data:`PHASES`) to DIR. ``--lock FILE`` holds an
+flock on FILE during each round only (machines shared by several benchmarks).
+
+    .venv/bin/python bench/checkpoints.py [--rounds 5] [--total-mib 1024] [--lock FILE] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
 from common import k215_python, remove_workdir, run_k215, workdir  # noqa: E402
+from fresh import compile_sources  # noqa: E402
 
 # bench/ has modules named like standard ones (http.py, which torch's import of
 # urllib.request would pick up): keep the folder off the import path from here on.
@@ -69,8 +83,63 @@ def _local_dtensors(total: int, generation: int, mesh: Any, empty: bool) -> dict
     return {"model": model}
 
 
+#: Functions timed by ``--profile`` (module, attribute path, phase name): wall seconds
+#: summed over calls and threads (phases run in parallel threads can sum past the wall).
+PHASES = [
+    ("kara_torch.checkpoint", "KaraWriter.set_up_storage_writer", "writer: open version (coordinator)"),
+    ("kara_torch.checkpoint", "KaraWriter.write_data", "writer: write_data"),
+    ("kara_torch.checkpoint", "_save_archive", "  serialize (torch archive)"),
+    ("kara_core.obj.stream", "hash_views", "  hash"),
+    ("kara_core.obj.stream", "BlobSink.__init__", "  sink open (lease)"),
+    ("kara_file.backend", "FileBackend.list", "  list blobs"),
+    ("kara_file.backend", "FileBatch.put", "  write blobs"),
+    ("kara_file.backend", "FileBatch.commit", "  commit (sync, rename)"),
+    ("kara_core.obj.stream", "BlobSink.close", "  sink close (lease)"),
+    ("kara_torch.checkpoint", "KaraWriter.finish", "writer: finish (coordinator)"),
+    ("kara_core.obj.store", "ObjectStore.publish", "  publish"),
+    ("kara_torch.checkpoint", "KaraReader.read_metadata", "reader: read_metadata"),
+    ("kara_torch.checkpoint", "KaraReader.set_up_storage_reader", "reader: set_up"),
+    ("kara_torch.checkpoint", "KaraReader.read_data", "reader: read_data"),
+    ("kara_torch.checkpoint", "KaraReader._fetch", "  fetch (threads)"),
+    ("torch.distributed.checkpoint.filesystem", "FileSystemWriter.write_data", "fs: write_data"),
+    ("torch.distributed.checkpoint.filesystem", "FileSystemWriter.finish", "fs: finish"),
+    ("torch.distributed.checkpoint.filesystem", "FileSystemReader.read_data", "fs: read_data"),
+]
+
+
+def _time_phases() -> dict[str, float]:
+    """Wrap :data:`PHASES` with timers; the returned dict fills as they run."""
+    import functools
+    import importlib
+    import threading
+
+    spent: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def timed(fn: Any, phase: str) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - began
+
+        return wrapper
+
+    for module_name, path, phase in PHASES:
+        owner: Any = importlib.import_module(module_name)
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        setattr(owner, name, timed(getattr(owner, name), phase))
+    return spent
+
+
 def rank_main(params: dict[str, Any]) -> None:
     """One rank of one step (run in a fresh process); rank 0 prints the seconds taken."""
+    import torch
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from kara_torch.checkpoint import KaraReader, KaraWriter
@@ -89,6 +158,15 @@ def rank_main(params: dict[str, Any]) -> None:
     store = KaraStorage("file://" + params["store"])
     extra = 0.0
     dist.barrier()
+    profiler = None
+    phases: dict[str, float] = {}
+    if params.get("profile"):
+        import cProfile
+
+        phases = _time_phases()
+        profiler = cProfile.Profile()
+        profiler.enable()
+    cpu_started = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     if step == "kara_save":
         dcp.save(state, storage_writer=KaraWriter(store, "bench", "ckpt", version=f"g{params['generation']}"))
@@ -100,6 +178,29 @@ def rank_main(params: dict[str, Any]) -> None:
         dcp.load(state, storage_reader=FileSystemReader(params["folder"]))
     dist.barrier()
     seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = {
+        "user": usage.ru_utime - cpu_started.ru_utime,
+        "sys": usage.ru_stime - cpu_started.ru_stime,
+        "minflt": usage.ru_minflt - cpu_started.ru_minflt,
+    }
+    if profiler is not None:
+        profiler.disable()
+        name = f"{step}-g{params.get('generation', 0)}-rank{rank}.prof"
+        profiler.dump_stats(os.path.join(params["profile"], name))
+    hash_cpu = None
+    if step == "kara_save" and params.get("generation", 0) == 0:
+        # The floor that the 2.x blob names set: md5 and sha1 of every byte this rank
+        # saved, in one pass (as kara does), both ranks at once as in the save.
+        from kara_core.obj.hashing import hash_views
+
+        views = [memoryview(t.to_local().reshape(-1).view(torch.uint8).numpy()) for t in state["model"].values()]
+        dist.barrier()
+        began_cpu = time.thread_time()
+        for view in views:
+            hash_views(["sha1", "md5"], [view])
+        hash_cpu = time.thread_time() - began_cpu
+        dist.barrier()
     if step == "fs_save" and rank == 0:
         # The second half of the two-step way: the folder into a kara store.
         os.environ["KARA_CACHE_DIR"] = params["cache"]
@@ -109,8 +210,13 @@ def rank_main(params: dict[str, Any]) -> None:
         extra = time.perf_counter() - began
     dist.barrier()
     dist.destroy_process_group()
+    report = {"seconds": seconds, "save_directory": extra, "cpu": cpu, "hash_cpu": hash_cpu}
+    if params.get("profile"):
+        report["phases"] = {k: round(v, 4) for k, v in phases.items()}
+        with open(os.path.join(params["profile"], f"{step}-g{params.get('generation', 0)}-rank{rank}.json"), "w") as fh:
+            json.dump(report, fh)
     if rank == 0:
-        print(json.dumps({"seconds": seconds, "save_directory": extra}))
+        print(json.dumps(report))
 
 
 def launch(params: dict[str, Any], world_size: int = 2) -> dict[str, float]:
@@ -154,7 +260,7 @@ print(json.dumps({"seconds": time.perf_counter() - t}))
 """
 
 
-def run_round(work: str, round_: int, total: int) -> dict[str, float]:
+def run_round(work: str, round_: int, total: int, profile: str | None = None) -> dict[str, float]:
     """Every step once, on fresh stores and folders; seconds per step."""
     here = os.path.join(work, f"round{round_}")
     os.makedirs(here)
@@ -163,20 +269,45 @@ def run_round(work: str, round_: int, total: int) -> dict[str, float]:
         "store": os.path.join(here, "kara-store"),
         "folder": os.path.join(here, "dcp-folder"),
         "cache": os.path.join(here, "cache"),
+        "profile": profile,
     }
     times: dict[str, float] = {}
-    times["kara_save"] = launch({**base, "step": "kara_save", "generation": 0})["seconds"]
-    times["kara_resave"] = launch({**base, "step": "kara_save", "generation": 1})["seconds"]
+    first = launch({**base, "step": "kara_save", "generation": 0})
+    times["kara_save"] = first["seconds"]
+    resave = launch({**base, "step": "kara_save", "generation": 1})
+    times["kara_resave"] = resave["seconds"]
     fs = launch({**base, "step": "fs_save", "store": os.path.join(here, "two-step-store")})
     times["fs_save"] = fs["seconds"]
+    # CPU seconds of rank 0 (user + system), and the md5+sha1 floor of a first save.
+    times["cpu_kara_save"] = first["cpu"]["user"] + first["cpu"]["sys"]
+    times["cpu_kara_resave"] = resave["cpu"]["user"] + resave["cpu"]["sys"]
+    times["cpu_fs_save"] = fs["cpu"]["user"] + fs["cpu"]["sys"]
+    times["sys_fs_save"] = fs["cpu"]["sys"]
+    times["cpu_md5_sha1"] = first["hash_cpu"]
     times["two_step"] = fs["seconds"] + fs["save_directory"]
     os.sync()
     k215 = run_k215(K215_SAVE, {"store": os.path.join(here, "k215-store"), "folder": base["folder"]})
     times["two_step_215"] = fs["seconds"] + k215["seconds"]
-    times["kara_load"] = launch({**base, "step": "kara_load"})["seconds"]
-    times["fs_load"] = launch({**base, "step": "fs_load"})["seconds"]
+    kara_load = launch({**base, "step": "kara_load"})
+    fs_load = launch({**base, "step": "fs_load"})
+    times["kara_load"], times["fs_load"] = kara_load["seconds"], fs_load["seconds"]
+    times["cpu_kara_load"] = kara_load["cpu"]["user"] + kara_load["cpu"]["sys"]
+    times["cpu_fs_load"] = fs_load["cpu"]["user"] + fs_load["cpu"]["sys"]
     remove_workdir(here)
     return times
+
+
+@contextlib.contextmanager
+def _locked(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def summary(values: list[float]) -> str:
@@ -187,19 +318,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--total-mib", type=int, default=1024)
+    parser.add_argument("--lock", metavar="FILE", help="hold an flock on FILE during each round (not between rounds)")
+    parser.add_argument("--profile", metavar="DIR", help="write a cProfile of every step of every rank to DIR")
     parser.add_argument("--rank-params", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rank_params:
         rank_main(json.loads(args.rank_params))
         return
     k215_python()
+    compile_sources(sys.executable)
     total = args.total_mib * 1024 * 1024
     work = workdir("checkpoints")
     rounds: list[dict[str, float]] = []
     try:
         for round_ in range(args.rounds):
-            times = run_round(work, round_, total)
-            print(f"round {round_}: " + "  ".join(f"{k} {v:.2f}" for k, v in times.items()), flush=True)
+            with _locked(args.lock):
+                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                times = run_round(work, round_, total, args.profile and os.path.abspath(args.profile))
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S UTC")
+            print(
+                f"round {round_} ({stamp}, load before {load}): " + "  ".join(f"{k} {v:.2f}" for k, v in times.items()),
+                flush=True,
+            )
             rounds.append(times)
     finally:
         remove_workdir(work)
@@ -234,6 +374,27 @@ def main() -> None:
         goal = f"{target:.1f}x" if target else "-"
         ok = "-" if target is None else ("yes" if value >= target else "NO")
         print(f"  {label:<56} {value:6.2f}x {goal:>7}  {ok}")
+    mib = args.total_mib / 2
+    print(f"\n  CPU seconds of rank 0 ({mib:.0f} MiB of the state), user + system (median, range)")
+    for label, key in [
+        ("kara DCP save", "cpu_kara_save"),
+        ("kara re-save, half the tensors unchanged", "cpu_kara_resave"),
+        ("FileSystemWriter alone", "cpu_fs_save"),
+        ("  of which system (copy into the page cache, writeback)", "sys_fs_save"),
+        ("md5 + sha1 of the rank's bytes, one pass, nothing else", "cpu_md5_sha1"),
+        ("kara DCP load", "cpu_kara_load"),
+        ("FileSystemReader load", "cpu_fs_load"),
+    ]:
+        print(f"  {label:<56} {summary(col[key])}   {1000 * med[key] / mib:5.2f} ms/MiB")
+    # A first save must hash every byte (the 2.x blob names) and write the same bytes as
+    # FileSystemWriter does (its system time). With 2 ranks on 2 cores each rank has one
+    # core, so a save cannot take less wall time than that CPU work.
+    floor = med["cpu_md5_sha1"] + med["sys_fs_save"]
+    print(
+        f"  floor of a kara save on one core per rank: md5+sha1 {med['cpu_md5_sha1']:.2f} s + the kernel's write work "
+        f"{med['sys_fs_save']:.2f} s = {floor:.2f} s;\n  best possible ratio against FileSystemWriter alone here: "
+        f"{med['fs_save']:.2f} s / {floor:.2f} s = {med['fs_save'] / floor:.2f}x (on {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

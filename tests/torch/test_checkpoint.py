@@ -6,6 +6,7 @@ TCPStore on a port the OS picks.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -22,13 +23,15 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kara_torch import checkpoint
-from kara_torch.checkpoint import KaraReader, parse_tensor_offsets
+from kara_torch.checkpoint import KaraReader, KaraWriter, parse_tensor_offsets
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import MetadataIndex
 
 from kara_core import KaraStorage
 from kara_core.cli import cli
-from kara_core.errors import CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from kara_core.errors import ConfigurationError, CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from kara_core.obj.manifest import KeyLayout
 from kara_core.testing.obj import read_tree
 
 from .conftest import HERE, start_ranks
@@ -282,3 +285,78 @@ def test_item_archives_are_torch_save_without_crc_and_keep_the_tensor_memory(ten
         assert len(views) == 1 and np.frombuffer(views[0], dtype=np.uint8).ctypes.data == tensor.data_ptr()
     else:
         assert views == []
+
+
+def _saved_store(tmp_path: Path) -> tuple[KaraStorage, dict[str, Any]]:
+    state = _full_state(1)
+    store = KaraStorage(f"file://{tmp_path}/store")
+    dcp.save(state, storage_writer=KaraWriter(store, "ckpt", "direct", version="v"), no_dist=True)
+    return store, state
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-files", "ranged-reads"])
+@pytest.mark.parametrize("contiguous", [True, False], ids=["contiguous", "transposed"])
+def test_kara_reader_reads_tensors_into_their_destination_or_through_a_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: bool, contiguous: bool
+) -> None:
+    store, state = _saved_store(tmp_path)
+    if not local:
+        capabilities = dataclasses.replace(store.backend.capabilities, local_path=False)
+        monkeypatch.setattr(store.backend, "capabilities", capabilities)
+    full = _full_state(None)
+    if not contiguous:
+        full["model"] = {k: torch.zeros(v.shape[::-1]).t() for k, v in full["model"].items()}
+    destinations = {v.data_ptr() for v in full["model"].values()}
+    reader = KaraReader(store, "ckpt", "direct", "v")
+    addresses: list[int] = []
+    read_into = reader._read_into
+
+    def spy(relpath: str, start: int, out: memoryview) -> None:
+        addresses.append(checkpoint._address(out))
+        read_into(relpath, start, out)
+
+    monkeypatch.setattr(reader, "_read_into", spy)
+    dcp.load(full, storage_reader=reader, no_dist=True)
+    assert full["step"] == 1
+    assert all(torch.equal(full["model"][k], state["model"][k]) for k in state["model"])
+    assert {v.data_ptr() for v in full["model"].values()} == destinations
+    assert len(addresses) == TENSORS
+    # Contiguous destinations get the bytes directly; the others go through a buffer.
+    assert (set(addresses) == destinations) is contiguous
+
+
+def test_kara_reader_reports_a_blob_shorter_than_its_manifest(tmp_path: Path) -> None:
+    store, _ = _saved_store(tmp_path)
+    largest = max(store.objects.read_manifest("ckpt", "direct", "v").files, key=lambda entry: entry.size)
+    path = store.backend.local_path(KeyLayout("ckpt", "direct").blob(largest.file))
+    os.truncate(path, largest.size // 2)
+    with pytest.raises(CheckpointException) as raised:
+        dcp.load(_full_state(None), storage_reader=KaraReader(store, "ckpt", "direct", "v"), no_dist=True)
+    error = raised.value.failures[0][0]
+    assert isinstance(error, CorruptDatasetError) and "shorter than its manifest" in str(error)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_writer_and_reader_refuse_a_bad_thread_count(tmp_path: Path, threads: Any) -> None:
+    store = KaraStorage(f"file://{tmp_path}/store")
+    with pytest.raises(ConfigurationError, match="threads"):
+        KaraWriter(store, "ckpt", "k", threads=threads)
+    with pytest.raises(ConfigurationError, match="threads"):
+        KaraReader(store, "ckpt", "k", threads=threads)
+
+
+def test_local_stores_default_to_one_thread_per_core_of_each_local_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KaraStorage(f"file://{tmp_path}/store")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert checkpoint._default_threads(store, 4) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert checkpoint._default_threads(store, 4) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert checkpoint._default_threads(store, 4) == 4
+    monkeypatch.setattr(
+        store.backend, "capabilities", dataclasses.replace(store.backend.capabilities, local_path=False)
+    )
+    assert checkpoint._default_threads(store, 8) == 8

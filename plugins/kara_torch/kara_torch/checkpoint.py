@@ -32,6 +32,7 @@ import dataclasses
 import inspect
 import io
 import json
+import os
 import pickle
 import struct
 import threading
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.serialization as _serialization
 from torch.distributed.checkpoint.filesystem import _StorageInfo, _StoragePrefix
 from torch.distributed.checkpoint.metadata import (
@@ -75,7 +77,25 @@ METADATA_FILE = ".metadata"
 DCP_VERSION = "1.0.0"
 #: Field of the version's kara sidecar: item file -> offset of its raw tensor bytes.
 SIDECAR_FIELD = "dcp_tensor_offsets"
+#: Threads per rank for stores reached over a network (writes, reads): requests in flight.
 DEFAULT_THREADS = 4
+DEFAULT_READ_THREADS = 8
+
+
+def _default_threads(store: KaraStorage, remote: int) -> int:
+    """Threads per rank: ``remote`` for network stores, the cores per local rank for local ones.
+
+    On a store with local files every thread is busy on a core (hashing, copying into
+    or out of the page cache), so more threads than the cores this rank has only add
+    switching and kernel contention (2 ranks on 2 cores, 1 GiB: a rank spent 0.81 s of
+    system time with one thread, 0.95 s with two, 1.05 s with four; single runs).
+    """
+    if not store.backend.capabilities.local_path:
+        return remote
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 0)
+    if ranks <= 0:
+        ranks = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return max(1, min(remote, (os.cpu_count() or 1) // ranks))
 
 
 def _as_store(store: KaraStorage | str) -> KaraStorage:
@@ -255,7 +275,8 @@ class KaraWriter(StorageWriter):
     the next free number (the coordinator's ``version`` attribute holds it after the
     save); a ``checkpoint_id`` passed to ``dcp.save`` names the version instead. An
     existing version raises :class:`~kara_core.errors.VersionExistsError` unless
-    ``overwrite=True``. ``threads``: serialize-hash-upload threads per rank.
+    ``overwrite=True``. ``threads``: serialize-hash-upload threads per rank (default:
+    4 on network stores, the cores per local rank on stores with local files).
     ``stats`` tells what the last save of this rank uploaded.
     """
 
@@ -267,14 +288,14 @@ class KaraWriter(StorageWriter):
         version: Any = None,
         *,
         overwrite: bool = False,
-        threads: int = DEFAULT_THREADS,
+        threads: int | None = None,
     ) -> None:
         super().__init__()
         self.store = _as_store(store)
         self.layout = KeyLayout(namespace, key)
         self.requested = None if version is None else str(version)
         self.overwrite = overwrite
-        self.threads = max(1, threads)
+        self.threads = _check_threads(threads)
         self.version: str | None = None
         self.stats = WriteStats()
         self.is_coordinator = False
@@ -332,9 +353,8 @@ class KaraWriter(StorageWriter):
         # Large items first, so the threads end together.
         order = sorted(plan.items, key=_item_bytes, reverse=True)
         with BlobSink(self.store.backend, self.layout) as sink:
-            results = _run_threads(
-                order, lambda item: self._write_item(sink, planner, item, names[id(item)]), self.threads
-            )
+            threads = self.threads or _default_threads(self.store, DEFAULT_THREADS)
+            results = _run_threads(order, lambda item: self._write_item(sink, planner, item, names[id(item)]), threads)
             sink.commit()
             self.stats = WriteStats(sink.uploaded_blobs, sink.uploaded_bytes, sink.reused_blobs)
         future: Future[list[WriteResult]] = Future()
@@ -417,6 +437,14 @@ def _item_bytes(item: WriteItem) -> int:
     return item.tensor_data.size.numel() * torch.tensor([], dtype=item.tensor_data.properties.dtype).element_size()
 
 
+def _check_threads(threads: int | None) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigurationError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
 def _run_threads(items: list[Any], fn: Any, threads: int) -> list[Any]:
     if threads <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
@@ -430,8 +458,12 @@ class KaraReader(StorageReader):
     Works on versions written by :class:`KaraWriter` and on folders of torch's
     ``FileSystemWriter`` saved with ``save_directory``. Each rank reads only the items
     (and, for :class:`KaraWriter` versions, only the byte ranges inside them) that its
-    shards need, with ``threads`` ranged reads in flight. A ``checkpoint_id`` passed to
-    ``dcp.load`` names the version.
+    shards need, with ``threads`` reads in flight (default: 8 on network stores, the
+    cores per local rank on stores with local files). Where the needed bytes of a
+    tensor are one contiguous range and the destination tensor is contiguous, they are
+    read straight into the destination's memory (``os.preadv`` from the blob on
+    file://): no intermediate buffer. A ``checkpoint_id`` passed to ``dcp.load`` names
+    the version.
     """
 
     def __init__(
@@ -441,13 +473,13 @@ class KaraReader(StorageReader):
         key: str,
         version: Any = "latest",
         *,
-        threads: int = 8,
+        threads: int | None = None,
     ) -> None:
         super().__init__()
         self.store = _as_store(store)
         self.layout = KeyLayout(namespace, key)
         self.requested = str(version)
-        self.threads = max(1, threads)
+        self.threads = _check_threads(threads)
         self.version: str | None = None
         self.bytes_read = 0
         self._blobs: dict[str, tuple[str, int]] = {}
@@ -476,23 +508,60 @@ class KaraReader(StorageReader):
         sidecar = self.layout.sidecar(self.version)
         self._offsets = parse_tensor_offsets(self.store.backend.read_if_exists(sidecar), f"{self.store.url}/{sidecar}")
 
-    def _read(self, relpath: str, start: int, end: int) -> bytes:
+    def _blob_of(self, relpath: str) -> tuple[str, int]:
         try:
-            blob, size = self._blobs[relpath]
+            return self._blobs[relpath]
         except KeyError:
             raise CorruptDatasetError(
                 f"{self.store.url}/{self.layout.root}",
                 None,
                 f"checkpoint file {relpath!r} is not in version {self.version!r}",
             ) from None
+
+    def _short(self, blob: str, relpath: str) -> CorruptDatasetError:
+        return CorruptDatasetError(
+            f"{self.store.url}/{blob}", None, f"checkpoint file {relpath!r} is shorter than its manifest says"
+        )
+
+    def _read(self, relpath: str, start: int, end: int) -> bytes:
+        blob, size = self._blob_of(relpath)
         data = self.store.backend.read(blob, start, min(end, size))
         if len(data) != min(end, size) - start:
-            raise CorruptDatasetError(
-                f"{self.store.url}/{blob}", None, f"checkpoint file {relpath!r} is shorter than its manifest says"
-            )
-        with self._count_lock:
-            self.bytes_read += len(data)
+            raise self._short(blob, relpath)
+        self._count(len(data))
         return data
+
+    def _read_into(self, relpath: str, start: int, out: memoryview) -> None:
+        """Fill ``out`` with the bytes of ``relpath`` from ``start``: straight from the blob's file when local."""
+        blob, size = self._blob_of(relpath)
+        if start + len(out) > size:
+            raise self._short(blob, relpath)
+        backend = self.store.backend
+        local = backend.local_path(blob) if backend.capabilities.local_path else None
+        if local is None:
+            data = backend.read(blob, start, start + len(out))
+            if len(data) != len(out):
+                raise self._short(blob, relpath)
+            out[:] = data
+        else:
+            try:
+                fd = os.open(local, os.O_RDONLY)
+            except FileNotFoundError:
+                raise CorruptDatasetError(f"{self.store.url}/{blob}", None, "the blob is missing") from None
+            try:
+                done = 0
+                while done < len(out):
+                    n = os.preadv(fd, [out[done:]], start + done)
+                    if n == 0:
+                        raise self._short(blob, relpath)
+                    done += n
+            finally:
+                os.close(fd)
+        self._count(len(out))
+
+    def _count(self, n: int) -> None:
+        with self._count_lock:
+            self.bytes_read += n
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         """Read the version's ``.metadata`` (rank-local metadata is not written by kara)."""
@@ -527,38 +596,61 @@ class KaraReader(StorageReader):
         return plans
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
-        """Fetch the needed bytes in parallel; copy each tensor into place as it arrives."""
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="kara-dcp-read") as pool:
-            pending = {pool.submit(self._fetch, item): item for item in plan.items}
-            for done in as_completed(pending):
-                item = pending[done]
+        """Fetch the needed bytes in parallel, into each destination tensor where possible.
+
+        Destinations are resolved (and committed) in this thread, at most twice as many
+        at a time as there are threads, so a planner that allocates them keeps its
+        memory bounded.
+        """
+        threads = self.threads or _default_threads(self.store, DEFAULT_READ_THREADS)
+        items = iter(plan.items)
+        with ThreadPoolExecutor(threads, thread_name_prefix="kara-dcp-read") as pool:
+            pending: dict[Any, tuple[ReadItem, torch.Tensor | None]] = {}
+
+            def submit_next() -> None:
+                item = next(items, None)
+                if item is None:
+                    return
+                target = None if item.type == LoadItemType.BYTE_IO else planner.resolve_tensor(item).detach()
+                pending[pool.submit(self._fetch, item, target)] = (item, target)
+
+            for _ in range(2 * threads):
+                submit_next()
+            while pending:
+                done = next(as_completed(pending))
+                item, target = pending.pop(done)
                 value = done.result()
-                if item.type == LoadItemType.BYTE_IO:
+                if target is None:
                     planner.load_bytes(item, io.BytesIO(value))
-                    continue
-                target = planner.resolve_tensor(item).detach()
-                if target.size() != value.size():
-                    raise CorruptDatasetError(
-                        f"{self.store.url}/{self.layout.root}",
-                        None,
-                        f"{item.storage_index.fqn}: stored shard has size {tuple(value.size())}, "
-                        f"expected {tuple(target.size())}",
-                    )
-                target.copy_(value)
-                planner.commit_tensor(item, target)
+                else:
+                    if value is not None:
+                        self._copy_into(item, target, value)
+                    planner.commit_tensor(item, target)
+                submit_next()
         future: Future[None] = Future()
         future.set_result(None)
         return future
 
-    def _fetch(self, item: ReadItem) -> Any:
+    def _copy_into(self, item: ReadItem, target: torch.Tensor, value: torch.Tensor) -> None:
+        if target.size() != value.size():
+            raise CorruptDatasetError(
+                f"{self.store.url}/{self.layout.root}",
+                None,
+                f"{item.storage_index.fqn}: stored shard has size {tuple(value.size())}, "
+                f"expected {tuple(target.size())}",
+            )
+        target.copy_(value)
+
+    def _fetch(self, item: ReadItem, target: torch.Tensor | None) -> Any:
+        """The item's bytes, or its tensor; None once the bytes are read into ``target`` itself."""
         info = self._storage_data[item.storage_index]
-        if item.type == LoadItemType.BYTE_IO:
+        if target is None:
             return self._read(info.relative_path, info.offset, info.offset + info.length)
         offset = self._offsets.get(info.relative_path)
         chunk = self._chunk_of(item.storage_index)
         if offset is not None and chunk is not None:
             dtype, sizes = chunk
-            return self._read_region(info, offset, dtype, sizes, item)
+            return self._read_region(info, offset, dtype, sizes, item, target)
         raw = self._read(info.relative_path, info.offset, info.offset + info.length)
         tensor = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         for dim, (start, length) in enumerate(zip(item.storage_offsets, item.lengths, strict=True)):
@@ -575,9 +667,20 @@ class KaraReader(StorageReader):
         return None
 
     def _read_region(
-        self, info: _StorageInfo, offset: int, dtype: torch.dtype, sizes: torch.Size, item: ReadItem
-    ) -> torch.Tensor:
-        """Read only the bytes spanning the requested box of a contiguous stored chunk."""
+        self,
+        info: _StorageInfo,
+        offset: int,
+        dtype: torch.dtype,
+        sizes: torch.Size,
+        item: ReadItem,
+        target: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """Read only the bytes spanning the requested box of a contiguous stored chunk.
+
+        When the box is one contiguous range and ``target`` a contiguous tensor of the
+        same dtype and size, the bytes go straight into ``target`` (returns None);
+        otherwise into a buffer, returned as a strided view of the box.
+        """
         lengths = list(item.lengths)
         element = torch.tensor([], dtype=dtype).element_size()
         if any(n == 0 for n in lengths):
@@ -588,6 +691,18 @@ class KaraReader(StorageReader):
         first = sum(o * s for o, s in zip(item.storage_offsets, strides, strict=True))
         last = sum((o + n - 1) * s for o, n, s in zip(item.storage_offsets, lengths, strides, strict=True))
         start = info.offset + offset + first * element
-        raw = bytearray(self._read(info.relative_path, start, start + (last - first + 1) * element))
-        flat = torch.frombuffer(raw, dtype=dtype)
-        return flat.as_strided(lengths, strides)
+        count = last - first + 1
+        if (
+            count == target.numel()
+            and list(target.size()) == lengths
+            and target.dtype == dtype
+            and target.is_contiguous()
+            and target.device.type == "cpu"
+        ):
+            view = _own_view(target)
+            if view is not None:
+                self._read_into(info.relative_path, start, view)
+                return None
+        buffer = torch.empty(count, dtype=dtype)
+        self._read_into(info.relative_path, start, memoryview(buffer.view(torch.uint8).numpy()))
+        return buffer.as_strided(lengths, strides)
