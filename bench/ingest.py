@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,7 +80,74 @@ def _rows_batch(batch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-CASES = ("commit", "kara_write", "ray_write", "kara_read", "ray_read", "k215_write", "k215_read")
+CASES = (
+    "commit",
+    "kara_write",
+    "ray_write",
+    "ray_write_floor",
+    "kara_read",
+    "ray_read",
+    "ray_read_floor",
+    "k215_write",
+    "k215_read",
+)
+#: Read tasks of the Ray reads (the kara datasource and the in-memory floor alike).
+READ_TASKS = 4
+
+
+def _null_datasink() -> Any:
+    """Ray's own floor of a write: a datasink whose tasks take their blocks and write nothing."""
+    from ray.data import Datasink
+    from ray.data.block import BlockAccessor
+
+    class NullDatasink(Datasink):
+        def __init__(self) -> None:
+            self.records = 0
+
+        def write(self, blocks: Any, ctx: Any) -> int:
+            return sum(BlockAccessor.for_block(block).num_rows() for block in blocks)
+
+        def on_write_complete(self, write_result: Any) -> None:
+            self.records = sum(write_result.write_returns)
+
+    return NullDatasink()
+
+
+def _memory_datasource(records: int, batch: int) -> Any:
+    """Ray's own floor of a read: read tasks that yield ``records`` rows from memory.
+
+    The same tasks and blocks as the kara read (``READ_TASKS`` tasks, blocks of ``batch``
+    rows of ``small_record``): each task yields slices of one Arrow table it is handed,
+    so what is timed is Ray moving the blocks to the consumer, no decoding.
+    """
+    import pyarrow as pa
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    table = pa.Table.from_pylist([small_record(i) for i in range(batch)])
+
+    def read(start: int, stop: int) -> Any:
+        for first in range(start, stop, batch):
+            yield table.slice(0, min(stop, first + batch) - first)
+
+    class MemoryDatasource(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return table.nbytes * records // batch
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None):
+            bounds = [records * i // parallelism for i in range(parallelism + 1)]
+            return [
+                ReadTask(
+                    lambda a=a, b=b: read(a, b),
+                    BlockMetadata(
+                        num_rows=b - a, size_bytes=table.nbytes * (b - a) // batch, exec_stats=None, input_files=None
+                    ),
+                    per_task_row_limit=per_task_row_limit,
+                )
+                for a, b in pairwise(bounds)
+            ]
+
+    return MemoryDatasource()
 
 
 def child(case: str, root: str, records: int) -> dict[str, Any]:
@@ -130,19 +198,29 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        if case == "ray_write":
+        if case in ("ray_write", "ray_write_floor"):
             blocks = ray.data.range(records, override_num_blocks=PARTS).map_batches(_rows_batch).materialize()
-            sink = KaraDatasink(url, "bench", "ray_w", f"r{os.getpid()}")
+            if case == "ray_write":
+                sink = KaraDatasink(url, "bench", "ray_w", f"r{os.getpid()}")
+            else:
+                sink = _null_datasink()
             start = time.perf_counter()
             blocks.write_datasink(sink)
             seconds = time.perf_counter() - start
-            assert sink.report is not None and sink.report.records == records
+            written = sink.report.records if case == "ray_write" else sink.records
+            assert written == records, written
             return {"seconds": seconds}
-        if case == "ray_read":
+        if case in ("ray_read", "ray_read_floor"):
+            from kara_ray.datasource import BATCH_RECORDS
+
+            if case == "ray_read_floor":
+                source = _memory_datasource(records, BATCH_RECORDS)
             # The first read starts Ray's workers; the timed one is the second.
             for _ in range(2):
                 start = time.perf_counter()
-                data = ray.data.read_datasource(KaraDatasource(url, "bench", "single", "1"), override_num_blocks=4)
+                if case == "ray_read":
+                    source = KaraDatasource(url, "bench", "single", "1")
+                data = ray.data.read_datasource(source, override_num_blocks=READ_TASKS)
                 count = sum(batch.num_rows for batch in data.iter_batches(batch_size=None, batch_format="pyarrow"))
                 seconds = time.perf_counter() - start
             assert count == records
@@ -239,9 +317,11 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         "commit": f"commit of the {PARTS} parts",
         "kara_write": "kara write_many, 1 process",
         "ray_write": "Ray Data write (2 CPUs)",
+        "ray_write_floor": "  Ray floor: no-op datasink",
         "k215_write": "2.1.5 write, 1 process",
         "kara_read": "kara read, 1 process",
         "ray_read": "Ray Data read (2 CPUs)",
+        "ray_read_floor": "  Ray floor: rows from memory",
         "k215_read": "2.1.5 read, 1 process",
     }
     for case, name in names.items():
@@ -254,7 +334,9 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
     rows = [
         ("commit time / write time", "commit", "commit_write", 0.05, "<="),
         ("Ray write / kara write_many (records/s)", "ray_write", "kara_write", 1.3, ">="),
+        ("  ceiling: Ray floor / kara write_many", "ray_write_floor", "kara_write", None, ""),
         ("Ray read / kara read (records/s)", "ray_read", "kara_read", 0.8, ">="),
+        ("  ceiling: Ray floor / kara read", "ray_read_floor", "kara_read", None, ""),
         ("kara write_many / 2.1.5 write (records/s)", "kara_write", "k215_write", None, ""),
         ("kara read / 2.1.5 read (records/s)", "kara_read", "k215_read", None, ""),
     ]
@@ -270,6 +352,17 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         ok = "-" if target is None else ("yes" if (median <= target if sense == "<=" else median >= target) else "NO")
         goal = "-" if target is None else f"{sense}{target:g}"
         print(f"{name:<44} {median:>9.3f} ({min(values):.3f}-{max(values):.3f}) {goal:>8}  {ok}")
+    # kara's share of a Ray run: its seconds above Ray's own floor, measured in the same round.
+    for name, ours, floor in (
+        ("Ray write", "ray_write", "ray_write_floor"),
+        ("Ray read", "ray_read", "ray_read_floor"),
+    ):
+        if ours in times and floor in times:
+            above = [a - b for a, b in zip(times[ours], times[floor], strict=True)]
+            print(
+                f"{name}: Ray's floor {statistics.median(times[floor]):.3f} s, kara's share above it "
+                f"{statistics.median(above):.3f} s ({min(above):.3f}-{max(above):.3f})"
+            )
 
 
 if __name__ == "__main__":
