@@ -432,3 +432,23 @@ def test_a_staged_index_block_of_the_wrong_size_fails_the_commit(store: KaraStor
     with pytest.raises(CorruptDatasetError, match=r"the index block holds 72 bytes, done\.json says 80"):
         handle.commit()
     assert not store.backend.exists("row/corpus/docs/meta.json")  # nothing published
+
+
+def test_joined_read_only_buffers_are_held_and_writable_ones_copied(store: KaraStorage) -> None:
+    # Read-only buffers (bytes, Arrow's) are put from where they are; a writable one is
+    # copied, so changing it after write_joined returns changes nothing. Blocks of 1000
+    # bytes are cut across held buffers, copied records and the rest of a held buffer.
+    raws = [orjson.dumps(record(i)) for i in range(300)]
+    ends = list(accumulate(map(len, raws[100:200])))
+    held, writable = b"".join(raws[:100]), bytearray(b"".join(raws[100:200]))
+    handle = store.open_parallel_write("corpus", "docs", "v1", block_size=1000)
+    with handle.part(0) as part:
+        part.write_joined(memoryview(held), list(accumulate(map(len, raws[:100]))))
+        part.write_joined(writable, ends)
+        writable[:] = b"x" * len(writable)
+        part.write_many(record(i) for i in range(200, 250))
+        part.write_joined(b"".join(raws[250:]), list(accumulate(map(len, raws[250:]))))
+    report = handle.commit()
+    assert report.data_blocks == -(-sum(map(len, raws)) // 1000)  # full blocks, then the rest
+    with store.open_dataset("corpus", "docs") as ds:
+        assert ds.read_raw_range(0, 300) == raws

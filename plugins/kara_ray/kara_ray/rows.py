@@ -8,6 +8,7 @@ column is ``bytes`` unless another is named.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,12 @@ __all__ = [
 
 ITEM = "item"
 RAW_COLUMN = "bytes"
-#: Rows encoded to JSON at a time (bounds the encoder's memory and its string arrays).
-ENCODE_ROWS = 65536
+#: Rows encoded to JSON at a time (bounds the encoder's memory and its string arrays);
+#: a block's batches are encoded by ENCODE_THREADS threads (Arrow's kernels let go of the GIL).
+ENCODE_ROWS = 16384
+ENCODE_THREADS = pa.cpu_count()
+#: Bytes of JSON lines Arrow parses per block (and per thread).
+PARSE_BLOCK = 256 * 1024
 
 
 def record_column(serializer: Serializer, column: str | None) -> str | None:
@@ -73,21 +78,27 @@ def write_block(part: RowPart, block: Block, serializer: Serializer, column: str
     plain_json = type(serializer).serialize is JSONSerializer.serialize and isinstance(serializer, JSONSerializer)
     if column is None and plain_json:
         total = 0
-        for batch in table.to_batches(max_chunksize=ENCODE_ROWS):
-            try:
-                records = json_records(batch)
-            except (pa.ArrowInvalid, pa.ArrowCapacityError, pa.ArrowNotImplementedError):
-                records = None  # a batch too large for one string array, say
-            if records is None:
-                total += part.write_many(records_of_block(batch, None))
-            else:
-                total += part.write_joined(*joined(records))
+        batches = table.to_batches(max_chunksize=ENCODE_ROWS)
+        with ThreadPoolExecutor(min(ENCODE_THREADS, len(batches)) or 1, thread_name_prefix="kara-encode") as pool:
+            # Encoded ahead by the threads, written in order by this one.
+            for batch, records in zip(batches, pool.map(_encoded, batches), strict=True):
+                if records is None:
+                    total += part.write_many(records_of_block(batch, None))
+                else:
+                    total += part.write_joined(*joined(records))
         return total
     if isinstance(serializer, NoSerializer) and column is not None and column in table.column_names:
         values = table.column(column)
         if (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) and not values.null_count:
             return sum(part.write_joined(*joined(chunk)) for chunk in values.chunks)
     return part.write_many(records_of_block(table, column))
+
+
+def _encoded(batch: pa.RecordBatch) -> pa.StringArray | None:
+    try:
+        return json_records(batch)
+    except (pa.ArrowInvalid, pa.ArrowCapacityError, pa.ArrowNotImplementedError):
+        return None  # a batch too large for one string array, say
 
 
 def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
@@ -118,10 +129,12 @@ def json_block_joined(data: bytes, ends: Any, schema: pa.Schema | None) -> pa.Ta
 
 def _read_json(data: Any, count: int, schema: pa.Schema | None) -> pa.Table | None:
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
-    size = len(data) if isinstance(data, bytes) else data.size
     try:
-        # One thread: Ray already runs a read task per CPU.
-        read = pj.ReadOptions(use_threads=False, block_size=max(size + 1, 1 << 20))
+        # Arrow's thread pool parses blocks of PARSE_BLOCK bytes at once (pyarrow's default,
+        # as Ray's own read_json): a task uses the CPUs that Ray leaves idle (Ray's default
+        # resource reservation runs one task at a time on a small cluster), and tasks
+        # running together share the pool, whose size is the CPU count.
+        read = pj.ReadOptions(use_threads=True, block_size=PARSE_BLOCK)
         table = pj.read_json(pa.BufferReader(data), read, options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
