@@ -138,6 +138,7 @@ def test_the_buffers_hold_the_records_back_to_back() -> None:
         data, ends = joined(records)
         expected = [r.as_py().encode() if isinstance(r.as_py(), str) else r.as_py() for r in records]
         assert bytes(data) == b"".join(expected)
+        assert data.readonly  # a part writer holds it without a copy
         assert ends.dtype == np.uint64 and ends.tolist() == list(accumulate(map(len, expected)))
     with pytest.raises(ValueError, match="null"):
         joined(pa.array(["a", None]))

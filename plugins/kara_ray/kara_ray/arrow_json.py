@@ -245,7 +245,9 @@ def joined(records: pa.Array) -> tuple[memoryview, np.ndarray]:
     """The records of a string or binary array (no nulls) as one buffer and their end offsets.
 
     ``(data, ends)``: record ``i`` is ``data[ends[i - 1]:ends[i]]`` (from 0 for the first);
-    ``ends`` are unsigned 64-bit integers, as a part writer takes them. No copy of the data.
+    ``ends`` are unsigned 64-bit integers, as a part writer takes them. No copy of the data:
+    ``data`` is a read-only view (Arrow's buffers are never changed once built, though
+    their buffer protocol says writable), which a part writer holds until it writes it.
     """
     if records.null_count:
         raise ValueError("records cannot be null")
@@ -256,5 +258,5 @@ def joined(records: pa.Array) -> tuple[memoryview, np.ndarray]:
         offsets_buffer, dtype=width, count=count + 1, offset=records.offset * np.dtype(width).itemsize
     )
     first, last = int(offsets[0]), int(offsets[-1])
-    data = memoryview(data_buffer)[first:last] if data_buffer is not None else memoryview(b"")
+    data = memoryview(data_buffer)[first:last].toreadonly() if data_buffer is not None else memoryview(b"")
     return data, (offsets[1:] - first).astype(np.uint64)

@@ -39,10 +39,10 @@ __all__ = [
 ITEM = "item"
 RAW_COLUMN = "bytes"
 #: Rows encoded to JSON at a time (bounds the encoder's memory and its string arrays);
-#: a block's batches are encoded by ENCODE_THREADS threads (Arrow's kernels let go of the GIL).
+#: a block's batches are encoded by as many threads as Arrow's pool has (Arrow's kernels
+#: let go of the GIL; in a Ray worker, as many as the task's CPUs).
 ENCODE_ROWS = 16384
-ENCODE_THREADS = pa.cpu_count()
-#: Bytes of JSON lines Arrow parses per block (and per thread).
+#: Bytes of JSON lines Arrow parses per block (and per thread) when it has several threads.
 PARSE_BLOCK = 256 * 1024
 
 
@@ -79,7 +79,8 @@ def write_block(part: RowPart, block: Block, serializer: Serializer, column: str
     if column is None and plain_json:
         total = 0
         batches = table.to_batches(max_chunksize=ENCODE_ROWS)
-        with ThreadPoolExecutor(min(ENCODE_THREADS, len(batches)) or 1, thread_name_prefix="kara-encode") as pool:
+        threads = min(pa.cpu_count(), len(batches)) or 1
+        with ThreadPoolExecutor(threads, thread_name_prefix="kara-encode") as pool:
             # Encoded ahead by the threads, written in order by this one.
             for batch, records in zip(batches, pool.map(_encoded, batches), strict=True):
                 if records is None:
@@ -116,12 +117,16 @@ def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
 def json_block_joined(data: bytes, ends: Any, schema: pa.Schema | None) -> pa.Table | None:
     """:func:`json_block` over records stored back to back in ``data`` (``ends``: their ends).
 
-    Arrow puts the newlines between the records (one kernel over an array that wraps
-    ``data`` without a copy): no Python object per record.
+    No Python object per record. Arrow parsing on one thread takes the buffer as one
+    block, in which JSON objects need no separator: ``data`` is parsed as it is. Several
+    threads split their blocks at newlines: Arrow puts them between the records first
+    (one kernel over an array that wraps ``data`` without a copy).
     """
     count = len(ends)
     if not count:
         return None
+    if pa.cpu_count() == 1:
+        return _read_json(pa.py_buffer(data), count, schema)
     records = binary_records(data, ends, pa.string())
     lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, count], pa.int32()), records), "\n")
     return _read_json(lines.buffers()[2], count, schema)
@@ -130,11 +135,12 @@ def json_block_joined(data: bytes, ends: Any, schema: pa.Schema | None) -> pa.Ta
 def _read_json(data: Any, count: int, schema: pa.Schema | None) -> pa.Table | None:
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
     try:
-        # Arrow's thread pool parses blocks of PARSE_BLOCK bytes at once (pyarrow's default,
-        # as Ray's own read_json): a task uses the CPUs that Ray leaves idle (Ray's default
-        # resource reservation runs one task at a time on a small cluster), and tasks
-        # running together share the pool, whose size is the CPU count.
-        read = pj.ReadOptions(use_threads=True, block_size=PARSE_BLOCK)
+        # With several threads in Arrow's pool, they parse blocks of PARSE_BLOCK bytes at
+        # once (pyarrow's default, as Ray's own read_json). Ray sizes the pool of its
+        # workers to the task's CPUs (OMP_NUM_THREADS): one thread parses the whole
+        # buffer as one block, which is faster than many small ones.
+        threads = pa.cpu_count() > 1
+        read = pj.ReadOptions(use_threads=threads, block_size=PARSE_BLOCK if threads else len(data) + 1)
         table = pj.read_json(pa.BufferReader(data), read, options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
