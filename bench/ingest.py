@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -80,6 +81,136 @@ def _rows_batch(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 CASES = ("commit", "kara_write", "ray_write", "kara_read", "ray_read", "k215_write", "k215_read")
+#: Read tasks of the Ray reads (the kara datasource and the in-memory floor alike).
+READ_TASKS = 4
+
+
+def _null_datasink() -> Any:
+    """Ray's own floor of a write: a datasink whose tasks take their blocks and write nothing."""
+    from ray.data import Datasink
+    from ray.data.block import BlockAccessor
+
+    class NullDatasink(Datasink):
+        def __init__(self) -> None:
+            self.records = 0
+
+        def write(self, blocks: Any, ctx: Any) -> dict[str, int]:
+            return {"records": sum(BlockAccessor.for_block(block).num_rows() for block in blocks)}
+
+        def on_write_complete(self, write_result: Any) -> None:
+            self.records = sum(result["records"] for result in write_result.write_returns)
+
+    return NullDatasink()
+
+
+def _timed(sink: Any) -> Any:
+    """``sink`` whose write tasks also report their process and start and end times (``sink.tasks``)."""
+    base = type(sink)
+
+    class Timed(base):  # type: ignore[misc, valid-type]
+        def write(self, blocks: Any, ctx: Any) -> Any:
+            start = time.time()
+            result = base.write(self, blocks, ctx)
+            times = {"pid": os.getpid(), "start": start, "end": time.time()}
+            return {**result, **times}
+
+        def on_write_complete(self, write_result: Any) -> None:
+            self.tasks = list(write_result.write_returns)
+            base.on_write_complete(self, write_result)
+
+    sink.__class__ = Timed
+    return sink
+
+
+def _serial_write(store: Any, blocks: Any) -> float:
+    """Seconds of the datasink's own work without Ray: every block encoded and written as a
+    part, one after the other, on one Arrow thread (a Ray worker's), then the commit."""
+    import pyarrow as pa
+    import ray
+    from kara_ray.rows import write_block
+
+    tables = [ray.get(ref) for ref in blocks.to_arrow_refs()]
+    threads = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        start = time.perf_counter()
+        handle = store.open_parallel_write("bench", "serial_w", f"s{os.getpid()}")
+        for number, table in enumerate(tables):
+            with handle.part(number) as part:
+                write_block(part, table, handle.serializer, None)
+        handle.commit()
+        return time.perf_counter() - start
+    finally:
+        pa.set_cpu_count(threads)
+
+
+def _serial_read(store: Any, records: int, batch: int) -> float:
+    """Seconds of the datasource's own work without Ray: every batch read and parsed by
+    Arrow's JSON reader, one after the other, on one Arrow thread (a Ray worker's)."""
+    import pyarrow as pa
+    from kara_ray.datasource import KaraDatasource, _block
+
+    source = KaraDatasource(store.url, "bench", "single", "1")
+    threads = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        start = time.perf_counter()
+        with store.open_dataset("bench", "single", version="1") as ds:
+            rows = sum(
+                _block(source, *ds.read_raw_joined(a, min(records, a + batch))).num_rows
+                for a in range(0, records, batch)
+            )
+        assert rows == records
+        return time.perf_counter() - start
+    finally:
+        pa.set_cpu_count(threads)
+
+
+def _at_once(tasks: list[dict[str, Any]]) -> int:
+    """The most write tasks that ran at the same time."""
+    events = sorted([(t["start"], 1) for t in tasks] + [(t["end"], -1) for t in tasks])
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def _memory_datasource(records: int, batch: int) -> Any:
+    """Ray's own floor of a read: read tasks that yield ``records`` rows from memory.
+
+    The same tasks and blocks as the kara read (``READ_TASKS`` tasks, blocks of ``batch``
+    rows of ``small_record``): each task yields slices of one Arrow table it is handed,
+    so what is timed is Ray moving the blocks to the consumer, no decoding.
+    """
+    import pyarrow as pa
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    table = pa.Table.from_pylist([small_record(i) for i in range(batch)])
+
+    def read(start: int, stop: int) -> Any:
+        for first in range(start, stop, batch):
+            yield table.slice(0, min(stop, first + batch) - first)
+
+    class MemoryDatasource(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return table.nbytes * records // batch
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None):
+            bounds = [records * i // parallelism for i in range(parallelism + 1)]
+            return [
+                ReadTask(
+                    lambda a=a, b=b: read(a, b),
+                    BlockMetadata(
+                        num_rows=b - a, size_bytes=table.nbytes * (b - a) // batch, exec_stats=None, input_files=None
+                    ),
+                    per_task_row_limit=per_task_row_limit,
+                )
+                for a, b in pairwise(bounds)
+            ]
+
+    return MemoryDatasource()
 
 
 def child(case: str, root: str, records: int) -> dict[str, Any]:
@@ -110,6 +241,7 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
             "moved": report.data_bytes_moved,
             "written": report.index_bytes_written,
             "by": report.moved_by,
+            "phases": report.phases,
         }
     if case == "kara_write":
         rows = [small_record(i) for i in range(records)]
@@ -129,24 +261,46 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
     try:
+        out: dict[str, Any] = {}
         if case == "ray_write":
             blocks = ray.data.range(records, override_num_blocks=PARTS).map_batches(_rows_batch).materialize()
-            sink = KaraDatasink(url, "bench", "ray_w", f"r{os.getpid()}")
-            start = time.perf_counter()
-            blocks.write_datasink(sink)
-            seconds = time.perf_counter() - start
-            assert sink.report is not None and sink.report.records == records
-            return {"seconds": seconds}
+            blocks.write_datasink(_timed(_null_datasink()))  # not timed: every worker has run a task
+            out["ray_write_serial"] = _serial_write(store, blocks)
+            for setting, reservation in (("", True), ("_both", False)):
+                # A dataset keeps the DataContext it was made with: set it there.
+                context.op_resource_reservation_enabled = reservation
+                blocks.context.op_resource_reservation_enabled = reservation
+                for name, sink in (
+                    ("ray_write_floor", _timed(_null_datasink())),
+                    ("ray_write", _timed(KaraDatasink(url, "bench", "ray_w", f"r{os.getpid()}{setting}"))),
+                ):
+                    start = time.perf_counter()
+                    blocks.write_datasink(sink)
+                    out[name + setting] = time.perf_counter() - start
+                    out[f"{name}{setting}_at_once"] = _at_once(sink.tasks)
+                    written = sink.report.records if isinstance(sink, KaraDatasink) else sink.records
+                    assert written == records, written
+            return out
         if case == "ray_read":
-            # The first read starts Ray's workers; the timed one is the second.
-            for _ in range(2):
-                start = time.perf_counter()
-                data = ray.data.read_datasource(KaraDatasource(url, "bench", "single", "1"), override_num_blocks=4)
-                count = sum(batch.num_rows for batch in data.iter_batches(batch_size=None, batch_format="pyarrow"))
-                seconds = time.perf_counter() - start
-            assert count == records
-            return {"seconds": seconds}
+            from kara_ray.datasource import BATCH_RECORDS
+
+            floor = _memory_datasource(records, BATCH_RECORDS)
+            out["ray_read_serial"] = _serial_read(store, records, BATCH_RECORDS)
+            for setting, reservation in (("", True), ("_both", False)):
+                context.op_resource_reservation_enabled = reservation
+                for name in ("ray_read_floor", "ray_read"):
+                    # The first read of each starts Ray's workers for it; the timed one is the second.
+                    for _ in range(2):
+                        start = time.perf_counter()
+                        source = floor if name == "ray_read_floor" else KaraDatasource(url, "bench", "single", "1")
+                        data = ray.data.read_datasource(source, override_num_blocks=READ_TASKS)
+                        batches = data.iter_batches(batch_size=None, batch_format="pyarrow")
+                        count = sum(batch.num_rows for batch in batches)
+                        out[name + setting] = time.perf_counter() - start
+                    assert count == records
+            return out
     finally:
         ray.shutdown()
     raise SystemExit(f"unknown case {case!r}")
@@ -217,7 +371,10 @@ def main() -> None:
                     out = run_k215(K215_CODE, params)
                 else:
                     out = _fresh(case, root, records)
-                if case == "commit":
+                if case.startswith("ray"):
+                    for name, value in out.items():
+                        times.setdefault(name, []).append(value)
+                elif case == "commit":
                     commits.append(out)
                     times.setdefault("commit_write", []).append(out["write"])
                     times.setdefault("commit", []).append(out["commit"])
@@ -238,23 +395,46 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         "commit_write": f"parallel write, {PARTS} parts, 1 process",
         "commit": f"commit of the {PARTS} parts",
         "kara_write": "kara write_many, 1 process",
-        "ray_write": "Ray Data write (2 CPUs)",
+        "ray_write": "Ray write, Ray's defaults",
+        "ray_write_floor": "  Ray floor: no-op datasink",
+        "ray_write_both": "Ray write, reservation off",
+        "ray_write_both_floor": "  Ray floor: no-op datasink",
+        "ray_write_serial": "  kara's work alone, 1 thread",
         "k215_write": "2.1.5 write, 1 process",
         "kara_read": "kara read, 1 process",
-        "ray_read": "Ray Data read (2 CPUs)",
+        "ray_read": "Ray read, Ray's defaults",
+        "ray_read_floor": "  Ray floor: rows from memory",
+        "ray_read_both": "Ray read, reservation off",
+        "ray_read_both_floor": "  Ray floor: rows from memory",
+        "ray_read_serial": "  kara's work alone, 1 thread",
         "k215_read": "2.1.5 read, 1 process",
     }
     for case, name in names.items():
         if case in times:
             print(f"{name:<34} {_spread(times[case]):>28} {_rate(records, times[case]):>30}")
+    for setting, label in (("", "Ray's defaults"), ("_both", "reservation off")):
+        if f"ray_write{setting}_at_once" in times:
+            kara, floor = times[f"ray_write{setting}_at_once"], times[f"ray_write_floor{setting}_at_once"]
+            print(f"write tasks running at once ({label}): kara {max(kara):.0f}, no-op floor {max(floor):.0f} (most)")
     if commits:
         moved, written = commits[0]["moved"], commits[0]["written"]
         print(f"\ncommit: data bytes moved ({commits[0]['by']}) {moved:,}; bytes rewritten (the index) {written:,}")
         print(f"        a commit that concatenated the parts would rewrite {moved + written:,} bytes")
+        phases = {name: [c["phases"][name] for c in commits] for name in commits[0]["phases"]}
+        print(
+            "        commit phases, ms, median: "
+            + ", ".join(f"{name} {1000 * statistics.median(values):.1f}" for name, values in phases.items())
+        )
     rows = [
         ("commit time / write time", "commit", "commit_write", 0.05, "<="),
         ("Ray write / kara write_many (records/s)", "ray_write", "kara_write", 1.3, ">="),
+        ("  ceiling: Ray floor / kara write_many", "ray_write_floor", "kara_write", None, ""),
+        ("  reservation off: Ray write / write_many", "ray_write_both", "kara_write", 1.3, ">="),
+        ("  ceiling: Ray floor / kara write_many", "ray_write_both_floor", "kara_write", None, ""),
         ("Ray read / kara read (records/s)", "ray_read", "kara_read", 0.8, ">="),
+        ("  ceiling: Ray floor / kara read", "ray_read_floor", "kara_read", None, ""),
+        ("  reservation off: Ray read / kara read", "ray_read_both", "kara_read", 0.8, ">="),
+        ("  ceiling: Ray floor / kara read", "ray_read_both_floor", "kara_read", None, ""),
         ("kara write_many / 2.1.5 write (records/s)", "kara_write", "k215_write", None, ""),
         ("kara read / 2.1.5 read (records/s)", "kara_read", "k215_read", None, ""),
     ]
@@ -270,6 +450,34 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         ok = "-" if target is None else ("yes" if (median <= target if sense == "<=" else median >= target) else "NO")
         goal = "-" if target is None else f"{sense}{target:g}"
         print(f"{name:<44} {median:>9.3f} ({min(values):.3f}-{max(values):.3f}) {goal:>8}  {ok}")
+    # kara's share of a Ray run: its seconds above Ray's own floor, measured in the same process.
+    print()
+    # With one task at a time (Ray's defaults here), a Ray run takes at least its floor
+    # plus kara's own work done serially: the best ratio that allows, against the target.
+    for name, ours, theirs, floor, serial, target in (
+        ("write", "ray_write", "kara_write", "ray_write_floor", "ray_write_serial", 1.3),
+        ("read", "ray_read", "kara_read", "ray_read_floor", "ray_read_serial", 0.8),
+    ):
+        if all(key in times for key in (ours, theirs, floor, serial)):
+            bound = [t / (f + w) for t, f, w in zip(times[theirs], times[floor], times[serial], strict=True)]
+            print(
+                f"Ray {name} one task at a time: floor + kara's serial work = "
+                f"{statistics.median(times[floor]) + statistics.median(times[serial]):.3f} s, best ratio "
+                f"{statistics.median(bound):.3f} ({min(bound):.3f}-{max(bound):.3f}) against the target {target:g}"
+            )
+    for name, ours in (
+        ("Ray write, Ray's defaults", "ray_write"),
+        ("Ray write, reservation off", "ray_write_both"),
+        ("Ray read, Ray's defaults", "ray_read"),
+        ("Ray read, reservation off", "ray_read_both"),
+    ):
+        floor = ours.replace("_both", "") + "_floor" + ("_both" if "_both" in ours else "")
+        if ours in times and floor in times:
+            above = [a - b for a, b in zip(times[ours], times[floor], strict=True)]
+            print(
+                f"{name}: Ray's floor {statistics.median(times[floor]):.3f} s, kara's share above it "
+                f"{statistics.median(above):.3f} s ({min(above):.3f}-{max(above):.3f})"
+            )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..backend import Backend
@@ -48,7 +48,7 @@ from ..errors import (
 )
 from ..serialization import Serializer, resolve_serializer
 from .blocks import block_path
-from .layout import check_name, data_prefix, index_prefix
+from .layout import check_name, data_prefix, index_prefix, version_prefix
 from .parts import (
     DATA_STEM,
     INDEX_STEM,
@@ -66,6 +66,7 @@ from .parts import (
     staging_prefix,
     write_marker_path,
 )
+from .snapshot import ENTRY
 from .store import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_FILE_SIZE, RowStore
 
 __all__ = ["DEFAULT_PART_BLOCK_SIZE", "CommitReport", "ParallelWrite", "open_parallel_write"]
@@ -91,6 +92,9 @@ class CommitReport:
     moved_by: str
     #: True when an earlier run had already finished the commit.
     already_committed: bool = False
+    #: Seconds of each step: ``plan``, ``move`` (data blocks), ``index`` (rewritten,
+    #: durable), ``publish`` (``meta.json``), ``clean`` (the staging folder removed).
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def _versions(backend: Backend, namespace: str, key: str) -> list[str]:
@@ -290,11 +294,25 @@ class ParallelWrite:
                 raise VersionExistsError(f"cannot commit {self._what}: another writer created the version")
             self._remove_staging()
             return CommitReport(version, 0, 0, 0, 0, 0, time.perf_counter() - started, "", already_committed=True)
+        phases: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        def step(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            phases[name], mark = now - mark, now
+
         plan = self._plan(attempts, parts)
+        step("plan")
         moved, blocks, moved_by = self._move_data(plan)
+        step("move")
         index_bytes = self._write_index(plan)
+        self._sync_version_folder()
+        step("index")
         RowStore(backend)._register_version(namespace, key, version)
+        step("publish")
         self._remove_staging()
+        step("clean")
         return CommitReport(
             version=version,
             records=sum(done.records for done in plan),
@@ -304,6 +322,7 @@ class ParallelWrite:
             index_bytes_written=index_bytes,
             seconds=time.perf_counter() - started,
             moved_by=moved_by,
+            phases=phases,
         )
 
     def _move_data(self, plan: list[PartDone]) -> tuple[int, int, str]:
@@ -355,6 +374,66 @@ class ParallelWrite:
         return how
 
     def _write_index(self, plan: list[PartDone]) -> int:
+        """Put the version's index: every part's end offsets shifted by the parts before it."""
+        try:
+            import numpy
+        except ImportError:
+            return self._write_index_blocks(plan)
+        # The whole index in one array: each part's blocks read into their place, one
+        # addition per part, then put in max_file_size pieces straight from the array.
+        backend, limit = self.backend, self.options["max_file_size"]
+        ends = numpy.empty(sum(done.records for done in plan), dtype="<u8")
+        raw = memoryview(ends).cast("B")
+        position = offset = 0
+        for done in plan:
+            source_prefix = attempt_prefix(self.namespace, self.key, self.version, done.part, done.attempt) + INDEX_STEM
+            first = position // ENTRY
+            for block, size in enumerate(done.index_blocks):
+                self._read_into(block_path(source_prefix, block), raw[position : position + size])
+                position += size
+            part = ends[first : position // ENTRY]
+            self._check_part_end(done, int(part[-1]) if len(part) else 0, source_prefix)
+            if offset:
+                part += numpy.uint64(offset)
+            offset += sum(done.data_blocks)
+        target_prefix = index_prefix(self.namespace, self.key, self.version)
+        pieces = range(0, len(raw), limit) if len(raw) else range(1)
+        for number, start in enumerate(pieces):
+            backend.put(block_path(target_prefix, number), raw[start : start + limit])
+        return len(raw)
+
+    def _read_into(self, path: str, target: memoryview) -> None:
+        # A local block is read straight into its place in the index; others are fetched.
+        local = self.backend.local_path(path) if self.backend.capabilities.local_path else None
+        if local is None:
+            data = self.backend.read(path)
+            got = len(data)
+            target[: min(got, len(target))] = data[: len(target)]
+        else:
+            try:
+                with open(local, "rb", buffering=0) as fh:
+                    got = fh.readinto(target)
+                    got += len(fh.read(1)) if got == len(target) else 0
+            except FileNotFoundError:
+                raise CorruptDatasetError(
+                    f"{self.backend.url}/{path}", None, "a staged index block of the plan is missing"
+                ) from None
+        if got != len(target):
+            raise CorruptDatasetError(
+                f"{self.backend.url}/{path}", None, f"the index block holds {got} bytes, done.json says {len(target)}"
+            )
+
+    def _check_part_end(self, done: PartDone, last: int, source_prefix: str) -> None:
+        part_bytes = sum(done.data_blocks)
+        if done.records and last != part_bytes:
+            raise CorruptDatasetError(
+                f"{self.backend.url}/{source_prefix}",
+                None,
+                f"the index ends at {last}, the part's data blocks hold {part_bytes} bytes",
+            )
+
+    def _write_index_blocks(self, plan: list[PartDone]) -> int:
+        # Without numpy: block by block, each shifted with shift_ends' big-integer lanes.
         backend, limit = self.backend, self.options["max_file_size"]
         target_prefix = index_prefix(self.namespace, self.key, self.version)
         pending = bytearray()
@@ -371,19 +450,22 @@ class ParallelWrite:
                     written += limit
                     del pending[:limit]
                     number += 1
-            part_bytes = sum(done.data_blocks)
-            if done.records and int.from_bytes(last, "little") != part_bytes:
-                raise CorruptDatasetError(
-                    f"{backend.url}/{source_prefix}",
-                    None,
-                    f"the index ends at {int.from_bytes(last, 'little')}, "
-                    f"the part's data blocks hold {part_bytes} bytes",
-                )
-            offset += part_bytes
+            self._check_part_end(done, int.from_bytes(last, "little"), source_prefix)
+            offset += sum(done.data_blocks)
         if pending or number == 0:
             backend.put(block_path(target_prefix, number), pending)
             written += len(pending)
         return written
+
+    def _sync_version_folder(self) -> None:
+        # The commit created the version's data/ and index/ folders: their entries in the
+        # version folder must be durable too before meta.json names the version (each
+        # folder's own entries were synced once, after its renames or by put).
+        if not self.backend.capabilities.local_path:
+            return
+        folder = self.backend.local_path(version_prefix(self.namespace, self.key, self.version).rstrip("/"))
+        if folder is not None:
+            _sync_folder(folder)
 
     def _remove_staging(self) -> None:
         backend = self.backend

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..backend import Backend
 from ..errors import ConfigurationError, CorruptDatasetError
+from ..localdisk import Buffers
 from .blocks import block_path
 from .dataset import RowDataset
 from .layout import version_prefix
@@ -222,7 +223,10 @@ class PartWriter:
         self._pid = os.getpid()
         self._block_size = block_size
         self._entries_per_block = max(1, block_size // ENTRY)
-        self._buf = bytearray()
+        #: The bytes of the next blocks, in order: bytearrays that records were copied
+        #: into, and read-only buffers held as they are (:meth:`append_joined`).
+        self._segments: list[bytearray | memoryview] = []
+        self._buffered = 0
         #: Where RowDataset.write_many copies records (as into RowWriter.pending); moved
         #: into the block buffer by :meth:`took`, and kept for the writer's lifetime.
         self.pending = io.BytesIO()
@@ -253,7 +257,7 @@ class PartWriter:
         """Buffer serialized records; full blocks are put as they fill."""
         if not raws:
             return
-        self._buf += raws[0] if len(raws) == 1 else b"".join(raws)
+        self._copy(raws[0] if len(raws) == 1 else b"".join(raws))
         self._account(list(map(len, raws)))
 
     def serialize_into(self, objs: list[Any], serialize: Callable[[Any], bytes]) -> None:
@@ -261,10 +265,19 @@ class PartWriter:
         self.took(serialize_into(self.pending, objs, serialize))
 
     def append_joined(self, data: Any, ends: bytes) -> None:
-        """Buffer records joined in ``data``; ``ends``: their ends in it, from :func:`ends_bytes`."""
+        """Buffer records joined in ``data``; ``ends``: their ends in it, from :func:`ends_bytes`.
+
+        A read-only ``data`` (bytes, an Arrow buffer) is held as it is until its block is
+        put, without a copy; a writable one is copied (its owner may change it).
+        """
         if not ends:
             return
-        self._buf += data
+        view = memoryview(data).cast("B")
+        if view.readonly:
+            self._segments.append(view)
+            self._buffered += len(view)
+        else:
+            self._copy(view)
         added = array("Q")
         added.frombytes(shift_ends(ends, self.end))
         if not _LITTLE:
@@ -280,7 +293,7 @@ class PartWriter:
             return
         pending = self.pending
         with pending.getbuffer() as whole, whole[: pending.tell()] as view:
-            self._buf += view
+            self._copy(view)
         pending.seek(0)
         self._account(sizes)
 
@@ -293,21 +306,43 @@ class PartWriter:
         self._count += len(sizes)
         self._put_full()
 
+    def _copy(self, data: Any) -> None:
+        last = self._segments[-1] if self._segments else None
+        if isinstance(last, bytearray):
+            last += data
+        else:
+            self._segments.append(bytearray(data))
+        self._buffered += len(data) if not isinstance(data, memoryview) else data.nbytes
+
     def _put_full(self) -> None:
-        while len(self._buf) >= self._block_size:
+        while self._buffered >= self._block_size:
             self._put_data(self._block_size)
         while len(self._ends) >= self._entries_per_block:
             self._put_index(self._entries_per_block)
 
     def _put_data(self, size: int) -> None:
-        # Blocks are cut at exactly ``size`` bytes (a record may continue in the next one).
-        if self._buf:
-            with memoryview(self._buf) as view:
-                block = view[:size]
-                self._backend.put(block_path(self._prefix + DATA_STEM, len(self._data_sizes)), block)
-                self._data_sizes.append(len(block))
-                block.release()
-            del self._buf[:size]
+        # Blocks are cut at exactly ``size`` bytes (a record may continue in the next one),
+        # put from the segments where they are (os.writev on local stores).
+        size = min(size, self._buffered)
+        if not size:
+            return
+        views: list[memoryview] = []
+        need = size
+        while need:
+            segment = memoryview(self._segments[0])
+            if len(segment) <= need:
+                self._segments.pop(0)
+                views.append(segment)
+                need -= len(segment)
+            else:
+                views.append(segment[:need])
+                self._segments[0] = segment[need:]  # the rest: a view, never appended to
+                need = 0
+        self._backend.put(
+            block_path(self._prefix + DATA_STEM, len(self._data_sizes)), views[0] if len(views) == 1 else Buffers(views)
+        )
+        self._data_sizes.append(size)
+        self._buffered -= size
 
     def _put_index(self, entries: int) -> None:
         # Index blocks hold whole entries: the commit shifts each block on its own.
@@ -322,7 +357,7 @@ class PartWriter:
 
     def flush(self) -> None:
         """Put the buffered records as blocks (they count only once the part is closed)."""
-        self._put_data(len(self._buf))
+        self._put_data(self._buffered)
         self._put_index(len(self._ends))
 
     def close(self) -> None:
@@ -403,10 +438,12 @@ class RowPart(RowDataset):
         """Append serialized records stored back to back in ``data``; return their count.
 
         ``ends``: the end offset of each record in ``data`` (non-decreasing, the last one
-        ``len(data)``), as a numpy integer array or a sequence of ints. One copy of the
-        bytes into the part's block buffer and no Python object per record: the fastest
-        way in for records encoded in bulk (an Arrow string array's data and offsets).
-        Bad ``ends`` raise :class:`ConfigurationError` and write nothing.
+        ``len(data)``), as a numpy integer array or a sequence of ints. No Python object
+        per record: the fastest way in for records encoded in bulk (an Arrow string
+        array's data and offsets). A read-only ``data`` (bytes, an Arrow buffer) is kept
+        by reference until its block is written, without a copy (it must not change
+        meanwhile); a writable one is copied into the part's block buffer. Bad ``ends``
+        raise :class:`ConfigurationError` and write nothing.
         """
         with memoryview(data) as outer, outer.cast("B") as view:
             raw_ends = ends_bytes(ends, view.nbytes)
@@ -414,7 +451,7 @@ class RowPart(RowDataset):
                 if self._queue is None or self._writer is None:
                     raise self._unwritable()
                 self._drain()
-                self._part_writer.append_joined(view, raw_ends)
+                self._part_writer.append_joined(data, raw_ends)
         return len(raw_ends) // ENTRY
 
     def abandon(self) -> None:

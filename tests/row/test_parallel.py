@@ -18,6 +18,7 @@ import pytest
 from kara_core import KaraStorage
 from kara_core.errors import (
     ConfigurationError,
+    CorruptDatasetError,
     DatasetClosedError,
     DatasetLockedError,
     DatasetNotFoundError,
@@ -394,3 +395,60 @@ def test_bad_joined_or_serialized_records_are_refused_and_write_nothing(store: K
         part.write_joined(data, ends)
     with pytest.raises(DatasetClosedError):
         part.write_serialized(raws)
+
+
+@pytest.mark.parametrize("max_file_size", [8 * 7, 1 << 20])
+def test_the_index_is_the_same_with_and_without_numpy(
+    store: KaraStorage, monkeypatch: pytest.MonkeyPatch, max_file_size: int
+) -> None:
+    # numpy reads every part's index into one array and shifts it in place; without it
+    # the blocks are shifted one by one. Index blocks cut at max_file_size either way.
+    counts = [5, 0, 9, 3]
+    indexes = []
+    for version, numpy_present in (("a", True), ("b", False)):
+        if not numpy_present:
+            monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy raises ImportError
+        handle = store.open_parallel_write("corpus", "docs", version, block_size=64, max_file_size=max_file_size)
+        for part, count in enumerate(counts):
+            with handle.part(part) as writer:
+                writer.write_many(record(part * 1000 + i) for i in range(count))
+        report = handle.commit()
+        assert set(report.phases) == {"plan", "move", "index", "publish", "clean"}
+        assert sum(report.phases.values()) <= report.seconds
+        paths = sorted(store.backend.list(f"row/corpus/docs/{version}/index/"))
+        indexes.append([store.backend.read(path) for path in paths])
+        with store.open_dataset("corpus", "docs", version=version) as ds:
+            assert list(ds) == _expected(counts)
+    assert indexes[0] == indexes[1]
+    assert len(indexes[0]) == (3 if max_file_size == 56 else 1)  # 17 entries in 7-entry blocks
+
+
+def test_a_staged_index_block_of_the_wrong_size_fails_the_commit(store: KaraStorage) -> None:
+    handle = store.open_parallel_write("corpus", "docs", "v1")
+    with handle.part(0) as writer:
+        writer.write_many(record(i) for i in range(10))
+    index = next(p for p in store.backend.list("row/corpus/docs/v1/.kara/") if ".index." in p)
+    store.backend.put(index, store.backend.read(index)[:-8])
+    with pytest.raises(CorruptDatasetError, match=r"the index block holds 72 bytes, done\.json says 80"):
+        handle.commit()
+    assert not store.backend.exists("row/corpus/docs/meta.json")  # nothing published
+
+
+def test_joined_read_only_buffers_are_held_and_writable_ones_copied(store: KaraStorage) -> None:
+    # Read-only buffers (bytes, Arrow's) are put from where they are; a writable one is
+    # copied, so changing it after write_joined returns changes nothing. Blocks of 1000
+    # bytes are cut across held buffers, copied records and the rest of a held buffer.
+    raws = [orjson.dumps(record(i)) for i in range(300)]
+    ends = list(accumulate(map(len, raws[100:200])))
+    held, writable = b"".join(raws[:100]), bytearray(b"".join(raws[100:200]))
+    handle = store.open_parallel_write("corpus", "docs", "v1", block_size=1000)
+    with handle.part(0) as part:
+        part.write_joined(memoryview(held), list(accumulate(map(len, raws[:100]))))
+        part.write_joined(writable, ends)
+        writable[:] = b"x" * len(writable)
+        part.write_many(record(i) for i in range(200, 250))
+        part.write_joined(b"".join(raws[250:]), list(accumulate(map(len, raws[250:]))))
+    report = handle.commit()
+    assert report.data_blocks == -(-sum(map(len, raws)) // 1000)  # full blocks, then the rest
+    with store.open_dataset("corpus", "docs") as ds:
+        assert ds.read_raw_range(0, 300) == raws

@@ -34,6 +34,7 @@ __all__ = ["joined", "json_records", "supported"]
 _SHORT = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
 _ESCAPES = {chr(c): _SHORT.get(c, f"\\u{c:04x}") for c in range(0x20)}
 _NULL = pa.scalar("null", pa.string())
+_COMMA = ord(",")
 
 
 def supported(kind: pa.DataType) -> bool:
@@ -79,17 +80,85 @@ def json_records(batch: pa.RecordBatch | pa.Table) -> pa.StringArray | None:
 
 
 def _object(names: list[str], columns: list[pa.Array], validity: pa.Array | None) -> pa.StringArray:
-    # '{"a":' + a + ',"b":' + b + '}' for every row, in one element-wise kernel.
+    # '{"a":' + a + ',"b":' + b + '}' for every row, in one element-wise kernel. The
+    # constant text around a value (a string's quotes, a list's brackets, the comma or
+    # brace after it) goes into the literal pieces when the column allows (no nulls):
+    # no kernel pass per column to add it.
     pieces: list[Any] = []
+    literal = "{"
     for number, (name, column) in enumerate(zip(names, columns, strict=True)):
-        key = orjson.dumps(name).decode()
-        pieces.append(("{" if number == 0 else ",") + key + ":")
-        pieces.append(_value(column))
-    pieces.append("}")
+        follow = "," if number + 1 < len(names) else "}"
+        opener, encoded, closer = _member(column, follow)
+        literal += orjson.dumps(name).decode() + ":" + opener
+        pieces += [literal, encoded] if literal else [encoded]
+        literal = closer
+    if literal:
+        pieces.append(literal)
     joined = pc.binary_join_element_wise(*pieces, "")
     if validity is not None:
         joined = pc.if_else(validity, joined, _NULL)
     return joined
+
+
+def _member(array: pa.Array, follow: str) -> tuple[str, pa.StringArray, str]:
+    """``(opener, values, closer)``: ``opener + values[i] + closer`` is value ``i``'s JSON then ``follow``."""
+    kind = array.type
+    if not array.null_count:
+        if pa.types.is_integer(kind):
+            return "", _ints_followed(array, follow), ""
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return '"', _escaped(array), '"' + follow
+        if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type):
+            items = array.values.slice(array.offsets[0].as_py(), array.offsets[-1].as_py() - array.offsets[0].as_py())
+            if not items.null_count:
+                return "[", _int_lists(array), follow
+    return "", _value(array), follow
+
+
+def _ints_followed(array: pa.Array, follow: str) -> pa.StringArray:
+    # Each integer's text then ``follow``: orjson writes the whole column as one JSON list
+    # (numpy in C, several times faster than Arrow's cast to string), and its commas and
+    # closing bracket become ``follow`` in place: the items are cut after them.
+    count = len(array)
+    text = bytearray(orjson.dumps(array.to_numpy(), option=orjson.OPT_SERIALIZE_NUMPY))
+    view = np.frombuffer(text, dtype=np.uint8)
+    commas = np.flatnonzero(view == _COMMA)
+    view[commas] = ord(follow)
+    view[-1] = ord(follow)
+    offsets = np.empty(count + 1, dtype=np.int32)
+    offsets[0] = 1
+    offsets[1:count] = commas + 1
+    offsets[count] = len(text)
+    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(text))
+
+
+def _int_lists(array: pa.Array) -> pa.StringArray:
+    # Each list's items and its closing bracket ("1,2,3]", "]" when empty), for a list
+    # column without nulls at either level. orjson writes all the items as one JSON list;
+    # a row's items are then one stretch of that text, and the comma after a row's last
+    # item becomes its ']' in place.
+    rows = len(array)
+    bounds = np.asarray(array.offsets, dtype=np.int64)
+    bounds = bounds - bounds[0]
+    count = int(bounds[-1])
+    if not count:
+        return pa.array(["]"] * rows, pa.string())
+    items = array.values.slice(int(array.offsets[0].as_py()), count)
+    text = bytearray(orjson.dumps(items.to_numpy(), option=orjson.OPT_SERIALIZE_NUMPY))
+    view = np.frombuffer(text, dtype=np.uint8)
+    starts = np.empty(count + 1, dtype=np.int64)  # where each item's text begins, then the end
+    starts[0] = 1
+    starts[1:count] = np.flatnonzero(view == _COMMA) + 1
+    starts[count] = len(text)
+    last = bounds[1:]
+    filled = last > bounds[:-1]
+    closing = last[filled & (last < count)]
+    view[starts[closing] - 1] = ord("]")
+    offsets = starts[bounds].astype(np.int32)
+    lists = pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text))
+    if not filled.all():
+        lists = pc.if_else(pa.array(filled), lists, "]")
+    return lists
 
 
 def _value(array: pa.Array) -> pa.StringArray:
@@ -134,16 +203,21 @@ def _floats(array: pa.Array) -> pa.StringArray:
 
 
 def _string(array: pa.Array) -> pa.StringArray:
-    # Quoted, with orjson's escapes: '\\', '"' and the control characters; nothing else
-    # (not '/', DEL or U+2028). UTF-8 continuation bytes are >= 0x80, so the bytes
-    # needing an escape are found with one vectorised scan of the data buffer.
+    return pc.binary_join_element_wise('"', _escaped(array), '"', "")
+
+
+def _escaped(array: pa.Array) -> pa.StringArray:
+    # The text between the quotes, with orjson's escapes: '\\', '"' and the control
+    # characters; nothing else (not '/', DEL or U+2028). UTF-8 continuation bytes are
+    # >= 0x80, so the bytes needing an escape are found with vectorised scans of the data
+    # buffer (a minimum and two counts: no mask of the whole buffer in the common case).
     if pa.types.is_large_string(array.type):
         array = array.cast(pa.string())
     data_buffer = array.buffers()[2]
     if data_buffer is not None and data_buffer.size:
         raw = np.frombuffer(data_buffer, dtype=np.uint8)
-        special = raw[(raw < 0x20) | (raw == 0x22) | (raw == 0x5C)]
-        if special.size:
+        if raw.min() < 0x20 or np.count_nonzero(raw == 0x22) or np.count_nonzero(raw == 0x5C):
+            special = raw[(raw < 0x20) | (raw == 0x22) | (raw == 0x5C)]
             present = set(np.unique(special).tolist())
             if 0x5C in present:  # first: the other escapes add backslashes
                 array = pc.replace_substring(array, "\\", "\\\\")
@@ -151,7 +225,7 @@ def _string(array: pa.Array) -> pa.StringArray:
                 array = pc.replace_substring(array, '"', '\\"')
             for code in sorted(present - {0x22, 0x5C}):
                 array = pc.replace_substring(array, chr(code), _ESCAPES[chr(code)])
-    return pc.binary_join_element_wise('"', array, '"', "")
+    return array
 
 
 def _list(array: pa.Array) -> pa.StringArray:
@@ -171,7 +245,9 @@ def joined(records: pa.Array) -> tuple[memoryview, np.ndarray]:
     """The records of a string or binary array (no nulls) as one buffer and their end offsets.
 
     ``(data, ends)``: record ``i`` is ``data[ends[i - 1]:ends[i]]`` (from 0 for the first);
-    ``ends`` are unsigned 64-bit integers, as a part writer takes them. No copy of the data.
+    ``ends`` are unsigned 64-bit integers, as a part writer takes them. No copy of the data:
+    ``data`` is a read-only view (Arrow's buffers are never changed once built, though
+    their buffer protocol says writable), which a part writer holds until it writes it.
     """
     if records.null_count:
         raise ValueError("records cannot be null")
@@ -182,5 +258,5 @@ def joined(records: pa.Array) -> tuple[memoryview, np.ndarray]:
         offsets_buffer, dtype=width, count=count + 1, offset=records.offset * np.dtype(width).itemsize
     )
     first, last = int(offsets[0]), int(offsets[-1])
-    data = memoryview(data_buffer)[first:last] if data_buffer is not None else memoryview(b"")
+    data = memoryview(data_buffer)[first:last].toreadonly() if data_buffer is not None else memoryview(b"")
     return data, (offsets[1:] - first).astype(np.uint64)

@@ -8,6 +8,7 @@ column is ``bytes`` unless another is named.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,12 @@ __all__ = [
 
 ITEM = "item"
 RAW_COLUMN = "bytes"
-#: Rows encoded to JSON at a time (bounds the encoder's memory and its string arrays).
-ENCODE_ROWS = 65536
+#: Rows encoded to JSON at a time (bounds the encoder's memory and its string arrays);
+#: a block's batches are encoded by as many threads as Arrow's pool has (Arrow's kernels
+#: let go of the GIL; in a Ray worker, as many as the task's CPUs).
+ENCODE_ROWS = 16384
+#: Bytes of JSON lines Arrow parses per block (and per thread) when it has several threads.
+PARSE_BLOCK = 256 * 1024
 
 
 def record_column(serializer: Serializer, column: str | None) -> str | None:
@@ -73,21 +78,28 @@ def write_block(part: RowPart, block: Block, serializer: Serializer, column: str
     plain_json = type(serializer).serialize is JSONSerializer.serialize and isinstance(serializer, JSONSerializer)
     if column is None and plain_json:
         total = 0
-        for batch in table.to_batches(max_chunksize=ENCODE_ROWS):
-            try:
-                records = json_records(batch)
-            except (pa.ArrowInvalid, pa.ArrowCapacityError, pa.ArrowNotImplementedError):
-                records = None  # a batch too large for one string array, say
-            if records is None:
-                total += part.write_many(records_of_block(batch, None))
-            else:
-                total += part.write_joined(*joined(records))
+        batches = table.to_batches(max_chunksize=ENCODE_ROWS)
+        threads = min(pa.cpu_count(), len(batches)) or 1
+        with ThreadPoolExecutor(threads, thread_name_prefix="kara-encode") as pool:
+            # Encoded ahead by the threads, written in order by this one.
+            for batch, records in zip(batches, pool.map(_encoded, batches), strict=True):
+                if records is None:
+                    total += part.write_many(records_of_block(batch, None))
+                else:
+                    total += part.write_joined(*joined(records))
         return total
     if isinstance(serializer, NoSerializer) and column is not None and column in table.column_names:
         values = table.column(column)
         if (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) and not values.null_count:
             return sum(part.write_joined(*joined(chunk)) for chunk in values.chunks)
     return part.write_many(records_of_block(table, column))
+
+
+def _encoded(batch: pa.RecordBatch) -> pa.StringArray | None:
+    try:
+        return json_records(batch)
+    except (pa.ArrowInvalid, pa.ArrowCapacityError, pa.ArrowNotImplementedError):
+        return None  # a batch too large for one string array, say
 
 
 def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
@@ -105,12 +117,16 @@ def json_block(raws: list[bytes], schema: pa.Schema | None) -> pa.Table | None:
 def json_block_joined(data: bytes, ends: Any, schema: pa.Schema | None) -> pa.Table | None:
     """:func:`json_block` over records stored back to back in ``data`` (``ends``: their ends).
 
-    Arrow puts the newlines between the records (one kernel over an array that wraps
-    ``data`` without a copy): no Python object per record.
+    No Python object per record. Arrow parsing on one thread takes the buffer as one
+    block, in which JSON objects need no separator: ``data`` is parsed as it is. Several
+    threads split their blocks at newlines: Arrow puts them between the records first
+    (one kernel over an array that wraps ``data`` without a copy).
     """
     count = len(ends)
     if not count:
         return None
+    if pa.cpu_count() == 1:
+        return _read_json(pa.py_buffer(data), count, schema)
     records = binary_records(data, ends, pa.string())
     lines = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, count], pa.int32()), records), "\n")
     return _read_json(lines.buffers()[2], count, schema)
@@ -118,10 +134,13 @@ def json_block_joined(data: bytes, ends: Any, schema: pa.Schema | None) -> pa.Ta
 
 def _read_json(data: Any, count: int, schema: pa.Schema | None) -> pa.Table | None:
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer") if schema else None
-    size = len(data) if isinstance(data, bytes) else data.size
     try:
-        # One thread: Ray already runs a read task per CPU.
-        read = pj.ReadOptions(use_threads=False, block_size=max(size + 1, 1 << 20))
+        # With several threads in Arrow's pool, they parse blocks of PARSE_BLOCK bytes at
+        # once (pyarrow's default, as Ray's own read_json). Ray sizes the pool of its
+        # workers to the task's CPUs (OMP_NUM_THREADS): one thread parses the whole
+        # buffer as one block, which is faster than many small ones.
+        threads = pa.cpu_count() > 1
+        read = pj.ReadOptions(use_threads=threads, block_size=PARSE_BLOCK if threads else len(data) + 1)
         table = pj.read_json(pa.BufferReader(data), read, options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
