@@ -184,3 +184,66 @@ def test_a_damaged_record_stops_a_batched_sequential_read_right_after_it(store: 
         assert got == list(range(77))
         assert ds.tell() == 78
         assert list(ds) == list(range(78, 200))
+
+
+def _joined(raws: list[bytes], lead: int) -> tuple[memoryview, np.ndarray]:
+    """``raws`` back to back after ``lead`` bytes, as read-only mapped runs come, and their bounds."""
+    data = memoryview(bytes(lead) + b"".join(raws))
+    bounds = np.concatenate(([lead], lead + np.cumsum([len(raw) for raw in raws], dtype=np.int64))).astype(np.int64)
+    return data, bounds
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(DTYPES),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.integers(0, 6),
+    st.integers(0, 9),
+    st.integers(0, 2**32 - 1),
+)
+def test_numpy_deserialize_joined_equals_deserialize(dtype: str, shape: list, count: int, lead: int, seed: int) -> None:
+    # Runs of records of one shape (the strided fast path), of mixed shapes, and with one
+    # record of another dtype among them: the same arrays as decoding one by one.
+    serializer = NumpySerializer()
+    rng = np.random.default_rng(seed)
+    arrays = [np.frombuffer(rng.bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize), dtype=dtype).reshape(shape)]
+    arrays *= count
+    for extra in ([], [np.arange(3, dtype=np.int64)], [np.zeros((), dtype=np.int8)]):
+        raws = [serializer.serialize(array) for array in [*arrays, *extra]]
+        joined = serializer.deserialize_joined(*_joined(raws, lead))
+        one = [serializer.deserialize(raw) for raw in raws]
+        assert len(joined) == len(one)
+        for a, b in zip(one, joined, strict=True):
+            _same(a, b)
+            assert b.flags.c_contiguous
+
+
+def test_numpy_deserialize_joined_refuses_a_damaged_record_like_deserialize() -> None:
+    serializer = NumpySerializer()
+    raws = [serializer.serialize(np.arange(8, dtype=np.int32)) for _ in range(4)]
+    bad = bytearray(raws[2])
+    bad[1] = 3  # claims 3 dimensions: its header no longer matches the others'
+    with pytest.raises(SerializationError, match=r"header runs past|needs"):
+        serializer.deserialize_joined(*_joined([*raws[:2], bytes(bad), raws[3]], 0))
+
+
+@pytest.mark.parametrize("shape", [(2048,), (3, 5), (0,)])
+def test_sequential_reads_of_fixed_shape_arrays_are_read_only_views_of_the_run(
+    store: KaraStorage, shape: tuple[int, ...]
+) -> None:
+    records = [np.full(shape, i, dtype=np.int32) for i in range(300)]
+    with store.open_dataset("ns", "k", "w", version="1", serialization="numpy") as ds:
+        ds.write_many(records)
+    with store.open_dataset("ns", "k") as ds:
+        got = list(ds)
+        assert ds.tell() == 300
+        for a, b in zip(got, records, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+            assert not a.flags.writeable
+        # Interleaved read() and iteration share the cursor exactly.
+        ds.seek(5)
+        assert np.array_equal(ds.read(), records[5])
+        reading = iter(ds)
+        assert np.array_equal(next(reading), records[6])
+        reading.close()  # type: ignore[attr-defined]
+        assert np.array_equal(ds.read(), records[7])
