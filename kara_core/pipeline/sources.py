@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigurationError, ModeError
-from ..serialization import batch_deserializer, serializer_label
+from ..serialization import Serializer, batch_deserializer, serializer_label
 
 __all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "pick"]
 
@@ -69,6 +69,7 @@ class RowView:
         self.chunk = max(1, min(CHUNK_RECORDS, CHUNK_BYTES // mean))
         self.cached_chunks = max(4, min(CACHE_BYTES // (self.chunk * mean), CACHE_SLOTS // self.chunk))
         self._many = batch_deserializer(rows.serializer)
+        self._decoded = _decodes_runs(rows)
         self._reset_cache()
 
     def _reset_cache(self) -> None:
@@ -149,7 +150,9 @@ class RowView:
 
     def _read_chunks(self, first: int, stop: int) -> None:
         size, pool, direct = self.chunk, self._pool, self._direct
-        raws = self.rows.read_raw_range(first * size, stop * size)
+        # Serializers that decode a run at once (numpy) have their records cached decoded.
+        read = self.rows.read_range if self._decoded else self.rows.read_raw_range
+        raws = read(first * size, stop * size)
         # fromiter keeps each record as it is (numpy unpacks memoryviews given as a list).
         run = np.fromiter(raws, dtype=object, count=len(raws))
         for chunk in range(first, stop):
@@ -161,7 +164,10 @@ class RowView:
                 direct[chunk] = slot
 
     def fetch(self, positions: np.ndarray, epoch: int = 0) -> list[Any]:
-        """The decoded records at ``positions`` (each occurrence decoded on its own)."""
+        """The decoded records at ``positions`` (each occurrence decoded on its own, unless
+        the serializer decodes runs: then the cached records are read-only arrays, shared)."""
+        if self._decoded:
+            return self.raws(positions)
         return self._many(self.raws(positions))
 
     def fetch_encoded(self, positions: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, Decoder | None]:
@@ -170,7 +176,7 @@ class RowView:
         Readers that use the records a few at a time decode them a few at a time (the
         fresh objects are then still in the CPU cache when used).
         """
-        return self.raw_items(positions), self._many
+        return self.raw_items(positions), None if self._decoded else self._many
 
     def decoding(self) -> Any:
         """What identifies how this view decodes (views with equal ones share a decoder)."""
@@ -204,10 +210,20 @@ class RowView:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._many = batch_deserializer(self.rows.serializer)
+        self._decoded = _decodes_runs(self.rows)
         self._reset_cache()
 
     def __repr__(self) -> str:
         return f"RowView({self.rows!r})"
+
+
+def _decodes_runs(rows: Any) -> bool:
+    """Whether ``rows`` decodes runs of records at once (``read_range`` with a zero-copy
+    serializer that has its own ``deserialize_joined``)."""
+    serializer = rows.serializer
+    joined = getattr(type(serializer), "deserialize_joined", Serializer.deserialize_joined)
+    own = getattr(serializer, "zero_copy", False) and joined is not Serializer.deserialize_joined
+    return bool(own) and hasattr(rows, "read_range")
 
 
 def pick(values: list[Any], indices: np.ndarray) -> list[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import operator
+import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -444,6 +445,26 @@ class RowDataset:
         start = min(max(operator.index(start), 0), length)
         stop = min(max(operator.index(stop), start), length)
         return snap.raw_range(self._begin + start, self._begin + stop, False, None, self._views)
+
+    def read_range(self, start: int, stop: int) -> list[Any]:
+        """The decoded records ``[start, stop)``, clamped like a list slice.
+
+        One index read and one data read; serializers with their own
+        ``deserialize_joined`` (numpy) decode the run at once from mapped memory.
+        """
+        snap = self._reader()
+        length = self._end - self._begin
+        start = min(max(operator.index(start), 0), length)
+        stop = min(max(operator.index(stop), start), length)
+        first, last = self._begin + start, self._begin + stop
+        if self._joined is not None:
+            run = snap.mapped_run(first, last, sys.maxsize)
+            if run is not None:
+                try:
+                    return self._joined(*run)
+                except Exception:  # noqa: BLE001 - any error of a user serializer: decoded one by one below
+                    pass
+        return self._deserialize_many(snap.raw_range(first, last, False, None, self._views))
 
     def read_raw_joined(self, start: int, stop: int) -> tuple[bytes, array[int]]:
         """Records ``[start, stop)`` (clamped like a list slice) as one buffer and their ends.

@@ -247,3 +247,34 @@ def test_sequential_reads_of_fixed_shape_arrays_are_read_only_views_of_the_run(
         assert np.array_equal(next(reading), records[6])
         reading.close()  # type: ignore[attr-defined]
         assert np.array_equal(ds.read(), records[7])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(DTYPES),
+    st.lists(st.integers(0, 40), min_size=2, max_size=8),
+    st.integers(0, 9),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 7),
+)
+def test_numpy_deserialize_joined_of_1d_records_of_any_length(
+    dtype: str, lengths: list[int], lead: int, seed: int, damage: int
+) -> None:
+    # Token documents: 1-D records of one dtype and many lengths (the sliced fast path),
+    # then the same run with one record's stored length changed: the error of deserialize.
+    serializer = NumpySerializer()
+    rng = np.random.default_rng(seed)
+    itemsize = np.dtype(dtype).itemsize
+    raws = [serializer.serialize(np.frombuffer(rng.bytes(n * itemsize), dtype=dtype)) for n in lengths]
+    joined = serializer.deserialize_joined(*_joined(raws, lead))
+    for a, b in zip([serializer.deserialize(raw) for raw in raws], joined, strict=True):
+        _same(a, b)
+    bad = bytearray(raws[damage % len(raws)])
+    shape_at = 4 + len(np.dtype(dtype).str)
+    bad[shape_at] ^= 1 + damage
+    damaged = list(raws)
+    damaged[damage % len(raws)] = bytes(bad)
+    with pytest.raises(SerializationError):
+        serializer.deserialize(bytes(bad))
+    with pytest.raises(SerializationError):
+        serializer.deserialize_joined(*_joined(damaged, lead))
