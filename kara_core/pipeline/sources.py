@@ -39,6 +39,10 @@ CACHE_BYTES = 32 * 1024 * 1024
 #: up to DIRECT_CHUNKS chunks find their cached chunks through an array (8 bytes each).
 CACHE_SLOTS = 1 << 20
 DIRECT_CHUNKS = 1 << 20
+#: When the cache can hold a whole source, a missing chunk is read with the missing
+#: chunks of its aligned group of this many (one read call instead of one per chunk:
+#: they stay cached until their records are asked for).
+GROUP_CHUNKS = 16
 
 
 @runtime_checkable
@@ -72,12 +76,19 @@ class RowView:
         self._decoded = _decodes_runs(rows)
         self._reset_cache()
 
+    @property
+    def _direct_reads(self) -> bool:
+        # Records in mapped memory (local files) are sliced straight from the map when they
+        # are asked for: no chunk reads, no cache, and fresh bytes right before decoding.
+        return not self._decoded and bool(getattr(self.rows, "mapped", False)) and hasattr(self.rows, "read_raw_at")
+
     def _reset_cache(self) -> None:
         # The cache is a pool of `cached_chunks` slots of `chunk` records (an object
         # array); `_slots` maps the chunks held to their slot, oldest read first, and
         # `_direct` does the same as an array indexed by chunk (for sources of up to
         # DIRECT_CHUNKS chunks), so a batch of positions finds its records with numpy alone.
         chunks = -(-len(self.rows) // self.chunk)
+        self._chunks = chunks
         self._pool = np.empty(self.cached_chunks * self.chunk, dtype=object)
         self._free = list(range(self.cached_chunks))
         self._slots: OrderedDict[int, int] = OrderedDict()
@@ -102,6 +113,9 @@ class RowView:
         positions = np.asarray(positions, dtype=np.int64)
         if not len(positions):
             return np.empty(0, dtype=object)
+        if self._direct_reads:
+            raws = self.rows.read_raw_at(positions)
+            return np.fromiter(raws, dtype=object, count=len(raws))
         size, direct = self.chunk, self._direct
         chunks = positions // size
         if direct is not None:
@@ -122,6 +136,8 @@ class RowView:
     def _load(self, absent: list[int], chunks: np.ndarray) -> None:
         """Read the chunks ``absent`` (ascending) into free slots; ``chunks`` are the ones
         the current call needs, which are not evicted."""
+        if self.cached_chunks >= self._chunks and len(absent) < self._chunks:
+            absent = self._grouped(absent)
         if len(absent) > len(self._free):
             self._evict(len(absent) - len(self._free), chunks)
         start = 0
@@ -129,6 +145,19 @@ class RowView:
             if end == len(absent) or absent[end] != absent[end - 1] + 1:
                 self._read_chunks(absent[start], absent[end - 1] + 1)
                 start = end
+
+    def _grouped(self, absent: list[int]) -> list[int]:
+        """``absent`` and the other chunks missing from their groups of GROUP_CHUNKS, ascending."""
+        held, direct, total = self._slots, self._direct, self._chunks
+        out: list[int] = []
+        for group in sorted({chunk // GROUP_CHUNKS for chunk in absent}):
+            first = group * GROUP_CHUNKS
+            members = range(first, min(first + GROUP_CHUNKS, total))
+            if direct is not None:
+                out.extend((np.flatnonzero(direct[members.start : members.stop] < 0) + first).tolist())
+            else:
+                out.extend(chunk for chunk in members if chunk not in held)
+        return out
 
     def _evict(self, count: int, chunks: np.ndarray) -> None:
         # Oldest read first out (readers move forward through their sources), sparing the

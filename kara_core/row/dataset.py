@@ -446,6 +446,39 @@ class RowDataset:
         stop = min(max(operator.index(stop), start), length)
         return snap.raw_range(self._begin + start, self._begin + stop, False, None, self._views)
 
+    @property
+    def mapped(self) -> bool:
+        """True when this reader's records sit in mapped memory (local files): then
+        :meth:`read_raw_at` costs one slice per record, with no read call."""
+        snap = self._snap
+        return snap is not None and snap.mapped
+
+    def read_raw_at(self, positions: Any) -> list[bytes]:
+        """The stored bytes of the records at ``positions`` (integers, any order, repeats
+        allowed; negative ones count from the end), in that order.
+
+        On local files (:attr:`mapped`) the bounds of all of them come from the mapped
+        index with one vector lookup; elsewhere each is read as ``ds[i]`` reads it (use
+        :meth:`read_raw_range` for neighbouring records).
+        """
+        import numpy as np
+
+        snap = self._reader()
+        wanted = np.asarray(positions, dtype=np.int64).reshape(-1)
+        length = self._end - self._begin
+        wanted = np.where(wanted < 0, wanted + length, wanted)
+        if len(wanted) and (int(wanted.min()) < 0 or int(wanted.max()) >= length):
+            bad = int(np.flatnonzero((wanted < 0) | (wanted >= length))[0])
+            raise RecordIndexError(
+                f"record {np.asarray(positions).reshape(-1)[bad]} is out of range for dataset {self._name()} "
+                f"of {length} records"
+            )
+        absolute = wanted + self._begin
+        got = snap.raw_at(absolute, self._views)
+        if got is None:
+            return [snap.raw(i, self._views) for i in absolute.tolist()]
+        return got
+
     def read_range(self, start: int, stop: int) -> list[Any]:
         """The decoded records ``[start, stop)``, clamped like a list slice.
 

@@ -273,6 +273,33 @@ class Snapshot:
             relative.frombytes((absolute - numpy.uint64(first)).tobytes())
         return self.data.read(first, int(absolute[-1])), relative
 
+    @property
+    def mapped(self) -> bool:
+        """True when the index and the data are each one mapped block (:meth:`raw_at` works)."""
+        return self._ends is not None and self._single is not None and isinstance(self.index, MappedBlocks)
+
+    def raw_at(self, indices: Any, view: bool = False) -> list[bytes] | None:
+        """The stored bytes of the records at ``indices`` (an int64 numpy array of valid
+        record numbers, any order, repeats allowed), or None unless :attr:`mapped`.
+
+        Their bounds come from the mapped index with one vector lookup, then each record is
+        one slice of the mapped data (with ``view``: a read-only memoryview, no copy).
+        """
+        if not self.mapped:
+            return None
+        import numpy
+
+        ends = numpy.frombuffer(self._ends, dtype=numpy.uint64)  # type: ignore[arg-type]
+        hi = ends[indices].astype(numpy.int64)
+        lo = numpy.where(indices > 0, ends[indices - 1], 0).astype(numpy.int64)
+        if (hi < lo).any():
+            bad = int(numpy.flatnonzero(hi < lo)[0])
+            raise self._corrupt(int(indices[bad]), int(lo[bad]), int(hi[bad]))
+        data: Any = self._single
+        if view:
+            data = self.data.view(0, self.data_bytes)  # type: ignore[attr-defined]
+        return [data[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+
     def mapped_run(self, start: int, stop: int, budget: int) -> tuple[memoryview, Any] | None:
         """Records ``[start, stop)`` as one read-only view of mapped memory and their bounds.
 

@@ -278,3 +278,22 @@ def test_numpy_deserialize_joined_of_1d_records_of_any_length(
         serializer.deserialize(bytes(bad))
     with pytest.raises(SerializationError):
         serializer.deserialize_joined(*_joined(damaged, lead))
+
+
+def test_read_raw_at_and_read_range_of_a_slice(store: KaraStorage) -> None:
+    from kara_core.errors import RecordIndexError
+
+    with store.open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write_many(range(100))
+    with store.open_dataset("ns", "k") as ds:
+        part = ds.slice(10, 50)
+        assert part.mapped
+        stored = part.read_raw_range(0, 50)
+        assert part.read_raw_at([3, 0, 49, -1, 3]) == [stored[3], stored[0], stored[49], stored[49], stored[3]]
+        assert part.read_raw_at([]) == []
+        with pytest.raises(RecordIndexError, match="record 50 is out of range"):
+            part.read_raw_at([1, 50])
+        with pytest.raises(RecordIndexError, match="record -51 is out of range"):
+            part.read_raw_at([-51])
+        assert part.read_range(45, 99) == list(range(55, 60))
+        assert part.read_range(-5, 3) == list(range(10, 13))
