@@ -89,3 +89,12 @@ def test_batches_of_packed_samples_need_one_length(pipe_url: str) -> None:
         kara_core.make_torch_dataset(packed, batch_size=BATCH, batches=True)
     with pytest.raises(ConfigurationError, match="shorter than seq_len"):
         packed.fetch_batch(np.array([len(packed) - 1]))
+
+
+def test_batches_made_in_workers_are_gathered_into_shared_memory() -> None:
+    from kara_torch.dataset import _shared_tensor
+
+    rows = _shared_tensor((3, 5), np.dtype("<i4"))
+    assert rows.shape == (3, 5) and rows.dtype == torch.int32 and rows.is_shared()
+    rows.numpy()[:] = np.arange(15).reshape(3, 5)  # what fetch_batch fills
+    assert rows.sum().item() == 105 and all(part.is_shared() for part in rows.split(2))

@@ -438,7 +438,13 @@ def _gathered_batches(
 ) -> Iterator[Iterator[Any]]:
     """Batches of a view with ``fetch_batch`` (packed samples): VIEW_FETCH positions are
     gathered into one array at a time, whose rows the batches are (views, no copy)."""
-    alloc = _shared_alloc if get_worker_info() is not None else None
+    made: list[torch.Tensor] = []
+
+    def shared(shape: tuple[int, int], dtype: Any) -> np.ndarray:
+        made.append(_shared_tensor(shape, dtype))
+        return made[-1].numpy()
+
+    alloc = shared if get_worker_info() is not None else None
     whole = max(1, VIEW_FETCH // batch) * batch
     pending = np.empty(0, dtype=np.int64)
     for group in itertools.chain(groups, [None]):
@@ -448,7 +454,11 @@ def _gathered_batches(
         else:
             usable = len(pending)  # the end: the last batch may be short
         for first in range(0, usable, whole):
-            rows = torch.from_numpy(view.fetch_batch(pending[first : first + whole], it.epoch, alloc))
+            array = view.fetch_batch(pending[first : first + whole], it.epoch, alloc)
+            # The shared tensor itself (torch.from_numpy of its memory would not be marked
+            # shared, and the DataLoader would copy it into shared memory again).
+            rows = made.pop() if made else torch.from_numpy(array)
+            made.clear()
             batches = list(rows.split(batch))
             sizes = [len(part) for part in batches] if len(rows) % batch else None
             if transform is not None:
@@ -457,10 +467,19 @@ def _gathered_batches(
         pending = pending[usable:]
 
 
-def _shared_alloc(shape: tuple[int, int], dtype: Any) -> np.ndarray:
-    # A tensor in shared memory from the start: the DataLoader sends its batches (views
-    # of it) to the main process by handle, without copying them into shared memory.
-    return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype=dtype)).dtype).share_memory_().numpy()
+def _shared_tensor(shape: tuple[int, int], dtype: Any) -> torch.Tensor:
+    """A new tensor in shared memory: the DataLoader sends views of it to the main process
+    by handle, without copying them into shared memory first.
+
+    Made as torch's own collate makes its batches in workers (a new shared storage, never
+    written before): half the cost of allocating a tensor, then ``share_memory_()``.
+    """
+    empty = torch.from_numpy(np.empty(0, dtype=dtype))
+    try:
+        storage = empty._typed_storage()._new_shared(shape[0] * shape[1])
+        return empty.new(storage).resize_(*shape)
+    except (AttributeError, RuntimeError, TypeError):  # another torch: the public way
+        return torch.empty(shape, dtype=empty.dtype).share_memory_()
 
 
 def _listed_batches(
