@@ -14,6 +14,12 @@ fresh Python process (rounds of the two sides alternate), reported as median and
    on the same tokens, written by LitData's own ``optimize(num_workers=1)``; both read in
    stored order through a DataLoader (batch 8), 0 and 2 workers. Target: >= 1.5x tokens/s.
    LitData runs in its own virtualenv (``.venv-litdata``, made by ``scripts/bench``).
+   kara is measured twice: as above (the DataLoader collates 8 samples per batch), and
+   with ``make_torch_dataset(..., batches=True)`` and ``DataLoader(batch_size=None)``
+   (kara makes each batch as one tensor gathered from the records, in shared memory in
+   workers). The floor is the same DataLoader over an IterableDataset that yields one
+   preallocated (8, 2048) int32 tensor again and again, as many batches: what the
+   DataLoader itself costs, which no dataset can beat.
 3. ``json+zstd`` (a dictionary trained on 1% of the records) against ``json`` on 200,000
    small records: bytes on disk (target >= 3x smaller) and one sequential read of every
    record (target >= 0.7x of json's records/s).
@@ -81,18 +87,56 @@ def loader_round(url: str, kind: str, workers: int) -> dict[str, float]:
     return {"seconds": time.perf_counter() - started, "units": samples}
 
 
-def packed_round(url: str, workers: int) -> dict[str, float]:
-    """Every packed sample of the token dataset through a DataLoader, in stored order."""
+def packed_round(url: str, workers: int, batches: bool = False) -> dict[str, float]:
+    """Every packed sample of the token dataset through a DataLoader, in stored order.
+
+    ``batches``: kara makes the batches (``make_torch_dataset(batches=True)``, the
+    DataLoader gets ``batch_size=None``); else the DataLoader collates the samples.
+    """
     from torch.utils.data import DataLoader
 
     import kara_core
 
     started = time.perf_counter()
     packed = kara_core.pack(kara_core.KaraStorage(url).open_dataset("tok", "docs"), field=None, seq_len=SEQ_LEN)
-    ds = kara_core.make_torch_dataset(packed, batch_size=PACK_BATCH)
-    loader = DataLoader(ds, batch_size=PACK_BATCH, num_workers=workers)
+    ds = kara_core.make_torch_dataset(packed, batch_size=PACK_BATCH, batches=batches)
+    loader = DataLoader(ds, batch_size=None if batches else PACK_BATCH, num_workers=workers)
     tokens = sum(batch.numel() for batch in loader)
     return {"seconds": time.perf_counter() - started, "units": tokens}
+
+
+def floor_round(workers: int, batches: int) -> dict[str, float]:
+    """The DataLoader alone: ``batches`` batches of one preallocated (8, 2048) int32 tensor."""
+    from torch.utils.data import DataLoader
+
+    started = time.perf_counter()
+    loader = DataLoader(_preallocated_class()(batches), batch_size=None, num_workers=workers)
+    tokens = sum(batch.numel() for batch in loader)
+    return {"seconds": time.perf_counter() - started, "units": tokens}
+
+
+def _preallocated_class() -> type:
+    # Made where torch is imported (the bench's main process never imports it); forked
+    # DataLoader workers inherit the class.
+    from torch.utils.data import IterableDataset
+
+    class Preallocated(IterableDataset):
+        """Yields one tensor again and again, each worker its share of ``batches``."""
+
+        def __init__(self, batches: int) -> None:
+            self.batches = batches
+
+        def __iter__(self) -> Any:
+            import torch
+            from torch.utils.data import get_worker_info
+
+            info = get_worker_info()
+            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+            batch = torch.zeros((PACK_BATCH, SEQ_LEN), dtype=torch.int32)
+            for _ in range(worker, self.batches, workers):
+                yield batch
+
+    return Preallocated
 
 
 def read_round(url: str, key: str) -> dict[str, float]:
@@ -194,6 +238,7 @@ def fresh_round(job: dict[str, Any]) -> dict[str, Any]:
 ROUND_KINDS: dict[str, Callable[..., dict[str, float]]] = {
     "loader": loader_round,
     "packed": packed_round,
+    "floor": floor_round,
     "read": read_round,
     "array": array_round,
 }
@@ -306,8 +351,13 @@ def main() -> None:
                 loader_jobs[f"{kind}/{workers}"] = lambda job=job: fresh_round(job)
         loaders = alternate(loader_jobs)
         packed_jobs: dict[str, Callable[[], dict[str, Any]]] = {}
+        batches = -(-(facts["tokens"] // SEQ_LEN) // PACK_BATCH)
         for workers in (0, 2):
             packed_jobs[f"kara/{workers}"] = lambda w=workers: fresh_round({"kind": "packed", "args": [url, w]})
+            packed_jobs[f"batches/{workers}"] = lambda w=workers: fresh_round(
+                {"kind": "packed", "args": [url, w, True]}
+            )
+            packed_jobs[f"floor/{workers}"] = lambda w=workers: fresh_round({"kind": "floor", "args": [w, batches]})
             params = {"work": root, "dir": facts["litdata_dir"], "seq_len": SEQ_LEN, "batch": PACK_BATCH}
             packed_jobs[f"litdata/{workers}"] = lambda p={**params, "workers": workers}: run_litdata(LITDATA_ROUND, p)
         packed = alternate(packed_jobs)
@@ -339,15 +389,34 @@ def main() -> None:
     print_comparison(
         f"Packed tokens, seq_len {SEQ_LEN}, {facts['tokens']:,} tokens in {DOCUMENTS:,} documents (batch {PACK_BATCH})",
         [
-            (
-                f"num_workers={w}",
-                "kara pack (numpy)",
-                packed[f"kara/{w}"],
-                "LitData TokensLoader",
-                packed[f"litdata/{w}"],
-                1.5,
-            )
+            row
             for w in (0, 2)
+            for row in (
+                (
+                    f"num_workers={w}",
+                    "kara pack (numpy)",
+                    packed[f"kara/{w}"],
+                    "LitData TokensLoader",
+                    packed[f"litdata/{w}"],
+                    1.5,
+                ),
+                (
+                    f"num_workers={w}",
+                    "kara, batches=True",
+                    packed[f"batches/{w}"],
+                    "LitData TokensLoader",
+                    packed[f"litdata/{w}"],
+                    1.5,
+                ),
+                (
+                    f"num_workers={w}",
+                    "floor: DataLoader only",
+                    packed[f"floor/{w}"],
+                    "LitData TokensLoader",
+                    packed[f"litdata/{w}"],
+                    1.5,
+                ),
+            )
         ],
         "tokens/s",
     )

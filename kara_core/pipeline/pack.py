@@ -13,7 +13,7 @@ version and cached in its sidecar (:mod:`kara_core.pipeline.token_counts`).
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -86,11 +86,9 @@ class PackedView:
         tokens = record if self.field is None else record[self.field]
         return tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens, dtype=np.int64)
 
-    def fetch(self, positions: np.ndarray, epoch: int = 0) -> list[np.ndarray]:
-        """The samples at ``positions`` (any order); ``epoch`` is unused (packing is fixed)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        if not len(positions):
-            return []
+    def _located(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Stream bounds of the samples at ``positions``, their first and last records, and
+        the token arrays of every record they touch (by record number)."""
         starts = positions * self.seq_len
         stops = np.minimum(starts + self.seq_len, self.tokens)
         ends = self.ends
@@ -100,6 +98,48 @@ class PackedView:
         needed = np.unique(np.repeat(first - np.cumsum(spans) + spans, spans) + np.arange(spans.sum()))
         records = self.view.fetch(needed)
         tokens = dict(zip(needed.tolist(), map(self._tokens, records), strict=True))
+        return starts, stops, first, last, tokens
+
+    def fetch_batch(
+        self, positions: np.ndarray, epoch: int = 0, alloc: Callable[[tuple[int, int], Any], np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The samples at ``positions`` (any order) as the rows of one new 2-D array.
+
+        ``alloc(shape, dtype)`` makes the array (default ``np.empty``): kara-torch's batch
+        mode fills shared memory this way. The tokens are copied once, straight from the
+        records into the array (one ``np.concatenate`` when the positions are consecutive).
+        Every sample must be ``seq_len`` long (a last, shorter sample of
+        ``drop_remainder=False`` is refused).
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) and int(positions.max()) * self.seq_len + self.seq_len > self.tokens:
+            raise ConfigurationError(
+                f"sample {int(positions.max())} is shorter than seq_len={self.seq_len} (drop_remainder=False): "
+                "batches of packed samples need samples of one length"
+            )
+        make = np.empty if alloc is None else alloc
+        if not len(positions):
+            return make((0, self.seq_len), np.int64)
+        starts, stops, first, last, tokens = self._located(positions)
+        dtype = np.result_type(*{body.dtype for body in tokens.values()})
+        out = make((len(positions), self.seq_len), dtype)
+        if len(positions) > 1 and (np.diff(positions) == 1).all():
+            pieces = self._pieces(tokens, int(starts[0]), int(stops[-1]), int(first[0]), int(last[-1]))
+            np.concatenate(pieces, out=out.reshape(-1))
+            return out
+        for row, (start, stop, a, b) in enumerate(
+            zip(starts.tolist(), stops.tolist(), first.tolist(), last.tolist(), strict=True)
+        ):
+            pieces = self._pieces(tokens, start, stop, a, b)
+            np.concatenate(pieces, out=out[row])
+        return out
+
+    def fetch(self, positions: np.ndarray, epoch: int = 0) -> list[np.ndarray]:
+        """The samples at ``positions`` (any order); ``epoch`` is unused (packing is fixed)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not len(positions):
+            return []
+        starts, stops, first, last, tokens = self._located(positions)
         if len(positions) > 1 and (np.diff(positions) == 1).all():
             # Consecutive samples (reading in order): cut the whole stretch of the stream at
             # once; the samples are rows of one new array.
@@ -114,6 +154,12 @@ class PackedView:
 
     def _cut(self, tokens: dict[int, np.ndarray], start: int, stop: int, first: int, last: int) -> np.ndarray:
         """Stream tokens ``[start, stop)``, which lie in records ``first..last``."""
+        pieces = self._pieces(tokens, start, stop, first, last)
+        # Always a new array: samples outlive the mapped blocks, and torch wants them writable.
+        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()
+
+    def _pieces(self, tokens: dict[int, np.ndarray], start: int, stop: int, first: int, last: int) -> list:
+        """The parts of records ``first..last`` (and eos tokens) that make stream tokens ``[start, stop)``."""
         ends, eos = self.ends, self.eos_id
         pieces = []
         for record in range(first, last + 1):
@@ -124,8 +170,7 @@ class PackedView:
                 pieces.append(body[lo:hi])
             if eos is not None and start <= begin + len(body) < stop:
                 pieces.append(np.array([eos], dtype=body.dtype))
-        # Always a new array: samples outlive the mapped blocks, and torch wants them writable.
-        return np.concatenate(pieces) if len(pieces) > 1 else pieces[0].copy()
+        return pieces
 
     def order_identity(self) -> dict[str, Any]:
         """The dataset version and the packing parameters."""

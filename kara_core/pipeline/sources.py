@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigurationError, ModeError
-from ..serialization import batch_deserializer, serializer_label
+from ..serialization import Serializer, batch_deserializer, serializer_label
 
 __all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "pick"]
 
@@ -39,6 +39,10 @@ CACHE_BYTES = 32 * 1024 * 1024
 #: up to DIRECT_CHUNKS chunks find their cached chunks through an array (8 bytes each).
 CACHE_SLOTS = 1 << 20
 DIRECT_CHUNKS = 1 << 20
+#: When the cache can hold a whole source, a missing chunk is read with the missing
+#: chunks of its aligned group of this many (one read call instead of one per chunk:
+#: they stay cached until their records are asked for).
+GROUP_CHUNKS = 16
 
 
 @runtime_checkable
@@ -69,7 +73,14 @@ class RowView:
         self.chunk = max(1, min(CHUNK_RECORDS, CHUNK_BYTES // mean))
         self.cached_chunks = max(4, min(CACHE_BYTES // (self.chunk * mean), CACHE_SLOTS // self.chunk))
         self._many = batch_deserializer(rows.serializer)
+        self._decoded = _decodes_runs(rows)
         self._reset_cache()
+
+    @property
+    def _direct_reads(self) -> bool:
+        # Records in mapped memory (local files) are sliced straight from the map when they
+        # are asked for: no chunk reads, no cache, and fresh bytes right before decoding.
+        return not self._decoded and bool(getattr(self.rows, "mapped", False)) and hasattr(self.rows, "read_raw_at")
 
     def _reset_cache(self) -> None:
         # The cache is a pool of `cached_chunks` slots of `chunk` records (an object
@@ -77,6 +88,7 @@ class RowView:
         # `_direct` does the same as an array indexed by chunk (for sources of up to
         # DIRECT_CHUNKS chunks), so a batch of positions finds its records with numpy alone.
         chunks = -(-len(self.rows) // self.chunk)
+        self._chunks = chunks
         self._pool = np.empty(self.cached_chunks * self.chunk, dtype=object)
         self._free = list(range(self.cached_chunks))
         self._slots: OrderedDict[int, int] = OrderedDict()
@@ -101,6 +113,9 @@ class RowView:
         positions = np.asarray(positions, dtype=np.int64)
         if not len(positions):
             return np.empty(0, dtype=object)
+        if self._direct_reads:
+            raws = self.rows.read_raw_at(positions)
+            return np.fromiter(raws, dtype=object, count=len(raws))
         size, direct = self.chunk, self._direct
         chunks = positions // size
         if direct is not None:
@@ -121,6 +136,8 @@ class RowView:
     def _load(self, absent: list[int], chunks: np.ndarray) -> None:
         """Read the chunks ``absent`` (ascending) into free slots; ``chunks`` are the ones
         the current call needs, which are not evicted."""
+        if self.cached_chunks >= self._chunks and len(absent) < self._chunks:
+            absent = self._grouped(absent)
         if len(absent) > len(self._free):
             self._evict(len(absent) - len(self._free), chunks)
         start = 0
@@ -128,6 +145,19 @@ class RowView:
             if end == len(absent) or absent[end] != absent[end - 1] + 1:
                 self._read_chunks(absent[start], absent[end - 1] + 1)
                 start = end
+
+    def _grouped(self, absent: list[int]) -> list[int]:
+        """``absent`` and the other chunks missing from their groups of GROUP_CHUNKS, ascending."""
+        held, direct, total = self._slots, self._direct, self._chunks
+        out: list[int] = []
+        for group in sorted({chunk // GROUP_CHUNKS for chunk in absent}):
+            first = group * GROUP_CHUNKS
+            members = range(first, min(first + GROUP_CHUNKS, total))
+            if direct is not None:
+                out.extend((np.flatnonzero(direct[members.start : members.stop] < 0) + first).tolist())
+            else:
+                out.extend(chunk for chunk in members if chunk not in held)
+        return out
 
     def _evict(self, count: int, chunks: np.ndarray) -> None:
         # Oldest read first out (readers move forward through their sources), sparing the
@@ -149,7 +179,9 @@ class RowView:
 
     def _read_chunks(self, first: int, stop: int) -> None:
         size, pool, direct = self.chunk, self._pool, self._direct
-        raws = self.rows.read_raw_range(first * size, stop * size)
+        # Serializers that decode a run at once (numpy) have their records cached decoded.
+        read = self.rows.read_range if self._decoded else self.rows.read_raw_range
+        raws = read(first * size, stop * size)
         # fromiter keeps each record as it is (numpy unpacks memoryviews given as a list).
         run = np.fromiter(raws, dtype=object, count=len(raws))
         for chunk in range(first, stop):
@@ -161,7 +193,10 @@ class RowView:
                 direct[chunk] = slot
 
     def fetch(self, positions: np.ndarray, epoch: int = 0) -> list[Any]:
-        """The decoded records at ``positions`` (each occurrence decoded on its own)."""
+        """The decoded records at ``positions`` (each occurrence decoded on its own, unless
+        the serializer decodes runs: then the cached records are read-only arrays, shared)."""
+        if self._decoded:
+            return self.raws(positions)
         return self._many(self.raws(positions))
 
     def fetch_encoded(self, positions: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, Decoder | None]:
@@ -170,7 +205,7 @@ class RowView:
         Readers that use the records a few at a time decode them a few at a time (the
         fresh objects are then still in the CPU cache when used).
         """
-        return self.raw_items(positions), self._many
+        return self.raw_items(positions), None if self._decoded else self._many
 
     def decoding(self) -> Any:
         """What identifies how this view decodes (views with equal ones share a decoder)."""
@@ -204,10 +239,20 @@ class RowView:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._many = batch_deserializer(self.rows.serializer)
+        self._decoded = _decodes_runs(self.rows)
         self._reset_cache()
 
     def __repr__(self) -> str:
         return f"RowView({self.rows!r})"
+
+
+def _decodes_runs(rows: Any) -> bool:
+    """Whether ``rows`` decodes runs of records at once (``read_range`` with a zero-copy
+    serializer that has its own ``deserialize_joined``)."""
+    serializer = rows.serializer
+    joined = getattr(type(serializer), "deserialize_joined", Serializer.deserialize_joined)
+    own = getattr(serializer, "zero_copy", False) and joined is not Serializer.deserialize_joined
+    return bool(own) and hasattr(rows, "read_range")
 
 
 def pick(values: list[Any], indices: np.ndarray) -> list[Any]:

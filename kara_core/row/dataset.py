@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import operator
+import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -126,6 +127,11 @@ class RowDataset:
         self._deserialize_many = batch_deserializer(serializer)
         # Serializers that read views (numpy) get mapped memory instead of copies.
         self._views = bool(getattr(serializer, "zero_copy", False))
+        # Those with their own deserialize_joined decode a sequential refill at once, from
+        # the mapped run (no object per record before decoding).
+        joined = getattr(type(serializer), "deserialize_joined", Serializer.deserialize_joined)
+        own = self._views and joined is not Serializer.deserialize_joined
+        self._joined = serializer.deserialize_joined if own else None
         self._lock = threading.Lock()
         self._closed = False
         self._snap = snapshot
@@ -138,8 +144,10 @@ class RowDataset:
         self._begin = min(max(begin, 0), count)
         self._end = count if end is None else min(max(end, self._begin), count)
         self._pos = self._begin
-        self._batch: list[bytes] = []
+        self._batch: list[Any] = []
         self._bpos = 0
+        #: True when ``_batch`` holds decoded records (a run decoded by deserialize_joined).
+        self._decoded = False
         # Counts cursor moves, so an interrupted iteration knows whether it may rewind.
         self._moves = 0
 
@@ -308,11 +316,23 @@ class RowDataset:
             return False
         warn_if_in_dataloader_worker(self._name())
         stop = min(self._end, self._pos + BATCH_RECORDS)
-        self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
         self._bpos = 0
+        if self._joined is not None:
+            run = snap.mapped_run(self._pos, stop, BATCH_BYTES)
+            if run is not None:
+                try:
+                    self._batch = self._joined(*run)
+                except Exception:  # noqa: BLE001 - any error of a user serializer: read record by record below
+                    pass
+                else:
+                    self._decoded = True
+                    return True
+        self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
+        self._decoded = False
         return True
 
-    def _next_raw(self) -> bytes | None:
+    def _next_raw(self) -> tuple[Any, bool] | None:
+        # The next stored record and whether it is decoded already, or None at the end.
         with self._lock:
             if self._bpos >= len(self._batch) and not self._refill():
                 return None
@@ -320,7 +340,7 @@ class RowDataset:
             self._bpos += 1
             self._pos += 1
             self._moves += 1
-        return raw
+            return raw, self._decoded
 
     def read(self, default: Any = _RAISE) -> Any:
         """Return the next record and move the cursor past it.
@@ -329,12 +349,13 @@ class RowDataset:
         in 2.x), or return ``default`` when one is given (``ds.read(default=None)``).
         Iteration (``for record in ds``) stops cleanly at the end.
         """
-        raw = self._next_raw()
-        if raw is None:
+        taken = self._next_raw()
+        if taken is None:
             if default is _RAISE:
                 raise EndOfDatasetError(f"end of dataset {self._name()}: all {len(self)} records were read")
             return default
-        return self._deserialize(raw)
+        raw, decoded = taken
+        return raw if decoded else self._deserialize(raw)
 
     def __iter__(self) -> Iterator[Any]:
         """Yield the records from the cursor to the end, moving the cursor along.
@@ -353,6 +374,7 @@ class RowDataset:
                 if self._bpos >= len(self._batch) and not self._refill():
                     return
                 batch = self._batch[self._bpos :] if self._bpos else self._batch
+                ready = self._decoded
                 self._batch, self._bpos = [], 0
                 self._pos += len(batch)
                 self._moves += 1
@@ -362,6 +384,9 @@ class RowDataset:
             current: Iterator[Any] = iter(batch)
             done, size = 0, len(batch)
             try:
+                if ready:
+                    yield from current
+                    continue
                 if plain:
                     yield from map(deserialize, current)
                     continue
@@ -385,6 +410,7 @@ class RowDataset:
                         if self._moves == moves:
                             self._pos -= left
                             self._batch, self._bpos = batch, len(batch) - left
+                            self._decoded = ready
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         """Move the cursor and return its new position (records from the start).
@@ -450,6 +476,59 @@ class RowDataset:
         start = min(max(operator.index(start), 0), length)
         stop = min(max(operator.index(stop), start), length)
         return snap.raw_range(self._begin + start, self._begin + stop, False, None, self._views)
+
+    @property
+    def mapped(self) -> bool:
+        """True when this reader's records sit in mapped memory (local files): then
+        :meth:`read_raw_at` costs one slice per record, with no read call."""
+        snap = self._snap
+        return snap is not None and snap.mapped
+
+    def read_raw_at(self, positions: Any) -> list[bytes]:
+        """The stored bytes of the records at ``positions`` (integers, any order, repeats
+        allowed; negative ones count from the end), in that order.
+
+        On local files (:attr:`mapped`) the bounds of all of them come from the mapped
+        index with one vector lookup; elsewhere each is read as ``ds[i]`` reads it (use
+        :meth:`read_raw_range` for neighbouring records).
+        """
+        import numpy as np
+
+        snap = self._reader()
+        wanted = np.asarray(positions, dtype=np.int64).reshape(-1)
+        length = self._end - self._begin
+        wanted = np.where(wanted < 0, wanted + length, wanted)
+        if len(wanted) and (int(wanted.min()) < 0 or int(wanted.max()) >= length):
+            bad = int(np.flatnonzero((wanted < 0) | (wanted >= length))[0])
+            raise RecordIndexError(
+                f"record {np.asarray(positions).reshape(-1)[bad]} is out of range for dataset {self._name()} "
+                f"of {length} records"
+            )
+        absolute = wanted + self._begin
+        got = snap.raw_at(absolute, self._views)
+        if got is None:
+            return [snap.raw(i, self._views) for i in absolute.tolist()]
+        return got
+
+    def read_range(self, start: int, stop: int) -> list[Any]:
+        """The decoded records ``[start, stop)``, clamped like a list slice.
+
+        One index read and one data read; serializers with their own
+        ``deserialize_joined`` (numpy) decode the run at once from mapped memory.
+        """
+        snap = self._reader()
+        length = self._end - self._begin
+        start = min(max(operator.index(start), 0), length)
+        stop = min(max(operator.index(stop), start), length)
+        first, last = self._begin + start, self._begin + stop
+        if self._joined is not None:
+            run = snap.mapped_run(first, last, sys.maxsize)
+            if run is not None:
+                try:
+                    return self._joined(*run)
+                except Exception:  # noqa: BLE001 - any error of a user serializer: decoded one by one below
+                    pass
+        return self._deserialize_many(snap.raw_range(first, last, False, None, self._views))
 
     def read_raw_joined(self, start: int, stop: int) -> tuple[bytes, array[int]]:
         """Records ``[start, stop)`` (clamped like a list slice) as one buffer and their ends.

@@ -273,6 +273,64 @@ class Snapshot:
             relative.frombytes((absolute - numpy.uint64(first)).tobytes())
         return self.data.read(first, int(absolute[-1])), relative
 
+    @property
+    def mapped(self) -> bool:
+        """True when the index and the data are each one mapped block (:meth:`raw_at` works)."""
+        return self._ends is not None and self._single is not None and isinstance(self.index, MappedBlocks)
+
+    def raw_at(self, indices: Any, view: bool = False) -> list[bytes] | None:
+        """The stored bytes of the records at ``indices`` (an int64 numpy array of valid
+        record numbers, any order, repeats allowed), or None unless :attr:`mapped`.
+
+        Their bounds come from the mapped index with one vector lookup, then each record is
+        one slice of the mapped data (with ``view``: a read-only memoryview, no copy).
+        """
+        if not self.mapped:
+            return None
+        import numpy
+
+        ends = numpy.frombuffer(self._ends, dtype=numpy.uint64)  # type: ignore[arg-type]
+        hi = ends[indices].astype(numpy.int64)
+        lo = numpy.where(indices > 0, ends[indices - 1], 0).astype(numpy.int64)
+        if (hi < lo).any():
+            bad = int(numpy.flatnonzero(hi < lo)[0])
+            raise self._corrupt(int(indices[bad]), int(lo[bad]), int(hi[bad]))
+        data: Any = self._single
+        if view:
+            data = self.data.view(0, self.data_bytes)  # type: ignore[attr-defined]
+        return [data[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+
+    def mapped_run(self, start: int, stop: int, budget: int) -> tuple[memoryview, Any] | None:
+        """Records ``[start, stop)`` as one read-only view of mapped memory and their bounds.
+
+        The range is cut short once it holds ``budget`` data bytes (at least one record
+        is kept). Returns ``(view, bounds)``: record ``start + k`` is
+        ``view[bounds[k]:bounds[k + 1]]`` (``bounds`` an int64 numpy array, ``bounds[0]``
+        is 0). None when the records are not in one mapped block with the index mapped
+        too (remote stores, a range crossing blocks): the caller reads them another way.
+        No object per record: the sequential reader of array records decodes a run at once.
+        """
+        ends_view = self._ends
+        if start >= stop or ends_view is None or not self._mapped:
+            return None
+        import numpy
+
+        first = self.end(start - 1)
+        ends = numpy.frombuffer(ends_view[start:stop], dtype=numpy.uint64).astype(numpy.int64)
+        if ends[-1] - first > budget:
+            ends = ends[: max(1, int(numpy.searchsorted(ends, first + budget, side="right")))]
+        if not ascending(ends, first):
+            bounds = [first, *ends.tolist()]
+            bad = next(k for k in range(len(bounds) - 1) if bounds[k + 1] < bounds[k])
+            raise self._corrupt(start + bad, bounds[bad], bounds[bad + 1])
+        mapped = self.data.view(first, int(ends[-1]))  # type: ignore[attr-defined]
+        if mapped is None:
+            return None
+        bounds = numpy.empty(len(ends) + 1, dtype=numpy.int64)
+        bounds[0] = 0
+        numpy.subtract(ends, first, out=bounds[1:])
+        return mapped, bounds
+
     def raw_range(
         self, start: int, stop: int, sequential: bool, budget: int | None = None, view: bool = False
     ) -> list[bytes]:

@@ -120,6 +120,65 @@ class NumpySerializer(Serializer):
             append(array)
         return out
 
+    def deserialize_joined(self, data: memoryview, bounds: Any) -> list[Any]:
+        # Records with the first one's header are checked with vector operations over all
+        # the run's headers at once, then made without a Python step per record (one
+        # size: rows of one strided array, made by ``list`` in C) or with one array slice
+        # each (1-D records of one dtype and any length: token documents). Anything else
+        # (mixed dtypes or shapes, 0-d arrays, damaged records) goes the general way.
+        import numpy as np
+
+        count = len(bounds) - 1
+        sizes = np.diff(bounds)
+        if count < 2 or int(sizes.min()) < _FIXED.size:
+            return super().deserialize_joined(data, bounds)
+        first = int(bounds[0])
+        version, ndim, length = _FIXED.unpack_from(data, first)
+        end = _FIXED.size + length + 8 * ndim
+        if version != _FORMAT or ndim == 0 or end > int(sizes[0]):
+            return super().deserialize_joined(data, bounds)
+        try:
+            dtype, shape, elements, start = _layout(bytes(data[first : first + end]))
+        except SerializationError:
+            return super().deserialize_joined(data, bounds)  # raises for the record at fault
+        # Over a byte array of the view, so the arrays keep the view (and what it maps) as base.
+        flat = np.frombuffer(data, dtype=np.uint8)
+        size = int(sizes[0])
+        if (sizes == size).all():
+            if elements * dtype.itemsize != size - start:
+                return super().deserialize_joined(data, bounds)
+            heads = np.ndarray((count, start), dtype=np.uint8, buffer=flat, offset=first, strides=(size, 1))
+            if not (heads == heads[0]).all():
+                return super().deserialize_joined(data, bounds)
+            inner = tuple(int(np.prod(shape[k + 1 :], dtype=np.int64)) * dtype.itemsize for k in range(len(shape)))
+            rows = np.ndarray((count, *shape), dtype=dtype, buffer=flat, offset=first + start, strides=(size, *inner))
+            if rows.flags.writeable:  # stored records come read-only; a caller's bytearray does not
+                rows.flags.writeable = False
+            return list(rows)
+        itemsize = dtype.itemsize
+        if ndim != 1 or not itemsize or int(sizes.min()) < start:
+            return super().deserialize_joined(data, bounds)
+        starts = bounds[:-1]
+        heads = flat[starts[:, None] + np.arange(start)]
+        at = _FIXED.size + length  # the 8 shape bytes; every other header byte is the first's
+        fixed = np.ones(start, dtype=bool)
+        fixed[at : at + 8] = False
+        if not (heads[:, fixed] == heads[0, fixed]).all():
+            return super().deserialize_joined(data, bounds)
+        counts = heads[:, at : at + 8].copy().view(np.dtype("<u8")).ravel()
+        if (counts > np.uint64(sizes.max())).any():
+            return super().deserialize_joined(data, bounds)  # a count no record can hold
+        counts = counts.astype(np.int64)
+        offsets = starts + start
+        base = int(offsets[0]) % itemsize
+        if not (counts * itemsize == sizes - start).all() or ((offsets - base) % itemsize).any():
+            return super().deserialize_joined(data, bounds)
+        typed = np.ndarray(((len(flat) - base) // itemsize,), dtype=dtype, buffer=flat, offset=base)
+        if typed.flags.writeable:
+            typed.flags.writeable = False
+        lo = (offsets - base) // itemsize
+        return [typed[a:b] for a, b in zip(lo.tolist(), (lo + counts).tolist(), strict=True)]
+
 
 @functools.lru_cache(maxsize=1024)
 def _layout(header: bytes) -> tuple[Any, tuple[int, ...], int, int]:

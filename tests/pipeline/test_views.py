@@ -95,3 +95,51 @@ def test_a_nested_mixture_and_a_packed_view_are_sources_of_encoded_mixtures(stor
     for got, want in zip(items.tolist(), samples, strict=True):
         assert (got == want).all() if isinstance(want, np.ndarray) else got == want
     assert sum(isinstance(sample, np.ndarray) and len(sample) == 16 for sample in samples) == len(samples) // 3
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.lists(st.integers(0, SIZES["web"] - 1), min_size=1, max_size=300), min_size=1, max_size=6),
+    st.sampled_from(["direct", "by chunk"]),
+    st.sampled_from([1, 1 << 30]),
+)
+def test_the_chunk_cache_of_stores_that_are_not_mapped(
+    sources, monkeypatch, calls: list[list[int]], lookup: str, cache_bytes: int
+) -> None:
+    # Remote stores read through the chunk cache (local files slice the map instead): a
+    # cache smaller than the calls need, and one that holds the whole source (missing
+    # chunks are then read with the rest of their group).
+    monkeypatch.setattr(views, "CHUNK_BYTES", 8 * 20)
+    monkeypatch.setattr(views, "CACHE_BYTES", cache_bytes)
+    monkeypatch.setattr(views, "DIRECT_CHUNKS", 1 << 20 if lookup == "direct" else 0)
+    monkeypatch.setattr(RowView, "_direct_reads", property(lambda self: False))
+    rows = sources["web"]
+    view = RowView(rows)
+    stored = rows.read_raw_range(0, len(rows))
+    reads = []
+    read = rows.read_raw_range
+    monkeypatch.setattr(rows, "read_raw_range", lambda a, b: reads.append((a, b)) or read(a, b))
+    for positions in calls:
+        wanted = np.array(positions, dtype=np.int64)
+        assert [bytes(raw) for raw in view.raws(wanted)] == [bytes(stored[p]) for p in positions]
+        assert view.fetch(wanted) == [{"src": "web", "i": p} for p in positions]
+        held = list(view._slots)
+        assert len(held) == len(set(held)) <= view.cached_chunks
+        if view._direct is not None:
+            assert sorted(np.flatnonzero(view._direct >= 0).tolist()) == sorted(held)
+    if cache_bytes > 1:
+        group = views.GROUP_CHUNKS * view.chunk
+        touched = {p // group for positions in calls for p in positions}
+        records = [r for a, b in reads for r in range(a, b)]
+        assert len(records) == len(set(records))  # nothing read twice
+        assert len(reads) <= len(touched)  # one read per group at most (adjacent ones merged)
+        assert {r // group for r in records} == touched
+
+
+def test_row_views_on_local_files_slice_the_map_without_caching(sources) -> None:
+    rows = sources["web"]
+    view = RowView(rows)
+    assert rows.mapped and view._direct_reads
+    positions = np.array([5, 699, 5, 0, 300], dtype=np.int64)
+    assert view.fetch(positions) == [{"src": "web", "i": int(p)} for p in positions]
+    assert not view._slots

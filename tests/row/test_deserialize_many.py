@@ -184,3 +184,116 @@ def test_a_damaged_record_stops_a_batched_sequential_read_right_after_it(store: 
         assert got == list(range(77))
         assert ds.tell() == 78
         assert list(ds) == list(range(78, 200))
+
+
+def _joined(raws: list[bytes], lead: int) -> tuple[memoryview, np.ndarray]:
+    """``raws`` back to back after ``lead`` bytes, as read-only mapped runs come, and their bounds."""
+    data = memoryview(bytes(lead) + b"".join(raws))
+    bounds = np.concatenate(([lead], lead + np.cumsum([len(raw) for raw in raws], dtype=np.int64))).astype(np.int64)
+    return data, bounds
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(DTYPES),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.integers(0, 6),
+    st.integers(0, 9),
+    st.integers(0, 2**32 - 1),
+)
+def test_numpy_deserialize_joined_equals_deserialize(dtype: str, shape: list, count: int, lead: int, seed: int) -> None:
+    # Runs of records of one shape (the strided fast path), of mixed shapes, and with one
+    # record of another dtype among them: the same arrays as decoding one by one.
+    serializer = NumpySerializer()
+    rng = np.random.default_rng(seed)
+    arrays = [np.frombuffer(rng.bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize), dtype=dtype).reshape(shape)]
+    arrays *= count
+    for extra in ([], [np.arange(3, dtype=np.int64)], [np.zeros((), dtype=np.int8)]):
+        raws = [serializer.serialize(array) for array in [*arrays, *extra]]
+        joined = serializer.deserialize_joined(*_joined(raws, lead))
+        one = [serializer.deserialize(raw) for raw in raws]
+        assert len(joined) == len(one)
+        for a, b in zip(one, joined, strict=True):
+            _same(a, b)
+            assert b.flags.c_contiguous
+
+
+def test_numpy_deserialize_joined_refuses_a_damaged_record_like_deserialize() -> None:
+    serializer = NumpySerializer()
+    raws = [serializer.serialize(np.arange(8, dtype=np.int32)) for _ in range(4)]
+    bad = bytearray(raws[2])
+    bad[1] = 3  # claims 3 dimensions: its header no longer matches the others'
+    with pytest.raises(SerializationError, match=r"header runs past|needs"):
+        serializer.deserialize_joined(*_joined([*raws[:2], bytes(bad), raws[3]], 0))
+
+
+@pytest.mark.parametrize("shape", [(2048,), (3, 5), (0,)])
+def test_sequential_reads_of_fixed_shape_arrays_are_read_only_views_of_the_run(
+    store: KaraStorage, shape: tuple[int, ...]
+) -> None:
+    records = [np.full(shape, i, dtype=np.int32) for i in range(300)]
+    with store.open_dataset("ns", "k", "w", version="1", serialization="numpy") as ds:
+        ds.write_many(records)
+    with store.open_dataset("ns", "k") as ds:
+        got = list(ds)
+        assert ds.tell() == 300
+        for a, b in zip(got, records, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+            assert not a.flags.writeable
+        # Interleaved read() and iteration share the cursor exactly.
+        ds.seek(5)
+        assert np.array_equal(ds.read(), records[5])
+        reading = iter(ds)
+        assert np.array_equal(next(reading), records[6])
+        reading.close()  # type: ignore[attr-defined]
+        assert np.array_equal(ds.read(), records[7])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(DTYPES),
+    st.lists(st.integers(0, 40), min_size=2, max_size=8),
+    st.integers(0, 9),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 7),
+)
+def test_numpy_deserialize_joined_of_1d_records_of_any_length(
+    dtype: str, lengths: list[int], lead: int, seed: int, damage: int
+) -> None:
+    # Token documents: 1-D records of one dtype and many lengths (the sliced fast path),
+    # then the same run with one record's stored length changed: the error of deserialize.
+    serializer = NumpySerializer()
+    rng = np.random.default_rng(seed)
+    itemsize = np.dtype(dtype).itemsize
+    raws = [serializer.serialize(np.frombuffer(rng.bytes(n * itemsize), dtype=dtype)) for n in lengths]
+    joined = serializer.deserialize_joined(*_joined(raws, lead))
+    for a, b in zip([serializer.deserialize(raw) for raw in raws], joined, strict=True):
+        _same(a, b)
+    bad = bytearray(raws[damage % len(raws)])
+    shape_at = 4 + len(np.dtype(dtype).str)
+    bad[shape_at] ^= 1 + damage
+    damaged = list(raws)
+    damaged[damage % len(raws)] = bytes(bad)
+    with pytest.raises(SerializationError):
+        serializer.deserialize(bytes(bad))
+    with pytest.raises(SerializationError):
+        serializer.deserialize_joined(*_joined(damaged, lead))
+
+
+def test_read_raw_at_and_read_range_of_a_slice(store: KaraStorage) -> None:
+    from kara_core.errors import RecordIndexError
+
+    with store.open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write_many(range(100))
+    with store.open_dataset("ns", "k") as ds:
+        part = ds.slice(10, 50)
+        assert part.mapped
+        stored = part.read_raw_range(0, 50)
+        assert part.read_raw_at([3, 0, 49, -1, 3]) == [stored[3], stored[0], stored[49], stored[49], stored[3]]
+        assert part.read_raw_at([]) == []
+        with pytest.raises(RecordIndexError, match="record 50 is out of range"):
+            part.read_raw_at([1, 50])
+        with pytest.raises(RecordIndexError, match="record -51 is out of range"):
+            part.read_raw_at([-51])
+        assert part.read_range(45, 99) == list(range(55, 60))
+        assert part.read_range(-5, 3) == list(range(10, 13))

@@ -101,7 +101,14 @@ class KaraTorchDataset(IterableDataset):
     - ``batch_size``: the DataLoader's ``batch_size`` (1 when it has
       ``batch_size=None``). It tells how the DataLoader interleaves its workers, so the
       batches it delivers are the same whatever ``num_workers`` is.
-    - ``transform``: a function applied to each sample inside the workers.
+    - ``transform``: a function applied to each sample inside the workers (to each
+      batch with ``batches=True``).
+    - ``batches``: yield whole batches of ``batch_size`` samples, made inside the workers;
+      give the DataLoader ``batch_size=None``. The batches are the ones a DataLoader with
+      ``batch_size=batch_size`` delivers, in the same order (for every ``num_workers``).
+      A packed view's batch is one ``(n, seq_len)`` tensor gathered straight from the
+      records (in DataLoader workers, into shared memory, so the loader does not copy it
+      again); other inputs give lists of samples.
     - ``pad``: when the slice does not divide evenly among the ranks, give every rank
       one more sample by repeating samples from the start of the epoch instead of
       dropping the remainder (the default). Either way all ranks yield ``len(self)``.
@@ -129,6 +136,7 @@ class KaraTorchDataset(IterableDataset):
         pad: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        batches: bool = False,
     ) -> None:
         if getattr(rows, "mode", "r") != "r":
             raise ModeError("make_torch_dataset needs a row dataset opened with mode 'r'")
@@ -143,6 +151,10 @@ class KaraTorchDataset(IterableDataset):
                 f"begin={begin}, end={end} is not a slice of a dataset of {total} records "
                 f"(need 0 <= begin <= end <= {total})"
             )
+        if batches and hasattr(rows, "fetch_batch") and getattr(rows, "drop_remainder", True) is False:
+            raise ConfigurationError(
+                "batches=True gathers packed samples of one length: pack() with drop_remainder=True"
+            )
         if (rank is None) != (world_size is None):
             raise ConfigurationError("give both rank and world_size, or neither")
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -154,6 +166,7 @@ class KaraTorchDataset(IterableDataset):
         self._shuffle = bool(shuffle)
         self._params = ShuffleParams(seed, buffer_size, shuffle_ratio, block_size)
         self._transform = transform
+        self._batches = bool(batches)
         if rank is None or world_size is None:
             rank, world_size = 0, 1
         self._plan = RankPlan(end - begin, world_size, rank, batch_size, bool(pad))
@@ -243,6 +256,13 @@ class KaraTorchDataset(IterableDataset):
             block = self._params.block_size_for(plan.n) if self._shuffle else UNSHUFFLED_BLOCK
             decoded = _row_samples(rows, (cursor.take(positions) for positions in groups), self._begin, block)
         transform = self._transform
+        if self._batches:
+            if hasattr(rows, "fetch_batch"):
+                positions = (cursor.take(group) + self._begin for group in groups)
+                yield from _gathered_batches(rows, positions, it, self.batch_size, transform)
+            else:
+                yield from _listed_batches(decoded, it, self.batch_size, transform)
+            return
         for samples in decoded:
             if transform is not None:
                 samples = list(map(transform, samples))
@@ -413,6 +433,71 @@ def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterat
                 yield chunk if decode is None else decode(chunk)
 
 
+def _gathered_batches(
+    view: Any, groups: Iterator[np.ndarray], it: _Progress, batch: int, transform: Callable[[Any], Any] | None
+) -> Iterator[Iterator[Any]]:
+    """Batches of a view with ``fetch_batch`` (packed samples): VIEW_FETCH positions are
+    gathered into one array at a time, whose rows the batches are (views, no copy)."""
+    made: list[torch.Tensor] = []
+
+    def shared(shape: tuple[int, int], dtype: Any) -> np.ndarray:
+        made.append(_shared_tensor(shape, dtype))
+        return made[-1].numpy()
+
+    alloc = shared if get_worker_info() is not None else None
+    whole = max(1, VIEW_FETCH // batch) * batch
+    pending = np.empty(0, dtype=np.int64)
+    for group in itertools.chain(groups, [None]):
+        if group is not None:
+            pending = np.concatenate((pending, group)) if len(pending) else group
+            usable = len(pending) // whole * whole
+        else:
+            usable = len(pending)  # the end: the last batch may be short
+        for first in range(0, usable, whole):
+            array = view.fetch_batch(pending[first : first + whole], it.epoch, alloc)
+            # The shared tensor itself (torch.from_numpy of its memory would not be marked
+            # shared, and the DataLoader would copy it into shared memory again).
+            rows = made.pop() if made else torch.from_numpy(array)
+            made.clear()
+            batches = list(rows.split(batch))
+            sizes = [len(part) for part in batches] if len(rows) % batch else None
+            if transform is not None:
+                batches = list(map(transform, batches))
+            yield it.advance(batches, sizes, batch)
+        pending = pending[usable:]
+
+
+def _shared_tensor(shape: tuple[int, int], dtype: Any) -> torch.Tensor:
+    """A new tensor in shared memory: the DataLoader sends views of it to the main process
+    by handle, without copying them into shared memory first.
+
+    Made as torch's own collate makes its batches in workers (a new shared storage, never
+    written before): half the cost of allocating a tensor, then ``share_memory_()``.
+    """
+    empty = torch.from_numpy(np.empty(0, dtype=dtype))
+    try:
+        storage = empty._typed_storage()._new_shared(shape[0] * shape[1])
+        return empty.new(storage).resize_(*shape)
+    except (AttributeError, RuntimeError, TypeError):  # another torch: the public way
+        return torch.empty(shape, dtype=empty.dtype).share_memory_()
+
+
+def _listed_batches(
+    samples: Iterator[list[Any]], it: _Progress, batch: int, transform: Callable[[Any], Any] | None
+) -> Iterator[Iterator[Any]]:
+    """The decoded samples regrouped into lists of ``batch`` (the last may be short)."""
+    flat = itertools.chain.from_iterable(samples)
+    while True:
+        chunk = list(itertools.islice(flat, batch * DECODE_CHUNK))
+        if not chunk:
+            return
+        batches = [chunk[first : first + batch] for first in range(0, len(chunk), batch)]
+        sizes = [len(part) for part in batches] if len(chunk) % batch else None
+        if transform is not None:
+            batches = list(map(transform, batches))
+        yield it.advance(batches, sizes, batch)
+
+
 class _Progress:
     """Where one iteration over this worker's share of an epoch stands."""
 
@@ -421,16 +506,29 @@ class _Progress:
         self.num_workers, self.worker = num_workers, worker
         self._current: Iterator[Any] = iter(())
         self._current_size = 0
+        self._current_samples = 0
+        self._sizes: list[int] | None = None
+        self._each = 1
         self._done = 0
 
-    def advance(self, samples: list[Any]) -> Iterator[Any]:
-        """Return the iterator over the next ``samples``, remembered for :attr:`yielded`."""
-        self._done += self._current_size
-        self._current_size = len(samples)
-        self._current = iter(samples)
+    def advance(self, items: list[Any], sizes: list[int] | None = None, each: int = 1) -> Iterator[Any]:
+        """Return the iterator over the next ``items``, remembered for :attr:`yielded`.
+
+        Items are samples, or batches of ``each`` samples (``sizes``: the samples of each
+        batch, when they are not all ``each``).
+        """
+        self._done += self._current_samples
+        self._current_size = len(items)
+        self._sizes = None if sizes is None else list(itertools.accumulate(sizes))
+        self._each = each
+        self._current_samples = len(items) * each if sizes is None else sum(sizes)
+        self._current = iter(items)
         return self._current
 
     @property
     def yielded(self) -> int:
         """Samples returned so far."""
-        return self._done + self._current_size - operator.length_hint(self._current)
+        taken = self._current_size - operator.length_hint(self._current)
+        if self._sizes is None:
+            return self._done + taken * self._each
+        return self._done + (self._sizes[taken - 1] if taken else 0)

@@ -1,0 +1,100 @@
+"""make_torch_dataset(batches=True): whole batches made in the workers, equal to the DataLoader's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import kara_core
+from kara_core.errors import ConfigurationError
+
+from .conftest import as_list
+from .pipeline_views import build, sample_id, torch_options, write_store
+
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def pipe_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"file://{tmp_path_factory.mktemp('batches')}/store"
+    write_store(url)
+    return url
+
+
+def per_sample(url: str, kind: str, num_workers: int, **options: Any) -> list[Any]:
+    """The batches of a DataLoader that collates samples itself."""
+    ds = kara_core.make_torch_dataset(build(url, kind), batch_size=BATCH, **torch_options(kind), **options)
+    ds.set_epoch(1)
+    collate = None if kind == "pack" else as_list
+    return list(DataLoader(ds, batch_size=BATCH, num_workers=num_workers, collate_fn=collate))
+
+
+def whole(url: str, kind: str, num_workers: int, **options: Any) -> list[Any]:
+    """The batches of a DataLoader over batches=True (batch_size=None)."""
+    ds = kara_core.make_torch_dataset(
+        build(url, kind), batch_size=BATCH, batches=True, **torch_options(kind), **options
+    )
+    ds.set_epoch(1)
+    collate = None if kind == "pack" else as_list
+    return list(DataLoader(ds, batch_size=None, num_workers=num_workers, collate_fn=collate))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2, 3])
+def test_packed_batches_are_one_tensor_each_and_the_loaders_batches(pipe_url: str, num_workers: int) -> None:
+    reference = per_sample(pipe_url, "pack", 0)
+    got = whole(pipe_url, "pack", num_workers)
+    assert len(got) == len(reference) > 10
+    for a, b in zip(got, reference, strict=True):
+        assert isinstance(a, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a, b)
+    assert len(got[-1]) == (len(build(pipe_url, "pack")) % BATCH or BATCH)  # the last batch may be short
+
+
+def test_packed_batches_in_stored_order_and_with_a_transform(pipe_url: str) -> None:
+    packed = build(pipe_url, "pack")
+    ds = kara_core.make_torch_dataset(packed, batch_size=BATCH, batches=True, transform=lambda b: b * 2)
+    got = torch.cat(list(DataLoader(ds, batch_size=None))).numpy()
+    expected = np.stack(list(packed)) * 2
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_mixture_batches_are_lists_equal_to_the_loaders_batches(pipe_url: str) -> None:
+    reference = [[sample_id("mix", s) for s in batch] for batch in per_sample(pipe_url, "mix", 0)]
+    for num_workers in (0, 2):
+        got = [[sample_id("mix", s) for s in batch] for batch in whole(pipe_url, "mix", num_workers)]
+        assert got == reference
+
+
+def test_a_resume_counts_samples_not_batches(pipe_url: str) -> None:
+    reference = per_sample(pipe_url, "pack", 0)
+    ds = kara_core.make_torch_dataset(build(pipe_url, "pack"), batch_size=BATCH, batches=True, shuffle=True)
+    ds.set_epoch(1)
+    taken = [batch for _, batch in zip(range(5), DataLoader(ds, batch_size=None), strict=False)]
+    state = ds.state_dict()  # 0 workers: what this process yielded, 5 batches
+    assert state["start"] + state["offset"] == 5 * BATCH
+    fresh = kara_core.make_torch_dataset(build(pipe_url, "pack"), batch_size=BATCH, batches=True, shuffle=True)
+    fresh.load_state_dict(state)
+    rest = list(DataLoader(fresh, batch_size=None, num_workers=2))
+    assert all(torch.equal(a, b) for a, b in zip(taken + rest, reference, strict=True))
+
+
+def test_batches_of_packed_samples_need_one_length(pipe_url: str) -> None:
+    store = kara_core.KaraStorage(pipe_url)
+    packed = kara_core.pack(store.open_dataset("pipe", "tokens"), field=None, seq_len=100, drop_remainder=False)
+    with pytest.raises(ConfigurationError, match="drop_remainder=True"):
+        kara_core.make_torch_dataset(packed, batch_size=BATCH, batches=True)
+    with pytest.raises(ConfigurationError, match="shorter than seq_len"):
+        packed.fetch_batch(np.array([len(packed) - 1]))
+
+
+def test_batches_made_in_workers_are_gathered_into_shared_memory() -> None:
+    from kara_torch.dataset import _shared_tensor
+
+    rows = _shared_tensor((3, 5), np.dtype("<i4"))
+    assert rows.shape == (3, 5) and rows.dtype == torch.int32 and rows.is_shared()
+    rows.numpy()[:] = np.arange(15).reshape(3, 5)  # what fetch_batch fills
+    assert rows.sum().item() == 105 and all(part.is_shared() for part in rows.split(2))
