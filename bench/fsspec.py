@@ -15,20 +15,25 @@ and the ratio of the medians (peer / kara: above 1 means kara is faster). kara-s
   (fsspec has no way to skip unchanged files);
 - ``ds[i]`` read cold: server requests per record (moto's count).
 
-Two diagnostics run in the same session: the server requests of each sequential read,
-and ``seq kara 1 GET/block`` (kara's reader with windows as large as a block, so each
-block is one whole-object GET, as ``cat_file`` does). moto answers a ranged GET by
-reading the whole object and slicing it (moto/s3/responses.py: ``get_object`` returns
-``key.value``, then ``_handle_range_header`` cuts the range), so on moto every ranged
-GET costs a read of the whole block; the setup prints the time of a 64 KiB ranged GET
-from a 1 MiB and from a 64 MiB object to show it. Real object stores serve a range
-without reading the rest, and there kara's parallel 8 MiB ranges are what gives
-throughput.
+What the s3fs side does: ``fs.cat_file(path)`` without a range sends a HEAD (for the
+size: objects over 50 MiB would be fetched as concurrent ranges) then one GET of the
+whole object, read into one bytes object; ``fs.ls`` lists each block folder. ``fs.get``
+sends one GET per file; a file over 50 MiB (s3fs's default block size) is opened with
+an unranged GET, which is closed at once, then fetched as concurrent ranges of 50 MiB.
+
+Diagnostics of the same session: the server requests and the CPU seconds moto spent
+on each operation; ``seq kara 8 MiB ranges`` (kara's reader as on stores without
+streamed reads: 32 MiB windows of 4 concurrent 8 MiB ranged GETs); and ``load floor``,
+botocore alone GETting every object of the folder 32 at a time and writing nothing. moto
+answers a ranged GET by reading the whole object and slicing it (moto/s3/responses.py:
+``get_object`` returns ``key.value``, then ``_handle_range_header`` cuts the range), so
+on moto every ranged GET costs a read of the whole object; the setup prints the time of a
+64 KiB ranged GET from a 1 MiB and from a 64 MiB object to show it.
 
 With ``--obstore`` the same transfers also run through obstore (the Rust object-store
 client) in a separate virtualenv (``.venv-obstore``, created on first use).
 
-    .venv/bin/python bench/fsspec.py [--rounds 5] [--records 200000] [--obstore]
+    .venv/bin/python bench/fsspec.py [--rounds 5] [--records 200000] [--obstore] [--workloads seq,random,folder]
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 _BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -81,11 +87,15 @@ def task_seq_kara(p: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "bytes": total}
 
 
-def task_seq_kara_whole(p: dict[str, Any]) -> dict[str, Any]:
-    from kara_core.row import blocks
+def task_seq_kara_ranges(p: dict[str, Any]) -> dict[str, Any]:
+    import kara_fsspec.backend
 
-    # Diagnostic: one window holds the whole stream and is one GET per block.
-    blocks.READ_AHEAD = blocks.PARALLEL_PART = 1 << 40
+    # Diagnostic: kara's reader as on stores without streamed reads (GCS, Azure): 32 MiB
+    # windows of 4 concurrent 8 MiB ranged GETs.
+    traits = kara_fsspec.backend.Traits.of
+    kara_fsspec.backend.Traits.of = classmethod(  # type: ignore[method-assign]
+        lambda cls, fs: (t := traits(fs)).__class__(t.kind, replace(t.capabilities, streamed_reads=False))
+    )
     return task_seq_kara(p)
 
 
@@ -136,6 +146,38 @@ def task_save_kara(p: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     store.save_directory("bench", "tree", p["source"], progress_bar=False)
     return {"seconds": time.perf_counter() - start}
+
+
+def task_get_floor(p: dict[str, Any]) -> dict[str, Any]:
+    """The floor of a folder download on this server: botocore (the library under s3fs)
+    lists the plain copy and GETs every object, 32 at a time, reading each body and
+    writing nothing; the client is made inside the timed part, as in the other tasks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    from botocore.config import Config
+
+    start = time.perf_counter()
+    client = boto3.client(
+        "s3",
+        endpoint_url=p["endpoint"],
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=32),
+    )
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=p["bucket"], Prefix="raw/")
+        for item in page.get("Contents", [])
+    ]
+
+    def get(key: str) -> int:
+        return len(client.get_object(Bucket=p["bucket"], Key=key)["Body"].read())
+
+    with ThreadPoolExecutor(32) as pool:
+        total = sum(pool.map(get, keys))
+    return {"seconds": time.perf_counter() - start, "bytes": total}
 
 
 def task_put_raw(p: dict[str, Any]) -> dict[str, Any]:
@@ -275,6 +317,9 @@ def task_random_s3fs(p: dict[str, Any]) -> dict[str, Any]:
 
 
 TASKS = {name[len("task_") :]: fn for name, fn in globals().items() if name.startswith("task_")}
+#: The workloads --workloads picks from: seq (sequential read), random (ds[i] cold),
+#: folder (load, save, re-save, re-load).
+WORKLOADS = ("seq", "random", "folder")
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -316,16 +361,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--obstore", action="store_true", help="also measure obstore (in .venv-obstore)")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(TASKS[args.child](json.loads(sys.stdin.read()))))
         return
+    chosen = set(args.workloads.split(","))
+    if not chosen <= set(WORKLOADS):
+        parser.error(f"--workloads: unknown {sorted(chosen - set(WORKLOADS))}; choose from {','.join(WORKLOADS)}")
+    folder = "folder" in chosen
 
     from common import remove_workdir, small_record, workdir
+    from fresh import compile_sources
     from kara_fsspec.testing import S3TestServer
     from objects import make_folder
 
+    # Each round is a fresh process: kara's modules load from .pyc files, as s3fs's do
+    # (with PYTHONDONTWRITEBYTECODE=1 they would otherwise be compiled in the timed part).
+    compile_sources(sys.executable)
     obstore_python = ensure_obstore_venv() if args.obstore else None
     work = workdir("fsspec")
     server = S3TestServer(process=True).start()
@@ -334,44 +392,58 @@ def main() -> None:
         base = {"endpoint": server.endpoint_url, "bucket": bucket}
         print(f"setup: {args.records} records, the folder of bench/objects.py, moto on {server.endpoint_url}")
         source = os.path.join(work, "source")
-        make_folder(source)
+        if folder:
+            make_folder(source)
         store = _store(base, "rows")
         # JSON records stored as raw bytes: kara and cat_file move the same bytes, and the
         # reader opens them with the serializer they were written with.
         with store.open_dataset("bench", "rows", "w", version="1", serialization="raw") as ds:
             ds.write_many(json.dumps(small_record(i)).encode() for i in range(args.records))
-        _store(base, "tree").save_directory("bench", "tree", source, progress_bar=False)
         fs = _fs(server.endpoint_url)
         print(moto_range_cost(fs, bucket), flush=True)
-        fs.put(source + "/", f"{bucket}/raw/", recursive=True)
         reload_kara, reload_raw = os.path.join(work, "reload-kara"), os.path.join(work, "reload-raw")
-        run_child("load_kara", {**base, "target": reload_kara, "round": 0})
-        run_child("get_raw", {**base, "target": reload_raw, "round": 0})
+        if folder:
+            _store(base, "tree").save_directory("bench", "tree", source, progress_bar=False)
+            fs.put(source + "/", f"{bucket}/raw/", recursive=True)
+            run_child("load_kara", {**base, "target": reload_kara, "round": 0})
+            run_child("get_raw", {**base, "target": reload_raw, "round": 0})
 
         results: dict[str, list[float]] = {}
         requests: list[float] = []
         served: dict[str, list[int]] = {}
+        server_cpu: dict[str, list[float]] = {}
 
         def measure(name: str, task: str, python: str = sys.executable, **extra: Any) -> dict[str, Any]:
             server.reset_requests()
+            cpu = server.cpu_seconds
             out = run_child(task, {**base, **extra}, python)
+            server_cpu.setdefault(name, []).append(server.cpu_seconds - cpu)
             served.setdefault(name, []).append(server.requests)
             results.setdefault(name, []).append(out["seconds"])
             # Every measurement as it comes: an interrupted run still leaves its figures.
-            print(f"  {name}: {out['seconds']:.3f} s, {served[name][-1]} server requests", flush=True)
+            print(
+                f"  {name}: {out['seconds']:.3f} s, {served[name][-1]} server requests, "
+                f"moto CPU {server_cpu[name][-1]:.2f} s",
+                flush=True,
+            )
             return out
 
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
-            measure("seq kara", "seq_kara")
-            measure("seq cat_file", "seq_cat")
-            measure("seq kara 1 GET/block", "seq_kara_whole")
-            requests.append(measure("random kara", "random_kara", round=r)["requests_per_record"])
-            measure("random s3fs cat_file", "random_s3fs", round=r)
+            if "seq" in chosen:
+                measure("seq kara", "seq_kara")
+                measure("seq cat_file", "seq_cat")
+                measure("seq kara 8 MiB ranges", "seq_kara_ranges")
+            if "random" in chosen:
+                requests.append(measure("random kara", "random_kara", round=r)["requests_per_record"])
+                measure("random s3fs cat_file", "random_s3fs", round=r)
+            if not folder:
+                continue
             for who, task in (("load kara", "load_kara"), ("load fs.get", "get_raw")):
                 target = os.path.join(work, f"{task}-{r}")
                 measure(who, task, target=target)
                 remove_workdir(target)
+            measure("load floor: botocore GETs", "get_floor")
             for who, task in (("save kara", "save_kara"), ("save fs.put", "put_raw")):
                 measure(who, task, source=source, prefix=f"{task}-{r}")
                 fs.rm(f"{bucket}/{task}-{r}", recursive=True)
@@ -407,6 +479,8 @@ def main() -> None:
         ("200 x ds[i] cold", "random kara", "random s3fs cat_file", None),
     ]
     for label, ours, theirs, target in rows:
+        if ours not in results:
+            continue
         ratio = statistics.median(results[theirs]) / statistics.median(results[ours])
         ok = "yes" if target is None or ratio >= target else "NO"
         goal = f"{target:.1f}x" if target else "-"
@@ -414,15 +488,28 @@ def main() -> None:
             f"{label:<16} {summary(results[ours]):>22} {theirs:<22} {summary(results[theirs]):>22} "
             f"{ratio:>6.2f}x {goal:>7}  {ok}"
         )
-    print(f"ds[i] read cold: {statistics.median(requests):.2f} server requests per record (moto's count)")
-    whole = statistics.median(results["seq cat_file"]) / statistics.median(results["seq kara 1 GET/block"])
-    print(
-        f"diagnostic: seq kara with one GET per block {summary(results['seq kara 1 GET/block'])} s, "
-        f"{whole:.2f}x of cat_file"
-    )
+    if requests:
+        print(f"ds[i] read cold: {statistics.median(requests):.2f} server requests per record (moto's count)")
+    if "seq kara 8 MiB ranges" in results:
+        ranges = statistics.median(results["seq cat_file"]) / statistics.median(results["seq kara 8 MiB ranges"])
+        print(
+            f"diagnostic: seq kara with 8 MiB ranged GETs (no streamed reads) "
+            f"{summary(results['seq kara 8 MiB ranges'])} s, {ranges:.2f}x of cat_file"
+        )
+    if "load floor: botocore GETs" in results:
+        floors = results["load floor: botocore GETs"]
+        best = statistics.median(results["load fs.get"]) / statistics.median(floors)
+        print(
+            f"floor: botocore GETs of the folder's objects (no files written) {summary(floors)} s; "
+            f"a load that took only that would be {best:.2f}x of fs.get"
+        )
     print(
         "server requests (median): "
         + ", ".join(f"{name} {statistics.median(counts):.0f}" for name, counts in served.items())
+    )
+    print(
+        "moto CPU s (median): "
+        + ", ".join(f"{name} {statistics.median(spent):.2f}" for name, spent in server_cpu.items())
     )
     if obstore_python:
         print("\nobstore (Rust client) on the same transfers, against s3fs:")

@@ -11,18 +11,21 @@ is written once in the core against these methods.
 from __future__ import annotations
 
 import io
+import queue
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError
+from .errors import CorruptDatasetError, NotFoundError, ReadOnlyStoreError, UnsafePathError
 
 __all__ = [
     "Appender",
     "Backend",
     "Batch",
     "Capabilities",
+    "RangeFeed",
     "ReadStream",
     "check_path",
 ]
@@ -45,6 +48,9 @@ class Capabilities:
       stores with no append call: S3, GCS, Azure block blobs) an appender uploads the
       object whole on ``flush``, so a second flush of the same object re-uploads all of
       it; block writers then start a new block after each flush instead.
+    - ``streamed_reads``: ``open_range`` streams a range from one request as its bytes
+      arrive. Sequential readers then read each block they go through with one request
+      (and the next block's at the same time) instead of several ranged reads.
     """
 
     writable: bool = True
@@ -54,6 +60,7 @@ class Capabilities:
     parallel_reads: bool = False
     copy: bool = False
     native_appends: bool = True
+    streamed_reads: bool = False
 
 
 @runtime_checkable
@@ -178,6 +185,15 @@ class Backend(ABC):
         stream (files, HTTP bodies) override it so large objects never sit in memory.
         """
         return io.BytesIO(self.read(path, start))
+
+    def open_range(self, path: str, start: int, end: int) -> ReadStream:
+        """Return a binary stream of bytes ``[start, end)`` of the object.
+
+        ``read(n)`` on it returns ``n`` bytes, fewer only where the range (or the object)
+        ends. The default reads the range into memory with one :meth:`read`; backends
+        with ``capabilities.streamed_reads`` stream it from one request.
+        """
+        return io.BytesIO(self.read(path, start, end))
 
     def local_path(self, path: str) -> str | None:
         """Return a local filesystem path for ``path`` if the backend has one, else None."""
@@ -315,3 +331,75 @@ class Backend(ABC):
             return self.read(path)
         except NotFoundError:
             return None
+
+
+class RangeFeed:
+    """Bytes ``[start, end)`` of one object, streamed by a thread of ``pool`` ahead of the reader.
+
+    The thread reads the range through :meth:`Backend.open_range` in pieces of ``piece``
+    bytes and queues them, at most ``buffered`` bytes waiting (then it waits, and so does
+    the answer's connection); the reader takes them in order with :meth:`next_piece`.
+    Positions count from ``offset`` (a block's place in its stream): the range is
+    ``[offset + start, offset + end)`` there. :meth:`cancel` stops the thread at its next
+    piece and drops what waits.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        path: str,
+        start: int,
+        end: int,
+        pool: ThreadPoolExecutor,
+        piece: int,
+        buffered: int,
+        offset: int = 0,
+    ) -> None:
+        self.start, self.end = offset + start, offset + end
+        #: Position of the next piece :meth:`next_piece` returns.
+        self.position = self.start
+        self._pieces: queue.Queue[bytes | BaseException] = queue.Queue(max(1, buffered // piece))
+        self._stopped = False
+        self._task = pool.submit(self._run, backend, path, start, end, piece)
+
+    def _run(self, backend: Backend, path: str, start: int, end: int, piece: int) -> None:
+        try:
+            with backend.open_range(path, start, end) as stream:
+                position = start
+                while position < end and not self._stopped:
+                    data = stream.read(min(piece, end - position))
+                    if not data:
+                        raise CorruptDatasetError(
+                            f"{backend.url}/{path}", position, f"the object ended before byte {end} (did it shrink?)"
+                        )
+                    position += len(data)
+                    self._put(data)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stopped:
+            try:
+                self._pieces.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def next_piece(self) -> tuple[int, bytes]:
+        """The next piece and its position (waits for it); raises what the stream raised."""
+        item = self._pieces.get()
+        if isinstance(item, BaseException):
+            raise item
+        position = self.position
+        self.position += len(item)
+        return position, item
+
+    def cancel(self) -> None:
+        """Stop streaming and drop the pieces not taken."""
+        self._stopped = True
+        self._task.cancel()
+        while True:
+            try:
+                self._pieces.get_nowait()
+            except queue.Empty:
+                return

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import os
 import shutil
 import stat
@@ -31,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from ..backend import Backend
-from ..errors import BlobIntegrityError, ConfigurationError, KaraError, NotFoundError
+from ..backend import Backend, RangeFeed
+from ..errors import BlobIntegrityError, ConfigurationError, CorruptDatasetError, KaraError, NotFoundError
 from ..localdisk._direct import DIRECT_MIN, DirectReader, copy_to_fd, direct_io_allowed, write_all
 from .hashing import Digests, HashCache, hash_file, sha1_file
 from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
@@ -54,6 +55,14 @@ _RANGE = 8 * 1024 * 1024
 #: Ranged reads of one blob in flight at a time, and the threads that run them.
 _RANGES_AHEAD = 4
 _RANGE_THREADS = 4
+#: From stores with ``capabilities.streamed_reads`` a large blob is fetched as at most
+#: ``_RANGES_AHEAD`` concurrent streamed ranges of at least this size, each one request
+#: whose answer is read as it arrives (pieces of ``_STREAM_PIECE``, at most
+#: ``_STREAM_BUFFER`` bytes of each waiting): as much parallelism for a large blob
+#: alone, fewer requests, and no more memory than 8 MiB ranges.
+_STREAMED_RANGE = 32 * 1024 * 1024
+_STREAM_PIECE = 4 * 1024 * 1024
+_STREAM_BUFFER = 8 * 1024 * 1024
 _SHOWN = 20
 #: Blobs of local stores up to this size are copied with one read and one write.
 _WHOLE_MAX = 1024 * 1024
@@ -341,6 +350,8 @@ class _Downloader:
     def _open_source(self, path: str, size: int, direct: bool) -> Any:
         """The blob as a context manager with ``readinto``: a local file, ranges or a stream."""
         if not self._local and self._ranged and size > _RANGED_MIN:
+            if self.backend.capabilities.streamed_reads:
+                return _StreamedRanges(self.backend, path, size, self.worker)
             return _RangeReader(self.backend, path, size, self.worker)
         local = self.backend.local_path(path) if self._local else None
         if local is None:
@@ -398,6 +409,60 @@ class _RangeReader:
         self._pool.shutdown(wait=True)
 
     def __enter__(self) -> _RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _StreamedRanges:
+    """A ``readinto`` over a remote blob fetched as concurrent streamed ranges, in order.
+
+    The blob is cut into at most ``_RANGES_AHEAD`` ranges of at least ``_STREAMED_RANGE``
+    bytes, all requested at once (:class:`~kara_core.backend.RangeFeed`); the caller
+    consumes them in order, so the file is hashed as it is written. A blob shorter than
+    its manifest size ends early: the caller's size check catches it (and retries).
+    """
+
+    def __init__(self, backend: Backend, path: str, size: int, worker: Worker) -> None:
+        self._worker = worker
+        part = max(_STREAMED_RANGE, -(-size // _RANGES_AHEAD))
+        cuts = [*range(0, size, part), size]
+        self._pool = ThreadPoolExecutor(max_workers=len(cuts) - 1, thread_name_prefix="kara-range")
+        self._feeds = collections.deque(
+            RangeFeed(backend, path, start, end, self._pool, _STREAM_PIECE, _STREAM_BUFFER)
+            for start, end in itertools.pairwise(cuts)
+        )
+        self._block = memoryview(b"")
+        self._offset = 0
+
+    def readinto(self, buf: memoryview) -> int:
+        """Copy the next bytes of the blob into ``buf``; 0 at the end."""
+        if self._offset == len(self._block):
+            while self._feeds and self._feeds[0].position == self._feeds[0].end:
+                self._feeds.popleft()
+            if not self._feeds:
+                return 0
+            self._worker.check()
+            try:
+                self._block = memoryview(self._feeds[0].next_piece()[1])
+            except CorruptDatasetError:
+                # A short blob: the caller sees fewer bytes than expected (and retries).
+                self.close()
+                return 0
+            self._offset = 0
+        n = min(len(buf), len(self._block) - self._offset)
+        buf[:n] = self._block[self._offset : self._offset + n]
+        self._offset += n
+        return n
+
+    def close(self) -> None:
+        """Stop the streams and wait for their threads."""
+        while self._feeds:
+            self._feeds.popleft().cancel()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> _StreamedRanges:
         return self
 
     def __exit__(self, *exc: object) -> None:

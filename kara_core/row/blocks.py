@@ -25,7 +25,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
-from ..backend import Appender, Backend
+from ..backend import Appender, Backend, RangeFeed
 from ..errors import CorruptDatasetError
 
 __all__ = [
@@ -56,6 +56,14 @@ LARGE_READ = 256 * 1024
 #: parallel downloads), this many at a time.
 PARALLEL_PART = 8 * 1024 * 1024
 PARALLEL_REQUESTS = 4
+#: With ``capabilities.streamed_reads``, a sequential reader streams each block it goes
+#: through with one request (from where it starts reading to the block's end or the
+#: stream's limit) and the next block's at the same time (``STREAMED_BLOCKS`` streams
+#: at most): one request per block instead of one per ``PARALLEL_PART``, and records
+#: are handed over while the rest of the block arrives. Each stream is handed over in
+#: pieces of ``STREAM_PIECE`` bytes, at most ``READ_AHEAD`` bytes of it waiting.
+STREAMED_BLOCKS = 2
+STREAM_PIECE = 4 * 1024 * 1024
 #: Page sizes of the remote random-access cache. On a store with real latency a request
 #: for 64 KiB costs about what a request for one small record costs, and it brings the
 #: neighbours along. An index page covers 32,768 records, so the index of a dataset of a
@@ -312,6 +320,9 @@ class RemoteBlocks:
         self._pool: ThreadPoolExecutor | None = None
         self._parts_pool: ThreadPoolExecutor | None = None
         self._parallel = backend.capabilities.parallel_reads
+        self._streamed = backend.capabilities.streamed_reads
+        #: Streams of consecutive blocks, the one being read first (streamed reads).
+        self._feeds: list[RangeFeed] = []
 
     def read(self, start: int, end: int) -> bytes:
         end = min(end, self.limit)
@@ -355,13 +366,54 @@ class RemoteBlocks:
         parts = self._parts_pool.map(self.read, cuts[:-1], cuts[1:])
         return b"".join(parts)
 
+    def _streamed_window(self, start: int) -> _Window:
+        # The piece of the block streams that starts at `start`: the next one of the
+        # first stream when the reader goes on where it stopped; otherwise (a first read,
+        # a jump) the streams start again at `start`.
+        feeds = self._feeds
+        if feeds and feeds[0].position == start == feeds[0].end:
+            feeds.pop(0)
+        if not feeds or feeds[0].position != start:
+            for feed in feeds:
+                feed.cancel()
+            feeds.clear()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=STREAMED_BLOCKS, thread_name_prefix="kara-read-ahead")
+        position = feeds[-1].end if feeds else start
+        while len(feeds) < STREAMED_BLOCKS and position < self.limit:
+            number = bisect_right(self._starts, position) - 1
+            base = self._starts[number]
+            stop = min(self.limit, base + self._sizes[number])
+            feeds.append(
+                RangeFeed(
+                    self._backend,
+                    block_path(self.prefix, number),
+                    position - base,
+                    stop - base,
+                    self._pool,
+                    STREAM_PIECE,
+                    READ_AHEAD,
+                    offset=base,
+                )
+            )
+            position = stop
+        try:
+            return _Window(*feeds[0].next_piece())
+        except BaseException:
+            for feed in feeds:
+                feed.cancel()
+            feeds.clear()
+            raise
+
     def read_ahead(self, start: int, end: int) -> bytes:
         end = min(end, self.limit)
         if start >= end:
             return b""
         with self._lock:
             current = self._current
-            if current is None or not (current.start <= start < current.end):
+            if self._streamed and (current is None or not (current.start <= start < current.end)):
+                current = self._current = self._streamed_window(start)
+            elif current is None or not (current.start <= start < current.end):
                 pending = self._next
                 if pending is not None and pending[0] <= start < pending[1]:
                     current = _Window(pending[0], pending[2].result())
@@ -431,6 +483,9 @@ class RemoteBlocks:
         with self._lock:
             self._current = None
             self._next = None
+            for feed in self._feeds:
+                feed.cancel()
+            self._feeds.clear()
             for pool in (self._pool, self._parts_pool):
                 if pool is not None:
                     pool.shutdown(wait=False, cancel_futures=True)

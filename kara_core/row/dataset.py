@@ -65,6 +65,8 @@ def _codec(serializer: Serializer) -> tuple[Callable[[Any], bytes], Callable[[by
             serialize = orjson.dumps
         if kind.deserialize is JSONSerializer.deserialize:
             deserialize = orjson.loads
+    elif issubclass(kind, NoSerializer) and kind.deserialize is NoSerializer.deserialize:
+        deserialize = bytes
     if getattr(kind, "serialize", None) not in _BUILTIN_SERIALIZE:
         serialize = _checked(serialize, kind.__name__)
     return serialize, deserialize
@@ -365,10 +367,11 @@ class RowDataset:
         record yielded, unless another read or seek moved it meanwhile.
         """
         deserialize, many = self._deserialize, self._deserialize_many
-        # orjson.loads mapped over the batch runs no Python code per record; other
-        # serializers decode a few records at a time with deserialize_many (few, so the
-        # fresh records are still in the CPU cache when they are used).
-        plain = deserialize is orjson.loads
+        # orjson.loads (or bytes, for raw records) mapped over the batch runs no Python
+        # code per record; other serializers decode a few records at a time with
+        # deserialize_many (few, so the fresh records are still in the CPU cache when
+        # they are used).
+        plain = deserialize is orjson.loads or deserialize is bytes
         while True:
             with self._lock:
                 if self._bpos >= len(self._batch) and not self._refill():

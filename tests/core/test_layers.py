@@ -77,7 +77,7 @@ def test_the_contracts_hold_on_an_unchanged_copy(tmp_path: Path) -> None:
     [
         pytest.param(
             "kara_core/backend.py",
-            "from .errors import NotFoundError, ReadOnlyStoreError, UnsafePathError\n",
+            "from .errors import CorruptDatasetError, NotFoundError, ReadOnlyStoreError, UnsafePathError\n",
             "from .url import open_backend\n",
             ["kara_core.backend is not allowed to import kara_core.url", "kara_core.backend -> kara_core.url (l."],
             id="a new cycle: backend imports url",

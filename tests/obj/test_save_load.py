@@ -321,6 +321,54 @@ def test_a_corrupted_range_is_downloaded_again_or_refused(
     assert not (out / "big.bin").exists()
 
 
+class _StreamedLike(_RemoteLike):
+    """A remote-like store with streamed reads: records each open_range; ``shorten`` cuts
+    the answers of ranges starting past 0 by one byte (a blob that shrank)."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.capabilities = type(self.capabilities)(local_path=False, parallel_reads=True, streamed_reads=True)
+        self.opened: list[tuple[int, int]] = []
+        self.shorten = 0
+
+    def open_range(self, path: str, start: int, end: int) -> io.BytesIO:  # type: ignore[override]
+        self.opened.append((start, end))
+        data = FileBackend.read(self, path, start, end)
+        if start and self.shorten:
+            self.shorten -= 1
+            data = data[:-1]
+        return io.BytesIO(data)
+
+
+@pytest.mark.parametrize("shortened", [0, 1, 1000])
+def test_big_blobs_from_streamed_stores_arrive_as_a_few_concurrent_streamed_ranges(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shortened: int
+) -> None:
+    monkeypatch.setattr(kara_core.obj.load, "_RANGED_MIN", 1024 * 1024)
+    monkeypatch.setattr(kara_core.obj.load, "_STREAMED_RANGE", 512 * 1024)
+    monkeypatch.setattr(kara_core.obj.load, "_STREAM_PIECE", 64 * 1024)
+    monkeypatch.setattr(kara_core.obj.load, "_STREAM_BUFFER", 128 * 1024)
+    size = 3 * 1024 * 1024 + 5
+    (source / "big.bin").write_bytes(os.urandom(size))
+    backend = _StreamedLike(str(tmp_path / "store"))
+    objects = ObjectStore(backend)
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    backend.shorten = shortened
+    out = tmp_path / "out"
+    if shortened > 1:
+        with pytest.raises(BlobIntegrityError, match="does not match"):
+            objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+        assert not (out / "big.bin").exists()
+        return
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert read_tree(out) == read_tree(source)
+    # 4 ranges of a quarter each (above the 512 KiB floor), no 8 MiB-style ranged reads.
+    part = -(-size // 4)
+    expected = [(start, min(size, start + part)) for start in range(0, size, part)]
+    assert sorted(backend.opened) == sorted(expected * (1 + shortened))
+    assert not [r for r in backend.ranges if r[0] > 0]
+
+
 def test_a_folder_kara_created_may_become_a_file_in_the_next_version(
     objects: ObjectStore, source: Path, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 
@@ -152,3 +153,100 @@ def test_parallel_read_ahead_splits_windows_into_concurrent_requests(monkeypatch
         assert reader._parts_pool is not None  # the windows were fetched in parts
     finally:
         reader.close()
+
+
+def _streamed(monkeypatch: pytest.MonkeyPatch) -> tuple[Backend, list[tuple[str, int, int]]]:
+    """A memory:// backend claiming streamed reads, recording its open_range calls, and
+    pieces of 3,000 bytes (at most 3 waiting per stream)."""
+    from dataclasses import replace
+
+    from kara_core.row import blocks
+
+    monkeypatch.setattr(blocks, "STREAM_PIECE", 3000)
+    monkeypatch.setattr(blocks, "READ_AHEAD", 9000)
+    backend = open_backend(f"memory://blocks-{next(_names)}")
+    backend.capabilities = replace(backend.capabilities, streamed_reads=True, parallel_reads=True)
+    opened: list[tuple[str, int, int]] = []
+    read = backend.read
+
+    def recording(path: str, start: int, end: int) -> io.BytesIO:
+        opened.append((path, start, end))
+        return io.BytesIO(read(path, start, end))
+
+    def no_ranged_reads(*args: object) -> bytes:
+        raise AssertionError(f"a sequential reader with streamed reads sent a ranged read {args}")
+
+    monkeypatch.setattr(backend, "open_range", recording)
+    monkeypatch.setattr(backend, "read", no_ranged_reads)
+    return backend, opened
+
+
+def test_streamed_read_ahead_opens_each_block_once_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, opened = _streamed(monkeypatch)
+    data = random.Random(5).randbytes(50_000)
+    for number, start in enumerate(range(0, len(data), 8192)):
+        backend.put(f"{PREFIX}{number}.blk", data[start : start + 8192])
+    sizes = [min(8192, len(data) - start) for start in range(0, len(data), 8192)]
+    limit = 45_000  # inside block 5 (40,960-49,152): bytes past it are never asked for
+    reader = RemoteBlocks(backend, PREFIX, sizes, limit)
+    rng = random.Random(3)
+    position = 0
+    try:
+        while position < limit:
+            end = min(limit, position + rng.choice([1, 100, 2999, 3001, 7000, 20_000]))
+            assert reader.read_ahead(position, end) == data[position:end]
+            position = end
+        assert reader.read_ahead(limit, limit + 10) == b""
+    finally:
+        reader.close()
+    expected = [(f"{PREFIX}{n}.blk", 0, 8192) for n in range(5)] + [(f"{PREFIX}5.blk", 0, limit - 5 * 8192)]
+    assert sorted(opened) == expected  # two blocks stream at once: their threads open them in either order
+
+
+def test_a_streamed_reader_jumping_starts_the_streams_where_it_lands(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, opened = _streamed(monkeypatch)
+    data = random.Random(6).randbytes(40_000)
+    for number, start in enumerate(range(0, len(data), 10_000)):
+        backend.put(f"{PREFIX}{number}.blk", data[start : start + 10_000])
+    reader = RemoteBlocks(backend, PREFIX, [10_000] * 4, len(data))
+    try:
+        assert reader.read_ahead(0, 100) == data[:100]
+        assert reader.read_ahead(25_000, 26_000) == data[25_000:26_000]  # forward, two blocks on
+        assert reader.read_ahead(5, 12_000) == data[5:12_000]  # backwards, across a block's end
+    finally:
+        reader.close()
+    starts = [(path, start) for path, start, _ in opened]
+    assert (f"{PREFIX}0.blk", 0) in starts
+    assert (f"{PREFIX}2.blk", 5000) in starts  # the stream of block 2 starts where the reader landed
+    assert (f"{PREFIX}0.blk", 5) in starts
+
+
+def test_a_streamed_block_that_shrank_is_reported_with_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, _ = _streamed(monkeypatch)
+    data = random.Random(7).randbytes(20_000)
+    backend.put(f"{PREFIX}0.blk", data[:10_000])
+    backend.put(f"{PREFIX}1.blk", b"short")
+    reader = RemoteBlocks(backend, PREFIX, [10_000, 10_000], 20_000)
+    try:
+        assert reader.read_ahead(0, 10_000) == data[:10_000]
+        with pytest.raises(CorruptDatasetError, match=r"1\.blk"):
+            reader.read_ahead(10_000, 20_000)
+        # The failed streams are dropped: a retry asks again (and fails the same way).
+        with pytest.raises(CorruptDatasetError, match=r"1\.blk"):
+            reader.read_ahead(10_000, 20_000)
+    finally:
+        reader.close()
+
+
+def test_closing_a_streamed_reader_stops_its_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, _ = _streamed(monkeypatch)
+    data = random.Random(8).randbytes(200_000)
+    backend.put(f"{PREFIX}0.blk", data[:100_000])
+    backend.put(f"{PREFIX}1.blk", data[100_000:])
+    reader = RemoteBlocks(backend, PREFIX, [100_000, 100_000], len(data))
+    assert reader.read_ahead(0, 10) == data[:10]
+    feeds = list(reader._feeds)
+    assert len(feeds) == 2  # this block's stream and the next one's, each waiting on a full queue
+    reader.close()
+    for feed in feeds:
+        feed._task.result(timeout=5)  # each stream's thread returned

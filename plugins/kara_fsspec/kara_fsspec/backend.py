@@ -76,8 +76,12 @@ class Traits:
             return cls("local", Capabilities(local_path=True))
         if isinstance(fs, MemoryFileSystem):
             return cls("memory", Capabilities(native_appends=False))
-        if type(fs).__module__.split(".")[0] in OBJECT_STORES:
-            return cls("object", Capabilities(parallel_reads=True, native_appends=False))
+        package = type(fs).__module__.split(".")[0]
+        if package in OBJECT_STORES:
+            # s3fs hands out the response body of a GET (aiobotocore's): a range streams
+            # from one request (:class:`_S3RangeStream`).
+            streamed = package == "s3fs"
+            return cls("object", Capabilities(parallel_reads=True, native_appends=False, streamed_reads=streamed))
         return cls("other", Capabilities(atomic_create=False, parallel_reads=True, native_appends=False))
 
 
@@ -244,6 +248,13 @@ class FsspecBackend(Backend):
         if len(first) < STREAM_BLOCK:
             return io.BytesIO(first)  # type: ignore[return-value]
         return io.BufferedReader(_RangedStream(self, path, start, first), STREAM_BLOCK)  # type: ignore[return-value]
+
+    def open_range(self, path: str, start: int, end: int) -> BinaryIO:
+        """Bytes ``[start, end)`` as a stream: on S3, one GET whose body is read as it arrives
+        (:class:`_S3RangeStream`); elsewhere one ranged read, in memory."""
+        if not self.capabilities.streamed_reads or end <= start:
+            return super().open_range(path, start, end)
+        return _S3RangeStream(self, path, start, end)  # type: ignore[return-value]
 
     def local_path(self, path: str) -> str | None:
         """The file's own path on fsspec's local filesystem; None elsewhere."""
@@ -513,6 +524,109 @@ class _RangedStream(io.RawIOBase):
         memoryview(buffer).cast("B")[:n] = self._chunk[:n]
         self._chunk = self._chunk[n:]
         return n
+
+
+class _S3RangeStream(io.RawIOBase):
+    """Bytes ``[start, end)`` of an S3 object from one GET, read as they arrive.
+
+    ``read(n)`` gives ``n`` bytes (fewer only at the end of the range), read from the
+    response body on s3fs's event loop. A body that breaks off (a dropped connection, a
+    timeout: s3fs's retryable errors) is asked for again from where it stopped, up to
+    the filesystem's ``retries`` times in all; a range the object no longer holds whole
+    raises :class:`BackendError`.
+    """
+
+    def __init__(self, backend: FsspecBackend, path: str, start: int, end: int) -> None:
+        super().__init__()
+        self._backend, self._path = backend, path
+        self._bucket, self._object, _ = backend.fs.split_path(backend._key(path))
+        self._position, self._end = start, end
+        self._body: Any = None
+        self._failures = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        from fsspec.asyn import sync
+
+        fs = self._backend.fs
+        answer = self._backend._call(
+            "read " + self._path,
+            lambda: sync(
+                fs.loop,
+                fs._call_s3,
+                "get_object",
+                Bucket=self._bucket,
+                Key=self._object,
+                Range=f"bytes={self._position}-{self._end - 1}",
+            ),
+        )
+        self._body = answer["Body"]
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._end - self._position
+        if size is not None and size >= 0:
+            want = min(want, size)
+        if want <= 0:
+            return b""
+        from fsspec.asyn import sync
+        from s3fs.core import S3_RETRYABLE_ERRORS
+
+        def attempt() -> bytes | None:
+            try:
+                return sync(self._backend.fs.loop, _read_exactly, self._body, want)  # type: ignore[no-any-return]
+            except S3_RETRYABLE_ERRORS:
+                return None
+
+        while True:
+            if self._body is None:
+                self._open()
+            data = self._backend._call("read " + self._path, attempt)
+            if data is None:
+                self._drop_body()
+                self._failures += 1
+                if self._failures >= max(1, getattr(self._backend.fs, "retries", 1)):
+                    raise BackendError(
+                        f"read {self._path} on {self._backend.url} failed: the answer broke off {self._failures} times"
+                    ) from None
+                continue
+            if len(data) < want:
+                raise BackendError(
+                    f"read {self._path} on {self._backend.url}: the object ended at byte "
+                    f"{self._position + len(data)}, before the {self._end} bytes asked for (was it replaced?)"
+                )
+            self._position += want
+            return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def _drop_body(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+    def close(self) -> None:
+        self._drop_body()
+        super().close()
+
+
+async def _read_exactly(body: Any, size: int) -> bytes:
+    """``size`` bytes of an aiobotocore response body (fewer only at its end)."""
+    first = await body.read(size)
+    if len(first) == size or not first:
+        return bytes(first)
+    parts, got = [first], len(first)
+    while got < size:
+        chunk = await body.read(size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 class _LocalAppender:

@@ -17,6 +17,7 @@ import ``s3_server``, ``azurite_server`` and ``gcs_server`` (session fixtures) a
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -124,6 +125,20 @@ class S3TestServer(_LoopbackServer):
             self._child.terminate()
             self._child.wait(10)
             self._child = None
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's process has used so far (``process=True``, Linux).
+
+        Benchmarks take it before and after an operation: moto answers requests under one
+        GIL, so the CPU it spent is a floor under the operation's wall time.
+        """
+        if self._child is None:
+            raise RuntimeError("cpu_seconds needs a server started with process=True")
+        with open(f"/proc/{self._child.pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        # utime and stime: fields 14 and 15 of proc(5), counted from the state (field 3).
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     @property
     def options(self) -> dict[str, Any]:
