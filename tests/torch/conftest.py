@@ -124,3 +124,13 @@ def launch_ranks(script: str, params: dict[str, Any], world_size: int) -> list[A
         outputs.append(json.loads(out.strip().splitlines()[-1]))
     del rendezvous
     return outputs
+
+
+@pytest.fixture(scope="module")
+def pipe_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A file:// store with the sources of ``pipeline_views`` (one per test module)."""
+    from .pipeline_views import write_store
+
+    url = f"file://{tmp_path_factory.mktemp('pipeline')}/store"
+    write_store(url)
+    return url

@@ -13,16 +13,9 @@ import kara_core
 from kara_core.errors import ConfigurationError
 
 from .conftest import as_list
-from .pipeline_views import build, sample_id, torch_options, write_store
+from .pipeline_views import build, sample_id, torch_options
 
 BATCH = 8
-
-
-@pytest.fixture(scope="module")
-def pipe_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"file://{tmp_path_factory.mktemp('batches')}/store"
-    write_store(url)
-    return url
 
 
 def per_sample(url: str, kind: str, num_workers: int, **options: Any) -> list[Any]:

@@ -14,16 +14,9 @@ import kara_core
 from kara_core.errors import ConfigurationError
 
 from .conftest import as_list, launch_ranks
-from .pipeline_views import MIXED, SEQ_LEN, WEIGHTS, build, sample_id, token_record, torch_options, write_store
+from .pipeline_views import MIXED, SEQ_LEN, WEIGHTS, build, sample_id, token_record, torch_options
 
 BATCH = 8
-
-
-@pytest.fixture(scope="module")
-def pipe_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"file://{tmp_path_factory.mktemp('pipeline')}/store"
-    write_store(url)
-    return url
 
 
 def epoch_ids(url: str, kind: str, num_workers: int = 0, epoch: int = 1, batch_size: int = BATCH) -> list[Any]:
