@@ -16,6 +16,7 @@ import sys
 import threading
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import islice
 from operator import le
 from typing import Any
@@ -35,7 +36,7 @@ from .blocks import (
     probe_streams,
 )
 
-__all__ = ["ENTRY", "Snapshot", "ascending", "complete_extent", "decode_ends"]
+__all__ = ["ENTRY", "Snapshot", "ascending", "complete_extent", "decode_ends", "last_complete"]
 
 #: Size of one index entry (the end offset of a record, unsigned 64-bit little-endian).
 ENTRY = 8
@@ -90,19 +91,28 @@ def complete_extent(backend: Backend, index_prefix: str, index_sizes: list[int],
         def end_of(i: int) -> int:
             return _ONE.unpack(reader.read(i * ENTRY, (i + 1) * ENTRY))[0]
 
-        last = end_of(entries - 1)
-        if last <= data_bytes:
-            return entries, last
-        lo, hi = 0, entries - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if end_of(mid - 1) <= data_bytes:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo, end_of(lo - 1) if lo else 0
+        return last_complete(entries, end_of, data_bytes)
     finally:
         reader.close()
+
+
+def last_complete(entries: int, end_of: Callable[[int], int], data_bytes: int) -> tuple[int, int]:
+    """How many of ``entries`` records end within ``data_bytes``, and where the last of them
+    ends, given ``end_of(i)``, the end offset of record ``i`` (never decreasing): the last
+    entry first, then a binary search (O(log n) calls)."""
+    if not entries:
+        return 0, 0
+    last = end_of(entries - 1)
+    if last <= data_bytes:
+        return entries, last
+    lo, hi = 0, entries - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if end_of(mid - 1) <= data_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, end_of(lo - 1) if lo else 0
 
 
 class Snapshot:
@@ -129,9 +139,7 @@ class Snapshot:
                 in_memory = decode_ends(whole.read(0, entries * ENTRY))
             finally:
                 whole.close()
-            # End offsets never decrease: the complete records are those ending within the data.
-            self.count = bisect_right(in_memory, stored_data)
-            self.data_bytes = in_memory[self.count - 1] if self.count else 0
+            self.count, self.data_bytes = last_complete(entries, in_memory.__getitem__, stored_data)
         else:
             self.count, self.data_bytes = complete_extent(backend, index_prefix, index_sizes, stored_data)
         # Only the complete records are read: bytes past them may be cut by a writer. That
