@@ -160,17 +160,27 @@ class LeaseLock:
             delay = min(delay * 2, 0.2)
 
     def _beat(self) -> None:
+        refreshed = time.monotonic()
         while not self._stop.wait(self.ttl / 4):
             # Checked and refreshed under the beat lock: release() takes it too, so a
             # refresh can never recreate the lock object after release deleted it.
             with self._beat_lock:
                 if self._stop.is_set():
                     return
-                found = self._read()
-                if found is None or found[1].get("token") != self._token:
-                    self.lost = True
-                    return
-                self.backend.put(self.path, self._content(self._created))
+                try:
+                    found = self._read()
+                    if found is None or found[1].get("token") != self._token:
+                        self.lost = True
+                        return
+                    self.backend.put(self.path, self._content(self._created))
+                except Exception:  # noqa: BLE001 - a store error: tried again at the next beat
+                    # Unrefreshed for a whole lease, the lock may have been broken by
+                    # another host: the writer must know (it refuses to flush).
+                    if time.monotonic() - refreshed > self.ttl:
+                        self.lost = True
+                        return
+                    continue
+                refreshed = time.monotonic()
 
     def release(self) -> None:
         """Give the lock up (only if this object still holds it)."""
