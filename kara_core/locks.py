@@ -111,16 +111,19 @@ class LeaseLock:
             return not process_alive(int(info.get("pid") or 0), info.get("pid_start"))
         return heartbeat is not None and now - float(heartbeat) > self.ttl
 
-    def _break(self, raw: bytes, info: dict[str, Any]) -> None:
+    def _break(self, raw: bytes, info: dict[str, Any]) -> bool:
+        # False when another breaker's marker is there (it is breaking the lock, or it
+        # crashed and left its marker behind): the caller waits as for a live lock.
         marker = f"{self.path}.break-{info.get('token') or 'unreadable'}"
         if not self.backend.put_if_absent(marker, self._content(time.time())):
-            return
+            return False
         try:
             current = self.backend.read_if_exists(self.path)
             if current == raw:
                 self.backend.delete(self.path)
         finally:
             self.backend.delete(marker)
+        return True
 
     def describe(self, info: dict[str, Any]) -> str:
         """A human description of a lock holder."""
@@ -147,8 +150,7 @@ class LeaseLock:
             if found is None:
                 continue
             raw, info = found
-            if self._is_stale(info):
-                self._break(raw, info)
+            if self._is_stale(info) and self._break(raw, info):
                 continue
             if time.monotonic() >= deadline:
                 raise DatasetLockedError(

@@ -107,6 +107,33 @@ def test_a_lock_a_crash_left_empty_or_torn_is_broken(store: KaraStorage, left: b
         assert list(ds) == [record(1)]
 
 
+def test_a_stale_lock_whose_break_marker_was_left_behind_times_out(store: KaraStorage) -> None:
+    # A breaker that crashed between creating its marker and deleting it leaves the
+    # marker: the next acquire cannot break the lock, and must wait up to its timeout
+    # and raise, not spin forever without sleeping.
+    import subprocess
+    import sys
+    import textwrap
+
+    store.backend.put(LOCK, b"")
+    store.backend.put(LOCK + ".break-unreadable", b"{}")
+    script = textwrap.dedent(
+        f"""
+        from kara_core.errors import DatasetLockedError
+        from kara_core.locks import LeaseLock
+        from kara_core.url import open_backend
+
+        lock = LeaseLock(open_backend({store.backend.url!r}), {LOCK!r}, "test lock", ttl=30, heartbeat=False)
+        try:
+            lock.acquire(timeout=0.3)
+        except DatasetLockedError:
+            print("locked")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert done.stdout == "locked\n", done.stderr
+
+
 def test_lock_is_released_on_close(store: KaraStorage) -> None:
     with store.open_dataset("ns", "rows", "w", version="1") as ds:
         assert store.backend.exists(LOCK)
