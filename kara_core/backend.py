@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import io
 import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -334,14 +334,18 @@ class Backend(ABC):
 
 
 class RangeFeed:
-    """Bytes ``[start, end)`` of one object, streamed by a thread of ``pool`` ahead of the reader.
+    """Bytes ``[start, end)`` of one object, streamed by a thread of its own ahead of the reader.
 
     The thread reads the range through :meth:`Backend.open_range` in pieces of ``piece``
     bytes and queues them, at most ``buffered`` bytes waiting (then it waits, and so does
     the answer's connection); the reader takes them in order with :meth:`next_piece`.
     Positions count from ``offset`` (a block's place in its stream): the range is
     ``[offset + start, offset + end)`` there. :meth:`cancel` stops the thread at its next
-    piece and drops what waits.
+    piece and drops what waits; :meth:`join` waits for the thread to end.
+
+    The thread is a daemon: a feed its reader never cancels (a reader left open at exit)
+    waits for a consumer forever, and must not hold up the interpreter's exit (as a
+    ThreadPoolExecutor's thread would: those are joined at exit).
     """
 
     def __init__(
@@ -350,7 +354,6 @@ class RangeFeed:
         path: str,
         start: int,
         end: int,
-        pool: ThreadPoolExecutor,
         piece: int,
         buffered: int,
         offset: int = 0,
@@ -360,7 +363,10 @@ class RangeFeed:
         self.position = self.start
         self._pieces: queue.Queue[bytes | BaseException] = queue.Queue(max(1, buffered // piece))
         self._stopped = False
-        self._task = pool.submit(self._run, backend, path, start, end, piece)
+        self._thread = threading.Thread(
+            target=self._run, args=(backend, path, start, end, piece), name="kara-range-feed", daemon=True
+        )
+        self._thread.start()
 
     def _run(self, backend: Backend, path: str, start: int, end: int, piece: int) -> None:
         try:
@@ -397,9 +403,12 @@ class RangeFeed:
     def cancel(self) -> None:
         """Stop streaming and drop the pieces not taken."""
         self._stopped = True
-        self._task.cancel()
         while True:
             try:
                 self._pieces.get_nowait()
             except queue.Empty:
                 return
+
+    def join(self) -> None:
+        """Wait for the thread to end (after :meth:`cancel`, or once the range is read)."""
+        self._thread.join()

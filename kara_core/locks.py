@@ -111,16 +111,19 @@ class LeaseLock:
             return not process_alive(int(info.get("pid") or 0), info.get("pid_start"))
         return heartbeat is not None and now - float(heartbeat) > self.ttl
 
-    def _break(self, raw: bytes, info: dict[str, Any]) -> None:
+    def _break(self, raw: bytes, info: dict[str, Any]) -> bool:
+        # False when another breaker's marker is there (it is breaking the lock, or it
+        # crashed and left its marker behind): the caller waits as for a live lock.
         marker = f"{self.path}.break-{info.get('token') or 'unreadable'}"
         if not self.backend.put_if_absent(marker, self._content(time.time())):
-            return
+            return False
         try:
             current = self.backend.read_if_exists(self.path)
             if current == raw:
                 self.backend.delete(self.path)
         finally:
             self.backend.delete(marker)
+        return True
 
     def describe(self, info: dict[str, Any]) -> str:
         """A human description of a lock holder."""
@@ -147,8 +150,7 @@ class LeaseLock:
             if found is None:
                 continue
             raw, info = found
-            if self._is_stale(info):
-                self._break(raw, info)
+            if self._is_stale(info) and self._break(raw, info):
                 continue
             if time.monotonic() >= deadline:
                 raise DatasetLockedError(
@@ -160,17 +162,27 @@ class LeaseLock:
             delay = min(delay * 2, 0.2)
 
     def _beat(self) -> None:
+        refreshed = time.monotonic()
         while not self._stop.wait(self.ttl / 4):
             # Checked and refreshed under the beat lock: release() takes it too, so a
             # refresh can never recreate the lock object after release deleted it.
             with self._beat_lock:
                 if self._stop.is_set():
                     return
-                found = self._read()
-                if found is None or found[1].get("token") != self._token:
-                    self.lost = True
-                    return
-                self.backend.put(self.path, self._content(self._created))
+                try:
+                    found = self._read()
+                    if found is None or found[1].get("token") != self._token:
+                        self.lost = True
+                        return
+                    self.backend.put(self.path, self._content(self._created))
+                except Exception:  # noqa: BLE001 - a store error: tried again at the next beat
+                    # Unrefreshed for a whole lease, the lock may have been broken by
+                    # another host: the writer must know (it refuses to flush).
+                    if time.monotonic() - refreshed > self.ttl:
+                        self.lost = True
+                        return
+                    continue
+                refreshed = time.monotonic()
 
     def release(self) -> None:
         """Give the lock up (only if this object still holds it)."""

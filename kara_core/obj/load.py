@@ -428,11 +428,11 @@ class _StreamedRanges:
         self._worker = worker
         part = max(_STREAMED_RANGE, -(-size // _RANGES_AHEAD))
         cuts = [*range(0, size, part), size]
-        self._pool = ThreadPoolExecutor(max_workers=len(cuts) - 1, thread_name_prefix="kara-range")
         self._feeds = collections.deque(
-            RangeFeed(backend, path, start, end, self._pool, _STREAM_PIECE, _STREAM_BUFFER)
+            RangeFeed(backend, path, start, end, _STREAM_PIECE, _STREAM_BUFFER)
             for start, end in itertools.pairwise(cuts)
         )
+        self._started = list(self._feeds)
         self._block = memoryview(b"")
         self._offset = 0
 
@@ -460,7 +460,8 @@ class _StreamedRanges:
         """Stop the streams and wait for their threads."""
         while self._feeds:
             self._feeds.popleft().cancel()
-        self._pool.shutdown(wait=True)
+        for feed in self._started:
+            feed.join()
 
     def __enter__(self) -> _StreamedRanges:
         return self

@@ -377,8 +377,6 @@ class RemoteBlocks:
             for feed in feeds:
                 feed.cancel()
             feeds.clear()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=STREAMED_BLOCKS, thread_name_prefix="kara-read-ahead")
         position = feeds[-1].end if feeds else start
         while len(feeds) < STREAMED_BLOCKS and position < self.limit:
             number = bisect_right(self._starts, position) - 1
@@ -390,7 +388,6 @@ class RemoteBlocks:
                     block_path(self.prefix, number),
                     position - base,
                     stop - base,
-                    self._pool,
                     STREAM_PIECE,
                     READ_AHEAD,
                     offset=base,

@@ -498,8 +498,17 @@ class RowDataset:
         import numpy as np
 
         snap = self._reader()
-        wanted = np.asarray(positions, dtype=np.int64).reshape(-1)
+        given = np.asarray(positions).reshape(-1)
         length = self._end - self._begin
+        if given.size and given.dtype.kind not in "iu":
+            # As ds[0.5]: never truncated to an integer (nor True taken as 1).
+            raise TypeError(f"record positions must be integers, got {given.dtype} ({given[0]!r})")
+        if given.dtype.kind == "u" and given.size and int(given.max()) > np.iinfo(np.int64).max:
+            # Would wrap around to a negative position (a record counted from the end).
+            raise RecordIndexError(
+                f"record {int(given.max())} is out of range for dataset {self._name()} of {length} records"
+            )
+        wanted = given.astype(np.int64)
         wanted = np.where(wanted < 0, wanted + length, wanted)
         if len(wanted) and (int(wanted.min()) < 0 or int(wanted.max()) >= length):
             bad = int(np.flatnonzero((wanted < 0) | (wanted >= length))[0])

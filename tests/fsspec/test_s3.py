@@ -187,6 +187,32 @@ def test_a_streamed_range_of_a_shorter_object_is_an_error(s3_server: S3TestServe
         stream.read()
 
 
+def test_a_streamed_range_closed_early_closes_its_answer_on_the_event_loop(
+    s3_server: S3TestServer, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer's connection belongs to s3fs's event loop (asyncio and aiohttp are not
+    # thread-safe): a reader closing a range early (RangeFeed.cancel, a thread of its own)
+    # must have it closed there, not from the reader's thread.
+    import threading
+
+    import aiohttp
+
+    store = open_backend(s3_server.url(s3_bucket, "early"), **s3_server.options)
+    store.put("blob", os.urandom(300_000))
+    closed_in: list[threading.Thread] = []
+    close = aiohttp.ClientResponse.close
+
+    def recording(self: aiohttp.ClientResponse) -> None:
+        closed_in.append(threading.current_thread())
+        close(self)
+
+    monkeypatch.setattr(aiohttp.ClientResponse, "close", recording)
+    with store.open_range("blob", 0, 300_000) as stream:
+        assert len(stream.read(1000)) == 1000
+        closed_in.clear()
+    assert closed_in and all(thread.name == "fsspecIO" for thread in closed_in), closed_in
+
+
 def test_opening_a_version_lists_its_blocks_once_and_reads_a_small_index_whole(
     s3_server: S3TestServer, s3_bucket: str
 ) -> None:

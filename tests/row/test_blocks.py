@@ -249,4 +249,33 @@ def test_closing_a_streamed_reader_stops_its_streams(monkeypatch: pytest.MonkeyP
     assert len(feeds) == 2  # this block's stream and the next one's, each waiting on a full queue
     reader.close()
     for feed in feeds:
-        feed._task.result(timeout=5)  # each stream's thread returned
+        feed._thread.join(timeout=5)
+        assert not feed._thread.is_alive()  # each stream's thread returned
+
+
+def test_a_streamed_reader_never_closed_does_not_hold_up_the_interpreter_exit() -> None:
+    # A reader dropped without close() at exit (a script's global dataset) leaves its
+    # streams waiting for a consumer: their threads must not be joined at exit.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from dataclasses import replace
+        from kara_core.row import blocks
+        from kara_core.row.blocks import RemoteBlocks
+        from kara_core.url import open_backend
+
+        blocks.STREAM_PIECE, blocks.READ_AHEAD = 1000, 3000
+        backend = open_backend("memory://exit-hang")
+        backend.capabilities = replace(backend.capabilities, streamed_reads=True, parallel_reads=True)
+        backend.put("data/0.blk", bytes(100_000))
+        reader = RemoteBlocks(backend, "data/", [100_000], 100_000)
+        assert reader.read_ahead(0, 10) == bytes(10)
+        print("read", flush=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "read\n"

@@ -297,3 +297,20 @@ def test_read_raw_at_and_read_range_of_a_slice(store: KaraStorage) -> None:
             part.read_raw_at([-51])
         assert part.read_range(45, 99) == list(range(55, 60))
         assert part.read_range(-5, 3) == list(range(10, 13))
+
+
+def test_read_raw_at_refuses_positions_that_are_not_integers(store: KaraStorage) -> None:
+    # As ds[0.5] does: no silent truncation of floats, and a uint64 position past the
+    # int64 range does not wrap around to a negative one (a record counted from the end).
+    from kara_core.errors import RecordIndexError
+
+    with store.open_dataset("ns", "k", "w", version="1") as ds:
+        ds.write_many(range(5))
+    with store.open_dataset("ns", "k") as ds:
+        for bad in ([0.9], [1, 2.5], [True], np.array([0.0])):
+            with pytest.raises(TypeError, match="integers"):
+                ds.read_raw_at(bad)
+        with pytest.raises(RecordIndexError, match="out of range"):
+            ds.read_raw_at(np.array([2**64 - 1], dtype=np.uint64))
+        assert ds.read_raw_at(np.array([4, 0], dtype=np.uint64)) == [b"4", b"0"]
+        assert ds.read_raw_at(np.array([], dtype=np.float64)) == []

@@ -107,6 +107,33 @@ def test_a_lock_a_crash_left_empty_or_torn_is_broken(store: KaraStorage, left: b
         assert list(ds) == [record(1)]
 
 
+def test_a_stale_lock_whose_break_marker_was_left_behind_times_out(store: KaraStorage) -> None:
+    # A breaker that crashed between creating its marker and deleting it leaves the
+    # marker: the next acquire cannot break the lock, and must wait up to its timeout
+    # and raise, not spin forever without sleeping.
+    import subprocess
+    import sys
+    import textwrap
+
+    store.backend.put(LOCK, b"")
+    store.backend.put(LOCK + ".break-unreadable", b"{}")
+    script = textwrap.dedent(
+        f"""
+        from kara_core.errors import DatasetLockedError
+        from kara_core.locks import LeaseLock
+        from kara_core.url import open_backend
+
+        lock = LeaseLock(open_backend({store.backend.url!r}), {LOCK!r}, "test lock", ttl=30, heartbeat=False)
+        try:
+            lock.acquire(timeout=0.3)
+        except DatasetLockedError:
+            print("locked")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert done.stdout == "locked\n", done.stderr
+
+
 def test_lock_is_released_on_close(store: KaraStorage) -> None:
     with store.open_dataset("ns", "rows", "w", version="1") as ds:
         assert store.backend.exists(LOCK)
@@ -172,6 +199,44 @@ def test_heartbeat_refreshes_the_lock_and_notices_a_takeover(store: KaraStorage)
     finally:
         lock.release()
     assert json.loads(store.backend.read(LOCK))["host"] == "another-host.example"  # not ours to delete
+
+
+def test_a_heartbeat_survives_a_failed_refresh_and_reports_a_lease_it_could_not_keep(
+    store: KaraStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refresh that fails (a transient store error) must not end the heartbeat silently:
+    # the lock would go stale for other hosts while ``lost`` says it is still held.
+    from kara_core.errors import BackendError
+    from kara_core.locks import LeaseLock
+
+    backend = store.backend
+    put = backend.put
+    failing = {"left": 1}
+
+    def flaky(path: str, data: bytes) -> None:
+        if path == LOCK and failing["left"]:
+            failing["left"] -= 1
+            raise BackendError("the store is unreachable")
+        put(path, data)
+
+    monkeypatch.setattr(backend, "put", flaky)
+    lock = LeaseLock(backend, LOCK, "test lock", ttl=0.4, heartbeat=True)
+    lock.acquire()
+    try:
+        first = json.loads(backend.read(LOCK))["heartbeat"]
+        deadline = time.monotonic() + 5
+        while json.loads(backend.read(LOCK))["heartbeat"] == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert failing["left"] == 0
+        assert json.loads(backend.read(LOCK))["heartbeat"] > first  # refreshed again after the failure
+        assert not lock.lost
+        failing["left"] = 10**6  # now no refresh gets through for longer than the lease
+        while not lock.lost and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        assert lock.lost
+    finally:
+        failing["left"] = 0
+        lock.release()
 
 
 def test_a_writer_left_open_does_not_hold_up_the_interpreter_exit(tmp_path: Path) -> None:

@@ -605,9 +605,18 @@ class _S3RangeStream(io.RawIOBase):
         return len(data)
 
     def _drop_body(self) -> None:
-        if self._body is not None:
-            self._body.close()
-            self._body = None
+        body, self._body = self._body, None
+        if body is None:
+            return
+        loop = self._backend.fs.loop
+        if loop is not None and loop.is_running():
+            # On s3fs's event loop: the answer's connection is aiohttp's (asyncio is not
+            # thread-safe), and this runs on the reader's thread.
+            from fsspec.asyn import sync
+
+            sync(loop, body.aclose)
+        else:
+            body.close()  # no loop left to run it (interpreter exit)
 
     def close(self) -> None:
         self._drop_body()
