@@ -408,9 +408,10 @@ class RemoteBlocks:
             return b""
         with self._lock:
             current = self._current
-            if self._streamed and (current is None or not (current.start <= start < current.end)):
+            missed = current is None or not (current.start <= start < current.end)
+            if missed and self._streamed:
                 current = self._current = self._streamed_window(start)
-            elif current is None or not (current.start <= start < current.end):
+            elif missed:
                 pending = self._next
                 if pending is not None and pending[0] <= start < pending[1]:
                     current = _Window(pending[0], pending[2].result())

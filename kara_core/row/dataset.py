@@ -319,16 +319,10 @@ class RowDataset:
         warn_if_in_dataloader_worker(self._name())
         stop = min(self._end, self._pos + BATCH_RECORDS)
         self._bpos = 0
-        if self._joined is not None:
-            run = snap.mapped_run(self._pos, stop, BATCH_BYTES)
-            if run is not None:
-                try:
-                    self._batch = self._joined(*run)
-                except Exception:  # noqa: BLE001 - any error of a user serializer: read record by record below
-                    pass
-                else:
-                    self._decoded = True
-                    return True
+        decoded = self._decode_run(snap, self._pos, stop, BATCH_BYTES)
+        if decoded is not None:
+            self._batch, self._decoded = decoded, True
+            return True
         self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
         self._decoded = False
         return True
@@ -513,8 +507,7 @@ class RowDataset:
         if len(wanted) and (int(wanted.min()) < 0 or int(wanted.max()) >= length):
             bad = int(np.flatnonzero((wanted < 0) | (wanted >= length))[0])
             raise RecordIndexError(
-                f"record {np.asarray(positions).reshape(-1)[bad]} is out of range for dataset {self._name()} "
-                f"of {length} records"
+                f"record {given[bad]} is out of range for dataset {self._name()} of {length} records"
             )
         absolute = wanted + self._begin
         got = snap.raw_at(absolute, self._views)
@@ -533,14 +526,25 @@ class RowDataset:
         start = min(max(operator.index(start), 0), length)
         stop = min(max(operator.index(stop), start), length)
         first, last = self._begin + start, self._begin + stop
-        if self._joined is not None:
-            run = snap.mapped_run(first, last, sys.maxsize)
-            if run is not None:
-                try:
-                    return self._joined(*run)
-                except Exception:  # noqa: BLE001 - any error of a user serializer: decoded one by one below
-                    pass
+        decoded = self._decode_run(snap, first, last, sys.maxsize)
+        if decoded is not None:
+            return decoded
         return self._deserialize_many(snap.raw_range(first, last, False, None, self._views))
+
+    def _decode_run(self, snap: Snapshot, start: int, stop: int, budget: int) -> list[Any] | None:
+        # Records [start, stop) (fewer past ``budget`` bytes) decoded at once from mapped
+        # memory by the serializer's own deserialize_joined; None where that does not
+        # apply (no such hook, records not in one mapped block) or the hook fails: the
+        # caller then reads and decodes them record by record, which raises what applies.
+        if self._joined is None:
+            return None
+        run = snap.mapped_run(start, stop, budget)
+        if run is None:
+            return None
+        try:
+            return self._joined(*run)
+        except Exception:  # noqa: BLE001 - any error of a user serializer: decoded one by one instead
+            return None
 
     def read_raw_joined(self, start: int, stop: int) -> tuple[bytes, array[int]]:
         """Records ``[start, stop)`` (clamped like a list slice) as one buffer and their ends.

@@ -214,6 +214,13 @@ class Snapshot:
             f"record {i} ends at data offset {end}, before it starts ({start}): the index is damaged",
         )
 
+    def _unordered(self, start: int, first: int, ends: Any) -> CorruptDatasetError:
+        # The error for end offsets of records ``start, start + 1, ...`` (after ``first``,
+        # where record ``start`` begins) that are not ascending: at the first that decreases.
+        bounds = [first, *(int(end) for end in ends)]
+        bad = next(k for k in range(len(bounds) - 1) if bounds[k + 1] < bounds[k])
+        return self._corrupt(start + bad, bounds[bad], bounds[bad + 1])
+
     def _index_location(self, i: int) -> tuple[int, int]:
         offset = i * ENTRY
         for number in range(self.index_blocks):
@@ -271,9 +278,7 @@ class Snapshot:
             numpy = None  # type: ignore[assignment]
         absolute: Any = array("Q", ends) if numpy is None else numpy.frombuffer(ends, dtype=numpy.uint64)
         if not ascending(absolute, first):
-            bounds = [first, *(int(end) for end in absolute)]
-            bad = next(k for k in range(len(bounds) - 1) if bounds[k + 1] < bounds[k])
-            raise self._corrupt(start + bad, bounds[bad], bounds[bad + 1])
+            raise self._unordered(start, first, absolute)
         if numpy is None:
             relative = array("Q", (end - first for end in absolute))
         else:
@@ -328,9 +333,7 @@ class Snapshot:
         if ends[-1] - first > budget:
             ends = ends[: max(1, int(numpy.searchsorted(ends, first + budget, side="right")))]
         if not ascending(ends, first):
-            bounds = [first, *ends.tolist()]
-            bad = next(k for k in range(len(bounds) - 1) if bounds[k + 1] < bounds[k])
-            raise self._corrupt(start + bad, bounds[bad], bounds[bad + 1])
+            raise self._unordered(start, first, ends)
         mapped = self.data.view(first, int(ends[-1]))  # type: ignore[attr-defined]
         if mapped is None:
             return None
