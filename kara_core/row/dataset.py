@@ -462,6 +462,14 @@ class RowDataset:
         """Record ``index`` without moving the cursor (same as ``ds[index]``)."""
         return self[index]
 
+    def _clamped(self, start: int, stop: int) -> tuple[int, int]:
+        # Records [start, stop) of this slice, clamped like a list slice, as record
+        # numbers of the version.
+        length = self._end - self._begin
+        start = min(max(operator.index(start), 0), length)
+        stop = min(max(operator.index(stop), start), length)
+        return self._begin + start, self._begin + stop
+
     def read_raw_range(self, start: int, stop: int) -> list[bytes]:
         """The serialized bytes of records ``[start, stop)``, clamped like a list slice.
 
@@ -469,10 +477,8 @@ class RowDataset:
         accessor for loaders that deserialize (or pass bytes on) themselves.
         """
         snap = self._reader()
-        length = self._end - self._begin
-        start = min(max(operator.index(start), 0), length)
-        stop = min(max(operator.index(stop), start), length)
-        return snap.raw_range(self._begin + start, self._begin + stop, False, None, self._views)
+        first, last = self._clamped(start, stop)
+        return snap.raw_range(first, last, False, None, self._views)
 
     @property
     def mapped(self) -> bool:
@@ -522,10 +528,7 @@ class RowDataset:
         ``deserialize_joined`` (numpy) decode the run at once from mapped memory.
         """
         snap = self._reader()
-        length = self._end - self._begin
-        start = min(max(operator.index(start), 0), length)
-        stop = min(max(operator.index(stop), start), length)
-        first, last = self._begin + start, self._begin + stop
+        first, last = self._clamped(start, stop)
         decoded = self._decode_run(snap, first, last, sys.maxsize)
         if decoded is not None:
             return decoded
@@ -556,10 +559,8 @@ class RowDataset:
         vector operations (Arrow, numpy), such as kara-ray's datasource.
         """
         snap = self._reader()
-        length = self._end - self._begin
-        start = min(max(operator.index(start), 0), length)
-        stop = min(max(operator.index(stop), start), length)
-        return snap.raw_joined(self._begin + start, self._begin + stop)
+        first, last = self._clamped(start, stop)
+        return snap.raw_joined(first, last)
 
     def raw_record_bounds(self, start: int, stop: int) -> list[int]:
         """Byte offsets, in the data stream, of records ``[start, stop)``: ``stop-start+1`` ints.
@@ -568,11 +569,8 @@ class RowDataset:
         batches by bytes before reading them.
         """
         snap = self._reader()
-        length = self._end - self._begin
-        start = min(max(operator.index(start), 0), length)
-        stop = min(max(operator.index(stop), start), length)
-        first = self._begin + start
-        return [snap.end(first - 1), *snap.ends(first, self._begin + stop, False)]
+        first, last = self._clamped(start, stop)
+        return [snap.end(first - 1), *snap.ends(first, last, False)]
 
     def _identity(self) -> _Identity:
         return (self.backend, self.namespace, self.key, self.version, self.serializer, self._options)
