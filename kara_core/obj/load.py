@@ -362,23 +362,55 @@ class _Downloader:
             raise NotFoundError(f"{self.backend.url}/{path} does not exist") from None
 
 
-class _RangeReader:
-    """A ``readinto`` over a remote blob fetched as parallel ranged reads, in order.
+class _InOrder:
+    """A ``readinto`` over a remote blob that arrives as consecutive pieces, in order.
 
-    ``_RANGES_AHEAD`` ranges are in flight at any time; the caller consumes them in
-    order, so the file is hashed as it is written (one pass, no read-back) and can be
-    written with direct I/O, while the fetches overlap their round trips.
+    Subclasses hand over the next piece with :meth:`_next_piece` (None at the end) and
+    stop their fetches in :meth:`close`; the caller consumes the blob in order, so the
+    file is hashed as it is written (one pass, no read-back) and can be written with
+    direct I/O, while the fetches overlap their round trips.
     """
 
+    def __init__(self) -> None:
+        self._block = memoryview(b"")
+        self._offset = 0
+
+    def _next_piece(self) -> bytes | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def readinto(self, buf: memoryview) -> int:
+        """Copy the next bytes of the blob into ``buf``; 0 at the end."""
+        if self._offset == len(self._block):
+            piece = self._next_piece()
+            if piece is None:
+                return 0
+            self._block, self._offset = memoryview(piece), 0
+        n = min(len(buf), len(self._block) - self._offset)
+        buf[:n] = self._block[self._offset : self._offset + n]
+        self._offset += n
+        return n
+
+    def __enter__(self) -> _InOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _RangeReader(_InOrder):
+    """A blob fetched as parallel ranged reads: ``_RANGES_AHEAD`` ranges in flight at any time."""
+
     def __init__(self, backend: Backend, path: str, size: int, worker: Worker) -> None:
+        super().__init__()
         self._backend, self._path, self._size, self._worker = backend, path, size, worker
         self._pool = ThreadPoolExecutor(max_workers=_RANGE_THREADS, thread_name_prefix="kara-range")
         self._starts = iter(range(0, size, _RANGE))
         self._ahead: collections.deque[Future[bytes]] = collections.deque()
         for _ in range(_RANGES_AHEAD):
             self._submit()
-        self._block = memoryview(b"")
-        self._offset = 0
 
     def _submit(self) -> None:
         start = next(self._starts, None)
@@ -389,18 +421,12 @@ class _RangeReader:
         self._worker.check()
         return self._backend.read(self._path, start, min(start + _RANGE, self._size))
 
-    def readinto(self, buf: memoryview) -> int:
-        """Copy the next bytes of the blob into ``buf``; 0 at the end."""
-        if self._offset == len(self._block):
-            if not self._ahead:
-                return 0
-            self._block = memoryview(self._ahead.popleft().result())
-            self._offset = 0
-            self._submit()
-        n = min(len(buf), len(self._block) - self._offset)
-        buf[:n] = self._block[self._offset : self._offset + n]
-        self._offset += n
-        return n
+    def _next_piece(self) -> bytes | None:
+        if not self._ahead:
+            return None
+        piece = self._ahead.popleft().result()
+        self._submit()
+        return piece
 
     def close(self) -> None:
         """Drop the ranges not started yet and wait for the running ones."""
@@ -408,23 +434,17 @@ class _RangeReader:
             future.cancel()
         self._pool.shutdown(wait=True)
 
-    def __enter__(self) -> _RangeReader:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _StreamedRanges:
-    """A ``readinto`` over a remote blob fetched as concurrent streamed ranges, in order.
+class _StreamedRanges(_InOrder):
+    """A blob fetched as concurrent streamed ranges.
 
     The blob is cut into at most ``_RANGES_AHEAD`` ranges of at least ``_STREAMED_RANGE``
-    bytes, all requested at once (:class:`~kara_core.backend.RangeFeed`); the caller
-    consumes them in order, so the file is hashed as it is written. A blob shorter than
-    its manifest size ends early: the caller's size check catches it (and retries).
+    bytes, all requested at once (:class:`~kara_core.backend.RangeFeed`). A blob shorter
+    than its manifest size ends early: the caller's size check catches it (and retries).
     """
 
     def __init__(self, backend: Backend, path: str, size: int, worker: Worker) -> None:
+        super().__init__()
         self._worker = worker
         part = max(_STREAMED_RANGE, -(-size // _RANGES_AHEAD))
         cuts = [*range(0, size, part), size]
@@ -433,28 +453,19 @@ class _StreamedRanges:
             for start, end in itertools.pairwise(cuts)
         )
         self._started = list(self._feeds)
-        self._block = memoryview(b"")
-        self._offset = 0
 
-    def readinto(self, buf: memoryview) -> int:
-        """Copy the next bytes of the blob into ``buf``; 0 at the end."""
-        if self._offset == len(self._block):
-            while self._feeds and self._feeds[0].position == self._feeds[0].end:
-                self._feeds.popleft()
-            if not self._feeds:
-                return 0
-            self._worker.check()
-            try:
-                self._block = memoryview(self._feeds[0].next_piece()[1])
-            except CorruptDatasetError:
-                # A short blob: the caller sees fewer bytes than expected (and retries).
-                self.close()
-                return 0
-            self._offset = 0
-        n = min(len(buf), len(self._block) - self._offset)
-        buf[:n] = self._block[self._offset : self._offset + n]
-        self._offset += n
-        return n
+    def _next_piece(self) -> bytes | None:
+        while self._feeds and self._feeds[0].position == self._feeds[0].end:
+            self._feeds.popleft()
+        if not self._feeds:
+            return None
+        self._worker.check()
+        try:
+            return self._feeds[0].next_piece()[1]
+        except CorruptDatasetError:
+            # A short blob: the caller sees fewer bytes than expected (and retries).
+            self.close()
+            return None
 
     def close(self) -> None:
         """Stop the streams and wait for their threads."""
@@ -462,12 +473,6 @@ class _StreamedRanges:
             self._feeds.popleft().cancel()
         for feed in self._started:
             feed.join()
-
-    def __enter__(self) -> _StreamedRanges:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _unlink(path: str) -> None:
