@@ -16,10 +16,14 @@ the rest as the namespace (:func:`split_names`).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 
-__all__ = ["check_name", "check_nested_name", "split_names"]
+if TYPE_CHECKING:
+    from .backend import Backend
+
+__all__ = ["NamedEntries", "check_name", "check_nested_name", "split_names"]
 
 _RULE = "components separated by '/' that are not empty, '.' or '..', and no NUL"
 
@@ -63,3 +67,50 @@ def split_names(folders: Iterable[str], inner: Callable[[str], Collection[str]])
         if not owned:
             names.add(("/".join(parts[:-1]), parts[-1]))
     return sorted(names)
+
+
+class NamedEntries:
+    """The listing methods of a store's row datasets or saved directories.
+
+    Both keep one ``meta.json`` per ``<root><namespace>/<key>/`` and list their names the
+    same way; a subclass says where (``_root``), what a folder holds besides nested
+    entries (``_inner_folders``) and how to read ``meta.json`` (``get_meta``).
+    """
+
+    backend: Backend
+    _root: str
+
+    def get_meta(self, namespace: str, key: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _inner_folders(self, folder: str) -> Collection[str]:
+        raise NotImplementedError
+
+    def _names(self, prefix: str) -> list[tuple[str, str]]:
+        # (namespace, key) of every meta.json under <root><prefix>; names with '/' are
+        # split at their last '/' (split_names).
+        folders = [
+            path[len(self._root) : -len("/meta.json")]
+            for path in self.backend.list(self._root + prefix)
+            if path.endswith("/meta.json")
+        ]
+        return split_names(folders, self._inner_folders)
+
+    def list_namespaces(self) -> list[str]:
+        """Namespaces that hold at least one entry, sorted.
+
+        An entry whose name contains ``/`` is listed once, under the namespace made of
+        all but the last component of ``namespace/key``.
+        """
+        return sorted({namespace for namespace, _ in self._names("")})
+
+    def list_keys(self, namespace: str) -> list[str]:
+        """Keys of ``namespace``, sorted (see :meth:`list_namespaces` for nested names)."""
+        check_nested_name("namespace", namespace)
+        # Listing from the first component also sees the entries that could own ours.
+        found = self._names(namespace.split("/", 1)[0] + "/")
+        return sorted({key for ns, key in found if ns == namespace})
+
+    def list_versions(self, namespace: str, key: str) -> list[str]:
+        """Versions in creation order; DatasetNotFoundError if nothing is stored there."""
+        return list(self.get_meta(namespace, key)["versions"])

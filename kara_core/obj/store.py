@@ -30,7 +30,7 @@ from ..errors import (
     VersionNotFoundError,
 )
 from ..locks import LeaseLock
-from ..names import check_nested_name, split_names
+from ..names import NamedEntries
 from .hashing import Hasher
 from .load import LoadPlan, execute_load, plan_load
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest, sidecar_matches
@@ -73,8 +73,10 @@ class GCReport:
         return asdict(self)
 
 
-class ObjectStore:
+class ObjectStore(NamedEntries):
     """Saved directories (``obj/<namespace>/<key>/``) of one store."""
+
+    _root = "obj/"
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -126,33 +128,9 @@ class ObjectStore:
 
     # -- listing --------------------------------------------------------------------
 
-    def _names(self, prefix: str) -> list[tuple[str, str]]:
-        # (namespace, key) of every meta.json under obj/<prefix>; names with '/' are
-        # split at their last '/' (see kara_core.names).
-        folders = [
-            path[len("obj/") : -len("/meta.json")]
-            for path in self.backend.list("obj/" + prefix)
-            if path.endswith("/meta.json")
-        ]
-        return split_names(folders, lambda _folder: KeyLayout.INNER)
-
-    def list_namespaces(self) -> list[str]:
-        """Return the namespaces that hold saved directories.
-
-        A key whose name contains ``/`` is listed once, under the namespace made of all
-        but the last component of ``namespace/key``.
-        """
-        return sorted({namespace for namespace, _ in self._names("")})
-
-    def list_keys(self, namespace: str) -> list[str]:
-        """Return the keys of the saved directories of ``namespace``."""
-        check_nested_name("namespace", namespace)
-        found = self._names(namespace.split("/", 1)[0] + "/")
-        return sorted({key for ns, key in found if ns == namespace})
-
-    def list_versions(self, namespace: str, key: str) -> list[str]:
-        """Return the versions of a saved directory in creation order."""
-        return list(self.get_meta(namespace, key)["versions"])
+    def _inner_folders(self, folder: str) -> frozenset[str]:
+        # What a saved directory's folder holds besides nested keys.
+        return KeyLayout.INNER
 
     def resolve_version(self, namespace: str, key: str, version: Any = "latest") -> str:
         """Return the name of ``version`` (``"latest"`` resolved) or raise if it is not listed."""

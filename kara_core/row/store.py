@@ -13,7 +13,7 @@ from ..errors import (
     ReadOnlyStoreError,
 )
 from ..locks import LeaseLock
-from ..names import split_names
+from ..names import NamedEntries
 from ..serialization import Serializer, resolve_serializer
 from .blocks import DEFAULT_CACHE_SIZE, block_path, open_blocks, probe_streams
 from .dataset import RowDataset
@@ -73,8 +73,10 @@ def _new_meta(version: str) -> dict[str, Any]:
     return {"latest": version, "versions": [version], "api": 2}
 
 
-class RowStore:
+class RowStore(NamedEntries):
     """The row datasets (``row/<namespace>/<key>/...``) of the store behind ``backend``."""
+
+    _root = ROW_ROOT
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -191,16 +193,6 @@ class RowStore:
 
     # -- listing ---------------------------------------------------------------------
 
-    def _names(self, prefix: str) -> list[tuple[str, str]]:
-        # (namespace, key) of every meta.json under row/<prefix>; names with '/' are
-        # split at their last '/' (see kara_core.names).
-        folders = [
-            path[len(ROW_ROOT) : -len("/meta.json")]
-            for path in self.backend.list(ROW_ROOT + prefix)
-            if path.endswith("/meta.json")
-        ]
-        return split_names(folders, self._inner_folders)
-
     def _inner_folders(self, folder: str) -> frozenset[str]:
         # What a dataset folder holds besides nested datasets: its versions and .kara/.
         namespace, _, key = folder.rpartition("/")
@@ -209,25 +201,6 @@ class RowStore:
         except (DatasetNotFoundError, CorruptDatasetError):
             versions = []
         return frozenset([".kara", *versions])
-
-    def list_namespaces(self) -> list[str]:
-        """Namespaces that hold at least one row dataset, sorted.
-
-        A dataset whose name contains ``/`` is listed once, under the namespace made of
-        all but the last component of ``namespace/key``.
-        """
-        return sorted({namespace for namespace, _ in self._names("")})
-
-    def list_keys(self, namespace: str) -> list[str]:
-        """Dataset keys of ``namespace``, sorted (see :meth:`list_namespaces` for nested names)."""
-        check_nested_name("namespace", namespace)
-        # Listing from the first component also sees the datasets that could own ours.
-        found = self._names(namespace.split("/", 1)[0] + "/")
-        return sorted({key for ns, key in found if ns == namespace})
-
-    def list_versions(self, namespace: str, key: str) -> list[str]:
-        """Versions of a dataset in creation order; DatasetNotFoundError if absent."""
-        return list(self.get_meta(namespace, key)["versions"])
 
     # -- inspection ------------------------------------------------------------------
 
