@@ -26,7 +26,9 @@ on each operation, the client's CPU seconds (user + system of all its threads, f
 ``getrusage``, over the timed part: moto and the client share the 2 cores, so the
 client's CPU decides how close to moto's a load can come); ``seq kara 8 MiB ranges`` (kara's reader as on stores without
 streamed reads: 32 MiB windows of 4 concurrent 8 MiB ranged GETs); and ``load floor``,
-botocore alone GETting every object of the folder 32 at a time and writing nothing. moto
+botocore alone GETting every object of the folder 32 at a time and writing nothing
+(and ``load floor: s3fs cat_file``, the same GETs, objects over 32 MiB as 32 MiB ranges,
+as 32 threads calling s3fs's ``cat_file``, the client kara's load goes through). moto
 answers a ranged GET by reading the whole object and slicing it (moto/s3/responses.py:
 ``get_object`` returns ``key.value``, then ``_handle_range_header`` cuts the range), so
 on moto every ranged GET costs a read of the whole object; the setup prints the time of a
@@ -187,6 +189,30 @@ def task_get_floor(p: dict[str, Any]) -> dict[str, Any]:
 
     with ThreadPoolExecutor(32) as pool:
         total = sum(pool.map(get, keys))
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu, "bytes": total}
+
+
+def task_get_floor_s3fs(p: dict[str, Any]) -> dict[str, Any]:
+    """The same floor through s3fs (aiobotocore), the client kara's load uses: 32 threads
+    each calling ``fs.cat_file`` with a range, writing nothing; objects over 32 MiB as
+    ranges of 32 MiB (kara's load streams them as such)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start, cpu = time.perf_counter(), _cpu()
+    fs = _fs(p["endpoint"])
+    part = 32 << 20
+    ranges = [
+        (key, offset, min(offset + part, int(info["size"])))
+        for key, info in fs.find(f"{p['bucket']}/raw/", detail=True).items()
+        for offset in range(0, int(info["size"]), part)
+    ]
+
+    def get(item: tuple[str, int, int]) -> int:
+        key, begin, end = item
+        return len(fs.cat_file(key, start=begin, end=end))
+
+    with ThreadPoolExecutor(32) as pool:
+        total = sum(pool.map(get, ranges))
     return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu, "bytes": total}
 
 
@@ -459,6 +485,7 @@ def main() -> None:
                 measure(who, task, target=target)
                 remove_workdir(target)
             measure("load floor: botocore GETs", "get_floor")
+            measure("load floor: s3fs cat_file", "get_floor_s3fs")
             for who, task in (("save kara", "save_kara"), ("save fs.put", "put_raw")):
                 measure(who, task, source=source, prefix=f"{task}-{r}")
                 fs.rm(f"{bucket}/{task}-{r}", recursive=True)
@@ -517,6 +544,13 @@ def main() -> None:
         print(
             f"floor: botocore GETs of the folder's objects (no files written) {summary(floors)} s; "
             f"a load that took only that would be {best:.2f}x of fs.get"
+        )
+    if "load floor: s3fs cat_file" in results:
+        floors = results["load floor: s3fs cat_file"]
+        best = statistics.median(results["load fs.get"]) / statistics.median(floors)
+        print(
+            f"floor through s3fs: 32 threads of fs.cat_file (no files written) {summary(floors)} s; "
+            f"{best:.2f}x of fs.get"
         )
     print(
         "server requests (median): "
