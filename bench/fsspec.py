@@ -22,9 +22,13 @@ sends one GET per file; a file over 50 MiB (s3fs's default block size) is opened
 an unranged GET, which is closed at once, then fetched as concurrent ranges of 50 MiB.
 
 Diagnostics of the same session: the server requests and the CPU seconds moto spent
-on each operation; ``seq kara 8 MiB ranges`` (kara's reader as on stores without
+on each operation, the client's CPU seconds (user + system of all its threads, from
+``getrusage``, over the timed part: moto and the client share the 2 cores, so the
+client's CPU decides how close to moto's a load can come); ``seq kara 8 MiB ranges`` (kara's reader as on stores without
 streamed reads: 32 MiB windows of 4 concurrent 8 MiB ranged GETs); and ``load floor``,
-botocore alone GETting every object of the folder 32 at a time and writing nothing. moto
+botocore alone GETting every object of the folder 32 at a time and writing nothing
+(and ``load floor: s3fs cat_file``, the same GETs, objects over 32 MiB as 32 MiB ranges,
+as 32 threads calling s3fs's ``cat_file``, the client kara's load goes through). moto
 answers a ranged GET by reading the whole object and slicing it (moto/s3/responses.py:
 ``get_object`` returns ``key.value``, then ``_handle_range_header`` cuts the range), so
 on moto every ranged GET costs a read of the whole object; the setup prints the time of a
@@ -81,10 +85,10 @@ def _blocks(fs: Any, folder: str) -> list[str]:
 
 def task_seq_kara(p: dict[str, Any]) -> dict[str, Any]:
     store = _store(p, "rows")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     with store.open_dataset("bench", "rows", version="1", serialization="raw") as ds:
         total = sum(len(record) for record in ds)
-    return {"seconds": time.perf_counter() - start, "bytes": total}
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu, "bytes": total}
 
 
 def task_seq_kara_ranges(p: dict[str, Any]) -> dict[str, Any]:
@@ -101,13 +105,13 @@ def task_seq_kara_ranges(p: dict[str, Any]) -> dict[str, Any]:
 
 def task_seq_cat(p: dict[str, Any]) -> dict[str, Any]:
     fs = _fs(p["endpoint"])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     base = f"{p['bucket']}/rows/row/bench/rows/1"
     total = 0
     for folder in ("index", "data"):
         for block in _blocks(fs, f"{base}/{folder}"):
             total += len(fs.cat_file(block))
-    return {"seconds": time.perf_counter() - start, "bytes": total}
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu, "bytes": total}
 
 
 def task_random_kara(p: dict[str, Any]) -> dict[str, Any]:
@@ -127,25 +131,33 @@ def task_random_kara(p: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "requests_per_record": requests / RANDOM_READS}
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system, every thread) this process has used so far."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
 def task_load_kara(p: dict[str, Any]) -> dict[str, Any]:
     store = _store(p, "tree")
-    start = time.perf_counter()
-    store.load_directory("bench", "tree", p["target"], progress_bar=False)
-    return {"seconds": time.perf_counter() - start}
+    start, cpu = time.perf_counter(), _cpu()
+    store.load_directory("bench", "tree", p["target"], progress_bar=False, workers=p.get("workers"))
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu}
 
 
 def task_get_raw(p: dict[str, Any]) -> dict[str, Any]:
     fs = _fs(p["endpoint"])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     fs.get(f"{p['bucket']}/raw/", p["target"] + "/", recursive=True)
-    return {"seconds": time.perf_counter() - start}
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu}
 
 
 def task_save_kara(p: dict[str, Any]) -> dict[str, Any]:
     store = _store(p, p["prefix"])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     store.save_directory("bench", "tree", p["source"], progress_bar=False)
-    return {"seconds": time.perf_counter() - start}
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu}
 
 
 def task_get_floor(p: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +169,7 @@ def task_get_floor(p: dict[str, Any]) -> dict[str, Any]:
     import boto3
     from botocore.config import Config
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     client = boto3.client(
         "s3",
         endpoint_url=p["endpoint"],
@@ -177,14 +189,38 @@ def task_get_floor(p: dict[str, Any]) -> dict[str, Any]:
 
     with ThreadPoolExecutor(32) as pool:
         total = sum(pool.map(get, keys))
-    return {"seconds": time.perf_counter() - start, "bytes": total}
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu, "bytes": total}
+
+
+def task_get_floor_s3fs(p: dict[str, Any]) -> dict[str, Any]:
+    """The same floor through s3fs (aiobotocore), the client kara's load uses: 32 threads
+    each calling ``fs.cat_file`` with a range, writing nothing; objects over 32 MiB as
+    ranges of 32 MiB (kara's load streams them as such)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start, cpu = time.perf_counter(), _cpu()
+    fs = _fs(p["endpoint"])
+    part = 32 << 20
+    ranges = [
+        (key, offset, min(offset + part, int(info["size"])))
+        for key, info in fs.find(f"{p['bucket']}/raw/", detail=True).items()
+        for offset in range(0, int(info["size"]), part)
+    ]
+
+    def get(item: tuple[str, int, int]) -> int:
+        key, begin, end = item
+        return len(fs.cat_file(key, start=begin, end=end))
+
+    with ThreadPoolExecutor(32) as pool:
+        total = sum(pool.map(get, ranges))
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu, "bytes": total}
 
 
 def task_put_raw(p: dict[str, Any]) -> dict[str, Any]:
     fs = _fs(p["endpoint"])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     fs.put(p["source"] + "/", f"{p['bucket']}/{p['prefix']}/", recursive=True)
-    return {"seconds": time.perf_counter() - start}
+    return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu}
 
 
 def moto_range_cost(fs: Any, bucket: str) -> str:
@@ -412,6 +448,7 @@ def main() -> None:
         requests: list[float] = []
         served: dict[str, list[int]] = {}
         server_cpu: dict[str, list[float]] = {}
+        client_cpu: dict[str, list[float]] = {}
 
         def measure(name: str, task: str, python: str = sys.executable, **extra: Any) -> dict[str, Any]:
             server.reset_requests()
@@ -420,10 +457,14 @@ def main() -> None:
             server_cpu.setdefault(name, []).append(server.cpu_seconds - cpu)
             served.setdefault(name, []).append(server.requests)
             results.setdefault(name, []).append(out["seconds"])
+            if "cpu" in out:
+                client_cpu.setdefault(name, []).append(out["cpu"])
             # Every measurement as it comes: an interrupted run still leaves its figures.
             print(
                 f"  {name}: {out['seconds']:.3f} s, {served[name][-1]} server requests, "
-                f"moto CPU {server_cpu[name][-1]:.2f} s",
+                f"moto CPU {server_cpu[name][-1]:.2f} s"
+                + (f", client CPU {out['cpu']:.2f} s" if "cpu" in out else "")
+                + f", load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
             return out
@@ -444,6 +485,7 @@ def main() -> None:
                 measure(who, task, target=target)
                 remove_workdir(target)
             measure("load floor: botocore GETs", "get_floor")
+            measure("load floor: s3fs cat_file", "get_floor_s3fs")
             for who, task in (("save kara", "save_kara"), ("save fs.put", "put_raw")):
                 measure(who, task, source=source, prefix=f"{task}-{r}")
                 fs.rm(f"{bucket}/{task}-{r}", recursive=True)
@@ -503,6 +545,13 @@ def main() -> None:
             f"floor: botocore GETs of the folder's objects (no files written) {summary(floors)} s; "
             f"a load that took only that would be {best:.2f}x of fs.get"
         )
+    if "load floor: s3fs cat_file" in results:
+        floors = results["load floor: s3fs cat_file"]
+        best = statistics.median(results["load fs.get"]) / statistics.median(floors)
+        print(
+            f"floor through s3fs: 32 threads of fs.cat_file (no files written) {summary(floors)} s; "
+            f"{best:.2f}x of fs.get"
+        )
     print(
         "server requests (median): "
         + ", ".join(f"{name} {statistics.median(counts):.0f}" for name, counts in served.items())
@@ -510,6 +559,10 @@ def main() -> None:
     print(
         "moto CPU s (median): "
         + ", ".join(f"{name} {statistics.median(spent):.2f}" for name, spent in server_cpu.items())
+    )
+    print(
+        "client CPU s, user + system of every thread in the timed part (median [min-max]): "
+        + ", ".join(f"{name} {summary(spent).strip()}" for name, spent in client_cpu.items())
     )
     if obstore_python:
         print("\nobstore (Rust client) on the same transfers, against s3fs:")

@@ -14,7 +14,8 @@ from kara_fsspec import FsspecBackend
 from kara_fsspec.testing import S3TestServer
 
 from kara_core import KaraStorage
-from kara_core.errors import BackendError, ConfigurationError, DatasetLockedError
+from kara_core.backend import RangeFeed
+from kara_core.errors import BackendError, ConfigurationError, CorruptDatasetError, DatasetLockedError
 from kara_core.plugins import list_plugins
 from kara_core.url import open_backend
 
@@ -178,13 +179,27 @@ def test_a_streamed_range_that_breaks_off_resumes_where_it_stopped(
     assert [r for _, r in s3_server.app.gets] == ["bytes=1000-249999", "bytes=5000-249999"]
 
 
-def test_a_streamed_range_of_a_shorter_object_is_an_error(s3_server: S3TestServer, s3_bucket: str) -> None:
+def test_a_streamed_range_of_a_shorter_object_ends_where_the_object_does(
+    s3_server: S3TestServer, s3_bucket: str
+) -> None:
+    # As Backend.open_range says: fewer bytes where the object ends, then b"" (RangeFeed
+    # and the loads built on it call that corrupt).
     store = open_backend(s3_server.url(s3_bucket, "short"), **s3_server.options)
     store.put("blob", b"x" * 1000)
     with store.open_range("blob", 0, 900) as stream:
         assert stream.read() == b"x" * 900
-    with pytest.raises(BackendError, match="ended at byte 1000"), store.open_range("blob", 500, 2000) as stream:
-        stream.read()
+    with store.open_range("blob", 500, 2000) as stream:
+        assert stream.read(300) == b"x" * 300
+        assert stream.read(1000) == b"x" * 200
+        assert stream.read(10) == b""
+    with store.open_range("blob", 1500, 2000) as stream:  # S3 answers 416
+        assert stream.read() == b""
+    feed = RangeFeed(store, "blob", 500, 2000, 256, 1024)
+    pieces = [feed.next_piece()[1] for _ in range(2)]
+    assert b"".join(pieces) == b"x" * 500
+    with pytest.raises(CorruptDatasetError, match="ended before byte 2000"):
+        feed.next_piece()
+    feed.join()
 
 
 def test_a_streamed_range_closed_early_closes_its_answer_on_the_event_loop(
@@ -281,3 +296,48 @@ def test_load_directory_downloads_a_large_blob_as_concurrent_streamed_ranges(
     ranged = sorted((r for path, r in s3_server.app.gets if "/data/" in path), key=lambda r: len(r or ""))
     # Ranges of at least 32 MiB, each one GET read as it arrives, all sent at once.
     assert ranged == ["bytes=0-33554431", "bytes=33554432-41943039"]
+
+
+@pytest.mark.parametrize("damage", ["corrupted small blob", "truncated large blob"])
+def test_a_damaged_blob_on_s3_fails_the_load_and_leaves_no_partial_file(
+    s3_server: S3TestServer, s3_bucket: str, tmp_path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    import hashlib
+
+    import s3fs
+
+    import kara_core.obj.load
+    from kara_core.errors import BlobIntegrityError
+
+    # A "large" blob of 3 MiB, fetched as concurrent streamed ranges as a 64 MiB one is.
+    monkeypatch.setattr(kara_core.obj.load, "_RANGED_MIN", 1024 * 1024)
+    monkeypatch.setattr(kara_core.obj.load, "_STREAMED_RANGE", 1024 * 1024)
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    files = {f"sub/small{i}.bin": os.urandom(5000 + i) for i in range(5)}
+    files["big.bin"] = os.urandom(3 * 1024 * 1024 + 7)
+    for rel, data in files.items():
+        (source / rel).write_bytes(data)
+    store = KaraStorage(s3_server.url(s3_bucket, "dirs"), **s3_server.options)
+    store.save_directory("ns", "ckpt", str(source), progress_bar=False)
+
+    bad = "sub/small3.bin" if damage.startswith("corrupted") else "big.bin"
+    data = files[bad]
+    blob = f"{hashlib.md5(data).hexdigest()}_{hashlib.sha1(data).hexdigest()}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_server.options)
+    key = f"{s3_bucket}/dirs/obj/ns/ckpt/data/{blob}"
+    assert fs.cat_file(key) == data
+    # Same size, one byte flipped (only the sha1 tells); or the last byte cut off.
+    fs.pipe_file(key, data[:100] + bytes([data[100] ^ 1]) + data[101:] if bad != "big.bin" else data[:-1])
+
+    out = tmp_path / "out"
+    with pytest.raises(BlobIntegrityError, match=f"{blob} \\(for {bad}\\).*does not match its size and sha1"):
+        store.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    # Nothing placed, and no partial copy of the damaged file anywhere, staged or not.
+    assert not [p for p in left if not p.startswith((".kara/", ".kara-staging/"))]
+    assert not [p for p in left if p.rpartition("/")[2].startswith(bad.rpartition("/")[2])]
+
+    fs.pipe_file(key, data)  # repaired: the same load now completes
+    store.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert {rel: (out / rel).read_bytes() for rel in files} == files

@@ -422,3 +422,32 @@ def test_a_local_blob_of_the_wrong_length_is_refused(
     with pytest.raises(BlobIntegrityError, match=blob):
         objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
     assert read_tree(tmp_path / "out") == {}
+
+
+def test_a_reload_without_the_hash_cache_checks_local_files_by_size_and_sha1_alone(
+    objects: ObjectStore, source: Path, tmp_path: Path, private_hash_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for path in source.rglob("*"):
+        os.utime(path, ns=(1, 1_000_000_000))  # older than the racy-timestamp margin (loads keep it)
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = tmp_path / "out"
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    shutil.rmtree(private_hash_cache)  # the cache is lost (another machine, a cleaned home)
+    # Same size, one byte different: only its sha1 tells it apart.
+    (out / "sub" / "b.bin").write_bytes(b"\x00\x02" + b"\x00\x01" * 999)
+    os.utime(out / "sub" / "b.bin", ns=(1, 1_000_000_000))
+    md5s: list[bytes] = []
+    real_md5 = hashlib.md5
+    monkeypatch.setattr(hashlib, "md5", lambda *args, **kw: md5s.append(b"") or real_md5(*args, **kw))
+    plan = objects.plan_load("ns", "ckpt", str(out))
+    assert [e.relpath for e in plan.download] == ["sub/b.bin"]
+    assert sorted(plan.keep) == ["a.txt", "d.txt", "sub/c.txt"]
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert read_tree(out) == read_tree(source)
+    assert md5s == []  # the check read each file once, for its sha1
+    # The files that matched are cached with the manifest's hashes: the next check reads none.
+    sha1s: list[str] = []
+    sha1_file = kara_core.obj.load.sha1_file
+    monkeypatch.setattr(kara_core.obj.load, "sha1_file", lambda path, *a: sha1s.append(path) or sha1_file(path, *a))
+    assert sorted(objects.plan_load("ns", "ckpt", str(out)).keep) == ["a.txt", "d.txt", "sub/b.bin", "sub/c.txt"]
+    assert sha1s == []

@@ -529,11 +529,13 @@ class _RangedStream(io.RawIOBase):
 class _S3RangeStream(io.RawIOBase):
     """Bytes ``[start, end)`` of an S3 object from one GET, read as they arrive.
 
-    ``read(n)`` gives ``n`` bytes (fewer only at the end of the range), read from the
-    response body on s3fs's event loop. A body that breaks off (a dropped connection, a
-    timeout: s3fs's retryable errors) is asked for again from where it stopped, up to
-    the filesystem's ``retries`` times in all; a range the object no longer holds whole
-    raises :class:`BackendError`.
+    ``read(n)`` gives ``n`` bytes (fewer only at the end of the range, or of the object
+    if it ends first: then the next read gives ``b""``, as :meth:`Backend.open_range`
+    says), read from the response body on s3fs's event loop. A body that breaks off (a
+    dropped connection, a timeout: s3fs's retryable errors) is asked for again from
+    where it stopped, up to the filesystem's ``retries`` times in all. An object shorter
+    than the range is its reader's to judge (:class:`~kara_core.backend.RangeFeed` calls
+    it corrupt; a directory load downloads the blob again, then refuses it).
     """
 
     def __init__(self, backend: FsspecBackend, path: str, start: int, end: int) -> None:
@@ -551,17 +553,26 @@ class _S3RangeStream(io.RawIOBase):
         from fsspec.asyn import sync
 
         fs = self._backend.fs
-        answer = self._backend._call(
-            "read " + self._path,
-            lambda: sync(
-                fs.loop,
-                fs._call_s3,
-                "get_object",
-                Bucket=self._bucket,
-                Key=self._object,
-                Range=f"bytes={self._position}-{self._end - 1}",
-            ),
-        )
+
+        def get() -> Any:
+            try:
+                return sync(
+                    fs.loop,
+                    fs._call_s3,
+                    "get_object",
+                    Bucket=self._bucket,
+                    Key=self._object,
+                    Range=f"bytes={self._position}-{self._end - 1}",
+                )
+            except OSError as exc:
+                if _invalid_range(exc):
+                    return None  # 416: the object ends before the range starts
+                raise
+
+        answer = self._backend._call("read " + self._path, get)
+        if answer is None:
+            self._end = self._position
+            return
         self._body = answer["Body"]
 
     def read(self, size: int | None = -1) -> bytes:
@@ -582,6 +593,8 @@ class _S3RangeStream(io.RawIOBase):
         while True:
             if self._body is None:
                 self._open()
+                if self._body is None:
+                    return b""  # the object ends before the range
             data = self._backend._call("read " + self._path, attempt)
             if data is None:
                 self._drop_body()
@@ -591,12 +604,10 @@ class _S3RangeStream(io.RawIOBase):
                         f"read {self._path} on {self._backend.url} failed: the answer broke off {self._failures} times"
                     ) from None
                 continue
+            self._position += len(data)
             if len(data) < want:
-                raise BackendError(
-                    f"read {self._path} on {self._backend.url}: the object ended at byte "
-                    f"{self._position + len(data)}, before the {self._end} bytes asked for (was it replaced?)"
-                )
-            self._position += want
+                self._end = self._position  # the object ends here
+                self._drop_body()
             return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
@@ -621,6 +632,13 @@ class _S3RangeStream(io.RawIOBase):
     def close(self) -> None:
         self._drop_body()
         super().close()
+
+
+def _invalid_range(exc: OSError) -> bool:
+    """Whether s3fs's ``exc`` is S3's answer to a range past the object's end (416, ``InvalidRange``)."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "InvalidRange"
 
 
 async def _read_exactly(body: Any, size: int) -> bytes:
