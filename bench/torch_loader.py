@@ -12,14 +12,18 @@ each with ``num_workers`` 0 and 2, for both libraries. 2.1.5 needs torch in its 
 virtualenv (``scripts/bench`` installs it). The clock starts before
 ``make_torch_dataset`` (2.1.5 fills its shuffle buffer there).
 
-Per sample at 0 workers, two more contenders bound what a library can gain there:
-LitData (``litdata.StreamingDataset(shuffle=True)`` over the same records written with
+Per sample at 0 workers, more contenders bound what a library can gain there: LitData
+(``litdata.StreamingDataset(shuffle=True)`` over the same records written with
 ``litdata.optimize``, in its own virtualenv ``.venv-litdata``; skipped if absent), and the
 **floor**: an ``IterableDataset`` yielding the same records, already decoded and shuffled,
-from a Python list. Torch's own per-sample work (the loader's fetcher, ``default_convert``
-of each sample, its profiling hooks) is all the floor's DataLoader time, so no library can
-go below it, and ``2.1.5 / floor`` is the highest per-sample ratio any library can reach
-against 2.1.5 in that run.
+from a Python list built in the shuffled order (consecutive samples are neighbours in
+memory, as freshly decoded ones are). "scattered" is the same list built in record order
+and then shuffled (the floor before 2026-12-06): its samples lie far apart in memory and
+cost the loader 0.07-0.67 s an epoch more to walk (three runs on 2026-12-06). Torch's
+own per-sample work (the loader's fetcher, ``default_convert`` of each sample, its
+profiling hooks) is all the floor's DataLoader time, so ``2.1.5 / floor`` estimates the
+highest per-sample ratio any library can reach against 2.1.5 in that run (an estimate:
+where the samples lie in memory moves it, bench/per_sample_floor.py).
 
 Then the scaling check that workers are worth having: with a transform costing about
 200 us of CPU per sample (run inside the workers), kara with 2 workers against kara with
@@ -128,11 +132,20 @@ def _floor_dataset(params: dict[str, Any], **kwargs: Any) -> Any:
     return ListStream(params["floor_samples"])
 
 
-def _with_floor_samples(params: dict[str, Any]) -> dict[str, Any]:
+def _with_floor_samples(params: dict[str, Any], scattered: bool = False) -> dict[str, Any]:
     import random
 
-    samples = [small_record(i) for i in range(params["records"])]
-    random.Random(0).shuffle(samples)
+    order = list(range(params["records"]))
+    random.Random(0).shuffle(order)
+    if scattered:
+        # Built in record order, then shuffled: consecutive samples lie far apart in
+        # memory, so walking them (default_convert) misses the CPU caches.
+        built = [small_record(i) for i in range(params["records"])]
+        samples = [built[i] for i in order]
+    else:
+        # Built in the shuffled order: each sample lies next to the previous one, as the
+        # samples a library decodes just before yielding them do (the least work).
+        samples = [small_record(i) for i in order]
     return {**params, "floor_samples": samples}
 
 
@@ -144,6 +157,16 @@ def floor_samples_0(params: dict[str, Any], clock: Clock) -> None:
 def floor_own(params: dict[str, Any], clock: Clock) -> None:
     """Floor: the list-backed IterableDataset iterated without a DataLoader."""
     _own(_floor_dataset, _with_floor_samples(params), clock)
+
+
+def scattered_samples_0(params: dict[str, Any], clock: Clock) -> None:
+    """The floor's records built in record order then shuffled (the floor before 2026-12-06)."""
+    _epoch(_floor_dataset, _with_floor_samples(params, scattered=True), clock, 0, False)
+
+
+def scattered_own(params: dict[str, Any], clock: Clock) -> None:
+    """The scattered floor iterated without a DataLoader."""
+    _own(_floor_dataset, _with_floor_samples(params, scattered=True), clock)
 
 
 def litdata_samples_0(params: dict[str, Any], clock: Clock) -> None:
@@ -248,6 +271,7 @@ CONTENDERS = [
 PER_SAMPLE = [
     Contender("LitData", LITDATA_PYTHON, {"samples_0": "litdata_samples_0", "own": "litdata_own"}),
     Contender("floor", sys.executable, {"samples_0": "floor_samples_0", "own": "floor_own"}),
+    Contender("scattered", sys.executable, {"samples_0": "scattered_samples_0", "own": "scattered_own"}),
 ]
 TRANSFORM = [
     Contender("kara 2 workers", sys.executable, {"transform": "kara_transform_2"}),
@@ -325,7 +349,8 @@ def print_scaling(scaling: dict[tuple[str, str], Rounds]) -> None:
 
 def print_per_sample(results: dict[tuple[str, str], Rounds]) -> None:
     """Per sample at 0 workers: each library alone, through the DataLoader, and the floor."""
-    names = [n for n in ("kara", "2.1.5", "LitData", "floor") if (n, "samples_0") in results and (n, "own") in results]
+    contenders = ("kara", "2.1.5", "LitData", "floor", "scattered")
+    names = [n for n in contenders if (n, "samples_0") in results and (n, "own") in results]
     print(f"\nPer sample (batch_size=None), 0 workers, {RECORDS:,} records: medians, in seconds and us per sample")
     print(f"  {'':<10}{'alone (no DataLoader)':>26}{'through DataLoader':>26}{'DataLoader share':>20}")
 
@@ -345,7 +370,7 @@ def print_per_sample(results: dict[tuple[str, str], Rounds]) -> None:
         print(f"  kara vs LitData per sample: {litdata / kara:.2f}x (target: above 1)")
     if ("floor", "samples_0") in results:
         floor = results["floor", "samples_0"].median("epoch")
-        print(f"  highest ratio against 2.1.5 any library can reach here (2.1.5 / floor): {base / floor:.2f}x")
+        print(f"  highest ratio against 2.1.5 any library can reach (2.1.5 / floor, estimated): {base / floor:.2f}x")
         print(f"  kara's time above the floor: {us(kara - floor):.2f} us per sample")
 
 
