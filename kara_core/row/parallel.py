@@ -62,7 +62,6 @@ from .parts import (
     parts_prefix,
     read_done,
     read_sidecar,
-    shift_ends,
     staging_prefix,
     write_marker_path,
 )
@@ -375,10 +374,8 @@ class ParallelWrite:
 
     def _write_index(self, plan: list[PartDone]) -> int:
         """Put the version's index: every part's end offsets shifted by the parts before it."""
-        try:
-            import numpy
-        except ImportError:
-            return self._write_index_blocks(plan)
+        import numpy
+
         # The whole index in one array: each part's blocks read into their place, one
         # addition per part, then put in max_file_size pieces straight from the array.
         backend, limit = self.backend, self.options["max_file_size"]
@@ -412,7 +409,10 @@ class ParallelWrite:
         else:
             try:
                 with open(local, "rb", buffering=0) as fh:
-                    got = fh.readinto(target)
+                    # One read() returns at most ~2 GiB on Linux: read until full or EOF.
+                    got = 0
+                    while got < len(target) and (count := fh.readinto(target[got:])):
+                        got += count
                     got += len(fh.read(1)) if got == len(target) else 0
             except FileNotFoundError:
                 raise CorruptDatasetError(
@@ -431,31 +431,6 @@ class ParallelWrite:
                 None,
                 f"the index ends at {last}, the part's data blocks hold {part_bytes} bytes",
             )
-
-    def _write_index_blocks(self, plan: list[PartDone]) -> int:
-        # Without numpy: block by block, each shifted with shift_ends' big-integer lanes.
-        backend, limit = self.backend, self.options["max_file_size"]
-        target_prefix = index_prefix(self.namespace, self.key, self.version)
-        pending = bytearray()
-        number = written = offset = 0
-        for done in plan:
-            source_prefix = attempt_prefix(self.namespace, self.key, self.version, done.part, done.attempt) + INDEX_STEM
-            last = b""
-            for block in range(len(done.index_blocks)):
-                raw = backend.read(block_path(source_prefix, block))
-                pending += shift_ends(raw, offset)
-                last = raw[-8:] if len(raw) >= 8 else last
-                while len(pending) >= limit:
-                    backend.put(block_path(target_prefix, number), pending[:limit])
-                    written += limit
-                    del pending[:limit]
-                    number += 1
-            self._check_part_end(done, int.from_bytes(last, "little"), source_prefix)
-            offset += sum(done.data_blocks)
-        if pending or number == 0:
-            backend.put(block_path(target_prefix, number), pending)
-            written += len(pending)
-        return written
 
     def _sync_version_folder(self) -> None:
         # The commit created the version's data/ and index/ folders: their entries in the

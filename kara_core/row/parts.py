@@ -71,21 +71,11 @@ SERIALIZED_CHUNK = 4096
 
 
 def shift_ends(raw: bytes, offset: int) -> bytes:
-    """Index bytes (little-endian 64-bit end offsets) with every end moved by ``offset``.
-
-    With numpy (present wherever Ray, Spark or torch are) it is one vector addition.
-    Without it the entries are read as one little-endian integer, to which ``offset`` is
-    added in every 8-byte lane: a few big-integer operations in C instead of one Python
-    addition per record. No lane overflows (a shifted end is a byte offset, far below
-    2**64), so no carry crosses into the next entry.
-    """
+    """Index bytes (little-endian 64-bit end offsets) with every end moved by ``offset``."""
     if not offset or not raw:
         return raw
-    try:
-        import numpy
-    except ImportError:
-        lanes = offset.to_bytes(ENTRY, "little") * (len(raw) // ENTRY)
-        return (int.from_bytes(raw, "little") + int.from_bytes(lanes, "little")).to_bytes(len(raw), "little")
+    import numpy  # imported when first needed: it costs a fresh process ~60 ms
+
     return (numpy.frombuffer(raw, dtype="<u8") + numpy.uint64(offset)).tobytes()
 
 
@@ -95,11 +85,9 @@ def ends_bytes(ends: Any, size: int) -> bytes:
     ``ends``: one end per record, relative to the joined bytes: non-decreasing, the last
     one ``size`` (a numpy integer array, an ``array('Q')`` or any sequence of ints).
     """
-    try:
-        import numpy
-    except ImportError:
-        numpy = None  # type: ignore[assignment]
-    if numpy is not None and isinstance(ends, numpy.ndarray):
+    import numpy
+
+    if isinstance(ends, numpy.ndarray):
         if ends.ndim != 1 or ends.dtype.kind not in "iu":
             raise ConfigurationError(f"ends must be a 1-dimensional array of integers, got {ends.dtype} {ends.shape}")
         ordered = ascending(ends)

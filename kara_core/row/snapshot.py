@@ -272,18 +272,13 @@ class Snapshot:
             return b"", array("Q")
         first = self.end(start - 1)
         ends = self.ends(start, stop, False)
-        try:
-            import numpy
-        except ImportError:
-            numpy = None  # type: ignore[assignment]
-        absolute: Any = array("Q", ends) if numpy is None else numpy.frombuffer(ends, dtype=numpy.uint64)
+        import numpy
+
+        absolute = numpy.frombuffer(ends, dtype=numpy.uint64)
         if not ascending(absolute, first):
             raise self._unordered(start, first, absolute)
-        if numpy is None:
-            relative = array("Q", (end - first for end in absolute))
-        else:
-            relative = array("Q")
-            relative.frombytes((absolute - numpy.uint64(first)).tobytes())
+        relative = array("Q")
+        relative.frombytes((absolute - numpy.uint64(first)).tobytes())
         return self.data.read(first, int(absolute[-1])), relative
 
     @property

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import sys
 import threading
 from array import array
 from itertools import accumulate
@@ -171,10 +170,7 @@ def test_read_raw_range_returns_serialized_records_clamped(ds) -> None:
     assert [bounds[k + 1] - bounds[k] for k in range(5)] == [len(raw) for raw in part.read_raw_range(0, 5)]
 
 
-@pytest.mark.parametrize("numpy", [True, False])
-def test_read_raw_joined_gives_the_records_back_to_back(ds, monkeypatch: pytest.MonkeyPatch, numpy: bool) -> None:
-    if not numpy:
-        monkeypatch.setitem(sys.modules, "numpy", None)  # the pure-Python path
+def test_read_raw_joined_gives_the_records_back_to_back(ds) -> None:
     part = ds.slice(7, 80)  # records 7..86, across several data blocks of 2048 bytes
     for start, stop in [(0, 80), (3, 4), (10, 70), (-5, 2), (75, 500), (40, 40), (50, 10)]:
         data, ends = part.read_raw_joined(start, stop)
