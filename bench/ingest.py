@@ -342,6 +342,8 @@ def _fresh(case: str, root: str, records: int) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{case} failed:\n{proc.stderr[-4000:]}")
+    if os.environ.get("INGEST_TIMELINE"):  # the child's per-task timelines
+        sys.stderr.writelines(line + "\n" for line in proc.stderr.splitlines() if line.startswith("ray_write"))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
