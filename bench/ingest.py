@@ -166,6 +166,24 @@ def _serial_read(store: Any, records: int, batch: int) -> float:
         pa.set_cpu_count(threads)
 
 
+def _warm_imports() -> int:
+    """Import what a kara write task uses (the write_many process has it imported before its clock)."""
+    import kara_ray.datasink
+    import kara_ray.rows  # noqa: F401
+
+    from kara_core.row import parallel  # noqa: F401
+
+    time.sleep(0.2)  # long enough that the tasks spread over every worker
+    return os.getpid()
+
+
+def _warm_workers(ray: Any) -> None:
+    """Start every worker Ray will use and import kara in it (not timed, like ``ray.init``)."""
+    warm = ray.remote(num_cpus=1)(_warm_imports)
+    pids = set(ray.get([warm.remote() for _ in range(8)]))
+    assert len(pids) >= 2, pids
+
+
 def _at_once(tasks: list[dict[str, Any]]) -> int:
     """The most write tasks that ran at the same time."""
     events = sorted([(t["start"], 1) for t in tasks] + [(t["end"], -1) for t in tasks])
@@ -267,6 +285,7 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
         if case == "ray_write":
             blocks = ray.data.range(records, override_num_blocks=PARTS).map_batches(_rows_batch).materialize()
             blocks.write_datasink(_timed(_null_datasink()))  # not timed: every worker has run a task
+            _warm_workers(ray)  # not timed: kara imported in every worker, as in the write_many process
             out["ray_write_serial"] = _serial_write(store, blocks)
             for setting, reservation in (("", True), ("_both", False)):
                 # A dataset keeps the DataContext it was made with: set it there.
@@ -276,10 +295,16 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
                     ("ray_write_floor", _timed(_null_datasink())),
                     ("ray_write", _timed(KaraDatasink(url, "bench", "ray_w", f"r{os.getpid()}{setting}"))),
                 ):
-                    start = time.perf_counter()
+                    wall, start = time.time(), time.perf_counter()
                     blocks.write_datasink(sink)
                     out[name + setting] = time.perf_counter() - start
                     out[f"{name}{setting}_at_once"] = _at_once(sink.tasks)
+                    if os.environ.get("INGEST_TIMELINE"):
+                        line = [
+                            (t["pid"] % 1000, round(t["start"] - wall, 3), round(t["end"] - wall, 3))
+                            for t in sink.tasks
+                        ]
+                        print(name + setting, round(out[name + setting], 3), line, file=sys.stderr)
                     written = sink.report.records if isinstance(sink, KaraDatasink) else sink.records
                     assert written == records, written
             return out
@@ -317,6 +342,8 @@ def _fresh(case: str, root: str, records: int) -> dict[str, Any]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{case} failed:\n{proc.stderr[-4000:]}")
+    if os.environ.get("INGEST_TIMELINE"):  # the child's per-task timelines
+        sys.stderr.writelines(line + "\n" for line in proc.stderr.splitlines() if line.startswith("ray_write"))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -6,12 +6,13 @@ from itertools import accumulate
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kara_ray.arrow_json import joined, json_records, supported
+
+from kara_core.serialization import JSONSerializer
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -84,9 +85,10 @@ def tables(draw: st.DrawFn, nulls: bool = True) -> pa.Table:
 
 
 def dict_path(table: pa.Table) -> list[bytes]:
-    """What the datasink did before: the rows as dicts (to_pydict), orjson per row."""
+    """What kara's json serializer writes for the rows as dicts (to_pydict): the dict path's bytes."""
     columns = table.to_pydict()
-    return [orjson.dumps(dict(zip(columns, row, strict=True))) for row in zip(*columns.values(), strict=True)]
+    serialize = JSONSerializer().serialize
+    return [serialize(dict(zip(columns, row, strict=True))) for row in zip(*columns.values(), strict=True)]
 
 
 def encoded(array: pa.Array) -> list[bytes]:
@@ -128,6 +130,20 @@ def test_record_batches_and_tables_give_the_same_records(table: pa.Table) -> Non
     if batch:
         result = json_records(batch[0])
         assert result is not None and encoded(result) == dict_path(table)
+
+
+@pytest.mark.parametrize("special", ['"', "\\", "\n", "\x00", "\x1f"])
+def test_escapes_are_looked_for_in_the_slices_own_strings(special: str) -> None:
+    # A slice (a batch of a block) shares the block's whole string buffer: what needs an
+    # escape is found in its own values, first and last included, and what lies outside
+    # them changes nothing.
+    text = ["a" + special, "plain", "b" + special, "plain", special]
+    table = pa.table({"text": text})
+    for start in range(len(text)):
+        for stop in range(start, len(text) + 1):
+            part = table.slice(start, stop - start)
+            assert encoded(json_records(part)) == dict_path(part)
+    assert dict_path(table.slice(1, 1)) == [b'{"text":"plain"}']
 
 
 def test_the_buffers_hold_the_records_back_to_back() -> None:

@@ -209,22 +209,31 @@ def _string(array: pa.Array) -> pa.StringArray:
 def _escaped(array: pa.Array) -> pa.StringArray:
     # The text between the quotes, with orjson's escapes: '\\', '"' and the control
     # characters; nothing else (not '/', DEL or U+2028). UTF-8 continuation bytes are
-    # >= 0x80, so the bytes needing an escape are found with vectorised scans of the data
-    # buffer (a minimum and two counts: no mask of the whole buffer in the common case).
+    # >= 0x80, so the bytes needing an escape are found by scanning the data buffer: only
+    # the stretch this array's values occupy (a slice of a batch shares the whole
+    # block's buffer), with a minimum (the control characters) and two byte searches
+    # (memchr) on a copy of it; a mask of the bytes only when one is there.
     if pa.types.is_large_string(array.type):
         array = array.cast(pa.string())
-    data_buffer = array.buffers()[2]
-    if data_buffer is not None and data_buffer.size:
-        raw = np.frombuffer(data_buffer, dtype=np.uint8)
-        if raw.min() < 0x20 or np.count_nonzero(raw == 0x22) or np.count_nonzero(raw == 0x5C):
-            special = raw[(raw < 0x20) | (raw == 0x22) | (raw == 0x5C)]
-            present = set(np.unique(special).tolist())
-            if 0x5C in present:  # first: the other escapes add backslashes
-                array = pc.replace_substring(array, "\\", "\\\\")
-            if 0x22 in present:
-                array = pc.replace_substring(array, '"', '\\"')
-            for code in sorted(present - {0x22, 0x5C}):
-                array = pc.replace_substring(array, chr(code), _ESCAPES[chr(code)])
+    _, offsets_buffer, data_buffer = array.buffers()
+    if data_buffer is None or not len(array):
+        return array
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    first, last = int(offsets[0]), int(offsets[-1])
+    if last <= first:
+        return array
+    raw = np.frombuffer(data_buffer, dtype=np.uint8, count=last - first, offset=first)
+    text = data_buffer.slice(first, last - first).to_pybytes()
+    if raw.min() >= 0x20 and b'"' not in text and b"\\" not in text:
+        return array
+    special = raw[(raw < 0x20) | (raw == 0x22) | (raw == 0x5C)]
+    present = set(np.unique(special).tolist())
+    if 0x5C in present:  # first: the other escapes add backslashes
+        array = pc.replace_substring(array, "\\", "\\\\")
+    if 0x22 in present:
+        array = pc.replace_substring(array, '"', '\\"')
+    for code in sorted(present - {0x22, 0x5C}):
+        array = pc.replace_substring(array, chr(code), _ESCAPES[chr(code)])
     return array
 
 
