@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import shutil
 import threading
@@ -87,8 +86,10 @@ class FileAppender:
 
 
 def _load_libc(name: str, argtypes: list[type]) -> Any:
+    # The symbols already loaded into the process (libc among them): no library search,
+    # which runs ldconfig in a subprocess and costs every fresh process milliseconds.
     try:
-        func = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), name)
+        func = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError, TypeError):
         return None
     func.argtypes = argtypes
