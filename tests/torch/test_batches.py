@@ -91,3 +91,27 @@ def test_batches_made_in_workers_are_gathered_into_shared_memory() -> None:
     assert rows.shape == (3, 5) and rows.dtype == torch.int32 and rows.is_shared()
     rows.numpy()[:] = np.arange(15).reshape(3, 5)  # what fetch_batch fills
     assert rows.sum().item() == 105 and all(part.is_shared() for part in rows.split(2))
+
+
+def test_the_first_gathers_grow_from_one_batch(pipe_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first batch comes after gathering one batch, not VIEW_FETCH samples; the
+    # batches stay the loader's.
+    import kara_torch.dataset
+
+    reference = per_sample(pipe_url, "pack", 0)
+    packed_type = type(build(pipe_url, "pack"))
+    gathered: list[int] = []
+    original = packed_type.fetch_batch
+
+    def recorded(self: Any, positions: np.ndarray, *args: Any) -> np.ndarray:
+        gathered.append(len(positions))
+        return original(self, positions, *args)
+
+    monkeypatch.setattr(packed_type, "fetch_batch", recorded)
+    monkeypatch.setattr(kara_torch.dataset, "VIEW_FETCH", 16 * BATCH)
+    got = whole(pipe_url, "pack", 0)
+    assert len(reference) > 1 + 8 + 16
+    assert gathered[:2] == [BATCH, 8 * BATCH]
+    assert set(gathered[2:-1]) == {16 * BATCH} and 0 < gathered[-1] <= 16 * BATCH
+    assert sum(gathered) == len(build(pipe_url, "pack"))
+    assert all(torch.equal(a, b) for a, b in zip(got, reference, strict=True))

@@ -436,8 +436,9 @@ def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterat
 def _gathered_batches(
     view: Any, groups: Iterator[np.ndarray], it: _Progress, batch: int, transform: Callable[[Any], Any] | None
 ) -> Iterator[Iterator[Any]]:
-    """Batches of a view with ``fetch_batch`` (packed samples): VIEW_FETCH positions are
-    gathered into one array at a time, whose rows the batches are (views, no copy)."""
+    """Batches of a view with ``fetch_batch`` (packed samples): up to VIEW_FETCH positions
+    are gathered into one array at a time (one batch first, then 8 times more each time),
+    whose rows the batches are (views, no copy)."""
     made: list[torch.Tensor] = []
 
     def shared(shape: tuple[int, int], dtype: Any) -> np.ndarray:
@@ -446,15 +447,21 @@ def _gathered_batches(
 
     alloc = shared if get_worker_info() is not None else None
     whole = max(1, VIEW_FETCH // batch) * batch
+    # The first gather is one batch, the next ones 8 times larger up to `whole`: the first
+    # batch comes without waiting for a whole gather. Every gather is whole batches (the
+    # last may end short), so the batches are the same.
+    size = batch
     pending = np.empty(0, dtype=np.int64)
     for group in itertools.chain(groups, [None]):
         if group is not None:
             pending = np.concatenate((pending, group)) if len(pending) else group
-            usable = len(pending) // whole * whole
-        else:
-            usable = len(pending)  # the end: the last batch may be short
-        for first in range(0, usable, whole):
-            array = view.fetch_batch(pending[first : first + whole], it.epoch, alloc)
+        first = 0
+        # At the end (group None) the rest is gathered too: the last batch may be short.
+        while len(pending) - first >= size or (group is None and first < len(pending)):
+            taken = pending[first : first + size]
+            first += len(taken)
+            size = min(size * 8, whole)
+            array = view.fetch_batch(taken, it.epoch, alloc)
             # The shared tensor itself (torch.from_numpy of its memory would not be marked
             # shared, and the DataLoader would copy it into shared memory again).
             rows = made.pop() if made else torch.from_numpy(array)
@@ -464,7 +471,7 @@ def _gathered_batches(
             if transform is not None:
                 batches = list(map(transform, batches))
             yield it.advance(batches, sizes, batch)
-        pending = pending[usable:]
+        pending = pending[first:]
 
 
 def _shared_tensor(shape: tuple[int, int], dtype: Any) -> torch.Tensor:
