@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .order import EpochOrder, OrderCursor, ShuffleParams
-from .sources import Decoder, as_view, encoded
+from .sources import Decoder, as_view, encoded, sorted_unique
 
 __all__ = ["MAX_PERIOD", "Mixture"]
 
@@ -224,7 +224,7 @@ class Mixture:
             return index, np.zeros_like(index)
         records = np.empty_like(index)
         one_cycle = int(cycles[0]) == int(cycles[-1])
-        for cycle in [int(cycles[0])] if one_cycle else np.unique(cycles).tolist():
+        for cycle in [int(cycles[0])] if one_cycle else sorted_unique(cycles).tolist():
             members = slice(None) if one_cycle else cycles == cycle
             wanted = index[members]
             if len(wanted) < 2 or (wanted[1:] > wanted[:-1]).all():
@@ -252,14 +252,14 @@ class Mixture:
         if not len(positions):
             return out, None
         sources, draws = self.locate(positions)
-        present = np.unique(sources).tolist()
+        present = sorted_unique(sources).tolist()
         # Decoded here only when the sources do not share a decoder (or names are added).
         shared = not self.with_source and len({self._decodings[source] for source in present}) == 1
         decoder: Decoder | None = None
         for source in present:
             members = np.flatnonzero(sources == source) if len(present) > 1 else np.arange(len(positions))
             records, epochs = self._records(source, epoch, draws[members])
-            sub_epochs = np.unique(epochs).tolist() if len(epochs) and epochs[0] != epochs[-1] else [int(epochs[0])]
+            sub_epochs = sorted_unique(epochs).tolist() if len(epochs) and epochs[0] != epochs[-1] else [int(epochs[0])]
             for sub_epoch in sub_epochs:
                 part = np.flatnonzero(epochs == sub_epoch) if len(sub_epochs) > 1 else slice(None)
                 items, decode = encoded(self.views[source], records[part], sub_epoch)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError
-from .sources import RowView, as_view
+from .sources import RowView, as_view, sorted_unique
 from .token_counts import cached_token_counts
 
 __all__ = ["PackedView"]
@@ -95,7 +95,7 @@ class PackedView:
         first = np.searchsorted(ends, starts, side="right")
         last = np.searchsorted(ends, stops - 1, side="right")
         spans = last - first + 1
-        needed = np.unique(np.repeat(first - np.cumsum(spans) + spans, spans) + np.arange(spans.sum()))
+        needed = sorted_unique(np.repeat(first - np.cumsum(spans) + spans, spans) + np.arange(spans.sum()))
         records = self.view.fetch(needed)
         tokens = dict(zip(needed.tolist(), map(self._tokens, records), strict=True))
         return starts, stops, first, last, tokens

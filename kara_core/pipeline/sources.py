@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigurationError, ModeError
 from ..serialization import Serializer, batch_deserializer, serializer_label
 
-__all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "pick"]
+__all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "pick", "sorted_unique"]
 
 #: Turns a list of encoded records into the records (``Serializer.deserialize_many``).
 Decoder = Callable[[list[Any]], list[Any]]
@@ -121,7 +121,7 @@ class RowView:
         if direct is not None:
             slots = direct[chunks]
             if (slots < 0).any():
-                self._load(np.unique(chunks[slots < 0]).tolist(), chunks)
+                self._load(sorted_unique(chunks[slots < 0]).tolist(), chunks)
                 slots = direct[chunks]
         else:
             wanted, inverse = np.unique(chunks, return_inverse=True)
@@ -162,7 +162,7 @@ class RowView:
     def _evict(self, count: int, chunks: np.ndarray) -> None:
         # Oldest read first out (readers move forward through their sources), sparing the
         # chunks of the current call; when those alone need more slots, the pool grows.
-        keep = set(np.unique(chunks).tolist())
+        keep = set(sorted_unique(chunks).tolist())
         size, held, pool, direct = self.chunk, self._slots, self._pool, self._direct
         for chunk in [chunk for chunk in held if chunk not in keep][:count]:
             slot = held.pop(chunk)
@@ -253,6 +253,21 @@ def _decodes_runs(rows: Any) -> bool:
     joined = getattr(type(serializer), "deserialize_joined", Serializer.deserialize_joined)
     own = getattr(serializer, "zero_copy", False) and joined is not Serializer.deserialize_joined
     return bool(own) and hasattr(rows, "read_range")
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D array: its distinct values, ascending.
+
+    np.unique imports numpy.ma on its first call (about 20 ms), and every forked
+    DataLoader worker paid that again in its first batch.
+    """
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
 
 
 def pick(values: list[Any], indices: np.ndarray) -> list[Any]:

@@ -134,6 +134,9 @@ class RowDataset:
         joined = getattr(type(serializer), "deserialize_joined", Serializer.deserialize_joined)
         own = self._views and joined is not Serializer.deserialize_joined
         self._joined = serializer.deserialize_joined if own else None
+        # Those with a stream decoder (json+zstd) decode sequential reads through it.
+        stream = getattr(serializer, "stream_decoder", None)
+        self._stream: Callable[[], Callable[[Iterator[bytes]], Iterator[Any]] | None] | None = stream
         self._lock = threading.Lock()
         self._closed = False
         self._snap = snapshot
@@ -366,6 +369,10 @@ class RowDataset:
         # deserialize_many (few, so the fresh records are still in the CPU cache when
         # they are used).
         plain = deserialize is orjson.loads or deserialize is bytes
+        # A serializer's stream decoder (zstd then orjson, mapped in C), made at the first
+        # batch that needs it: this iteration's own (see Serializer.stream_decoder).
+        stream: Callable[[Iterator[bytes]], Iterator[Any]] | None = None
+        streams = self._stream is not None and not plain
         while True:
             with self._lock:
                 if self._bpos >= len(self._batch) and not self._refill():
@@ -387,6 +394,22 @@ class RowDataset:
                 if plain:
                     yield from map(deserialize, current)
                     continue
+                if streams and stream is None:
+                    stream = self._stream() if self._stream is not None else None
+                    streams = stream is not None
+                if stream is not None:
+                    failed: Exception | None = None
+                    try:
+                        yield from stream(current)
+                    except Exception as exc:  # noqa: BLE001 - redone with deserialize below
+                        failed = exc
+                    if failed is None:
+                        continue
+                    # `current` is right past the record the decoder was at: decoded
+                    # alone, it raises its own error (the cursor stays right after it);
+                    # if it decodes, the error came from elsewhere (thrown in).
+                    deserialize(batch[len(batch) - length_hint(current) - 1])
+                    raise failed
                 for done in range(0, len(batch), DECODE_RECORDS):
                     chunk = batch[done : done + DECODE_RECORDS]
                     current, size = iter(chunk), len(chunk)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -55,6 +55,22 @@ class Serializer:
         """
         cuts = bounds.tolist()
         return self.deserialize_many([data[a:b] for a, b in itertools.pairwise(cuts)])
+
+    def stream_decoder(self) -> Callable[[Iterator[bytes]], Iterator[Any]] | None:
+        """A decoder of record streams for sequential reads, or None (the default).
+
+        When not None, ``decoder(records)`` must return an iterator that decodes each of
+        ``records`` (an iterator of stored records) lazily, in order, to exactly what
+        :meth:`deserialize` returns for it, taking the next stored record only when asked
+        for the next decoded one (so the reader knows which record an error came from).
+        It may raise any error on a damaged record: the reader then decodes that record
+        with :meth:`deserialize`, whose error is the one raised. Sequential reads ask for
+        one decoder per iteration and use it from one thread at a time, so it may keep
+        state that is not thread safe (a decompression context). Worth it only when the
+        whole chain runs in C (``map`` over C functions): else :meth:`deserialize_many`
+        decodes a few records at a time with less work per record.
+        """
+        return None
 
     def sidecar_options(self) -> dict[str, Any]:
         """What readers of the version need besides the name (kept in the version's sidecar).

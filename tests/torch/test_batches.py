@@ -91,3 +91,49 @@ def test_batches_made_in_workers_are_gathered_into_shared_memory() -> None:
     assert rows.shape == (3, 5) and rows.dtype == torch.int32 and rows.is_shared()
     rows.numpy()[:] = np.arange(15).reshape(3, 5)  # what fetch_batch fills
     assert rows.sum().item() == 105 and all(part.is_shared() for part in rows.split(2))
+
+
+def test_the_first_gathers_grow_from_one_batch(pipe_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first batch comes after gathering one batch, not VIEW_FETCH samples; the
+    # batches stay the loader's.
+    import kara_torch.dataset
+
+    reference = per_sample(pipe_url, "pack", 0)
+    packed_type = type(build(pipe_url, "pack"))
+    gathered: list[int] = []
+    original = packed_type.fetch_batch
+
+    def recorded(self: Any, positions: np.ndarray, *args: Any) -> np.ndarray:
+        gathered.append(len(positions))
+        return original(self, positions, *args)
+
+    monkeypatch.setattr(packed_type, "fetch_batch", recorded)
+    monkeypatch.setattr(kara_torch.dataset, "VIEW_FETCH", 16 * BATCH)
+    got = whole(pipe_url, "pack", 0)
+    assert len(reference) > 1 + 8 + 16
+    assert gathered[:2] == [BATCH, 8 * BATCH]
+    assert set(gathered[2:-1]) == {16 * BATCH} and 0 < gathered[-1] <= 16 * BATCH
+    assert sum(gathered) == len(build(pipe_url, "pack"))
+    assert all(torch.equal(a, b) for a, b in zip(got, reference, strict=True))
+
+
+def test_batches_made_in_workers_are_sent_by_the_name_of_their_shared_memory() -> None:
+    # A worker's batches are rows of named shared memory, pickled (for the loader's queue)
+    # as that name and their place in it, not as a file descriptor passed per batch.
+    from multiprocessing.reduction import ForkingPickler
+
+    from kara_torch.dataset import _named_tensor, _NamedRows, _rebuild_named_rows, _reduce_named_rows
+
+    rows = _named_tensor((6, 4), np.dtype("<i4"))
+    assert rows is not None and rows.is_shared() and rows.shape == (6, 4) and rows.dtype == torch.int32
+    rows.numpy()[:] = np.arange(24).reshape(6, 4)
+    batches = [part.as_subclass(_NamedRows) for part in rows.split(4)]
+    assert _reduce_named_rows(batches[1])[0] is _rebuild_named_rows
+    got = [ForkingPickler.loads(ForkingPickler.dumps(batch)) for batch in batches]
+    assert [type(batch) for batch in got] == [torch.Tensor, torch.Tensor]
+    assert torch.equal(torch.cat(got), torch.arange(24, dtype=torch.int32).reshape(6, 4))
+
+
+def test_the_loader_gets_plain_tensors_from_workers(pipe_url: str) -> None:
+    got = whole(pipe_url, "pack", 2)
+    assert got and {type(batch) for batch in got} == {torch.Tensor}

@@ -15,10 +15,12 @@ import os
 import pickle
 from collections.abc import Callable, Iterator
 from multiprocessing.context import get_spawning_popen
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import numpy as np
 import torch.distributed
+from torch.multiprocessing import reductions
 from torch.utils.data import IterableDataset, get_worker_info
 
 from kara_core.errors import ConfigurationError, ModeError
@@ -436,35 +438,96 @@ def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterat
 def _gathered_batches(
     view: Any, groups: Iterator[np.ndarray], it: _Progress, batch: int, transform: Callable[[Any], Any] | None
 ) -> Iterator[Iterator[Any]]:
-    """Batches of a view with ``fetch_batch`` (packed samples): VIEW_FETCH positions are
-    gathered into one array at a time, whose rows the batches are (views, no copy)."""
+    """Batches of a view with ``fetch_batch`` (packed samples): up to VIEW_FETCH positions
+    are gathered into one array at a time (one batch first, then 8 times more each time),
+    whose rows the batches are (views, no copy)."""
     made: list[torch.Tensor] = []
+    named = [True]  # gathered into named shared memory (False once this torch cannot)
 
     def shared(shape: tuple[int, int], dtype: Any) -> np.ndarray:
-        made.append(_shared_tensor(shape, dtype))
-        return made[-1].numpy()
+        tensor = _named_tensor(shape, dtype) if named[0] else None
+        if tensor is None:
+            named[0] = False
+            tensor = _shared_tensor(shape, dtype)
+        made.append(tensor)
+        return tensor.numpy()
 
     alloc = shared if get_worker_info() is not None else None
     whole = max(1, VIEW_FETCH // batch) * batch
+    # The first gather is one batch, the next ones 8 times larger up to `whole`: the first
+    # batch comes without waiting for a whole gather. Every gather is whole batches (the
+    # last may end short), so the batches are the same.
+    size = batch
     pending = np.empty(0, dtype=np.int64)
     for group in itertools.chain(groups, [None]):
         if group is not None:
             pending = np.concatenate((pending, group)) if len(pending) else group
-            usable = len(pending) // whole * whole
-        else:
-            usable = len(pending)  # the end: the last batch may be short
-        for first in range(0, usable, whole):
-            array = view.fetch_batch(pending[first : first + whole], it.epoch, alloc)
+        first = 0
+        # At the end (group None) the rest is gathered too: the last batch may be short.
+        while len(pending) - first >= size or (group is None and first < len(pending)):
+            taken = pending[first : first + size]
+            first += len(taken)
+            size = min(size * 8, whole)
+            array = view.fetch_batch(taken, it.epoch, alloc)
             # The shared tensor itself (torch.from_numpy of its memory would not be marked
             # shared, and the DataLoader would copy it into shared memory again).
+            by_name = bool(made) and named[0]  # made by _named_tensor
             rows = made.pop() if made else torch.from_numpy(array)
             made.clear()
             batches = list(rows.split(batch))
             sizes = [len(part) for part in batches] if len(rows) % batch else None
             if transform is not None:
                 batches = list(map(transform, batches))
+            elif by_name:
+                batches = [part.as_subclass(_NamedRows) for part in batches]
             yield it.advance(batches, sizes, batch)
-        pending = pending[usable:]
+        pending = pending[first:]
+
+
+class _NamedRows(torch.Tensor):
+    """Rows of a tensor gathered, in a DataLoader worker, into shared memory that has a
+    name (torch's ``file_system`` sharing): sent to the main process by that name.
+
+    By default (``file_descriptor`` sharing) every tensor a worker sends passes a file
+    descriptor over a socket (a handshake with the worker per batch), even when many
+    batches are views of one shared tensor; by name, the main process maps the memory
+    again (torch keeps it mapped while it is in use). torch's own ``file_system`` branch,
+    for these tensors only: the worker's sharing strategy stays as it is. The main
+    process gets plain tensors.
+    """
+
+
+def _reduce_named_rows(rows: _NamedRows) -> tuple[Any, tuple[Any, ...]]:
+    plain = rows.as_subclass(torch.Tensor)
+    try:
+        storage = plain.untyped_storage()
+        manager, handle, size = storage._share_filename_cpu_()
+        storage._shared_incref()  # as torch's reduce_storage: the receiver decrefs
+    except (AttributeError, RuntimeError):  # not named shared memory: torch's own way
+        return reductions.reduce_tensor(plain)
+    meta = (plain.dtype, plain.storage_offset(), tuple(plain.shape), plain.stride())
+    return _rebuild_named_rows, (manager, handle, size, *meta)
+
+
+def _rebuild_named_rows(
+    manager: bytes, handle: bytes, size: int, dtype: torch.dtype, offset: int, shape: tuple, stride: tuple
+) -> torch.Tensor:
+    storage = reductions.rebuild_storage_filename(torch.UntypedStorage, manager, handle, size)
+    return torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
+
+
+ForkingPickler.register(_NamedRows, _reduce_named_rows)
+
+
+def _named_tensor(shape: tuple[int, int], dtype: Any) -> torch.Tensor | None:
+    """A new tensor in named shared memory (see :class:`_NamedRows`), or None where this
+    torch cannot make one."""
+    empty = torch.from_numpy(np.empty(0, dtype=dtype))
+    try:
+        storage = torch.UntypedStorage._new_using_filename_cpu(shape[0] * shape[1] * empty.element_size())
+        return empty.set_(storage, 0, shape, (shape[1], 1))
+    except (AttributeError, RuntimeError, TypeError):
+        return None
 
 
 def _shared_tensor(shape: tuple[int, int], dtype: Any) -> torch.Tensor:
