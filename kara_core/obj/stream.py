@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..backend import Backend
 from ..errors import ConfigurationError, ReadOnlyStoreError
-from ..localdisk import Buffers
+from ..localdisk import Buffers, same_as_cached_file
 from .hashing import Digests, hash_views
 from .manifest import KeyLayout, check_relative_parts, dump_json
 from .save import Lease
@@ -163,16 +163,30 @@ class BlobSink:
         """
         return self.store_parts([data], sha256=sha256)
 
-    def store_parts(self, parts: list[bytes | bytearray | memoryview], *, sha256: bool = False) -> StoredBlob:
+    def store_parts(
+        self, parts: list[bytes | bytearray | memoryview], *, sha256: bool = False, like: Digests | None = None
+    ) -> StoredBlob:
         """Like :meth:`store_bytes` for content made of ``parts`` in order, never joined.
 
         The parts are hashed where they are and handed to the store as
         :class:`~kara_core.localdisk.Buffers` (``os.writev`` on file://): a tensor's
         memory goes to the store without a copy into an intermediate buffer. The parts
         must stay unchanged until this returns.
+
+        ``like``: the digests of a stored blob of this key that the content probably
+        equals (the same file in the previous version). On stores with local files,
+        when that blob is wholly in the page cache, the content is compared with it byte
+        for byte (:func:`~kara_core.localdisk.same_as_cached_file`, a fraction of a
+        sha1 pass); if every byte matches, the content is that blob, unhashed. Otherwise
+        it is hashed as usual.
         """
         views = [view for view in (memoryview(p).cast("B") for p in parts) if len(view)]
         size = sum(len(view) for view in views)
+        if like is not None and not sha256 and self._is_stored(like, views):
+            with self._lock:
+                self._claimed.setdefault(like.sha1, like.md5)
+                self.reused_blobs += 1
+            return StoredBlob(Digests(like.md5, like.sha1, None), size, False)
         extra = ["sha256"] if sha256 else []
         if self._key_has_no_blobs():
             # Nothing to deduplicate against (a first save): every digest in one pass.
@@ -192,6 +206,13 @@ class BlobSink:
         self._batch.put(self.layout.blob(digests.blob), views[0] if len(views) == 1 else Buffers(views))
         self._count_upload(size)
         return StoredBlob(digests, size, True)
+
+    def _is_stored(self, digests: Digests, views: list[memoryview]) -> bool:
+        """True if the stored blob named ``digests`` holds exactly ``views`` (compared, not hashed)."""
+        if not self.backend.capabilities.local_path:
+            return False
+        local = self.backend.local_path(self.layout.blob(digests.blob))
+        return local is not None and same_as_cached_file(local, views) is True
 
     def store_staged(self, staging: str, digests: Digests, size: int) -> StoredBlob:
         """Give the durable object ``staging`` (``size`` bytes hashed to ``digests``) its blob name.
