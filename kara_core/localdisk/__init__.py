@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 
 from ..errors import ConfigurationError
-from ._direct import AUTO, DIRECT_MIN, cached, copy_to_fd, direct_io_setting, memory_reader, write_all
+from ._direct import AUTO, BUFFERED_WRITE, DIRECT_MIN, cached, copy_to_fd, direct_io_setting, memory_reader, write_all
 
 __all__ = ["Buffers", "DirectIO", "same_as_cached_file", "write_file"]
 
@@ -70,9 +70,26 @@ _IOV_MAX = 1024
 
 
 def _write_buffers(fd: int, parts: list[memoryview]) -> None:
-    pending = list(parts)
+    """Write ``parts`` in order: small ones gathered into one ``os.writev``, none longer
+    than :data:`~kara_core.localdisk._direct.BUFFERED_WRITE` bytes per call (large
+    page-cache folios are expensive on some hosts, see there)."""
+    group: list[memoryview] = []
+    size = 0
+    for part in parts:
+        for start in range(0, len(part), BUFFERED_WRITE):
+            piece = part[start : start + BUFFERED_WRITE]
+            if group and (size + len(piece) > BUFFERED_WRITE or len(group) == _IOV_MAX):
+                _writev_all(fd, group)
+                group, size = [], 0
+            group.append(piece)
+            size += len(piece)
+    if group:
+        _writev_all(fd, group)
+
+
+def _writev_all(fd: int, pending: list[memoryview]) -> None:
     while pending:
-        written = os.writev(fd, pending[:_IOV_MAX])
+        written = os.writev(fd, pending)
         while written and pending:
             if written >= len(pending[0]):
                 written -= len(pending.pop(0))
