@@ -112,7 +112,6 @@ def test_buffered_writes_are_at_most_buffered_write_bytes_per_call(
 ) -> None:
     # Long buffered writes get large page-cache folios, expensive where free memory
     # was handed back to a hypervisor: every write through the cache is sliced.
-    from kara_core import localdisk
     from kara_core.localdisk import Buffers, _direct, write_file
 
     calls: list[int] = []
