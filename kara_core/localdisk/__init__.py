@@ -9,15 +9,21 @@ use that machinery directly for the files they place and the file:// blobs they 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
+import mmap
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, Literal
 
-from ..errors import ConfigurationError
-from ._direct import AUTO, DIRECT_MIN, copy_to_fd, direct_io_setting, memory_reader, write_all
+import numpy as np
 
-__all__ = ["Buffers", "DirectIO", "write_file"]
+from ..errors import ConfigurationError
+from ._direct import AUTO, BUFFERED_WRITE, DIRECT_MIN, cached, copy_to_fd, direct_io_setting, memory_reader, write_all
+
+__all__ = ["Buffers", "DirectIO", "same_as_cached_file", "write_file"]
 
 #: The ``direct_io`` settings: ``"auto"``, ``True`` (large files always direct) or ``False``.
 DirectIO = bool | Literal["auto"]
@@ -64,9 +70,26 @@ _IOV_MAX = 1024
 
 
 def _write_buffers(fd: int, parts: list[memoryview]) -> None:
-    pending = list(parts)
+    """Write ``parts`` in order: small ones gathered into one ``os.writev``, none longer
+    than :data:`~kara_core.localdisk._direct.BUFFERED_WRITE` bytes per call (large
+    page-cache folios are expensive on some hosts, see there)."""
+    group: list[memoryview] = []
+    size = 0
+    for part in parts:
+        for start in range(0, len(part), BUFFERED_WRITE):
+            piece = part[start : start + BUFFERED_WRITE]
+            if group and (size + len(piece) > BUFFERED_WRITE or len(group) == _IOV_MAX):
+                _writev_all(fd, group)
+                group, size = [], 0
+            group.append(piece)
+            size += len(piece)
+    if group:
+        _writev_all(fd, group)
+
+
+def _writev_all(fd: int, pending: list[memoryview]) -> None:
     while pending:
-        written = os.writev(fd, pending[:_IOV_MAX])
+        written = os.writev(fd, pending)
         while written and pending:
             if written >= len(pending[0]):
                 written -= len(pending.pop(0))
@@ -113,3 +136,57 @@ def _readinto_of(stream: BinaryIO) -> Callable[[memoryview], int | None]:
         return len(chunk)
 
     return read_into
+
+
+_memcmp: Any = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        _memcmp = ctypes.CDLL(None).memcmp
+        _memcmp.restype = ctypes.c_int
+        _memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+
+
+def _address(view: memoryview) -> int:
+    return int(np.frombuffer(view, dtype=np.uint8).ctypes.data)
+
+
+def same_as_cached_file(path: str, parts: Iterable[bytes | bytearray | memoryview]) -> bool | None:
+    """Whether the local file at ``path`` holds exactly the concatenation of ``parts``.
+
+    Compared byte for byte (``memcmp`` against the file's pages, mapped), and only when
+    the whole file is in the page cache (``cachestat``), where that costs a fraction of
+    hashing the parts (0.1-0.2 ms per MiB against sha1's 0.5): True if every byte and
+    the size match, False at the first difference. None when it cannot be told without
+    reading the disk or at all (the file is not wholly cached, missing or unreadable; no
+    ``cachestat`` or ``memcmp`` here): the caller hashes instead.
+    """
+    if _memcmp is None:
+        return None
+    views = [view for view in (memoryview(p).cast("B") for p in parts) if len(view)]
+    size = sum(len(view) for view in views)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_size != size:
+            return False
+        if size == 0:
+            return True
+        if not cached(fd, 0, size):
+            return None
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mapped:
+            stored = memoryview(mapped)
+            try:
+                base, position = _address(stored), 0
+                for view in views:
+                    if _memcmp(base + position, _address(view), len(view)) != 0:
+                        return False
+                    position += len(view)
+                return True
+            finally:
+                stored.release()
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..backend import Backend
 from ..errors import ConfigurationError, ReadOnlyStoreError
-from ..localdisk import Buffers
+from ..localdisk import Buffers, same_as_cached_file
 from .hashing import Digests, hash_views
 from .manifest import KeyLayout, check_relative_parts, dump_json
 from .save import Lease
@@ -163,19 +163,37 @@ class BlobSink:
         """
         return self.store_parts([data], sha256=sha256)
 
-    def store_parts(self, parts: list[bytes | bytearray | memoryview], *, sha256: bool = False) -> StoredBlob:
+    def store_parts(
+        self, parts: list[bytes | bytearray | memoryview], *, sha256: bool = False, like: Digests | None = None
+    ) -> StoredBlob:
         """Like :meth:`store_bytes` for content made of ``parts`` in order, never joined.
 
         The parts are hashed where they are and handed to the store as
         :class:`~kara_core.localdisk.Buffers` (``os.writev`` on file://): a tensor's
         memory goes to the store without a copy into an intermediate buffer. The parts
         must stay unchanged until this returns.
+
+        ``like``: the digests of a stored blob of this key that the content probably
+        equals (the same file in the previous version). On stores with local files,
+        when that blob is wholly in the page cache, the content is compared with it byte
+        for byte (:func:`~kara_core.localdisk.same_as_cached_file`, a fraction of a
+        sha1 pass); if every byte matches, the content is that blob, unhashed. If it
+        differs, all its digests are computed in one pass (it is most likely new);
+        where the comparison cannot be made, it is hashed as without ``like``.
         """
         views = [view for view in (memoryview(p).cast("B") for p in parts) if len(view)]
         size = sum(len(view) for view in views)
+        same = self._same_as(like, views) if like is not None and not sha256 else None
+        if same:
+            with self._lock:
+                self._claimed.setdefault(like.sha1, like.md5)
+                self.reused_blobs += 1
+            return StoredBlob(Digests(like.md5, like.sha1, None), size, False)
         extra = ["sha256"] if sha256 else []
-        if self._key_has_no_blobs():
-            # Nothing to deduplicate against (a first save): every digest in one pass.
+        if same is False or self._key_has_no_blobs():
+            # Nothing to deduplicate against (a first save), or the content differs from
+            # the blob it was like (changed since the previous version, so most likely
+            # new): every digest in one pass. _claim still finds it if stored.
             sha1, md5, *rest = hash_views(["sha1", "md5", *extra], views)
             digests = Digests(md5, sha1, rest[0] if rest else None)
         else:
@@ -192,6 +210,16 @@ class BlobSink:
         self._batch.put(self.layout.blob(digests.blob), views[0] if len(views) == 1 else Buffers(views))
         self._count_upload(size)
         return StoredBlob(digests, size, True)
+
+    def _same_as(self, digests: Digests, views: list[memoryview]) -> bool | None:
+        """Whether the stored blob named ``digests`` holds exactly ``views`` (compared, not hashed).
+
+        None when that cannot be told cheaply (no local files, the blob not wholly cached).
+        """
+        if not self.backend.capabilities.local_path:
+            return None
+        local = self.backend.local_path(self.layout.blob(digests.blob))
+        return None if local is None else same_as_cached_file(local, views)
 
     def store_staged(self, staging: str, digests: Digests, size: int) -> StoredBlob:
         """Give the durable object ``staging`` (``size`` bytes hashed to ``digests``) its blob name.

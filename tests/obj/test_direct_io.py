@@ -104,3 +104,38 @@ def test_a_filesystem_that_refuses_direct_io_gets_buffered_writes(tmp_path: Path
     proc = _on_a_private_ramfs(mount, sys.executable, "-c", _RAMFS_CHILD, str(mount), json.dumps(sizes))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {"refused": True, "identical": True}
+
+
+@pytest.mark.parametrize("kind", ["bytes", "buffers"])
+def test_buffered_writes_are_at_most_buffered_write_bytes_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Long buffered writes get large page-cache folios, expensive where free memory
+    # was handed back to a hypervisor: every write through the cache is sliced.
+    from kara_core.localdisk import Buffers, _direct, write_file
+
+    calls: list[int] = []
+    real_write, real_writev = os.write, os.writev
+
+    def write(fd: int, data: memoryview) -> int:
+        calls.append(len(data))
+        return real_write(fd, data)
+
+    def writev(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(sum(len(b) for b in buffers))
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "writev", writev)
+    limit = _direct.BUFFERED_WRITE
+    head, body, tail = os.urandom(100), os.urandom(3 * limit + 5), os.urandom(3)
+    data = head + body + tail
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        source = data if kind == "bytes" else Buffers([head, memoryview(body), tail])
+        assert write_file(fd, source, direct_io=False) == len(data)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
+    assert calls and max(calls) <= limit and sum(calls) == len(data)
+    assert len(calls) <= len(data) // limit + 2

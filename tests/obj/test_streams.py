@@ -274,3 +274,89 @@ def test_karastorage_exposes_open_file_and_open_version(tmp_path: Path) -> None:
     assert store.list_versions("ns", "ck", kind="obj") == ["0", "1"]
     with store.open_file("ns", "ck", "b") as fh:
         assert fh.read() == b"b"
+
+
+def _hashed_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the bytes BlobSink hashes (every digest pass of stream.hash_views)."""
+    counted: list[int] = []
+    real = stream.hash_views
+
+    def counting(names: list[str], views: list[memoryview]) -> list[str]:
+        counted.append(sum(len(v) for v in views))
+        return real(names, views)
+
+    monkeypatch.setattr(stream, "hash_views", counting)
+    return counted
+
+
+def test_content_equal_to_a_cached_blob_it_is_like_is_reused_without_hashing(
+    objects: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head, body = os.urandom(300), os.urandom(200_000)
+    layout = KeyLayout("ns", "ck")
+    with stream.BlobSink(objects.backend, layout) as sink:
+        first = sink.store_parts([head, body])
+        sink.commit()
+    hashed = _hashed_bytes(monkeypatch)
+    with stream.BlobSink(objects.backend, layout) as sink:
+        again = sink.store_parts([memoryview(head), memoryview(body)], like=first.digests)
+        sink.commit()
+        assert (sink.reused_blobs, sink.uploaded_blobs) == (1, 0)
+    assert hashed == []
+    assert (again.digests.md5, again.digests.sha1, again.size, again.uploaded) == (
+        hashlib.md5(head + body).hexdigest(),
+        hashlib.sha1(head + body).hexdigest(),
+        len(head + body),
+        False,
+    )
+
+
+@pytest.mark.parametrize("change", ["last byte", "one byte longer", "stored blob corrupted"])
+def test_content_unlike_the_blob_it_is_like_is_hashed_and_named_by_its_own_bytes(
+    objects: ObjectStore, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    data = os.urandom(150_000)
+    layout = KeyLayout("ns", "ck")
+    with stream.BlobSink(objects.backend, layout) as sink:
+        first = sink.store_parts([data])
+        sink.commit()
+    new = data
+    if change == "last byte":
+        new = data[:-1] + bytes([data[-1] ^ 1])
+    elif change == "one byte longer":
+        new = data + b"x"
+    else:
+        # The stored blob no longer holds what its name says: a byte comparison with it
+        # must not vouch for the content (the content is hashed instead).
+        with open(objects.backend.local_path(layout.blob(first.digests.blob)), "r+b") as fh:
+            fh.write(b"\0")
+    hashed = _hashed_bytes(monkeypatch)
+    with stream.BlobSink(objects.backend, layout) as sink:
+        stored = sink.store_parts([new], like=first.digests)
+        sink.commit()
+    assert sum(hashed) >= len(new)
+    assert (stored.digests.md5, stored.digests.sha1) == (hashlib.md5(new).hexdigest(), hashlib.sha1(new).hexdigest())
+    if change != "stored blob corrupted":
+        assert stored.uploaded
+        assert objects.backend.read(layout.blob(stored.digests.blob)) == new
+
+
+def test_same_as_cached_file_compares_bytes_only_when_the_file_is_cached(tmp_path: Path) -> None:
+    from kara_core.localdisk import same_as_cached_file
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    parts = [data[:10], memoryview(data)[10:2_000_000], data[2_000_000:]]
+    assert same_as_cached_file(str(path), parts) is True
+    assert same_as_cached_file(str(path), [data[:-1], b"\0" if data[-1] else b"\1"]) is False
+    assert same_as_cached_file(str(path), [data, b"x"]) is False
+    assert same_as_cached_file(str(tmp_path / "missing"), [data]) is None
+    # Out of the page cache: unknown without reading the disk (the caller hashes).
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    assert same_as_cached_file(str(path), parts) is None

@@ -325,6 +325,35 @@ def test_kara_reader_reads_tensors_into_their_destination_or_through_a_buffer(
     assert (set(addresses) == destinations) is contiguous
 
 
+def test_a_resave_compares_unchanged_items_with_the_previous_blobs_instead_of_hashing_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = _saved_store(tmp_path)
+    from kara_core.obj import stream
+
+    hashed: list[tuple[int, tuple[str, ...]]] = []
+    real = stream.hash_views
+
+    def counting(names: list[str], views: list[memoryview]) -> list[str]:
+        hashed.append((sum(len(v) for v in views), tuple(sorted(names))))
+        return real(names, views)
+
+    monkeypatch.setattr(stream, "hash_views", counting)
+    writer = KaraWriter(store, "ckpt", "direct", version="w")
+    dcp.save(_full_state(2), storage_writer=writer, no_dist=True)
+    # Odd tensors changed: only their items (and the pickled step and .metadata) are
+    # hashed, md5 and sha1 in one pass; the unchanged even ones are not hashed at all.
+    changed = TENSORS // 2
+    assert (writer.stats.reused_blobs, writer.stats.uploaded_blobs) == (TENSORS - changed, changed + 1)
+    manifest = store.objects.read_manifest("ckpt", "direct", "w")
+    sizes = {entry.relpath: entry.size for entry in manifest.files}
+    item_size = max(sizes.values())
+    assert [names for n, names in hashed if n == item_size] == [("md5", "sha1")] * changed
+    loaded = _full_state(None)
+    dcp.load(loaded, storage_reader=KaraReader(store, "ckpt", "direct", "w"), no_dist=True)
+    assert all(torch.equal(loaded["model"][k], v) for k, v in _full_state(2)["model"].items())
+
+
 def test_kara_reader_reports_a_blob_shorter_than_its_manifest(tmp_path: Path) -> None:
     store, _ = _saved_store(tmp_path)
     largest = max(store.objects.read_manifest("ckpt", "direct", "v").files, key=lambda entry: entry.size)
