@@ -538,20 +538,13 @@ def main() -> None:
             f"diagnostic: seq kara with 8 MiB ranged GETs (no streamed reads) "
             f"{summary(results['seq kara 8 MiB ranges'])} s, {ranges:.2f}x of cat_file"
         )
-    if "load floor: botocore GETs" in results:
-        floors = results["load floor: botocore GETs"]
-        best = statistics.median(results["load fs.get"]) / statistics.median(floors)
-        print(
-            f"floor: botocore GETs of the folder's objects (no files written) {summary(floors)} s; "
-            f"a load that took only that would be {best:.2f}x of fs.get"
-        )
-    if "load floor: s3fs cat_file" in results:
-        floors = results["load floor: s3fs cat_file"]
-        best = statistics.median(results["load fs.get"]) / statistics.median(floors)
-        print(
-            f"floor through s3fs: 32 threads of fs.cat_file (no files written) {summary(floors)} s; "
-            f"{best:.2f}x of fs.get"
-        )
+    for floor, what in (
+        ("load floor: botocore GETs", "botocore GETs of the folder's objects (no files written)"),
+        ("load floor: s3fs cat_file", "through s3fs: 32 threads of fs.cat_file (no files written)"),
+    ):
+        if floor in results:
+            best = statistics.median(results["load fs.get"]) / statistics.median(results[floor])
+            print(f"floor {what}: {summary(results[floor])} s; a load taking only that: {best:.2f}x of fs.get")
     print(
         "server requests (median): "
         + ", ".join(f"{name} {statistics.median(counts):.0f}" for name, counts in served.items())
