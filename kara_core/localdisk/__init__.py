@@ -18,8 +18,6 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, Literal
 
-import numpy as np
-
 from ..errors import ConfigurationError
 from ._direct import AUTO, BUFFERED_WRITE, DIRECT_MIN, cached, copy_to_fd, direct_io_setting, memory_reader, write_all
 
@@ -147,7 +145,11 @@ if sys.platform.startswith("linux"):
 
 
 def _address(view: memoryview) -> int:
-    return int(np.frombuffer(view, dtype=np.uint8).ctypes.data)
+    # numpy reads the address of read-only buffers too (ctypes' from_buffer does not);
+    # imported here, not with the module, which every file:// store loads at open.
+    import numpy
+
+    return int(numpy.frombuffer(view, dtype=numpy.uint8).ctypes.data)
 
 
 def same_as_cached_file(path: str, parts: Iterable[bytes | bytearray | memoryview]) -> bool | None:

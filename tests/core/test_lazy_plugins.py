@@ -84,6 +84,27 @@ def test_opening_a_store_loads_its_backend_on_first_use(tmp_path) -> None:
     assert "oss2" not in seen["heavy"] and "torch" not in seen["heavy"]
 
 
+def test_reading_a_json_record_on_file_imports_no_numpy(tmp_path) -> None:
+    # numpy costs a fresh process tens of milliseconds: a file:// store loads it only
+    # for the work that needs it (arrays, shuffles, checkpoint compares), not to open.
+    seen = _fresh(
+        f"""
+        import json, sys
+        import kara_core
+
+        with kara_core.KaraStorage("file://{tmp_path}") as store:
+            with store.open_dataset("ns", "key", "w", version="1") as ds:
+                ds.write({{"a": 1}})
+            before = "numpy" in sys.modules
+            with store.open_dataset("ns", "key") as ds:
+                record = ds[0]
+        print(json.dumps({{"record": record, "numpy": "numpy" in sys.modules, "before": before}}))
+        """
+    )
+    assert seen["record"] == {"a": 1}
+    assert seen["numpy"] is False and seen["before"] is False
+
+
 def test_the_fsspec_fallback_loads_its_backend_only_when_a_store_is_opened(tmp_path) -> None:
     # Resolving a scheme through the '*' fallback asks fsspec's registry (claims=) and no
     # more; the backend and the filesystem's library load when a store is opened.
