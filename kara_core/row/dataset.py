@@ -17,6 +17,7 @@ import orjson
 from ..backend import Backend
 from ..errors import ConfigurationError, DatasetClosedError, EndOfDatasetError, ModeError, RecordIndexError
 from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer, batch_deserializer
+from ..serialization.plain import native_decoder
 from .layout import data_prefix, index_prefix, read_meta, resolve_version
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .workers import warn_if_in_dataloader_worker
@@ -56,17 +57,14 @@ _Identity = tuple[Backend, str, str, str, Serializer, dict[str, int]]
 
 
 def _codec(serializer: Serializer) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
-    # The built-in JSON serializer's methods only forward to orjson: calling orjson
-    # directly saves a Python call per record. Subclasses that override a method keep it.
-    serialize, deserialize = serializer.serialize, serializer.deserialize
+    # The built-in serializers' methods only forward to C functions (orjson, pickle,
+    # bytes): calling those directly saves a Python call per record. Subclasses that
+    # override a method keep it.
+    serialize = serializer.serialize
+    deserialize = native_decoder(serializer) or serializer.deserialize
     kind = type(serializer)
-    if issubclass(kind, JSONSerializer):
-        if kind.serialize is JSONSerializer.serialize:
-            serialize = orjson.dumps
-        if kind.deserialize is JSONSerializer.deserialize:
-            deserialize = orjson.loads
-    elif issubclass(kind, NoSerializer) and kind.deserialize is NoSerializer.deserialize:
-        deserialize = bytes
+    if issubclass(kind, JSONSerializer) and kind.serialize is JSONSerializer.serialize:
+        serialize = orjson.dumps
     if getattr(kind, "serialize", None) not in _BUILTIN_SERIALIZE:
         serialize = _checked(serialize, kind.__name__)
     return serialize, deserialize

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import base64
 import copy
-import pickle
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
-
 from ..errors import ConfigurationError, SerializationError
 from .base import Serializer, WrappingSerializer, batch_deserializer
-from .plain import JSONSerializer, NoSerializer, PickleSerializer
+from .plain import native_decoder
 
 __all__ = ["DEFAULT_ZSTD_LEVEL", "ZstdSerializer"]
 
@@ -107,9 +104,7 @@ class ZstdSerializer(WrappingSerializer):
         # Reading is per record, so the layers cost more than zstd itself on small records:
         # one function with the thread's decompressor at hand (and orjson called directly
         # for plain JSON) replaces deserialize -> decode -> _codecs -> inner.deserialize.
-        inner = self.inner.deserialize
-        if type(self.inner).deserialize is JSONSerializer.deserialize:
-            inner = orjson.loads
+        inner = native_decoder(self.inner) or self.inner.deserialize
         import zstandard
 
         local, decode, damaged = self._local, self.decode, zstandard.ZstdError
@@ -146,7 +141,7 @@ class ZstdSerializer(WrappingSerializer):
         # The decompression context is the decoder's own (the reader may resume its
         # iteration in another thread); the dictionary, digested once per thread, is
         # shared (zstd's digested dictionaries are read-only).
-        inner = _c_decoder(self.inner)
+        inner = native_decoder(self.inner)
         if inner is None:
             return None
         import zstandard
@@ -202,19 +197,6 @@ class ZstdSerializer(WrappingSerializer):
     def __repr__(self) -> str:
         trained = f", dictionary=<{len(self.dictionary)} bytes>" if self.dictionary else ""
         return f"ZstdSerializer({self.inner!r}, level={self.level}{trained})"
-
-
-def _c_decoder(serializer: Serializer) -> Callable[[bytes], Any] | None:
-    """The C function that decodes ``serializer``'s records when that is all it does
-    (built-in JSON, pickle and raw, not subclassed), else None."""
-    kind = type(serializer)
-    if kind is JSONSerializer:
-        return orjson.loads
-    if kind is PickleSerializer:
-        return pickle.loads
-    if kind is NoSerializer:
-        return bytes
-    return None
 
 
 def _b64(text: str) -> bytes:
