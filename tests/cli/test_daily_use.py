@@ -107,9 +107,9 @@ def test_a_slow_but_live_store_still_answers():
         storage = kara_core.KaraStorage(server.url("s"), **server.options)
         with storage.open_dataset("ns", "k", "w", version="1") as ds:
             ds.write({"a": 1})
-        server.latency = 1.0  # every answer takes longer than --timeout
+        server.latency = 0.5  # every answer takes longer than --timeout
         creds = ["--app-key", server.access_key_id, "--app-secret", server.access_key_secret]
-        result = _kara("cat", server.url("s"), "ns", "k", "--timeout", "0.5", *creds)
+        result = _kara("cat", server.url("s"), "ns", "k", "--timeout", "0.25", *creds)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == {"a": 1}
 

@@ -116,7 +116,7 @@ def test_any_oss_answer_gives_a_result_or_a_kara_error(hard_timeout, answer: byt
             app_key="id",
             app_secret="secret",
             retry_budget=0.2,
-            read_timeout=1.0,
+            read_timeout=0.3,
         )
         try:
             OPERATIONS[operation](backend)
