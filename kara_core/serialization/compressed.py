@@ -97,6 +97,19 @@ class ZstdSerializer(WrappingSerializer):
 
         try:
             return self._codecs()[1](data)
+        except zstandard.ZstdError:
+            return self._decode_afresh(data)
+
+    def _decode_afresh(self, data: bytes) -> bytes:
+        # A frame the thread's context refused, decoded on a new context: zstd's reason
+        # for a damaged frame depends on what the context decoded before (with a
+        # dictionary, "Data corruption detected" on a new context, "Destination buffer is
+        # too small" after a failure), and the error must not depend on the read order.
+        import zstandard
+
+        context = zstandard.ZstdDecompressor(dict_data=self._local.dict_data, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
+        try:
+            return context.decompress(data)
         except zstandard.ZstdError as exc:
             raise SerializationError(f"record is not a zstd frame of this version ({exc})") from None
 
@@ -115,7 +128,7 @@ class ZstdSerializer(WrappingSerializer):
             except AttributeError:
                 return inner(decode(x))  # this thread's first record: decode makes its codecs
             except damaged:
-                return inner(decode(x))  # raises the SerializationError that says why
+                return inner(self._decode_afresh(x))  # raises the SerializationError that says why
 
         return deserialize
 

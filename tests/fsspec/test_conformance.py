@@ -110,9 +110,7 @@ class TestGCSBackend(BackendConformance):
         import gcsfs.retry
 
         real_sleep = gcsfs.retry.asyncio.sleep
-        monkeypatch.setattr(
-            gcsfs.retry, "asyncio", types.SimpleNamespace(sleep=lambda delay: real_sleep(0))
-        )
+        monkeypatch.setattr(gcsfs.retry, "asyncio", types.SimpleNamespace(sleep=lambda delay: real_sleep(0)))
         super().test_a_backslash_is_a_plain_character_of_a_name(backend)
 
     @pytest.mark.xfail(strict=True, raises=AssertionError, reason=EMULATOR_TRAILING_CR)

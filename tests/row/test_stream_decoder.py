@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kara_core import KaraStorage
+from kara_core.errors import SerializationError
 from kara_core.serialization import ZstdSerializer, resolve_serializer
 
 JSON_VALUES = st.recursive(
@@ -179,3 +180,28 @@ def test_an_error_thrown_into_a_stream_decoded_read_is_raised_and_loses_nothing(
 def test_serializers_without_a_c_decoder_have_no_stream_decoder() -> None:
     assert resolve_serializer("numpy+zstd").stream_decoder() is None
     assert resolve_serializer("json").stream_decoder() is None
+
+
+def test_a_damaged_frame_gives_the_same_error_however_and_however_often_it_is_read(tmp_path: Path) -> None:
+    # zstd's reason for this damaged frame (a trained dictionary, one byte zeroed) is
+    # "Data corruption detected" on a new context and "Destination buffer is too small"
+    # on one that failed before: the reason kara gives must not depend on read history.
+    store = KaraStorage(f"file://{tmp_path}")
+    with store.open_dataset("ns", "k", "w", version="1", serialization=TRAINED) as ds:
+        ds.write(_SAMPLES[0])
+    (data,) = _data_files(tmp_path)
+    blob = bytearray(data.read_bytes())
+    blob[int(0.875 * len(blob))] = 0
+    data.write_bytes(bytes(blob))
+    errors = []
+    with store.open_dataset("ns", "k") as ds:
+        for _ in range(3):
+            with pytest.raises(SerializationError) as caught:
+                ds[0]
+            errors.append(str(caught.value))
+        errors += [outcome[1].partition(": ")[2] for outcome in _sequential_outcomes(ds)]
+        for _ in range(2):
+            with pytest.raises(SerializationError) as caught:
+                ds.serializer.deserialize(bytes(blob))
+            errors.append(str(caught.value))
+    assert len(errors) == 6 and len(set(errors)) == 1, errors
