@@ -8,7 +8,6 @@ import os
 import pickle
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from kara_core import KaraStorage
 from kara_core.errors import (
     BackendError,
     ConfigurationError,
-    DatasetLockedError,
     NotFoundError,
     PermissionDeniedError,
 )
@@ -197,31 +195,8 @@ def test_a_second_writer_loses_the_conditional_create(
     assert other.put_if_absent("lock", b"first") is True  # a retried create that had landed
 
 
-def test_writer_lock_holds(s3_server: S3TestServer, s3_bucket: str) -> None:
-    store = KaraStorage(s3_server.url(s3_bucket, "locks"), **s3_server.options)
-    other = KaraStorage(s3_server.url(s3_bucket, "locks"), **s3_server.options)
-    with store.open_dataset("ns", "k", "w", version="1") as ds:
-        ds.write({"i": 1})
-        with pytest.raises(DatasetLockedError):
-            other.open_dataset("ns", "k", "w", version="1")
-
-
-def test_a_server_ignoring_conditional_writes_makes_creates_best_effort_and_says_so(
-    s3_server: S3TestServer, s3_bucket: str
-) -> None:
-    backend = open_backend(s3_server.url(s3_bucket, "unconditional"), **s3_server.options)
-    s3_server.app.ignore_conditional_writes = True
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            assert backend.put_if_absent("lock", b"mine") is True
-            assert backend.put_if_absent("lock", b"theirs") is False
-    finally:
-        s3_server.app.ignore_conditional_writes = False
-    assert not backend.capabilities.atomic_create
-    assert backend.read("lock") == b"mine"
-    assert any("best effort" in str(w.message) for w in caught)
-    assert list(backend.list("")) == ["lock"]  # the probe left nothing behind
+# The writer lock and a server that ignores If-None-Match: tests/fsspec/test_s3.py runs
+# them through both plugins.
 
 
 # -- reads and directories -------------------------------------------------------------
