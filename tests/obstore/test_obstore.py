@@ -241,3 +241,21 @@ def test_save_and_load_directory_round_trip(
     store.save_directory("ns", "ckpt", str(source), progress_bar=False)
     store.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
     assert {rel: (tmp_path / "out" / rel).read_bytes() for rel in files} == files
+
+
+def test_a_long_put_is_one_multipart_upload_visible_whole(
+    s3_server: S3TestServer, s3_backend: ObstoreBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import kara_obstore.backend
+
+    monkeypatch.setattr(kara_obstore.backend, "WHOLE_PUT", 1024 * 1024)
+    data = os.urandom(20 * 1024 * 1024 + 3)
+    for body in (data, io.BytesIO(data)):
+        s3_server.reset_requests()
+        s3_backend.put("long", body)
+        assert s3_backend.read("long") == data
+        methods = [(method, query.split("=")[0]) for method, _, query in s3_server.app.log]
+        assert ("POST", "uploads") in methods  # CreateMultipartUpload, then parts, then Complete
+        assert sum(1 for method, query in methods if method == "PUT" and query == "partNumber") >= 2

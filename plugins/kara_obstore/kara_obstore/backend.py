@@ -260,17 +260,19 @@ class ObstoreBackend(Backend):
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
         """Replace the object atomically: one PUT up to ``WHOLE_PUT`` bytes, else a multipart
-        (block-list) upload that becomes visible whole when obstore completes it."""
+        (block-list) upload that becomes visible whole when obstore completes it (S3
+        refuses a single PUT over 5 GiB)."""
         import obstore
 
         key = self._key(path)
         head, rest = split_body(data, WHOLE_PUT)
-        if rest is None:
+        if rest is None and len(head) <= WHOLE_PUT:
             body: Any = head
             multipart: bool | None = False
         else:
-            body = _chunks(head, rest)
-            multipart = None
+            # A multipart upload: parts of ``chunk_size`` sent concurrently by obstore.
+            body = head if rest is None else _chunks(head, rest)
+            multipart = True
         self._call(
             "write " + path,
             lambda: obstore.put(self.store, key, body, use_multipart=multipart, chunk_size=16 * 1024 * 1024),
