@@ -1,4 +1,4 @@
-"""s3:// stores through kara-fsspec against the raw fsspec calls a user would write, on moto.
+"""s3:// stores through kara-fsspec and kara-obstore against the raw s3fs calls a user would write, on moto.
 
 moto's S3 server runs in its own process on 127.0.0.1 (``kara_fsspec.testing.s3.main``,
 with a request counter). Every measured operation runs in a FRESH Python process (one per
@@ -34,8 +34,10 @@ answers a ranged GET by reading the whole object and slicing it (moto/s3/respons
 on moto every ranged GET costs a read of the whole object; the setup prints the time of a
 64 KiB ranged GET from a 1 MiB and from a 64 MiB object to show it.
 
-With ``--obstore`` the same transfers also run through obstore (the Rust object-store
-client) in a separate virtualenv (``.venv-obstore``, created on first use).
+Every sequential read and folder workload also runs through kara-obstore (kara on
+obstore, the Rust object_store client; ``KARA_PLUGIN_S3`` picks the plugin in each
+round's process), with its own table against the same s3fs calls. With ``--obstore``
+the transfers also run as obstore's raw calls (no kara).
 
     .venv/bin/python bench/fsspec.py [--rounds 5] [--records 200000] [--obstore] [--workloads seq,random,folder]
 """
@@ -58,7 +60,6 @@ _BENCH = os.path.dirname(os.path.abspath(__file__))
 # `import fsspec` finds the package (and `import common` still finds bench/common.py).
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _BENCH] + [_BENCH]
 ROOT = os.path.dirname(_BENCH)
-OBSTORE_VENV = os.path.join(ROOT, ".venv-obstore")
 RANDOM_READS = 200
 KEY = "kara-bench-key"
 SECRET = "kara-bench-secret-0123456789"
@@ -76,7 +77,12 @@ def _fs(endpoint: str) -> Any:
 def _store(p: dict[str, Any], prefix: str) -> Any:
     from kara_core import KaraStorage
 
-    return KaraStorage(f"s3://{p['bucket']}/{prefix}", endpoint_url=p["endpoint"], key=KEY, secret=SECRET)
+    # The plugin that opens s3:// in this round: kara-fsspec, or kara-obstore (which would
+    # win by itself where installed: it registers s3 by name, kara-fsspec is a fallback).
+    os.environ["KARA_PLUGIN_S3"] = p.get("plugin", "fsspec")
+    store = KaraStorage(f"s3://{p['bucket']}/{prefix}", endpoint_url=p["endpoint"], key=KEY, secret=SECRET)
+    assert type(store.backend).__module__ == f"kara_{p.get('plugin', 'fsspec')}.backend"
+    return store
 
 
 def _blocks(fs: Any, folder: str) -> list[str]:
@@ -376,18 +382,6 @@ def run_child(task: str, params: dict[str, Any], python: str = sys.executable) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def ensure_obstore_venv() -> str | None:
-    """The Python of .venv-obstore (s3fs-free, obstore only), or None if obstore will not install."""
-    python = os.path.join(OBSTORE_VENV, "bin", "python")
-    if not os.path.exists(python):
-        subprocess.run([sys.executable, "-m", "venv", OBSTORE_VENV], check=True)
-    if subprocess.run([python, "-c", "import obstore"], capture_output=True, check=False).returncode != 0:
-        done = subprocess.run([python, "-m", "pip", "install", "-q", "obstore"], check=False)
-        if done.returncode != 0:
-            return None
-    return python
-
-
 def summary(times: list[float]) -> str:
     return f"{statistics.median(times):7.3f} [{min(times):.3f}-{max(times):.3f}]"
 
@@ -396,7 +390,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--obstore", action="store_true", help="also measure obstore (in .venv-obstore)")
+    parser.add_argument("--obstore", action="store_true", help="also measure obstore's raw calls (no kara)")
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
@@ -420,7 +414,7 @@ def main() -> None:
     # Each round is a fresh process: kara's modules load from .pyc files, as s3fs's do
     # (with PYTHONDONTWRITEBYTECODE=1 they would otherwise be compiled in the timed part).
     compile_sources(sys.executable)
-    obstore_python = ensure_obstore_venv() if args.obstore else None
+    obstore_python = sys.executable if args.obstore else None
     work = workdir("fsspec")
     server = S3TestServer(process=True).start()
     try:
@@ -438,10 +432,12 @@ def main() -> None:
         fs = _fs(server.endpoint_url)
         print(moto_range_cost(fs, bucket), flush=True)
         reload_kara, reload_raw = os.path.join(work, "reload-kara"), os.path.join(work, "reload-raw")
+        reload_obstore = os.path.join(work, "reload-obstore")
         if folder:
             _store(base, "tree").save_directory("bench", "tree", source, progress_bar=False)
             fs.put(source + "/", f"{bucket}/raw/", recursive=True)
             run_child("load_kara", {**base, "target": reload_kara, "round": 0})
+            run_child("load_kara", {**base, "target": reload_obstore, "round": 0, "plugin": "obstore"})
             run_child("get_raw", {**base, "target": reload_raw, "round": 0})
 
         results: dict[str, list[float]] = {}
@@ -475,24 +471,35 @@ def main() -> None:
                 measure("seq kara", "seq_kara")
                 measure("seq cat_file", "seq_cat")
                 measure("seq kara 8 MiB ranges", "seq_kara_ranges")
+                measure("seq kara-obstore", "seq_kara", plugin="obstore")
             if "random" in chosen:
                 requests.append(measure("random kara", "random_kara", round=r)["requests_per_record"])
                 measure("random s3fs cat_file", "random_s3fs", round=r)
             if not folder:
                 continue
-            for who, task in (("load kara", "load_kara"), ("load fs.get", "get_raw")):
-                target = os.path.join(work, f"{task}-{r}")
-                measure(who, task, target=target)
+            for who, task, plugin in (
+                ("load kara", "load_kara", "fsspec"),
+                ("load fs.get", "get_raw", "fsspec"),
+                ("load kara-obstore", "load_kara", "obstore"),
+            ):
+                target = os.path.join(work, f"{task}-{plugin}-{r}")
+                measure(who, task, target=target, plugin=plugin)
                 remove_workdir(target)
             measure("load floor: botocore GETs", "get_floor")
             measure("load floor: s3fs cat_file", "get_floor_s3fs")
-            for who, task in (("save kara", "save_kara"), ("save fs.put", "put_raw")):
-                measure(who, task, source=source, prefix=f"{task}-{r}")
-                fs.rm(f"{bucket}/{task}-{r}", recursive=True)
+            for who, task, plugin in (
+                ("save kara", "save_kara", "fsspec"),
+                ("save fs.put", "put_raw", "fsspec"),
+                ("save kara-obstore", "save_kara", "obstore"),
+            ):
+                measure(who, task, source=source, prefix=f"{task}-{plugin}-{r}", plugin=plugin)
+                fs.rm(f"{bucket}/{task}-{plugin}-{r}", recursive=True)
             measure("resave kara", "save_kara", source=source, prefix="tree")
             measure("resave fs.put", "put_raw", source=source, prefix="raw")
+            measure("resave kara-obstore", "save_kara", source=source, prefix="tree", plugin="obstore")
             measure("reload kara", "load_kara", target=reload_kara)
             measure("reload fs.get", "get_raw", target=reload_raw)
+            measure("reload kara-obstore", "load_kara", target=reload_obstore, plugin="obstore")
             if obstore_python:
                 measure("seq obstore", "seq_obstore", obstore_python)
                 measure("random obstore get_range", "random_obstore", obstore_python, round=r)
@@ -529,6 +536,22 @@ def main() -> None:
         print(
             f"{label:<16} {summary(results[ours]):>22} {theirs:<22} {summary(results[theirs]):>22} "
             f"{ratio:>6.2f}x {goal:>7}  {ok}"
+        )
+    print("\nkara-obstore (kara on obstore, the Rust object_store client) against the same s3fs calls:")
+    for label, ours, theirs, target in (
+        ("sequential read", "seq kara-obstore", "seq cat_file", 0.9),
+        ("load_directory", "load kara-obstore", "load fs.get", 1.5),
+        ("save_directory", "save kara-obstore", "save fs.put", 1.2),
+        ("re-save", "resave kara-obstore", "resave fs.put", 5.0),
+        ("re-load", "reload kara-obstore", "reload fs.get", 5.0),
+    ):
+        if ours not in results:
+            continue
+        ratio = statistics.median(results[theirs]) / statistics.median(results[ours])
+        ok = "yes" if ratio >= target else "NO"
+        print(
+            f"{label:<16} {summary(results[ours]):>22} {theirs:<22} {summary(results[theirs]):>22} "
+            f"{ratio:>6.2f}x {target:>6.1f}x  {ok}"
         )
     if requests:
         print(f"ds[i] read cold: {statistics.median(requests):.2f} server requests per record (moto's count)")

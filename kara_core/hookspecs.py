@@ -53,7 +53,10 @@ def kara_register_backends(register: Callable[..., None]) -> None:
         plugin registered and that ``claims`` accepts.
     :return: nothing; every implementation is called (no first-result stop). When two
         plugins register the same scheme, the first registration wins (plugins run before
-        ``trylast`` built-ins) and the clash is reported by ``kara plugins``.
+        ``trylast`` built-ins) and the clash is reported by ``kara plugins``; a scheme
+        registered by name wins over every ``"*"`` fallback; the environment variable
+        ``KARA_PLUGIN_<SCHEME>=<plugin name>`` picks a plugin explicitly
+        (:func:`kara_core.plugins.get_backend_spec`).
     """
 
 

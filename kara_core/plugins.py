@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import os
+import re
 import threading
 import traceback
 import warnings
@@ -21,7 +22,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import MissingPluginError, PluginLoadError, UnknownSchemeError
+from .errors import ConfigurationError, MissingPluginError, PluginLoadError, UnknownSchemeError
 from .hookspecs import hookimpl
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "KNOWN_SCHEMES",
     "BackendSpec",
     "PluginInfo",
+    "choice_variable",
     "get_backend_spec",
     "get_integration",
     "get_plugin_manager",
@@ -108,6 +110,8 @@ class _Registry:
         self._current = ""
         self.clashes: list[str] = []
         self.backends: dict[str, BackendSpec] = {}
+        #: Every registration of each scheme, the ignored clashes included (for KARA_PLUGIN_<SCHEME>).
+        self.alternatives: dict[str, list[BackendSpec]] = {}
         #: Fallback backends: (claims(scheme) -> bool, spec) for schemes nobody registered.
         self.fallbacks: list[tuple[Callable[[str], bool], BackendSpec]] = []
         self.serializers: dict[str, tuple[type, str]] = {}
@@ -162,13 +166,15 @@ class _Registry:
                 self.fallbacks.append((claims, BackendSpec(scheme, factory, options_model, summary, self._current)))
                 self.infos[self._current].backends.append(scheme)
                 return
+            spec = BackendSpec(scheme, factory, options_model, summary, self._current)
+            self.alternatives.setdefault(scheme, []).append(spec)
             if scheme in self.backends:
                 self.clashes.append(
                     f"backend {scheme!r} from {self._current} ignored: already registered by "
                     f"{self.backends[scheme].plugin}"
                 )
                 return
-            self.backends[scheme] = BackendSpec(scheme, factory, options_model, summary, self._current)
+            self.backends[scheme] = spec
             self.infos[self._current].backends.append(scheme)
 
         def register_serializer(name: str, cls: type) -> None:
@@ -272,6 +278,7 @@ def unregister_plugin(name: str) -> None:
 
 def _rebuild(reg: _Registry) -> None:
     reg.backends.clear()
+    reg.alternatives.clear()
     reg.fallbacks.clear()
     reg.serializers.clear()
     reg.integrations.clear()
@@ -289,13 +296,21 @@ def _rebuild(reg: _Registry) -> None:
 def get_backend_spec(scheme: str, url: str = "") -> BackendSpec:
     """Return the backend registered for ``scheme``.
 
-    A scheme no plugin registered goes to the first fallback backend (registered as
-    ``"*"``) whose ``claims(scheme)`` is true. Raises :class:`MissingPluginError` (naming
+    ``KARA_PLUGIN_<SCHEME>=<plugin>`` (``KARA_PLUGIN_S3=fsspec``) picks the plugin
+    explicitly: its registration of the scheme, or its fallback, whichever it has
+    (:class:`ConfigurationError` if it has neither). Otherwise a plugin that registered
+    the scheme by name wins (the first one, if several did), and a scheme no plugin
+    registered goes to the first fallback backend (registered as ``"*"``) whose
+    ``claims(scheme)`` is true: so kara-obstore's ``s3`` is taken ahead of
+    kara-fsspec's fallback when both are installed. Raises :class:`MissingPluginError` (naming
     the package to install) for a known scheme whose plugin is absent, and
     :class:`UnknownSchemeError` for any other scheme.
     """
     reg = _get()
     scheme = scheme.lower()
+    chosen = os.environ.get(choice_variable(scheme), "").strip()
+    if chosen:
+        return _chosen_spec(reg, scheme, chosen)
     spec = reg.backends.get(scheme)
     if spec is not None:
         return spec
@@ -307,6 +322,25 @@ def get_backend_spec(scheme: str, url: str = "") -> BackendSpec:
     if scheme in FALLBACK_SCHEMES:
         raise MissingPluginError(f"backend for '{scheme}://'", FALLBACK_SCHEMES[scheme], reg.backends)
     raise UnknownSchemeError(url or scheme + "://", scheme, reg.backends)
+
+
+def choice_variable(scheme: str) -> str:
+    """The environment variable that picks the plugin of ``scheme``: ``KARA_PLUGIN_S3`` for ``s3``."""
+    return "KARA_PLUGIN_" + re.sub(r"[^A-Z0-9]", "_", scheme.upper())
+
+
+def _chosen_spec(reg: _Registry, scheme: str, plugin: str) -> BackendSpec:
+    """The backend of ``scheme`` registered by ``plugin`` (its registration or its fallback)."""
+    candidates = list(reg.alternatives.get(scheme, []))
+    candidates += [dataclasses.replace(spec, scheme=scheme) for claims, spec in reg.fallbacks if claims(scheme)]
+    for spec in candidates:
+        if spec.plugin == plugin:
+            return spec
+    offered = ", ".join(sorted({spec.plugin for spec in candidates})) or "none"
+    raise ConfigurationError(
+        f"{choice_variable(scheme)}={plugin!r}: no installed kara plugin of that name opens '{scheme}://' "
+        f"(plugins that do: {offered}; `kara plugins` lists them)"
+    )
 
 
 def get_serializer_class(name: str) -> type:

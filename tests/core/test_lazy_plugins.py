@@ -36,6 +36,8 @@ HEAVY = [
     "kara_ray.datasource",
     "kara_spark.source",
     "kara_fsspec.backend",
+    "kara_obstore.backend",
+    "obstore",
     "fsspec",
     "s3fs",
     "adlfs",
@@ -114,7 +116,7 @@ def test_the_fsspec_fallback_loads_its_backend_only_when_a_store_is_opened(tmp_p
         from kara_core.plugins import get_backend_spec
         from kara_core.url import open_backend
 
-        resolved = get_backend_spec("s3").plugin
+        resolved = get_backend_spec("gs").plugin
         after_resolving = [m for m in {HEAVY!r} if m in sys.modules]
         open_backend("local://{tmp_path}/store").put("a", b"1")
         print(json.dumps({{"resolved": resolved, "after_resolving": after_resolving,
@@ -124,5 +126,5 @@ def test_the_fsspec_fallback_loads_its_backend_only_when_a_store_is_opened(tmp_p
     assert seen["resolved"] == "fsspec"
     # fsspec itself (its registry) is what claims= consults; it may bring ctypes along.
     assert "fsspec" in seen["after_resolving"]
-    assert not {"kara_fsspec.backend", "s3fs", "adlfs"} & set(seen["after_resolving"])
+    assert not {"kara_fsspec.backend", "s3fs", "adlfs", "gcsfs"} & set(seen["after_resolving"])
     assert "kara_fsspec.backend" in seen["after_opening"] and "s3fs" not in seen["after_opening"]

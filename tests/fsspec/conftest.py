@@ -27,6 +27,15 @@ from kara_core.url import open_backend
 
 __all__ = ["azure_container", "azurite_server", "gcs_bucket", "gcs_server", "s3_bucket", "s3_server"]
 
+
+@pytest.fixture(autouse=True)
+def _through_fsspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are kara-fsspec's: its backend serves s3:// and az:// even where
+    kara-obstore (which registers them by name, ahead of the fallback) is installed."""
+    for scheme in ("S3", "AZ", "ABFS", "AZURE"):
+        monkeypatch.setenv(f"KARA_PLUGIN_{scheme}", "fsspec")
+
+
 # gcsfs picks its filesystem class when it is imported: the plain JSON-API one, which is
 # what the emulator serves (see kara_fsspec.testing.gcs).
 disable_gcsfs_extensions()

@@ -1,4 +1,4 @@
-"""A store kara writes on S3 (moto, through s3fs) stays readable by kara-storage 2.1.5.
+"""A store kara writes on S3 (moto, through s3fs or obstore) stays readable by kara-storage 2.1.5.
 
 S3 has no appends, so kara uploads blocks whole and ``flush()`` closes the open block
 early: blocks are shorter than ``max_file_size``. 2.1.5 takes every block at its actual
@@ -57,10 +57,14 @@ def _row(i: int) -> dict[str, Any]:
     return {"i": i, "text": f"s3 row {i} " * (i % 9)}
 
 
+@pytest.mark.parametrize("plugin", ["fsspec", "obstore"])
 def test_an_s3_store_written_with_flushes_is_read_by_215(
-    s3_server: S3TestServer, s3_bucket: str, tmp_path: Path
+    s3_server: S3TestServer, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str
 ) -> None:
+    # Written through kara-fsspec (s3fs), and through kara-obstore (obstore) alike.
+    monkeypatch.setenv("KARA_PLUGIN_S3", plugin)
     store = KaraStorage(s3_server.url(s3_bucket, "compat-store"), **s3_server.options)
+    assert type(store.backend).__module__ == f"kara_{plugin}.backend"
     expected: list[dict[str, Any]] = []
     # Two writer sessions with flushes in between and small blocks: records span blocks,
     # flushed blocks are short, the second session continues in new blocks.

@@ -251,7 +251,11 @@ def test_opening_a_version_lists_its_blocks_once_and_reads_a_small_index_whole(
     assert all("/data/" in path for _, path, _ in reading)
 
 
-def test_writer_lock_holds_on_s3(s3_server: S3TestServer, s3_bucket: str) -> None:
+@pytest.mark.parametrize("plugin", ["fsspec", "obstore"])
+def test_writer_lock_holds_on_s3(
+    s3_server: S3TestServer, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, plugin: str
+) -> None:
+    monkeypatch.setenv("KARA_PLUGIN_S3", plugin)  # through s3fs, and through obstore (kara-obstore)
     store = KaraStorage(s3_server.url(s3_bucket, "locks"), **s3_server.options)
     other = KaraStorage(s3_server.url(s3_bucket, "locks"), **s3_server.options)
     with store.open_dataset("ns", "k", "w", version="1") as ds:
@@ -261,9 +265,11 @@ def test_writer_lock_holds_on_s3(s3_server: S3TestServer, s3_bucket: str) -> Non
     assert store.backend.capabilities.atomic_create
 
 
+@pytest.mark.parametrize("plugin", ["fsspec", "obstore"])
 def test_a_server_ignoring_conditional_writes_makes_creates_best_effort_and_says_so(
-    s3_server: S3TestServer, s3_bucket: str
+    s3_server: S3TestServer, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, plugin: str
 ) -> None:
+    monkeypatch.setenv("KARA_PLUGIN_S3", plugin)  # through s3fs, and through obstore (kara-obstore)
     backend = open_backend(s3_server.url(s3_bucket, "unconditional"), **s3_server.options)
     s3_server.app.ignore_conditional_writes = True
     try:

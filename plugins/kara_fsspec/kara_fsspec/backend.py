@@ -20,13 +20,11 @@ opens, from the filesystem's class (:class:`Traits`):
 from __future__ import annotations
 
 import io
-import logging
 import os
 import shutil
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
@@ -40,15 +38,21 @@ from kara_core.errors import (
     PermissionDeniedError,
     UnsafePathError,
 )
+from kara_core.remote import (
+    TMP_MARK,
+    ConditionalCreates,
+    RedactSecrets,
+    WholeObjectAppender,
+    call_translated,
+    secret_values,
+    split_body,
+)
 from kara_core.url import StoreURL, parse_store_url
 
-from .options import FsspecOptions, check_options, filesystem_class, secret_values
+from .options import FsspecOptions, check_options, filesystem_class
 
-__all__ = ["FsspecBackend", "Traits", "WholeObjectAppender", "open_fsspec"]
+__all__ = ["TMP_MARK", "FsspecBackend", "Traits", "WholeObjectAppender", "open_fsspec"]
 
-#: Marks kara's temporary objects (writes in progress, the conditional-write probe);
-#: listings skip them, :meth:`FsspecBackend.cleanup` removes old ones.
-TMP_MARK = ".kara-tmp-"
 #: ``open_read`` streams objects as ranged GETs of this size.
 STREAM_BLOCK = 8 * 1024 * 1024
 #: ``put`` uploads streams up to this size in one call, longer ones through a writer.
@@ -85,28 +89,7 @@ class Traits:
         return cls("other", Capabilities(atomic_create=False, parallel_reads=True, native_appends=False))
 
 
-class _RedactSecrets(logging.Filter):
-    """Masks registered credentials in the log records of the filesystem libraries."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "**********")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            record.msg, record.args = self.mask(message), ()
-        return True
-
-
-_REDACT = _RedactSecrets()
-for _name in ("fsspec", "s3fs", "botocore", "aiobotocore", "adlfs", "azure", "gcsfs", "urllib3"):
-    logging.getLogger(_name).addFilter(_REDACT)
+_REDACT = RedactSecrets(("fsspec", "s3fs", "botocore", "aiobotocore", "adlfs", "azure", "gcsfs", "urllib3"))
 
 # fsspec's memory filesystem is one dict per process: this lock makes check-and-create atomic.
 _MEMORY_CREATE = threading.Lock()
@@ -122,9 +105,7 @@ class FsspecBackend(Backend):
         self._options = options
         self.traits = Traits.of(fs)
         self.capabilities = self.traits.capabilities
-        self._probe_lock = threading.Lock()
-        self._create_checked = self.traits.kind != "object"
-        self._warned = False
+        self._creates = ConditionalCreates(url, checked=self.traits.kind != "object")
         #: Azure Blob Storage stores a '\\' of a blob name as '/', so 'a\\..\\c' would
         #: become 'a/../c': such names are refused instead of changed.
         self._backslash_is_slash = type(fs).__module__.split(".")[0] == "adlfs"
@@ -186,27 +167,9 @@ class FsspecBackend(Backend):
         return BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}")
 
     def _call(self, what: str, fn: Callable[[], _Result], writing: bool = False) -> _Result:
-        """``fn()``, its errors turned into kara's (:meth:`_translate`).
-
-        kara's error keeps nothing of the client library's exception: it is raised outside
-        the handler (so the library's exception is not its ``__context__``), and the library's traceback, whose
-        frames hold request and response buffers (and, through their callers, the
-        caller's), is dropped. ``fn`` and the error leave this frame before the raise, so
-        the error's traceback forms no reference cycle: a caught error frees every frame
-        at once, without waiting for the garbage collector.
-        """
-        try:
-            return fn()
-        except (KaraError, FileExistsError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the client libraries raise their own classes (botocore, azure.core)
-            error = self._translate(what, exc, writing)
-            _drop_tracebacks(exc)
-        del fn
-        try:
-            raise error
-        finally:
-            del error
+        """``fn()``, its errors turned into kara's (:meth:`_translate`, see
+        :func:`~kara_core.remote.call_translated`); ``FileExistsError`` passes through."""
+        return call_translated(fn, lambda exc: self._translate(what, exc, writing), (KaraError, FileExistsError))
 
     # -- reading ---------------------------------------------------------------------
 
@@ -299,7 +262,7 @@ class FsspecBackend(Backend):
         never sit whole in memory.
         """
         key = self._key(path)
-        head, rest = _split_body(data)
+        head, rest = split_body(data, WHOLE_PUT)
         direct = self.traits.kind in ("object", "memory")
         target = key if direct else f"{key}{TMP_MARK}{uuid.uuid4().hex}"
 
@@ -332,8 +295,8 @@ class FsspecBackend(Backend):
         key = self._key(path)
         body = bytes(data)
         kind = self.traits.kind
-        if kind == "object" and not self._create_checked:
-            self._check_conditional_writes()
+        if kind == "object" and not self._creates.check(self.root, self._probe_conditional_writes):
+            self.capabilities = replace(self.capabilities, atomic_create=False)
         if kind == "local":
             return self._call("create " + path, lambda: self._link_into_place(key, body))
         if kind == "memory":
@@ -343,7 +306,7 @@ class FsspecBackend(Backend):
                 self.fs.pipe_file(key, body)
                 return True
         if not self.capabilities.atomic_create:
-            self._warn_not_atomic()
+            self._creates.warn()
             if self.exists(path):
                 return False
             self.put(path, body)
@@ -371,43 +334,22 @@ class FsspecBackend(Backend):
         finally:
             os.unlink(temporary)
 
-    def _check_conditional_writes(self) -> None:
-        """Check once that the server refuses a second conditional create of one object.
+    def _probe_conditional_writes(self, key: str) -> bool:
+        """Whether the server refuses a second conditional create of ``key`` (see
+        :class:`~kara_core.remote.ConditionalCreates`): S3-compatible servers that ignore
+        ``If-None-Match`` would otherwise let two writers both "create" a lock."""
 
-        S3-compatible servers that ignore ``If-None-Match`` would otherwise let two
-        writers both "create" a lock; on such a server creates become best effort (and
-        say so) instead of silently unsafe.
-        """
-        with self._probe_lock:
-            if self._create_checked:
-                return
-            key = f"{self.root}/{TMP_MARK}probe-{uuid.uuid4().hex}"
+        def probe() -> bool:
+            self.fs.pipe_file(key, b"1", mode="create")
+            try:
+                self.fs.pipe_file(key, b"2", mode="create")
+                return False
+            except FileExistsError:
+                return True
+            finally:
+                self.fs.rm_file(key)
 
-            def probe() -> bool:
-                self.fs.pipe_file(key, b"1", mode="create")
-                try:
-                    self.fs.pipe_file(key, b"2", mode="create")
-                    return False
-                except FileExistsError:
-                    return True
-                finally:
-                    self.fs.rm_file(key)
-
-            honoured = self._call("check conditional writes", probe, writing=True)
-            if not honoured:
-                self.capabilities = replace(self.capabilities, atomic_create=False)
-            self._create_checked = True
-
-    def _warn_not_atomic(self) -> None:
-        if not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"{self.url}: this filesystem cannot create an object only if it is absent, so kara's "
-                "writer locks and version publishes are best effort here: do not let two processes "
-                "write the same dataset or directory version at once",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        return self._call("check conditional writes", probe, writing=True)
 
     def delete(self, path: str) -> None:
         """Delete the object; an absent object is not an error."""
@@ -439,66 +381,6 @@ class FsspecBackend(Backend):
     def close(self) -> None:
         """Nothing to release: the filesystem's connections close with it."""
         return None
-
-
-class WholeObjectAppender:
-    """Appends to an object on a store that has no append call: ``flush`` uploads it whole.
-
-    Appended bytes wait in memory; ``flush`` uploads the object (its previous content
-    read back first, when it had some) as one atomic put. Row writers flush each
-    block once (``Capabilities.native_appends`` is off), so nothing is uploaded twice
-    there; other callers pay for a second flush with a re-upload.
-    """
-
-    def __init__(self, backend: FsspecBackend, path: str) -> None:
-        self._backend, self.path = backend, path
-        size = backend.size(path)
-        self._absent = size is None
-        self._committed = size or 0
-        self._pending = bytearray()
-        self._closed = False
-
-    @property
-    def position(self) -> int:
-        """Bytes in the object once everything appended so far is flushed."""
-        return self._committed + len(self._pending)
-
-    def append(self, data: bytes | bytearray | memoryview) -> None:
-        """Buffer ``data`` until the next :meth:`flush`."""
-        if self._closed:
-            raise ValueError(f"append to closed appender of {self.path}")
-        self._pending += data
-
-    def flush(self) -> None:
-        """Upload the object with everything appended so far."""
-        if not self._pending:
-            return
-        body = bytes(self._pending)
-        if self._committed:
-            before = self._backend.read(self.path)
-            if len(before) != self._committed:
-                raise BackendError(
-                    f"{self._backend.url}/{self.path} changed under this appender: expected "
-                    f"{self._committed} bytes, found {len(before)} (is another writer appending?)"
-                )
-            body = before + body
-        self._backend.put(self.path, body)
-        self._committed = len(body)
-        self._absent = False
-        del self._pending[:]
-
-    def close(self) -> None:
-        """Flush and release the appender; an object opened absent exists afterwards, if empty.
-
-        Like a file opened for appending: a block writer's last block is then there
-        even when empty, as 2.x leaves it (2.x refuses to read a stream with no block).
-        """
-        if not self._closed:
-            self.flush()
-            if self._absent:
-                self._backend.put(self.path, b"")
-                self._absent = False
-            self._closed = True
 
 
 class _RangedStream(io.RawIOBase):
@@ -681,30 +563,6 @@ class _LocalAppender:
         if not self._file.closed:
             self.flush()
             self._file.close()
-
-
-def _drop_tracebacks(exc: BaseException) -> None:
-    """Drop the traceback of ``exc`` and of the exceptions it chains (their frames, and the
-    cycles through them that only the garbage collector would break)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        current.__traceback__ = None
-        current = current.__cause__ or current.__context__
-
-
-def _split_body(data: bytes | bytearray | memoryview | BinaryIO) -> tuple[bytes, BinaryIO | None]:
-    """``(body, None)`` for bytes and short streams; ``(first bytes, rest)`` for long streams."""
-    if isinstance(data, bytes):
-        return data, None
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data), None
-    head = data.read(WHOLE_PUT)
-    more = data.read(1)  # b"" only at the end, whatever the stream's short reads
-    if not more:
-        return head, None
-    return head + more, data
 
 
 def _reopen(url: str, options: dict[str, Any]) -> FsspecBackend:

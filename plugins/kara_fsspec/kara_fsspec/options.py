@@ -7,7 +7,6 @@ No fsspec import at module level: this module is loaded with the entry point.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from typing import Any
 
@@ -23,25 +22,12 @@ __all__ = [
     "check_options",
     "filesystem_class",
     "missing_package",
-    "secret_values",
 ]
 
 #: Keyword arguments every fsspec filesystem takes (``AbstractFileSystem`` and
 #: ``AsyncFileSystem`` read them from ``**kwargs``).
 BASE_OPTIONS = frozenset(
     {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache", "asynchronous", "loop"}
-)
-# Option names that hold credentials, in the spellings of s3fs, adlfs, gcsfs, sshfs...
-_SECRET_NAME = re.compile(r"secret|password|token|credential|key$|^key|connection_string|sas|account_key", re.I)
-# Environment variables whose values are credentials of the common filesystems.
-_SECRET_ENV = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_CLIENT_SECRET",
 )
 
 
@@ -136,14 +122,3 @@ def check_options(scheme: str, cls: type, options: dict[str, Any]) -> None:
             f"bad options for {scheme}:// store: unknown option(s) {', '.join(map(repr, unknown))} "
             f"for {cls.__module__}.{cls.__qualname__} (valid options: {valid})"
         )
-
-
-def secret_values(options: dict[str, Any]) -> set[str]:
-    """Credential strings to mask: option values with secret names, and credential env vars.
-
-    Strings shorter than 8 characters are left out: masking them would mangle every
-    message and hides nothing.
-    """
-    found = {str(v) for k, v in options.items() if _SECRET_NAME.search(k) and isinstance(v, (str, bytes))}
-    found.update(os.environ.get(name, "") for name in _SECRET_ENV)
-    return {s for s in found if len(s) >= 8}
