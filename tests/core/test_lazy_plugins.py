@@ -178,3 +178,26 @@ def test_the_plugin_packages_still_export_their_options_models() -> None:
     assert get_backend_spec("https").options_model is HTTPOptions
     assert get_backend_spec("oss").options_model is OSSOptions
     assert get_backend_spec("memory").options_model is MemoryOptions
+
+
+def test_importing_kara_imports_no_pydantic_no_pluggy_and_no_entry_points() -> None:
+    # What a fresh process pays for ``import kara_core``: pydantic (the URL, options and
+    # meta models), pluggy and importlib.metadata (entry points) load when a store is
+    # opened or a plugin looked up, not at import.
+    lazy = ["pydantic", "pluggy", "importlib.metadata", "kara_core.plugins", "kara_core.url", "numpy"]
+    seen = _fresh(
+        f"""
+        import json, sys
+        import kara_core
+
+        at_import = [m for m in {lazy!r} if m in sys.modules]
+        hookimpl = kara_core.hookimpl
+        names = [p.name for p in kara_core.list_plugins()]
+        print(json.dumps({{"at_import": at_import, "after_lookup": [m for m in {lazy!r} if m in sys.modules],
+                          "marker": type(hookimpl).__name__, "file": "file" in names}}))
+        """
+    )
+    assert seen["at_import"] == []
+    # Teeth: looking plugins up does load the machinery.
+    assert {"pluggy", "importlib.metadata", "kara_core.plugins"} <= set(seen["after_lookup"])
+    assert seen["marker"] == "HookimplMarker" and seen["file"] is True
