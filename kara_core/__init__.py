@@ -1,7 +1,8 @@
 """kara: versioned row datasets and directory versions for ML training data.
 
 ``import kara_core as kara_storage`` runs code written for kara-storage 2.1.5 unchanged.
-This module imports nothing heavy: storage plugins load their libraries lazily.
+This module imports nothing heavy: no pydantic, pluggy or entry points until a store is
+opened or a plugin looked up, and storage plugins load their libraries lazily.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 from . import errors, serialization
 from .backend import Backend, Capabilities
 from .errors import KaraError
-from .plugins import hookimpl, list_plugins
 from .storage import KaraStorage
 from .version import __version__, version
 
@@ -78,6 +78,11 @@ def __getattr__(name: str) -> Any:
         from .row import RowDataset
 
         return RowDataset
+    # The plugin machinery (pluggy, entry points) loads on first use too.
+    if name in ("hookimpl", "list_plugins"):
+        from . import plugins
+
+        return getattr(plugins, name)
     if name in _2X_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'kara_core' has no attribute {name!r}")

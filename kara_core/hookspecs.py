@@ -46,7 +46,9 @@ def kara_register_backends(register: Callable[..., None]) -> None:
         ``scheme`` is the URL scheme without ``://`` (``"oss"``), ``factory`` is a
         :data:`BackendFactory` called as ``factory(url, options)`` with the parsed
         :class:`~kara_core.url.StoreURL` and a validated instance of ``options_model``
-        (a pydantic model, subclass of :class:`~kara_core.url.BackendOptions`), and
+        (a pydantic model, subclass of :class:`~kara_core.url.BackendOptions`, or the
+        string ``"module:Class"`` naming it: the core then imports it when a store of
+        this scheme is first opened, so loading plugins imports no options models), and
         ``summary`` is one line for ``kara plugins``. A plugin that can open many
         schemes it cannot list (a bridge to another ecosystem) registers the scheme
         ``"*"`` with ``claims=callable(scheme) -> bool``: it then opens any scheme that no

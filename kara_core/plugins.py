@@ -65,13 +65,49 @@ BUILTIN_PLUGINS = ("kara_core.serialization.builtin",)
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """One registered backend: how to build it and who registered it."""
+    """One registered backend: how to build it and who registered it.
+
+    ``options`` is the options model as registered: the class, or ``"module:Class"``
+    naming it, imported the first time :attr:`options_model` is read (when a store of
+    this scheme is opened), so loading the plugins imports no other scheme's options.
+    """
 
     scheme: str
     factory: Callable[..., Any]
-    options_model: type
+    options: type | str
     summary: str
     plugin: str
+
+    @property
+    def options_model(self) -> type:
+        """The options model class (imported on first use when registered by name)."""
+        if isinstance(self.options, type):
+            return self.options
+        return _options_class(self.options, self.plugin)
+
+
+#: "module:Class" -> the class, for options models registered by name (resolved once).
+_options_classes: dict[str, type] = {}
+
+
+def _options_class(ref: str, plugin: str) -> type:
+    cls = _options_classes.get(ref)
+    if cls is not None:
+        return cls
+    module_name, _, attr = ref.partition(":")
+    try:
+        import importlib
+
+        found = getattr(importlib.import_module(module_name), attr)
+    except Exception as exc:
+        raise PluginLoadError(
+            f"kara plugin {plugin!r} registered the options model {ref!r}, which failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(found, type):
+        raise PluginLoadError(f"kara plugin {plugin!r} registered the options model {ref!r}, which is not a class")
+    _options_classes[ref] = found
+    return found
 
 
 @dataclass
@@ -155,11 +191,15 @@ class _Registry:
         def register_backend(
             scheme: str,
             factory: Callable[..., Any],
-            options_model: type,
+            options_model: type | str,
             summary: str = "",
             claims: Callable[[str], bool] | None = None,
         ) -> None:
             scheme = scheme.lower()
+            if not isinstance(options_model, type) and not (
+                isinstance(options_model, str) and _is_reference(options_model)
+            ):
+                raise TypeError(f"options_model of {scheme!r} must be a class or 'module:Class', got {options_model!r}")
             if scheme == "*":
                 if claims is None:
                     raise TypeError("a fallback backend ('*') needs claims=callable(scheme) -> bool")
@@ -219,6 +259,11 @@ class _Registry:
                         raise PluginLoadError(message) from exc
                     warnings.warn(message, stacklevel=2)
         self._current = ""
+
+
+def _is_reference(ref: str) -> bool:
+    module_name, sep, attr = ref.partition(":")
+    return bool(sep) and all(part.isidentifier() for part in module_name.split(".")) and attr.isidentifier()
 
 
 def _version(dist: str) -> str | None:

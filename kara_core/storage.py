@@ -6,7 +6,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
-from .url import open_backend
 
 if TYPE_CHECKING:
     from .obj import ObjectStore
@@ -34,6 +33,10 @@ class KaraStorage:
                 raise TypeError("options cannot be combined with a Backend instance")
             self._backend = url
         else:
+            # kara_core.url holds the pydantic models: imported when a store is opened, so
+            # ``import kara_core`` imports no pydantic.
+            from .url import open_backend
+
             self._backend = open_backend(url, **options)
         self._source = url
         self._options = options

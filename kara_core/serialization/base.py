@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..plugins import get_serializer_class, serializer_names
+
+# The serializer table lives in kara_core.plugins (pluggy, entry points): imported where a
+# name is looked up, so ``import kara_core`` loads no plugin machinery.
 
 
 class Serializer:
@@ -163,6 +165,8 @@ def serializer_label(serializer: Serializer) -> str:
         return f"{serializer_label(serializer.inner)}+{serializer.suffix}"
     name = getattr(serializer, "name", "")
     if name:
+        from ..plugins import get_serializer_class
+
         try:
             if get_serializer_class(name) is type(serializer):
                 return name
@@ -204,6 +208,8 @@ def resolve_serializer(spec: Serializer | type[Serializer] | str | None) -> Seri
 
 
 def _registered(name: str, spec: str) -> type[Serializer]:
+    from ..plugins import get_serializer_class, serializer_names
+
     try:
         return get_serializer_class(name)
     except KeyError:

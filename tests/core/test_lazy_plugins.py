@@ -128,3 +128,78 @@ def test_the_fsspec_fallback_loads_its_backend_only_when_a_store_is_opened(tmp_p
     assert "fsspec" in seen["after_resolving"]
     assert not {"kara_fsspec.backend", "s3fs", "adlfs", "gcsfs"} & set(seen["after_resolving"])
     assert "kara_fsspec.backend" in seen["after_opening"] and "s3fs" not in seen["after_opening"]
+
+
+#: Each bundled scheme's options model (pydantic classes): loaded only for the scheme opened.
+OPTIONS_MODULES = [
+    "kara_file.options",
+    "kara_http.options",
+    "kara_oss.options",
+    "kara_fsspec.options",
+    "kara_memory.options",
+]
+
+
+def test_opening_a_file_store_imports_no_other_schemes_options(tmp_path) -> None:
+    # Plugins register their options models by name ("module:Class"): loading the
+    # plugins builds no pydantic model, and opening file:// imports only FileOptions.
+    seen = _fresh(
+        f"""
+        import json, sys
+        from kara_core.plugins import list_plugins
+        from kara_core.url import open_backend
+
+        plugins = {{p.name: p.error for p in list_plugins()}}
+        after_loading = [m for m in {OPTIONS_MODULES!r} if m in sys.modules]
+        open_backend("file://{tmp_path}").put("a", b"1")
+        after_opening = [m for m in {OPTIONS_MODULES!r} if m in sys.modules]
+        print(json.dumps({{"plugins": plugins, "after_loading": after_loading, "after_opening": after_opening,
+                          "http_errors": "kara_http.errors" in sys.modules}}))
+        """
+    )
+    assert BUNDLED <= set(seen["plugins"]) and not any(seen["plugins"].values()), seen["plugins"]
+    assert seen["after_loading"] == []
+    assert seen["after_opening"] == ["kara_file.options"]
+    assert seen["http_errors"] is False
+
+
+def test_the_plugin_packages_still_export_their_options_models() -> None:
+    from kara_file import FileOptions
+    from kara_fsspec import FsspecOptions
+    from kara_http import HTTPOptions, ListingNotSupportedError, RangeNotSupportedError
+    from kara_memory import MemoryOptions
+    from kara_oss import OSSOptions
+
+    from kara_core.plugins import get_backend_spec
+    from kara_core.url import BackendOptions
+
+    for model in (FileOptions, FsspecOptions, HTTPOptions, MemoryOptions, OSSOptions):
+        assert issubclass(model, BackendOptions)
+    assert issubclass(ListingNotSupportedError, Exception) and issubclass(RangeNotSupportedError, Exception)
+    assert get_backend_spec("file").options_model is FileOptions
+    assert get_backend_spec("https").options_model is HTTPOptions
+    assert get_backend_spec("oss").options_model is OSSOptions
+    assert get_backend_spec("memory").options_model is MemoryOptions
+
+
+def test_importing_kara_imports_no_pydantic_no_pluggy_and_no_entry_points() -> None:
+    # What a fresh process pays for ``import kara_core``: pydantic (the URL, options and
+    # meta models), pluggy and importlib.metadata (entry points) load when a store is
+    # opened or a plugin looked up, not at import.
+    lazy = ["pydantic", "pluggy", "importlib.metadata", "kara_core.plugins", "kara_core.url", "numpy"]
+    seen = _fresh(
+        f"""
+        import json, sys
+        import kara_core
+
+        at_import = [m for m in {lazy!r} if m in sys.modules]
+        hookimpl = kara_core.hookimpl
+        names = [p.name for p in kara_core.list_plugins()]
+        print(json.dumps({{"at_import": at_import, "after_lookup": [m for m in {lazy!r} if m in sys.modules],
+                          "marker": type(hookimpl).__name__, "file": "file" in names}}))
+        """
+    )
+    assert seen["at_import"] == []
+    # Teeth: looking plugins up does load the machinery.
+    assert {"pluggy", "importlib.metadata", "kara_core.plugins"} <= set(seen["after_lookup"])
+    assert seen["marker"] == "HookimplMarker" and seen["file"] is True

@@ -282,3 +282,58 @@ def test_importing_kara_and_loading_every_plugin_imports_no_heavy_library() -> N
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY: []" in result.stdout
+
+
+# -- options models registered by name --------------------------------------------------
+
+
+class _NamedOptions(BackendOptions):
+    """An options model the tests below register as ``"module:Class"``."""
+
+    depth: int = 1
+
+
+def test_an_options_model_registered_by_name_is_imported_and_validates_when_opened(registered) -> None:
+    class ByName:
+        @hookimpl
+        def kara_register_backends(self, register):
+            register("byname", lambda url, options: (url, options), f"{__name__}:_NamedOptions", "by name")
+
+    registered(ByName(), "by-name")
+    spec = get_backend_spec("byname")
+    assert spec.options == f"{__name__}:_NamedOptions"
+    assert spec.options_model is _NamedOptions
+    from kara_core.errors import ConfigurationError
+    from kara_core.url import validate_options
+
+    assert validate_options("byname", spec.options_model, {"depth": 3}).depth == 3
+    with pytest.raises(ConfigurationError, match=r"unknown option 'width' \(valid options: depth\)"):
+        validate_options("byname", spec.options_model, {"width": 3})
+
+
+def test_an_options_model_name_that_does_not_import_fails_the_open_naming_the_plugin(registered) -> None:
+    from kara_core.errors import PluginLoadError
+
+    class Missing:
+        @hookimpl
+        def kara_register_backends(self, register):
+            register("gone", lambda url, options: None, "kara_no_such_module_xyz:GoneOptions", "missing")
+
+    registered(Missing(), "missing-options")
+    with pytest.raises(PluginLoadError, match="kara plugin 'missing-options' registered the options model "):
+        open_backend("gone://x")
+    # Other schemes keep working.
+    assert get_backend_spec("file").plugin == "file"
+
+
+def test_an_options_model_that_is_neither_a_class_nor_a_name_is_a_registration_error(registered, recwarn) -> None:
+    class Wrong:
+        @hookimpl
+        def kara_register_backends(self, register):
+            register("wrong", lambda url, options: None, "not a reference", "wrong")
+
+    registered(Wrong(), "wrong-options")
+    info = {p.name: p for p in list_plugins()}["wrong-options"]
+    assert "options_model of 'wrong' must be a class or 'module:Class'" in (info.error or "")
+    with pytest.raises(UnknownSchemeError):
+        get_backend_spec("wrong")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import MemoryOptions
-
 __all__ = ["MemoryBackend", "MemoryOptions"]
 
 
@@ -17,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from .backend import MemoryBackend
 
         return MemoryBackend
+    if name == "MemoryOptions":
+        from .options import MemoryOptions
+
+        return MemoryOptions
     raise AttributeError(f"module 'kara_memory' has no attribute {name!r}")

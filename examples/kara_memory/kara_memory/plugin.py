@@ -7,8 +7,6 @@ from typing import Any
 
 from kara_core import hookimpl
 
-from .options import MemoryOptions
-
 
 def _factory(url: Any, options: Any) -> Any:
     # Import the implementation only when a store is opened.
@@ -19,4 +17,4 @@ def _factory(url: Any, options: Any) -> Any:
 
 @hookimpl
 def kara_register_backends(register: Callable[..., None]) -> None:
-    register("memory", _factory, MemoryOptions, "in-process store for tests: memory://NAME")
+    register("memory", _factory, "kara_memory.options:MemoryOptions", "in-process store for tests: memory://NAME")

@@ -1,14 +1,13 @@
 """kara-file: the file:// backend of kara.
 
 Importing this package stays cheap: :class:`FileBackend` (and the local-disk I/O it
-uses) loads on first access, so loading kara's plugins imports only the wiring.
+uses) and :class:`FileOptions` (pydantic) load on first access, so loading kara's
+plugins imports only the wiring.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from .options import FileOptions
 
 __all__ = ["FileBackend", "FileOptions"]
 
@@ -18,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from .backend import FileBackend
 
         return FileBackend
+    if name == "FileOptions":
+        from .options import FileOptions
+
+        return FileOptions
     raise AttributeError(f"module 'kara_file' has no attribute {name!r}")

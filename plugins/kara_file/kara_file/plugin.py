@@ -6,8 +6,6 @@ from collections.abc import Callable
 
 from kara_core import hookimpl
 
-from .options import FileOptions
-
 
 def _factory(url, options):  # type: ignore[no-untyped-def]
     # The backend, and the local-disk I/O under it, load when a store is opened.
@@ -18,4 +16,10 @@ def _factory(url, options):  # type: ignore[no-untyped-def]
 
 @hookimpl
 def kara_register_backends(register: Callable[..., None]) -> None:
-    register("file", _factory, FileOptions, "local or shared filesystem: file:///abs/path or file://relative/path")
+    # The options model by name: imported when a file:// store is opened.
+    register(
+        "file",
+        _factory,
+        "kara_file.options:FileOptions",
+        "local or shared filesystem: file:///abs/path or file://relative/path",
+    )

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import FsspecOptions
-
 __all__ = ["FsspecBackend", "FsspecOptions", "WholeObjectAppender", "open_fsspec"]
 
 
@@ -22,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from . import backend
 
         return getattr(backend, name)
+    if name == "FsspecOptions":
+        from .options import FsspecOptions
+
+        return FsspecOptions
     raise AttributeError(name)

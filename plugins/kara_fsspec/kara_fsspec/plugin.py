@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 from kara_core import hookimpl
 
-from .options import FsspecOptions
-
 if TYPE_CHECKING:
     from kara_core.url import StoreURL
 
     from .backend import FsspecBackend
+    from .options import FsspecOptions
 
 
 def _factory(url: StoreURL, options: FsspecOptions) -> FsspecBackend:
@@ -34,7 +33,7 @@ def kara_register_backends(register: Callable[..., None]) -> None:
     register(
         "*",
         _factory,
-        FsspecOptions,
+        "kara_fsspec.options:FsspecOptions",
         "any fsspec filesystem: s3://bucket/prefix, az://container/prefix, gs://bucket/prefix, ... "
         "(options: the filesystem's own)",
         claims=fsspec_knows,

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ListingNotSupportedError, RangeNotSupportedError
-from .options import HTTPOptions
-
 __all__ = ["HTTPBackend", "HTTPOptions", "ListingNotSupportedError", "RangeNotSupportedError"]
 
 
@@ -18,4 +15,12 @@ def __getattr__(name: str) -> Any:
         from .backend import HTTPBackend
 
         return HTTPBackend
+    if name == "HTTPOptions":
+        from .options import HTTPOptions
+
+        return HTTPOptions
+    if name in ("ListingNotSupportedError", "RangeNotSupportedError"):
+        from . import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module 'kara_http' has no attribute {name!r}")

@@ -23,10 +23,14 @@ def _factory(url: Any, options: Any) -> Any:
 
 @hookimpl
 def kara_register_backends(register: Callable[..., None]) -> None:
-    from .options import HTTPOptions
-
-    register("http", _factory, HTTPOptions, "web server or kara gateway: http://host[:port]/prefix")
-    register("https", _factory, HTTPOptions, "web server or kara gateway over TLS: https://host[:port]/prefix")
+    # The options model by name: imported when an http(s):// store is opened.
+    register("http", _factory, "kara_http.options:HTTPOptions", "web server or kara gateway: http://host[:port]/prefix")
+    register(
+        "https",
+        _factory,
+        "kara_http.options:HTTPOptions",
+        "web server or kara gateway over TLS: https://host[:port]/prefix",
+    )
 
 
 @hookimpl

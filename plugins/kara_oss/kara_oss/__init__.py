@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import OSSOptions
-
 __all__ = ["OSSAppender", "OSSBackend", "OSSOptions"]
 
 
@@ -19,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from . import backend
 
         return getattr(backend, name)
+    if name == "OSSOptions":
+        from .options import OSSOptions
+
+        return OSSOptions
     raise AttributeError(name)

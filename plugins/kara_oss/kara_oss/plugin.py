@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 from kara_core import hookimpl
 
-from .options import OSSOptions
-
 if TYPE_CHECKING:
     from kara_core.url import StoreURL
 
     from .backend import OSSBackend
+    from .options import OSSOptions
 
 
 def _factory(url: StoreURL, options: OSSOptions) -> OSSBackend:
@@ -24,4 +23,9 @@ def _factory(url: StoreURL, options: OSSOptions) -> OSSBackend:
 @hookimpl
 def kara_register_backends(register: Callable[..., None]) -> None:
     """Register ``oss://ENDPOINT/BUCKET/prefix`` (Aliyun OSS through oss2)."""
-    register("oss", _factory, OSSOptions, "Aliyun OSS: oss://ENDPOINT/BUCKET/prefix (app_key=..., app_secret=...)")
+    register(
+        "oss",
+        _factory,
+        "kara_oss.options:OSSOptions",
+        "Aliyun OSS: oss://ENDPOINT/BUCKET/prefix (app_key=..., app_secret=...)",
+    )
