@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import ObstoreOptions
-
 __all__ = ["ObstoreBackend", "ObstoreOptions", "open_obstore"]
 
 
@@ -23,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from . import backend
 
         return getattr(backend, name)
+    if name == "ObstoreOptions":
+        from .options import ObstoreOptions
+
+        return ObstoreOptions
     raise AttributeError(name)

@@ -1,7 +1,8 @@
 """Options of obstore stores: obstore's own configuration keys, plus the s3fs and adlfs
 spellings of the common ones (so one set of options opens a store through either plugin).
 
-No obstore import at module level: this module is loaded with the entry point.
+No obstore import at module level: this module is loaded when a store is opened (its
+options are validated before obstore is needed).
 """
 
 from __future__ import annotations
@@ -14,15 +15,8 @@ from pydantic import ConfigDict
 from kara_core.errors import ConfigurationError
 from kara_core.url import BackendOptions
 
-__all__ = ["ALIASES", "SCHEMES", "ObstoreOptions", "store_kwargs"]
+__all__ = ["ALIASES", "KIND", "ObstoreOptions", "store_kwargs"]
 
-#: Scheme -> ``kara plugins`` summary. ``azure`` and ``abfs`` are obstore's other names for Azure Blob.
-SCHEMES = {
-    "s3": "S3 and S3-compatible stores through obstore: s3://bucket/prefix (options: obstore's S3 config)",
-    "az": "Azure Blob through obstore: az://container/prefix (options: obstore's Azure config)",
-    "azure": "Azure Blob through obstore: azure://container/prefix",
-    "abfs": "Azure Blob through obstore: abfs://container/prefix",
-}
 #: Which store class serves a scheme.
 KIND = {"s3": "s3", "az": "azure", "azure": "azure", "abfs": "azure"}
 #: s3fs / adlfs option names -> obstore's, per store kind.

@@ -1,4 +1,5 @@
-"""Entry point of kara-obstore: registers s3:// and az:// (cheap to import: no obstore import)."""
+"""Entry point of kara-obstore: registers s3:// and az:// (cheap to import: no obstore, no
+options model; the options load when a store of these schemes is opened)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ from typing import TYPE_CHECKING
 
 from kara_core import hookimpl
 
-from .options import SCHEMES, ObstoreOptions
-
 if TYPE_CHECKING:
     from kara_core.url import StoreURL
 
     from .backend import ObstoreBackend
+    from .options import ObstoreOptions
+
+#: Scheme -> ``kara plugins`` summary. ``azure`` and ``abfs`` are obstore's other names for Azure Blob.
+SCHEMES = {
+    "s3": "S3 and S3-compatible stores through obstore: s3://bucket/prefix (options: obstore's S3 config)",
+    "az": "Azure Blob through obstore: az://container/prefix (options: obstore's Azure config)",
+    "azure": "Azure Blob through obstore: azure://container/prefix",
+    "abfs": "Azure Blob through obstore: abfs://container/prefix",
+}
 
 
 def _factory(url: StoreURL, options: ObstoreOptions) -> ObstoreBackend:
@@ -29,4 +37,4 @@ def kara_register_backends(register: Callable[..., None]) -> None:
     here when both plugins are installed; ``KARA_PLUGIN_<SCHEME>`` chooses otherwise.
     """
     for scheme, summary in SCHEMES.items():
-        register(scheme, _factory, ObstoreOptions, summary)
+        register(scheme, _factory, "kara_obstore.options:ObstoreOptions", summary)
