@@ -274,6 +274,7 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
         assert count == records
         return {"seconds": time.perf_counter() - start}
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import kara_ray
     import ray
     from kara_ray import KaraDatasink, KaraDatasource
 
@@ -287,16 +288,18 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
             blocks.write_datasink(_timed(_null_datasink()))  # not timed: every worker has run a task
             _warm_workers(ray)  # not timed: kara imported in every worker, as in the write_many process
             out["ray_write_serial"] = _serial_write(store, blocks)
-            for setting, reservation in (("", True), ("_both", False)):
-                # A dataset keeps the DataContext it was made with: set it there.
+            for setting, reservation in (("", True), ("_both", False), ("_entry", True)):
+                # A dataset keeps the DataContext it was made with: set it there. "_entry":
+                # Ray's defaults, written through kara_ray.write_datasink.
                 context.op_resource_reservation_enabled = reservation
                 blocks.context.op_resource_reservation_enabled = reservation
+                write = kara_ray.write_datasink if setting == "_entry" else type(blocks).write_datasink
                 for name, sink in (
                     ("ray_write_floor", _timed(_null_datasink())),
                     ("ray_write", _timed(KaraDatasink(url, "bench", "ray_w", f"r{os.getpid()}{setting}"))),
                 ):
                     wall, start = time.time(), time.perf_counter()
-                    blocks.write_datasink(sink)
+                    write(blocks, sink)
                     out[name + setting] = time.perf_counter() - start
                     out[f"{name}{setting}_at_once"] = _at_once(sink.tasks)
                     if os.environ.get("INGEST_TIMELINE"):
@@ -313,14 +316,15 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
 
             floor = _memory_datasource(records, BATCH_RECORDS)
             out["ray_read_serial"] = _serial_read(store, records, BATCH_RECORDS)
-            for setting, reservation in (("", True), ("_both", False)):
+            for setting, reservation in (("", True), ("_both", False), ("_entry", True)):
                 context.op_resource_reservation_enabled = reservation
+                read = kara_ray.read_datasource if setting == "_entry" else ray.data.read_datasource
                 for name in ("ray_read_floor", "ray_read"):
                     # The first read of each starts Ray's workers for it; the timed one is the second.
                     for _ in range(2):
                         start = time.perf_counter()
                         source = floor if name == "ray_read_floor" else KaraDatasource(url, "bench", "single", "1")
-                        data = ray.data.read_datasource(source, override_num_blocks=READ_TASKS)
+                        data = read(source, override_num_blocks=READ_TASKS)
                         batches = data.iter_batches(batch_size=None, batch_format="pyarrow")
                         count = sum(batch.num_rows for batch in batches)
                         out[name + setting] = time.perf_counter() - start
@@ -426,6 +430,8 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         "ray_write_floor": "  Ray floor: no-op datasink",
         "ray_write_both": "Ray write, reservation off",
         "ray_write_both_floor": "  Ray floor: no-op datasink",
+        "ray_write_entry": "Ray write, kara_ray.write_datasink",
+        "ray_write_floor_entry": "  Ray floor: no-op datasink",
         "ray_write_serial": "  kara's work alone, 1 thread",
         "k215_write": "2.1.5 write, 1 process",
         "kara_read": "kara read, 1 process",
@@ -433,13 +439,15 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         "ray_read_floor": "  Ray floor: rows from memory",
         "ray_read_both": "Ray read, reservation off",
         "ray_read_both_floor": "  Ray floor: rows from memory",
+        "ray_read_entry": "Ray read, kara_ray.read_datasource",
+        "ray_read_floor_entry": "  Ray floor: rows from memory",
         "ray_read_serial": "  kara's work alone, 1 thread",
         "k215_read": "2.1.5 read, 1 process",
     }
     for case, name in names.items():
         if case in times:
             print(f"{name:<34} {_spread(times[case]):>28} {_rate(records, times[case]):>30}")
-    for setting, label in (("", "Ray's defaults"), ("_both", "reservation off")):
+    for setting, label in (("", "Ray's defaults"), ("_both", "reservation off"), ("_entry", "kara_ray's entry")):
         if f"ray_write{setting}_at_once" in times:
             kara, floor = times[f"ray_write{setting}_at_once"], times[f"ray_write_floor{setting}_at_once"]
             print(f"write tasks running at once ({label}): kara {max(kara):.0f}, no-op floor {max(floor):.0f} (most)")
@@ -458,10 +466,14 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         ("  ceiling: Ray floor / kara write_many", "ray_write_floor", "kara_write", None, ""),
         ("  reservation off: Ray write / write_many", "ray_write_both", "kara_write", 1.3, ">="),
         ("  ceiling: Ray floor / kara write_many", "ray_write_both_floor", "kara_write", None, ""),
+        ("  kara_ray.write_datasink / write_many", "ray_write_entry", "kara_write", 1.3, ">="),
+        ("  ceiling: Ray floor / kara write_many", "ray_write_floor_entry", "kara_write", None, ""),
         ("Ray read / kara read (records/s)", "ray_read", "kara_read", 0.8, ">="),
         ("  ceiling: Ray floor / kara read", "ray_read_floor", "kara_read", None, ""),
         ("  reservation off: Ray read / kara read", "ray_read_both", "kara_read", 0.8, ">="),
         ("  ceiling: Ray floor / kara read", "ray_read_both_floor", "kara_read", None, ""),
+        ("  kara_ray.read_datasource / kara read", "ray_read_entry", "kara_read", 0.8, ">="),
+        ("  ceiling: Ray floor / kara read", "ray_read_floor_entry", "kara_read", None, ""),
         ("kara write_many / 2.1.5 write (records/s)", "kara_write", "k215_write", None, ""),
         ("kara read / 2.1.5 read (records/s)", "kara_read", "k215_read", None, ""),
     ]
@@ -497,8 +509,11 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         ("Ray write, reservation off", "ray_write_both"),
         ("Ray read, Ray's defaults", "ray_read"),
         ("Ray read, reservation off", "ray_read_both"),
+        ("Ray write, kara_ray's entry", "ray_write_entry"),
+        ("Ray read, kara_ray's entry", "ray_read_entry"),
     ):
-        floor = ours.replace("_both", "") + "_floor" + ("_both" if "_both" in ours else "")
+        base, _, setting = ours.partition("_")[2].partition("_")
+        floor = f"ray_{base}_floor" + (f"_{setting}" if setting else "")
         if ours in times and floor in times:
             above = [a - b for a, b in zip(times[ours], times[floor], strict=True)]
             print(

@@ -188,3 +188,21 @@ def test_repeated_names_and_no_columns_are_left_to_the_dict_path() -> None:
 def test_an_empty_table_gives_no_records() -> None:
     result = json_records(pa.table({"id": pa.array([], pa.int64())}))
     assert result is not None and len(result) == 0
+
+
+INT_LISTS = st.lists(
+    st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(0, 40), max_size=40) | st.just([]), max_size=40
+)
+
+
+@SETTINGS
+@given(INT_LISTS, st.data())
+def test_integer_lists_cut_at_row_boundaries_whatever_their_lengths(lists: list[list[int]], data: Any) -> None:
+    # Lists of integers without nulls are cut from one orjson text at the commas that end
+    # rows: runs of empty lists anywhere, a single item in the whole batch, long rows,
+    # slices starting and ending anywhere.
+    table = pa.table({"tokens": pa.array(lists, pa.list_(pa.int64())), "n": pa.array(range(len(lists)), pa.int16())})
+    start = data.draw(st.integers(0, len(lists)))
+    part = table.slice(start, data.draw(st.integers(0, len(lists) - start)))
+    for columns in (part, part.select(["tokens"])):
+        assert encoded(json_records(columns)) == dict_path(columns)

@@ -136,7 +136,8 @@ def _int_lists(array: pa.Array) -> pa.StringArray:
     # Each list's items and its closing bracket ("1,2,3]", "]" when empty), for a list
     # column without nulls at either level. orjson writes all the items as one JSON list;
     # a row's items are then one stretch of that text, and the comma after a row's last
-    # item becomes its ']' in place.
+    # item becomes its ']' in place. Only the commas at row boundaries are looked up:
+    # item k > 0 starts after comma k - 1 (no array of every item's start).
     rows = len(array)
     bounds = np.asarray(array.offsets, dtype=np.int64)
     bounds = bounds - bounds[0]
@@ -146,16 +147,16 @@ def _int_lists(array: pa.Array) -> pa.StringArray:
     items = array.values.slice(int(array.offsets[0].as_py()), count)
     text = bytearray(orjson.dumps(items.to_numpy(), option=orjson.OPT_SERIALIZE_NUMPY))
     view = np.frombuffer(text, dtype=np.uint8)
-    starts = np.empty(count + 1, dtype=np.int64)  # where each item's text begins, then the end
-    starts[0] = 1
-    starts[1:count] = np.flatnonzero(view == _COMMA) + 1
-    starts[count] = len(text)
+    commas = np.flatnonzero(view == _COMMA)  # count - 1 of them: comma k follows item k
+    # Where each row's text begins: item bounds[r]'s start; 1 (after '[') for item 0, and
+    # the end of the text (the final ']') for rows that start past the last item.
+    offsets = np.where(bounds == 0, 1, len(text))
+    inside = (bounds > 0) & (bounds < count)
+    offsets[inside] = commas[bounds[inside] - 1] + 1
     last = bounds[1:]
     filled = last > bounds[:-1]
-    closing = last[filled & (last < count)]
-    view[starts[closing] - 1] = ord("]")
-    offsets = starts[bounds].astype(np.int32)
-    lists = pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text))
+    view[commas[last[filled & (last < count)] - 1]] = ord("]")
+    lists = pa.StringArray.from_buffers(rows, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(text))
     if not filled.all():
         lists = pc.if_else(pa.array(filled), lists, "]")
     return lists
