@@ -144,7 +144,12 @@ def _with_magic(data: bytes, ends: Any) -> Any:
     return zstandard.BufferWithSegments(framed, segments)
 
 
-ROUND_KINDS = {"kara": kara_round, "decompressobj": decompressobj_round, "batch": batch_round, "prefetch": prefetch_round}
+ROUND_KINDS = {
+    "kara": kara_round,
+    "decompressobj": decompressobj_round,
+    "batch": batch_round,
+    "prefetch": prefetch_round,
+}
 
 
 def run_round(job: dict[str, Any]) -> dict[str, float]:
