@@ -9,6 +9,8 @@ of medians against json read by kara (``for record in ds``). Variants:
 - ``json``, ``json+zstd``: kara's reader (``for record in ds``), as bench/pipeline.py.
 - ``zstd level L``: the same records, dictionary and frames written at level L (lever:
   a faster setting for new writes; bytes on disk are printed with it).
+- ``json``/``zstd, 16,384-record refills``: kara's reader with refills of 16,384 records
+  (4 MiB read-ahead budget) instead of 4,096 (1 MiB).
 - ``zstd decompressobj``: kara's refills (``read_raw_range``), each frame through
   ``ZstdDecompressor.decompressobj()`` instead of ``decompress`` (per-call overhead).
 - ``zstd batch tN``: each refill (4,096 records, ``read_raw_joined``) copied with the
@@ -49,9 +51,15 @@ MAGIC = b"\x28\xb5\x2f\xfd"
 # -- one round (a fresh process) ------------------------------------------------------------
 
 
-def kara_round(url: str, key: str) -> int:
-    """``for record in ds``: kara's sequential reader."""
+def kara_round(url: str, key: str, refill: int = 0) -> int:
+    """``for record in ds``: kara's sequential reader (``refill``: records per refill
+    instead of 4,096, with 256 bytes a record of read-ahead budget)."""
     import kara_core
+
+    if refill:
+        from kara_core.row import dataset
+
+        dataset.BATCH_RECORDS, dataset.BATCH_BYTES = refill, refill * 256
 
     with kara_core.KaraStorage(url).open_dataset("cmp", key) as ds:
         return sum(1 for _ in ds)
@@ -205,6 +213,8 @@ def main() -> None:
             "json": {"kind": "kara", "args": [url, "json"]},
             "json+zstd (kara, level 19)": {"kind": "kara", "args": [url, "json+zstd"]},
             **{f"zstd level {lv} (kara)": {"kind": "kara", "args": [url, f"zstd{lv}"]} for lv in LEVELS},
+            "json, 16,384-record refills": {"kind": "kara", "args": [url, "json", 16384]},
+            "zstd, 16,384-record refills": {"kind": "kara", "args": [url, "json+zstd", 16384]},
             "zstd decompressobj": {"kind": "decompressobj", "args": [url, "json+zstd"]},
             "zstd batch t0": {"kind": "batch", "args": [url, "json+zstd", 0]},
             "zstd batch t2": {"kind": "batch", "args": [url, "json+zstd", 2]},
