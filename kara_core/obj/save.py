@@ -73,27 +73,18 @@ class Lease:
         count_live_leases(backend, layout)
         self.path = f"{layout.leases}{uuid.uuid4().hex}.json"
         self._stop = threading.Event()
-        self._write(first=True)
+        self._write()
         self._thread = threading.Thread(target=self._refresh, name="kara-lease", daemon=True)
         self._thread.start()
 
-    def _write(self, first: bool = False) -> None:
-        body = dump_json(
-            {
-                "time": time.time(),
-                "pid": os.getpid(),
-                "pid_start": process_start(os.getpid()),
-                "host": socket.gethostname(),
-            }
-        )
-        # A lease matters only while its process runs, and a crash ends that process:
-        # the first write need not be durable (``create_lock``: no fsync of the file and
-        # its folder on file://, where they cost every save a few ms before its first
-        # byte). After a crash the lease may be absent, empty or complete, and
-        # ``_lease_is_live`` treats an unreadable or dead holder's lease as void. Its
-        # name is new (a fresh uuid), so the create succeeds; refreshes overwrite it.
-        if not (first and self._backend.create_lock(self.path, body)):
-            self._backend.put(self.path, body)
+    def _write(self) -> None:
+        body = {
+            "time": time.time(),
+            "pid": os.getpid(),
+            "pid_start": process_start(os.getpid()),
+            "host": socket.gethostname(),
+        }
+        self._backend.put(self.path, dump_json(body))
 
     def _refresh(self) -> None:
         while not self._stop.wait(LEASE_REFRESH):

@@ -13,7 +13,7 @@ from kara_file.backend import FileBackend
 from kara_core.errors import DatasetNotFoundError, VersionNotFoundError
 from kara_core.obj import ObjectStore
 from kara_core.obj.manifest import KeyLayout
-from kara_core.obj.save import Lease, count_live_leases
+from kara_core.obj.save import Lease
 from kara_core.testing.obj import write_tree
 
 
@@ -104,28 +104,6 @@ def test_gc_deletes_nothing_while_a_save_of_the_key_is_running(
         lease.release()
     assert report.deferred and report.removed == [] and len(_blobs(tmp_path)) == 3
     assert len(objects.gc("ns", "ckpt", grace_period=0).removed) == 3
-
-
-def test_a_lease_is_taken_without_a_sync_and_a_torn_one_counts_as_dead(
-    backend: FileBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A lease matters only while its process runs (a crash ends it), so taking one
-    # costs no fsync; what a crash can leave (an empty or partial file) is void.
-    layout = KeyLayout("ns", "ckpt")
-    synced: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
-    lease = Lease(backend, layout)
-    try:
-        assert synced == [], "taking a lease synced the disk"
-        assert count_live_leases(backend, layout) == 1
-        for torn in (b"", b'{"time": 1'):
-            backend.put(f"{layout.leases}torn.json", torn)
-            assert count_live_leases(backend, layout) == 1
-            assert backend.size(f"{layout.leases}torn.json") is None, "a torn lease is removed as dead"
-    finally:
-        lease.release()
-    assert count_live_leases(backend, layout) == 0
 
 
 def test_gc_on_a_store_without_local_files_counts_age_from_the_first_sighting(
