@@ -89,6 +89,8 @@ PHASES = [
     ("kara_torch.checkpoint", "KaraWriter.set_up_storage_writer", "writer: open version (coordinator)"),
     ("kara_torch.checkpoint", "KaraWriter.write_data", "writer: write_data"),
     ("kara_torch.checkpoint", "_save_archive", "  serialize (torch archive)"),
+    ("kara_torch.checkpoint", "KaraWriter._previous_blobs", "  previous version's manifest"),
+    ("kara_core.obj.stream", "BlobSink._same_as", "  compare with the previous blob"),
     ("kara_core.obj.stream", "hash_views", "  hash"),
     ("kara_core.obj.stream", "BlobSink.__init__", "  sink open (lease)"),
     ("kara_file.backend", "FileBackend.list", "  list blobs"),
@@ -137,6 +139,22 @@ def _time_phases() -> dict[str, float]:
     return spent
 
 
+def _time_gc(spent: dict[str, float]) -> None:
+    """Add the wall seconds of Python's cyclic garbage collections to ``spent`` as they run."""
+    import gc
+
+    began: list[float] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began.append(time.perf_counter())
+        elif began:
+            name = f"python gc (generation {info['generation']})"
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - began.pop()
+
+    gc.callbacks.append(callback)
+
+
 def rank_main(params: dict[str, Any]) -> None:
     """One rank of one step (run in a fresh process); rank 0 prints the seconds taken."""
     import torch
@@ -164,6 +182,7 @@ def rank_main(params: dict[str, Any]) -> None:
         import cProfile
 
         phases = _time_phases()
+        _time_gc(phases)
         profiler = cProfile.Profile()
         profiler.enable()
     cpu_started = resource.getrusage(resource.RUSAGE_SELF)
