@@ -112,7 +112,12 @@ def main() -> None:
     report = [run_step(step, store, mesh, rank) for step in params["steps"]]
     dist.barrier()
     dist.destroy_process_group()
-    print(json.dumps(report))
+    print(json.dumps(report), flush=True)
+    # Leave without the interpreter's teardown: after a DCP save, torch's C++ objects
+    # (gloo's device mesh groups) sometimes abort the exit with "terminate called without
+    # an active exception" (1 run in 10 of the killed-rank test, also on older trees),
+    # after the work and the report are done; that exit is torch's, not what this tests.
+    os._exit(0)
 
 
 if __name__ == "__main__":
