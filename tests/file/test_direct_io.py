@@ -268,20 +268,39 @@ def test_a_write_the_kernel_refuses_to_do_direct_goes_on_buffered(
 
 
 def test_direct_reads_take_cached_parts_from_the_cache_and_leave_the_rest_uncached(
-    tmp_path: Path, slow_page_cache: None, direct_bypasses_cache: None, kernel_cachestat: None
+    tmp_path: Path, direct_bypasses_cache: None, kernel_cachestat: None
 ) -> None:
+    # The reader alone is under test: the file's cache state is set up explicitly (a
+    # buffered write, then everything past the first MiB dropped from the cache) rather
+    # than left to an AUTO copy, and is observed with cachestat, which does no I/O (an
+    # RWF_NOWAIT probe of a missing page starts readahead). The first MiB and the rest
+    # are two writes: the kernel caches files in large folios, and one folio holding
+    # pages on both sides of the MiB would survive the drop.
+    path = tmp_path / "f"
     data = os.urandom(2 * DIRECT_MIN + ALIGN + 7)
-    _copy(tmp_path / "f", data, direct=AUTO)  # the first MiB cached, the rest not
-    buf = directio.aligned_buffer()[:MiB]
-    out = bytearray()
-    with directio.DirectReader(str(tmp_path / "f"), direct=True) as reader:
-        assert reader.direct
-        while n := reader.readinto(buf):
-            out += buf[:n]
-    assert out == data
-    assert _page_cached(tmp_path / "f", 0)
-    # Read direct: still not cached.
-    assert not _page_cached(tmp_path / "f", DIRECT_MIN)
+    with open(path, "wb", buffering=0) as fh:
+        fh.write(data[:MiB])
+        fh.write(data[MiB:])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, MiB, 0, os.POSIX_FADV_DONTNEED)
+        assert directio.cached(fd, 0, MiB), "the first MiB should still be cached"
+        for offset in range(MiB, len(data), MiB):
+            assert not directio.cached(fd, offset, ALIGN), f"the kernel kept the page at {offset} cached"
+        buf = directio.aligned_buffer()[:MiB]
+        out = bytearray()
+        with directio.DirectReader(str(path), direct=True) as reader:
+            assert reader.direct
+            while n := reader.readinto(buf):
+                out += buf[:n]
+        assert out == data
+        assert directio.cached(fd, 0, MiB)
+        # Read direct: still not cached, anywhere past the first MiB.
+        recached = [offset for offset in range(MiB, len(data) - ALIGN, ALIGN) if directio.cached(fd, offset, ALIGN)]
+        assert recached == []
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("size", [DIRECT_MIN - 1, DIRECT_MIN + ALIGN + 7])
