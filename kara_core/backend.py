@@ -178,6 +178,12 @@ class Backend(ABC):
         Raises :class:`~kara_core.errors.NotFoundError` if the object is absent.
         """
 
+    def _read_empty_range(self, path: str) -> bytes:
+        """What :meth:`read` returns for an empty range: ``b""``, or NotFoundError if ``path`` is absent."""
+        if self.size(path) is None:
+            raise NotFoundError(f"read {path}: {self.url} has no such object")
+        return b""
+
     def open_read(self, path: str, start: int = 0) -> ReadStream:
         """Return a binary stream reading the object from ``start`` to its end.
 

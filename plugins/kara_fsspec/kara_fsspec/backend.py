@@ -188,9 +188,7 @@ class FsspecBackend(Backend):
         """One ranged GET (``cat_file``) of ``[start, end)``, cut at the object's end."""
         key = self._key(path)
         if end is not None and end <= start:
-            if self.size(path) is None:
-                raise NotFoundError(f"read {path}: {self.url} has no such object")
-            return b""
+            return self._read_empty_range(path)
         try:
             return self._call("read " + path, lambda: self.fs.cat_file(key, start=start or None, end=end))
         except BackendError:

@@ -188,9 +188,7 @@ class ObstoreBackend(Backend):
         """One GET of ``[start, end)`` (ranged unless it is the whole object), cut at the object's end."""
         key = self._key(path)
         if end is not None and end <= start:
-            if self.size(path) is None:
-                raise NotFoundError(f"read {path}: {self.url} has no such object")
-            return b""
+            return self._read_empty_range(path)
         result = self._get("read " + path, key, start, end)
         if result is None:
             if self.size(path) is None:

@@ -223,9 +223,7 @@ class OSSBackend(Backend):
         """Ranged GET; a large range is split into ``parallelism`` concurrent GETs."""
         key = self._key(path)
         if end is not None and end <= start:
-            if self.size(path) is None:
-                raise NotFoundError(f"read {path}: {self.url} has no such object")
-            return b""
+            return self._read_empty_range(path)
         chunk = self.options.part_size
         if end is not None and end - start > 2 * chunk and self.options.parallelism > 1:
             bounds = [(s, min(s + chunk, end)) for s in range(start, end, chunk)]
