@@ -95,6 +95,13 @@ class _Common:
         self._store(backend, "r/short.bin", data)
         assert backend.read("r/short.bin", 900, 5_000) == data[900:]
 
+    def test_an_empty_range_reads_nothing_but_an_absent_object_still_raises(self, backend: Backend) -> None:
+        self._store(backend, "r/empty-range.bin", _pattern(100, seed=4))
+        assert backend.read("r/empty-range.bin", 50, 50) == b""
+        assert backend.read("r/empty-range.bin", 60, 40) == b""
+        with pytest.raises(NotFoundError):
+            backend.read("absent/object.bin", 5, 5)
+
     def test_large_object_round_trips(self, backend: Backend) -> None:
         data = _pattern(_BIG, seed=3)
         self._store(backend, "big/object.bin", data)
