@@ -52,7 +52,12 @@ def kara_register_backends(register: Callable[..., None]) -> None:
         ``summary`` is one line for ``kara plugins``. A plugin that can open many
         schemes it cannot list (a bridge to another ecosystem) registers the scheme
         ``"*"`` with ``claims=callable(scheme) -> bool``: it then opens any scheme that no
-        plugin registered and that ``claims`` accepts.
+        plugin registered and that ``claims`` accepts. Optional
+        ``open_plain=callable(url, location, options) -> Backend | None``: a fast path
+        that opens a plain URL with plain keyword options without the options model (so
+        without importing pydantic), or returns None to defer to the model and
+        ``factory``; it must give the same backend, and defer on anything the model would
+        refuse or change (kara-file's is tested against its model with hypothesis).
     :return: nothing; every implementation is called (no first-result stop). When two
         plugins register the same scheme, the first registration wins (plugins run before
         ``trylast`` built-ins) and the clash is reported by ``kara plugins``; a scheme

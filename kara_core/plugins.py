@@ -70,6 +70,12 @@ class BackendSpec:
     ``options`` is the options model as registered: the class, or ``"module:Class"``
     naming it, imported the first time :attr:`options_model` is read (when a store of
     this scheme is opened), so loading the plugins imports no other scheme's options.
+
+    ``open_plain`` (optional): ``open_plain(url, location, options) -> Backend | None``,
+    the plugin's fast path for a plain URL (``location`` as :class:`~kara_core.url.StoreURL`
+    gives it) and plain keyword options: it opens the store without the options model
+    (and so without importing pydantic), or returns None to leave validation, and any
+    error, to the model and :attr:`factory`.
     """
 
     scheme: str
@@ -77,6 +83,7 @@ class BackendSpec:
     options: type | str
     summary: str
     plugin: str
+    open_plain: Callable[[str, str, dict[str, Any]], Any] | None = None
 
     @property
     def options_model(self) -> type:
@@ -194,6 +201,7 @@ class _Registry:
             options_model: type | str,
             summary: str = "",
             claims: Callable[[str], bool] | None = None,
+            open_plain: Callable[[str, str, dict[str, Any]], Any] | None = None,
         ) -> None:
             scheme = scheme.lower()
             if not isinstance(options_model, type) and not (
@@ -203,10 +211,12 @@ class _Registry:
             if scheme == "*":
                 if claims is None:
                     raise TypeError("a fallback backend ('*') needs claims=callable(scheme) -> bool")
-                self.fallbacks.append((claims, BackendSpec(scheme, factory, options_model, summary, self._current)))
+                self.fallbacks.append(
+                    (claims, BackendSpec(scheme, factory, options_model, summary, self._current, open_plain))
+                )
                 self.infos[self._current].backends.append(scheme)
                 return
-            spec = BackendSpec(scheme, factory, options_model, summary, self._current)
+            spec = BackendSpec(scheme, factory, options_model, summary, self._current, open_plain)
             self.alternatives.setdefault(scheme, []).append(spec)
             if scheme in self.backends:
                 self.clashes.append(

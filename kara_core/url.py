@@ -5,6 +5,12 @@ kara-storage 2.x), ``oss://endpoint/bucket/prefix``, ``http(s)://host/prefix``: 
 only splits off the scheme and validates the shape; the plugin that registered the
 scheme interprets ``location`` and validates the keyword options with its own model.
 
+The models (:mod:`kara_core.urlmodels`, and pydantic under them) load on first use:
+:func:`open_backend` opens a plain URL with plain options through the plugin's
+``open_plain`` fast path (:func:`plain_store_url`), which a fresh process reading a
+file:// store takes without importing pydantic; anything else goes through the models
+(the fast path gives the backend they would give, and leaves every error to them).
+
 This module owns opening backends by URL (:func:`open_backend`) and opening them again
 in another process: a backend it opened pickles as its URL and options
 (:func:`reopen_backend` on the other side), registered with :mod:`copyreg` for the
@@ -15,16 +21,18 @@ from __future__ import annotations
 
 import copyreg
 import pickle
-import re
 import weakref
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from typing import TYPE_CHECKING, Any
 
 from .backend import Backend
 from .errors import ConfigurationError
 from .plugins import get_backend_spec
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from .urlmodels import BackendOptions, StoreURL
 
 __all__ = [
     "BackendOptions",
@@ -36,40 +44,21 @@ __all__ = [
     "reopen_backend",
 ]
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+
+def __getattr__(name: str) -> Any:
+    # The models (and pydantic under them) load on first use: opening a store whose URL
+    # and options are plain never needs them (see open_backend).
+    if name in ("StoreURL", "BackendOptions"):
+        from . import urlmodels
+
+        return getattr(urlmodels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class StoreURL(BaseModel):
-    """A parsed store URL. ``location`` is everything after ``scheme://``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    raw: str
-    scheme: str
-    location: str
-
-    @field_validator("scheme")
-    @classmethod
-    def _scheme_is_valid(cls, value: str) -> str:
-        if not _SCHEME.match(value):
-            raise ValueError(f"invalid scheme {value!r}")
-        return value.lower()
-
-    @field_validator("location")
-    @classmethod
-    def _location_is_clean(cls, value: str) -> str:
-        if any(ch in value for ch in "\x00\r\n"):
-            raise ValueError("control characters are not allowed in a store URL")
-        return value
-
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.location}"
-
-
-class BackendOptions(BaseModel):
-    """Base of every plugin's options model: unknown options are an error."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+_BAD_URL = (
+    "{url!r} is not a store URL: expected scheme://location, for example "
+    "file:///data/store, file://relative/store, oss://endpoint/bucket/prefix or https://host/prefix"
+)
 
 
 def parse_store_url(url: str) -> StoreURL:
@@ -78,14 +67,37 @@ def parse_store_url(url: str) -> StoreURL:
         raise ConfigurationError(f"a store URL must be a string, got {type(url).__name__}")
     scheme, sep, location = url.strip().partition("://")
     if not sep:
-        raise ConfigurationError(
-            f"{url!r} is not a store URL: expected scheme://location, for example "
-            "file:///data/store, file://relative/store, oss://endpoint/bucket/prefix or https://host/prefix"
-        )
+        raise ConfigurationError(_BAD_URL.format(url=url))
+    from pydantic import ValidationError
+
+    from .urlmodels import StoreURL
+
     try:
         return StoreURL(raw=url, scheme=scheme, location=location)
     except ValidationError as exc:
         raise ConfigurationError(f"invalid store URL {url!r}: {_describe(exc)}") from None
+
+
+#: The scheme pattern of StoreURL (kara_core.urlmodels.SCHEME), without its module.
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+
+
+def plain_store_url(url: Any) -> tuple[str, str] | None:
+    """``(scheme, location)`` exactly as :func:`parse_store_url` gives them, without pydantic.
+
+    Only for the plain common case: ``url`` an exact ``str`` whose scheme and location
+    :class:`StoreURL` accepts unchanged (an ASCII scheme of letters, digits, ``+.-``
+    starting with a letter; no NUL, CR or LF in the location). Anything else
+    returns None, and the caller takes :func:`parse_store_url`, which raises the error.
+    """
+    if type(url) is not str:
+        return None
+    scheme, sep, location = url.strip().partition("://")
+    if not sep or not scheme or not scheme[0].isascii() or not scheme[0].isalpha():
+        return None
+    if not _SCHEME_CHARS.issuperset(scheme) or "\x00" in location or "\r" in location or "\n" in location:
+        return None
+    return scheme.lower(), location
 
 
 def _describe(exc: ValidationError) -> str:
@@ -102,6 +114,8 @@ def _describe(exc: ValidationError) -> str:
 
 def validate_options(scheme: str, model: type[BaseModel], options: dict[str, Any]) -> BaseModel:
     """Validate keyword options with a plugin's model; errors never echo the values."""
+    from pydantic import ValidationError
+
     try:
         return model(**options)
     except ValidationError as exc:
@@ -118,10 +132,19 @@ def open_backend(url: str, **options: Any) -> Backend:
     this URL with these options", so another process (a DataLoader worker) opens its
     own connections instead of receiving copies of this one's.
     """
-    parsed = parse_store_url(url)
-    spec = get_backend_spec(parsed.scheme, url)
-    validated = validate_options(parsed.scheme, spec.options_model, options)
-    backend = spec.factory(parsed, validated)
+    plain = plain_store_url(url)
+    backend = None
+    if plain is not None:
+        # The fast path: the plugin opens a plain URL with plain options itself (no
+        # pydantic), or returns None and the models below validate (and raise) as ever.
+        spec = get_backend_spec(plain[0], url)
+        if spec.open_plain is not None:
+            backend = spec.open_plain(url, plain[1], options)
+    if backend is None:
+        parsed = parse_store_url(url)
+        spec = get_backend_spec(parsed.scheme, url)
+        validated = validate_options(parsed.scheme, spec.options_model, options)
+        backend = spec.factory(parsed, validated)
     _remember(backend, OpenedWith(url, dict(options)))
     # copyreg is the standard library's table of pickling functions for types defined
     # elsewhere; pickle consults it before the object's own __reduce_ex__.

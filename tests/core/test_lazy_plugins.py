@@ -151,16 +151,80 @@ def test_opening_a_file_store_imports_no_other_schemes_options(tmp_path) -> None
 
         plugins = {{p.name: p.error for p in list_plugins()}}
         after_loading = [m for m in {OPTIONS_MODULES!r} if m in sys.modules]
-        open_backend("file://{tmp_path}").put("a", b"1")
+        backend = open_backend("file://{tmp_path}")
+        backend.put("a", b"1")
+        plain = [m for m in {OPTIONS_MODULES!r} if m in sys.modules]
+        fsync = open_backend("file://{tmp_path}", fsync=1).options.fsync  # not plain: FileOptions converts it
         after_opening = [m for m in {OPTIONS_MODULES!r} if m in sys.modules]
-        print(json.dumps({{"plugins": plugins, "after_loading": after_loading, "after_opening": after_opening,
+        print(json.dumps({{"plugins": plugins, "after_loading": after_loading, "plain": plain,
+                          "after_opening": after_opening, "fsync": fsync, "direct_io": backend.options.direct_io,
                           "http_errors": "kara_http.errors" in sys.modules}}))
         """
     )
     assert BUNDLED <= set(seen["plugins"]) and not any(seen["plugins"].values()), seen["plugins"]
     assert seen["after_loading"] == []
+    # Plain options open the store without any options model (kara_file.plugin's open_plain).
+    assert seen["plain"] == []
     assert seen["after_opening"] == ["kara_file.options"]
+    assert seen["fsync"] is True and seen["direct_io"] == "auto"
     assert seen["http_errors"] is False
+
+
+def _write_store(path) -> str:
+    # Written in a process of its own, so the reading process starts without anything
+    # the writer imported.
+    url = f"file://{path}"
+    code = f"""
+        import json, sys
+        import kara_core
+        with kara_core.KaraStorage({url!r}).open_dataset("ns", "key", "w", version="1") as ds:
+            ds.write_many({{"i": i}} for i in range(10))
+        print(json.dumps({{"pydantic": "pydantic" in sys.modules}}))
+        """
+    assert _fresh(code) == {"pydantic": False}  # the sidecar and meta.json are written without it too
+    return url
+
+
+def test_reading_a_file_store_imports_no_pydantic(tmp_path) -> None:
+    # pydantic's import and the full garbage collection it triggers cost a fresh process
+    # about 0.15 s: a plain file:// URL, its meta.json and sidecar open without it.
+    url = _write_store(tmp_path)
+    seen = _fresh(
+        f"""
+        import json, sys
+        import kara_core
+
+        with kara_core.KaraStorage({url!r}) as store:
+            with store.open_dataset("ns", "key") as ds:
+                records = [ds[0], *list(ds)[-1:]]
+            with store.open_dataset("ns", "key", "r", version="1", serialization="json") as ds:
+                records.append(ds[9])
+        print(json.dumps({{"records": records, "pydantic": [m for m in sys.modules if m.startswith("pydantic")]}}))
+        """
+    )
+    assert seen["records"] == [{"i": 0}, {"i": 9}, {"i": 9}]
+    assert seen["pydantic"] == []
+
+
+def test_a_meta_json_that_is_not_plain_still_reads_through_its_model(tmp_path) -> None:
+    # The same check has teeth: an unknown key in meta.json (kept by the model) loads pydantic.
+    url = _write_store(tmp_path)
+    meta = tmp_path / "row" / "ns" / "key" / "meta.json"
+    meta.write_text('{"latest": "1", "versions": ["1"], "api": 2, "note": "kept"}')
+    seen = _fresh(
+        f"""
+        import json, sys
+        import kara_core
+
+        with kara_core.KaraStorage({url!r}) as store:
+            meta = store.rows.get_meta("ns", "key")
+            with store.open_dataset("ns", "key") as ds:
+                record = ds[3]
+        print(json.dumps({{"meta": meta, "record": record, "pydantic": "pydantic" in sys.modules}}))
+        """
+    )
+    assert seen["meta"] == {"latest": "1", "versions": ["1"], "api": 2, "note": "kept"}
+    assert seen["record"] == {"i": 3} and seen["pydantic"] is True
 
 
 def test_the_plugin_packages_still_export_their_options_models() -> None:

@@ -10,16 +10,28 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kara_core.backend import Backend, Batch, Capabilities, check_path
 from kara_core.errors import ConfigurationError, NotFoundError
 from kara_core.localdisk import write_file
-from kara_core.url import StoreURL
 
-from .options import FileOptions
+if TYPE_CHECKING:
+    from kara_core.url import StoreURL
+
+    from .options import FileOptions
 
 __all__ = ["FileAppender", "FileBackend", "FileBatch", "FileOptions"]
+
+
+def __getattr__(name: str) -> Any:
+    # FileOptions is a pydantic model: imported when asked for, not to open a store.
+    if name == "FileOptions":
+        from .options import FileOptions
+
+        return FileOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _TMP_MARK = ".kara-tmp-"
 
@@ -171,7 +183,7 @@ class FileBatch(Batch):
             return
         folders = {os.path.dirname(full) for full in pending} | grown
         try:
-            if self._file_backend.options.fsync:
+            if self._file_backend._fsync:
                 self._file_backend._sync_files(list(pending.values()))
             for full, tmp in list(pending.items()):
                 os.replace(tmp, full)
@@ -189,6 +201,12 @@ class FileBatch(Batch):
             _unlink_quietly(tmp)
 
 
+def _root(url: str, location: str) -> str:
+    if not location:
+        raise ConfigurationError(f"{url!r} names no directory: use file:///abs/path or file://relative/path")
+    return os.path.abspath(location)
+
+
 class FileBackend(Backend):
     """A store rooted at a local directory."""
 
@@ -196,16 +214,46 @@ class FileBackend(Backend):
 
     def __init__(self, root: str, options: FileOptions | None = None) -> None:
         self.root = os.path.abspath(root)
-        self.options = options or FileOptions()
+        self._given: dict[str, Any] = {}
+        if options is None:
+            self._options: FileOptions | None = None
+            self._fsync, self._direct_io = True, "auto"  # FileOptions()'s defaults
+        else:
+            self.options = options
         self.url = "file://" + self.root
+
+    @property
+    def options(self) -> FileOptions:
+        """The store's :class:`FileOptions` (built on first access when opened with plain options)."""
+        if self._options is None:
+            from .options import FileOptions
+
+            self._options = FileOptions(**self._given)
+        return self._options
+
+    @options.setter
+    def options(self, options: FileOptions) -> None:
+        self._options = options
+        self._fsync, self._direct_io = options.fsync, options.direct_io
 
     @classmethod
     def from_url(cls, url: StoreURL, options: FileOptions) -> FileBackend:
         """Build from ``file:///abs/path`` or ``file://relative/path`` (relative to the cwd)."""
-        location = url.location
-        if not location:
-            raise ConfigurationError(f"{url.raw!r} names no directory: use file:///abs/path or file://relative/path")
-        return cls(os.path.abspath(location), options)
+        return cls(_root(url.raw, url.location), options)
+
+    @classmethod
+    def from_plain(cls, url: str, location: str, options: dict[str, Any], values: dict[str, Any]) -> FileBackend:
+        """:meth:`from_url` without the models (the plugin's ``open_plain`` fast path).
+
+        ``location`` is the URL's as :class:`~kara_core.url.StoreURL` gives it, ``options``
+        the keyword options as given and ``values`` what :class:`FileOptions` makes of
+        them (:func:`kara_file.plugin.plain_file_options`); :attr:`options` builds the
+        model from ``options`` when first read.
+        """
+        backend = cls(_root(url, location))
+        backend._given = dict(options)
+        backend._fsync, backend._direct_io = values["fsync"], values["direct_io"]
+        return backend
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, check_path(path))
@@ -262,7 +310,7 @@ class FileBackend(Backend):
     # -- writing -------------------------------------------------------------------
 
     def open_append(self, path: str) -> FileAppender:
-        return FileAppender(self._full(path), self.options.fsync)
+        return FileAppender(self._full(path), self._fsync)
 
     def _write_temp(
         self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True, make_folder: bool = True
@@ -274,10 +322,10 @@ class FileBackend(Backend):
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
-                size = write_file(fd, data, direct_io=self.options.direct_io)
-                if sync and self.options.fsync:
+                size = write_file(fd, data, direct_io=self._direct_io)
+                if sync and self._fsync:
                     os.fsync(fd)
-                elif self.options.fsync and size >= _EARLY_WRITEBACK_MIN:
+                elif self._fsync and size >= _EARLY_WRITEBACK_MIN:
                     # A large object's dirty pages start going to disk now, overlapping
                     # the rest of the batch. Small ones wait for the commit's syncfs:
                     # starting writeback per small file cost more CPU than it overlapped
@@ -291,7 +339,7 @@ class FileBackend(Backend):
         return tmp
 
     def _sync_dir(self, folder: str) -> None:
-        if not self.options.fsync:
+        if not self._fsync:
             return
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -333,7 +381,7 @@ class FileBackend(Backend):
         tmp = _temp_path(full)
         try:
             shutil.copyfile(src, tmp)
-            if self.options.fsync:
+            if self._fsync:
                 _fsync_path(tmp)
             os.replace(tmp, full)
         except FileNotFoundError:
