@@ -134,7 +134,7 @@ def _serial_write(store: Any, blocks: Any) -> float:
     pa.set_cpu_count(1)
     try:
         start = time.perf_counter()
-        handle = store.open_parallel_write("bench", "serial_w", f"s{os.getpid()}")
+        handle = store.open_parallel_write("bench", "serial_w", f"s{os.getpid()}", sync_at_commit=True)
         for number, table in enumerate(tables):
             with handle.part(number) as part:
                 write_block(part, table, handle.serializer, None)
@@ -243,24 +243,21 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
         import numpy  # noqa: F401
 
         rows = [small_record(i) for i in range(records)]
-        version = f"p{os.getpid()}"
-        start = time.perf_counter()
-        handle = store.open_parallel_write("bench", "parallel", version)
-        cut = [records * p // PARTS for p in range(PARTS + 1)]
-        for part in range(PARTS):
-            with handle.part(part) as writer:
-                writer.write_many(rows[cut[part] : cut[part + 1]])
-        write = time.perf_counter() - start
-        report = handle.commit()
-        assert report.records == records
-        return {
-            "write": write,
-            "commit": report.seconds,
-            "moved": report.data_bytes_moved,
-            "written": report.index_bytes_written,
-            "by": report.moved_by,
-            "phases": report.phases,
-        }
+        result: dict[str, Any] = {}
+        # Parts synced as they close (the default), then parts left to the commit's sync.
+        for suffix, sync_at_commit in (("", False), ("_sync_at_commit", True)):
+            version = f"p{os.getpid()}{suffix}"
+            start = time.perf_counter()
+            handle = store.open_parallel_write("bench", "parallel", version, sync_at_commit=sync_at_commit)
+            cut = [records * p // PARTS for p in range(PARTS + 1)]
+            for part in range(PARTS):
+                with handle.part(part) as writer:
+                    writer.write_many(rows[cut[part] : cut[part + 1]])
+            write = time.perf_counter() - start
+            report = handle.commit()
+            assert report.records == records
+            result |= {"write" + suffix: write, "commit" + suffix: report.seconds, "phases" + suffix: report.phases}
+        return result | {"moved": report.data_bytes_moved, "written": report.index_bytes_written, "by": report.moved_by}
     if case == "kara_write":
         rows = [small_record(i) for i in range(records)]
         start = time.perf_counter()
@@ -409,6 +406,8 @@ def main() -> None:
                     commits.append(out)
                     times.setdefault("commit_write", []).append(out["write"])
                     times.setdefault("commit", []).append(out["commit"])
+                    times.setdefault("commit_write_sync", []).append(out["write_sync_at_commit"])
+                    times.setdefault("commit_sync", []).append(out["commit_sync_at_commit"])
                 else:
                     times.setdefault(case, []).append(out["seconds"])
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
@@ -425,6 +424,8 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
     names = {
         "commit_write": f"parallel write, {PARTS} parts, 1 process",
         "commit": f"commit of the {PARTS} parts",
+        "commit_write_sync": "  the same, sync_at_commit: write",
+        "commit_sync": "  sync_at_commit: commit (syncs)",
         "kara_write": "kara write_many, 1 process",
         "ray_write": "Ray write, Ray's defaults",
         "ray_write_floor": "  Ray floor: no-op datasink",
@@ -455,13 +456,16 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         moved, written = commits[0]["moved"], commits[0]["written"]
         print(f"\ncommit: data bytes moved ({commits[0]['by']}) {moved:,}; bytes rewritten (the index) {written:,}")
         print(f"        a commit that concatenated the parts would rewrite {moved + written:,} bytes")
-        phases = {name: [c["phases"][name] for c in commits] for name in commits[0]["phases"]}
-        print(
-            "        commit phases, ms, median: "
-            + ", ".join(f"{name} {1000 * statistics.median(values):.1f}" for name, values in phases.items())
-        )
+        for suffix, label in (("", ""), ("_sync_at_commit", " (sync_at_commit: plan includes the sync)")):
+            phases = {name: [c["phases" + suffix][name] for c in commits] for name in commits[0]["phases" + suffix]}
+            print(
+                "        commit phases, ms, median: "
+                + ", ".join(f"{name} {1000 * statistics.median(values):.1f}" for name, values in phases.items())
+                + label
+            )
     rows = [
         ("commit time / write time", "commit", "commit_write", 0.05, "<="),
+        ("  sync_at_commit: commit / write", "commit_sync", "commit_write_sync", 0.05, "<="),
         ("Ray write / kara write_many (records/s)", "ray_write", "kara_write", 1.3, ">="),
         ("  ceiling: Ray floor / kara write_many", "ray_write_floor", "kara_write", None, ""),
         ("  reservation off: Ray write / write_many", "ray_write_both", "kara_write", 1.3, ">="),
@@ -481,8 +485,8 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
     for name, ours, theirs, target, sense in rows:
         if ours not in times or theirs not in times:
             continue
-        if ours == "commit":
-            values = [c / w for c, w in zip(times["commit"], times["commit_write"], strict=True)]
+        if ours in ("commit", "commit_sync"):
+            values = [c / w for c, w in zip(times[ours], times[theirs], strict=True)]
         else:
             values = _ratios(times[ours], times[theirs])
         median = statistics.median(values)
