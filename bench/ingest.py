@@ -4,7 +4,9 @@ Workloads (1,000,000 ``common.small_record(i)`` JSON records, a file:// store):
 
 - ``commit``: one process writes the records as 8 parts of a parallel write (write time),
   then commits them (commit time). The report counts the data bytes the commit moved
-  (renamed) and the bytes it wrote (the index).
+  (renamed) and the bytes it wrote (the index). ``commit_sync``: the same with
+  ``sync_at_commit=True`` (parts leave their fsyncs to the commit, as kara-ray's datasink
+  does), run last in each round.
 - ``kara write_many``: one process writes the same records with ``write_many`` (the rows
   built beforehand in Python); ``ray write``: Ray Data (``ray.init(num_cpus=2)``) writes
   the same rows, held in Ray's object store beforehand, through ``KaraDatasink``.
@@ -80,7 +82,7 @@ def _rows_batch(batch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-CASES = ("commit", "kara_write", "ray_write", "kara_read", "ray_read", "k215_write", "k215_read")
+CASES = ("commit", "kara_write", "ray_write", "kara_read", "ray_read", "k215_write", "k215_read", "commit_sync")
 #: Read tasks of the Ray reads (the kara datasource and the in-memory floor alike).
 READ_TASKS = 4
 
@@ -134,7 +136,7 @@ def _serial_write(store: Any, blocks: Any) -> float:
     pa.set_cpu_count(1)
     try:
         start = time.perf_counter()
-        handle = store.open_parallel_write("bench", "serial_w", f"s{os.getpid()}")
+        handle = store.open_parallel_write("bench", "serial_w", f"s{os.getpid()}", sync_at_commit=True)
         for number, table in enumerate(tables):
             with handle.part(number) as part:
                 write_block(part, table, handle.serializer, None)
@@ -237,30 +239,29 @@ def child(case: str, root: str, records: int) -> dict[str, Any]:
 
     url = f"file://{root}"
     store = KaraStorage(url)
-    if case == "commit":
+    if case in ("commit", "commit_sync"):
         # The commit shifts index offsets with numpy when it is there: loaded beforehand, as
         # it is in the Ray and Spark drivers that commit.
         import numpy  # noqa: F401
 
         rows = [small_record(i) for i in range(records)]
-        version = f"p{os.getpid()}"
-        start = time.perf_counter()
-        handle = store.open_parallel_write("bench", "parallel", version)
-        cut = [records * p // PARTS for p in range(PARTS + 1)]
-        for part in range(PARTS):
-            with handle.part(part) as writer:
-                writer.write_many(rows[cut[part] : cut[part + 1]])
-        write = time.perf_counter() - start
-        report = handle.commit()
-        assert report.records == records
-        return {
-            "write": write,
-            "commit": report.seconds,
-            "moved": report.data_bytes_moved,
-            "written": report.index_bytes_written,
-            "by": report.moved_by,
-            "phases": report.phases,
-        }
+        result: dict[str, Any] = {}
+        # Parts synced as they close (the default); or ("commit_sync", a separate case, run
+        # last in a round: its extra writes slowed the write_many process run after it)
+        # parts left to the commit's one sync, as kara-ray's datasink does.
+        for suffix, sync_at_commit in (("", False),) if case == "commit" else (("_sync_at_commit", True),):
+            version = f"p{os.getpid()}{suffix}"
+            start = time.perf_counter()
+            handle = store.open_parallel_write("bench", "parallel", version, sync_at_commit=sync_at_commit)
+            cut = [records * p // PARTS for p in range(PARTS + 1)]
+            for part in range(PARTS):
+                with handle.part(part) as writer:
+                    writer.write_many(rows[cut[part] : cut[part + 1]])
+            write = time.perf_counter() - start
+            report = handle.commit()
+            assert report.records == records
+            result |= {"write" + suffix: write, "commit" + suffix: report.seconds, "phases" + suffix: report.phases}
+        return result | {"moved": report.data_bytes_moved, "written": report.index_bytes_written, "by": report.moved_by}
     if case == "kara_write":
         rows = [small_record(i) for i in range(records)]
         start = time.perf_counter()
@@ -393,6 +394,7 @@ def main() -> None:
             ds.write_many(small_record(i) for i in range(records))
         times: dict[str, list[float]] = {}
         commits: list[dict[str, Any]] = []
+        synced_commits: list[dict[str, Any]] = []
         for round_number in range(args.rounds):
             # Rounds interleave the workloads, so load from elsewhere slows them alike.
             for case in cases:
@@ -409,15 +411,25 @@ def main() -> None:
                     commits.append(out)
                     times.setdefault("commit_write", []).append(out["write"])
                     times.setdefault("commit", []).append(out["commit"])
+                elif case == "commit_sync":
+                    synced_commits.append(out)
+                    times.setdefault("commit_write_sync", []).append(out["write_sync_at_commit"])
+                    times.setdefault("commit_sync", []).append(out["commit_sync_at_commit"])
                 else:
                     times.setdefault(case, []).append(out["seconds"])
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
-        _report(records, times, commits, args.rounds)
+        _report(records, times, commits, synced_commits, args.rounds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _report(records: int, times: dict[str, list[float]], commits: list[dict[str, Any]], rounds: int) -> None:
+def _report(
+    records: int,
+    times: dict[str, list[float]],
+    commits: list[dict[str, Any]],
+    synced_commits: list[dict[str, Any]],
+    rounds: int,
+) -> None:
     load = os.getloadavg()[0]
     print(f"\nParallel ingest, {records:,} small JSON records, file:// store, {rounds} fresh-process rounds")
     print(f"(machine shared with other jobs: load average {load:.1f} on {os.cpu_count()} CPUs at the end)")
@@ -425,6 +437,8 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
     names = {
         "commit_write": f"parallel write, {PARTS} parts, 1 process",
         "commit": f"commit of the {PARTS} parts",
+        "commit_write_sync": "  the same, sync_at_commit: write",
+        "commit_sync": "  sync_at_commit: commit (syncs)",
         "kara_write": "kara write_many, 1 process",
         "ray_write": "Ray write, Ray's defaults",
         "ray_write_floor": "  Ray floor: no-op datasink",
@@ -451,17 +465,26 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
         if f"ray_write{setting}_at_once" in times:
             kara, floor = times[f"ray_write{setting}_at_once"], times[f"ray_write_floor{setting}_at_once"]
             print(f"write tasks running at once ({label}): kara {max(kara):.0f}, no-op floor {max(floor):.0f} (most)")
-    if commits:
-        moved, written = commits[0]["moved"], commits[0]["written"]
-        print(f"\ncommit: data bytes moved ({commits[0]['by']}) {moved:,}; bytes rewritten (the index) {written:,}")
+    if commits or synced_commits:
+        first = (commits or synced_commits)[0]
+        moved, written = first["moved"], first["written"]
+        print(f"\ncommit: data bytes moved ({first['by']}) {moved:,}; bytes rewritten (the index) {written:,}")
         print(f"        a commit that concatenated the parts would rewrite {moved + written:,} bytes")
-        phases = {name: [c["phases"][name] for c in commits] for name in commits[0]["phases"]}
-        print(
-            "        commit phases, ms, median: "
-            + ", ".join(f"{name} {1000 * statistics.median(values):.1f}" for name, values in phases.items())
-        )
+        for suffix, label, runs in (
+            ("", "", commits),
+            ("_sync_at_commit", " (sync_at_commit: plan includes the sync)", synced_commits),
+        ):
+            if not runs:
+                continue
+            phases = {name: [c["phases" + suffix][name] for c in runs] for name in runs[0]["phases" + suffix]}
+            print(
+                "        commit phases, ms, median: "
+                + ", ".join(f"{name} {1000 * statistics.median(values):.1f}" for name, values in phases.items())
+                + label
+            )
     rows = [
         ("commit time / write time", "commit", "commit_write", 0.05, "<="),
+        ("  sync_at_commit: commit / write", "commit_sync", "commit_write_sync", 0.05, "<="),
         ("Ray write / kara write_many (records/s)", "ray_write", "kara_write", 1.3, ">="),
         ("  ceiling: Ray floor / kara write_many", "ray_write_floor", "kara_write", None, ""),
         ("  reservation off: Ray write / write_many", "ray_write_both", "kara_write", 1.3, ">="),
@@ -481,8 +504,8 @@ def _report(records: int, times: dict[str, list[float]], commits: list[dict[str,
     for name, ours, theirs, target, sense in rows:
         if ours not in times or theirs not in times:
             continue
-        if ours == "commit":
-            values = [c / w for c, w in zip(times["commit"], times["commit_write"], strict=True)]
+        if ours in ("commit", "commit_sync"):
+            values = [c / w for c, w in zip(times[ours], times[theirs], strict=True)]
         else:
             values = _ratios(times[ours], times[theirs])
         median = statistics.median(values)

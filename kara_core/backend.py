@@ -240,6 +240,35 @@ class Backend(ABC):
         """
         raise self._read_only("write " + path)
 
+    def sync_scope(self) -> str | None:
+        """Name the volatile cache that :meth:`put_unsynced` leaves objects in; None: no such cache.
+
+        Optional. None (the default) means every put is as durable as it will ever be when
+        it returns, and :meth:`put_unsynced` is :meth:`put`. A store that can defer
+        durability (the file store: the kernel's page cache) names where the deferred
+        objects wait (a machine, its boot and the filesystem): :meth:`sync` makes them
+        durable only when called where the scope is the same. Objects put unsynced under
+        a scope that no longer exists (the machine restarted) may be lost or torn.
+        """
+        return None
+
+    def put_unsynced(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        """:meth:`put` (atomic), but durable only once :meth:`sync` covers it (see :meth:`sync_scope`).
+
+        The default is :meth:`put`, already durable. Writers of many objects that a later
+        step publishes (parts of a parallel write) use it so that the publisher can sync
+        them all at once instead of paying a sync per object.
+        """
+        self.put(path, data)
+
+    def sync(self, paths: list[str]) -> None:
+        """Make the objects at ``paths``, put by :meth:`put_unsynced` in this :meth:`sync_scope`, durable.
+
+        Their content and their names: after it returns they survive a crash of the
+        machine. The default has nothing to do (puts are durable).
+        """
+        return None
+
     def open_batch(self) -> Batch:
         """Return a :class:`Batch`: many puts made durable at once by ``commit``.
 

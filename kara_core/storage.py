@@ -105,7 +105,8 @@ class KaraStorage:
 
         Returns a picklable handle: ``handle.part(i)`` opens part ``i`` in any process,
         ``handle.commit()`` publishes the parts in order, ``handle.abort()`` removes them.
-        Options: ``resume=True`` (take up a pending write), ``block_size``, ``max_file_size``.
+        Options: ``resume=True`` (take up a pending write), ``block_size``, ``max_file_size``,
+        ``sync_at_commit`` (parts on this machine leave their fsyncs to the commit).
         """
         from .row.parallel import open_parallel_write
 

@@ -113,11 +113,20 @@ def open_parallel_write(
     resume: bool = False,
     block_size: int = DEFAULT_PART_BLOCK_SIZE,
     max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    sync_at_commit: bool = False,
 ) -> ParallelWrite:
     """Start a parallel write of a new version (or, with ``resume=True``, take up a pending one).
 
     ``block_size``: bytes a part buffers per data block it puts; ``max_file_size``: the
     size at which the committed index is cut into blocks (2.x's 128 MiB by default).
+    ``sync_at_commit``: parts closed where the write is registered (the same
+    :meth:`Backend.sync_scope`: this machine, this boot, this filesystem) put their blocks
+    without syncing them, and the commit makes all of them durable at once before it
+    records its plan; elsewhere parts sync as they close. On file:// that is one
+    ``syncfs`` instead of two fsyncs per put: the writers finish sooner, the commit
+    takes longer. A commit refuses (naming them) unsynced parts of another scope, such
+    as those closed before the machine restarted. No effect on stores whose puts are
+    durable as they return.
     Raises :class:`VersionExistsError` if the version exists, and
     :class:`DatasetLockedError` if a parallel write of it is already pending (pass
     ``resume=True`` to commit or abort that one).
@@ -148,7 +157,8 @@ def open_parallel_write(
     if backend.exists(block_path(data_prefix(namespace, key, version), 0)):
         raise VersionExistsError(f"{what} already has data blocks (a writer is creating it)")
     write_id = uuid.uuid4().hex
-    marker = WriteMarker(write=write_id, created=time.time(), serializer=type(serializer).__name__)
+    scope = (backend.sync_scope() or "") if sync_at_commit else ""
+    marker = WriteMarker(write=write_id, created=time.time(), serializer=type(serializer).__name__, scope=scope)
     if not backend.put_if_absent(marker_path, marker.model_dump_json().encode()):
         pending = read_sidecar(backend, marker_path, WriteMarker)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pending.created if pending else 0))
@@ -185,10 +195,11 @@ class ParallelWrite:
     def _what(self) -> str:
         return f"the parallel write of version {self.version!r} of {self.namespace}/{self.key}"
 
-    def _check_pending(self) -> None:
+    def _check_pending(self) -> WriteMarker:
         marker = read_sidecar(self.backend, write_marker_path(self.namespace, self.key, self.version), WriteMarker)
         if marker is None or marker.write != self.write_id:
             raise ParallelWriteError(f"{self._what} is no longer pending (it was committed or aborted)")
+        return marker
 
     # -- writing -------------------------------------------------------------------------
 
@@ -202,11 +213,17 @@ class ParallelWrite:
         if isinstance(part, bool) or not isinstance(part, int) or part < 0:
             raise ConfigurationError(f"part must be a non-negative integer, got {part!r}")
         attempt = check_attempt(attempt if attempt is not None else uuid.uuid4().hex)
-        self._check_pending()
+        marker = self._check_pending()
+        # With sync_at_commit, a part in the sync scope of the process that registered
+        # the write (the commit's machine, as a rule) is made durable by the commit with
+        # every other part at once: its blocks are put without a sync. Elsewhere, and
+        # without sync_at_commit, each put syncs.
+        scope = self.backend.sync_scope() or ""
+        unsynced = scope if scope and scope == marker.scope else ""
         prefix = attempt_prefix(self.namespace, self.key, self.version, part, attempt)
         if self.backend.exists(prefix + "done.json"):
             raise ParallelWriteError(f"attempt {attempt!r} of part {part} of {self._what} is already complete")
-        writer = PartWriter(self.backend, prefix, part, attempt, self.options["block_size"])
+        writer = PartWriter(self.backend, prefix, part, attempt, self.options["block_size"], unsynced)
         options = {"buffer_size": DEFAULT_BUFFER_SIZE, "max_file_size": self.options["max_file_size"], "cache_size": 0}
         return RowPart(writer, self.backend, self.namespace, self.key, self.version, self.serializer, options)
 
@@ -254,6 +271,32 @@ class ParallelWrite:
             raise ParallelWriteError(f"cannot commit {self._what}: " + "; ".join(problems))
         return chosen
 
+    def _sync_parts(self, chosen: list[PartDone]) -> None:
+        """Make the blocks of the chosen attempts that closed unsynced durable, before the plan names them.
+
+        One :meth:`Backend.sync` for all of them. An attempt closed unsynced in another
+        sync scope (another machine, or this one before a restart) cannot be vouched
+        for: the commit fails naming it, and changes nothing.
+        """
+        unsynced = [done for done in chosen if done.unsynced]
+        if not unsynced:
+            return
+        scope = self.backend.sync_scope() or ""
+        foreign = [done for done in unsynced if done.unsynced != scope]
+        if foreign:
+            names = ", ".join(f"part {done.part} (attempt {done.attempt!r})" for done in foreign)
+            raise ParallelWriteError(
+                f"cannot commit {self._what}: {names} closed without syncing its blocks, in a sync scope this "
+                f"process cannot sync ({foreign[0].unsynced!r}, here {scope!r}: another machine, or a restart since, "
+                "may have lost them); write those parts again and commit the new attempts"
+            )
+        paths = []
+        for done in unsynced:
+            prefix = attempt_prefix(self.namespace, self.key, self.version, done.part, done.attempt)
+            paths += [block_path(prefix + DATA_STEM, number) for number in range(len(done.data_blocks))]
+            paths += [block_path(prefix + INDEX_STEM, number) for number in range(len(done.index_blocks))]
+        self.backend.sync(paths)
+
     def _plan(self, attempts: Mapping[int, str] | None, parts: int | None) -> list[PartDone]:
         path = staging_prefix(self.namespace, self.key, self.version) + "plan.json"
         recorded = read_sidecar(self.backend, path, CommitPlan)
@@ -261,6 +304,9 @@ class ParallelWrite:
             chosen = self._choose(attempts, parts)
             if self.backend.exists(block_path(data_prefix(self.namespace, self.key, self.version), 0)):
                 raise VersionExistsError(f"cannot commit {self._what}: another writer created the version meanwhile")
+            # The plan is the commit's point of no return (reruns follow it): every block
+            # it names is durable before it exists.
+            self._sync_parts(chosen)
             plan = CommitPlan(write=self.write_id, parts=chosen)
             if self.backend.put_if_absent(path, plan.model_dump_json().encode()):
                 return chosen

@@ -152,6 +152,9 @@ class WriteMarker(BaseModel):
     write: str
     created: float
     serializer: str = ""
+    #: With ``sync_at_commit``, the registering process's ``Backend.sync_scope()`` (else
+    #: empty): parts written in the same scope leave their durability to the commit.
+    scope: str = ""
 
 
 class PartDone(BaseModel):
@@ -163,6 +166,9 @@ class PartDone(BaseModel):
     data_blocks: list[int]
     index_blocks: list[int]
     closed: float
+    #: Empty: the blocks were durable when the part closed. Otherwise the sync scope
+    #: (``Backend.sync_scope()``) whose cache holds them until the commit syncs them.
+    unsynced: str = ""
 
 
 class CommitPlan(BaseModel):
@@ -203,10 +209,17 @@ class PartWriter:
     It offers what :class:`RowDataset` asks of a writer (``append``, ``flush``,
     ``close``, ``count``, ``end``, ``forked``). Records are buffered and put as whole
     blocks of about ``block_size`` bytes; the index is put in blocks of the same size.
+    With ``unsynced`` (a sync scope, see :meth:`Backend.sync_scope`) the blocks and
+    ``done.json`` are put without a sync (:meth:`Backend.put_unsynced`) and ``done.json``
+    names the scope: the commit makes them durable, all parts at once.
     """
 
-    def __init__(self, backend: Backend, prefix: str, part: int, attempt: str, block_size: int) -> None:
+    def __init__(
+        self, backend: Backend, prefix: str, part: int, attempt: str, block_size: int, unsynced: str = ""
+    ) -> None:
         self._backend = backend
+        self._unsynced = unsynced
+        self._put = backend.put_unsynced if unsynced else backend.put
         self._prefix = prefix
         self._pid = os.getpid()
         self._block_size = block_size
@@ -326,7 +339,7 @@ class PartWriter:
                 views.append(segment[:need])
                 self._segments[0] = segment[need:]  # the rest: a view, never appended to
                 need = 0
-        self._backend.put(
+        self._put(
             block_path(self._prefix + DATA_STEM, len(self._data_sizes)), views[0] if len(views) == 1 else Buffers(views)
         )
         self._data_sizes.append(size)
@@ -340,7 +353,7 @@ class PartWriter:
             if not _LITTLE:
                 ends.byteswap()
             raw = ends.tobytes()
-            self._backend.put(block_path(self._prefix + INDEX_STEM, len(self._index_sizes)), raw)
+            self._put(block_path(self._prefix + INDEX_STEM, len(self._index_sizes)), raw)
             self._index_sizes.append(len(raw))
 
     def flush(self) -> None:
@@ -363,8 +376,9 @@ class PartWriter:
             data_blocks=self._data_sizes,
             index_blocks=self._index_sizes,
             closed=time.time(),
+            unsynced=self._unsynced,
         )
-        self._backend.put(self._prefix + "done.json", done.model_dump_json().encode())
+        self._put(self._prefix + "done.json", done.model_dump_json().encode())
 
     def abandon(self) -> None:
         """Give up without completing the attempt."""

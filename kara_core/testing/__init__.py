@@ -173,6 +173,17 @@ class BackendConformance(_Common):
         assert backend.read("p/ba") == b"abc"
         assert backend.read("p/mv") == b"xyz"
 
+    def test_unsynced_puts_are_whole_objects_and_sync_keeps_them(self, backend: Backend) -> None:
+        data = _pattern(_BIG, seed=7)
+        backend.put_unsynced("p/unsynced", memoryview(data))
+        backend.put_unsynced("p/small", b"s")
+        backend.put_unsynced("p/small", b"small")  # replaces, like put
+        assert backend.read("p/unsynced") == data and backend.read("p/small") == b"small"
+        scope = backend.sync_scope()
+        assert scope is None or (isinstance(scope, str) and scope == backend.sync_scope())
+        backend.sync(["p/unsynced", "p/small"])
+        assert backend.read("p/unsynced") == data and backend.size("p/small") == 5
+
     def test_readers_never_see_a_partial_put(self, backend: Backend) -> None:
         old, new = b"a" * 2_000_000, b"b" * 3_000_000
         backend.put("atomic/obj", old)

@@ -206,3 +206,41 @@ def test_cleanup_removes_only_old_temp_files_under_the_prefix(tmp_path) -> None:
         os.utime(path, (two_hours_ago, two_hours_ago))
     assert backend.cleanup("k/", older_than=3600) == 2
     assert _tree(tmp_path) == ["k/data/.other.kara-tmp-young", "k/data/blob", "other/.x.kara-tmp-old"]
+
+
+def test_unsynced_puts_skip_their_fsyncs_and_sync_makes_them_durable(tmp_path, monkeypatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    called: list[int] = []
+    real_syncfs = file_backend_module._syncfs
+    monkeypatch.setattr(file_backend_module, "_syncfs", lambda fd: (called.append(fd), real_syncfs(fd))[1])
+    backend = open_backend(f"file://{tmp_path}")
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    assert backend.sync_scope() == f"{boot}:{os.stat(tmp_path).st_dev}"
+    backend.put_unsynced("d/a", b"alpha")
+    backend.put_unsynced("d/e/b", b"b" * (2 * 1024 * 1024))
+    assert synced == [] and called == []
+    assert backend.read("d/a") == b"alpha" and _tree(tmp_path) == ["d/a", "d/e/b"]  # atomic, visible
+    backend.sync(["d/a", "d/e/b"])
+    # One syncfs for the files, then each folder they are in.
+    assert len(called) == 1
+    assert sorted(synced) == [str(tmp_path / "d"), str(tmp_path / "d" / "e")]
+
+
+def test_sync_without_syncfs_fsyncs_each_file_and_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(file_backend_module, "_syncfs", None)
+    synced: list[str] = []
+    real_fsync = file_backend_module._fsync_path
+    monkeypatch.setattr(file_backend_module, "_fsync_path", lambda path: (synced.append(path), real_fsync(path)))
+    backend = open_backend(f"file://{tmp_path}")
+    for i in range(3):
+        backend.put_unsynced(f"d/{i}", b"x" * i)
+    backend.sync([f"d/{i}" for i in range(3)])
+    assert sorted(synced) == [str(tmp_path / "d" / str(i)) for i in range(3)]
+
+
+def test_a_store_without_fsync_has_no_sync_scope(tmp_path) -> None:
+    # Its puts are never synced: nothing for a later sync to do, nothing to defer.
+    backend = open_backend(f"file://{tmp_path}", fsync=False)
+    assert backend.sync_scope() is None

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import ray
 import ray.cloudpickle
@@ -14,6 +15,7 @@ from kara_ray import KaraDatasink, KaraDatasource
 
 from kara_core import KaraStorage
 from kara_core.errors import DatasetNotFoundError
+from kara_core.row.parts import attempt_prefix
 
 from ..row.test_parallel import read_with_215
 
@@ -60,6 +62,16 @@ class FailOnceDatasink(KaraDatasink):
     def on_write_complete(self, write_result: Any) -> None:
         assert self._handle is not None
         self.staged = self._handle.attempts()
+        handle = self._handle
+        self.unsynced = {
+            result["part"]: orjson.loads(
+                handle.backend.read(
+                    attempt_prefix(handle.namespace, handle.key, handle.version, result["part"], result["attempt"])
+                    + "done.json"
+                )
+            )["unsynced"]
+            for result in write_result.write_returns
+        }
         super().on_write_complete(write_result)
 
 
@@ -84,6 +96,8 @@ def test_every_record_once_and_parts_in_order_after_a_retried_task(ray_session: 
     assert retried == [2] and sorted(sink.staged[2].values()) == [False, True]
     assert sink.report is not None and (sink.report.records, sink.report.parts) == (N, 4)
     store = KaraStorage(url)
+    # The tasks ran on the driver's machine: their parts left the fsyncs to the commit.
+    assert sink.unsynced == dict.fromkeys(range(4), store.backend.sync_scope()) and store.backend.sync_scope()
     with store.open_dataset("corpus", "web") as reader:
         assert list(reader) == [row(i) for i in range(N)]
     assert store.rows.verify("corpus", "web") == []

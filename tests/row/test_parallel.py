@@ -26,6 +26,7 @@ from kara_core.errors import (
     VersionExistsError,
 )
 from kara_core.row.parallel import ParallelWrite
+from kara_core.row.parts import attempt_prefix
 from kara_core.row.parts import shift_ends as _shift
 
 from .conftest import record, run_k215
@@ -273,16 +274,31 @@ elif point == "index":
     parallel.ParallelWrite._write_index = killing(parallel.ParallelWrite._write_index, 1)
 elif point == "meta":
     RowStore._register_version = killing(RowStore._register_version, 1)
+elif point == "sync":
+    type(handle.backend).sync = killing(type(handle.backend).sync, 1)
 elif point == "cleanup":
     type(handle.backend).delete = killing(type(handle.backend).delete, 3)
 handle.commit()
 """
 
 
-@pytest.mark.parametrize("point", ["data", "index", "meta", "cleanup"])
-def test_a_commit_killed_mid_way_completes_when_run_again(store: KaraStorage, tmp_path: Path, point: str) -> None:
+@pytest.mark.parametrize(
+    ("point", "sync_at_commit"),
+    [
+        ("sync", True),
+        ("data", True),
+        ("data", False),
+        ("index", True),
+        ("index", False),
+        ("meta", False),
+        ("cleanup", True),
+    ],
+)
+def test_a_commit_killed_mid_way_completes_when_run_again(
+    store: KaraStorage, tmp_path: Path, point: str, sync_at_commit: bool
+) -> None:
     counts = [40, 60, 30]
-    handle = store.open_parallel_write("corpus", "docs", "v1", block_size=500)
+    handle = store.open_parallel_write("corpus", "docs", "v1", block_size=500, sync_at_commit=sync_at_commit)
     for part, count in enumerate(counts):
         with handle.part(part) as writer:
             writer.write_many(record(part * 1000 + i) for i in range(count))
@@ -292,7 +308,7 @@ def test_a_commit_killed_mid_way_completes_when_run_again(store: KaraStorage, tm
         [sys.executable, "-c", KILL_COMMIT, pickle.dumps(handle).hex(), point], capture_output=True, timeout=120
     )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    if point in ("data", "index"):
+    if point in ("sync", "data", "index"):
         # Killed before meta.json names the version: nothing is visible.
         with pytest.raises(DatasetNotFoundError):
             store.open_dataset("corpus", "docs")
@@ -473,3 +489,94 @@ def test_a_local_index_block_read_in_short_pieces_still_commits(
     handle.commit()
     with store.open_dataset("corpus", "docs") as ds:
         assert list(ds) == _expected([20, 20])
+
+
+def _done(store: KaraStorage, handle: ParallelWrite, part: int, attempt: str) -> dict[str, Any]:
+    prefix = attempt_prefix(handle.namespace, handle.key, handle.version, part, attempt)
+    return orjson.loads(store.backend.read(prefix + "done.json"))
+
+
+def test_parts_closed_where_the_write_was_registered_are_synced_once_by_the_commit(
+    store: KaraStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No fsync while the parts are written and closed: the commit makes every staged
+    # block durable with one sync, before plan.json (its point of no return) exists.
+    handle = store.open_parallel_write("corpus", "docs", "v1", block_size=700, sync_at_commit=True)
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    counts, attempts = [40, 0, 25], {}
+    for part, count in enumerate(counts):
+        with handle.part(part) as writer:
+            writer.write_many(record(part * 1000 + i) for i in range(count))
+        attempts[part] = writer.attempt
+    assert fsyncs == []
+    scope = store.backend.sync_scope()
+    assert scope and all(_done(store, handle, p, a)["unsynced"] == scope for p, a in attempts.items())
+    synced: list[tuple[list[str], bool]] = []
+    real_sync = type(store.backend).sync
+    plan = "row/corpus/docs/v1/.kara/parallel/plan.json"
+
+    def sync(self: Any, paths: list[str]) -> None:
+        synced.append((sorted(paths), self.exists(plan)))
+        real_sync(self, paths)
+
+    expected = []
+    for part, attempt in attempts.items():  # every block of every attempt the commit takes
+        done, prefix = _done(store, handle, part, attempt), attempt_prefix("corpus", "docs", "v1", part, attempt)
+        expected += [f"{prefix}data.{n}.blk" for n in range(len(done["data_blocks"]))]
+        expected += [f"{prefix}index.{n}.blk" for n in range(len(done["index_blocks"]))]
+    monkeypatch.setattr(type(store.backend), "sync", sync)
+    handle.commit(attempts)
+    assert len(synced) == 1 and synced[0][1] is False  # once, before the plan
+    assert synced[0][0] == sorted(expected) and len(expected) > 6
+    with store.open_dataset("corpus", "docs") as ds:
+        assert list(ds) == _expected(counts)
+
+
+def test_parts_closed_unsynced_before_a_restart_fail_the_commit_and_can_be_rewritten(
+    store: KaraStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart changes the sync scope (the boot id): blocks that waited in the page cache
+    # may be gone. The commit refuses those attempts, naming them, and changes nothing;
+    # attempts written after the restart sync as they close, and commit.
+    handle = store.open_parallel_write("corpus", "docs", "v1", block_size=500, sync_at_commit=True)
+    for part in range(2):
+        with handle.part(part) as writer:
+            writer.write_many(record(part * 1000 + i) for i in range(30))
+    first = handle.attempts()
+    after = "another-boot:1"
+    monkeypatch.setattr(type(store.backend), "sync_scope", lambda self: after)
+    with pytest.raises(ParallelWriteError, match=r"part 0 \(attempt .*part 1 \(attempt .*write those parts again"):
+        handle.commit()
+    assert not store.backend.exists("row/corpus/docs/v1/.kara/parallel/plan.json")
+    with pytest.raises(DatasetNotFoundError):
+        store.open_dataset("corpus", "docs")
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    attempts = {}
+    for part in range(2):
+        with handle.part(part) as writer:  # the write was registered in the old scope: synced puts
+            writer.write_many(record(part * 1000 + i) for i in range(30))
+        attempts[part] = writer.attempt
+        assert _done(store, handle, part, writer.attempt)["unsynced"] == ""
+        assert writer.attempt not in first[part]
+    assert fsyncs  # each put synced its file and folder
+    report = handle.commit(attempts)
+    assert report.records == 60
+    with store.open_dataset("corpus", "docs") as ds:
+        assert list(ds) == _expected([30, 30])
+
+
+def test_without_sync_at_commit_every_part_syncs_as_it_closes(store: KaraStorage, monkeypatch) -> None:
+    handle = store.open_parallel_write("corpus", "docs", "v1")
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    with handle.part(0) as writer:
+        writer.write_many(record(i) for i in range(10))
+    assert len(fsyncs) == 6  # data, index and done.json: each file and its folder
+    assert _done(store, handle, 0, writer.attempt)["unsynced"] == ""
+    monkeypatch.setattr(type(store.backend), "sync", lambda self, paths: pytest.fail("nothing to sync"))
+    assert handle.commit().records == 10

@@ -359,6 +359,41 @@ class FileBackend(Backend):
         with ThreadPoolExecutor(max_workers=min(_FSYNC_THREADS, len(paths))) as pool:
             list(pool.map(_fsync_path, paths))
 
+    def sync_scope(self) -> str | None:
+        """This boot of this machine and the store's filesystem (None with ``fsync=False``).
+
+        Objects put unsynced sit in this kernel's page cache until :meth:`sync`; a restart
+        changes the boot id, so a commit then knows it cannot vouch for them.
+        """
+        if not self.options.fsync:
+            return None
+        boot = _boot_id()
+        if not boot:
+            return None
+        folder = self.root  # the store's folder, or the nearest one that exists yet
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
+        return f"{boot}:{os.stat(folder).st_dev}"
+
+    def put_unsynced(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        """:meth:`put` without its two fsyncs; a large object starts its writeback at once."""
+        full = self._full(path)
+        tmp = self._write_temp(full, data, sync=False)
+        try:
+            os.replace(tmp, full)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
+    def sync(self, paths: list[str]) -> None:
+        """One ``syncfs`` (else an fsync per file), then an fsync of each of their folders."""
+        if not paths or not self.options.fsync:
+            return
+        full = [self._full(path) for path in paths]
+        self._sync_files(full)
+        for folder in sorted({os.path.dirname(path) for path in full}):
+            self._sync_dir(folder)
+
     def open_batch(self) -> FileBatch:
         return FileBatch(self)
 
@@ -460,6 +495,20 @@ class FileBackend(Backend):
 def _temp_path(full: str) -> str:
     """A hidden temp name next to ``full`` (invisible to ``list``, removed by ``cleanup``)."""
     return os.path.join(os.path.dirname(full), f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
+
+
+_BOOT_ID: list[str] = []
+
+
+def _boot_id() -> str:
+    """The kernel's id of this boot (Linux), or "" where there is none."""
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as fh:
+                _BOOT_ID.append(fh.read().strip())
+        except OSError:
+            _BOOT_ID.append("")
+    return _BOOT_ID[0]
 
 
 def _fsync_path(path: str) -> None:

@@ -28,7 +28,10 @@ class KaraDatasink(Datasink[dict[str, Any]]):
     task reported, so a retried task counts once. A failed write is aborted. Rows are
     the records (json, pickle); with ``serialization="raw"`` the ``bytes`` column is
     (``column`` names another). ``rows_per_part``: Ray bundles at least that many rows
-    into each write task (fewer, larger parts). ``store_options`` go to :class:`KaraStorage`.
+    into each write task (fewer, larger parts). ``sync_at_commit`` (default True): write
+    tasks on the driver's machine put their blocks without syncing them and the commit
+    makes them all durable at once (``open_parallel_write(..., sync_at_commit=True)``);
+    tasks on other machines sync as they close. ``store_options`` go to :class:`KaraStorage`.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class KaraDatasink(Datasink[dict[str, Any]]):
         column: str | None = None,
         rows_per_part: int | None = None,
         block_size: int = DEFAULT_PART_BLOCK_SIZE,
+        sync_at_commit: bool = True,
         **store_options: Any,
     ) -> None:
         self.url, self.namespace, self.key, self.version = url, namespace, key, str(version)
@@ -49,6 +53,7 @@ class KaraDatasink(Datasink[dict[str, Any]]):
         self.column = record_column(self.serializer, column)
         self.block_size = block_size
         self.rows_per_part = rows_per_part
+        self.sync_at_commit = sync_at_commit
         self.store_options = store_options
         #: The commit's report once the write succeeded (on the driver).
         self.report: CommitReport | None = None
@@ -57,7 +62,13 @@ class KaraDatasink(Datasink[dict[str, Any]]):
     def _open(self, resume: bool) -> ParallelWrite:
         store = KaraStorage(self.url, **self.store_options)
         return store.open_parallel_write(
-            self.namespace, self.key, self.version, self.serializer, resume=resume, block_size=self.block_size
+            self.namespace,
+            self.key,
+            self.version,
+            self.serializer,
+            resume=resume,
+            block_size=self.block_size,
+            sync_at_commit=self.sync_at_commit,
         )
 
     def on_write_start(self, schema: Any = None) -> None:
