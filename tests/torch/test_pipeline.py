@@ -40,6 +40,32 @@ def test_a_mixture_loads_in_its_own_order_whatever_num_workers(pipe_url: str) ->
     assert epoch_ids(pipe_url, "mix", 2) == alone
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_mixture_of_small_encoded_records_fetched_in_growing_groups_keeps_its_order(
+    pipe_url: str, num_workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small records handed over still encoded are fetched VIEW_FETCH positions first,
+    # then in larger groups: the samples (none repeated, none left out) stay the mixture's.
+    import kara_torch.dataset
+
+    monkeypatch.setattr(kara_torch.dataset, "VIEW_FETCH", 16)
+    monkeypatch.setattr(kara_torch.dataset, "MAX_VIEW_FETCH", 96)
+    sizes: list[int] = []
+    fetch_size = kara_torch.dataset._fetch_size
+    monkeypatch.setattr(kara_torch.dataset, "_fetch_size", lambda *a: sizes.append(fetch_size(*a)) or sizes[-1])
+    store = kara_core.KaraStorage(pipe_url)
+    mixture = kara_core.mix({name: store.open_dataset("pipe", name) for name in MIXED}, WEIGHTS, seed=5)
+    mixture.set_epoch(1)
+    alone = list(mixture)
+    assert len(alone) > 96 * 4
+    ds = kara_core.make_torch_dataset(mixture, batch_size=BATCH)
+    ds.set_epoch(1)
+    loader = DataLoader(ds, batch_size=BATCH, num_workers=num_workers, collate_fn=as_list)
+    assert [sample for batch in loader for sample in batch] == alone
+    if num_workers == 0:
+        assert sizes == [96]
+
+
 def test_every_batch_mixes_every_source_in_proportion(pipe_url: str) -> None:
     ds = kara_core.make_torch_dataset(build(pipe_url, "mix"), batch_size=64)
     loader = DataLoader(ds, batch_size=64, num_workers=2, collate_fn=as_list)
