@@ -142,7 +142,8 @@ def open_backend(url: str, **options: Any) -> Backend:
             backend = spec.open_plain(url, plain[1], options)
     if backend is None:
         parsed = parse_store_url(url)
-        spec = get_backend_spec(parsed.scheme, url)
+        if plain is None:  # else the spec is the one found above: same scheme
+            spec = get_backend_spec(parsed.scheme, url)
         validated = validate_options(parsed.scheme, spec.options_model, options)
         backend = spec.factory(parsed, validated)
     _remember(backend, OpenedWith(url, dict(options)))

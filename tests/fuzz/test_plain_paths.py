@@ -2,7 +2,7 @@
 
 Each pydantic model on that path has a plain validator beside it: the store URL
 (:func:`kara_core.url.plain_store_url`), the file:// options
-(:func:`kara_file.plugin.plain_file_options`), ``meta.json``
+(:func:`kara_file.backend.plain_file_options`), ``meta.json``
 (:func:`kara_core.row.layout.plain_meta`) and kara's version sidecar
 (:func:`kara_core.row.sidecar.plain_sidecar`). For any input, well-formed, nearly so or
 garbage, the plain validator either returns exactly what the model gives (same values,
@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from kara_file.backend import _DEFAULTS, plain_file_options
 from kara_file.options import FileOptions
-from kara_file.plugin import _DEFAULTS, plain_file_options
 from pydantic import ValidationError
 
 from kara_core.errors import CorruptDatasetError, KaraError

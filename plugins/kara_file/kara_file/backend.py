@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import threading
@@ -34,6 +35,25 @@ def __getattr__(name: str) -> Any:
 
 
 _TMP_MARK = ".kara-tmp-"
+
+#: FileOptions' fields and defaults (kara_file.options; tests/fuzz checks they agree).
+_DEFAULTS = {"fsync": True, "direct_io": "auto"}
+
+
+def plain_file_options(options: dict[str, Any]) -> dict[str, Any] | None:
+    """What :class:`~kara_file.options.FileOptions` makes of ``options``, when they are plain.
+
+    Plain: only known names, each with a value the model keeps as it is (``fsync`` a
+    bool, ``direct_io`` a bool or ``"auto"``). Anything else returns None: the model then
+    converts or refuses it, with its own error.
+    """
+    values = dict(_DEFAULTS)
+    for name, value in options.items():
+        kind = type(value)
+        if not (kind is bool or (name == "direct_io" and kind is str and value == "auto")) or name not in values:
+            return None
+        values[name] = value
+    return values
 
 
 #: fdatasync(2) where the platform has it (not macOS): fsync without the timestamps.
@@ -217,7 +237,7 @@ class FileBackend(Backend):
         self._given: dict[str, Any] = {}
         if options is None:
             self._options: FileOptions | None = None
-            self._fsync, self._direct_io = True, "auto"  # FileOptions()'s defaults
+            self._fsync, self._direct_io = _DEFAULTS["fsync"], _DEFAULTS["direct_io"]
         else:
             self.options = options
         self.url = "file://" + self.root
@@ -247,7 +267,7 @@ class FileBackend(Backend):
 
         ``location`` is the URL's as :class:`~kara_core.url.StoreURL` gives it, ``options``
         the keyword options as given and ``values`` what :class:`FileOptions` makes of
-        them (:func:`kara_file.plugin.plain_file_options`); :attr:`options` builds the
+        them (:func:`plain_file_options`); :attr:`options` builds the
         model from ``options`` when first read.
         """
         backend = cls(_root(url, location))
@@ -365,7 +385,7 @@ class FileBackend(Backend):
         Objects put unsynced sit in this kernel's page cache until :meth:`sync`; a restart
         changes the boot id, so a commit then knows it cannot vouch for them.
         """
-        if not self.options.fsync:
+        if not self._fsync:
             return None
         boot = _boot_id()
         if not boot:
@@ -377,17 +397,11 @@ class FileBackend(Backend):
 
     def put_unsynced(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
         """:meth:`put` without its two fsyncs; a large object starts its writeback at once."""
-        full = self._full(path)
-        tmp = self._write_temp(full, data, sync=False)
-        try:
-            os.replace(tmp, full)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        self._put(path, data, sync=False)
 
     def sync(self, paths: list[str]) -> None:
         """One ``syncfs`` (else an fsync per file), then an fsync of each of their folders."""
-        if not paths or not self.options.fsync:
+        if not paths or not self._fsync:
             return
         full = [self._full(path) for path in paths]
         self._sync_files(full)
@@ -398,14 +412,18 @@ class FileBackend(Backend):
         return FileBatch(self)
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        self._put(path, data, sync=True)
+
+    def _put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool) -> None:
         full = self._full(path)
-        tmp = self._write_temp(full, data)
+        tmp = self._write_temp(full, data, sync=sync)
         try:
             os.replace(tmp, full)
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        self._sync_dir(os.path.dirname(full))
+        if sync:
+            self._sync_dir(os.path.dirname(full))
 
     def copy(self, source: str, target: str) -> None:
         """Copy in the kernel (``shutil.copyfile``: sendfile/copy_file_range), then rename into place."""
@@ -497,18 +515,14 @@ def _temp_path(full: str) -> str:
     return os.path.join(os.path.dirname(full), f".{os.path.basename(full)}{_TMP_MARK}{uuid.uuid4().hex}")
 
 
-_BOOT_ID: list[str] = []
-
-
+@functools.cache
 def _boot_id() -> str:
     """The kernel's id of this boot (Linux), or "" where there is none."""
-    if not _BOOT_ID:
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as fh:
-                _BOOT_ID.append(fh.read().strip())
-        except OSError:
-            _BOOT_ID.append("")
-    return _BOOT_ID[0]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def _fsync_path(path: str) -> None:

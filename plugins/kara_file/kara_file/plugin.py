@@ -7,33 +7,14 @@ from typing import Any
 
 from kara_core import hookimpl
 
-#: FileOptions' fields and defaults (kara_file.options; tests/fuzz checks they agree).
-_DEFAULTS = {"fsync": True, "direct_io": "auto"}
-
-
-def plain_file_options(options: dict[str, Any]) -> dict[str, Any] | None:
-    """What :class:`~kara_file.options.FileOptions` makes of ``options``, when they are plain.
-
-    Plain: only known names, each with a value the model keeps as it is (``fsync`` a
-    bool, ``direct_io`` a bool or ``"auto"``). Anything else returns None: the model then
-    converts or refuses it, with its own error.
-    """
-    values = dict(_DEFAULTS)
-    for name, value in options.items():
-        kind = type(value)
-        if not (kind is bool or (name == "direct_io" and kind is str and value == "auto")) or name not in values:
-            return None
-        values[name] = value
-    return values
-
 
 def _open_plain(url: str, location: str, options: dict[str, Any]) -> Any:
     # The fast path of open_backend: no pydantic when the options are plain.
+    from .backend import FileBackend, plain_file_options
+
     values = plain_file_options(options)
     if values is None:
         return None
-    from .backend import FileBackend
-
     return FileBackend.from_plain(url, location, options, values)
 
 
