@@ -7,10 +7,13 @@ TCPStore on a port the OS picks.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from kara_core import KaraStorage
 from kara_core.cli import cli
 from kara_core.errors import ConfigurationError, CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from kara_core.obj import stream
 from kara_core.obj.manifest import KeyLayout
 from kara_core.testing.obj import read_tree
 
@@ -389,3 +393,59 @@ def test_local_stores_default_to_one_thread_per_core_of_each_local_rank(
         store.backend, "capabilities", dataclasses.replace(store.backend.capabilities, local_path=False)
     )
     assert checkpoint._default_threads(store, 8) == 8
+
+
+def _leases(store: KaraStorage) -> list[str]:
+    return list(store.backend.list(KeyLayout("ckpt", "direct").leases))
+
+
+def _wait_for_leases(store: KaraStorage, count: int) -> list[str]:
+    deadline = time.monotonic() + 10
+    while len(_leases(store)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _leases(store)
+
+
+@pytest.mark.parametrize("coordinator", [True, False], ids=["coordinator", "other-rank"])
+def test_set_up_takes_the_leases_before_write_data_and_reset_releases_them(tmp_path: Path, coordinator: bool) -> None:
+    store, _ = _saved_store(tmp_path)
+    assert _leases(store) == []
+    writer = KaraWriter(store, "ckpt", "direct", version="w")
+    writer.set_up_storage_writer(coordinator, rank=0 if coordinator else 1)
+    # While DCP plans the save, every rank already holds its lease (the coordinator also
+    # the open version's): write_data starts with them.
+    assert len(_wait_for_leases(store, 2 if coordinator else 1)) == (2 if coordinator else 1)
+    writer.reset()
+    assert _leases(store) == []
+    # A writer dropped between set-up and write_data (a failed plan) releases them too.
+    writer.set_up_storage_writer(coordinator, rank=0 if coordinator else 1)
+    _wait_for_leases(store, 1)
+    del writer
+    gc.collect()
+    assert _leases(store) == []
+
+
+def test_the_lease_and_the_previous_manifest_are_prepared_beside_dcp_planning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = _saved_store(tmp_path)
+    threads: dict[str, set[str]] = {"read_manifest": set(), "lease": set()}
+    read_manifest = store.objects.read_manifest
+    lease = stream.Lease.__init__
+
+    def manifest_spy(*args: Any, **kwargs: Any) -> Any:
+        threads["read_manifest"].add(threading.current_thread().name)
+        return read_manifest(*args, **kwargs)
+
+    def lease_spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        threads["lease"].add(threading.current_thread().name)
+        lease(self, *args, **kwargs)
+
+    monkeypatch.setattr(store.objects, "read_manifest", manifest_spy)
+    monkeypatch.setattr(stream.Lease, "__init__", lease_spy)
+    writer = KaraWriter(store, "ckpt", "direct", version="w")
+    dcp.save(_full_state(2), storage_writer=writer, no_dist=True)
+    assert threads == {"read_manifest": {"kara-dcp-prepare"}, "lease": {"kara-dcp-prepare"}}
+    assert writer.version == "w" and _leases(store) == []
+    # The previous version's blobs were used: the unchanged half was compared, not uploaded.
+    assert (writer.stats.reused_blobs, writer.stats.uploaded_blobs) == (TENSORS // 2, TENSORS // 2 + 1)

@@ -36,6 +36,7 @@ import os
 import pickle
 import struct
 import threading
+import weakref
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -269,6 +270,73 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+class _Preparation:
+    """What a rank's ``write_data`` needs before its first item, made ready in a thread.
+
+    Started by ``set_up_storage_writer``, so that it runs while DCP plans the save and
+    the ranks wait for each other's plans (gloo gathers): the coordinator's version
+    (:meth:`~kara_core.obj.store.ObjectStore.open_version`, a lease), this rank's
+    :class:`BlobSink` (a lease, taken before the listing it relies on) and then the
+    previous version's blobs (its manifest, read after the lease, so garbage collection
+    leaves those blobs alone). :meth:`close` releases whatever was not taken.
+    """
+
+    def __init__(self, writer: KaraWriter, coordinator: bool) -> None:
+        self._writer = writer
+        self._coordinator = coordinator
+        self._version_writer: VersionWriter | None = None
+        self._sink: BlobSink | None = None
+        self._previous: dict[str, Digests] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kara-dcp-prepare", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        writer = self._writer
+        try:
+            if self._coordinator:
+                self._version_writer = writer.store.objects.open_version(
+                    writer.layout.namespace, writer.layout.key, writer.requested, overwrite=writer.overwrite
+                )
+            self._sink = BlobSink(writer.store.backend, writer.layout)
+            self._previous = writer._previous_blobs()
+        except BaseException as exc:  # noqa: BLE001 - raised again where the result is taken
+            self._error = exc
+        finally:
+            del self._writer  # no reference from a finished thread back to the writer
+
+    def _result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def take_sink(self) -> tuple[BlobSink, dict[str, Digests]]:
+        """This rank's sink (the caller closes it) and the previous version's blobs."""
+        self._result()
+        sink, self._sink = self._sink, None
+        if sink is None:
+            raise ConfigurationError("KaraWriter.write_data runs once per set_up_storage_writer")
+        return sink, self._previous
+
+    def take_version_writer(self) -> VersionWriter | None:
+        """The coordinator's open version (the caller publishes or aborts it)."""
+        self._result()
+        version_writer, self._version_writer = self._version_writer, None
+        return version_writer
+
+    def close(self) -> None:
+        """Release the sink and abort the version not taken yet."""
+        self._thread.join()
+        try:
+            if self._sink is not None:
+                self._sink.close()
+        finally:
+            self._sink = None
+            if self._version_writer is not None:
+                self._version_writer.abort()
+                self._version_writer = None
+
+
 class KaraWriter(StorageWriter):
     """A DCP ``StorageWriter`` saving into version ``version`` of ``obj/<namespace>/<key>``.
 
@@ -302,11 +370,15 @@ class KaraWriter(StorageWriter):
         self.is_coordinator = False
         self.rank = 0
         self._version_writer: VersionWriter | None = None
+        self._preparation: _Preparation | None = None
+        self._release_preparation: weakref.finalize | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Process-based async saves pickle the writer: an open version stays behind.
         state = dict(self.__dict__)
         state["_version_writer"] = None
+        state["_preparation"] = None
+        state["_release_preparation"] = None
         return state
 
     # -- StorageWriter ---------------------------------------------------------------
@@ -330,14 +402,26 @@ class KaraWriter(StorageWriter):
         return StorageMeta(checkpoint_id=self.requested)
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
-        """Remember the role; the coordinator opens the version (fails early if it exists)."""
+        """Remember the role and start preparing ``write_data`` in a thread (:class:`_Preparation`).
+
+        The coordinator fails here, early, if the version exists (and ``overwrite`` is
+        not set); its version is opened in the thread, along with this rank's lease and
+        the read of the previous version's manifest, while DCP plans the save.
+        """
         self.is_coordinator = is_coordinator
         self.rank = int(kwargs.get("rank") or 0)
+        self._drop_version_writer()
         if is_coordinator:
-            self._drop_version_writer()
-            self._version_writer = self.store.objects.open_version(
-                self.layout.namespace, self.layout.key, self.requested, overwrite=self.overwrite
-            )
+            self.store.objects.check_new_version(self.layout, self.requested, self.overwrite)
+        self._start_preparation(is_coordinator)
+
+    def _start_preparation(self, coordinator: bool) -> _Preparation:
+        preparation = _Preparation(self, coordinator)
+        self._preparation = preparation
+        # A save that fails before write_data or finish releases the leases when the
+        # writer goes away (or at the next reset / set-up).
+        self._release_preparation = weakref.finalize(self, preparation.close)
+        return preparation
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
         """Nothing to add locally."""
@@ -353,8 +437,9 @@ class KaraWriter(StorageWriter):
         names = {id(item): f"{prefix.prefix}{n}.distcp" for n, item in enumerate(plan.items)}
         # Large items first, so the threads end together.
         order = sorted(plan.items, key=_item_bytes, reverse=True)
-        with BlobSink(self.store.backend, self.layout) as sink:
-            previous = self._previous_blobs()
+        preparation = self._preparation or self._start_preparation(False)
+        sink, previous = preparation.take_sink()
+        with sink:
             threads = self.threads or _default_threads(self.store, DEFAULT_THREADS)
             results = _run_threads(
                 order,
@@ -415,6 +500,8 @@ class KaraWriter(StorageWriter):
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
         """Publish the version: ``.metadata`` plus every rank's (durable) item files."""
+        if self._preparation is not None and self._version_writer is None:
+            self._version_writer = self._preparation.take_version_writer()
         writer = self._version_writer
         if writer is None:
             raise ConfigurationError("KaraWriter.finish runs on the coordinator after set_up_storage_writer")
@@ -434,9 +521,16 @@ class KaraWriter(StorageWriter):
             self._drop_version_writer()
 
     def _drop_version_writer(self) -> None:
-        if self._version_writer is not None:
-            self._version_writer.abort()
-            self._version_writer = None
+        """Abort the open version and release the leases of the preparation, if any."""
+        try:
+            if self._release_preparation is not None:
+                self._release_preparation()
+        finally:
+            self._preparation = None
+            self._release_preparation = None
+            if self._version_writer is not None:
+                self._version_writer.abort()
+                self._version_writer = None
 
 
 def parse_tensor_offsets(raw: bytes | None, where: str) -> dict[str, int]:
