@@ -449,3 +449,73 @@ def test_the_lease_and_the_previous_manifest_are_prepared_beside_dcp_planning(
     assert writer.version == "w" and _leases(store) == []
     # The previous version's blobs were used: the unchanged half was compared, not uploaded.
     assert (writer.stats.reused_blobs, writer.stats.uploaded_blobs) == (TENSORS // 2, TENSORS // 2 + 1)
+
+
+def _torch_save_without_crc(tensor: torch.Tensor) -> bytes:
+    serialization.set_crc32_options(False)
+    try:
+        reference = io.BytesIO()
+        torch.save(tensor, reference)
+    finally:
+        serialization.set_crc32_options(True)
+    return reference.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seed: torch.randn(300, 400, generator=torch.Generator().manual_seed(seed)),
+        lambda seed: torch.full((256, 256), float(seed)).to(torch.bfloat16),
+        lambda seed: torch.ones(70_000, dtype=torch.bool) if seed else torch.zeros(70_000, dtype=torch.bool),
+        lambda seed: (torch.randn(30_000) + seed).as_strided((1, 300, 100), (7, 100, 1)),
+    ],
+    ids=["float32", "bfloat16", "bool", "odd-stride"],
+)
+def test_archives_of_one_layout_reuse_the_records_and_stay_torch_save(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serialized: list[torch.Tensor] = []
+    real = checkpoint._save_archive
+
+    def counting(tensor: torch.Tensor, archive: Any) -> None:
+        serialized.append(tensor)
+        real(tensor, archive)
+
+    monkeypatch.setattr(checkpoint, "_save_archive", counting)
+    templates = checkpoint._ArchiveTemplates()
+    tensors = [checkpoint._compact(make(seed)) for seed in range(3)]
+    for tensor in tensors:
+        parts, offset = templates.parts(tensor)
+        joined = b"".join(bytes(part) for part in parts)
+        assert joined == _torch_save_without_crc(tensor)
+        assert offset == checkpoint._tensor_bytes_offset(memoryview(joined), tensor.numel() * tensor.element_size())
+        # The tensor's bytes are a view of its own memory.
+        assert checkpoint._address(parts[1]) == tensor.data_ptr()
+    # torch's serializer ran for the first tensor of the layout only.
+    assert len(serialized) == 1
+    # Another layout (shape, dtype, strides) is serialized again.
+    other = checkpoint._compact(make(0).reshape(-1).flip(0).clone().reshape(2, -1))
+    parts, _ = templates.parts(other)
+    assert b"".join(bytes(part) for part in parts) == _torch_save_without_crc(other)
+    assert len(serialized) == 2
+
+
+def test_tensors_that_are_not_plain_are_always_serialized_by_torch() -> None:
+    class Marked(torch.Tensor):
+        pass
+
+    plain = torch.randn(300, 400)
+    attributed = torch.randn(300, 400)
+    attributed.note = "kept by torch.save"
+    for tensor in [plain.as_subclass(Marked), attributed, torch.randn(300, 400, dtype=torch.complex64).conj()]:
+        assert checkpoint._layout_key(tensor) is None
+    assert checkpoint._layout_key(torch.randn(10)) is None  # small: copied with the records
+    assert checkpoint._layout_key(plain) is not None
+    # Strides are part of the layout (torch.save records them), even those of size-1 dims.
+    standard = torch.randn(1, 300, 100)
+    odd = torch.randn(30_000).as_strided((1, 300, 100), (7, 100, 1))
+    assert checkpoint._layout_key(standard) != checkpoint._layout_key(odd)
+    templates = checkpoint._ArchiveTemplates()
+    for tensor in [standard, odd]:
+        parts, _ = templates.parts(tensor)
+        assert b"".join(bytes(part) for part in parts) == _torch_save_without_crc(tensor)

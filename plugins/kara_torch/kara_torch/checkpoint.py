@@ -258,6 +258,66 @@ def _own_view(tensor: torch.Tensor) -> memoryview | None:
         return None
 
 
+class _ArchiveTemplates:
+    """The records around the tensor bytes of item archives, kept per tensor layout.
+
+    Written without CRC-32s (:func:`_save_archive`), the archive of a plain tensor is
+    its records (the pickle, the byte order, the version, the serialization id, the zip
+    headers and directory) around the storage's bytes, and those records depend on the
+    tensor's dtype, size and strides, never on its values. The first tensor of each
+    layout is serialized by torch; the next ones get the same records around a view of
+    their own memory, without torch's pickler and zip writer (0.1-0.2 ms per item, on
+    every item of every save). Anything else (tensor subclasses, attributes, quantized or
+    conjugate tensors, small ones, a torch whose internals differ) is serialized as before.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+
+    def parts(self, tensor: torch.Tensor) -> tuple[list[bytes | memoryview], int | None]:
+        """The archive of ``tensor`` as parts, and where its bytes start (None if unknown)."""
+        key = _layout_key(tensor)
+        records = None if key is None else self._records.get(key)
+        if records is not None:
+            view = _own_view(tensor)
+            if view is not None:
+                head, tail = records
+                return [head, view, tail], len(head)
+        archive = _ArchiveParts(tensor)
+        _save_archive(tensor, archive)
+        parts = archive.parts()
+        offset = archive.tensor_offset
+        if (
+            key is not None
+            and len(parts) == 3
+            and isinstance(parts[0], bytes)
+            and isinstance(parts[1], memoryview)
+            and isinstance(parts[2], bytes)
+            and offset == len(parts[0])
+        ):
+            self._records.setdefault(key, (parts[0], parts[2]))
+        return parts, offset
+
+
+def _layout_key(tensor: torch.Tensor) -> tuple[Any, ...] | None:
+    """What the records of a plain tensor's archive depend on (None: not a plain tensor)."""
+    if (
+        _NO_CRC_SAVE is None
+        or type(tensor) is not torch.Tensor
+        or tensor.layout != torch.strided
+        or tensor.device.type != "cpu"
+        or tensor.is_quantized
+        or tensor.requires_grad
+        or tensor.is_conj()
+        or tensor.is_neg()
+        or tensor.__dict__
+        or tensor.numel() * tensor.element_size() < ZERO_COPY_MIN
+        or torch._utils.get_tensor_metadata(tensor)
+    ):
+        return None
+    return (tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()), tensor.storage_offset())
+
+
 def _compact(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor on CPU, contiguous, owning exactly its bytes (what is saved per item)."""
     tensor = tensor.detach().cpu()
@@ -439,11 +499,14 @@ class KaraWriter(StorageWriter):
         order = sorted(plan.items, key=_item_bytes, reverse=True)
         preparation = self._preparation or self._start_preparation(False)
         sink, previous = preparation.take_sink()
+        templates = _ArchiveTemplates()
         with sink:
             threads = self.threads or _default_threads(self.store, DEFAULT_THREADS)
             results = _run_threads(
                 order,
-                lambda item: self._write_item(sink, planner, item, names[id(item)], previous.get(names[id(item)])),
+                lambda item: self._write_item(
+                    sink, planner, item, names[id(item)], previous.get(names[id(item)]), templates
+                ),
                 threads,
             )
             sink.commit()
@@ -475,8 +538,15 @@ class KaraWriter(StorageWriter):
         }
 
     def _write_item(
-        self, sink: BlobSink, planner: SavePlanner, item: WriteItem, name: str, like: Digests | None = None
+        self,
+        sink: BlobSink,
+        planner: SavePlanner,
+        item: WriteItem,
+        name: str,
+        like: Digests | None = None,
+        templates: _ArchiveTemplates | None = None,
     ) -> WriteResult:
+        templates = templates or _ArchiveTemplates()
         data = planner.resolve_data(item)
         tensor_offset = None
         if item.type == WriteItemType.BYTE_IO:
@@ -484,10 +554,7 @@ class KaraWriter(StorageWriter):
             parts = [payload]
         else:
             tensor = _compact(data)
-            archive = _ArchiveParts(tensor)
-            _save_archive(tensor, archive)
-            parts = archive.parts()
-            tensor_offset = archive.tensor_offset
+            parts, tensor_offset = templates.parts(tensor)
             if tensor_offset is None:
                 joined = memoryview(b"".join(parts))
                 tensor_offset = _tensor_bytes_offset(joined, tensor.numel() * tensor.element_size())
