@@ -33,7 +33,16 @@ of every step of every rank and the wall seconds of each phase (planning, serial
 hashing, writing, commit, publish; :data:`PHASES`) to DIR. ``--lock FILE`` holds an
 flock on FILE during each round only (machines shared by several benchmarks).
 
+``--kara-only`` runs only kara's saves, each in a fresh process group: the first save,
+then re-saves with half, none and all of the tensors changed (:data:`KARA_CASES`); the
+one with nothing changed measures the fixed costs of a save plus the comparisons.
+``--spans DIR`` (with ``--kara-only``) records when each phase of each rank ran
+(:data:`SPANS`: DCP's planning and gathers, kara's hooks, lease, commit, publish) on
+the system-wide monotonic clock and prints the medians and one round's timeline of both
+ranks, so waits of one rank for the other show.
+
     .venv/bin/python bench/checkpoints.py [--rounds 5] [--total-mib 1024] [--lock FILE] [--profile DIR]
+    .venv/bin/python bench/checkpoints.py --kara-only [--spans DIR] [--rounds 5] [--total-mib 1024]
 """
 
 from __future__ import annotations
@@ -65,7 +74,10 @@ sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != BENC
 TENSORS = 200
 
 
-def _local_dtensors(total: int, generation: int, mesh: Any, empty: bool) -> dict[str, Any]:
+def _local_dtensors(total: int, generation: int, mesh: Any, empty: bool, changed: str = "half") -> dict[str, Any]:
+    """The state of ``generation``: odd tensors change from one generation to the next,
+    even ones stay (``changed="half"``); ``"all"``: every tensor differs from every
+    other generation's."""
     import torch
     from torch.distributed.tensor import DTensor, Shard
 
@@ -74,7 +86,10 @@ def _local_dtensors(total: int, generation: int, mesh: Any, empty: bool) -> dict
     rank = mesh.get_local_rank()
     model = {}
     for i in range(TENSORS):
-        seed = (i * 7 + rank) if i % 2 == 0 else 100_000 * (generation + 1) + i * 7 + rank
+        if i % 2 == 0 and changed != "all":
+            seed = i * 7 + rank
+        else:
+            seed = 100_000 * (generation + 1) + i * 7 + rank
         if empty:
             local = torch.zeros(rows // 2, cols)
         else:
@@ -139,6 +154,59 @@ def _time_phases() -> dict[str, float]:
     return spent
 
 
+#: Functions whose every call ``--spans`` records (module, attribute path): start and end
+#: on the system-wide monotonic clock, so the ranks' timelines line up.
+SPANS = [
+    ("torch.distributed.checkpoint.state_dict_saver", "_save_state_dict"),
+    ("torch.distributed.checkpoint.default_planner", "DefaultSavePlanner.set_up_planner"),
+    ("torch.distributed.checkpoint.default_planner", "DefaultSavePlanner.create_local_plan"),
+    ("torch.distributed.checkpoint.default_planner", "DefaultSavePlanner.create_global_plan"),
+    ("torch.distributed.checkpoint.default_planner", "DefaultSavePlanner.finish_plan"),
+    ("torch.distributed.checkpoint.utils", "_DistWrapper.gather_object"),
+    ("torch.distributed.checkpoint.utils", "_DistWrapper.scatter_object"),
+    ("torch.distributed.checkpoint.utils", "_DistWrapper.broadcast_object"),
+    ("kara_torch.checkpoint", "KaraWriter.set_up_storage_writer"),
+    ("kara_torch.checkpoint", "KaraWriter.prepare_local_plan"),
+    ("kara_torch.checkpoint", "KaraWriter.prepare_global_plan"),
+    ("kara_torch.checkpoint", "KaraWriter.write_data"),
+    ("kara_torch.checkpoint", "KaraWriter._previous_blobs"),
+    ("kara_torch.checkpoint", "KaraWriter.finish"),
+    ("kara_core.obj.stream", "BlobSink.__init__"),
+    ("kara_core.obj.stream", "BlobSink.commit"),
+    ("kara_core.obj.stream", "BlobSink.close"),
+    ("kara_core.obj.stream", "VersionWriter.write_file"),
+    ("kara_core.obj.stream", "VersionWriter.publish"),
+    ("kara_core.obj.store", "ObjectStore.publish"),
+    ("kara_core.obj.store", "ObjectStore.check_new_version"),
+    ("kara_file.backend", "FileBackend.list"),
+]
+
+
+def _record_spans(events: list[tuple[str, str, float, float]]) -> None:
+    """Wrap :data:`SPANS`; each call appends (name, thread, start, end) to ``events``."""
+    import functools
+    import importlib
+    import threading
+
+    def timed(fn: Any, name: str) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                events.append((name, threading.current_thread().name, began, time.perf_counter()))
+
+        return wrapper
+
+    for module_name, path in SPANS:
+        owner: Any = importlib.import_module(module_name)
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        setattr(owner, name, timed(getattr(owner, name), path))
+
+
 def _time_gc(spent: dict[str, float]) -> None:
     """Add the wall seconds of Python's cyclic garbage collections to ``spent`` as they run."""
     import gc
@@ -172,7 +240,9 @@ def rank_main(params: dict[str, Any]) -> None:
     dist.init_process_group("gloo", store=tcp, rank=rank, world_size=world, timeout=timeout)
     mesh = init_device_mesh("cpu", (world,))
     step, total = params["step"], params["total"]
-    state = _local_dtensors(total, params.get("generation", 0), mesh, empty=step.endswith("load"))
+    state = _local_dtensors(
+        total, params.get("generation", 0), mesh, empty=step.endswith("load"), changed=params.get("changed", "half")
+    )
     store = KaraStorage("file://" + params["store"])
     extra = 0.0
     dist.barrier()
@@ -185,18 +255,26 @@ def rank_main(params: dict[str, Any]) -> None:
         _time_gc(phases)
         profiler = cProfile.Profile()
         profiler.enable()
+    events: list[tuple[str, str, float, float]] = []
+    if params.get("spans"):
+        _record_spans(events)
     cpu_started = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     if step == "kara_save":
-        dcp.save(state, storage_writer=KaraWriter(store, "bench", "ckpt", version=f"g{params['generation']}"))
+        version = params.get("version") or f"g{params['generation']}"
+        dcp.save(state, storage_writer=KaraWriter(store, "bench", "ckpt", version=version))
     elif step == "fs_save":
         dcp.save(state, storage_writer=FileSystemWriter(params["folder"], sync_files=True))
     elif step == "kara_load":
         dcp.load(state, storage_reader=KaraReader(store, "bench", "ckpt", version="g0"))
     elif step == "fs_load":
         dcp.load(state, storage_reader=FileSystemReader(params["folder"]))
+    saved = time.perf_counter()
     dist.barrier()
     seconds = time.perf_counter() - started
+    if params.get("spans"):
+        events.append(("dcp.save", "MainThread", started, saved))
+        events.append(("barrier after", "MainThread", saved, started + seconds))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = {
         "user": usage.ru_utime - cpu_started.ru_utime,
@@ -230,6 +308,11 @@ def rank_main(params: dict[str, Any]) -> None:
     dist.barrier()
     dist.destroy_process_group()
     report = {"seconds": seconds, "save_directory": extra, "cpu": cpu, "hash_cpu": hash_cpu}
+    if params.get("spans"):
+        # Every rank's spans go to the file of the step; rank 0 prints them.
+        name = os.path.join(params["spans"], f"{params.get('version') or step}-rank{rank}.json")
+        with open(name, "w") as fh:
+            json.dump({"started": started, "events": events}, fh)
     if params.get("profile"):
         report["phases"] = {k: round(v, 4) for k, v in phases.items()}
         with open(os.path.join(params["profile"], f"{step}-g{params.get('generation', 0)}-rank{rank}.json"), "w") as fh:
@@ -316,6 +399,77 @@ def run_round(work: str, round_: int, total: int, profile: str | None = None) ->
     return times
 
 
+#: ``--kara-only``: the kara saves alone, (label, version, data generation, what changed).
+KARA_CASES = [
+    ("kara DCP save", "g0", 0, "half"),
+    ("re-save, half the tensors unchanged", "g1", 1, "half"),
+    ("re-save, nothing changed", "g2", 1, "half"),
+    ("re-save, every tensor changed", "g3", 3, "all"),
+]
+
+
+def run_kara_round(work: str, round_: int, total: int, spans: str | None) -> dict[str, float]:
+    """The kara saves of :data:`KARA_CASES` in order, each in a fresh process group, on one store."""
+    here = os.path.join(work, f"round{round_}")
+    os.makedirs(here)
+    times: dict[str, float] = {}
+    for _, version, generation, changed in KARA_CASES:
+        span_dir = None
+        if spans:
+            span_dir = os.path.join(spans, f"round{round_}")
+            os.makedirs(span_dir, exist_ok=True)
+        report = launch(
+            {
+                "total": total,
+                "store": os.path.join(here, "kara-store"),
+                "step": "kara_save",
+                "generation": generation,
+                "changed": changed,
+                "version": version,
+                "spans": span_dir,
+            }
+        )
+        times[version] = report["seconds"]
+        times[f"cpu_{version}"] = report["cpu"]["user"] + report["cpu"]["sys"]
+    remove_workdir(here)
+    return times
+
+
+def print_spans(spans: str, rounds: int) -> None:
+    """Median per rank of each recorded span's total time, and one round's timeline."""
+    for _, version, _, _ in KARA_CASES:
+        totals: dict[tuple[str, int], list[float]] = {}
+        for round_ in range(rounds):
+            for rank in (0, 1):
+                with open(os.path.join(spans, f"round{round_}", f"{version}-rank{rank}.json")) as fh:
+                    data = json.load(fh)
+                per: dict[str, float] = {}
+                for name, _, began, ended in data["events"]:
+                    per[name] = per.get(name, 0.0) + ended - began
+                for name, value in per.items():
+                    totals.setdefault((name, rank), []).append(value)
+        print(f"\n  spans of {version} (ms, median over the rounds: rank 0 / rank 1)")
+        for name in dict.fromkeys(n for n, _ in totals):
+            r0 = statistics.median(totals.get((name, 0), [0.0])) * 1000
+            r1 = statistics.median(totals.get((name, 1), [0.0])) * 1000
+            print(f"    {name:<44} {r0:8.1f} / {r1:8.1f}")
+        last = rounds - 1
+        ranks = []
+        for rank in (0, 1):
+            with open(os.path.join(spans, f"round{last}", f"{version}-rank{rank}.json")) as fh:
+                ranks.append(json.load(fh))
+        origin = min(r["started"] for r in ranks)
+        print(f"  timeline of {version}, round {last} (ms from the first rank's start: start +duration)")
+        rows = sorted(
+            (began - origin, rank, name, thread, ended - began)
+            for rank, r in enumerate(ranks)
+            for name, thread, began, ended in r["events"]
+            if not thread.startswith("kara-dcp")
+        )
+        for began, rank, name, _, took in rows:
+            print(f"    rank {rank} {began * 1000:8.1f} +{took * 1000:7.1f}  {name}")
+
+
 @contextlib.contextmanager
 def _locked(path: str | None) -> Iterator[None]:
     if path is None:
@@ -339,14 +493,23 @@ def main() -> None:
     parser.add_argument("--total-mib", type=int, default=1024)
     parser.add_argument("--lock", metavar="FILE", help="hold an flock on FILE during each round (not between rounds)")
     parser.add_argument("--profile", metavar="DIR", help="write a cProfile of every step of every rank to DIR")
+    parser.add_argument(
+        "--kara-only",
+        action="store_true",
+        help="only kara's saves: first save, re-saves with half, none and all of the tensors changed",
+    )
+    parser.add_argument("--spans", metavar="DIR", help="with --kara-only: record each rank's phases to DIR, print them")
     parser.add_argument("--rank-params", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rank_params:
         rank_main(json.loads(args.rank_params))
         return
+    total = args.total_mib * 1024 * 1024
+    if args.kara_only:
+        main_kara_only(args, total)
+        return
     k215_python()
     compile_sources(sys.executable)
-    total = args.total_mib * 1024 * 1024
     work = workdir("checkpoints")
     rounds: list[dict[str, float]] = []
     try:
@@ -414,6 +577,37 @@ def main() -> None:
         f"{med['sys_fs_save']:.2f} s = {floor:.2f} s;\n  best possible ratio against FileSystemWriter alone here: "
         f"{med['fs_save']:.2f} s / {floor:.2f} s = {med['fs_save'] / floor:.2f}x (on {os.cpu_count()} cores)"
     )
+
+
+def main_kara_only(args: argparse.Namespace, total: int) -> None:
+    compile_sources(sys.executable)
+    spans = args.spans and os.path.abspath(args.spans)
+    work = workdir("checkpoints")
+    rounds: list[dict[str, float]] = []
+    try:
+        for round_ in range(args.rounds):
+            with _locked(args.lock):
+                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                times = run_kara_round(work, round_, total, spans)
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S UTC")
+            print(
+                f"round {round_} ({stamp}, load before {load}): " + "  ".join(f"{k} {v:.2f}" for k, v in times.items())
+            )
+            rounds.append(times)
+    finally:
+        remove_workdir(work)
+    col = {k: [r[k] for r in rounds] for k in rounds[0]}
+    med = {k: statistics.median(v) for k, v in col.items()}
+    print(f"\nload average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"kara saves, 2 ranks, {args.total_mib} MiB in {TENSORS} tensors, {args.rounds} rounds (median, range)")
+    for label, version, _, _ in KARA_CASES:
+        ratio = med["g0"] / med[version]
+        print(
+            f"  {label:<40} {summary(col[version])}  {ratio:5.2f}x of the first save;"
+            f"  CPU of rank 0 {summary(col['cpu_' + version])}"
+        )
+    if spans:
+        print_spans(spans, args.rounds)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ TCPStore on a port the OS picks.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from kara_core import KaraStorage
 from kara_core.cli import cli
 from kara_core.errors import ConfigurationError, CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from kara_core.obj import stream
 from kara_core.obj.manifest import KeyLayout
 from kara_core.testing.obj import read_tree
 
@@ -389,3 +393,129 @@ def test_local_stores_default_to_one_thread_per_core_of_each_local_rank(
         store.backend, "capabilities", dataclasses.replace(store.backend.capabilities, local_path=False)
     )
     assert checkpoint._default_threads(store, 8) == 8
+
+
+def _leases(store: KaraStorage) -> list[str]:
+    return list(store.backend.list(KeyLayout("ckpt", "direct").leases))
+
+
+def _wait_for_leases(store: KaraStorage, count: int) -> list[str]:
+    deadline = time.monotonic() + 10
+    while len(_leases(store)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _leases(store)
+
+
+@pytest.mark.parametrize("coordinator", [True, False], ids=["coordinator", "other-rank"])
+def test_set_up_takes_the_leases_before_write_data_and_reset_releases_them(tmp_path: Path, coordinator: bool) -> None:
+    store, _ = _saved_store(tmp_path)
+    assert _leases(store) == []
+    writer = KaraWriter(store, "ckpt", "direct", version="w")
+    writer.set_up_storage_writer(coordinator, rank=0 if coordinator else 1)
+    # While DCP plans the save, every rank already holds its lease (the coordinator also
+    # the open version's): write_data starts with them.
+    assert len(_wait_for_leases(store, 2 if coordinator else 1)) == (2 if coordinator else 1)
+    writer.reset()
+    assert _leases(store) == []
+    # A writer dropped between set-up and write_data (a failed plan) releases them too.
+    writer.set_up_storage_writer(coordinator, rank=0 if coordinator else 1)
+    _wait_for_leases(store, 1)
+    del writer
+    gc.collect()
+    assert _leases(store) == []
+
+
+def test_the_lease_and_the_previous_manifest_are_prepared_beside_dcp_planning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = _saved_store(tmp_path)
+    threads: dict[str, set[str]] = {"read_manifest": set(), "lease": set()}
+    read_manifest = store.objects.read_manifest
+    lease = stream.Lease.__init__
+
+    def manifest_spy(*args: Any, **kwargs: Any) -> Any:
+        threads["read_manifest"].add(threading.current_thread().name)
+        return read_manifest(*args, **kwargs)
+
+    def lease_spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        threads["lease"].add(threading.current_thread().name)
+        lease(self, *args, **kwargs)
+
+    monkeypatch.setattr(store.objects, "read_manifest", manifest_spy)
+    monkeypatch.setattr(stream.Lease, "__init__", lease_spy)
+    writer = KaraWriter(store, "ckpt", "direct", version="w")
+    dcp.save(_full_state(2), storage_writer=writer, no_dist=True)
+    assert threads == {"read_manifest": {"kara-dcp-prepare"}, "lease": {"kara-dcp-prepare"}}
+    assert writer.version == "w" and _leases(store) == []
+    # The previous version's blobs were used: the unchanged half was compared, not uploaded.
+    assert (writer.stats.reused_blobs, writer.stats.uploaded_blobs) == (TENSORS // 2, TENSORS // 2 + 1)
+
+
+def _torch_save_without_crc(tensor: torch.Tensor) -> bytes:
+    serialization.set_crc32_options(False)
+    try:
+        reference = io.BytesIO()
+        torch.save(tensor, reference)
+    finally:
+        serialization.set_crc32_options(True)
+    return reference.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seed: torch.randn(300, 400, generator=torch.Generator().manual_seed(seed)),
+        lambda seed: torch.full((256, 256), float(seed)).to(torch.bfloat16),
+        lambda seed: torch.ones(70_000, dtype=torch.bool) if seed else torch.zeros(70_000, dtype=torch.bool),
+        lambda seed: (torch.randn(30_000) + seed).as_strided((1, 300, 100), (7, 100, 1)),
+    ],
+    ids=["float32", "bfloat16", "bool", "odd-stride"],
+)
+def test_archives_of_one_layout_reuse_the_records_and_stay_torch_save(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serialized: list[torch.Tensor] = []
+    real = checkpoint._save_archive
+
+    def counting(tensor: torch.Tensor, archive: Any) -> None:
+        serialized.append(tensor)
+        real(tensor, archive)
+
+    monkeypatch.setattr(checkpoint, "_save_archive", counting)
+    templates = checkpoint._ArchiveTemplates()
+    tensors = [checkpoint._compact(make(seed)) for seed in range(3)]
+    for tensor in tensors:
+        parts, offset = templates.parts(tensor)
+        joined = b"".join(bytes(part) for part in parts)
+        assert joined == _torch_save_without_crc(tensor)
+        assert offset == checkpoint._tensor_bytes_offset(memoryview(joined), tensor.numel() * tensor.element_size())
+        # The tensor's bytes are a view of its own memory.
+        assert checkpoint._address(parts[1]) == tensor.data_ptr()
+    # torch's serializer ran for the first tensor of the layout only.
+    assert len(serialized) == 1
+    # Another layout (shape, dtype, strides) is serialized again.
+    other = checkpoint._compact(make(0).reshape(-1).flip(0).clone().reshape(2, -1))
+    parts, _ = templates.parts(other)
+    assert b"".join(bytes(part) for part in parts) == _torch_save_without_crc(other)
+    assert len(serialized) == 2
+
+
+def test_tensors_that_are_not_plain_are_always_serialized_by_torch() -> None:
+    class Marked(torch.Tensor):
+        pass
+
+    plain = torch.randn(300, 400)
+    attributed = torch.randn(300, 400)
+    attributed.note = "kept by torch.save"
+    for tensor in [plain.as_subclass(Marked), attributed, torch.randn(300, 400, dtype=torch.complex64).conj()]:
+        assert checkpoint._layout_key(tensor) is None
+    assert checkpoint._layout_key(torch.randn(10)) is None  # small: copied with the records
+    assert checkpoint._layout_key(plain) is not None
+    # Strides are part of the layout (torch.save records them), even those of size-1 dims.
+    standard = torch.randn(1, 300, 100)
+    odd = torch.randn(30_000).as_strided((1, 300, 100), (7, 100, 1))
+    assert checkpoint._layout_key(standard) != checkpoint._layout_key(odd)
+    templates = checkpoint._ArchiveTemplates()
+    for tensor in [standard, odd]:
+        parts, _ = templates.parts(tensor)
+        assert b"".join(bytes(part) for part in parts) == _torch_save_without_crc(tensor)
