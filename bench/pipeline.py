@@ -27,7 +27,8 @@ fresh Python process (rounds of the two sides alternate), reported as median and
    file I/O of the same bytes (8 KiB ``readinto`` per record, summed the same way).
    Target: >= 0.8x of plain file I/O.
 
-kara's sources are byte-compiled first (as an installed package is).
+kara's sources are byte-compiled first (as an installed package is). KARA_BENCH_ONLY (a
+comma-separated subset of mix, packed, zstd, numpy) runs only those comparisons.
 
     .venv/bin/python bench/pipeline.py          (or: bash scripts/bench pipeline)
 """
@@ -52,6 +53,9 @@ from common import ROOT, remove_workdir, small_record, workdir  # noqa: E402
 sys.path[:] = [path for path in sys.path if os.path.abspath(path or ".") != BENCH]
 
 ROUNDS = int(os.environ.get("KARA_BENCH_ROUNDS", "5"))
+#: The comparisons to run (KARA_BENCH_ONLY, comma-separated; default all).
+PARTS = ("mix", "packed", "zstd", "numpy")
+ONLY = [part for part in os.environ.get("KARA_BENCH_ONLY", ",".join(PARTS)).split(",") if part]
 BATCH = 64
 MIX_SIZES = {"web": 100_000, "code": 60_000, "books": 40_000}
 MIX_WEIGHTS = {"web": 0.5, "code": 0.3, "books": 0.2}
@@ -255,38 +259,44 @@ def write_data(root: str, url: str) -> dict[str, Any]:
     from kara_core.serialization import ZstdSerializer
 
     store = kara_core.KaraStorage(url)
-    for name, count in {**MIX_SIZES, "single": SINGLE_RECORDS}.items():
-        with store.open_dataset("mix", name, "w", version="1") as ds:
-            ds.write_many(small_record(i) for i in range(count))
+    facts: dict[str, Any] = {}
+    if "mix" in ONLY:
+        for name, count in {**MIX_SIZES, "single": SINGLE_RECORDS}.items():
+            with store.open_dataset("mix", name, "w", version="1") as ds:
+                ds.write_many(small_record(i) for i in range(count))
 
     rng = np.random.default_rng(2024)
     lengths = rng.integers(100, 8000, size=DOCUMENTS)
     flat = rng.integers(0, 50_000, size=int(lengths.sum()), dtype=np.int32)
-    ends = np.cumsum(lengths)
-    tokens_path, ends_path = os.path.join(root, "tokens.npy"), os.path.join(root, "ends.npy")
-    np.save(tokens_path, flat)
-    np.save(ends_path, ends)
-    with store.open_dataset("tok", "docs", "w", version="1", serialization="numpy") as ds:
-        ds.write_many(np.split(flat, ends[:-1]))
-    # The first open counts the tokens and caches the counts in the version's sidecar.
-    kara_core.pack(store.open_dataset("tok", "docs"), field=None, seq_len=SEQ_LEN)
-    litdata_dir = os.path.join(root, "litdata")
-    params = {"work": root, "tokens": tokens_path, "ends": ends_path, "dir": litdata_dir, "seq_len": SEQ_LEN}
-    run_litdata(LITDATA_OPTIMIZE, params)
+    if "packed" in ONLY:
+        ends = np.cumsum(lengths)
+        tokens_path, ends_path = os.path.join(root, "tokens.npy"), os.path.join(root, "ends.npy")
+        np.save(tokens_path, flat)
+        np.save(ends_path, ends)
+        with store.open_dataset("tok", "docs", "w", version="1", serialization="numpy") as ds:
+            ds.write_many(np.split(flat, ends[:-1]))
+        # The first open counts the tokens and caches the counts in the version's sidecar.
+        kara_core.pack(store.open_dataset("tok", "docs"), field=None, seq_len=SEQ_LEN)
+        litdata_dir = os.path.join(root, "litdata")
+        params = {"work": root, "tokens": tokens_path, "ends": ends_path, "dir": litdata_dir, "seq_len": SEQ_LEN}
+        run_litdata(LITDATA_OPTIMIZE, params)
+        facts.update(litdata_dir=litdata_dir, tokens=int(flat.size))
 
-    records = [small_record(i) for i in range(COMPRESS_RECORDS)]
-    trained = ZstdSerializer.train(records[::100], "json", level=19, dict_size=16 * 1024)
-    for key, serializer in (("json", "json"), ("json+zstd", trained)):
-        with store.open_dataset("cmp", key, "w", version="1", serialization=serializer) as ds:
-            ds.write_many(records)
-    sizes = {key: store.rows.dataset_info("cmp", key)["data_bytes"] for key in ("json", "json+zstd")}
+    if "zstd" in ONLY:
+        records = [small_record(i) for i in range(COMPRESS_RECORDS)]
+        trained = ZstdSerializer.train(records[::100], "json", level=19, dict_size=16 * 1024)
+        for key, serializer in (("json", "json"), ("json+zstd", trained)):
+            with store.open_dataset("cmp", key, "w", version="1", serialization=serializer) as ds:
+                ds.write_many(records)
+        facts["sizes"] = {key: store.rows.dataset_info("cmp", key)["data_bytes"] for key in ("json", "json+zstd")}
 
-    arrays = rng.integers(0, 50_000, size=(ARRAY_RECORDS, ARRAY_TOKENS), dtype=np.int32)
-    with store.open_dataset("arr", "tokens", "w", version="1", serialization="numpy") as ds:
-        ds.write_many(arrays)
-    plain = os.path.join(root, "plain.bin")
-    arrays.tofile(plain)
-    return {"litdata_dir": litdata_dir, "plain": plain, "sizes": sizes, "tokens": int(flat.size)}
+    if "numpy" in ONLY:
+        arrays = rng.integers(0, 50_000, size=(ARRAY_RECORDS, ARRAY_TOKENS), dtype=np.int32)
+        with store.open_dataset("arr", "tokens", "w", version="1", serialization="numpy") as ds:
+            ds.write_many(arrays)
+        facts["plain"] = os.path.join(root, "plain.bin")
+        arrays.tofile(facts["plain"])
+    return facts
 
 
 # -- reporting ------------------------------------------------------------------------------
@@ -328,13 +338,35 @@ def byte_compile() -> None:
     """Byte-compile kara's sources, as installing a package does (pip compiles on install).
 
     Rounds run in fresh processes; with PYTHONDONTWRITEBYTECODE set and no .pyc files,
-    every round would compile kara's modules inside its timed section, while LitData,
-    installed by pip, starts from compiled files.
+    every round would compile kara's modules inside its timed section (kara imports its
+    row, pipeline and torch modules and its plugins lazily, when a store is opened), while
+    LitData, installed by pip, starts from compiled files. The trees compiled are the ones
+    the rounds import (found as they find them), which are not this checkout's when
+    PYTHONPATH does not point at it (an editable install of another checkout): that is
+    said, since the rounds then measure that checkout's code.
     """
     import compileall
+    import importlib.util
 
-    for folder in ("kara_core", "plugins", "examples"):
-        compileall.compile_dir(os.path.join(ROOT, folder), quiet=1)
+    folders = {os.path.join(ROOT, folder) for folder in ("kara_core", "plugins", "examples")}
+    names = ["kara_core"] + [
+        package
+        for parent in (os.path.join(ROOT, "plugins"), os.path.join(ROOT, "examples"))
+        for project in sorted(os.listdir(parent))
+        if os.path.isdir(os.path.join(parent, project))
+        for package in sorted(os.listdir(os.path.join(parent, project)))
+        if os.path.isfile(os.path.join(parent, project, package, "__init__.py"))
+    ]
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        where = os.path.abspath(next(iter(spec.submodule_search_locations)))
+        if not where.startswith(ROOT + os.sep):
+            print(f"note: the rounds import {name} from {where}, not from this checkout ({ROOT})", file=sys.stderr)
+            folders.add(where)
+    for folder in sorted(folders):
+        compileall.compile_dir(folder, quiet=1)
 
 
 def main() -> None:
@@ -344,32 +376,42 @@ def main() -> None:
     url = "file://" + os.path.join(root, "store")
     try:
         facts = write_data(root, url)
-        loader_jobs: dict[str, Callable[[], dict[str, Any]]] = {}
-        for workers in (0, 2):
-            for kind in ("single", "mix"):
-                job = {"kind": "loader", "args": [url, kind, workers]}
-                loader_jobs[f"{kind}/{workers}"] = lambda job=job: fresh_round(job)
-        loaders = alternate(loader_jobs)
-        packed_jobs: dict[str, Callable[[], dict[str, Any]]] = {}
-        batches = -(-(facts["tokens"] // SEQ_LEN) // PACK_BATCH)
-        for workers in (0, 2):
-            packed_jobs[f"kara/{workers}"] = lambda w=workers: fresh_round({"kind": "packed", "args": [url, w]})
-            packed_jobs[f"batches/{workers}"] = lambda w=workers: fresh_round(
-                {"kind": "packed", "args": [url, w, True]}
+        loaders: dict[str, list[dict[str, Any]]] = {}
+        if "mix" in ONLY:
+            loader_jobs: dict[str, Callable[[], dict[str, Any]]] = {}
+            for workers in (0, 2):
+                for kind in ("single", "mix"):
+                    job = {"kind": "loader", "args": [url, kind, workers]}
+                    loader_jobs[f"{kind}/{workers}"] = lambda job=job: fresh_round(job)
+            loaders = alternate(loader_jobs)
+        packed: dict[str, list[dict[str, Any]]] = {}
+        if "packed" in ONLY:
+            packed_jobs: dict[str, Callable[[], dict[str, Any]]] = {}
+            batches = -(-(facts["tokens"] // SEQ_LEN) // PACK_BATCH)
+            for workers in (0, 2):
+                packed_jobs[f"kara/{workers}"] = lambda w=workers: fresh_round({"kind": "packed", "args": [url, w]})
+                packed_jobs[f"batches/{workers}"] = lambda w=workers: fresh_round(
+                    {"kind": "packed", "args": [url, w, True]}
+                )
+                packed_jobs[f"floor/{workers}"] = lambda w=workers: fresh_round({"kind": "floor", "args": [w, batches]})
+                params = {"work": root, "dir": facts["litdata_dir"], "seq_len": SEQ_LEN, "batch": PACK_BATCH}
+                packed_jobs[f"litdata/{workers}"] = lambda p={**params, "workers": workers}: run_litdata(
+                    LITDATA_ROUND, p
+                )
+            packed = alternate(packed_jobs)
+        reads: dict[str, list[dict[str, Any]]] = {}
+        if "zstd" in ONLY:
+            reads = alternate(
+                {key: lambda k=key: fresh_round({"kind": "read", "args": [url, k]}) for key in ("json", "json+zstd")}
             )
-            packed_jobs[f"floor/{workers}"] = lambda w=workers: fresh_round({"kind": "floor", "args": [w, batches]})
-            params = {"work": root, "dir": facts["litdata_dir"], "seq_len": SEQ_LEN, "batch": PACK_BATCH}
-            packed_jobs[f"litdata/{workers}"] = lambda p={**params, "workers": workers}: run_litdata(LITDATA_ROUND, p)
-        packed = alternate(packed_jobs)
-        reads = alternate(
-            {key: lambda k=key: fresh_round({"kind": "read", "args": [url, k]}) for key in ("json", "json+zstd")}
-        )
-        arrays = alternate(
-            {
-                kind: lambda k=kind: fresh_round({"kind": "array", "args": [url, facts["plain"], k]})
-                for kind in ("kara", "plain")
-            }
-        )
+        arrays: dict[str, list[dict[str, Any]]] = {}
+        if "numpy" in ONLY:
+            arrays = alternate(
+                {
+                    kind: lambda k=kind: fresh_round({"kind": "array", "args": [url, facts["plain"], k]})
+                    for kind in ("kara", "plain")
+                }
+            )
     finally:
         remove_workdir(root)
     load = os.getloadavg()[0]
@@ -378,65 +420,46 @@ def main() -> None:
         f"load average {load:.1f} on {os.cpu_count()} cores (the machine is shared with other jobs: "
         "the ratios, taken in the same run, are what count)"
     )
-    print_comparison(
-        f"DataLoader, batch {BATCH}: 3-source mixture (one pass) vs one dataset of {SINGLE_RECORDS:,} records",
-        [
-            (f"num_workers={w}", "mixture", loaders[f"mix/{w}"], "single dataset", loaders[f"single/{w}"], 0.9)
-            for w in (0, 2)
-        ],
-        "samples/s",
-    )
-    print_comparison(
-        f"Packed tokens, seq_len {SEQ_LEN}, {facts['tokens']:,} tokens in {DOCUMENTS:,} documents (batch {PACK_BATCH})",
-        [
-            row
-            for w in (0, 2)
-            for row in (
-                (
-                    f"num_workers={w}",
-                    "kara pack (numpy)",
-                    packed[f"kara/{w}"],
-                    "LitData TokensLoader",
-                    packed[f"litdata/{w}"],
-                    1.5,
-                ),
-                (
-                    f"num_workers={w}",
-                    "kara, batches=True",
-                    packed[f"batches/{w}"],
-                    "LitData TokensLoader",
-                    packed[f"litdata/{w}"],
-                    1.5,
-                ),
-                (
-                    f"num_workers={w}",
-                    "floor: DataLoader only",
-                    packed[f"floor/{w}"],
-                    "LitData TokensLoader",
-                    packed[f"litdata/{w}"],
-                    1.5,
-                ),
-            )
-        ],
-        "tokens/s",
-    )
-    sizes = facts["sizes"]
-    print_comparison(
-        f"{COMPRESS_RECORDS:,} small records, one sequential read",
-        [("read", "json+zstd (dictionary)", reads["json+zstd"], "json", reads["json"], 0.7)],
-        "records/s",
-    )
-    print(
-        f"bytes on disk: json {sizes['json']:,}, json+zstd {sizes['json+zstd']:,}: "
-        f"{sizes['json'] / sizes['json+zstd']:.2f}x smaller (target 3.0x) "
-        f"{'yes' if sizes['json'] >= 3 * sizes['json+zstd'] else 'NO'}"
-    )
-    assert len({r["checksum"] for r in arrays["kara"] + arrays["plain"]}) == 1
-    print_comparison(
-        f"{ARRAY_RECORDS:,} records of {ARRAY_TOKENS} int32 tokens, read and summed in order",
-        [("sequential read", "kara numpy records", arrays["kara"], "plain file I/O", arrays["plain"], 0.8)],
-        "records/s",
-    )
+    if loaders:
+        print_comparison(
+            f"DataLoader, batch {BATCH}: 3-source mixture (one pass) vs one dataset of {SINGLE_RECORDS:,} records",
+            [
+                (f"num_workers={w}", "mixture", loaders[f"mix/{w}"], "single dataset", loaders[f"single/{w}"], 0.9)
+                for w in (0, 2)
+            ],
+            "samples/s",
+        )
+    if packed:
+        sides = (("kara", "kara pack (numpy)"), ("batches", "kara, batches=True"), ("floor", "floor: DataLoader only"))
+        print_comparison(
+            f"Packed tokens, seq_len {SEQ_LEN}, {facts['tokens']:,} tokens in {DOCUMENTS:,} documents "
+            f"(batch {PACK_BATCH})",
+            [
+                (f"num_workers={w}", label, packed[f"{side}/{w}"], "LitData TokensLoader", packed[f"litdata/{w}"], 1.5)
+                for w in (0, 2)
+                for side, label in sides
+            ],
+            "tokens/s",
+        )
+    if reads:
+        sizes = facts["sizes"]
+        print_comparison(
+            f"{COMPRESS_RECORDS:,} small records, one sequential read",
+            [("read", "json+zstd (dictionary)", reads["json+zstd"], "json", reads["json"], 0.7)],
+            "records/s",
+        )
+        print(
+            f"bytes on disk: json {sizes['json']:,}, json+zstd {sizes['json+zstd']:,}: "
+            f"{sizes['json'] / sizes['json+zstd']:.2f}x smaller (target 3.0x) "
+            f"{'yes' if sizes['json'] >= 3 * sizes['json+zstd'] else 'NO'}"
+        )
+    if arrays:
+        assert len({r["checksum"] for r in arrays["kara"] + arrays["plain"]}) == 1
+        print_comparison(
+            f"{ARRAY_RECORDS:,} records of {ARRAY_TOKENS} int32 tokens, read and summed in order",
+            [("sequential read", "kara numpy records", arrays["kara"], "plain file I/O", arrays["plain"], 0.8)],
+            "records/s",
+        )
 
 
 if __name__ == "__main__":
