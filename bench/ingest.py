@@ -129,6 +129,7 @@ def _serial_write(store: Any, blocks: Any) -> float:
     part, one after the other, on one Arrow thread (a Ray worker's), then the commit."""
     import pyarrow as pa
     import ray
+    from kara_ray.datasink import SINK_BLOCK_SIZE
     from kara_ray.rows import write_block
 
     tables = [ray.get(ref) for ref in blocks.to_arrow_refs()]
@@ -136,7 +137,10 @@ def _serial_write(store: Any, blocks: Any) -> float:
     pa.set_cpu_count(1)
     try:
         start = time.perf_counter()
-        handle = store.open_parallel_write("bench", "serial_w", f"s{os.getpid()}", sync_at_commit=True)
+        # As the datasink opens it: its block size, parts synced by the commit.
+        handle = store.open_parallel_write(
+            "bench", "serial_w", f"s{os.getpid()}", sync_at_commit=True, block_size=SINK_BLOCK_SIZE
+        )
         for number, table in enumerate(tables):
             with handle.part(number) as part:
                 write_block(part, table, handle.serializer, None)
