@@ -124,33 +124,43 @@ PHASES = [
 ]
 
 
-def _time_phases() -> dict[str, float]:
-    """Wrap :data:`PHASES` with timers; the returned dict fills as they run."""
+def _wrap_calls(targets: list[tuple[str, str, str]], report: Any) -> None:
+    """Wrap each (module, attribute path, label) of ``targets``: every call ends with
+    ``report(label, began, ended)`` (``time.perf_counter`` values), even when it raises."""
     import functools
     import importlib
-    import threading
 
-    spent: dict[str, float] = {}
-    lock = threading.Lock()
-
-    def timed(fn: Any, phase: str) -> Any:
+    def timed(fn: Any, label: str) -> Any:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                with lock:
-                    spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - began
+                report(label, began, time.perf_counter())
 
         return wrapper
 
-    for module_name, path, phase in PHASES:
+    for module_name, path, label in targets:
         owner: Any = importlib.import_module(module_name)
         *parents, name = path.split(".")
         for parent in parents:
             owner = getattr(owner, parent)
-        setattr(owner, name, timed(getattr(owner, name), phase))
+        setattr(owner, name, timed(getattr(owner, name), label))
+
+
+def _time_phases() -> dict[str, float]:
+    """Wrap :data:`PHASES` with timers; the returned dict fills as they run."""
+    import threading
+
+    spent: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def add(phase: str, began: float, ended: float) -> None:
+        with lock:
+            spent[phase] = spent.get(phase, 0.0) + ended - began
+
+    _wrap_calls(PHASES, add)
     return spent
 
 
@@ -184,27 +194,12 @@ SPANS = [
 
 def _record_spans(events: list[tuple[str, str, float, float]]) -> None:
     """Wrap :data:`SPANS`; each call appends (name, thread, start, end) to ``events``."""
-    import functools
-    import importlib
     import threading
 
-    def timed(fn: Any, name: str) -> Any:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            began = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                events.append((name, threading.current_thread().name, began, time.perf_counter()))
+    def append(name: str, began: float, ended: float) -> None:
+        events.append((name, threading.current_thread().name, began, ended))
 
-        return wrapper
-
-    for module_name, path in SPANS:
-        owner: Any = importlib.import_module(module_name)
-        *parents, name = path.split(".")
-        for parent in parents:
-            owner = getattr(owner, parent)
-        setattr(owner, name, timed(getattr(owner, name), path))
+    _wrap_calls([(module, path, path) for module, path in SPANS], append)
 
 
 def _time_gc(spent: dict[str, float]) -> None:
@@ -504,6 +499,8 @@ def main() -> None:
     if args.rank_params:
         rank_main(json.loads(args.rank_params))
         return
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     total = args.total_mib * 1024 * 1024
     if args.kara_only:
         main_kara_only(args, total)
