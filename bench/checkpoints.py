@@ -482,6 +482,26 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):7.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
+def _run_rounds(args: argparse.Namespace, run: Any) -> list[dict[str, float]]:
+    """``run(work, round)`` for each round (under ``--lock``), printing each round's times as it ends."""
+    work = workdir("checkpoints")
+    rounds: list[dict[str, float]] = []
+    try:
+        for round_ in range(args.rounds):
+            with _locked(args.lock):
+                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                times = run(work, round_)
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S UTC")
+            print(
+                f"round {round_} ({stamp}, load before {load}): " + "  ".join(f"{k} {v:.2f}" for k, v in times.items()),
+                flush=True,
+            )
+            rounds.append(times)
+    finally:
+        remove_workdir(work)
+    return rounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -507,21 +527,8 @@ def main() -> None:
         return
     k215_python()
     compile_sources(sys.executable)
-    work = workdir("checkpoints")
-    rounds: list[dict[str, float]] = []
-    try:
-        for round_ in range(args.rounds):
-            with _locked(args.lock):
-                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-                times = run_round(work, round_, total, args.profile and os.path.abspath(args.profile))
-            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S UTC")
-            print(
-                f"round {round_} ({stamp}, load before {load}): " + "  ".join(f"{k} {v:.2f}" for k, v in times.items()),
-                flush=True,
-            )
-            rounds.append(times)
-    finally:
-        remove_workdir(work)
+    profile = args.profile and os.path.abspath(args.profile)
+    rounds = _run_rounds(args, lambda work, round_: run_round(work, round_, total, profile))
     col = {k: [r[k] for r in rounds] for k in rounds[0]}
     med = {k: statistics.median(v) for k, v in col.items()}
     print(f"\nload average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -579,20 +586,7 @@ def main() -> None:
 def main_kara_only(args: argparse.Namespace, total: int) -> None:
     compile_sources(sys.executable)
     spans = args.spans and os.path.abspath(args.spans)
-    work = workdir("checkpoints")
-    rounds: list[dict[str, float]] = []
-    try:
-        for round_ in range(args.rounds):
-            with _locked(args.lock):
-                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-                times = run_kara_round(work, round_, total, spans)
-            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S UTC")
-            print(
-                f"round {round_} ({stamp}, load before {load}): " + "  ".join(f"{k} {v:.2f}" for k, v in times.items())
-            )
-            rounds.append(times)
-    finally:
-        remove_workdir(work)
+    rounds = _run_rounds(args, lambda work, round_: run_kara_round(work, round_, total, spans))
     col = {k: [r[k] for r in rounds] for k in rounds[0]}
     med = {k: statistics.median(v) for k, v in col.items()}
     print(f"\nload average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
