@@ -72,18 +72,29 @@ def _dataset() -> Any:
 def test_the_write_runs_its_tasks_side_by_side_from_the_start(ray_session: Any, tmp_path: Path) -> None:
     # Under Ray's defaults (reservation on) these tasks run one at a time: the whole write
     # ends inside the first second, when every operator's budget is still zero.
+    # Ray's scheduling is not deterministic: on a loaded machine (seen in CI, and here in
+    # about one run in three with a busy loop on one of the two cores, on the code before
+    # and after round 8 alike) a write sometimes runs its tasks one after another anyway.
+    # With the reservation on that happens every time, so the check is that at least one
+    # of three writes ran two tasks side by side.
     url = f"file://{tmp_path}/store"
     ds = _dataset()
-    assert ds.context.op_resource_reservation_enabled
-    sink = SlowDatasink(url, "corpus", "web", "v1")
-    report = write_datasink(ds, sink)
-    assert report is sink.report and report.records == TASKS * 100 and report.parts == TASKS
-    assert _most_at_once(sink.spans) == 2
-    # Scoped to the write: the dataset's context is restored, the global one never touched.
-    assert ds.context.op_resource_reservation_enabled
-    assert DataContext.get_current().op_resource_reservation_enabled
-    with KaraStorage(url).open_dataset("corpus", "web") as reader:
-        assert [record["id"] for record in reader] == list(range(TASKS * 100))
+    most = []
+    for attempt in range(1, 4):
+        assert ds.context.op_resource_reservation_enabled
+        version = f"v{attempt}"
+        sink = SlowDatasink(url, "corpus", "web", version)
+        report = write_datasink(ds, sink)
+        assert report is sink.report and report.records == TASKS * 100 and report.parts == TASKS
+        # Scoped to the write: the dataset's context is restored, the global one never touched.
+        assert ds.context.op_resource_reservation_enabled
+        assert DataContext.get_current().op_resource_reservation_enabled
+        with KaraStorage(url).open_dataset("corpus", "web", version=version) as reader:
+            assert [record["id"] for record in reader] == list(range(TASKS * 100))
+        most.append(_most_at_once(sink.spans))
+        if most[-1] == 2:
+            break
+    assert 2 in most, f"tasks at once in each write: {most}"
 
 
 def test_the_write_keeps_the_limits_the_user_set(ray_session: Any, tmp_path: Path) -> None:
