@@ -190,10 +190,8 @@ class ObstoreBackend(Backend):
         if end is not None and end <= start:
             return self._read_empty_range(path)
         result = self._get("read " + path, key, start, end)
-        if result is None:
-            if self.size(path) is None:
-                raise NotFoundError(f"read {path}: {self.url} has no such object")
-            return b""
+        if result is None:  # the range starts at or past the object's end
+            return self._read_empty_range(path)
         return bytes(self._call("read " + path, result.bytes))
 
     def open_read(self, path: str, start: int = 0) -> BinaryIO:
@@ -211,10 +209,8 @@ class ObstoreBackend(Backend):
         if end is not None and end <= start:
             return io.BytesIO(b"")  # type: ignore[return-value]
         result = self._get("read " + path, key, start, end)
-        if result is None:
-            if self.size(path) is None:
-                raise NotFoundError(f"read {path}: {self.url} has no such object")
-            return io.BytesIO(b"")  # type: ignore[return-value]
+        if result is None:  # the range starts at or past the object's end
+            return io.BytesIO(self._read_empty_range(path))  # type: ignore[return-value]
         first, last = result.range
         if last - first <= SMALL_READ:
             return io.BytesIO(bytes(self._call("read " + path, result.bytes)))  # type: ignore[return-value]
