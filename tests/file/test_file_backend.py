@@ -176,12 +176,19 @@ def test_a_failed_stream_in_a_batch_leaves_no_temp_file(tmp_path) -> None:
     assert _tree(tmp_path) == ["d/good"]
 
 
-def test_batch_commit_without_syncfs_fsyncs_each_file(tmp_path, monkeypatch) -> None:
-    # Where syncfs(2) is missing (not Linux), commit falls back to one fsync per file.
+def _without_syncfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Take syncfs(2) away (as on a platform without it) and return the list of the
+    paths the file store then fsyncs one by one, which it fills as they are synced."""
     monkeypatch.setattr(file_backend_module, "_syncfs", None)
     synced: list[str] = []
     real_fsync = file_backend_module._fsync_path
     monkeypatch.setattr(file_backend_module, "_fsync_path", lambda path: (synced.append(path), real_fsync(path)))
+    return synced
+
+
+def test_batch_commit_without_syncfs_fsyncs_each_file(tmp_path, monkeypatch) -> None:
+    # Where syncfs(2) is missing (not Linux), commit falls back to one fsync per file.
+    synced = _without_syncfs(monkeypatch)
     backend = open_backend(f"file://{tmp_path}")
     batch = backend.open_batch()
     for i in range(5):
@@ -229,10 +236,7 @@ def test_unsynced_puts_skip_their_fsyncs_and_sync_makes_them_durable(tmp_path, m
 
 
 def test_sync_without_syncfs_fsyncs_each_file_and_folder(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(file_backend_module, "_syncfs", None)
-    synced: list[str] = []
-    real_fsync = file_backend_module._fsync_path
-    monkeypatch.setattr(file_backend_module, "_fsync_path", lambda path: (synced.append(path), real_fsync(path)))
+    synced = _without_syncfs(monkeypatch)
     backend = open_backend(f"file://{tmp_path}")
     for i in range(3):
         backend.put_unsynced(f"d/{i}", b"x" * i)

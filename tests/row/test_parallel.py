@@ -491,6 +491,14 @@ def test_a_local_index_block_read_in_short_pieces_still_commits(
         assert list(ds) == _expected([20, 20])
 
 
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, every ``os.fsync`` still syncs and appends its descriptor to the list returned."""
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    return fsyncs
+
+
 def _done(store: KaraStorage, handle: ParallelWrite, part: int, attempt: str) -> dict[str, Any]:
     prefix = attempt_prefix(handle.namespace, handle.key, handle.version, part, attempt)
     return orjson.loads(store.backend.read(prefix + "done.json"))
@@ -502,9 +510,7 @@ def test_parts_closed_where_the_write_was_registered_are_synced_once_by_the_comm
     # No fsync while the parts are written and closed: the commit makes every staged
     # block durable with one sync, before plan.json (its point of no return) exists.
     handle = store.open_parallel_write("corpus", "docs", "v1", block_size=700, sync_at_commit=True)
-    fsyncs: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    fsyncs = _record_fsyncs(monkeypatch)
     counts, attempts = [40, 0, 25], {}
     for part, count in enumerate(counts):
         with handle.part(part) as writer:
@@ -552,9 +558,7 @@ def test_parts_closed_unsynced_before_a_restart_fail_the_commit_and_can_be_rewri
     assert not store.backend.exists("row/corpus/docs/v1/.kara/parallel/plan.json")
     with pytest.raises(DatasetNotFoundError):
         store.open_dataset("corpus", "docs")
-    fsyncs: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    fsyncs = _record_fsyncs(monkeypatch)
     attempts = {}
     for part in range(2):
         with handle.part(part) as writer:  # the write was registered in the old scope: synced puts
@@ -571,9 +575,7 @@ def test_parts_closed_unsynced_before_a_restart_fail_the_commit_and_can_be_rewri
 
 def test_without_sync_at_commit_every_part_syncs_as_it_closes(store: KaraStorage, monkeypatch) -> None:
     handle = store.open_parallel_write("corpus", "docs", "v1")
-    fsyncs: list[int] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    fsyncs = _record_fsyncs(monkeypatch)
     with handle.part(0) as writer:
         writer.write_many(record(i) for i in range(10))
     assert len(fsyncs) == 6  # data, index and done.json: each file and its folder
