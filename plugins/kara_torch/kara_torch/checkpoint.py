@@ -543,10 +543,9 @@ class KaraWriter(StorageWriter):
         planner: SavePlanner,
         item: WriteItem,
         name: str,
-        like: Digests | None = None,
-        templates: _ArchiveTemplates | None = None,
+        like: Digests | None,
+        templates: _ArchiveTemplates,
     ) -> WriteResult:
-        templates = templates or _ArchiveTemplates()
         data = planner.resolve_data(item)
         tensor_offset = None
         if item.type == WriteItemType.BYTE_IO:
