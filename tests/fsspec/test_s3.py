@@ -7,6 +7,10 @@ import logging
 import os
 import pickle
 import re
+import signal
+import subprocess
+import sys
+import time
 import warnings
 
 import pytest
@@ -347,3 +351,50 @@ def test_a_damaged_blob_on_s3_fails_the_load_and_leaves_no_partial_file(
     fs.pipe_file(key, data)  # repaired: the same load now completes
     store.load_directory("ns", "ckpt", str(out), progress_bar=False)
     assert {rel: (out / rel).read_bytes() for rel in files} == files
+
+
+def test_a_server_in_its_own_process_serves_counts_and_stops() -> None:
+    server = S3TestServer(process=True).start()
+    child = server._child
+    try:
+        bucket = server.create_bucket()
+        server.reset_requests()
+        with KaraStorage(server.url(bucket), **server.options) as store:
+            with store.open_dataset("ns", "k", "w", version="v1") as ds:
+                ds.write({"a": 1})
+        assert server.requests > 0 and server.cpu_seconds > 0
+    finally:
+        server.stop()
+    assert child is not None and child.poll() is not None
+
+
+def test_a_server_in_its_own_process_dies_with_the_process_that_started_it() -> None:
+    # A benchmark killed by a signal runs no cleanup: its moto child must not outlive it.
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "from kara_fsspec.testing import S3TestServer\n"
+            "server = S3TestServer(process=True).start()\n"
+            "print(server._child.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # serving
+    parent.kill()
+    parent.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("moto's server outlived the process that started it")

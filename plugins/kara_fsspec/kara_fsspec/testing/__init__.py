@@ -99,6 +99,7 @@ class S3TestServer(_LoopbackServer):
         if self.process:
             self._child = subprocess.Popen(
                 [sys.executable, "-c", "from kara_fsspec.testing.s3 import main; main()"],
+                stdin=subprocess.PIPE,  # the child serves until it ends: it dies with this process
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -122,8 +123,13 @@ class S3TestServer(_LoopbackServer):
             self._server.server_close()
             self._server = None
         if self._child is not None:
-            self._child.terminate()
-            self._child.wait(10)
+            assert self._child.stdin is not None
+            self._child.stdin.close()  # the child's signal to stop
+            try:
+                self._child.wait(10)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait(10)
             self._child = None
 
     @property

@@ -3,7 +3,8 @@
 The counter lets tests and benchmarks show how many requests an operation cost on the
 server side: ``GET /_kara/requests`` answers the count, ``DELETE /_kara/requests``
 resets it. :func:`main` serves on a random port and prints
-``PORT <n>`` (benchmarks run it apart so the server does not share the client's GIL).
+``PORT <n>`` (benchmarks run it apart so the server does not share the client's GIL), and
+serves until its standard input ends.
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ def make_s3_server(host: str = "127.0.0.1", port: int = 0) -> tuple[Any, Countin
 
 
 def main() -> None:
-    """Serve until killed; print the port first."""
+    """Serve until standard input ends (the parent closed it, or died); print the port first.
+
+    A parent killed without the chance to stop its server (SIGKILL, an unhandled SIGTERM)
+    leaves no server behind: its end of the pipe closes with it.
+    """
     server, _ = make_s3_server()
     print(f"PORT {server.server_port}", flush=True)
-    server.serve_forever()
+    threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True).start()
+    sys.stdin.buffer.read()
+    server.shutdown()
+    server.server_close()
 
 
 if __name__ == "__main__":
