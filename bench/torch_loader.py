@@ -31,15 +31,20 @@ none, on the first 20,000 records.
 
 Every round of every contender is a new interpreter (bench/fresh.py).
 
-    .venv/bin/python bench/torch_loader.py [ROUNDS] [WORKLOAD,...]
+    .venv/bin/python bench/torch_loader.py [ROUNDS] [WORKLOAD,...] [--before DIR]
 
 ``WORKLOAD``: some of batches_0, batches_2, samples_0, samples_2, own, transform (default:
-all; a whole run holds the machine for about ten minutes).
+all; a whole run holds the machine for about ten minutes). ``--before DIR`` adds kara
+from another source tree (e.g. main exported with ``git archive``) as the contender
+"kara --before", taking turns with the others on the kara workloads, and prints this
+tree against it (an A/B in the same run).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -279,12 +284,28 @@ TRANSFORM = [
 ]
 
 
+def _before(tree: str) -> Contender:
+    """kara from the source tree ``tree``, byte-compiled first (as fresh.py does for this one)."""
+    plugins = sorted(glob.glob(os.path.join(tree, "plugins", "*")))
+    paths = [tree, *plugins, os.path.join(tree, "examples", "kara_memory")]
+    sources = [os.path.join(tree, "kara_core"), os.path.join(tree, "plugins"), paths[-1]]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *sources], check=True, capture_output=True)
+    env = {"PYTHONPATH": os.pathsep.join(paths)}
+    return Contender("kara --before", sys.executable, {w: f"kara_{w}" for w in _WORKLOADS}, env)
+
+
 def main() -> None:
     """Write the store, time kara and kara-storage 2.1.5 in fresh processes, print the tables."""
     from kara_core import KaraStorage
 
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
-    chosen = sys.argv[2].split(",") if len(sys.argv) > 2 else [*_WORKLOADS, "transform"]
+    args = sys.argv[1:]
+    before = None
+    if "--before" in args:
+        at = args.index("--before")
+        before = _before(os.path.abspath(args[at + 1]))
+        del args[at : at + 2]
+    rounds = int(args[0]) if args else ROUNDS
+    chosen = args[1].split(",") if len(args) > 1 else [*_WORKLOADS, "transform"]
     unknown = set(chosen) - {*_WORKLOADS, "transform"}
     if unknown:
         raise SystemExit(f"unknown workloads {sorted(unknown)}: choose from {[*_WORKLOADS, 'transform']}")
@@ -296,6 +317,8 @@ def main() -> None:
             ds.write_many(small_record(i) for i in range(RECORDS))
         params: dict[str, Any] = {"url": url, "records": RECORDS}
         contenders = list(CONTENDERS) + [c for c in PER_SAMPLE if os.path.exists(c.python)]
+        if before is not None:
+            contenders.insert(1, before)
         if any(c.name == "LitData" for c in contenders) and {"samples_0", "own"} & set(workloads):
             params["litdata_dir"] = os.path.join(root, "litdata")
             run_once("torch_loader", "litdata_write", LITDATA_PYTHON, params)
@@ -324,6 +347,14 @@ def print_results(results: dict[tuple[str, str], Rounds]) -> None:
         ["kara", "2.1.5"],
         "2.1.5",
     )
+    if any(name == "kara --before" for name, _ in results):
+        print_table(
+            "This tree against kara --before (ratio above 1: this tree is faster)",
+            results,
+            [Row(workload, workload, "epoch") for workload in _WORKLOADS if ("kara", workload) in results],
+            ["kara --before", "kara"],
+            "kara --before",
+        )
     if ("kara", "samples_0") in results and ("kara", "own") in results:
         print_per_sample(results)
 
