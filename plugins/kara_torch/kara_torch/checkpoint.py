@@ -386,7 +386,10 @@ class _Preparation:
 
     def close(self) -> None:
         """Release the sink and abort the version not taken yet."""
-        self._thread.join()
+        # The writer's finalizer runs this; in the thread itself when the thread's
+        # reference was the last one (a writer dropped while it prepares).
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
         try:
             if self._sink is not None:
                 self._sink.close()
