@@ -61,7 +61,7 @@ from .parts import (
     check_attempt,
     parts_prefix,
     read_done,
-    read_sidecar,
+    read_model,
     staging_prefix,
     write_marker_path,
 )
@@ -146,7 +146,7 @@ def open_parallel_write(
     marker_path = write_marker_path(namespace, key, version)
     what = f"version {version!r} of {namespace}/{key}"
     if resume:
-        marker = read_sidecar(backend, marker_path, WriteMarker)
+        marker = read_model(backend, marker_path, WriteMarker)
         if marker is None:
             if version in _versions(backend, namespace, key):
                 raise VersionExistsError(f"{what} is already committed: there is no pending parallel write to resume")
@@ -160,7 +160,7 @@ def open_parallel_write(
     scope = (backend.sync_scope() or "") if sync_at_commit else ""
     marker = WriteMarker(write=write_id, created=time.time(), serializer=type(serializer).__name__, scope=scope)
     if not backend.put_if_absent(marker_path, marker.model_dump_json().encode()):
-        pending = read_sidecar(backend, marker_path, WriteMarker)
+        pending = read_model(backend, marker_path, WriteMarker)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(pending.created if pending else 0))
         raise DatasetLockedError(
             f"a parallel write of {what} is pending since {since} (write {pending and pending.write}): commit "
@@ -196,7 +196,7 @@ class ParallelWrite:
         return f"the parallel write of version {self.version!r} of {self.namespace}/{self.key}"
 
     def _check_pending(self) -> WriteMarker:
-        marker = read_sidecar(self.backend, write_marker_path(self.namespace, self.key, self.version), WriteMarker)
+        marker = read_model(self.backend, write_marker_path(self.namespace, self.key, self.version), WriteMarker)
         if marker is None or marker.write != self.write_id:
             raise ParallelWriteError(f"{self._what} is no longer pending (it was committed or aborted)")
         return marker
@@ -299,7 +299,7 @@ class ParallelWrite:
 
     def _plan(self, attempts: Mapping[int, str] | None, parts: int | None) -> list[PartDone]:
         path = staging_prefix(self.namespace, self.key, self.version) + "plan.json"
-        recorded = read_sidecar(self.backend, path, CommitPlan)
+        recorded = read_model(self.backend, path, CommitPlan)
         if recorded is None:
             chosen = self._choose(attempts, parts)
             if self.backend.exists(block_path(data_prefix(self.namespace, self.key, self.version), 0)):
@@ -310,7 +310,7 @@ class ParallelWrite:
             plan = CommitPlan(write=self.write_id, parts=chosen)
             if self.backend.put_if_absent(path, plan.model_dump_json().encode()):
                 return chosen
-            recorded = read_sidecar(self.backend, path, CommitPlan)
+            recorded = read_model(self.backend, path, CommitPlan)
         if recorded is None or recorded.write != self.write_id:
             raise CorruptDatasetError(f"{self.backend.url}/{path}", None, "the plan of another parallel write")
         return recorded.parts
@@ -327,7 +327,7 @@ class ParallelWrite:
         """
         started = time.perf_counter()
         backend, namespace, key, version = self.backend, self.namespace, self.key, self.version
-        marker = read_sidecar(backend, write_marker_path(namespace, key, version), WriteMarker)
+        marker = read_model(backend, write_marker_path(namespace, key, version), WriteMarker)
         if marker is None or marker.write != self.write_id:
             if marker is None and version in _versions(backend, namespace, key):
                 return CommitReport(version, 0, 0, 0, 0, 0, time.perf_counter() - started, "", already_committed=True)
@@ -529,7 +529,7 @@ class ParallelWrite:
         Idempotent. Raises :class:`ParallelWriteError` if the version was committed.
         """
         backend, namespace, key, version = self.backend, self.namespace, self.key, self.version
-        marker = read_sidecar(backend, write_marker_path(namespace, key, version), WriteMarker)
+        marker = read_model(backend, write_marker_path(namespace, key, version), WriteMarker)
         if marker is None or marker.write != self.write_id:
             if marker is None and version in _versions(backend, namespace, key):
                 raise ParallelWriteError(f"{self._what} was committed: abort cannot remove a published version")

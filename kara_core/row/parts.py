@@ -53,7 +53,7 @@ __all__ = [
     "part_name",
     "parts_prefix",
     "read_done",
-    "read_sidecar",
+    "read_model",
     "shift_ends",
     "staging_prefix",
     "write_marker_path",
@@ -181,7 +181,7 @@ class CommitPlan(BaseModel):
 _Sidecar = TypeVar("_Sidecar", bound=BaseModel)
 
 
-def read_sidecar(backend: Backend, path: str, model: type[_Sidecar]) -> _Sidecar | None:
+def read_model(backend: Backend, path: str, model: type[_Sidecar]) -> _Sidecar | None:
     """The JSON object at ``path`` validated as ``model``; None if absent, CorruptDatasetError if bad."""
     raw = backend.read_if_exists(path)
     if raw is None:
@@ -194,7 +194,7 @@ def read_sidecar(backend: Backend, path: str, model: type[_Sidecar]) -> _Sidecar
 
 def read_done(backend: Backend, prefix: str) -> PartDone | None:
     """The ``done.json`` under an attempt's folder ``prefix``, or None if the attempt is incomplete."""
-    done = read_sidecar(backend, prefix + "done.json", PartDone)
+    done = read_model(backend, prefix + "done.json", PartDone)
     if done is not None and (
         sum(done.index_blocks) != done.records * ENTRY or min([done.records, *done.data_blocks, *done.index_blocks]) < 0
     ):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kara_core.backend import Backend
 from kara_core.errors import CorruptDatasetError
-from kara_core.row.parts import CommitPlan, PartDone, WriteMarker, read_done, read_sidecar
+from kara_core.row.parts import CommitPlan, PartDone, WriteMarker, read_done, read_model
 from kara_core.url import open_backend
 
 JSON = st.recursive(
@@ -49,7 +49,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Backend:
 def test_any_bytes_read_as_a_sidecar_or_a_clean_error(backend: Backend, model: type, raw: bytes) -> None:
     backend.put("s/sidecar.json", raw)
     try:
-        value = read_sidecar(backend, "s/sidecar.json", model)
+        value = read_model(backend, "s/sidecar.json", model)
     except CorruptDatasetError as exc:
         assert "s/sidecar.json" in str(exc)
     else:
@@ -69,5 +69,5 @@ def test_done_json_is_a_consistent_part_or_a_clean_error(backend: Backend, done:
 
 
 def test_an_absent_sidecar_reads_as_none(backend: Backend, tmp_path: Path) -> None:
-    assert read_sidecar(backend, "absent/write.json", WriteMarker) is None
+    assert read_model(backend, "absent/write.json", WriteMarker) is None
     assert read_done(backend, "absent/") is None
