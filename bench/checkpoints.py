@@ -482,8 +482,13 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):7.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
-def _run_rounds(args: argparse.Namespace, run: Any) -> list[dict[str, float]]:
-    """``run(work, round)`` for each round (under ``--lock``), printing each round's times as it ends."""
+def _run_rounds(args: argparse.Namespace, run: Any) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """``run(work, round)`` for each round (under ``--lock``), printing each round's times as it ends.
+
+    The sources are byte-compiled first (as an installed package is). Returns each time's
+    values over the rounds and their medians, and prints the load average after the run.
+    """
+    compile_sources(sys.executable)
     work = workdir("checkpoints")
     rounds: list[dict[str, float]] = []
     try:
@@ -499,7 +504,9 @@ def _run_rounds(args: argparse.Namespace, run: Any) -> list[dict[str, float]]:
             rounds.append(times)
     finally:
         remove_workdir(work)
-    return rounds
+    col = {k: [r[k] for r in rounds] for k in rounds[0]}
+    print(f"\nload average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return col, {k: statistics.median(v) for k, v in col.items()}
 
 
 def main() -> None:
@@ -526,12 +533,8 @@ def main() -> None:
         main_kara_only(args, total)
         return
     k215_python()
-    compile_sources(sys.executable)
     profile = args.profile and os.path.abspath(args.profile)
-    rounds = _run_rounds(args, lambda work, round_: run_round(work, round_, total, profile))
-    col = {k: [r[k] for r in rounds] for k in rounds[0]}
-    med = {k: statistics.median(v) for k, v in col.items()}
-    print(f"\nload average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    col, med = _run_rounds(args, lambda work, round_: run_round(work, round_, total, profile))
     print(
         f"distributed checkpoint, 2 ranks, {args.total_mib} MiB in {TENSORS} tensors, file://, "
         f"{args.rounds} rounds (median, range); machine shared with other jobs"
@@ -584,12 +587,8 @@ def main() -> None:
 
 
 def main_kara_only(args: argparse.Namespace, total: int) -> None:
-    compile_sources(sys.executable)
     spans = args.spans and os.path.abspath(args.spans)
-    rounds = _run_rounds(args, lambda work, round_: run_kara_round(work, round_, total, spans))
-    col = {k: [r[k] for r in rounds] for k in rounds[0]}
-    med = {k: statistics.median(v) for k, v in col.items()}
-    print(f"\nload average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    col, med = _run_rounds(args, lambda work, round_: run_kara_round(work, round_, total, spans))
     print(f"kara saves, 2 ranks, {args.total_mib} MiB in {TENSORS} tensors, {args.rounds} rounds (median, range)")
     for label, version, _, _ in KARA_CASES:
         ratio = med["g0"] / med[version]
