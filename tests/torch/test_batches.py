@@ -154,6 +154,27 @@ def test_a_batch_received_before_its_gathers_memory_is_refused() -> None:
         ForkingPickler.loads(ForkingPickler.dumps(second))
 
 
+def test_the_gathers_of_workers_shut_down_early_are_dropped(pipe_url: str) -> None:
+    # A loop left early leaves its workers' current gathers unfinished: the main process
+    # drops them once those workers have exited (no memory kept per abandoned loop).
+    from kara_torch import dataset
+
+    def first_batches(count: int) -> tuple[set[int], list[torch.Tensor]]:
+        ds = kara_core.make_torch_dataset(build(pipe_url, "pack"), batch_size=BATCH, batches=True)
+        batches = iter(DataLoader(ds, batch_size=None, num_workers=2))
+        taken = [next(batches) for _ in range(count)]
+        held = {pid for pid in dataset._RECEIVED if pid in {w.pid for w in batches._workers}}
+        del batches  # shuts its workers down
+        return held, taken
+
+    # Two batches from each worker: its first gather (one batch) is done, its second is not.
+    old, taken = first_batches(4)
+    assert len(old) == 2 and old <= set(dataset._RECEIVED)
+    new, again = first_batches(4)
+    assert len(new) == 2 and not old & set(dataset._RECEIVED)
+    assert all(torch.equal(a, b) for a, b in zip(taken, again, strict=True))
+
+
 def _shm_managers() -> set[int]:
     """Process ids of the torch_shm_manager processes running now."""
     found = set()
