@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -117,21 +118,87 @@ def test_the_first_gathers_grow_from_one_batch(pipe_url: str, monkeypatch: pytes
     assert all(torch.equal(a, b) for a, b in zip(got, reference, strict=True))
 
 
-def test_batches_made_in_workers_are_sent_by_the_name_of_their_shared_memory() -> None:
-    # A worker's batches are rows of named shared memory, pickled (for the loader's queue)
-    # as that name and their place in it, not as a file descriptor passed per batch.
+def test_a_gathers_shared_memory_goes_with_the_first_batch_sent_only() -> None:
+    # A worker's batches are rows of one shared tensor: the first batch pickled (for the
+    # loader's queue) carries its storage, the next ones only their place in it.
     from multiprocessing.reduction import ForkingPickler
 
-    from kara_torch.dataset import _named_tensor, _NamedRows, _rebuild_named_rows, _reduce_named_rows
+    from kara_torch import dataset
 
-    rows = _named_tensor((6, 4), np.dtype("<i4"))
-    assert rows is not None and rows.is_shared() and rows.shape == (6, 4) and rows.dtype == torch.int32
+    rows = dataset._shared_tensor((6, 4), np.dtype("<i4"))
     rows.numpy()[:] = np.arange(24).reshape(6, 4)
-    batches = [part.as_subclass(_NamedRows) for part in rows.split(4)]
-    assert _reduce_named_rows(batches[1])[0] is _rebuild_named_rows
+    batches = dataset._GatheredRows.mark(list(rows.split(2)))
+    reduced = [dataset._reduce_gathered_rows(batch) for batch in batches]
+    assert [args[3] is None for _, args in reduced] == [False, True, True]
+    assert [args[2] for _, args in reduced] == [False, False, True]  # the last one says so
+    dataset._SENT[0] = -1  # as if those three had not been sent
     got = [ForkingPickler.loads(ForkingPickler.dumps(batch)) for batch in batches]
-    assert [type(batch) for batch in got] == [torch.Tensor, torch.Tensor]
+    assert [type(batch) for batch in got] == [torch.Tensor] * 3
     assert torch.equal(torch.cat(got), torch.arange(24, dtype=torch.int32).reshape(6, 4))
+    assert got[1].untyped_storage().data_ptr() == got[0].untyped_storage().data_ptr()  # mapped once
+    assert os.getpid() not in dataset._RECEIVED  # released after the last batch
+    # A resumed iteration may skip a gather's first batches: the first one sent carries it.
+    later = dataset._GatheredRows.mark(list(rows.split(3)))
+    assert torch.equal(ForkingPickler.loads(ForkingPickler.dumps(later[1])), rows[3:])
+
+
+def test_a_batch_received_before_its_gathers_memory_is_refused() -> None:
+    from multiprocessing.reduction import ForkingPickler
+
+    from kara_torch import dataset
+
+    rows = dataset._shared_tensor((4, 2), np.dtype("<i4"))
+    first, second = dataset._GatheredRows.mark(list(rows.split(2)))
+    ForkingPickler.dumps(first)  # sent, but never received
+    with pytest.raises(RuntimeError, match="came before that gather's shared memory"):
+        ForkingPickler.loads(ForkingPickler.dumps(second))
+
+
+def test_the_gathers_of_workers_shut_down_early_are_dropped(pipe_url: str) -> None:
+    # A loop left early leaves its workers' current gathers unfinished: the main process
+    # drops them once those workers have exited (no memory kept per abandoned loop).
+    from kara_torch import dataset
+
+    def first_batches(count: int) -> tuple[set[int], list[torch.Tensor]]:
+        ds = kara_core.make_torch_dataset(build(pipe_url, "pack"), batch_size=BATCH, batches=True)
+        batches = iter(DataLoader(ds, batch_size=None, num_workers=2))
+        taken = [next(batches) for _ in range(count)]
+        held = {pid for pid in dataset._RECEIVED if pid in {w.pid for w in batches._workers}}
+        del batches  # shuts its workers down
+        return held, taken
+
+    # Two batches from each worker: its first gather (one batch) is done, its second is not.
+    old, taken = first_batches(4)
+    assert len(old) == 2 and old <= set(dataset._RECEIVED)
+    new, again = first_batches(4)
+    assert len(new) == 2 and not old & set(dataset._RECEIVED)
+    assert all(torch.equal(a, b) for a, b in zip(taken, again, strict=True))
+
+
+def _shm_managers() -> set[int]:
+    """Process ids of the torch_shm_manager processes running now."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if b"torch_shm_manager" in cmdline.read():
+                    found.add(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
+def test_workers_start_no_torch_shm_manager(pipe_url: str) -> None:
+    # Named shared memory would start one torch_shm_manager per worker (0.2-0.3 s each).
+    before = _shm_managers()
+    ds = kara_core.make_torch_dataset(build(pipe_url, "pack"), batch_size=BATCH, batches=True)
+    seen: set[int] = set()
+    count = 0
+    for batch in DataLoader(ds, batch_size=None, num_workers=2):
+        seen |= _shm_managers() - before
+        count += len(batch)
+    assert count == len(build(pipe_url, "pack")) and not seen
 
 
 def test_the_loader_gets_plain_tensors_from_workers(pipe_url: str) -> None:

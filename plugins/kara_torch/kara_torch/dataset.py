@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch.distributed
-from torch.multiprocessing import reductions
 from torch.utils.data import IterableDataset, get_worker_info
 
 from kara_core.errors import ConfigurationError, ModeError
@@ -464,13 +463,9 @@ def _gathered_batches(
     are gathered into one array at a time (one batch first, then 8 times more each time),
     whose rows the batches are (views, no copy)."""
     made: list[torch.Tensor] = []
-    named = [True]  # gathered into named shared memory (False once this torch cannot)
 
     def shared(shape: tuple[int, int], dtype: Any) -> np.ndarray:
-        tensor = _named_tensor(shape, dtype) if named[0] else None
-        if tensor is None:
-            named[0] = False
-            tensor = _shared_tensor(shape, dtype)
+        tensor = _shared_tensor(shape, dtype)
         made.append(tensor)
         return tensor.numpy()
 
@@ -493,63 +488,111 @@ def _gathered_batches(
             array = view.fetch_batch(taken, it.epoch, alloc)
             # The shared tensor itself (torch.from_numpy of its memory would not be marked
             # shared, and the DataLoader would copy it into shared memory again).
-            by_name = bool(made) and named[0]  # made by _named_tensor
+            in_shared = bool(made)  # made by _shared_tensor, in a worker
             rows = made.pop() if made else torch.from_numpy(array)
             made.clear()
             batches = list(rows.split(batch))
             sizes = [len(part) for part in batches] if len(rows) % batch else None
             if transform is not None:
                 batches = list(map(transform, batches))
-            elif by_name:
-                batches = [part.as_subclass(_NamedRows) for part in batches]
+            elif in_shared:
+                batches = _GatheredRows.mark(batches)
             yield it.advance(batches, sizes, batch)
         pending = pending[first:]
 
 
-class _NamedRows(torch.Tensor):
-    """Rows of a tensor gathered, in a DataLoader worker, into shared memory that has a
-    name (torch's ``file_system`` sharing): sent to the main process by that name.
+class _GatheredRows(torch.Tensor):
+    """Batches that are rows of one tensor gathered in shared memory by a DataLoader
+    worker: that memory goes to the main process once, with the first of them sent.
 
     By default (``file_descriptor`` sharing) every tensor a worker sends passes a file
-    descriptor over a socket (a handshake with the worker per batch), even when many
-    batches are views of one shared tensor; by name, the main process maps the memory
-    again (torch keeps it mapped while it is in use). torch's own ``file_system`` branch,
-    for these tensors only: the worker's sharing strategy stays as it is. The main
-    process gets plain tensors.
+    descriptor over a socket, a handshake with the worker per batch, even when the batches
+    are views of one shared tensor. Here the first batch of a gather sent carries the
+    storage (torch's own reduction, whatever the sharing strategy), and the next ones only
+    the worker's process id, the gather's number and their place in it: the main process
+    keeps the storage of each worker's current gather (:data:`_RECEIVED`) until its last
+    batch arrives or the worker's next gather replaces it. A worker's batches reach the
+    main process in the order it sent them (one queue, pickled by one thread), so the
+    storage always arrives first. Nothing needs torch's ``torch_shm_manager`` (named
+    shared memory), whose start costs each worker 0.2-0.3 s. The main process gets plain
+    tensors.
     """
 
+    _kara_gather: tuple[int, bool]
 
-def _reduce_named_rows(rows: _NamedRows) -> tuple[Any, tuple[Any, ...]]:
+    @classmethod
+    def mark(cls, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``batches`` (rows of one shared tensor, in order) as this class, numbered."""
+        serial = next(_GATHERS)
+        marked = [part.as_subclass(cls) for part in batches]
+        for index, part in enumerate(marked):
+            part._kara_gather = (serial, index == len(marked) - 1)
+        return marked
+
+
+#: This process's gathers, numbered (with its process id, a gather's key).
+_GATHERS = itertools.count()
+#: In a worker: the number of the gather whose storage was sent last.
+_SENT = [-1]
+#: In the main process: worker's process id -> (gather number, its storage).
+_RECEIVED: dict[int, tuple[int, torch.UntypedStorage]] = {}
+
+
+def _reduce_gathered_rows(rows: _GatheredRows) -> tuple[Any, tuple[Any, ...]]:
     plain = rows.as_subclass(torch.Tensor)
-    try:
-        storage = plain.untyped_storage()
-        manager, handle, size = storage._share_filename_cpu_()
-        storage._shared_incref()  # as torch's reduce_storage: the receiver decrefs
-    except (AttributeError, RuntimeError):  # not named shared memory: torch's own way
-        return reductions.reduce_tensor(plain)
+    serial, last = rows._kara_gather
+    # Decided when pickled, in the order the worker's queue sends: the first batch of a
+    # gather that is sent carries the storage, whichever batch that is (a resumed
+    # iteration may skip the first ones).
+    storage = None
+    if _SENT[0] != serial:
+        storage, _SENT[0] = plain.untyped_storage(), serial
     meta = (plain.dtype, plain.storage_offset(), tuple(plain.shape), plain.stride())
-    return _rebuild_named_rows, (manager, handle, size, *meta)
+    return _rebuild_gathered_rows, (os.getpid(), serial, last, storage, *meta)
 
 
-def _rebuild_named_rows(
-    manager: bytes, handle: bytes, size: int, dtype: torch.dtype, offset: int, shape: tuple, stride: tuple
+def _rebuild_gathered_rows(
+    pid: int,
+    serial: int,
+    last: bool,
+    storage: torch.UntypedStorage | None,
+    dtype: torch.dtype,
+    offset: int,
+    shape: tuple,
+    stride: tuple,
 ) -> torch.Tensor:
-    storage = reductions.rebuild_storage_filename(torch.UntypedStorage, manager, handle, size)
+    if storage is not None:
+        # The worker's previous gather is done. The gathers of workers that have exited
+        # (a loop left early: the loader shut them down before their last batch) go too.
+        for other in list(_RECEIVED):  # a copy: loaders in other threads may add theirs
+            if other != pid and not _running(other):
+                _RECEIVED.pop(other, None)
+        _RECEIVED[pid] = (serial, storage)
+    else:
+        held = _RECEIVED.get(pid)
+        if held is None or held[0] != serial:
+            raise RuntimeError(
+                f"a batch of gather {serial} of DataLoader worker {pid} came before that gather's "
+                "shared memory: batches of a worker must be received in the order it sent them"
+            )
+        storage = held[1]
+    if last:
+        _RECEIVED.pop(pid, None)
     return torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
 
 
-ForkingPickler.register(_NamedRows, _reduce_named_rows)
-
-
-def _named_tensor(shape: tuple[int, int], dtype: Any) -> torch.Tensor | None:
-    """A new tensor in named shared memory (see :class:`_NamedRows`), or None where this
-    torch cannot make one."""
-    empty = torch.from_numpy(np.empty(0, dtype=dtype))
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (a worker the loader has not shut down yet)."""
     try:
-        storage = torch.UntypedStorage._new_using_filename_cpu(shape[0] * shape[1] * empty.element_size())
-        return empty.set_(storage, 0, shape, (shape[1], 1))
-    except (AttributeError, RuntimeError, TypeError):
-        return None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+ForkingPickler.register(_GatheredRows, _reduce_gathered_rows)
 
 
 def _shared_tensor(shape: tuple[int, int], dtype: Any) -> torch.Tensor:
