@@ -562,10 +562,12 @@ def _rebuild_gathered_rows(
     stride: tuple,
 ) -> torch.Tensor:
     if storage is not None:
+        from kara_core.locks import process_alive  # here: only loaders with workers need it
+
         # The worker's previous gather is done. The gathers of workers that have exited
         # (a loop left early: the loader shut them down before their last batch) go too.
         for other in list(_RECEIVED):  # a copy: loaders in other threads may add theirs
-            if other != pid and not _running(other):
+            if other != pid and not process_alive(other, None):
                 _RECEIVED.pop(other, None)
         _RECEIVED[pid] = (serial, storage)
     else:
@@ -579,17 +581,6 @@ def _rebuild_gathered_rows(
     if last:
         _RECEIVED.pop(pid, None)
     return torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists (a worker the loader has not shut down yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
 
 
 ForkingPickler.register(_GatheredRows, _reduce_gathered_rows)
