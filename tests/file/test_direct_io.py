@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,17 +68,24 @@ def _page_cached(path: Path, offset: int = 0) -> bool:
 PROBES = 5
 
 
-def _why_the_cache_is_not_observable(folder: Path) -> str | None:
-    probe = folder / ".probe-cache"
+def _seen_on_a_fresh_page(probe: Path, seen: Callable[[Path], bool]) -> bool:
+    """Whether ``seen(probe)`` holds for one of PROBES pages written afresh at ``probe``."""
     try:
         for _ in range(PROBES):
             probe.write_bytes(b"x" * ALIGN)
-            if _page_cached(probe):
-                return None
-    except OSError as exc:
-        return f"the filesystem of {folder} does not take RWF_NOWAIT reads ({exc.strerror})"
+            if seen(probe):
+                return True
+        return False
     finally:
         probe.unlink(missing_ok=True)
+
+
+def _why_the_cache_is_not_observable(folder: Path) -> str | None:
+    try:
+        if _seen_on_a_fresh_page(folder / ".probe-cache", _page_cached):
+            return None
+    except OSError as exc:
+        return f"the filesystem of {folder} does not take RWF_NOWAIT reads ({exc.strerror})"
     return f"a page just written in {folder} is not reported cached by an RWF_NOWAIT read ({PROBES} tries)"
 
 
@@ -138,19 +146,15 @@ def direct_alignment_enforced(tmp_path: Path) -> None:
 @pytest.fixture
 def kernel_cachestat(tmp_path: Path, observable_cache: None) -> None:
     """Skip unless the kernel answers cachestat (Linux 6.5+) about a page just written."""
-    probe = tmp_path / ".probe-cachestat"
-    answered = False
-    for _ in range(PROBES):
-        probe.write_bytes(b"x" * ALIGN)
+
+    def answered(probe: Path) -> bool:
         fd = os.open(probe, os.O_RDONLY)
         try:
-            answered = directio.cached(fd, 0, ALIGN)
+            return bool(directio.cached(fd, 0, ALIGN))
         finally:
             os.close(fd)
-        if answered:
-            break
-    probe.unlink()
-    if not answered:
+
+    if not _seen_on_a_fresh_page(tmp_path / ".probe-cachestat", answered):
         pytest.skip("this kernel has no cachestat system call (Linux 6.5+) or it does not report a page just written")
 
 

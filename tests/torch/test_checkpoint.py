@@ -393,16 +393,10 @@ def _leases(store: KaraStorage) -> list[str]:
     return list(store.backend.list(KeyLayout("ckpt", "direct").leases))
 
 
-def _wait_for_no_leases(store: KaraStorage) -> list[str]:
-    deadline = time.monotonic() + 10
-    while _leases(store) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return _leases(store)
-
-
 def _wait_for_leases(store: KaraStorage, count: int) -> list[str]:
+    """The leases once there are ``count`` of them (at least; none when 0), or after 10 s."""
     deadline = time.monotonic() + 10
-    while len(_leases(store)) < count and time.monotonic() < deadline:
+    while (len(_leases(store)) < count if count else _leases(store)) and time.monotonic() < deadline:
         time.sleep(0.01)
     return _leases(store)
 
@@ -425,7 +419,7 @@ def test_set_up_takes_the_leases_before_write_data_and_reset_releases_them(tmp_p
     _wait_for_leases(store, 1)
     del writer
     gc.collect()
-    assert _wait_for_no_leases(store) == []
+    assert _wait_for_leases(store, 0) == []
 
 
 def test_the_lease_and_the_previous_manifest_are_prepared_beside_dcp_planning(
