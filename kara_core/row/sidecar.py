@@ -163,6 +163,9 @@ def open_serializer(
             if raw is None:
                 raw = encode_sidecar(_version_sidecar()(serializer=label, options=options))
             backend.put_if_absent(path, raw)
+            # Configured as readers will be, from the options just recorded (a zstd
+            # serializer then groups records, see ZstdSerializer).
+            return serializer.with_sidecar_options(options)
         return serializer
     plain = plain_sidecar(raw)
     if plain is None:
