@@ -47,6 +47,7 @@ from ..errors import (
     VersionExistsError,
 )
 from ..serialization import Serializer, resolve_serializer
+from ..serialization.base import configured, recorded_options
 from .blocks import block_path
 from .groups import grouping_writer
 from .layout import check_name, data_prefix, index_prefix, version_prefix
@@ -146,7 +147,7 @@ def open_parallel_write(
     # Configured for the new version as open_dataset configures a writer's (the commit
     # records these options in the version's sidecar).
     serializer = resolve_serializer(serialization)
-    serializer = serializer.with_sidecar_options(serializer.sidecar_options())
+    serializer = configured(serializer, recorded_options(serializer))
     options = {"block_size": block_size, "max_file_size": max_file_size}
     marker_path = write_marker_path(namespace, key, version)
     what = f"version {version!r} of {namespace}/{key}"

@@ -189,6 +189,20 @@ def batch_deserializer(serializer: Any) -> Callable[[list[bytes]], list[Any]]:
     return lambda xs: list(map(deserialize, xs))
 
 
+def recorded_options(serializer: Any) -> dict[str, Any]:
+    """``serializer.sidecar_options()``; ``{}`` for an object that only has
+    ``serialize``/``deserialize`` (accepted as a serializer, see resolve_serializer)."""
+    options = getattr(serializer, "sidecar_options", None)
+    return options() if options is not None else {}
+
+
+def configured(serializer: Any, options: dict[str, Any]) -> Any:
+    """``serializer.with_sidecar_options(options)``, or ``serializer`` itself for an object
+    that only has ``serialize``/``deserialize``."""
+    configure = getattr(serializer, "with_sidecar_options", None)
+    return configure(options) if configure is not None else serializer
+
+
 def serializer_label(serializer: Serializer) -> str:
     """The name a version records for ``serializer``.
 
