@@ -129,7 +129,7 @@ class ZstdSerializer(WrappingSerializer):
 
         try:
             return self._codecs()[1](data)
-        except zstandard.ZstdError:
+        except (zstandard.ZstdError, MemoryError):
             return self._decode_afresh(data)
 
     def _decode_afresh(self, data: bytes) -> bytes:
@@ -144,6 +144,13 @@ class ZstdSerializer(WrappingSerializer):
             return context.decompress(data)
         except zstandard.ZstdError as exc:
             raise SerializationError(f"record is not a zstd frame of this version ({exc})") from None
+        except MemoryError:
+            # python-zstandard allocates the size a frame's header declares: a damaged
+            # header can declare more than any record (or than this process can hold).
+            raise SerializationError(
+                "record is not a zstd frame of this version (it declares more bytes than this process can "
+                "allocate: a damaged frame, or too little memory)"
+            ) from None
 
     def _fast_deserialize(self) -> Callable[[bytes], Any]:
         # Reading is per record, so the layers cost more than zstd itself on small records:
@@ -152,7 +159,7 @@ class ZstdSerializer(WrappingSerializer):
         inner = native_decoder(self.inner) or self.inner.deserialize
         import zstandard
 
-        local, decode, damaged = self._local, self.decode, zstandard.ZstdError
+        local, decode, damaged = self._local, self.decode, (zstandard.ZstdError, MemoryError)
 
         def deserialize(x: bytes) -> Any:
             try:
@@ -176,7 +183,7 @@ class ZstdSerializer(WrappingSerializer):
             decompress = self._local.decompress
         try:
             plain = list(map(decompress, xs))
-        except zstandard.ZstdError:
+        except (zstandard.ZstdError, MemoryError):
             return list(map(self.deserialize, xs))  # raises the SerializationError that says why
         return batch_deserializer(self.inner)(plain)
 

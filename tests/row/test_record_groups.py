@@ -292,3 +292,31 @@ def test_split_group_accepts_its_own_groups_and_refuses_damage_with_a_serializat
         assert records and all(isinstance(r, bytes) for r in records)
         if candidate[:1] == b"\x00":
             assert join_group(records) == candidate  # the sized form: exactly what it reads
+
+
+def test_a_frame_that_declares_more_bytes_than_memory_holds_is_a_clear_error(store: KaraStorage) -> None:
+    # A damaged frame header (its first byte) declares an 8-byte content size: zstd's
+    # decompress answers MemoryError, kara a SerializationError / CorruptDatasetError.
+    import zstandard
+
+    frames = ZstdSerializer("json", group=1)
+    raw = bytearray(frames.serialize({"a": "x" * 100}))
+    raw[0] = 0xE0
+    with pytest.raises(MemoryError):
+        zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompress(bytes(raw))
+    with pytest.raises(SerializationError, match="declares more bytes"):
+        frames.deserialize(bytes(raw))
+    _write(store, "k", [record(i) for i in range(40)])
+    data = Path(store.url[len("file://") :]) / "row/ns/k/1/data/0.blk"
+    blob = bytearray(data.read_bytes())
+    blob[_ends(store, "k")[15]] = 0xE0  # the first byte of the second group's frame
+    data.write_bytes(bytes(blob))
+    with store.open_dataset("ns", "k") as ds:
+        with pytest.raises(CorruptDatasetError, match="declares more bytes"):
+            ds[20]
+        reading = iter(ds)
+        assert [next(reading) for _ in range(16)] == [record(i) for i in range(16)]
+        with pytest.raises(CorruptDatasetError, match="starting at record 16"):
+            next(reading)
+        assert ds.tell() == 17  # past the record that failed, as after a record that fails to decode
+        assert ds[33] == record(33)
