@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, ModeError
 from ..serialization import Serializer, batch_deserializer, serializer_label
+from ..serialization.base import recorded_options
 
 __all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "pick", "sorted_unique"]
 
@@ -216,7 +217,7 @@ class RowView:
         inner = getattr(serializer, "inner", None)
         if inner is not None and not type(inner).__module__.startswith("kara_core.serialization."):
             return self
-        return (serializer_label(serializer), repr(sorted(serializer.sidecar_options().items())))
+        return (serializer_label(serializer), repr(sorted(recorded_options(serializer).items())))
 
     def order_identity(self) -> dict[str, Any]:
         """The dataset version and the slice (what a position means)."""

@@ -15,9 +15,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..backend import Backend
-from ..errors import ConfigurationError, DatasetClosedError, EndOfDatasetError, ModeError, RecordIndexError
+from ..errors import (
+    ConfigurationError,
+    CorruptDatasetError,
+    DatasetClosedError,
+    EndOfDatasetError,
+    ModeError,
+    RecordIndexError,
+)
 from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer, batch_deserializer
 from ..serialization.plain import native_decoder
+from .groups import open_snapshot
 from .layout import data_prefix, index_prefix, read_meta, resolve_version
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .workers import warn_if_in_dataloader_worker
@@ -324,7 +332,16 @@ class RowDataset:
         if decoded is not None:
             self._batch, self._decoded = decoded, True
             return True
-        self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
+        try:
+            self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
+        except CorruptDatasetError:
+            # The record at the cursor cannot be read (a damaged group of records): the
+            # cursor moves past it, as past a record that fails to decode, so the next
+            # read goes on with the next record instead of failing here forever.
+            self._batch = []
+            self._pos += 1
+            self._moves += 1
+            raise
         self._decoded = False
         return True
 
@@ -709,8 +726,12 @@ def _reopen(identity: _Identity, begin: int, end: int, position: int) -> RowData
     # module sits below the store and never imports it.
     backend, namespace, key, version, serializer, options = identity
     version = resolve_version(namespace, key, read_meta(backend, namespace, key), version)
-    snapshot = Snapshot(
-        backend, index_prefix(namespace, key, version), data_prefix(namespace, key, version), options["cache_size"]
+    snapshot = open_snapshot(
+        backend,
+        index_prefix(namespace, key, version),
+        data_prefix(namespace, key, version),
+        serializer,
+        options["cache_size"],
     )
     view = RowDataset(backend, namespace, key, version, serializer, options, snapshot=snapshot, begin=begin, end=end)
     view.seek(position - begin)

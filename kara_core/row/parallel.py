@@ -47,7 +47,9 @@ from ..errors import (
     VersionExistsError,
 )
 from ..serialization import Serializer, resolve_serializer
+from ..serialization.base import configured, recorded_options
 from .blocks import block_path
+from .groups import grouping_writer
 from .layout import check_name, data_prefix, index_prefix, version_prefix
 from .parts import (
     DATA_STEM,
@@ -65,6 +67,7 @@ from .parts import (
     staging_prefix,
     write_marker_path,
 )
+from .sidecar import open_serializer
 from .snapshot import ENTRY
 from .store import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_FILE_SIZE, RowStore
 
@@ -141,7 +144,10 @@ def open_parallel_write(
             raise ConfigurationError(f"{name} must be a positive integer (bytes), got {value!r}")
     if not backend.capabilities.writable:
         raise ReadOnlyStoreError(backend.url, f"write dataset {namespace}/{key}")
+    # Configured for the new version as open_dataset configures a writer's (the commit
+    # records these options in the version's sidecar).
     serializer = resolve_serializer(serialization)
+    serializer = configured(serializer, recorded_options(serializer))
     options = {"block_size": block_size, "max_file_size": max_file_size}
     marker_path = write_marker_path(namespace, key, version)
     what = f"version {version!r} of {namespace}/{key}"
@@ -225,7 +231,8 @@ class ParallelWrite:
             raise ParallelWriteError(f"attempt {attempt!r} of part {part} of {self._what} is already complete")
         writer = PartWriter(self.backend, prefix, part, attempt, self.options["block_size"], unsynced)
         options = {"buffer_size": DEFAULT_BUFFER_SIZE, "max_file_size": self.options["max_file_size"], "cache_size": 0}
-        return RowPart(writer, self.backend, self.namespace, self.key, self.version, self.serializer, options)
+        grouped = grouping_writer(writer, self.serializer)
+        return RowPart(grouped, self.backend, self.namespace, self.key, self.version, self.serializer, options)
 
     def attempts(self) -> dict[int, dict[str, bool]]:
         """Every staged attempt: ``{part: {attempt: complete}}``."""
@@ -353,6 +360,9 @@ class ParallelWrite:
         step("move")
         index_bytes = self._write_index(plan)
         self._sync_version_folder()
+        # The version's sidecar (its serializer and options, a zstd group size among
+        # them) before meta.json names it: readers then need no serialization=.
+        open_serializer(backend, namespace, key, version, self.serializer, record=True)
         step("index")
         RowStore(backend)._register_version(namespace, key, version)
         step("publish")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..backend import Backend
 from ..errors import ConfigurationError, CorruptDatasetError, SerializerMismatchError
 from ..serialization import Serializer, resolve_serializer, serializer_label
+from ..serialization.base import configured, recorded_options
 from .layout import plain_json, plain_str, plain_value, version_prefix
 
 if TYPE_CHECKING:
@@ -158,11 +159,14 @@ def open_serializer(
     if raw is None:
         serializer = resolve_serializer(given)
         if record:
-            label, options = serializer_label(serializer), serializer.sidecar_options()
+            label, options = serializer_label(serializer), recorded_options(serializer)
             raw = plain_sidecar_bytes(label, options)
             if raw is None:
                 raw = encode_sidecar(_version_sidecar()(serializer=label, options=options))
             backend.put_if_absent(path, raw)
+            # Configured as readers will be, from the options just recorded (a zstd
+            # serializer then groups records, see ZstdSerializer).
+            return configured(serializer, options)
         return serializer
     plain = plain_sidecar(raw)
     if plain is None:
@@ -181,4 +185,4 @@ def open_serializer(
         label = serializer_label(serializer)
         if label != recorded_name:
             raise SerializerMismatchError(what, label, recorded_name)
-    return serializer.with_sidecar_options(options)
+    return configured(serializer, options)

@@ -17,6 +17,7 @@ from ..names import NamedEntries
 from ..serialization import Serializer, resolve_serializer
 from .blocks import DEFAULT_CACHE_SIZE, block_path, open_blocks, probe_streams
 from .dataset import RowDataset
+from .groups import grouping_writer, open_snapshot
 from .layout import (
     ROW_ROOT,
     check_name,
@@ -136,10 +137,18 @@ class RowStore(NamedEntries):
 
     # -- opening ---------------------------------------------------------------------
 
-    def _snapshot(self, namespace: str, key: str, version: str, cache_size: int = DEFAULT_CACHE_SIZE) -> Snapshot:
-        return Snapshot(
-            self.backend, index_prefix(namespace, key, version), data_prefix(namespace, key, version), cache_size
-        )
+    def _snapshot(
+        self,
+        namespace: str,
+        key: str,
+        version: str,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        serializer: Serializer | None = None,
+    ) -> Snapshot:
+        ipath, dpath = index_prefix(namespace, key, version), data_prefix(namespace, key, version)
+        if serializer is None:
+            return Snapshot(self.backend, ipath, dpath, cache_size)
+        return open_snapshot(self.backend, ipath, dpath, serializer, cache_size)
 
     def open_dataset(
         self,
@@ -164,7 +173,7 @@ class RowStore(NamedEntries):
         if mode == "r":
             version = resolve_version(namespace, key, self.get_meta(namespace, key), version)
             serializer = open_serializer(self.backend, namespace, key, version, serialization)
-            snapshot = self._snapshot(namespace, key, version, options["cache_size"])
+            snapshot = self._snapshot(namespace, key, version, options["cache_size"], serializer)
             return RowDataset(self.backend, namespace, key, version, serializer, options, snapshot=snapshot)
         if mode != "w":
             raise ConfigurationError(f"mode must be 'r' (read) or 'w' (append), got {mode!r}")
@@ -189,7 +198,8 @@ class RowStore(NamedEntries):
         except BaseException:
             writer.abandon()
             raise
-        return RowDataset(self.backend, namespace, key, version, serializer, options, writer=writer)
+        grouped = grouping_writer(writer, serializer)
+        return RowDataset(self.backend, namespace, key, version, serializer, options, writer=grouped)
 
     # -- listing ---------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -74,6 +75,16 @@ class Serializer:
         """
         return None
 
+    def record_groups(self) -> GroupCodec | None:
+        """How this serializer stores records in groups, or None (the default): one record each.
+
+        A serializer that returns a :class:`GroupCodec` has the row writer join
+        consecutive records (the bytes of its ``serialize``) into groups and store each
+        group as one record holding ``codec.encode(group)`` followed by empty records;
+        readers give its ``deserialize`` each record's bytes back from the group.
+        """
+        return None
+
     def sidecar_options(self) -> dict[str, Any]:
         """What readers of the version need besides the name (kept in the version's sidecar).
 
@@ -89,6 +100,24 @@ class Serializer:
         return f"{type(self).__name__}()"
 
 
+@dataclass(frozen=True)
+class GroupCodec:
+    """What the row layer needs to store records in groups (see :meth:`Serializer.record_groups`).
+
+    A group closes when it holds ``records`` records, when they hold ``nbytes`` bytes or
+    more, and at every flush. ``encode`` turns a plain group
+    (:func:`~kara_core.serialization.groups.join_group`) into the stored bytes,
+    ``decode`` back (raising :class:`~kara_core.errors.SerializationError` on damage).
+    """
+
+    records: int
+    nbytes: int
+    encode: Callable[[bytes], bytes]
+    decode: Callable[[bytes], bytes]
+    #: The records are not expected to hold newlines (JSON): groups try the newline form.
+    lines: bool = False
+
+
 class WrappingSerializer(Serializer):
     """Applies ``encode`` to the bytes of an inner serializer (``decode`` on the way back).
 
@@ -101,7 +130,13 @@ class WrappingSerializer(Serializer):
     suffix: str = ""
 
     def __init__(self, inner: Serializer | str | None = None) -> None:
-        self.inner = resolve_serializer(inner)
+        inner = resolve_serializer(inner)
+        ungrouped = getattr(inner, "ungrouped", None)
+        if ungrouped is not None:
+            # Only the outermost serializer of a version may group records: wrapped,
+            # a grouping one (zstd) stores each record alone.
+            inner = ungrouped()
+        self.inner = inner
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -152,6 +187,20 @@ def batch_deserializer(serializer: Any) -> Callable[[list[bytes]], list[Any]]:
         return many
     deserialize = serializer.deserialize
     return lambda xs: list(map(deserialize, xs))
+
+
+def recorded_options(serializer: Any) -> dict[str, Any]:
+    """``serializer.sidecar_options()``; ``{}`` for an object that only has
+    ``serialize``/``deserialize`` (accepted as a serializer, see resolve_serializer)."""
+    options = getattr(serializer, "sidecar_options", None)
+    return options() if options is not None else {}
+
+
+def configured(serializer: Any, options: dict[str, Any]) -> Any:
+    """``serializer.with_sidecar_options(options)``, or ``serializer`` itself for an object
+    that only has ``serialize``/``deserialize``."""
+    configure = getattr(serializer, "with_sidecar_options", None)
+    return configure(options) if configure is not None else serializer
 
 
 def serializer_label(serializer: Serializer) -> str:

@@ -14,36 +14,66 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
+
 from ..errors import ConfigurationError, SerializationError
-from .base import Serializer, WrappingSerializer, batch_deserializer
+from .base import GroupCodec, Serializer, WrappingSerializer, batch_deserializer
+from .groups import MAX_GROUP_RECORDS
 from .plain import native_decoder
 
-__all__ = ["DEFAULT_ZSTD_LEVEL", "ZstdSerializer"]
+__all__ = ["DEFAULT_ZSTD_GROUP", "DEFAULT_ZSTD_LEVEL", "GROUP_BYTES", "ZstdSerializer"]
 
 #: zstd's own default: fast, and most of the ratio of higher levels on small records.
 DEFAULT_ZSTD_LEVEL = 3
+#: Records compressed together in one frame by default (see ZstdSerializer's ``group``).
+DEFAULT_ZSTD_GROUP = 16
+#: A group is closed once its records hold this many bytes: a record read alone
+#: (``ds[i]``) never decompresses much more than itself and this.
+GROUP_BYTES = 8 * 1024
 
 
 class ZstdSerializer(WrappingSerializer):
-    """Each record compressed on its own with zstd (python-zstandard).
+    """Records compressed with zstd (python-zstandard), a few consecutive ones per frame.
 
     ``level`` is zstd's compression level (1-22, negative for faster); ``dictionary`` is
     a zstd dictionary (bytes, see :meth:`train`), which makes small records compress
-    several times better. Records are magicless zstd frames without checksum or
-    dictionary id (the version's sidecar names the dictionary): 8 bytes less per record.
-    The dictionary is kept in the version's sidecar, so readers need not pass it.
+    several times better. Frames are magicless zstd frames without checksum or
+    dictionary id (the version's sidecar names the dictionary): 8 bytes less per frame.
+
+    ``group``: the most records stored in one frame (default 16; a group also closes
+    once its records hold :data:`GROUP_BYTES`, and at every ``flush``). Compressing
+    neighbours together costs one decompression per group instead of one per record and
+    compresses better; ``ds[i]`` decompresses the record's group. ``group=1`` stores each
+    record as its own frame (versions written before groups existed are read that way).
+    The group size and the dictionary are kept in the version's sidecar, so readers need
+    not pass them. An inner serializer (the ``zstd`` of ``"json+zstd+other"``) stores
+    each record as its own frame.
+
+    On its own, the serializer's ``serialize``/``deserialize`` make and read one frame per
+    record. The copy a dataset of a grouped version holds (``ds.serializer``, configured
+    from the sidecar: :attr:`grouped`) works on the records' plain bytes instead, which
+    is what ``read_raw_range`` returns there: the row layer compresses the groups (see
+    docs/pipeline.md).
     """
 
     suffix = "zstd"
 
     def __init__(
-        self, inner: Serializer | str | None = None, level: int = DEFAULT_ZSTD_LEVEL, dictionary: bytes | None = None
+        self,
+        inner: Serializer | str | None = None,
+        level: int = DEFAULT_ZSTD_LEVEL,
+        dictionary: bytes | None = None,
+        group: int = DEFAULT_ZSTD_GROUP,
     ) -> None:
         super().__init__(inner)
         if isinstance(level, bool) or not isinstance(level, int) or not -(1 << 17) <= level <= 22:
             raise ConfigurationError(f"zstd level must be an integer up to 22, got {level!r}")
         self.level = level
         self.dictionary = bytes(dictionary) if dictionary else None
+        self.group = _group(group)
+        #: True on the copy configured for a version whose records are grouped (see
+        #: with_sidecar_options): the record methods then work on plain records.
+        self.grouped = False
         self.reconfigured()
 
     @classmethod
@@ -53,11 +83,13 @@ class ZstdSerializer(WrappingSerializer):
         inner: Serializer | str | None = None,
         level: int = DEFAULT_ZSTD_LEVEL,
         dict_size: int = 16 * 1024,
+        group: int = DEFAULT_ZSTD_GROUP,
     ) -> ZstdSerializer:
         """A serializer with a dictionary trained on ``samples`` (records, a few thousand).
 
         Write the version with it: the dictionary is stored in the version's sidecar and
-        every later reader and appender uses it.
+        every later reader and appender uses it. ``group``: records per frame, as for the
+        constructor (the dictionary is trained on single records either way).
         """
         import zstandard
 
@@ -70,7 +102,7 @@ class ZstdSerializer(WrappingSerializer):
                 f"cannot train a zstd dictionary on {len(raws)} samples ({exc}); give more samples "
                 "(a few thousand records) or a smaller dict_size"
             ) from None
-        return cls(plain.inner, level, trained.as_bytes())
+        return cls(plain.inner, level, trained.as_bytes(), group)
 
     def _codecs(self) -> tuple[Any, Any]:
         local = self._local
@@ -97,7 +129,7 @@ class ZstdSerializer(WrappingSerializer):
 
         try:
             return self._codecs()[1](data)
-        except zstandard.ZstdError:
+        except (zstandard.ZstdError, MemoryError):
             return self._decode_afresh(data)
 
     def _decode_afresh(self, data: bytes) -> bytes:
@@ -112,6 +144,13 @@ class ZstdSerializer(WrappingSerializer):
             return context.decompress(data)
         except zstandard.ZstdError as exc:
             raise SerializationError(f"record is not a zstd frame of this version ({exc})") from None
+        except MemoryError:
+            # python-zstandard allocates the size a frame's header declares: a damaged
+            # header can declare more than any record (or than this process can hold).
+            raise SerializationError(
+                "record is not a zstd frame of this version (it declares more bytes than this process can "
+                "allocate: a damaged frame, or too little memory)"
+            ) from None
 
     def _fast_deserialize(self) -> Callable[[bytes], Any]:
         # Reading is per record, so the layers cost more than zstd itself on small records:
@@ -120,7 +159,7 @@ class ZstdSerializer(WrappingSerializer):
         inner = native_decoder(self.inner) or self.inner.deserialize
         import zstandard
 
-        local, decode, damaged = self._local, self.decode, zstandard.ZstdError
+        local, decode, damaged = self._local, self.decode, (zstandard.ZstdError, MemoryError)
 
         def deserialize(x: bytes) -> Any:
             try:
@@ -144,11 +183,17 @@ class ZstdSerializer(WrappingSerializer):
             decompress = self._local.decompress
         try:
             plain = list(map(decompress, xs))
-        except zstandard.ZstdError:
+        except (zstandard.ZstdError, MemoryError):
             return list(map(self.deserialize, xs))  # raises the SerializationError that says why
         return batch_deserializer(self.inner)(plain)
 
     def stream_decoder(self) -> Callable[[Iterator[bytes]], Iterator[Any]] | None:
+        if self.grouped:
+            plain = native_decoder(self.inner)
+            return None if plain is None else lambda records: map(plain, records)
+        return self._frame_stream_decoder()
+
+    def _frame_stream_decoder(self) -> Callable[[Iterator[bytes]], Iterator[Any]] | None:
         # Sequential reads of JSON, pickle and raw records: zstd then the inner C decoder,
         # both mapped over the records (no Python step per record, no list per batch).
         # The decompression context is the decoder's own (the reader may resume its
@@ -168,19 +213,44 @@ class ZstdSerializer(WrappingSerializer):
 
         return decoder
 
+    def record_groups(self) -> GroupCodec | None:
+        if not self.grouped:
+            return None
+        lines = native_decoder(self.inner) is orjson.loads
+        return GroupCodec(self.group, GROUP_BYTES, self.encode, self.decode, lines)
+
+    def ungrouped(self) -> ZstdSerializer:
+        """This serializer with ``group=1`` (each record its own frame)."""
+        if self.group == 1 and not self.grouped:
+            return self
+        configured = copy.copy(self)
+        configured.group, configured.grouped = 1, False
+        configured.reconfigured()
+        return configured
+
     def sidecar_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {**super().sidecar_options(), "level": self.level}
         if self.dictionary:
             options["dictionary"] = base64.b64encode(self.dictionary).decode("ascii")
+        if self.group > 1:
+            options["group"] = self.group
         return options
 
     def with_sidecar_options(self, options: dict[str, Any]) -> Serializer:
         configured = super().with_sidecar_options(options)
+        assert isinstance(configured, ZstdSerializer)
+        # The version's layout decides (versions written before groups record none).
+        group = options.get("group", 1)
+        if type(group) is not int or not 1 <= group <= MAX_GROUP_RECORDS:
+            raise SerializationError(f"the zstd group size recorded for this version is not valid: {group!r}")
+        if (configured.group, configured.grouped) != (group, group > 1):
+            configured = copy.copy(configured)
+            configured.group, configured.grouped = group, group > 1
+            configured.reconfigured()
         recorded = options.get("dictionary")
         if not isinstance(recorded, str) or not recorded:
             return configured
         dictionary = _b64(recorded)
-        assert isinstance(configured, ZstdSerializer)
         if configured.dictionary == dictionary:
             return configured
         if configured.dictionary is not None:
@@ -195,12 +265,24 @@ class ZstdSerializer(WrappingSerializer):
 
     def reconfigured(self) -> None:
         self._local = threading.local()
-        self.deserialize = self._fast_deserialize()  # type: ignore[method-assign]
+        for name in _RECORD_METHODS:
+            self.__dict__.pop(name, None)
+        if not self.grouped:
+            self.deserialize = self._fast_deserialize()  # type: ignore[method-assign]
+            return
+        # Grouped: a record's bytes are the inner serializer's (the row layer compresses
+        # the groups), so the record methods are the inner ones, C functions where they
+        # only forward to one (orjson.loads is then what sequential reads map).
+        inner = self.inner
+        self.serialize = inner.serialize  # type: ignore[method-assign]
+        self.deserialize = native_decoder(inner) or inner.deserialize  # type: ignore[method-assign]
+        self.deserialize_many = batch_deserializer(inner)  # type: ignore[method-assign]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_local", None)
-        state.pop("deserialize", None)
+        for name in _RECORD_METHODS:
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -209,7 +291,18 @@ class ZstdSerializer(WrappingSerializer):
 
     def __repr__(self) -> str:
         trained = f", dictionary=<{len(self.dictionary)} bytes>" if self.dictionary else ""
-        return f"ZstdSerializer({self.inner!r}, level={self.level}{trained})"
+        grouped = ", grouped" if self.grouped else ""
+        return f"ZstdSerializer({self.inner!r}, level={self.level}{trained}, group={self.group}{grouped})"
+
+
+#: What reconfigured() sets on the instance (and pickling leaves out).
+_RECORD_METHODS = ("serialize", "deserialize", "deserialize_many")
+
+
+def _group(group: Any) -> int:
+    if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= MAX_GROUP_RECORDS:
+        raise ConfigurationError(f"zstd group must be an integer from 1 to {MAX_GROUP_RECORDS}, got {group!r}")
+    return group
 
 
 def _b64(text: str) -> bytes:

@@ -135,6 +135,21 @@ def test_raw_records_are_a_bytes_column(ray_session: Any, tmp_path: Path) -> Non
     assert back.take_all() == items
 
 
+def test_compressed_records_both_ways(ray_session: Any, tmp_path: Path) -> None:
+    # json+zstd stores groups of records per frame: the datasink's parts are grouped, the
+    # commit records the group size, the datasource decodes with the version's serializer.
+    url = f"file://{tmp_path}/store"
+    items = [row(i) for i in range(700)]
+    ray.data.from_items(items, override_num_blocks=3).write_datasink(
+        KaraDatasink(url, "corpus", "packed", "v1", serialization="json+zstd")
+    )
+    with KaraStorage(url).open_dataset("corpus", "packed") as reader:  # no serialization=: the sidecar
+        assert reader.serializer.grouped
+        assert list(reader) == items
+    back = ray.data.read_datasource(KaraDatasource(url, "corpus", "packed", serialization="json+zstd"))
+    assert [dict(r) for r in back.take_all()] == items
+
+
 def test_rows_are_stored_as_orjson_encodes_them_whatever_path_they_take(ray_session: Any, tmp_path: Path) -> None:
     import datetime
 

@@ -60,7 +60,9 @@ def test_a_trained_dictionary_is_kept_in_the_sidecar_and_used_by_readers(store: 
         assert ds[len(ds) - 1] == {"late": True}
     with_dict = store.rows.dataset_info("ns", "dict")["data_bytes"]
     without = store.rows.dataset_info("ns", "plain")["data_bytes"]
-    assert with_dict * 2 < without
+    # Groups of 16 records already share their context; the dictionary still saves more
+    # than a quarter (about 40% here).
+    assert with_dict < 0.75 * without
 
 
 def test_another_dictionary_than_the_recorded_one_is_refused(store: KaraStorage) -> None:

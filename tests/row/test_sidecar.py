@@ -151,3 +151,27 @@ def test_215_reads_the_json_records_of_a_version_that_has_a_sidecar(tmp_path: Pa
         ds.write_many(record(i) for i in range(50))
     assert sidecar_of(store, "k")["serializer"] == "json"
     assert run_k215(READ_JSON_WITH_215, {"url": f"file://{tmp_path}"}) == [record(i) for i in range(50)]
+
+
+class _Duck:
+    """Not a Serializer subclass: an object with serialize/deserialize is accepted too."""
+
+    def serialize(self, x: object) -> bytes:
+        return json.dumps(x).encode()
+
+    def deserialize(self, raw: bytes) -> object:
+        return json.loads(raw)
+
+
+def test_an_object_with_serialize_and_deserialize_writes_and_reads_a_version(store: KaraStorage) -> None:
+    # It has no sidecar_options / with_sidecar_options: recorded as custom, no options.
+    with store.open_dataset("ns", "duck", "w", version="1", serialization=_Duck()) as ds:
+        ds.write_many(record(i) for i in range(20))
+    assert sidecar_of(store, "duck")["serializer"] == f"custom:{__name__}._Duck"
+    handle = store.open_parallel_write("ns", "duck", "2", serialization=_Duck())
+    with handle.part(0) as part:
+        part.write_many(record(i) for i in range(5))
+    handle.commit()
+    for version, count in (("1", 20), ("2", 5)):
+        with store.open_dataset("ns", "duck", version=version, serialization=_Duck()) as ds:
+            assert list(ds) == [record(i) for i in range(count)]

@@ -7,6 +7,7 @@ from functools import partial
 from itertools import pairwise
 from typing import Any
 
+import orjson
 import pandas as pd
 import pyarrow as pa
 from ray.data.block import BlockMetadata
@@ -26,8 +27,12 @@ SCHEMA_SAMPLE = 1000
 
 
 def _arrow_parses(serializer: Serializer, column: str | None) -> bool:
-    # Only the built-in JSON deserializer is known to mean "records are JSON documents".
-    return column is None and type(serializer).deserialize is JSONSerializer.deserialize
+    # Only the built-in JSON deserializer is known to mean "records are JSON documents",
+    # or orjson itself: what a grouped json+zstd version's records decode with (their
+    # bytes come back plain from the groups).
+    if column is not None:
+        return False
+    return type(serializer).deserialize is JSONSerializer.deserialize or serializer.deserialize is orjson.loads
 
 
 class KaraDatasource(Datasource):
@@ -60,6 +65,9 @@ class KaraDatasource(Datasource):
             store.open_dataset(namespace, key, "r", version, self.serializer) as ds,
         ):
             self.version = ds.version
+            # Configured for the version (a zstd group size, a dictionary from its
+            # sidecar): the serializer that decodes the records its reads return.
+            self.serializer = ds.serializer
             self.records = len(ds)
             self.nbytes = ds.nbytes()
             sample = ds.read_raw_range(0, SCHEMA_SAMPLE) if _arrow_parses(self.serializer, self.column) else []

@@ -105,7 +105,8 @@ class KaraDataSource(DataSource):
             target.store() as store,
             store.open_dataset(target.namespace, target.key, "r", target.version, target.serializer) as ds,
         ):
-            records = [target.serializer.deserialize(raw) for raw in ds.read_raw_range(0, SAMPLE_RECORDS)]
+            # ds.serializer: configured for the version (a zstd group size, a dictionary).
+            records = [ds.serializer.deserialize(raw) for raw in ds.read_raw_range(0, SAMPLE_RECORDS)]
         if target.column is None and not records:
             raise ConfigurationError(f"{target.namespace}/{target.key} is empty: pass a schema to the reader")
         return infer_schema(records, target.column)

@@ -1,0 +1,322 @@
+"""zstd record groups: several records per compressed frame, in the 2.x layout.
+
+A grouped version stores a group's frame as its first record and the group's other
+records as empty ones (see kara_core.row.groups). These tests read the index directly to
+check the layout, and damage it to check the errors.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kara_core import KaraStorage
+from kara_core.errors import ConfigurationError, CorruptDatasetError, SerializationError
+from kara_core.serialization import ZstdSerializer, resolve_serializer
+from kara_core.serialization.compressed import DEFAULT_ZSTD_GROUP, GROUP_BYTES
+from kara_core.serialization.groups import join_group, split_group
+
+from .conftest import record
+
+
+def _ends(store: KaraStorage, key: str, version: str = "1") -> list[int]:
+    root = Path(store.url[len("file://") :]) / "row" / "ns" / key / version / "index"
+    raw = b"".join(path.read_bytes() for path in sorted(root.glob("*.blk"), key=lambda p: int(p.stem)))
+    return [end for (end,) in struct.iter_unpack("<Q", raw)]
+
+
+def _spans(ends: list[int]) -> list[int]:
+    return [b - a for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def _group_sizes(ends: list[int]) -> list[int]:
+    """Records per group, from the index: a non-empty record starts a group."""
+    sizes: list[int] = []
+    for span in _spans(ends):
+        if span:
+            sizes.append(1)
+        else:
+            sizes[-1] += 1
+    return sizes
+
+
+def _write(store: KaraStorage, key: str, records: list[Any], serialization: Any = "json+zstd", **options: Any) -> None:
+    with store.open_dataset("ns", key, "w", version="1", serialization=serialization, **options) as ds:
+        ds.write_many(records)
+
+
+def test_json_zstd_stores_groups_of_16_records_by_default(store: KaraStorage) -> None:
+    records = [record(i) for i in range(1000)]
+    _write(store, "k", records)
+    ends = _ends(store, "k")
+    assert len(ends) == 1000
+    assert _group_sizes(ends) == [16] * 62 + [8]
+    with store.open_dataset("ns", "k") as ds:
+        assert ds.serializer.group == DEFAULT_ZSTD_GROUP and ds.serializer.grouped
+        assert list(ds) == records
+        assert [ds[i] for i in range(999, -1, -7)] == records[::-7]
+        # The records' plain bytes come back from the groups (what the serializer decodes).
+        assert ds.read_raw_range(3, 6) == [ds.serializer.serialize(records[i]) for i in range(3, 6)]
+        data, bounds = ds.read_raw_joined(14, 18)
+        assert [data[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)] == ds.read_raw_range(14, 18)
+
+
+def test_groups_compress_better_than_one_frame_per_record(store: KaraStorage) -> None:
+    records = [{"user": f"u{i % 50}", "event": ("view", "click")[i % 2], "n": i} for i in range(3000)]
+    _write(store, "grouped", records)
+    _write(store, "alone", records, ZstdSerializer("json", group=1))
+    grouped = store.rows.dataset_info("ns", "grouped")["data_bytes"]
+    alone = store.rows.dataset_info("ns", "alone")["data_bytes"]
+    assert grouped * 2 < alone
+    assert 0 not in _spans(_ends(store, "alone"))  # group=1: every record its own frame
+    with store.open_dataset("ns", "alone") as ds:
+        assert not ds.serializer.grouped and list(ds) == records
+
+
+@pytest.mark.parametrize(
+    ("name", "records"),
+    [
+        ("json+zstd", [record(i) for i in range(100)] + [{}, [], "", 0, "line\nbreak", {"x": "\n" * 9}]),
+        ("pickle+zstd", [("t", i, b"\n" * i, {i}) for i in range(60)]),
+        ("raw+zstd", [b"", b"\n", b"\x00" * 100_000, b"\n\n"] + [b"x\n" * i for i in range(40)] + [b""]),
+        ("numpy+zstd", [np.arange(i, dtype=np.int32) for i in range(40)] + [np.zeros((3, 0)), np.array(2.5)]),
+    ],
+)
+def test_every_inner_serializer_round_trips_through_groups(store: KaraStorage, name: str, records: list) -> None:
+    # Records with newlines (raw, pickle) take the sized group form, JSON the newline form;
+    # a record that brings its group to GROUP_BYTES closes it.
+    _write(store, "k", records, name, max_file_size=4096)
+    with store.open_dataset("ns", "k") as ds:
+        assert ds.serializer.grouped
+        got = list(ds)
+        by_index = [ds[i] for i in range(len(ds) - 1, -1, -1)][::-1]
+    for result in (got, by_index):
+        if name == "numpy+zstd":
+            assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(result, records, strict=True))
+        else:
+            assert result == records
+    if name == "raw+zstd":
+        sizes = _group_sizes(_ends(store, "k"))
+        assert sizes == [3, 16, 16, 10]  # the 100,000-byte third record closes the first group
+
+
+def test_a_group_closes_at_group_bytes(store: KaraStorage) -> None:
+    records = [{"blob": "y" * (GROUP_BYTES // 3)} for _ in range(10)]
+    _write(store, "k", records)
+    # Three records of a third of GROUP_BYTES (plus JSON) reach it: groups of 3.
+    assert _group_sizes(_ends(store, "k")) == [3, 3, 3, 1]
+
+
+def test_flush_closes_the_open_group_and_appends_start_new_groups(store: KaraStorage) -> None:
+    with store.open_dataset("ns", "k", "w", version="1", serialization="json+zstd") as ds:
+        for i in range(5):
+            ds.write(record(i))
+        ds.flush()
+        with store.open_dataset("ns", "k") as reader:  # flushed records are readable at once
+            assert list(reader) == [record(i) for i in range(5)]
+        ds.write_many(record(i) for i in range(5, 40))
+    with store.open_dataset("ns", "k", "w", serialization="json+zstd") as ds:
+        assert ds.serializer.grouped
+        ds.write_many(record(i) for i in range(40, 50))
+    assert _group_sizes(_ends(store, "k")) == [5, 16, 16, 3, 10]
+    with store.open_dataset("ns", "k") as ds:
+        assert list(ds) == [record(i) for i in range(50)]
+        assert len(ds) == 50
+        ds.seek(21)
+        assert ds.read() == record(21)
+        assert ds.read_range(18, 23) == [record(i) for i in range(18, 23)]
+
+
+def test_a_version_written_with_one_frame_per_record_stays_that_way(store: KaraStorage) -> None:
+    # As versions written before groups existed: the sidecar records no group.
+    _write(store, "k", [record(i) for i in range(20)], ZstdSerializer("json", group=1))
+    sidecar = (Path(store.url[len("file://") :]) / "row/ns/k/1/.kara/version.json").read_text()
+    assert '"group"' not in sidecar
+    with store.open_dataset("ns", "k", "w", serialization="json+zstd") as ds:  # default group=16 given
+        assert not ds.serializer.grouped
+        ds.write_many(record(i) for i in range(20, 40))
+    assert 0 not in _spans(_ends(store, "k"))
+    with store.open_dataset("ns", "k", serialization=ZstdSerializer("json", group=4)) as ds:
+        assert list(ds) == [record(i) for i in range(40)]
+
+
+def test_a_group_cut_short_by_a_crash_keeps_its_indexed_records(store: KaraStorage) -> None:
+    # A writer killed between the index entries of a group: the entries left name the
+    # first records of the frame; the rest of the frame is not part of the version.
+    _write(store, "k", [record(i) for i in range(48)])
+    index = Path(store.url[len("file://") :]) / "row/ns/k/1/index/0.blk"
+    index.write_bytes(index.read_bytes()[: (32 + 6) * 8])
+    with store.open_dataset("ns", "k") as ds:
+        assert list(ds) == [record(i) for i in range(38)]
+        assert ds[37] == record(37)
+    with store.open_dataset("ns", "k", "w") as ds:  # the next writer starts a new group
+        ds.write_many(record(i) for i in range(100, 120))
+    assert _group_sizes(_ends(store, "k")) == [16, 16, 6, 16, 4]
+    with store.open_dataset("ns", "k") as ds:
+        assert list(ds) == [record(i) for i in range(38)] + [record(i) for i in range(100, 120)]
+    assert store.rows.verify("ns", "k") == []
+
+
+def _damaged(store: KaraStorage, tmp: Path, change: Any) -> None:
+    _write(store, "k", [record(i) for i in range(40)])
+    change(Path(store.url[len("file://") :]) / "row/ns/k/1")
+
+
+def test_a_damaged_frame_names_its_group(store: KaraStorage, tmp_path: Path) -> None:
+    def flip(version: Path) -> None:
+        data = bytearray((version / "data/0.blk").read_bytes())
+        first = _ends(store, "k")[15]  # group 2 starts here
+        data[first + 5 : first + 25] = bytes(20)
+        (version / "data/0.blk").write_bytes(bytes(data))
+
+    _damaged(store, tmp_path, flip)
+    with store.open_dataset("ns", "k") as ds:
+        assert ds[3] == record(3)  # other groups read
+        with pytest.raises(CorruptDatasetError, match="group of records starting at record 16"):
+            ds[20]
+        with pytest.raises(CorruptDatasetError, match="starting at record 16"):
+            list(ds)
+
+
+def test_an_index_that_puts_more_records_in_a_group_than_its_frame_holds_is_refused(store: KaraStorage) -> None:
+    _write(store, "k", [record(i) for i in range(40)])
+    ends = _ends(store, "k")
+    ends[16] = ends[15]  # record 16 (a group's first) made empty: group 1 now has 17 entries
+    index = Path(store.url[len("file://") :]) / "row/ns/k/1/index/0.blk"
+    index.write_bytes(b"".join(struct.pack("<Q", end) for end in ends))
+    with store.open_dataset("ns", "k") as ds:
+        with pytest.raises(CorruptDatasetError, match="no record of the 16 before it"):
+            ds[16]
+        with pytest.raises(CorruptDatasetError):
+            list(ds)
+
+
+def test_an_empty_first_record_and_a_group_longer_than_its_frame_are_refused(store: KaraStorage) -> None:
+    _write(store, "k", [record(i) for i in range(40)], ZstdSerializer("json", group=8))
+    version = Path(store.url[len("file://") :]) / "row/ns/k/1/index/0.blk"
+    ends = _ends(store, "k")
+    version.write_bytes(b"".join(struct.pack("<Q", end) for end in [0, *ends[1:]]))
+    with store.open_dataset("ns", "k") as ds:
+        with pytest.raises(CorruptDatasetError, match="record 0 is stored in a group"):
+            ds[0]
+    # Two empty entries added after a group of 4: 6 entries for a frame of 4 records.
+    _write(store, "short", [record(i) for i in range(4)], ZstdSerializer("json", group=8))
+    ends = _ends(store, "short")
+    (Path(store.url[len("file://") :]) / "row/ns/short/1/index/0.blk").write_bytes(
+        b"".join(struct.pack("<Q", end) for end in ends + [ends[-1]] * 2)
+    )
+    with store.open_dataset("ns", "short") as ds:
+        with pytest.raises(CorruptDatasetError, match="which holds 4 records"):
+            ds[5]
+        with pytest.raises(CorruptDatasetError, match="which holds 4 records"):
+            list(ds)
+
+
+def test_parallel_writes_group_records_and_record_the_sidecar(store: KaraStorage) -> None:
+    handle = pickle.loads(pickle.dumps(store.open_parallel_write("ns", "par", "1", serialization="json+zstd")))
+    for part in (1, 0):
+        with handle.part(part) as writer:
+            writer.write_many(record(part * 100 + i) for i in range(30))
+    handle.commit()
+    assert _group_sizes(_ends(store, "par")) == [16, 14, 16, 14]
+    with store.open_dataset("ns", "par") as ds:  # no serialization=: the sidecar names it
+        assert ds.serializer.name == "json+zstd" and ds.serializer.grouped
+        assert list(ds) == [record(part * 100 + i) for part in range(2) for i in range(30)]
+
+
+def test_group_option_is_checked_and_zstd_inside_another_wrapper_stores_frames() -> None:
+    for bad in (0, -1, True, 1.5, 1 << 17):
+        with pytest.raises(ConfigurationError, match="zstd group"):
+            ZstdSerializer("json", group=bad)
+    for bad in (0, "16", None, 1 << 17):
+        with pytest.raises(SerializationError, match="group size recorded"):
+            ZstdSerializer("json").with_sidecar_options({"level": 3, "group": bad})
+    nested = resolve_serializer("json+zstd+zstd")
+    assert nested.inner.group == 1 and "group" not in nested.sidecar_options()["inner"]
+    # On its own a serializer makes one frame per record; the copy for a grouped version
+    # works on plain records.
+    alone = resolve_serializer("json+zstd")
+    assert alone.deserialize(alone.serialize({"a": 1})) == {"a": 1} and alone.serialize({"a": 1}) != b'{"a":1}'
+    grouped = alone.with_sidecar_options(alone.sidecar_options())
+    assert grouped.grouped and grouped.serialize({"a": 1}) == b'{"a":1}'
+    assert pickle.loads(pickle.dumps(grouped)).deserialize(b'{"a":1}') == {"a": 1}
+
+
+def test_nested_zstd_round_trips(store: KaraStorage) -> None:
+    records = [record(i) for i in range(50)]
+    _write(store, "k", records, "json+zstd+zstd")
+    with store.open_dataset("ns", "k") as ds:
+        assert list(ds) == records and ds[33] == records[33]
+    assert _group_sizes(_ends(store, "k")) == [16, 16, 16, 2]
+
+
+# -- the group parser (kara owns it: fuzzed) -------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=40), st.booleans())
+def test_split_group_returns_what_join_group_joined(records: list[bytes], lines: bool) -> None:
+    plain = join_group(records, lines)
+    assert split_group(plain) == records
+    newline_free = not any(b"\n" in r for r in records)
+    assert (plain[:1] == b"\n") == (lines and newline_free)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=80),
+        st.lists(st.binary(max_size=10), min_size=1, max_size=8).map(lambda rs: join_group(rs)),
+    ),
+    st.integers(0, 79),
+    st.integers(0, 255),
+)
+def test_split_group_accepts_its_own_groups_and_refuses_damage_with_a_serialization_error(
+    plain: bytes, at: int, value: int
+) -> None:
+    damaged = bytearray(plain)
+    if damaged:
+        damaged[at % len(damaged)] = value
+    for candidate in (plain, bytes(damaged), plain[: at % (len(plain) + 1)]):
+        try:
+            records = split_group(candidate)
+        except SerializationError:
+            continue
+        assert records and all(isinstance(r, bytes) for r in records)
+        if candidate[:1] == b"\x00":
+            assert join_group(records) == candidate  # the sized form: exactly what it reads
+
+
+def test_a_frame_that_declares_more_bytes_than_memory_holds_is_a_clear_error(store: KaraStorage) -> None:
+    # A damaged frame header (its first byte) declares an 8-byte content size: zstd's
+    # decompress answers MemoryError, kara a SerializationError / CorruptDatasetError.
+    import zstandard
+
+    frames = ZstdSerializer("json", group=1)
+    raw = bytearray(frames.serialize({"a": "x" * 100}))
+    raw[0] = 0xE0
+    with pytest.raises(MemoryError):
+        zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompress(bytes(raw))
+    with pytest.raises(SerializationError, match="declares more bytes"):
+        frames.deserialize(bytes(raw))
+    _write(store, "k", [record(i) for i in range(40)])
+    data = Path(store.url[len("file://") :]) / "row/ns/k/1/data/0.blk"
+    blob = bytearray(data.read_bytes())
+    blob[_ends(store, "k")[15]] = 0xE0  # the first byte of the second group's frame
+    data.write_bytes(bytes(blob))
+    with store.open_dataset("ns", "k") as ds:
+        with pytest.raises(CorruptDatasetError, match="declares more bytes"):
+            ds[20]
+        reading = iter(ds)
+        assert [next(reading) for _ in range(16)] == [record(i) for i in range(16)]
+        with pytest.raises(CorruptDatasetError, match="starting at record 16"):
+            next(reading)
+        assert ds.tell() == 17  # past the record that failed, as after a record that fails to decode
+        assert ds[33] == record(33)
