@@ -36,7 +36,7 @@ from ..errors import CorruptDatasetError, SerializationError
 from ..serialization import Serializer
 from ..serialization.base import GroupCodec
 from ..serialization.groups import join_group, split_group
-from .blocks import DATA_PAGE_SIZE, block_path
+from .blocks import block_path
 from .snapshot import DEFAULT_CACHE_SIZE, Snapshot
 from .writer import serialize_into
 
@@ -47,8 +47,7 @@ def open_snapshot(
     backend: Backend, index_prefix: str, data_prefix: str, serializer: Serializer, cache_size: int = DEFAULT_CACHE_SIZE
 ) -> Snapshot:
     """The snapshot that reads a version whose records ``serializer`` stored."""
-    groups = getattr(serializer, "record_groups", None)
-    codec = groups() if groups is not None else None
+    codec = _codec_of(serializer)
     if codec is None:
         return Snapshot(backend, index_prefix, data_prefix, cache_size)
     return GroupedSnapshot(backend, index_prefix, data_prefix, codec, cache_size)
@@ -56,9 +55,14 @@ def open_snapshot(
 
 def grouping_writer(writer: Any, serializer: Serializer) -> Any:
     """``writer`` itself, or wrapped in a :class:`GroupingWriter` if ``serializer`` groups."""
-    groups = getattr(serializer, "record_groups", None)
-    codec = groups() if groups is not None else None
+    codec = _codec_of(serializer)
     return writer if codec is None else GroupingWriter(writer, codec)
+
+
+def _codec_of(serializer: Serializer) -> GroupCodec | None:
+    # Objects that only have serialize/deserialize (accepted as serializers) never group.
+    groups = getattr(serializer, "record_groups", None)
+    return groups() if groups is not None else None
 
 
 class GroupingWriter:
@@ -249,21 +253,16 @@ class GroupedSnapshot(Snapshot):
         try:
             records = split_group(self._codec.decode(bytes(frame)))
         except SerializationError as exc:
-            number, offset = self._index_location(first)
-            raise CorruptDatasetError(
-                f"{self.backend.url}/{block_path(self.index_prefix, number)}",
-                offset,
-                f"the group of records starting at record {first} cannot be decoded: {exc}",
+            raise self._index_error(
+                first, f"the group of records starting at record {first} cannot be decoded: {exc}"
             ) from None
         self._last = (first, records)
         return records
 
     def _member(self, records: list[bytes], first: int, i: int) -> bytes:
         if i - first >= len(records):
-            number, offset = self._index_location(i)
-            raise CorruptDatasetError(
-                f"{self.backend.url}/{block_path(self.index_prefix, number)}",
-                offset,
+            raise self._index_error(
+                i,
                 f"record {i} is number {i - first} of the group starting at record {first}, "
                 f"which holds {len(records)} records: the index is damaged",
             )
@@ -323,11 +322,7 @@ class GroupedSnapshot(Snapshot):
             return single[start:end]
         if self._mapped:
             return self.data.read(start, end)
-        if sequential:
-            return self.data.read_ahead(start, end)
-        if end - start < DATA_PAGE_SIZE:
-            return self.data.read_small(start, end)
-        return self.data.read(start, end)
+        return self._read_unmapped(start, end, sequential)
 
     def raw_joined(self, start: int, stop: int) -> tuple[bytes, array[int]]:
         records = self.raw_range(start, stop, False)

@@ -206,13 +206,14 @@ class Snapshot:
             read = self.index.read
         return decode_ends(read(start * ENTRY, stop * ENTRY))
 
-    def _corrupt(self, i: int, start: int, end: int) -> CorruptDatasetError:
+    def _index_error(self, i: int, message: str) -> CorruptDatasetError:
+        """The error for a damage found at record ``i``'s index entry (its block and offset)."""
         number, offset = self._index_location(i)
-        return CorruptDatasetError(
-            f"{self.backend.url}/{block_path(self.index_prefix, number)}",
-            offset,
-            f"record {i} ends at data offset {end}, before it starts ({start}): the index is damaged",
-        )
+        return CorruptDatasetError(f"{self.backend.url}/{block_path(self.index_prefix, number)}", offset, message)
+
+    def _corrupt(self, i: int, start: int, end: int) -> CorruptDatasetError:
+        message = f"record {i} ends at data offset {end}, before it starts ({start}): the index is damaged"
+        return self._index_error(i, message)
 
     def _unordered(self, start: int, first: int, ends: Any) -> CorruptDatasetError:
         # The error for end offsets of records ``start, start + 1, ...`` (after ``first``,
@@ -375,11 +376,14 @@ class Snapshot:
         if self._mapped:
             read = self.data.read
             return [read(a, b) for a, b in zip(starts, ends, strict=True)]
-        if sequential:
-            read = self.data.read_ahead
-        elif last - first < DATA_PAGE_SIZE:
-            read = self.data.read_small
-        else:
-            read = self.data.read
-        buf = read(first, last)
+        buf = self._read_unmapped(first, last, sequential)
         return [buf[a - first : b - first] for a, b in zip(starts, ends, strict=True)]
+
+    def _read_unmapped(self, first: int, last: int, sequential: bool) -> bytes:
+        """Data bytes ``[first, last)`` of a stream that is not mapped (a remote store): by
+        read-ahead for sequential readers, through the page cache when small, else exact."""
+        if sequential:
+            return self.data.read_ahead(first, last)
+        if last - first < DATA_PAGE_SIZE:
+            return self.data.read_small(first, last)
+        return self.data.read(first, last)
