@@ -26,8 +26,13 @@ from kara_core.serialization.groups import join_group, split_group
 from .conftest import record
 
 
+def _version(store: KaraStorage, key: str, version: str = "1") -> Path:
+    """The folder of version ``version`` of ``ns/key`` in the file:// store."""
+    return Path(store.url[len("file://") :]) / "row" / "ns" / key / version
+
+
 def _ends(store: KaraStorage, key: str, version: str = "1") -> list[int]:
-    root = Path(store.url[len("file://") :]) / "row" / "ns" / key / version / "index"
+    root = _version(store, key, version) / "index"
     raw = b"".join(path.read_bytes() for path in sorted(root.glob("*.blk"), key=lambda p: int(p.stem)))
     return [end for (end,) in struct.iter_unpack("<Q", raw)]
 
@@ -137,7 +142,7 @@ def test_flush_closes_the_open_group_and_appends_start_new_groups(store: KaraSto
 def test_a_version_written_with_one_frame_per_record_stays_that_way(store: KaraStorage) -> None:
     # As versions written before groups existed: the sidecar records no group.
     _write(store, "k", [record(i) for i in range(20)], ZstdSerializer("json", group=1))
-    sidecar = (Path(store.url[len("file://") :]) / "row/ns/k/1/.kara/version.json").read_text()
+    sidecar = (_version(store, "k") / ".kara/version.json").read_text()
     assert '"group"' not in sidecar
     with store.open_dataset("ns", "k", "w", serialization="json+zstd") as ds:  # default group=16 given
         assert not ds.serializer.grouped
@@ -151,7 +156,7 @@ def test_a_group_cut_short_by_a_crash_keeps_its_indexed_records(store: KaraStora
     # A writer killed between the index entries of a group: the entries left name the
     # first records of the frame; the rest of the frame is not part of the version.
     _write(store, "k", [record(i) for i in range(48)])
-    index = Path(store.url[len("file://") :]) / "row/ns/k/1/index/0.blk"
+    index = _version(store, "k") / "index/0.blk"
     index.write_bytes(index.read_bytes()[: (32 + 6) * 8])
     with store.open_dataset("ns", "k") as ds:
         assert list(ds) == [record(i) for i in range(38)]
@@ -164,19 +169,13 @@ def test_a_group_cut_short_by_a_crash_keeps_its_indexed_records(store: KaraStora
     assert store.rows.verify("ns", "k") == []
 
 
-def _damaged(store: KaraStorage, tmp: Path, change: Any) -> None:
+def test_a_damaged_frame_names_its_group(store: KaraStorage) -> None:
     _write(store, "k", [record(i) for i in range(40)])
-    change(Path(store.url[len("file://") :]) / "row/ns/k/1")
-
-
-def test_a_damaged_frame_names_its_group(store: KaraStorage, tmp_path: Path) -> None:
-    def flip(version: Path) -> None:
-        data = bytearray((version / "data/0.blk").read_bytes())
-        first = _ends(store, "k")[15]  # group 2 starts here
-        data[first + 5 : first + 25] = bytes(20)
-        (version / "data/0.blk").write_bytes(bytes(data))
-
-    _damaged(store, tmp_path, flip)
+    data_block = _version(store, "k") / "data/0.blk"
+    data = bytearray(data_block.read_bytes())
+    first = _ends(store, "k")[15]  # group 2 starts here
+    data[first + 5 : first + 25] = bytes(20)
+    data_block.write_bytes(bytes(data))
     with store.open_dataset("ns", "k") as ds:
         assert ds[3] == record(3)  # other groups read
         with pytest.raises(CorruptDatasetError, match="group of records starting at record 16"):
@@ -189,7 +188,7 @@ def test_an_index_that_puts_more_records_in_a_group_than_its_frame_holds_is_refu
     _write(store, "k", [record(i) for i in range(40)])
     ends = _ends(store, "k")
     ends[16] = ends[15]  # record 16 (a group's first) made empty: group 1 now has 17 entries
-    index = Path(store.url[len("file://") :]) / "row/ns/k/1/index/0.blk"
+    index = _version(store, "k") / "index/0.blk"
     index.write_bytes(b"".join(struct.pack("<Q", end) for end in ends))
     with store.open_dataset("ns", "k") as ds:
         with pytest.raises(CorruptDatasetError, match="no record of the 16 before it"):
@@ -200,16 +199,16 @@ def test_an_index_that_puts_more_records_in_a_group_than_its_frame_holds_is_refu
 
 def test_an_empty_first_record_and_a_group_longer_than_its_frame_are_refused(store: KaraStorage) -> None:
     _write(store, "k", [record(i) for i in range(40)], ZstdSerializer("json", group=8))
-    version = Path(store.url[len("file://") :]) / "row/ns/k/1/index/0.blk"
+    index = _version(store, "k") / "index/0.blk"
     ends = _ends(store, "k")
-    version.write_bytes(b"".join(struct.pack("<Q", end) for end in [0, *ends[1:]]))
+    index.write_bytes(b"".join(struct.pack("<Q", end) for end in [0, *ends[1:]]))
     with store.open_dataset("ns", "k") as ds:
         with pytest.raises(CorruptDatasetError, match="record 0 is stored in a group"):
             ds[0]
     # Two empty entries added after a group of 4: 6 entries for a frame of 4 records.
     _write(store, "short", [record(i) for i in range(4)], ZstdSerializer("json", group=8))
     ends = _ends(store, "short")
-    (Path(store.url[len("file://") :]) / "row/ns/short/1/index/0.blk").write_bytes(
+    (_version(store, "short") / "index/0.blk").write_bytes(
         b"".join(struct.pack("<Q", end) for end in ends + [ends[-1]] * 2)
     )
     with store.open_dataset("ns", "short") as ds:
@@ -307,7 +306,7 @@ def test_a_frame_that_declares_more_bytes_than_memory_holds_is_a_clear_error(sto
     with pytest.raises(SerializationError, match="declares more bytes"):
         frames.deserialize(bytes(raw))
     _write(store, "k", [record(i) for i in range(40)])
-    data = Path(store.url[len("file://") :]) / "row/ns/k/1/data/0.blk"
+    data = _version(store, "k") / "data/0.blk"
     blob = bytearray(data.read_bytes())
     blob[_ends(store, "k")[15]] = 0xE0  # the first byte of the second group's frame
     data.write_bytes(bytes(blob))
