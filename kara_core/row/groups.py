@@ -24,7 +24,6 @@ serializer's ``deserialize`` takes.
 from __future__ import annotations
 
 import io
-import sys
 from array import array
 from bisect import bisect_right
 from itertools import accumulate, pairwise
@@ -36,7 +35,7 @@ from ..errors import CorruptDatasetError, SerializationError
 from ..serialization import Serializer
 from ..serialization.base import GroupCodec
 from ..serialization.groups import join_group, split_group
-from .blocks import block_path
+from .blocks import LITTLE_ENDIAN
 from .snapshot import DEFAULT_CACHE_SIZE, Snapshot
 from .writer import serialize_into
 
@@ -113,7 +112,7 @@ class GroupingWriter:
         """Records joined in ``data`` with their ends (a part writer's bulk append)."""
         bounds = array("Q")
         bounds.frombytes(bytes(ends))
-        if sys.byteorder != "little":
+        if not LITTLE_ENDIAN:
             bounds.byteswap()
         if not bounds:
             return
@@ -238,11 +237,8 @@ class GroupedSnapshot(Snapshot):
                 if bounds[k] > end:
                     raise self._corrupt(low + k, bounds[k], end)
                 return low + k
-        raise CorruptDatasetError(
-            f"{self.backend.url}/{block_path(self.index_prefix, 0)}",
-            None,
-            f"record {i} is stored in a group, but no record of the {span} before it starts one: the index is damaged",
-        )
+        message = f"record {i} is stored in a group, but no record of the {span} before it starts one"
+        raise self._index_error(i, f"{message}: the index is damaged")
 
     def _group(self, first: int, frame: bytes | None = None) -> list[bytes]:
         last = self._last

@@ -224,6 +224,20 @@ def test_an_index_that_puts_more_records_in_a_group_than_its_frame_holds_is_refu
             list(ds)
 
 
+def test_a_record_whose_group_has_no_start_is_located_at_its_own_index_entry(store: KaraStorage) -> None:
+    # Index blocks of 12 entries: record 31's entry is in index/2.blk at offset 56.
+    _write(store, "k", [record(i) for i in range(40)], max_file_size=96)
+    folder = _version(store, "k") / "index"
+    ends = _ends(store, "k")
+    ends[16:32] = [ends[15]] * 16  # records 16-31 all empty: none of them starts a group
+    raw = b"".join(struct.pack("<Q", end) for end in ends)
+    for number, path in enumerate(sorted(folder.glob("*.blk"), key=lambda p: int(p.stem))):
+        path.write_bytes(raw[96 * number : 96 * (number + 1)])
+    with store.open_dataset("ns", "k") as ds, pytest.raises(CorruptDatasetError, match="no record of the 16") as caught:
+        ds[31]
+    assert caught.value.path.endswith("/index/2.blk") and caught.value.offset == 56
+
+
 def test_an_empty_first_record_and_a_group_longer_than_its_frame_are_refused(store: KaraStorage) -> None:
     _write(store, "k", [record(i) for i in range(40)], ZstdSerializer("json", group=8))
     index = _version(store, "k") / "index/0.blk"
