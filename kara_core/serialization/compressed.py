@@ -18,7 +18,7 @@ import orjson
 
 from ..errors import ConfigurationError, SerializationError
 from .base import GroupCodec, Serializer, WrappingSerializer, batch_deserializer
-from .groups import MAX_GROUP_RECORDS
+from .groups import MAX_GROUP_RECORDS, decode_json_group
 from .plain import native_decoder
 
 __all__ = ["DEFAULT_ZSTD_GROUP", "DEFAULT_ZSTD_LEVEL", "GROUP_BYTES", "ZstdSerializer"]
@@ -230,7 +230,8 @@ class ZstdSerializer(WrappingSerializer):
         if not self.grouped:
             return None
         lines = native_decoder(self.inner) is orjson.loads
-        return GroupCodec(self.group, GROUP_BYTES, self.encode_group, self.decode, lines)
+        values = decode_json_group if lines else None
+        return GroupCodec(self.group, GROUP_BYTES, self.encode_group, self.decode, lines, values)
 
     def ungrouped(self) -> ZstdSerializer:
         """This serializer with ``group=1`` (each record its own frame)."""
