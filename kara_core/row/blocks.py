@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 import posixpath
+import sys
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_CACHE_SIZE",
     "INDEX_PAGE_SIZE",
     "LARGE_READ",
+    "LITTLE_ENDIAN",
     "BlockReader",
     "BlockWriter",
     "MappedBlocks",
@@ -45,6 +47,8 @@ __all__ = [
     "truncate_stream",
 ]
 
+#: Index entries are little-endian u64; on such a machine arrays of them need no byteswap.
+LITTLE_ENDIAN = sys.byteorder == "little"
 #: Bytes of one read-ahead window on remote stores (the next window is prefetched while
 #: the reader works through this one). Large windows keep several requests in flight and
 #: pay each request's latency once per 8 MiB.

@@ -24,8 +24,9 @@ from ..errors import (
     RecordIndexError,
 )
 from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer, batch_deserializer
+from ..serialization.groups import split_group
 from ..serialization.plain import native_decoder
-from .groups import open_snapshot
+from .groups import GroupRun, open_snapshot
 from .layout import data_prefix, index_prefix, read_meta, resolve_version
 from .snapshot import BATCH_BYTES, BATCH_RECORDS, Snapshot
 from .workers import warn_if_in_dataloader_worker
@@ -333,7 +334,10 @@ class RowDataset:
             self._batch, self._decoded = decoded, True
             return True
         try:
-            self._batch = snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
+            # Record groups the serializer decodes whole (json+zstd): a GroupRun, which
+            # iteration decodes a group at a time (its items are the plain records).
+            run = snap.group_run(self._pos, stop, True, BATCH_BYTES)
+            self._batch = run if run is not None else snap.raw_range(self._pos, stop, True, BATCH_BYTES, self._views)
         except CorruptDatasetError:
             # The record at the cursor cannot be read (a damaged group of records): the
             # cursor moves past it, as past a record that fails to decode, so the next
@@ -405,6 +409,25 @@ class RowDataset:
             try:
                 if ready:
                     yield from current
+                    continue
+                if isinstance(batch, GroupRun):
+                    # A group at a time: decoded whole where it can be (one call, no
+                    # per-record bytes), else split and decoded record by record
+                    # (which raises for a damaged one, the cursor right after it).
+                    decode = batch.decode
+                    for group, lo, hi in batch.pieces:
+                        size, current = 0, iter(())  # nothing of this group handed out yet
+                        values = decode(*group) if not isinstance(group, list) else None
+                        size = hi - lo
+                        if values is not None:
+                            current = iter(values[lo:hi] if lo or hi < len(values) else values)
+                            yield from current
+                        else:
+                            records = group if isinstance(group, list) else split_group(group[0])
+                            current = iter(records[lo:hi])
+                            yield from map(deserialize, current)
+                        done += size
+                    done, size, current = len(batch), 0, iter(())
                     continue
                 if plain:
                     yield from map(deserialize, current)

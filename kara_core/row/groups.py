@@ -24,7 +24,6 @@ serializer's ``deserialize`` takes.
 from __future__ import annotations
 
 import io
-import sys
 from array import array
 from bisect import bisect_right
 from itertools import accumulate, pairwise
@@ -35,12 +34,12 @@ from ..backend import Backend
 from ..errors import CorruptDatasetError, SerializationError
 from ..serialization import Serializer
 from ..serialization.base import GroupCodec
-from ..serialization.groups import join_group, split_group
-from .blocks import block_path
+from ..serialization.groups import join_group, lines_group_size, split_group
+from .blocks import LITTLE_ENDIAN
 from .snapshot import DEFAULT_CACHE_SIZE, Snapshot
 from .writer import serialize_into
 
-__all__ = ["GroupedSnapshot", "GroupingWriter", "grouping_writer", "open_snapshot"]
+__all__ = ["GroupRun", "GroupedSnapshot", "GroupingWriter", "grouping_writer", "open_snapshot"]
 
 
 def open_snapshot(
@@ -113,7 +112,7 @@ class GroupingWriter:
         """Records joined in ``data`` with their ends (a part writer's bulk append)."""
         bounds = array("Q")
         bounds.frombytes(bytes(ends))
-        if sys.byteorder != "little":
+        if not LITTLE_ENDIAN:
             bounds.byteswap()
         if not bounds:
             return
@@ -238,43 +237,68 @@ class GroupedSnapshot(Snapshot):
                 if bounds[k] > end:
                     raise self._corrupt(low + k, bounds[k], end)
                 return low + k
-        raise CorruptDatasetError(
-            f"{self.backend.url}/{block_path(self.index_prefix, 0)}",
-            None,
-            f"record {i} is stored in a group, but no record of the {span} before it starts one: the index is damaged",
-        )
+        message = f"record {i} is stored in a group, but no record of the {span} before it starts one"
+        raise self._index_error(i, f"{message}: the index is damaged")
 
-    def _group(self, first: int, frame: bytes | None = None) -> list[bytes]:
-        last = self._last
-        if last[0] == first:
-            return last[1]
-        if frame is None:
-            frame = super().raw(first)
+    def _plain(self, first: int, frame: bytes | memoryview) -> tuple[bytes, int] | list[bytes]:
+        # The group starting at record ``first``: its plain bytes in the newline form and
+        # its number of records, else its records, split and checked.
         try:
-            records = split_group(self._codec.decode(bytes(frame)))
+            plain = self._codec.decode(bytes(frame))
+            held = lines_group_size(plain)
+            return (plain, held) if held is not None else split_group(plain)
         except SerializationError as exc:
             raise self._index_error(
                 first, f"the group of records starting at record {first} cannot be decoded: {exc}"
             ) from None
+
+    def _group(self, first: int, frame: bytes | memoryview | None = None) -> list[bytes]:
+        last = self._last
+        if last[0] == first:
+            return last[1]
+        plain = self._plain(first, super().raw(first) if frame is None else frame)
+        records = plain if isinstance(plain, list) else split_group(plain[0])
         self._last = (first, records)
         return records
 
-    def _member(self, records: list[bytes], first: int, i: int) -> bytes:
-        if i - first >= len(records):
-            raise self._index_error(
-                i,
-                f"record {i} is number {i - first} of the group starting at record {first}, "
-                f"which holds {len(records)} records: the index is damaged",
-            )
-        return records[i - first]
+    def _beyond(self, held: int, first: int, i: int) -> CorruptDatasetError:
+        return self._index_error(
+            i,
+            f"record {i} is number {i - first} of the group starting at record {first}, "
+            f"which holds {held} records: the index is damaged",
+        )
 
     def raw(self, i: int, view: bool = False) -> bytes:
         first = self._first_of(i)
-        return self._member(self._group(first), first, i)
+        records = self._group(first)
+        if i - first >= len(records):
+            raise self._beyond(len(records), first, i)
+        return records[i - first]
 
     def raw_range(
         self, start: int, stop: int, sequential: bool, budget: int | None = None, view: bool = False
     ) -> list[bytes]:
+        out: list[bytes] = []
+        for piece, lo, hi in self._pieces(start, stop, sequential, budget, False):
+            out.extend(piece[lo:hi] if lo or hi < len(piece) else piece)
+        return out
+
+    def group_run(self, start: int, stop: int, sequential: bool, budget: int | None = None) -> GroupRun | None:
+        """Records ``[start, stop)`` (cut as :meth:`raw_range` cuts) as the plain groups
+        that hold them, for a sequential read that decodes a group at a time with the
+        codec's ``decode_values``; None when the codec has none."""
+        decode = self._codec.decode_values
+        if decode is None:
+            return None
+        return GroupRun(self._pieces(start, stop, sequential, budget, True), decode)
+
+    def _pieces(
+        self, start: int, stop: int, sequential: bool, budget: int | None, plain: bool
+    ) -> list[tuple[Any, int, int]]:
+        # The groups of records [start, stop) as (group, lo, hi): records lo..hi of the
+        # group are in the range. A group is its records (split), or with ``plain``
+        # (plain bytes, records) where it is in the newline form (split later, or
+        # decoded at once).
         if start >= stop:
             return []
         first = self._first_of(start)
@@ -287,7 +311,7 @@ class GroupedSnapshot(Snapshot):
         if not all(map(le, bounds[:-1], ends)):
             raise self._unordered(first, low, ends)
         data = self._stored(low, ends[-1], sequential)
-        out: list[bytes] = []
+        out: list[tuple[Any, int, int]] = []
         count = len(ends)
         k = 0
         while k < count:
@@ -297,23 +321,25 @@ class GroupedSnapshot(Snapshot):
             # one is not empty; nor is the first, found by _first_of.)
             head, tail = bounds[k], bounds[k + 1]
             following = bisect_right(ends, tail, k + 1)
+            frame = data[head - low : tail - low]
             try:
-                records = self._group(first + k, data[head - low : tail - low])
+                group = self._plain(first + k, frame) if plain else self._group(first + k, frame)
             except CorruptDatasetError:
                 if first + k <= start:
                     raise  # the group of record ``start``: as ds[start] would raise
                 break  # the records before it are good: the next read starts at the damage
-            held = len(records)
+            held = len(group) if isinstance(group, list) else group[1]
+            lo = start - first - k if k == 0 else 0
             if following - k > held:
                 # The index gives the group more records than its frame holds: those
                 # past the frame raise, as ds[i] does, once the reads reach them.
                 if first + k + held <= start:
-                    self._member(records, first + k, start)
-                out.extend(records)
+                    raise self._beyond(held, first + k, start)
+                out.append((group, lo, held))
                 break
-            out.extend(records[: following - k])
+            out.append((group, lo, following - k))
             k = following
-        return out[start - first :] if start > first else out
+        return out
 
     def _stored(self, start: int, end: int, sequential: bool) -> bytes | memoryview:
         # The stored bytes [start, end) of the data stream, read as Snapshot.raw_range does.
@@ -328,3 +354,46 @@ class GroupedSnapshot(Snapshot):
         records = self.raw_range(start, stop, False)
         ends = array("Q", accumulate(map(len, records)))
         return b"".join(records), ends
+
+
+class GroupRun:
+    """Records of a grouped version held as the plain groups they are in: the batch of a
+    sequential read (see RowDataset.__iter__), which decodes a group at a time.
+
+    :attr:`pieces` are ``(group, lo, hi)``: records ``lo..hi`` of ``group`` (``(plain
+    bytes, records)`` for a group in the newline form, or its records split) are in the
+    run, in order.
+    ``run[i]`` is the plain bytes of the run's record ``i`` (what ``raw_range`` gives),
+    ``run[k:]`` the run from record ``k`` on; :attr:`decode` decodes a plain group whole
+    (``GroupCodec.decode_values``).
+    """
+
+    __slots__ = ("_split", "_starts", "decode", "pieces")
+
+    def __init__(self, pieces: list[tuple[Any, int, int]], decode: Any) -> None:
+        self.pieces = pieces
+        self.decode = decode
+        self._starts = list(accumulate((hi - lo for _, lo, hi in pieces), initial=0))
+        self._split: tuple[int, list[bytes]] = (-1, [])
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, index: Any) -> Any:
+        length = self._starts[-1]
+        if isinstance(index, slice):
+            begin, end, step = index.indices(length)
+            if step != 1 or end != length:
+                raise ValueError("a GroupRun slices as run[k:] only")
+            if begin >= length:
+                return GroupRun([], self.decode)
+            n = bisect_right(self._starts, begin) - 1
+            group, lo, hi = self.pieces[n]
+            return GroupRun([(group, lo + begin - self._starts[n], hi), *self.pieces[n + 1 :]], self.decode)
+        if not 0 <= index < length:
+            raise IndexError(f"record {index} of a run of {length}")
+        n = bisect_right(self._starts, index) - 1
+        group, lo, _ = self.pieces[n]
+        if self._split[0] != n:
+            self._split = (n, group if isinstance(group, list) else split_group(group[0]))
+        return self._split[1][lo + index - self._starts[n]]

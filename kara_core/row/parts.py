@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import sys
 import time
 from array import array
 from collections.abc import Callable, Iterable
@@ -34,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from ..backend import Backend
 from ..errors import ConfigurationError, CorruptDatasetError
 from ..localdisk import Buffers
-from .blocks import block_path
+from .blocks import LITTLE_ENDIAN, block_path
 from .dataset import RowDataset
 from .layout import version_prefix
 from .snapshot import ENTRY, ascending
@@ -59,7 +58,6 @@ __all__ = [
     "write_marker_path",
 ]
 
-_LITTLE = sys.byteorder == "little"
 #: Digits of a part number in its folder name, so that listings sort parts in order.
 PART_DIGITS = 8
 #: Block names of an attempt, after its prefix (``data.0.blk``, ``index.0.blk``).
@@ -100,7 +98,7 @@ def ends_bytes(ends: Any, size: int) -> bytes:
             raise ConfigurationError(f"ends must be non-negative integers: {exc}") from None
         ordered = ascending(values)
         last = values[-1] if values else 0
-        if not _LITTLE:
+        if not LITTLE_ENDIAN:
             values.byteswap()
         raw = values.tobytes()
     if not ordered:
@@ -281,7 +279,7 @@ class PartWriter:
             self._copy(view)
         added = array("Q")
         added.frombytes(shift_ends(ends, self.end))
-        if not _LITTLE:
+        if not LITTLE_ENDIAN:
             added.byteswap()
         self._ends += added
         self.end = self._ends[-1]
@@ -350,7 +348,7 @@ class PartWriter:
         if self._ends:
             ends = self._ends[:entries]
             del self._ends[:entries]
-            if not _LITTLE:
+            if not LITTLE_ENDIAN:
                 ends.byteswap()
             raw = ends.tobytes()
             self._put(block_path(self._prefix + INDEX_STEM, len(self._index_sizes)), raw)

@@ -309,6 +309,12 @@ class Snapshot:
             data = self.data.view(0, self.data_bytes)  # type: ignore[attr-defined]
         return [data[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
 
+    def group_run(self, start: int, stop: int, sequential: bool, budget: int | None = None) -> Any:
+        """Records ``[start, stop)`` as the record groups that hold them (a
+        :class:`~kara_core.row.groups.GroupRun`), or None: this layout stores records one
+        by one (see GroupedSnapshot)."""
+        return None
+
     def mapped_run(self, start: int, stop: int, budget: int) -> tuple[memoryview, Any] | None:
         """Records ``[start, stop)`` as one read-only view of mapped memory and their bounds.
 

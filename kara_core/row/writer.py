@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from array import array
 from collections.abc import Callable
 from itertools import accumulate
@@ -21,7 +20,7 @@ from typing import Any
 from ..backend import Backend
 from ..errors import DatasetLockedError
 from ..locks import LeaseLock
-from .blocks import BlockWriter, probe_streams, truncate_stream
+from .blocks import LITTLE_ENDIAN, BlockWriter, probe_streams, truncate_stream
 from .layout import data_prefix, index_prefix, writer_lock_path
 from .snapshot import ENTRY, complete_extent
 
@@ -35,7 +34,6 @@ INDEX_BATCH = 256 * 1024
 DIRECT_WRITE = 64 * 1024
 #: A record buffer that grew past this many times the buffer size is not kept.
 SPILL_KEEP = 2
-_LITTLE = sys.byteorder == "little"
 
 
 def _repair(backend: Backend, ipath: str, dpath: str) -> tuple[list[int], list[int]]:
@@ -170,7 +168,7 @@ class RowWriter:
         self._data.flush()
         ends, self._ends = self._ends, array("Q")
         self._committed += len(ends)
-        if not _LITTLE:
+        if not LITTLE_ENDIAN:
             ends.byteswap()
         self._index.write(ends.tobytes())
 

@@ -116,6 +116,11 @@ class GroupCodec:
     decode: Callable[[bytes], bytes]
     #: The records are not expected to hold newlines (JSON): groups try the newline form.
     lines: bool = False
+    #: ``decode_values(plain, count)``: the ``count`` records of a plain group in the
+    #: newline form, decoded at once, or None when this group cannot be decoded that way
+    #: (then each record is decoded alone): must give exactly what ``deserialize`` gives
+    #: record by record. JSON's is :func:`~kara_core.serialization.groups.decode_json_group`.
+    decode_values: Callable[[bytes, int], list[Any] | None] | None = None
 
 
 class WrappingSerializer(Serializer):

@@ -18,7 +18,7 @@ import orjson
 
 from ..errors import ConfigurationError, SerializationError
 from .base import GroupCodec, Serializer, WrappingSerializer, batch_deserializer
-from .groups import MAX_GROUP_RECORDS
+from .groups import MAX_GROUP_RECORDS, decode_json_group
 from .plain import native_decoder
 
 __all__ = ["DEFAULT_ZSTD_GROUP", "DEFAULT_ZSTD_LEVEL", "GROUP_BYTES", "ZstdSerializer"]
@@ -37,8 +37,10 @@ class ZstdSerializer(WrappingSerializer):
 
     ``level`` is zstd's compression level (1-22, negative for faster); ``dictionary`` is
     a zstd dictionary (bytes, see :meth:`train`), which makes small records compress
-    several times better. Frames are magicless zstd frames without checksum or
-    dictionary id (the version's sidecar names the dictionary): 8 bytes less per frame.
+    several times better. Frames are magicless zstd frames without dictionary id (the
+    version's sidecar names the dictionary); a record's own frame has no checksum either
+    (8 bytes less per frame), a group's frame has zstd's content checksum (4 bytes per
+    group), which decoding checks.
 
     ``group``: the most records stored in one frame (default 16; a group also closes
     once its records hold :data:`GROUP_BYTES`, and at every ``flush``). Compressing
@@ -112,17 +114,28 @@ class ZstdSerializer(WrappingSerializer):
             import zstandard
 
             data = local.dict_data = zstandard.ZstdCompressionDict(self.dictionary) if self.dictionary else None
-            params = zstandard.ZstdCompressionParameters.from_level(
-                self.level, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_checksum=0, write_dict_id=0
-            )
-            compressor = zstandard.ZstdCompressor(dict_data=data, compression_params=params)
+            compress = [
+                zstandard.ZstdCompressor(
+                    dict_data=data,
+                    compression_params=zstandard.ZstdCompressionParameters.from_level(
+                        self.level, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_checksum=checksum, write_dict_id=0
+                    ),
+                ).compress
+                for checksum in (0, 1)
+            ]
             decompressor = zstandard.ZstdDecompressor(dict_data=data, format=zstandard.FORMAT_ZSTD1_MAGICLESS)
-            codecs = local.codecs = (compressor.compress, decompressor.decompress)
+            codecs = local.codecs = (compress[0], decompressor.decompress, compress[1])
             local.decompress = decompressor.decompress
         return codecs
 
     def encode(self, data: bytes) -> bytes:
         return self._codecs()[0](data)
+
+    def encode_group(self, data: bytes) -> bytes:
+        """The frame of a plain record group: as :meth:`encode`, with zstd's checksum of
+        the content (4 bytes a group), which :meth:`decode` checks: a damaged group is
+        refused instead of decoding into other records."""
+        return self._codecs()[2](data)
 
     def decode(self, data: bytes) -> bytes:
         import zstandard
@@ -217,7 +230,8 @@ class ZstdSerializer(WrappingSerializer):
         if not self.grouped:
             return None
         lines = native_decoder(self.inner) is orjson.loads
-        return GroupCodec(self.group, GROUP_BYTES, self.encode, self.decode, lines)
+        values = decode_json_group if lines else None
+        return GroupCodec(self.group, GROUP_BYTES, self.encode_group, self.decode, lines, values)
 
     def ungrouped(self) -> ZstdSerializer:
         """This serializer with ``group=1`` (each record its own frame)."""

@@ -12,6 +12,12 @@ frame. Before compression a group is one of two forms, told apart by its first b
 
 kara owns this parser: :func:`split_group` accepts exactly what :func:`join_group` makes
 and refuses everything else with a :class:`~kara_core.errors.SerializationError`.
+
+:func:`decode_json_group` decodes the records of a newline group of JSON records with
+one ``orjson.loads``: the newlines become the commas of one JSON array. That is the
+records' own decoding whenever each record is one JSON value (what kara's writers store);
+otherwise it gives up (None) and the caller decodes the records one by one, which raises
+for the damaged one.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 from itertools import accumulate
 from operator import le
+from typing import Any
+
+import orjson
 
 from ..errors import SerializationError
 
-__all__ = ["MAX_GROUP_RECORDS", "join_group", "split_group"]
+__all__ = ["MAX_GROUP_RECORDS", "decode_json_group", "join_group", "lines_group_size", "split_group"]
 
 #: The most records one group may hold (a limit of the format, far above any default).
 MAX_GROUP_RECORDS = 1 << 16
@@ -80,3 +89,33 @@ def split_group(plain: bytes) -> list[bytes]:
     if bounds[-1] != size or not all(map(le, bounds[:-1], bounds[1:])):
         raise SerializationError("the record ends of a record group are not ascending up to its size")
     return list(map(plain.__getitem__, map(slice, bounds[:-1], bounds[1:])))
+
+
+def lines_group_size(plain: bytes) -> int | None:
+    """The number of records of a group in the newline form (its newlines); None for the
+    sized form (which only :func:`split_group` reads, checking it)."""
+    # Two memchr-driven passes: about half of what bytes.count(b"\n") takes here.
+    return len(plain) - len(plain.replace(b"\n", b"")) if plain[:1] == b"\n" else None
+
+
+def decode_json_group(plain: bytes, count: int) -> list[Any] | None:
+    """The ``count`` JSON records of a newline group made by :func:`join_group` (``count``
+    from :func:`lines_group_size`), decoded at once.
+
+    One ``orjson.loads`` of ``[record0,record1,...]`` (the group's newlines made commas)
+    instead of a split and a call per record. None when ``plain`` is not in the newline
+    form or the array does not hold exactly ``count`` values (a record that is not one
+    JSON value): then split the group and decode the records one by one, which raises
+    for the damaged record.
+
+    For records that are each one JSON value (all that kara's writers store: orjson's
+    output, which never holds a raw newline) this is exactly their own decoding. Stored
+    groups carry zstd's checksum, so damage of the stored bytes is refused before this.
+    """
+    if plain[:1] != b"\n":
+        return None
+    try:
+        values = orjson.loads(b"[" + plain[1:].replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    return values if len(values) == count else None

@@ -7,12 +7,14 @@ check the layout, and damage it to check the errors.
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,7 @@ from kara_core import KaraStorage
 from kara_core.errors import ConfigurationError, CorruptDatasetError, SerializationError
 from kara_core.serialization import ZstdSerializer, resolve_serializer
 from kara_core.serialization.compressed import DEFAULT_ZSTD_GROUP, GROUP_BYTES
-from kara_core.serialization.groups import join_group, split_group
+from kara_core.serialization.groups import decode_json_group, join_group, lines_group_size, split_group
 
 from .conftest import record
 
@@ -184,6 +186,33 @@ def test_a_damaged_frame_names_its_group(store: KaraStorage) -> None:
             list(ds)
 
 
+def test_every_changed_byte_of_a_group_frame_is_refused_by_its_checksum(store: KaraStorage) -> None:
+    # A group's frame carries zstd's content checksum: without it, most changed bytes of
+    # the compressed records still decode, into other records (a changed literal).
+    _write(store, "k", [record(i) for i in range(40)])
+    ends = _ends(store, "k")
+    data_block = _version(store, "k") / "data/0.blk"
+    pristine = data_block.read_bytes()
+    wrong, refused = [], 0
+    for position in range(ends[15], ends[31]):  # every byte of group 2's frame
+        for flip in (0x01, 0x80):
+            damaged = bytearray(pristine)
+            damaged[position] ^= flip
+            data_block.write_bytes(bytes(damaged))
+            with store.open_dataset("ns", "k") as ds:
+                try:
+                    got = ds.read_range(16, 32)
+                except CorruptDatasetError:
+                    refused += 1
+                    continue
+                # A few bits zstd does not use (in the header, padding) change nothing.
+                if got != [record(i) for i in range(16, 32)]:
+                    wrong.append((position - ends[15], flip))
+    assert ends[31] - ends[15] > 100
+    assert wrong == []
+    assert refused >= 2 * (ends[31] - ends[15]) - 8
+
+
 def test_an_index_that_puts_more_records_in_a_group_than_its_frame_holds_is_refused(store: KaraStorage) -> None:
     _write(store, "k", [record(i) for i in range(40)])
     ends = _ends(store, "k")
@@ -195,6 +224,20 @@ def test_an_index_that_puts_more_records_in_a_group_than_its_frame_holds_is_refu
             ds[16]
         with pytest.raises(CorruptDatasetError):
             list(ds)
+
+
+def test_a_record_whose_group_has_no_start_is_located_at_its_own_index_entry(store: KaraStorage) -> None:
+    # Index blocks of 12 entries: record 31's entry is in index/2.blk at offset 56.
+    _write(store, "k", [record(i) for i in range(40)], max_file_size=96)
+    folder = _version(store, "k") / "index"
+    ends = _ends(store, "k")
+    ends[16:32] = [ends[15]] * 16  # records 16-31 all empty: none of them starts a group
+    raw = b"".join(struct.pack("<Q", end) for end in ends)
+    for number, path in enumerate(sorted(folder.glob("*.blk"), key=lambda p: int(p.stem))):
+        path.write_bytes(raw[96 * number : 96 * (number + 1)])
+    with store.open_dataset("ns", "k") as ds, pytest.raises(CorruptDatasetError, match="no record of the 16") as caught:
+        ds[31]
+    assert caught.value.path.endswith("/index/2.blk") and caught.value.offset == 56
 
 
 def test_an_empty_first_record_and_a_group_longer_than_its_frame_are_refused(store: KaraStorage) -> None:
@@ -228,6 +271,93 @@ def test_parallel_writes_group_records_and_record_the_sidecar(store: KaraStorage
     with store.open_dataset("ns", "par") as ds:  # no serialization=: the sidecar names it
         assert ds.serializer.name == "json+zstd" and ds.serializer.grouped
         assert list(ds) == [record(part * 100 + i) for part in range(2) for i in range(30)]
+
+
+@pytest.mark.parametrize("start", [0, 1, 15, 16, 17, 4095, 4097, 5000])
+def test_sequential_reads_from_any_record_and_a_left_loop_resume_right_after_it(store: KaraStorage, start: int) -> None:
+    # Sequential reads decode a group at a time (one orjson call for its 16 records):
+    # from any record (inside a group, across refills), an iteration left early puts the
+    # cursor right after the last record it yielded, and read() goes on from there.
+    records = [record(i) for i in range(6000)]
+    _write(store, "k", records)
+    with store.open_dataset("ns", "k") as ds:
+        ds.seek(start)
+        assert list(ds) == records[start:]
+        for taken in (1, 7, 16, 300, 4096):
+            ds.seek(start)
+            loop = iter(ds)
+            assert [next(loop) for _ in range(min(taken, 6000 - start))] == records[start : start + taken]
+            loop.close()
+            assert ds.tell() == min(start + taken, 6000)
+            if start + taken < 6000:
+                assert ds.read() == records[start + taken]
+                assert next(iter(ds)) == records[start + taken + 1]
+
+
+def _one_group_version(store: KaraStorage, key: str, plain_records: list[bytes]) -> None:
+    """A json+zstd version of one group whose records are ``plain_records`` as stored."""
+    _write(store, key, [record(i) for i in range(len(plain_records))])
+    folder = _version(store, key)
+    with store.open_dataset("ns", key) as ds:
+        frame = ds.serializer.encode_group(join_group(plain_records, lines=True))
+    (folder / "data/0.blk").write_bytes(frame)
+    (folder / "index/0.blk").write_bytes(struct.pack(f"<{len(plain_records)}Q", *[len(frame)] * len(plain_records)))
+
+
+def test_a_group_that_does_not_decode_whole_is_decoded_record_by_record(store: KaraStorage) -> None:
+    # Records that are not each one JSON value (only a writer that stores bytes itself,
+    # write_serialized, could store them): the group is decoded record by record, the
+    # damaged records raise, and the reads go on after each.
+    plain = [b'{"a":0}', b"[1", b"2]", b'{"a":3}', b"nope", b'{"a":5}']
+    _one_group_version(store, "k", plain)
+    with store.open_dataset("ns", "k") as ds:
+        got: list[Any] = []
+        while ds.tell() < len(ds):
+            try:
+                got.extend(ds)
+            except orjson.JSONDecodeError:
+                got.append("error at " + str(ds.tell() - 1))
+        assert got == [{"a": 0}, "error at 1", "error at 2", {"a": 3}, "error at 4", {"a": 5}]
+        assert ds[3] == {"a": 3}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.recursive(
+            st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+            max_leaves=12,
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_a_json_group_decoded_whole_is_its_records_decoded_one_by_one(values: list[Any]) -> None:
+    raws = [orjson.dumps(value) for value in values]
+    plain = join_group(raws, lines=True)
+    assert lines_group_size(plain) == len(raws)
+    assert decode_json_group(plain, len(raws)) == [orjson.loads(raw) for raw in raws]
+    # Python's json module writes the same values with spaces (still one value a record).
+    spaced = join_group([json.dumps(orjson.loads(raw)).encode() for raw in raws], lines=True)
+    assert decode_json_group(spaced, len(raws)) == [orjson.loads(raw) for raw in raws]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.binary(max_size=12).filter(lambda raw: b"\n" not in raw), min_size=1, max_size=12))
+def test_a_json_group_decoded_whole_never_gives_another_count_of_records(raws: list[bytes]) -> None:
+    # Any bytes at all: either the group is decoded record by record (None), or exactly
+    # one value a record comes out, and records that each decode give their own values.
+    plain = join_group(raws, lines=True)
+    decoded = decode_json_group(plain, len(raws))
+    if decoded is not None:
+        assert len(decoded) == len(raws)
+    try:
+        one_by_one = [orjson.loads(raw) for raw in raws]
+    except orjson.JSONDecodeError:
+        return
+    assert decoded == one_by_one
+    assert decode_json_group(join_group(raws, lines=False), len(raws)) is None  # the sized form: not this path
 
 
 def test_group_option_is_checked_and_zstd_inside_another_wrapper_stores_frames() -> None:
