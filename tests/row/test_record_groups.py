@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +293,48 @@ def test_sequential_reads_from_any_record_and_a_left_loop_resume_right_after_it(
             if start + taken < 6000:
                 assert ds.read() == records[start + taken]
                 assert next(iter(ds)) == records[start + taken + 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    count=st.integers(1, 90),
+    group=st.integers(1, 9),
+    refill=st.integers(1, 40),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["seek", "read", "loop", "all", "index"]), st.integers(0, 100)), max_size=12
+    ),
+)
+def test_reads_seeks_and_loops_left_early_follow_a_list(
+    tmp_path_factory: pytest.TempPathFactory, count: int, group: int, refill: int, steps: list[tuple[str, int]]
+) -> None:
+    # Any mix of seek, read, loops left after k records and ds[i] over a grouped version,
+    # with refills of a few records (so runs start and end inside groups), gives what the
+    # same steps give on a list.
+    store = KaraStorage(f"file://{tmp_path_factory.mktemp('store')}")
+    records = [record(i) for i in range(count)]
+    _write(store, "k", records, ZstdSerializer("json", group=group))
+    expected = 0
+    with pytest.MonkeyPatch.context() as patch, store.open_dataset("ns", "k") as ds:
+        patch.setattr("kara_core.row.dataset.BATCH_RECORDS", refill)
+        for step, n in steps:
+            if step == "seek":
+                expected = min(n, count)
+                assert ds.seek(n) == expected
+            elif step == "read":
+                assert ds.read(default=None) == (records[expected] if expected < count else None)
+                expected = min(expected + 1, count)
+            elif step == "loop":
+                loop = iter(ds)
+                taken = list(islice(loop, n))  # pulls exactly n (zip would pull one more)
+                loop.close()
+                assert taken == records[expected : expected + n]
+                expected += len(taken)
+            elif step == "all":
+                assert list(ds) == records[expected:]
+                expected = count
+            else:
+                assert ds[n % count] == records[n % count]
+            assert ds.tell() == expected
 
 
 def _one_group_version(store: KaraStorage, key: str, plain_records: list[bytes]) -> None:
