@@ -28,7 +28,7 @@ from array import array
 from bisect import bisect_right
 from itertools import accumulate, pairwise
 from operator import le
-from typing import Any
+from typing import Any, cast
 
 from ..backend import Backend
 from ..errors import CorruptDatasetError, SerializationError
@@ -240,12 +240,12 @@ class GroupedSnapshot(Snapshot):
         message = f"record {i} is stored in a group, but no record of the {span} before it starts one"
         raise self._index_error(i, f"{message}: the index is damaged")
 
-    def _plain(self, first: int, frame: bytes | memoryview) -> tuple[bytes, int] | list[bytes]:
-        # The group starting at record ``first``: its plain bytes in the newline form and
-        # its number of records, else its records, split and checked.
+    def _plain(self, first: int, frame: bytes | memoryview, split: bool) -> tuple[bytes, int] | list[bytes]:
+        # The group starting at record ``first``: its records, split and checked; or, when
+        # not ``split`` and it is in the newline form, its plain bytes and record count.
         try:
             plain = self._codec.decode(bytes(frame))
-            held = lines_group_size(plain)
+            held = None if split else lines_group_size(plain)
             return (plain, held) if held is not None else split_group(plain)
         except SerializationError as exc:
             raise self._index_error(
@@ -256,8 +256,7 @@ class GroupedSnapshot(Snapshot):
         last = self._last
         if last[0] == first:
             return last[1]
-        plain = self._plain(first, super().raw(first) if frame is None else frame)
-        records = plain if isinstance(plain, list) else split_group(plain[0])
+        records = cast(list[bytes], self._plain(first, super().raw(first) if frame is None else frame, True))
         self._last = (first, records)
         return records
 
@@ -323,7 +322,7 @@ class GroupedSnapshot(Snapshot):
             following = bisect_right(ends, tail, k + 1)
             frame = data[head - low : tail - low]
             try:
-                group = self._plain(first + k, frame) if plain else self._group(first + k, frame)
+                group = self._plain(first + k, frame, False) if plain else self._group(first + k, frame)
             except CorruptDatasetError:
                 if first + k <= start:
                     raise  # the group of record ``start``: as ds[start] would raise
