@@ -143,7 +143,7 @@ def _serial_write(store: Any, blocks: Any) -> float:
         )
         for number, table in enumerate(tables):
             with handle.part(number) as part:
-                write_block(part, table, handle.serializer, None)
+                write_block(part, table, None)
         handle.commit()
         return time.perf_counter() - start
     finally:

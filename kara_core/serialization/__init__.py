@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import json, pickle, raw  # the 2.x module names (kara_storage.serialization.json ...)
 from .array import NumpySerializer
-from .base import Serializer, WrappingSerializer, batch_deserializer, resolve_serializer, serializer_label
+from .base import Serializer, WrappingSerializer, batch_deserializer, innermost, resolve_serializer, serializer_label
 from .compressed import ZstdSerializer
 from .plain import JSONSerializer, NoSerializer, PickleSerializer
 
@@ -21,6 +21,7 @@ __all__ = [
     "WrappingSerializer",
     "ZstdSerializer",
     "batch_deserializer",
+    "innermost",
     "json",
     "pickle",
     "raw",

@@ -194,6 +194,14 @@ def batch_deserializer(serializer: Any) -> Callable[[list[bytes]], list[Any]]:
     return lambda xs: list(map(deserialize, xs))
 
 
+def innermost(serializer: Any) -> Any:
+    """The serializer a chain of wrappers ends in: what a record is to its user
+    (``raw+zstd`` records are bytes, ``json+zstd`` records JSON values)."""
+    while isinstance(serializer, WrappingSerializer):
+        serializer = serializer.inner
+    return serializer
+
+
 def recorded_options(serializer: Any) -> dict[str, Any]:
     """``serializer.sidecar_options()``; ``{}`` for an object that only has
     ``serialize``/``deserialize`` (accepted as a serializer, see resolve_serializer)."""

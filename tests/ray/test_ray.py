@@ -146,8 +146,42 @@ def test_compressed_records_both_ways(ray_session: Any, tmp_path: Path) -> None:
     with KaraStorage(url).open_dataset("corpus", "packed") as reader:  # no serialization=: the sidecar
         assert reader.serializer.grouped
         assert list(reader) == items
+        assert reader.read_raw_range(0, 700) == [orjson.dumps(item) for item in items]  # the plain records
     back = ray.data.read_datasource(KaraDatasource(url, "corpus", "packed", serialization="json+zstd"))
     assert [dict(r) for r in back.take_all()] == items
+    # raw+zstd: records are bytes, in the "bytes" column both ways, as for raw.
+    blobs = [{"bytes": b"\x00blob %d\n" % i * (i % 4)} for i in range(300)]
+    ray.data.from_items(blobs, override_num_blocks=3).write_datasink(
+        KaraDatasink(url, "corpus", "blobs", "v1", serialization="raw+zstd")
+    )
+    with KaraStorage(url).open_dataset("corpus", "blobs") as reader:
+        assert reader.serializer.grouped and list(reader) == [blob["bytes"] for blob in blobs]
+    back = ray.data.read_datasource(KaraDatasource(url, "corpus", "blobs", serialization="raw+zstd"))
+    assert [dict(r) for r in back.take_all()] == blobs
+
+
+@pytest.mark.parametrize(("serialization", "column"), [("json", None), ("json+zstd", None), ("raw+zstd", "bytes")])
+def test_grouped_parts_take_the_encoded_path_of_their_inner_serializer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serialization: str, column: str | None
+) -> None:
+    # JSON rows encoded from Arrow (and raw bytes from the binary column) go to a part as
+    # one buffer under zstd record groups too: never through Python dicts.
+    import pyarrow as pa
+    from kara_ray import rows as kara_rows
+
+    def no_dicts(*args: Any) -> Any:
+        raise AssertionError("the rows went through Python records")
+
+    monkeypatch.setattr(kara_rows, "records_of_block", no_dicts)
+    items = [row(i) for i in range(500)] if column is None else [{"bytes": b"b%d\n" % i} for i in range(500)]
+    store = KaraStorage(f"file://{tmp_path}/store")
+    handle = store.open_parallel_write("corpus", "k", "v1", serialization=serialization)
+    with handle.part(0) as part:
+        assert kara_rows.write_block(part, pa.Table.from_pylist(items), column) == 500
+    handle.commit()
+    with store.open_dataset("corpus", "k") as reader:
+        expected = items if column is None else [item["bytes"] for item in items]
+        assert list(reader) == expected
 
 
 def test_rows_are_stored_as_orjson_encodes_them_whatever_path_they_take(ray_session: Any, tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ class KaraDatasink(Datasink[dict[str, Any]]):
         handle = self._open(resume=True)
         with handle.part(ctx.task_idx) as part:
             for block in blocks:
-                write_block(part, block, self.serializer, self.column)
+                write_block(part, block, self.column)
         return {"part": part.part, "attempt": part.attempt, "records": part.records}
 
     def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:

@@ -20,7 +20,7 @@ from ray.data.block import Block, BlockAccessor
 
 from kara_core.errors import ConfigurationError
 from kara_core.row.parts import RowPart
-from kara_core.serialization import JSONSerializer, NoSerializer, Serializer
+from kara_core.serialization import JSONSerializer, NoSerializer, Serializer, WrappingSerializer, innermost
 
 from .arrow_json import joined, json_records
 
@@ -47,10 +47,11 @@ PARSE_BLOCK = 256 * 1024
 
 
 def record_column(serializer: Serializer, column: str | None) -> str | None:
-    """The single column records live in, or None when each record is a whole row."""
+    """The single column records live in, or None when each record is a whole row (raw
+    records, compressed or not, are bytes: the ``bytes`` column)."""
     if column is not None:
         return column
-    return RAW_COLUMN if isinstance(serializer, NoSerializer) else None
+    return RAW_COLUMN if isinstance(innermost(serializer), NoSerializer) else None
 
 
 def records_of_block(block: Block, column: str | None) -> list[Any]:
@@ -66,17 +67,18 @@ def records_of_block(block: Block, column: str | None) -> list[Any]:
     return table.column(column).to_pylist()
 
 
-def write_block(part: RowPart, block: Block, serializer: Serializer, column: str | None) -> int:
+def write_block(part: RowPart, block: Block, column: str | None) -> int:
     """Write the records of a Ray block to a part; return their count.
 
     JSON rows are encoded from the Arrow columns (:mod:`kara_ray.arrow_json`, the same
     bytes as ``orjson.dumps`` of each row) and raw records are taken from the binary
-    column's buffer, both handed to the part as one buffer with end offsets. Rows the
-    encoder does not support, and other serializers, go through Python records.
+    column's buffer, both handed to the part as one buffer with end offsets (also under
+    zstd record groups, which compress those plain records). Rows the encoder does not
+    support, and other serializers, go through Python records.
     """
     table = BlockAccessor.for_block(block).to_arrow()
-    plain_json = type(serializer).serialize is JSONSerializer.serialize and isinstance(serializer, JSONSerializer)
-    if column is None and plain_json:
+    stored = _record_serializer(part.serializer)
+    if column is None and type(stored).serialize is JSONSerializer.serialize and isinstance(stored, JSONSerializer):
         total = 0
         batches = table.to_batches(max_chunksize=ENCODE_ROWS)
         threads = min(pa.cpu_count(), len(batches)) or 1
@@ -88,11 +90,20 @@ def write_block(part: RowPart, block: Block, serializer: Serializer, column: str
                 else:
                     total += part.write_joined(*joined(records))
         return total
-    if isinstance(serializer, NoSerializer) and column is not None and column in table.column_names:
+    if isinstance(stored, NoSerializer) and column is not None and column in table.column_names:
         values = table.column(column)
         if (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) and not values.null_count:
             return sum(part.write_joined(*joined(chunk)) for chunk in values.chunks)
     return part.write_many(records_of_block(table, column))
+
+
+def _record_serializer(serializer: Serializer) -> Serializer:
+    """The serializer whose bytes a part with ``serializer`` stores for each record: itself,
+    or for zstd record groups (``json+zstd``, ``raw+zstd``) the inner one, whose plain
+    records the part writer compresses a group at a time."""
+    if getattr(serializer, "grouped", False) and isinstance(serializer, WrappingSerializer):
+        return serializer.inner
+    return serializer
 
 
 def _encoded(batch: pa.RecordBatch) -> pa.StringArray | None:

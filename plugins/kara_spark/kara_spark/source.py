@@ -20,7 +20,7 @@ from pyspark.sql.types import StructType
 from kara_core import KaraStorage
 from kara_core.errors import ConfigurationError
 from kara_core.row.parallel import DEFAULT_PART_BLOCK_SIZE, ParallelWrite
-from kara_core.serialization import NoSerializer, Serializer, resolve_serializer
+from kara_core.serialization import NoSerializer, Serializer, innermost, resolve_serializer
 
 from .schema import infer_schema, to_spark_row
 
@@ -61,7 +61,8 @@ class Target:
         if missing:
             raise ConfigurationError(f"the kara data source needs option(s) {', '.join(missing)}")
         serializer = resolve_serializer(options.get("serialization") or None)
-        column = options.get("column") or (RAW_COLUMN if isinstance(serializer, NoSerializer) else None)
+        # Raw records, compressed or not (raw+zstd), are bytes: the "bytes" column.
+        column = options.get("column") or (RAW_COLUMN if isinstance(innermost(serializer), NoSerializer) else None)
         store_options = {
             name[len(STORE_OPTION) :]: value for name, value in options.items() if name.startswith(STORE_OPTION)
         }
