@@ -5,10 +5,15 @@ of 0-31 ints), each library writing them with its documented writer and reading 
 with its documented reader, on local disk:
 
 - kara: ``write_many`` into a file:// store; ``for rec in ds``; ``ds[i]``;
-  ``make_torch_dataset(shuffle=True)`` in a torch ``DataLoader``;
+  ``make_torch_dataset(shuffle=True)`` in a torch ``DataLoader``; twice: with the default
+  ``json`` serializer (row ``kara``) and with ``json+zstd`` (row ``kara-zstd``: 16 records
+  a zstd frame, the same calls otherwise);
 - MosaicML Streaming: ``MDSWriter`` (columns int, str, json); ``StreamingDataset``
   (``local=``, ``predownload`` raised to 65,536 samples: its default, 8 batches, caps an
-  iteration sample by sample); a torch ``DataLoader``;
+  iteration sample by sample); a torch ``DataLoader``. Its size with shard compression
+  (``compression="zstd"``) is measured too, for the size column only: its reader
+  decompresses each shard whole to local disk before reading it, which is another
+  workload than kara's record groups read in place;
 - LitData: ``optimize`` (``num_workers=1``: more workers do not start on this machine);
   ``StreamingDataset``; its ``StreamingDataLoader``;
 - WebDataset: ``ShardWriter`` (20,000 samples a shard, the record as ``.json``);
@@ -52,7 +57,10 @@ BATCH = 64
 SHARD_SAMPLES = 20_000
 SHUFFLE_BUFFER = 10_240
 MOSAIC_PREDOWNLOAD = 65_536
-LIBRARIES = ("kara", "mosaic", "litdata", "webdataset")
+LIBRARIES = ("kara", "kara-zstd", "mosaic", "litdata", "webdataset")
+PEERS = ("mosaic", "litdata", "webdataset")
+#: written once for its size only (see the module docstring)
+SIZE_ONLY = ("mosaic-zstd",)
 WORKLOADS = ("write", "read", "random", "loader_0", "loader_2", "samples_0")
 
 
@@ -75,19 +83,29 @@ def _records() -> list[dict[str, Any]]:
 # -- writers -------------------------------------------------------------------------------
 
 
-def _write_kara(out: str, records: list[dict[str, Any]]) -> None:
+def _write_kara(out: str, records: list[dict[str, Any]], serialization: str = "json") -> None:
     from kara_core import KaraStorage
 
-    with KaraStorage("file://" + out).open_dataset("bench", "small", "w", version="1") as ds:
+    storage = KaraStorage("file://" + out)
+    with storage.open_dataset("bench", "small", "w", version="1", serialization=serialization) as ds:
         ds.write_many(records)
 
 
-def _write_mosaic(out: str, records: list[dict[str, Any]]) -> None:
+def _write_kara_zstd(out: str, records: list[dict[str, Any]]) -> None:
+    _write_kara(out, records, "json+zstd")
+
+
+def _write_mosaic(out: str, records: list[dict[str, Any]], compression: str | None = None) -> None:
     from streaming import MDSWriter
 
-    with MDSWriter(out=out, columns={"id": "int", "text": "str", "tokens": "json"}) as writer:
+    columns = {"id": "int", "text": "str", "tokens": "json"}
+    with MDSWriter(out=out, columns=columns, compression=compression) as writer:
         for record in records:
             writer.write(record)
+
+
+def _write_mosaic_zstd(out: str, records: list[dict[str, Any]]) -> None:
+    _write_mosaic(out, records, "zstd")
 
 
 def _litdata_sample(i: int) -> dict[str, Any]:
@@ -111,7 +129,14 @@ def _write_webdataset(out: str, records: list[dict[str, Any]]) -> None:
             sink.write({"__key__": f"{i:09d}", "json": record})
 
 
-WRITERS = {"kara": _write_kara, "mosaic": _write_mosaic, "litdata": _write_litdata, "webdataset": _write_webdataset}
+WRITERS = {
+    "kara": _write_kara,
+    "kara-zstd": _write_kara_zstd,
+    "mosaic": _write_mosaic,
+    "mosaic-zstd": _write_mosaic_zstd,
+    "litdata": _write_litdata,
+    "webdataset": _write_webdataset,
+}
 
 
 def _library() -> str:
@@ -123,7 +148,7 @@ def write(params: dict[str, Any], clock: Clock) -> None:
     _stub_torchvision()
     records = _records()
     out = tempfile.mkdtemp(prefix=_library() + "-", dir=params["root"])
-    if _library() in ("mosaic", "litdata"):
+    if _library() in ("mosaic", "mosaic-zstd", "litdata"):
         os.rmdir(out)  # these writers create their folder themselves
     os.sync()
     with clock.step("write"):
@@ -140,9 +165,10 @@ def write(params: dict[str, Any], clock: Clock) -> None:
 def _open(path: str, shuffle: bool, batch_size: int | None) -> Any:
     """The library's dataset over ``path``: a torch dataset when ``shuffle``."""
     library = _library()
-    if library == "kara":
+    if library in ("kara", "kara-zstd"):
         from kara_core import KaraStorage, make_torch_dataset
 
+        # The serializer is the version's own (its sidecar names json+zstd).
         rows = KaraStorage("file://" + path).open_dataset("bench", "small")
         return make_torch_dataset(rows, shuffle=True, batch_size=batch_size or 1) if shuffle else rows
     if library == "mosaic":
@@ -263,22 +289,23 @@ def print_peers(results: dict[tuple[str, str], Rounds], sizes: dict[str, int], r
     """The peers table: median (min-max) seconds per library and column, then ratios."""
     print(f"\n{RECORDS:,} small records, local disk, median (min-max) seconds over {rounds} fresh processes")
     titles = [title for title, _, _ in COLUMNS] + ["MB on disk"]
-    print(f"{'library':<11}" + "".join(f"{title:>21}" for title in titles))
-    for library in LIBRARIES:
+    print(f"{'library':<12}" + "".join(f"{title:>21}" for title in titles))
+    for library in LIBRARIES + SIZE_ONLY:
         cells = [_cell(results.get((library, workload)), step) for _, workload, step in COLUMNS]
-        print(f"{library:<11}" + "".join(f"{cell:>21}" for cell in cells) + f"{sizes[library] / 1e6:>21.1f}")
-    print("\nkara's speed-up over each peer (peer median / kara median; above 1: kara faster)")
-    print(f"{'peer':<11}" + "".join(f"{title:>21}" for title in titles))
-    for library in LIBRARIES[1:]:
-        cells = []
-        for _, workload, step in COLUMNS:
-            mine, theirs = results.get(("kara", workload)), results.get((library, workload))
-            if mine is None or theirs is None or not theirs.runs or step not in theirs.runs[0]["seconds"]:
-                cells.append("-")
-            else:
-                cells.append(f"{theirs.median(step) / mine.median(step):.2f}x")
-        cells.append(f"{sizes[library] / sizes['kara']:.2f}x")
-        print(f"{library:<11}" + "".join(f"{cell:>21}" for cell in cells))
+        print(f"{library:<12}" + "".join(f"{cell:>21}" for cell in cells) + f"{sizes[library] / 1e6:>21.1f}")
+    for mine in ("kara", "kara-zstd"):
+        print(f"\n{mine}'s speed-up over each peer (peer median / {mine} median; above 1: {mine} faster)")
+        print(f"{'peer':<12}" + "".join(f"{title:>21}" for title in titles))
+        for library in PEERS + SIZE_ONLY:
+            cells = []
+            for _, workload, step in COLUMNS:
+                ours, theirs = results.get((mine, workload)), results.get((library, workload))
+                if ours is None or theirs is None or not theirs.runs or step not in theirs.runs[0]["seconds"]:
+                    cells.append("-")
+                else:
+                    cells.append(f"{theirs.median(step) / ours.median(step):.2f}x")
+            cells.append(f"{sizes[library] / sizes[mine]:.2f}x")
+            print(f"{library:<12}" + "".join(f"{cell:>21}" for cell in cells))
     peaks = {library: results[library, "loader_0"].peak_rss() for library in LIBRARIES}
     print("peak RSS of the 0-worker DataLoader processes (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     print(f"(machine shared with other workloads: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
@@ -295,6 +322,9 @@ def main() -> None:
             kept = run_once("peers", "write", contender.python, {**params, "keep": True}, env=contender.env)
             paths[contender.name] = kept["extra"]["path"]
             sizes[contender.name] = kept["extra"]["bytes"]
+        for name in SIZE_ONLY:
+            written = run_once("peers", "write", sys.executable, params, env={"BENCH_LIBRARY": name})
+            sizes[name] = written["extra"]["bytes"]
         rng = random.Random(11)
         params.update(paths=paths, indices=[rng.randrange(RECORDS) for _ in range(RANDOM_READS)])
         results = measure("peers", CONTENDERS, params, rounds)
