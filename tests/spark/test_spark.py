@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pyspark.cloudpickle
 import pytest
+from kara_spark.schema import arrow_plain
+from kara_spark.source import KaraArrowWriter, KaraDataSource, KaraWriter
 from pyspark.sql.functions import col, udf
-from pyspark.sql.types import LongType
+from pyspark.sql.types import LongType, StructType
 
 from kara_core import KaraStorage
-from kara_core.errors import DatasetNotFoundError
+from kara_core.errors import ConfigurationError, DatasetNotFoundError
 
 from ..row.test_parallel import read_with_215
 
@@ -147,3 +152,101 @@ def test_spark_reads_versions_written_by_215(spark: Any) -> None:
         assert rows == EXPECTED["json_rows"][version]
     raw = _kara(spark.read, url, "raw_rows", "demo", version="0", serialization="raw", partitions="3").load()
     assert [bytes(r["bytes"]).hex() for r in raw.collect()] == EXPECTED["raw_rows_hex"]
+
+
+def _write_and_read_pickled(spark: Any, tmp_path: Path, frame: Any) -> list[Any]:
+    url = f"file://{tmp_path}/store"
+    _kara(frame.write, url, "typed", version="v1", serialization="pickle").mode("append").save()
+    with KaraStorage(url).open_dataset("corpus", "typed", serialization="pickle") as reader:
+        return sorted(reader, key=lambda r: r["id"])
+
+
+def test_arrow_batches_give_the_records_spark_rows_would(spark: Any, tmp_path: Path) -> None:
+    # Every plain type, nested and with nulls, through the Arrow writer; pickle keeps the
+    # exact Python values, so a float32, a Decimal, a date or a naive timestamp that came
+    # out as another type or value would differ.
+    schema = (
+        "id bigint, small tinyint, ratio float, price decimal(10,2), day date, at timestamp_ntz, "
+        "blob binary, flag boolean, meta struct<lang:string,score:double,tags:array<string>>, "
+        "values array<int>"
+    )
+    records = [
+        {
+            "id": i,
+            "small": i % 100 - 50,
+            "ratio": [0.5, 0.1, None][i % 3],
+            "price": decimal.Decimal(f"{i}.{i % 100:02d}"),
+            "day": datetime.date(2024, 1 + i % 12, 1 + i % 28),
+            "at": datetime.datetime(2024, 5, 6, 7, 8, 9, i * 1000 % 1_000_000),
+            "blob": bytes([i % 256]) * (i % 5),
+            "flag": None if i % 7 == 0 else i % 2 == 0,
+            "meta": None if i % 11 == 0 else {"lang": "en", "score": i / 4, "tags": [str(i), None][: i % 3]},
+            "values": None if i % 13 == 0 else [i, None, -i][: i % 4],
+        }
+        for i in range(300)
+    ]
+    frame = spark.createDataFrame(records, schema).repartition(2)
+    assert arrow_plain(frame.schema)
+    got = _write_and_read_pickled(spark, tmp_path, frame)
+    want = [{**r, "ratio": None if r["ratio"] is None else float(numpy.float32(r["ratio"]))} for r in records]
+    assert got == want
+    assert [type(r["ratio"]) for r in got[:2]] == [float, float]
+    assert type(got[0]["blob"]) is bytes and type(got[1]["price"]) is decimal.Decimal
+
+
+def test_columns_arrow_would_change_go_through_spark_rows(spark: Any, tmp_path: Path) -> None:
+    # A map is a list of pairs in Arrow but a dict in a row; a timestamp with the session's
+    # time zone is aware in Arrow but naive local time in a row: the row writer keeps them.
+    records = [
+        {"id": i, "counts": {"a": i, "b": i + 1}, "seen": datetime.datetime(2024, 1, 2, 3, 4, i % 60)}
+        for i in range(50)
+    ]
+    frame = spark.createDataFrame(records, "id bigint, counts map<string,bigint>, seen timestamp").repartition(2)
+    assert not arrow_plain(frame.schema)
+    assert _write_and_read_pickled(spark, tmp_path, frame) == records
+
+
+def test_a_record_column_the_frame_lacks_is_refused_before_any_task(spark: Any, tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    frame = spark.createDataFrame([(b"x",)], "payload binary")
+    with pytest.raises(Exception, match="column 'bytes', which the DataFrame does not have"):
+        _kara(frame.write, url, "raw", version="v1", serialization="raw").mode("append").save()
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("schema", "kind"),
+    [
+        ("id bigint, text string, tokens array<bigint>", KaraArrowWriter),
+        ("id bigint, meta struct<a:array<struct<b:date,c:decimal(5,1)>>>", KaraArrowWriter),
+        ("id bigint, counts map<string,bigint>", KaraWriter),
+        ("id bigint, meta struct<seen:timestamp>", KaraWriter),
+        ("id bigint, spans array<interval day to second>", KaraWriter),
+    ],
+)
+def test_the_writer_takes_arrow_batches_only_for_plain_columns(
+    spark: Any, tmp_path: Path, schema: str, kind: type
+) -> None:
+    parsed = StructType.fromDDL(schema)  # parsed by the session's JVM
+    options = {"url": f"file://{tmp_path}/store", "namespace": "corpus", "key": "k", "version": "v1"}
+    writer = KaraDataSource(options).writer(parsed, False)
+    try:
+        assert type(writer) is kind
+    finally:
+        writer.abort([])
+    with pytest.raises(ConfigurationError, match="column 'bytes'"):
+        KaraDataSource({**options, "serialization": "raw"}).writer(parsed, False)
+
+
+def test_two_fields_of_one_name_go_through_spark_rows(spark: Any) -> None:
+    twice = StructType.fromJson(
+        {
+            "type": "struct",
+            "fields": [
+                {"name": "a", "type": "long", "nullable": True, "metadata": {}},
+                {"name": "a", "type": "string", "nullable": True, "metadata": {}},
+            ],
+        }
+    )
+    assert not arrow_plain(twice)
+    assert arrow_plain(StructType.fromDDL("a bigint, b struct<a:bigint>"))

@@ -14,20 +14,47 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     BooleanType,
+    ByteType,
     DataType,
+    DateType,
+    DecimalType,
     DoubleType,
+    FloatType,
+    IntegerType,
     LongType,
     NullType,
+    ShortType,
     StringType,
     StructField,
     StructType,
+    TimestampNTZType,
 )
 
 from kara_core.errors import ConfigurationError
 
-__all__ = ["ITEM", "infer_schema", "to_spark_row"]
+__all__ = ["ITEM", "arrow_plain", "infer_schema", "to_spark_row"]
 
 ITEM = "item"
+
+#: Spark types whose values pyarrow's ``to_pylist`` gives exactly as Spark's rows hold them
+#: (the same Python type and value). Maps (a list of pairs in Arrow, a dict in a row),
+#: timestamps with a time zone (aware in Arrow, naive local time in a row), intervals,
+#: variants and user-defined types are not among them.
+_PLAIN_LEAVES = (
+    BooleanType,
+    ByteType,
+    ShortType,
+    IntegerType,
+    LongType,
+    FloatType,
+    DoubleType,
+    DecimalType,
+    StringType,
+    BinaryType,
+    DateType,
+    TimestampNTZType,
+    NullType,
+)
 
 
 def _type_of(value: Any) -> DataType:
@@ -93,6 +120,18 @@ def infer_schema(records: Iterable[Any], column: str | None) -> StructType:
     if as_rows and isinstance(merged, StructType):
         return _settled(merged)  # type: ignore[return-value]
     return StructType([StructField(column or ITEM, _settled(merged))])
+
+
+def arrow_plain(kind: DataType) -> bool:
+    """Whether records made from Arrow batches of ``kind`` (``to_pylist``) equal those made
+    from Spark's rows (``asDict(recursive=True)``): plain leaves, arrays and structs of
+    them, and no struct with two fields of one name (a row keeps the last, Arrow refuses)."""
+    if isinstance(kind, StructType):
+        names = [f.name for f in kind.fields]
+        return len(set(names)) == len(names) and all(arrow_plain(f.dataType) for f in kind.fields)
+    if isinstance(kind, ArrayType):
+        return arrow_plain(kind.elementType)
+    return isinstance(kind, _PLAIN_LEAVES)
 
 
 def _convert(value: Any, kind: DataType) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 from pyspark import TaskContext
 from pyspark.sql.datasource import (
     DataSource,
+    DataSourceArrowWriter,
     DataSourceReader,
     DataSourceWriter,
     InputPartition,
@@ -22,9 +23,9 @@ from kara_core.errors import ConfigurationError
 from kara_core.row.parallel import DEFAULT_PART_BLOCK_SIZE, ParallelWrite
 from kara_core.serialization import NoSerializer, Serializer, innermost, resolve_serializer
 
-from .schema import infer_schema, to_spark_row
+from .schema import arrow_plain, infer_schema, to_spark_row
 
-__all__ = ["KaraCommitMessage", "KaraDataSource", "KaraReader", "KaraWriter", "register"]
+__all__ = ["KaraArrowWriter", "KaraCommitMessage", "KaraDataSource", "KaraReader", "KaraWriter", "register"]
 
 #: Records sampled to infer the schema when the reader is given none.
 SAMPLE_RECORDS = 100
@@ -33,6 +34,8 @@ RECORDS_PER_PARTITION = 250_000
 RAW_COLUMN = "bytes"
 #: Options prefixed with this go to :class:`KaraStorage` (``store.fsync``, ``store.app_key``...).
 STORE_OPTION = "store."
+#: Records a write task hands to its part at a time.
+CHUNK = 4096
 
 
 def register(spark: Any) -> None:
@@ -115,10 +118,19 @@ class KaraDataSource(DataSource):
     def reader(self, schema: StructType) -> KaraReader:
         return KaraReader(Target.from_options(self.options, "latest"), schema, self.options)
 
-    def writer(self, schema: StructType, overwrite: bool) -> KaraWriter:
+    def writer(self, schema: StructType, overwrite: bool) -> KaraWriter | KaraArrowWriter:
+        """Arrow batches when every column converts to Python values as Spark's rows would
+        (see :func:`~kara_spark.schema.arrow_plain`), else Spark's rows."""
         if overwrite:
             raise ConfigurationError("kara versions are never overwritten: write a new version (mode 'append')")
-        return KaraWriter(Target.from_options(self.options, None), _positive(self.options, "block_size", 0))
+        target = Target.from_options(self.options, None)
+        if target.column is not None and target.column not in schema.fieldNames():
+            raise ConfigurationError(
+                f"the records are in column {target.column!r}, which the DataFrame does not have "
+                f"(its columns: {', '.join(schema.fieldNames())})"
+            )
+        kind = KaraArrowWriter if arrow_plain(schema) else KaraWriter
+        return kind(target, _positive(self.options, "block_size", 0))
 
 
 @dataclass(frozen=True)
@@ -170,8 +182,9 @@ class KaraCommitMessage(WriterCommitMessage):  # type: ignore[misc]
     records: int
 
 
-class KaraWriter(DataSourceWriter):
-    """Writes a new version: partition ``i`` is part ``i``; the driver commits the reported attempts."""
+class _Writing:
+    """What both writers share: the parallel write they open on the driver, a task's part,
+    and the commit (the attempts of the successful tasks) or the abort."""
 
     def __init__(self, target: Target, block_size: int) -> None:
         self.target = target
@@ -183,16 +196,12 @@ class KaraWriter(DataSourceWriter):
             block_size=block_size or DEFAULT_PART_BLOCK_SIZE,
         )
 
-    def write(self, iterator: Iterator[Any]) -> KaraCommitMessage:
+    def _write_chunks(self, chunks: Iterator[list[Any]]) -> KaraCommitMessage:
+        """Write this task's records (lists of them) as its partition's part."""
         context = TaskContext.get()
-        assert context is not None, "KaraWriter.write runs in a Spark task"
-        column = self.target.column
-        if column is None:
-            records = (row.asDict(recursive=True) for row in iterator)
-        else:
-            records = (_plain(row[column]) for row in iterator)
+        assert context is not None, f"{type(self).__name__}.write runs in a Spark task"
         with self.handle.part(context.partitionId(), attempt=f"task{context.taskAttemptId()}") as part:
-            while chunk := list(islice(records, 4096)):
+            for chunk in chunks:
                 part.write_many(chunk)
         return KaraCommitMessage(part.part, part.attempt, part.records)
 
@@ -202,6 +211,36 @@ class KaraWriter(DataSourceWriter):
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         self.handle.abort()
+
+
+class KaraWriter(_Writing, DataSourceWriter):
+    """Writes a new version from Spark's rows: partition ``i`` is part ``i``; the driver
+    commits the reported attempts. Used for schemas :class:`KaraArrowWriter` does not take."""
+
+    def write(self, iterator: Iterator[Any]) -> KaraCommitMessage:
+        column = self.target.column
+        if column is None:
+            records = (row.asDict(recursive=True) for row in iterator)
+        else:
+            records = (_plain(row[column]) for row in iterator)
+        return self._write_chunks(iter(lambda: list(islice(records, CHUNK)), []))
+
+
+class KaraArrowWriter(_Writing, DataSourceArrowWriter):  # type: ignore[misc]
+    """:class:`KaraWriter` taking Spark's Arrow batches: each batch becomes records with
+    pyarrow's ``to_pylist`` (dicts, or the values of the ``column`` column), without a
+    Spark ``Row`` per record and its ``asDict``."""
+
+    def write(self, iterator: Iterator[Any]) -> KaraCommitMessage:
+        column = self.target.column
+
+        def chunks() -> Iterator[list[Any]]:
+            for batch in iterator:
+                for start in range(0, batch.num_rows, CHUNK):
+                    piece = batch.slice(start, CHUNK)
+                    yield piece.to_pylist() if column is None else piece.column(column).to_pylist()
+
+        return self._write_chunks(chunks())
 
 
 def _plain(value: Any) -> Any:
