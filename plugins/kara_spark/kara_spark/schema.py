@@ -125,7 +125,8 @@ def infer_schema(records: Iterable[Any], column: str | None) -> StructType:
 def arrow_plain(kind: DataType) -> bool:
     """Whether records made from Arrow batches of ``kind`` (``to_pylist``) equal those made
     from Spark's rows (``asDict(recursive=True)``): plain leaves, arrays and structs of
-    them, and no struct with two fields of one name (a row keeps the last, Arrow refuses)."""
+    them, and no struct with two fields of one name (a row keeps the last; Arrow refuses
+    such a nested struct, and its rules for them are not Spark's)."""
     if isinstance(kind, StructType):
         names = [f.name for f in kind.fields]
         return len(set(names)) == len(names) and all(arrow_plain(f.dataType) for f in kind.fields)
