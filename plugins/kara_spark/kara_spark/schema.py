@@ -7,7 +7,7 @@ are the ``bytes`` column).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyspark.sql.types import (
@@ -32,7 +32,7 @@ from pyspark.sql.types import (
 
 from kara_core.errors import ConfigurationError
 
-__all__ = ["ITEM", "arrow_plain", "infer_schema", "to_spark_row"]
+__all__ = ["ITEM", "arrow_plain", "infer_schema", "row_converter", "to_spark_row"]
 
 ITEM = "item"
 
@@ -135,18 +135,66 @@ def arrow_plain(kind: DataType) -> bool:
     return isinstance(kind, _PLAIN_LEAVES)
 
 
-def _convert(value: Any, kind: DataType) -> Any:
-    if value is None:
-        return None
+#: Converts one value to what Spark takes for it; None: the value is taken as it is.
+Converter = Callable[[Any], Any] | None
+
+
+def _converter(kind: DataType) -> Converter:
+    """The conversion of values of ``kind``, made once per schema: a dict becomes the tuple
+    of a struct's fields by name (a missing one None), anything iterable the list of an
+    array, and leaves stay as they are."""
     if isinstance(kind, StructType):
-        return tuple(_convert(value.get(f.name), f.dataType) for f in kind.fields)
+        fields = [(f.name, _converter(f.dataType)) for f in kind.fields]
+        names = [name for name, _ in fields]
+        if not fields:
+            return lambda value: None if value is None else ()
+        if all(convert is None for _, convert in fields):
+
+            def plain_struct(value: Any) -> Any:
+                return None if value is None else tuple(map(value.get, names))
+
+            return plain_struct
+
+        converted = [(i, convert) for i, (_, convert) in enumerate(fields) if convert is not None]
+
+        def struct(value: Any) -> Any:
+            if value is None:
+                return None
+            items = list(map(value.get, names))
+            for i, convert in converted:
+                item = items[i]
+                if item is not None:
+                    items[i] = convert(item)
+            return tuple(items)
+
+        return struct
     if isinstance(kind, ArrayType):
-        return [_convert(item, kind.elementType) for item in value]
-    return value
+        element = _converter(kind.elementType)
+        if element is None:
+            return lambda value: value if value is None or type(value) is list else list(value)
+        return lambda value: None if value is None else [None if item is None else element(item) for item in value]
+    return None
+
+
+def row_converter(schema: StructType, column: str | None) -> Callable[[Any], tuple[Any, ...]]:
+    """What :func:`to_spark_row` does for every record of ``schema``, built once."""
+    whole = _converter(schema)
+    assert whole is not None
+    single = _converter(schema.fields[0].dataType) if schema.fields else None
+
+    def alone(record: Any) -> tuple[Any, ...]:
+        return (record if single is None or record is None else single(record),)
+
+    if column is not None:
+        return alone
+
+    def convert(record: Any) -> tuple[Any, ...]:
+        return whole(record) if isinstance(record, dict) else alone(record)  # type: ignore[no-any-return]
+
+    return convert
 
 
 def to_spark_row(record: Any, schema: StructType, column: str | None) -> tuple[Any, ...]:
-    """The tuple Spark takes for ``record`` as a row of ``schema``."""
-    if column is None and isinstance(record, dict):
-        return _convert(record, schema)  # type: ignore[no-any-return]
-    return (_convert(record, schema.fields[0].dataType),)
+    """The tuple Spark takes for ``record`` as a row of ``schema`` (dict records are rows;
+    any other record, or any record when ``column`` is set, is the one column's value)."""
+    return row_converter(schema, column)(record)

@@ -23,7 +23,7 @@ from kara_core.errors import ConfigurationError
 from kara_core.row.parallel import DEFAULT_PART_BLOCK_SIZE, ParallelWrite
 from kara_core.serialization import NoSerializer, Serializer, innermost, resolve_serializer
 
-from .schema import arrow_plain, infer_schema, to_spark_row
+from .schema import arrow_plain, infer_schema, row_converter
 
 __all__ = ["KaraArrowWriter", "KaraCommitMessage", "KaraDataSource", "KaraReader", "KaraWriter", "register"]
 
@@ -167,8 +167,7 @@ class KaraReader(DataSourceReader):
         ):
             view = ds.slice(partition.start, partition.stop - partition.start)
             try:
-                for record in view:
-                    yield to_spark_row(record, schema, target.column)
+                yield from map(row_converter(schema, target.column), view)
             finally:
                 view.close()
 
