@@ -1,11 +1,13 @@
-"""kara-spark's writer: Spark's Arrow batches against Spark's rows, same DataFrame, same run.
+"""kara-spark: its writer (Spark's Arrow batches against Spark's rows) and its reader.
 
-A local SparkSession (``local[2]``) writes ``--records`` bench records (``common.small_record``'s
-shape: an id, a ~100-character string, a list of 0-31 ints, made by Spark expressions)
-in ``--parts`` partitions as a new version of a file:// store, once per round and side,
-each round in a fresh process (sides alternate). Timed is the ``save()`` alone: the
-session, the DataFrame (cached and counted) and the Python workers (one untimed write
-first) are ready before the clock starts. Sides:
+A local SparkSession (``local[2]``), ``--records`` bench records (``common.small_record``'s
+shape: an id, a ~100-character string, a list of 0-31 ints), file://, every round of
+every side in a fresh process (sides alternate). Timed is one Spark action alone: the
+session, the input and Spark's Python workers (one untimed small action first) are ready
+before the clock starts.
+
+Write (``save()`` of a DataFrame made by Spark expressions, ``--parts`` partitions, cached
+and counted first):
 
 - ``arrow``: ``format("kara")``, which takes Spark's Arrow batches for these columns
   (``KaraArrowWriter``: records from pyarrow's ``to_pylist``);
@@ -13,10 +15,18 @@ first) are ready before the clock starts. Sides:
   a ``Row`` per record, then ``asDict(recursive=True)``), what every write took before.
 
 Both write the same records (checked: the version's length and a sample of records).
+
+Read (``spark.read.format("kara")`` of a version written once by ``write_many``, 4
+partitions, consumed by Spark's ``noop`` sink so every row is converted and nothing is
+collected; the count checked once, untimed): ``kara`` is this tree; with ``--before DIR``
+also ``before``, kara-spark from another source tree (``DIR/plugins/kara_spark`` first on
+the path of the driver and Spark's Python workers): an A/B of the reader in the same run.
+
 The table's CPU column is the driver's alone (the work is in Spark's JVM and its Python
 workers): read the wall times.
 
     .venv/bin/python bench/spark.py [--rounds 5] [--records 1000000] [--parts 8]
+                                    [--workloads write,read] [--before DIR]
 """
 
 from __future__ import annotations
@@ -109,26 +119,87 @@ def write(params: dict[str, Any], clock: Clock) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def read(params: dict[str, Any], clock: Clock) -> None:
+    """One timed read of the whole version through ``format("kara")`` into Spark's noop sink."""
+    spark = _session()
+    try:
+
+        def load(version: str) -> Any:
+            return (
+                spark.read.format("kara")
+                .option("url", params["url"])
+                .option("namespace", "bench")
+                .option("key", "read")
+                .option("version", version)
+                .option("partitions", "4")
+                .load()
+            )
+
+        load("1").limit(1000).write.format("noop").mode("overwrite").save()  # starts the Python workers
+        with clock.step("read"):
+            load("1").write.format("noop").mode("overwrite").save()
+        assert load("1").count() == params["records"]
+        import kara_spark
+
+        clock.record("kara_spark", kara_spark.__file__)
+    finally:
+        spark.stop()
+
+
+def _write_version(url: str, records: int) -> None:
+    from kara_core import KaraStorage
+
+    with KaraStorage(url).open_dataset("bench", "read", "w", version="1") as ds:
+        ds.write_many([small_record(i) for i in range(records)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--parts", type=int, default=8)
+    parser.add_argument("--workloads", default="write,read")
+    parser.add_argument("--before", help="a source tree whose kara-spark reads as the contender 'before'")
     args = parser.parse_args()
-    contenders = [Contender(side, sys.executable, {"write": "write"}, {"BENCH_SPARK_SIDE": side}) for side in SIDES]
-    params = {"records": args.records, "parts": args.parts}
-    # measure() passes the same params to every side: the side comes from the environment.
-    results = measure("spark", contenders, params, args.rounds)
-    print_table(
-        f"kara-spark write, {args.records:,} records in {args.parts} partitions, local[2], file://",
-        results,
-        [Row("save(): Spark rows (baseline) and Arrow batches", "write", "write")],
-        list(SIDES),
-        "rows",
-    )
-    for side in SIDES:
-        rate = args.records / results[side, "write"].median("write")
-        print(f"  {side}: {rate / 1e3:,.0f} k records/s (median)")
+    workloads = args.workloads.split(",")
+    contenders = []
+    if "write" in workloads:
+        # measure() passes the same params to every side: the side comes from the environment.
+        contenders += [Contender(s, sys.executable, {"write": "write"}, {"BENCH_SPARK_SIDE": s}) for s in SIDES]
+    if "read" in workloads:
+        contenders.append(Contender("kara", sys.executable, {"read": "read"}))
+        if args.before:
+            path = os.path.join(os.path.abspath(args.before), "plugins", "kara_spark")
+            contenders.append(Contender("before", sys.executable, {"read": "read"}, {"PYTHONPATH": path}))
+    root = tempfile.mkdtemp(prefix="kara-bench-spark-read-")
+    params = {"records": args.records, "parts": args.parts, "url": "file://" + root}
+    try:
+        if "read" in workloads:
+            _write_version(params["url"], args.records)
+        results = measure("spark", contenders, params, args.rounds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if "write" in workloads:
+        print_table(
+            f"kara-spark write, {args.records:,} records in {args.parts} partitions, local[2], file://",
+            results,
+            [Row("save(): Spark rows (baseline) and Arrow batches", "write", "write")],
+            list(SIDES),
+            "rows",
+        )
+    if "read" in workloads:
+        readers = ["before", "kara"] if args.before else ["kara"]
+        print_table(
+            f"kara-spark read, {args.records:,} records, 4 partitions, local[2], file://, noop sink",
+            results,
+            [Row("read into noop" + (" (baseline: before)" if args.before else ""), "read", "read")],
+            readers,
+            readers[0],
+        )
+    for (name, workload), rounds in results.items():
+        rate = args.records / rounds.median(workload)
+        where = f" (kara_spark from {rounds.extra('kara_spark')})" if workload == "read" else ""
+        print(f"  {workload} {name}: {rate / 1e3:,.0f} k records/s (median){where}")
 
 
 if __name__ == "__main__":
