@@ -178,8 +178,6 @@ def _converter(kind: DataType) -> Converter:
 
 def row_converter(schema: StructType, column: str | None) -> Callable[[Any], tuple[Any, ...]]:
     """What :func:`to_spark_row` does for every record of ``schema``, built once."""
-    whole = _converter(schema)
-    assert whole is not None
     single = _converter(schema.fields[0].dataType) if schema.fields else None
 
     def alone(record: Any) -> tuple[Any, ...]:
@@ -187,6 +185,8 @@ def row_converter(schema: StructType, column: str | None) -> Callable[[Any], tup
 
     if column is not None:
         return alone
+    whole = _converter(schema)
+    assert whole is not None  # a struct's converter
 
     def convert(record: Any) -> tuple[Any, ...]:
         return whole(record) if isinstance(record, dict) else alone(record)  # type: ignore[no-any-return]
