@@ -26,6 +26,7 @@ import shutil
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from ..errors import BlobIntegrityError, ConfigurationError, CorruptDatasetError
 from ..localdisk._direct import DIRECT_MIN, DirectReader, copy_to_fd, direct_io_allowed, write_all
 from .hashing import Digests, HashCache, sha1_file
 from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
+from .packs import PACK_MEMBER_MAX, read_ranges
 from .scan import LocalFile, ScanResult, scan_folder
 from .tasks import Progress, Worker, defer_interrupt, run_parallel
 
@@ -304,20 +306,57 @@ class _Downloader:
         key in the hash cache.
         """
         size = entry.size
-        # Created with the saved permission bits (the umask applies, as for any new file).
-        mode = (entry.mode if entry.mode is not None else 0o666) & 0o777
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
+
+        def fill(fd: int) -> tuple[int, str]:
             if self._local and size <= _WHOLE_MAX:
-                written, sha1 = self._copy_whole(path, fd, size)
+                return self._copy_whole(path, fd, size)
+            return self._copy_stream(path, fd, size)
+
+        return _write_staged(part, entry, fill)
+
+    def fetch_pack(self, task: _PackTask) -> None:
+        """Stage the files of ``task`` from their pack; those it cannot serve come from their blobs."""
+        todo = []
+        for entry in task.entries:
+            final = staged_path(self.staging, entry.relpath)
+            if entry.relpath in self.staged and _staged_is_valid(final, entry, self.worker):
+                self.bar.update(entry.size)
+                self._finish(final, entry)
             else:
-                written, sha1 = self._copy_stream(path, fd, size)
-            if entry.mtime_ns is not None:
-                os.utime(fd if _UTIME_FD else part, ns=(entry.mtime_ns, entry.mtime_ns))
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        return written, sha1, st
+                todo.append(entry)
+        fallback: list[FileEntry] = []
+        path = self.layout.pack(task.pack)
+        for span in read_ranges((e, e.pack_offset or 0, e.size) for e in todo):
+            self.worker.check()
+            try:
+                data = memoryview(self.backend.read(path, span.start, span.end))
+            except (KaraError, OSError):
+                # A missing or unreadable pack costs requests, nothing else.
+                fallback.extend(entry for entry, _, _ in span.members)
+                continue
+            for entry, offset, size in span.members:
+                piece = data[offset - span.start : offset - span.start + size]
+                if len(piece) != size or hashlib.sha1(piece).hexdigest() != entry.sha1:
+                    fallback.append(entry)
+                    continue
+                final = staged_path(self.staging, entry.relpath)
+                try:
+                    *_, st = _write_staged(final, entry, _writes(piece, entry.sha1))
+                except BaseException:
+                    _unlink(final)
+                    raise
+                self.stats[entry.file] = st
+                self.bar.update(size)
+                self.bar.file_done()
+        for entry in fallback:
+            self.fetch(entry)
+
+    def run(self, task: FileEntry | _PackTask) -> None:
+        """Stage one blob, or the files of one pack."""
+        if isinstance(task, _PackTask):
+            self.fetch_pack(task)
+        else:
+            self.fetch(task)
 
     def _copy_whole(self, path: str, fd: int, size: int) -> tuple[int, str]:
         # A small blob of a local store: one read, one hash, one write (thousands of
@@ -369,6 +408,64 @@ class _Downloader:
             return DirectReader(local, direct)
         except FileNotFoundError:
             raise NotFoundError(f"{self.backend.url}/{path} does not exist") from None
+
+
+_Fill = Callable[[int], tuple[int, str]]
+
+
+def _write_staged(part: str, entry: FileEntry, fill: _Fill) -> tuple[int, str, os.stat_result]:
+    """Create ``part`` for ``entry``, let ``fill`` write it; return what ``fill`` returns and the stat.
+
+    The file is created with the saved permission bits (the umask applies, as for any
+    new file), and the saved mtime is set through the open file (in parallel, rather
+    than in the short single-threaded rename step) before the stat, which is the placed
+    file's key in the hash cache.
+    """
+    mode = (entry.mode if entry.mode is not None else 0o666) & 0o777
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        written, sha1 = fill(fd)
+        if entry.mtime_ns is not None:
+            os.utime(fd if _UTIME_FD else part, ns=(entry.mtime_ns, entry.mtime_ns))
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return written, sha1, st
+
+
+def _writes(data: memoryview, sha1: str) -> _Fill:
+    """A ``fill`` for :func:`_write_staged` that writes ``data``, whose sha1 is known."""
+
+    def fill(fd: int) -> tuple[int, str]:
+        write_all(fd, data)
+        return len(data), sha1
+
+    return fill
+
+
+@dataclass(frozen=True)
+class _PackTask:
+    """Files to stage from one pack (each one blob's canonical entry)."""
+
+    pack: str
+    entries: tuple[FileEntry, ...]
+
+
+def _with_packs(entries: list[FileEntry]) -> list[FileEntry | _PackTask]:
+    """``entries`` with the files that share a pack gathered into one task per pack, first."""
+    by_pack: dict[str, list[FileEntry]] = {}
+    for entry in entries:
+        # Only what a save packs is taken from a pack (a manifest cannot make a load
+        # read a large file into memory).
+        if entry.pack is not None and entry.size <= PACK_MEMBER_MAX:
+            by_pack.setdefault(entry.pack, []).append(entry)
+    # A pack that would serve one file saves no request: its blob is fetched.
+    tasks: list[FileEntry | _PackTask] = [
+        _PackTask(name, tuple(group)) for name, group in by_pack.items() if len(group) > 1
+    ]
+    from_packs = {id(e) for task in tasks if isinstance(task, _PackTask) for e in task.entries}
+    tasks += [e for e in entries if id(e) not in from_packs]
+    return tasks
 
 
 class _InOrder:
@@ -689,7 +786,10 @@ def execute_load(
         worker = Worker()
         with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
             downloader = _Downloader(backend, layout, staging, staged, worker, bar)
-            run_parallel(unique, downloader.fetch, workers + extra, worker)
+            # Small files come from their packs where a request costs more than a file
+            # (remote stores); a local store copies them one by one.
+            tasks = unique if backend.capabilities.local_path else _with_packs(unique)
+            run_parallel(tasks, downloader.run, workers + extra, worker)
             staged_stats = downloader.stats
 
     cache = HashCache(target)

@@ -1,7 +1,8 @@
 """Version manifests and their sidecars: parsing, validation and the store layout.
 
 A manifest (``vers/<v>.json``) is the 2.x JSON list of regular files. kara adds
-``sha256``, ``mode`` and ``mtime_ns`` to each entry (2.x ignores unknown fields). What
+``sha256``, ``mode`` and ``mtime_ns`` to each entry, and ``pack``/``pack_offset`` to a
+small file's (see :mod:`kara_core.obj.packs`; 2.x ignores unknown fields). What
 2.x cannot represent (symbolic links, empty folders) goes into a sidecar
 (``kara/<v>.json``) that 2.x never opens.
 
@@ -20,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..backend import check_path
 from ..errors import CorruptDatasetError, UnsafePathError
 from ..names import check_name, check_nested_name
+from .packs import is_pack_name
 
 __all__ = [
     "RESERVED_NAMES",
@@ -81,11 +83,26 @@ class FileEntry(BaseModel):
     sha256: str | None = None
     mode: int | None = Field(default=None, ge=0, le=0o7777)
     mtime_ns: int | None = None
+    pack: str | None = None
+    pack_offset: int | None = Field(default=None, ge=0)
 
     @field_validator("path", mode="before")
     @classmethod
     def _path_is_safe(cls, value: Any) -> tuple[str, ...]:
         return check_relative_parts(value)
+
+    @field_validator("pack")
+    @classmethod
+    def _pack_is_named(cls, value: str | None) -> str | None:
+        if value is not None and not is_pack_name(value):
+            raise ValueError(f"pack {value!r} is not 'pack-' and 40 lowercase hex digits")
+        return value
+
+    @model_validator(mode="after")
+    def _pack_has_offset(self) -> FileEntry:
+        if (self.pack is None) != (self.pack_offset is None):
+            raise ValueError("pack and pack_offset come together")
+        return self
 
     @field_validator("md5")
     @classmethod
@@ -183,6 +200,11 @@ class Manifest:
     def blobs(self) -> set[str]:
         """The distinct blob names the version references."""
         return {f.file for f in self.files}
+
+    @property
+    def packs(self) -> set[str]:
+        """The names of the packs that hold some of the version's small files."""
+        return {f.pack for f in self.files if f.pack is not None}
 
 
 def _check_blob_name(entry: FileEntry) -> None:
@@ -290,7 +312,7 @@ class KeyLayout:
     """Store paths of one saved directory ``obj/<namespace>/<key>/``."""
 
     #: The folders of a key's own contents (a meta.json below them is not a nested key).
-    INNER = frozenset(["vers", "data", "kara", "kara-saves"])
+    INNER = frozenset(["vers", "data", "kara", "kara-saves", "kara-packs"])
 
     def __init__(self, namespace: str, key: str) -> None:
         check_nested_name("namespace", namespace)
@@ -312,6 +334,15 @@ class KeyLayout:
     def data(self) -> str:
         """Folder of the content-addressed blobs."""
         return self.root + "data/"
+
+    @property
+    def packs(self) -> str:
+        """Folder of the packs of small files (see :mod:`kara_core.obj.packs`); 2.x never looks there."""
+        return self.root + "kara-packs/"
+
+    def pack(self, name: str) -> str:
+        """Path of pack ``name``."""
+        return self.packs + name
 
     @property
     def leases(self) -> str:

@@ -10,6 +10,7 @@ unreferenced blobs that the next save reuses.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -24,6 +25,7 @@ from ..errors import ConfigurationError, NotFoundError, ReadOnlyStoreError
 from ..locks import process_alive, process_start
 from .hashing import Digests, HashCache, Hasher, hash_file, stat_key
 from .manifest import KeyLayout, dump_json, manifest_digest
+from .packs import Pack, plan_packs
 from .scan import LocalFile, scan_folder
 from .tasks import DEFAULT_WORKERS, Progress, Worker, defer_interrupt, run_parallel
 
@@ -34,6 +36,9 @@ __all__ = ["Lease", "save_directory"]
 
 #: Files up to this size are read once into memory: hashed and uploaded from the same bytes.
 SMALL_FILE = 1024 * 1024
+
+#: Packs built and uploaded at once (each holds up to PACK_MAX bytes in memory).
+_PACK_WORKERS = 4
 
 #: How often a running save refreshes its lease, and after how long a lease that was
 #: not refreshed is considered abandoned (its process died).
@@ -154,6 +159,7 @@ def save_directory(
     progress_bar: bool,
     overwrite: bool,
     workers: int | None,
+    pack_small_files: bool = True,
 ) -> str:
     """Save ``local_path`` under ``layout`` and return the version name (see ObjectStore)."""
     backend = store.backend
@@ -191,10 +197,12 @@ def save_directory(
                 zip((f.rel for f in order), run_parallel(order, pipeline.save_file, nworkers, worker), strict=True)
             )
             digests = [found[f.rel] for f in scan.files]
-            # Every blob durable before the manifest that names them exists.
+            packed = pipeline.save_packs(scan.files, digests, nworkers) if pack_small_files else {}
+            # Every blob and pack durable before the manifest that names them exists.
             batch.commit()
-        entries = [
-            {
+        entries = []
+        for f, d in zip(scan.files, digests, strict=True):
+            entry = {
                 "md5": d.md5,
                 "sha1": d.sha1,
                 "file": d.blob,
@@ -204,8 +212,9 @@ def save_directory(
                 "mode": f.st.st_mode & 0o7777,
                 "mtime_ns": f.st.st_mtime_ns,
             }
-            for f, d in zip(scan.files, digests, strict=True)
-        ]
+            if d.blob in packed:
+                entry["pack"], entry["pack_offset"] = packed[d.blob]
+            entries.append(entry)
         manifest = dump_json(entries)
         sidecar = {
             "format": 1,
@@ -271,7 +280,7 @@ class _FilePipeline:
             self._claimed.add(digests.blob)
         # Blobs absent from the listing are uploaded without asking; a listed blob of
         # the wrong size is a leftover of a broken writer: replaced.
-        if first and self._needs_upload(digests.blob, size):
+        if first and self._needs_upload(self.stored, self.layout.blob(digests.blob), size):
             if data is not None:
                 self.batch.put(self.layout.blob(digests.blob), data)
             else:
@@ -282,12 +291,41 @@ class _FilePipeline:
         self.bar.file_done()
         return digests
 
-    def _needs_upload(self, blob: str, size: int) -> bool:
-        if blob not in self.stored:
+    def save_packs(self, files: list[LocalFile], digests: list[Digests], workers: int) -> dict[str, tuple[str, int]]:
+        """Store the packs of the small files the store lacks; return each packed blob's pack and offset."""
+        sources: dict[str, tuple[LocalFile, Digests]] = {}
+        for local, d in zip(files, digests, strict=True):
+            sources.setdefault(d.blob, (local, d))
+        packs = plan_packs((d.blob, local.st.st_size) for local, d in zip(files, digests, strict=True))
+        if not packs:
+            return {}
+        stored = {path[len(self.layout.packs) :]: size for path, size in self.backend.list_sizes(self.layout.packs)}
+        missing = [pack for pack in packs if self._needs_upload(stored, self.layout.pack(pack.name), pack.size)]
+        run_parallel(missing, lambda pack: self._save_pack(pack, sources), min(workers, _PACK_WORKERS), self.worker)
+        return {blob: (pack.name, offset) for pack in packs for blob, _, offset in pack.members}
+
+    def _save_pack(self, pack: Pack, sources: dict[str, tuple[LocalFile, Digests]]) -> None:
+        # The files are read again (their hashes may have come from the cache): each
+        # must still hold the bytes its blob was named after.
+        parts = []
+        for blob, _, _ in pack.members:
+            self.worker.check()
+            local, digests = sources[blob]
+            data = _read_small(local)
+            if hashlib.sha1(data, usedforsecurity=False).hexdigest() != digests.sha1:
+                raise _changed_error(local)
+            parts.append(data)
+        self.bar.add_total(pack.size)
+        self.batch.put(self.layout.pack(pack.name), b"".join(parts))
+        self.bar.update(pack.size)
+
+    def _needs_upload(self, stored: dict[str, int | None], path: str, size: int) -> bool:
+        name = path.rpartition("/")[2]
+        if name not in stored:
             return True
-        listed = self.stored[blob]
+        listed = stored[name]
         if listed is None:
-            listed = self.backend.size(self.layout.blob(blob))
+            listed = self.backend.size(path)
         return listed != size
 
 

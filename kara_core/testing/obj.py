@@ -168,7 +168,8 @@ class ObjectConformance:
     def test_a_corrupted_blob_is_detected_and_named(
         self, objects: ObjectStore, backend: Backend, source: Path, tmp_path: Path
     ) -> None:
-        objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+        # Without packs: the blob is the file's only copy.
+        objects.save_directory("ns", "ckpt", str(source), progress_bar=False, pack_small_files=False)
         blob = "b1946ac92492d2347c6235b4d2611184_f572d396fae9206628714fb2ce00f72e94f2258f"
         backend.put(f"obj/ns/ckpt/data/{blob}", b"HELLO\n")
         out = tmp_path / "out"
@@ -185,3 +186,24 @@ class ObjectConformance:
         objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
         assert backend.read(f"obj/ns/ckpt/data/{blob}") == b"hello\n"
         assert objects.verify("ns", "ckpt") == []
+
+    def test_a_damaged_pack_loses_nothing_and_two_damaged_copies_are_refused(
+        self, objects: ObjectStore, backend: Backend, source: Path, tmp_path: Path
+    ) -> None:
+        objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+        manifest = objects.read_manifest("ns", "ckpt", "0")
+        (pack,) = manifest.packs
+        hello = next(f for f in manifest.files if f.relpath == "a.txt")
+        assert hello.pack == pack
+        stored = backend.read(f"obj/ns/ckpt/kara-packs/{pack}")
+        assert stored[hello.pack_offset : (hello.pack_offset or 0) + 6] == b"hello\n"
+        start = hello.pack_offset or 0
+        backend.put(f"obj/ns/ckpt/kara-packs/{pack}", stored[:start] + b"HELLO\n" + stored[start + 6 :])
+        assert [p for p in objects.verify("ns", "ckpt") if pack in p]
+        objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+        assert read_tree(tmp_path / "out") == TREE
+        # Both copies of hello damaged: nothing is loaded, the blob is named.
+        backend.put(f"obj/ns/ckpt/data/{hello.file}", b"HELLO\n")
+        with pytest.raises(BlobIntegrityError, match=hello.file):
+            objects.load_directory("ns", "ckpt", str(tmp_path / "out2"), progress_bar=False)
+        assert read_tree(tmp_path / "out2") == {}

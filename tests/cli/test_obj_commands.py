@@ -91,7 +91,9 @@ def test_rm_removes_a_version_and_gc_frees_its_blobs(kara, store_url, folder, tm
     assert kara("obj", "rm", store_url, "models", "bert", "-v", "0", "--yes").exit_code == 0
     assert [v["version"] for v in json.loads(kara("obj", "ls", store_url, "models", "bert", "--json").stdout)] == ["1"]
     report = json.loads(kara("obj", "gc", store_url, "models", "bert", "--grace-period", "0", "--json").stdout)
-    assert len(report["removed"]) == 1 and report["bytes_freed"] == 200
+    # The old weights, and version 0's pack of its two small files (200 + 13 bytes).
+    assert sorted(name.startswith("pack-") for name in report["removed"]) == [False, True]
+    assert report["bytes_freed"] == 200 + 200 + 13
 
 
 def test_gc_text_output_says_what_it_removed_and_kept(kara, store_url, folder):
@@ -99,8 +101,8 @@ def test_gc_text_output_says_what_it_removed_and_kept(kara, store_url, folder):
     result = kara("obj", "gc", store_url, "models", "bert", "--grace-period", "0")
     assert result.exit_code == 0
     assert result.stdout.strip() == (
-        "removed 0 blob(s), freed 0 B; kept 0 unreferenced blob(s) younger than the grace period; "
-        "2 blob(s) in use; removed 0 leftover temporary file(s) of interrupted saves"
+        "removed 0 blob(s) or pack(s), freed 0 B; kept 0 unreferenced blob(s) or pack(s) younger than the grace "
+        "period; 3 blob(s) or pack(s) in use; removed 0 leftover temporary file(s) of interrupted saves"
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import random
 import re
 import signal
 import subprocess
@@ -308,6 +309,31 @@ def test_load_directory_downloads_a_large_blob_as_concurrent_streamed_ranges(
     assert ranged == ["bytes=0-33554431", "bytes=33554432-41943039"]
 
 
+def test_a_folder_of_small_files_loads_with_one_get_per_pack(s3_server: S3TestServer, s3_bucket: str, tmp_path) -> None:
+    rnd = random.Random(3)
+    files = {f"shard/{i:04d}.json": rnd.randbytes(rnd.randint(1, 8192)) for i in range(400)}
+    files["weights.bin"] = rnd.randbytes(512 * 1024)
+    source = tmp_path / "source"
+    for rel, data in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(data)
+    store = KaraStorage(s3_server.url(s3_bucket, "dirs"), **s3_server.options)
+    store.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    manifest = store.objects.read_manifest("ns", "ckpt", "0")
+    assert len(manifest.packs) == 1  # 1.6 MB of small files
+
+    s3_server.reset_requests()
+    store.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert {rel: (tmp_path / "out" / rel).read_bytes() for rel in files} == files
+    blob_gets = [path for path, _ in s3_server.app.gets if "/data/" in path]
+    pack_gets = [(path, r) for path, r in s3_server.app.gets if "/kara-packs/" in path]
+    assert len(blob_gets) == 1  # weights.bin, too large for a pack
+    assert len(pack_gets) == 1 and pack_gets[0][1] is not None  # 400 files, one ranged GET
+    # Requests of the whole load: meta, manifest, sidecar, the pack and the large blob,
+    # not 400 more.
+    assert s3_server.requests < 15
+
+
 @pytest.mark.parametrize("damage", ["corrupted small blob", "truncated large blob"])
 def test_a_damaged_blob_on_s3_fails_the_load_and_leaves_no_partial_file(
     s3_server: S3TestServer, s3_bucket: str, tmp_path, monkeypatch: pytest.MonkeyPatch, damage: str
@@ -329,7 +355,8 @@ def test_a_damaged_blob_on_s3_fails_the_load_and_leaves_no_partial_file(
     for rel, data in files.items():
         (source / rel).write_bytes(data)
     store = KaraStorage(s3_server.url(s3_bucket, "dirs"), **s3_server.options)
-    store.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    # Without packs: the blob is the only copy of the small file (test_packs covers both).
+    store.save_directory("ns", "ckpt", str(source), progress_bar=False, pack_small_files=False)
 
     bad = "sub/small3.bin" if damage.startswith("corrupted") else "big.bin"
     data = files[bad]

@@ -16,13 +16,26 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kara_file.backend import FileBackend
 
 from kara_core import KaraStorage
 from kara_core.errors import KaraError
+from kara_core.obj import ObjectStore
 
 MD5 = "b1946ac92492d2347c6235b4d2611184"
 SHA1 = "f572d396fae9206628714fb2ce00f72e94f2258f"
 BLOB = f"{MD5}_{SHA1}"
+PACK = "pack-" + "ab" * 20
+
+
+class _NoLocalFiles(FileBackend):
+    """The file backend as a remote store: loads read small files from their packs."""
+
+    capabilities = type(FileBackend.capabilities)(local_path=False)
+
+    def local_path(self, path: str) -> str | None:
+        return None
+
 
 _SCALARS = st.one_of(
     st.none(),
@@ -92,6 +105,20 @@ def test_any_meta_json_reads_or_raises_a_kara_error(hard_timeout, document: byte
             except KaraError:
                 pass
             _good_still_readable(store)
+            # The same manifest loaded from a store without local files reads packs: every
+            # file it writes holds the only content the store has for a valid entry.
+            try:
+                ObjectStore(_NoLocalFiles(str(root / "store"))).load_directory(
+                    "ns", "ckpt", str(root / "out-remote"), progress_bar=False
+                )
+            except KaraError:
+                pass
+            for dirpath, _, names in os.walk(root / "out-remote"):
+                if ".kara" in Path(dirpath).relative_to(root).parts:
+                    continue
+                for name in names:
+                    full = Path(dirpath) / name
+                    assert full.is_symlink() or full.read_bytes() == b"hello\n", full
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -208,6 +235,8 @@ _ENTRY_FIELDS = {
     "mode": _SCALARS,
     "mtime_ns": _SCALARS,
     "sha256": _SCALARS,
+    "pack": st.one_of(st.just(PACK), _SCALARS),
+    "pack_offset": st.one_of(st.integers(-2, 16), _SCALARS),
 }
 ENTRIES = st.fixed_dictionaries({}, optional=_ENTRY_FIELDS)
 SIDECARS = st.one_of(
@@ -238,6 +267,9 @@ def test_any_manifest_and_sidecar_load_or_raise_a_kara_error(hard_timeout, entri
             key = root / "store" / "obj" / "ns" / "ckpt"
             (key / "data").mkdir(parents=True)
             (key / "data" / BLOB).write_bytes(b"hello\n")
+            # hello at offsets 2 and 8; any other offset reads other bytes.
+            (key / "kara-packs").mkdir()
+            (key / "kara-packs" / PACK).write_bytes(b"XXhello\nhello\nYY")
             (key / "vers").mkdir()
             (key / "meta.json").write_bytes(b'{"latest": "0", "versions": ["0"], "api": 2}')
             manifest = orjson.dumps(entries) if _dumpable(entries) else b"[]"

@@ -216,7 +216,7 @@ class _CorruptFirstRead(FileBackend):
 def test_a_damaged_download_is_retried(source: Path, tmp_path: Path) -> None:
     backend = _CorruptFirstRead(str(tmp_path / "store"))
     objects = ObjectStore(backend)
-    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False, pack_small_files=False)
     objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
     assert read_tree(tmp_path / "out") == read_tree(source)
     assert max(backend.reads.values()) == 2
