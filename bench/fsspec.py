@@ -146,7 +146,7 @@ def _cpu() -> float:
 
 
 def task_load_kara(p: dict[str, Any]) -> dict[str, Any]:
-    store = _store(p, "tree")
+    store = _store(p, p.get("prefix", "tree"))
     start, cpu = time.perf_counter(), _cpu()
     store.load_directory("bench", "tree", p["target"], progress_bar=False, workers=p.get("workers"))
     return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu}
@@ -162,7 +162,7 @@ def task_get_raw(p: dict[str, Any]) -> dict[str, Any]:
 def task_save_kara(p: dict[str, Any]) -> dict[str, Any]:
     store = _store(p, p["prefix"])
     start, cpu = time.perf_counter(), _cpu()
-    store.save_directory("bench", "tree", p["source"], progress_bar=False)
+    store.save_directory("bench", "tree", p["source"], progress_bar=False, pack_small_files=p.get("packs", True))
     return {"seconds": time.perf_counter() - start, "cpu": _cpu() - cpu}
 
 
@@ -435,6 +435,10 @@ def main() -> None:
         reload_obstore = os.path.join(work, "reload-obstore")
         if folder:
             _store(base, "tree").save_directory("bench", "tree", source, progress_bar=False)
+            # The same folder without packs (kara before packs, and what 2.x-only tools see).
+            _store(base, "tree-no-packs").save_directory(
+                "bench", "tree", source, progress_bar=False, pack_small_files=False
+            )
             fs.put(source + "/", f"{bucket}/raw/", recursive=True)
             run_child("load_kara", {**base, "target": reload_kara, "round": 0})
             run_child("load_kara", {**base, "target": reload_obstore, "round": 0, "plugin": "obstore"})
@@ -485,6 +489,9 @@ def main() -> None:
                 target = os.path.join(work, f"{task}-{plugin}-{r}")
                 measure(who, task, target=target, plugin=plugin)
                 remove_workdir(target)
+            target = os.path.join(work, f"no-packs-{r}")
+            measure("load kara, no packs", "load_kara", target=target, prefix="tree-no-packs")
+            remove_workdir(target)
             measure("load floor: botocore GETs", "get_floor")
             measure("load floor: s3fs cat_file", "get_floor_s3fs")
             for who, task, plugin in (
@@ -494,6 +501,8 @@ def main() -> None:
             ):
                 measure(who, task, source=source, prefix=f"{task}-{plugin}-{r}", plugin=plugin)
                 fs.rm(f"{bucket}/{task}-{plugin}-{r}", recursive=True)
+            measure("save kara, no packs", "save_kara", source=source, prefix=f"no-packs-{r}", packs=False)
+            fs.rm(f"{bucket}/no-packs-{r}", recursive=True)
             measure("resave kara", "save_kara", source=source, prefix="tree")
             measure("resave fs.put", "put_raw", source=source, prefix="raw")
             measure("resave kara-obstore", "save_kara", source=source, prefix="tree", plugin="obstore")
@@ -568,6 +577,18 @@ def main() -> None:
         if floor in results:
             best = statistics.median(results["load fs.get"]) / statistics.median(results[floor])
             print(f"floor {what}: {summary(results[floor])} s; a load taking only that: {best:.2f}x of fs.get")
+    for what, ours, theirs in (
+        ("load_directory", "load kara, no packs", "load fs.get"),
+        ("save_directory", "save kara, no packs", "save fs.put"),
+    ):
+        if ours in results:
+            ratio = statistics.median(results[theirs]) / statistics.median(results[ours])
+            packed = "load kara" if what == "load_directory" else "save kara"
+            cost = statistics.median(results[packed]) / statistics.median(results[ours])
+            print(
+                f"{what} of a version without packs: {summary(results[ours])} s, {ratio:.2f}x of {theirs}; "
+                f"with packs / without: {cost:.2f}"
+            )
     print(
         "server requests (median): "
         + ", ".join(f"{name} {statistics.median(counts):.0f}" for name, counts in served.items())

@@ -96,6 +96,15 @@ def test_rm_removes_a_version_and_gc_frees_its_blobs(kara, store_url, folder, tm
     assert report["bytes_freed"] == 200 + 200 + 13
 
 
+def test_save_writes_packs_unless_no_packs(kara, store_url, folder):
+    key = Path(store_url[len("file://") :]) / "obj" / "models"
+    assert kara("obj", "save", store_url, "models", "packed", str(folder)).exit_code == 0
+    assert len(list((key / "packed" / "kara-packs").iterdir())) == 1
+    assert kara("obj", "save", store_url, "models", "plain", str(folder), "--no-packs").exit_code == 0
+    assert not (key / "plain" / "kara-packs").exists()
+    assert len(list((key / "plain" / "data").iterdir())) == 2
+
+
 def test_gc_text_output_says_what_it_removed_and_kept(kara, store_url, folder):
     kara("obj", "save", store_url, "models", "bert", str(folder))
     result = kara("obj", "gc", store_url, "models", "bert", "--grace-period", "0")

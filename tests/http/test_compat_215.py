@@ -60,6 +60,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_215_reads_a_static_mirror_of_a_store_kara_wrote(store_dir: Path, tmp_path: Path) -> None:
     _fill(KaraStorage(f"file://{store_dir}", fsync=False), tmp_path / "src")
+    assert len(list((store_dir / "obj" / "ns" / "dir" / "kara-packs").iterdir())) == 1, "2.1.5 ignores packs"
     with StaticServer(str(store_dir)) as server:
         rows = _k215_read(server.url, tmp_path / "dst")
     assert rows == [{"i": i, "s": "x" * (i % 50)} for i in range(300)]
