@@ -71,7 +71,10 @@ def _steps(store: Any, params: dict[str, Any], clock: Clock, dst: str) -> None:
             assert ds[i]["id"] == i
     ds.close()
     with clock.step("save"):
-        store.save_directory("bench", "dir", params["src"], progress_bar=False)
+        if os.environ.get("KARA_BENCH_NO_PACKS") == "1":  # kara before packs (docs/objects.md)
+            store.save_directory("bench", "dir", params["src"], progress_bar=False, pack_small_files=False)
+        else:
+            store.save_directory("bench", "dir", params["src"], progress_bar=False)
     os.makedirs(dst, exist_ok=True)
     with clock.step("load"):
         store.load_directory("bench", "dir", dst, progress_bar=False)
@@ -125,6 +128,8 @@ def start_server() -> tuple[subprocess.Popen[str], dict[str, str]]:
 CONTENDERS = [
     Contender("kara", sys.executable, {"steps": "kara_steps"}),
     Contender("2.1.5", k215_python(), {"steps": "k215_steps"}),
+    # The same kara saving without packs: what packs cost a save and save a load, same run.
+    Contender("kara, no packs", sys.executable, {"steps": "kara_steps"}, {"KARA_BENCH_NO_PACKS": "1"}),
 ]
 
 
@@ -156,7 +161,7 @@ def main() -> None:
             Row(f"save folder ({SMALL_FILES} small + {BIG_FILES} x 64 MiB)", "steps", "save", 3.0),
             Row("load it into an empty folder", "steps", "load", 3.0),
         ],
-        ["kara", "2.1.5"],
+        ["kara", "kara, no packs", "2.1.5"],
         "2.1.5",
     )
 

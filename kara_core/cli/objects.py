@@ -42,10 +42,10 @@ def _workers_option(f: Any) -> Any:
 )
 @click.option(
     "--packs/--no-packs",
-    default=True,
-    show_default=True,
+    default=None,
     help="Also store files up to 256 KiB in packs of about 8 MiB, so that loads from remote stores "
-    "fetch them with a few requests (their bytes are stored twice).",
+    "fetch them with a few requests (their bytes are stored twice). Default: on remote stores, "
+    "not on file:// (use --packs for a file:// store that is also served over HTTP).",
 )
 @_workers_option
 @global_options
@@ -58,7 +58,7 @@ def save_command(
     local_path: str,
     version: str | None,
     overwrite: bool | None,
-    packs: bool,
+    packs: bool | None,
     workers: int | None,
 ) -> None:
     """Save the folder LOCAL_PATH as a version; print the version name.

@@ -2,16 +2,18 @@
 
 On an object store every file costs a request, and for a file of a few KiB the request,
 not the bytes, is the cost: a folder of 2,000 small files is 2,000 round trips to load.
-A save therefore also writes its small files (up to :data:`PACK_MEMBER_MAX` each) as
-*packs*, objects of about :data:`PACK_TARGET` bytes that hold the contents of many
-blobs one after the other, and the manifest entry of such a file names its pack and its
-offset there (``pack``, ``pack_offset``; 2.x ignores both fields). A load from a remote
-store then fetches each pack with one ranged read (or a few, when it needs only some of
-its files) instead of one request per file.
+A save to a remote store (or with ``pack_small_files=True``) therefore also writes its
+small files (up to :data:`PACK_MEMBER_MAX` each) as *packs*, objects of about
+:data:`PACK_TARGET` bytes that hold the contents of many blobs one after the other, and
+the manifest entry of such a file names its pack and its offset there (``pack``,
+``pack_offset``; 2.x ignores both fields). A load from a remote store then fetches each
+pack with one ranged read (or a few, when it needs only some of its files) instead of
+one request per file.
 
 - Every blob is still stored on its own, as 2.x expects: kara-storage 2.1.5 loads the
   version from the blobs, and a pack only saves requests. It costs storage: the small
-  files' bytes are kept twice (``pack_small_files=False`` saves without packs).
+  files' bytes are kept twice (``pack_small_files=False`` saves without packs; saves to
+  file://, whose loads copy the blobs, write none unless asked).
 - A pack is named by what it holds, ``pack-<sha1>`` of its members' blob names in
   order, so a re-save with the same small files finds its packs stored and writes none.
   Members are grouped in the version's path order, and a pack ends after a member

@@ -159,9 +159,12 @@ def save_directory(
     progress_bar: bool,
     overwrite: bool,
     workers: int | None,
-    pack_small_files: bool = True,
+    pack_small_files: bool | None = None,
 ) -> str:
     """Save ``local_path`` under ``layout`` and return the version name (see ObjectStore)."""
+    if pack_small_files is None:
+        # Packs save requests on remote loads; a store with local files copies blobs.
+        pack_small_files = not store.backend.capabilities.local_path
     backend = store.backend
     if not backend.capabilities.writable:
         raise ReadOnlyStoreError(backend.url, f"save {layout.namespace}/{layout.key}")

@@ -185,7 +185,7 @@ class ObjectStore(NamedEntries):
         *,
         overwrite: bool | None = None,
         workers: int | None = None,
-        pack_small_files: bool = True,
+        pack_small_files: bool | None = None,
     ) -> str:
         """Save the folder ``local_path`` as a version and return its name.
 
@@ -196,10 +196,12 @@ class ObjectStore(NamedEntries):
         stay until :meth:`gc`. ``overwrite=False`` raises
         :class:`~kara_core.errors.VersionExistsError` instead. Only
         blobs the store lacks are uploaded, by ``workers`` threads (default 8); hashes of
-        unchanged files come from the hash cache. Files up to 256 KiB are also stored in
-        packs of about 8 MiB, so that a load from a remote store fetches them with a few
-        requests instead of one each (their bytes are stored twice;
-        ``pack_small_files=False`` writes no packs; see :mod:`kara_core.obj.packs`).
+        unchanged files come from the hash cache. On stores without local files (S3,
+        OSS, GCS, Azure, the http gateway) files up to 256 KiB are also stored in packs of
+        about 8 MiB, so that a load fetches them with a few requests instead of one each
+        (their bytes are stored twice; see :mod:`kara_core.obj.packs`).
+        ``pack_small_files=False`` writes no packs; ``True`` writes them on a file://
+        store too (whose own loads copy the blobs), for a store also served over HTTP.
         Progress bars are shown when ``progress_bar`` is true and stderr is a terminal.
         """
         layout = self._layout(namespace, key)

@@ -190,7 +190,7 @@ class ObjectConformance:
     def test_a_damaged_pack_loses_nothing_and_two_damaged_copies_are_refused(
         self, objects: ObjectStore, backend: Backend, source: Path, tmp_path: Path
     ) -> None:
-        objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+        objects.save_directory("ns", "ckpt", str(source), progress_bar=False, pack_small_files=True)
         manifest = objects.read_manifest("ns", "ckpt", "0")
         (pack,) = manifest.packs
         hello = next(f for f in manifest.files if f.relpath == "a.txt")

@@ -56,13 +56,9 @@ def test_the_old_blobs_stay_until_gc(tmp_path: Path) -> None:
     storage.save_directory("models", "bert", str(ckpt), version="best", progress_bar=False)
     assert first <= {p.name for p in blobs.iterdir()}
     second = {f.file for f in storage.objects.read_manifest("models", "bert", "best").files}
-    packs = tmp_path / "store" / "obj" / "models" / "bert" / "kara-packs"
-    first_packs = {p.name for p in packs.iterdir()}
-    second_packs = storage.objects.read_manifest("models", "bert", "best").packs
     report = storage.objects.gc("models", "bert", grace_period=0)
-    assert set(report.removed) == (first - second) | (first_packs - second_packs)
-    # epoch.txt and only-in-0.bin of the replaced version, and the pack of the two
-    assert len(report.removed) == 2 + 1
+    assert set(report.removed) == first - second
+    assert len(report.removed) == 2  # epoch.txt and only-in-0.bin of the replaced version
 
 
 def test_readers_see_the_old_or_the_new_version_never_a_mix(tmp_path: Path) -> None:

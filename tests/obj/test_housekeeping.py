@@ -18,22 +18,18 @@ from kara_core.testing.obj import write_tree
 
 
 def _blobs(tmp_path: Path) -> set[str]:
-    """The names of the key's blobs and packs."""
-    key = tmp_path / "store/obj/ns/ckpt"
-    return {p.name for folder in ("data", "kara-packs") if (key / folder).is_dir() for p in (key / folder).iterdir()}
+    return {p.name for p in (tmp_path / "store/obj/ns/ckpt/data").iterdir()}
 
 
 def _age_blobs(tmp_path: Path, seconds: float) -> None:
     old = time.time() - seconds
-    key = tmp_path / "store/obj/ns/ckpt"
-    for blob in [*(key / "data").iterdir(), *(key / "kara-packs").iterdir()]:
+    for blob in (tmp_path / "store/obj/ns/ckpt/data").iterdir():
         os.utime(blob, (old, old))
 
 
 def _orphan_one_blob(objects: ObjectStore, source: Path) -> None:
     # Version 1 rewrites a.txt and d.txt to the same new content; deleting version 0 then
-    # leaves exactly one blob (their old 6-byte content) that no version references, and
-    # version 0's pack of its three small contents (6 + 2000 + 2 bytes).
+    # leaves exactly one blob (their old 6-byte content) that no version references.
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     (source / "a.txt").write_bytes(b"v2\n")
     (source / "d.txt").write_bytes(b"v2\n")
@@ -81,8 +77,7 @@ def test_gc_keeps_unreferenced_blobs_younger_than_the_grace_period(
     _orphan_one_blob(objects, source)
     before = _blobs(tmp_path)
     report = objects.gc("ns", "ckpt", grace_period=3600)
-    assert report.removed == [] and _blobs(tmp_path) == before
-    assert sorted(name.startswith("pack-") for name in report.kept_recent) == [False, True]
+    assert report.removed == [] and len(report.kept_recent) == 1 and _blobs(tmp_path) == before
 
 
 def test_gc_removes_unreferenced_blobs_older_than_the_grace_period(
@@ -91,10 +86,8 @@ def test_gc_removes_unreferenced_blobs_older_than_the_grace_period(
     _orphan_one_blob(objects, source)
     _age_blobs(tmp_path, 7200)
     report = objects.gc("ns", "ckpt", grace_period=3600)
-    assert sorted(name.startswith("pack-") for name in report.removed) == [False, True]
-    assert report.bytes_freed == 6 + 2008
-    assert report.as_dict()["bytes_freed"] == 6 + 2008
-    assert not {name for name in report.removed} & _blobs(tmp_path)
+    assert len(report.removed) == 1 and report.bytes_freed == 6
+    assert report.as_dict()["bytes_freed"] == 6
     assert objects.verify("ns", "ckpt") == [], "every blob of the remaining version is still there"
 
 
@@ -109,8 +102,8 @@ def test_gc_deletes_nothing_while_a_save_of_the_key_is_running(
         report = objects.gc("ns", "ckpt", grace_period=0)
     finally:
         lease.release()
-    assert report.deferred and report.removed == [] and len(_blobs(tmp_path)) == 3 + 1  # 3 blobs, 1 pack
-    assert len(objects.gc("ns", "ckpt", grace_period=0).removed) == 3 + 1
+    assert report.deferred and report.removed == [] and len(_blobs(tmp_path)) == 3
+    assert len(objects.gc("ns", "ckpt", grace_period=0).removed) == 3
 
 
 def test_gc_on_a_store_without_local_files_counts_age_from_the_first_sighting(
@@ -128,7 +121,7 @@ def test_gc_on_a_store_without_local_files_counts_age_from_the_first_sighting(
     assert objects.gc("ns", "ckpt", grace_period=60).removed == []
     later = time.time() + 120
     monkeypatch.setattr(time, "time", lambda: later)
-    assert len(objects.gc("ns", "ckpt", grace_period=60).removed) == 3 + 1  # 3 blobs, 1 pack
+    assert len(objects.gc("ns", "ckpt", grace_period=60).removed) == 3 + 1  # 3 blobs and the pack of all 3
 
 
 def test_verify_reports_missing_resized_and_corrupted_blobs(objects: ObjectStore, source: Path, tmp_path: Path) -> None:

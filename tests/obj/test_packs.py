@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import random
+import time
 from pathlib import Path
 
 import orjson
@@ -222,7 +223,7 @@ def test_a_resave_writes_only_the_pack_of_the_changed_file(tmp_path: Path) -> No
     rnd = random.Random(7)
     tree = {f"f{i:04d}": rnd.randbytes(8192) for i in range(4200)}  # 34 MB: more than 2 packs
     src = write_tree(tmp_path / "src", tree)
-    objects = ObjectStore(FileBackend(str(tmp_path / "store")))
+    objects = ObjectStore(_Remote(str(tmp_path / "store")))
     objects.save_directory("ns", "ckpt", str(src), progress_bar=False)
     packs = tmp_path / "store" / KEY / "kara-packs"
     first = {p.name for p in packs.iterdir()}
@@ -236,14 +237,43 @@ def test_a_resave_writes_only_the_pack_of_the_changed_file(tmp_path: Path) -> No
     assert objects.read_manifest("ns", "ckpt", "2").packs - first == added
 
 
-def test_no_packs_when_asked(tmp_path: Path) -> None:
-    objects = ObjectStore(FileBackend(str(tmp_path / "store")))
-    objects.save_directory(
-        "ns", "ckpt", str(write_tree(tmp_path / "src", _tree())), progress_bar=False, pack_small_files=False
-    )
-    assert not (tmp_path / "store" / KEY / "kara-packs").exists()
+@pytest.mark.parametrize(
+    ("remote", "asked", "packed"),
+    [(True, None, True), (True, False, False), (False, None, False), (False, True, True)],
+)
+def test_packs_by_default_on_remote_stores_and_when_asked(
+    remote: bool, asked: bool | None, packed: bool, tmp_path: Path
+) -> None:
+    backend = _Remote(str(tmp_path / "store")) if remote else FileBackend(str(tmp_path / "store"))
+    src = write_tree(tmp_path / "src", _tree())
+    ObjectStore(backend).save_directory("ns", "ckpt", str(src), progress_bar=False, pack_small_files=asked)
+    assert (tmp_path / "store" / KEY / "kara-packs").exists() == packed
     raw = orjson.loads((tmp_path / "store" / KEY / "vers" / "0.json").read_bytes())
-    assert not [e for e in raw if "pack" in e or "pack_offset" in e]
+    assert bool([e for e in raw if "pack" in e or "pack_offset" in e]) == packed
+
+
+def test_gc_removes_the_packs_no_version_names(remote: _Remote, tmp_path: Path) -> None:
+    tree = _tree()
+    src = write_tree(tmp_path / "src", tree)
+    objects = ObjectStore(remote)
+    objects.save_directory("ns", "ckpt", str(src), progress_bar=False)
+    (src / "small" / "010.txt").write_bytes(b"changed")
+    objects.save_directory("ns", "ckpt", str(src), progress_bar=False)
+    old, new = (objects.read_manifest("ns", "ckpt", v).packs for v in ("0", "1"))
+    assert len(old) == len(new) == 1 and old != new
+    assert objects.gc("ns", "ckpt", grace_period=0).removed == [], "both versions use their packs"
+    objects.delete_version("ns", "ckpt", "0")
+    report = objects.gc("ns", "ckpt", grace_period=3600)
+    assert report.removed == [] and set(old) <= set(report.kept_recent), "young: kept"
+    later = time.time() + 7200
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "time", lambda: later)
+        report = objects.gc("ns", "ckpt", grace_period=3600)
+    assert set(old) <= set(report.removed) and not set(new) & set(report.removed)
+    assert {p.name for p in (tmp_path / "store" / KEY / "kara-packs").iterdir()} == new
+    assert objects.verify("ns", "ckpt") == []
+    objects.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == read_tree(src)
 
 
 def test_a_file_changed_before_its_pack_is_written_fails_the_save(
@@ -252,7 +282,7 @@ def test_a_file_changed_before_its_pack_is_written_fails_the_save(
     from kara_core.obj import save
 
     src = write_tree(tmp_path / "src", {"a": b"a" * 100, "b": b"b" * 100})
-    objects = ObjectStore(FileBackend(str(tmp_path / "store")))
+    objects = ObjectStore(_Remote(str(tmp_path / "store")))
     real = save._FilePipeline.save_packs
 
     def change_then_pack(self, files, digests, workers):  # type: ignore[no-untyped-def]
