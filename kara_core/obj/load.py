@@ -260,13 +260,24 @@ class _Downloader:
 
     def fetch(self, entry: FileEntry) -> None:
         """Put the verified content of ``entry`` at its staging path (or raise)."""
+        if not self._kept_from_staging(entry):
+            self._fetch_blob(entry)
+
+    def _kept_from_staging(self, entry: FileEntry) -> bool:
+        """Whether a file an interrupted run staged for ``entry`` verifies now (and is kept).
+
+        Such a file may be partial (or another version's): it is kept only if it verifies.
+        """
         final = staged_path(self.staging, entry.relpath)
-        # A staged file left by an interrupted run may be partial (or another version's):
-        # it is kept only if it verifies now.
         if entry.relpath in self.staged and _staged_is_valid(final, entry, self.worker):
             self.bar.update(entry.size)
             self._finish(final, entry)
-            return
+            return True
+        return False
+
+    def _fetch_blob(self, entry: FileEntry) -> None:
+        """Download ``entry``'s blob to its staging path, verified and retried (or raise)."""
+        final = staged_path(self.staging, entry.relpath)
         path = self.layout.blob(entry.file)
         try:
             for _ in range(_DOWNLOAD_ATTEMPTS):
@@ -316,14 +327,7 @@ class _Downloader:
 
     def fetch_pack(self, task: _PackTask) -> None:
         """Stage the files of ``task`` from their pack; those it cannot serve come from their blobs."""
-        todo = []
-        for entry in task.entries:
-            final = staged_path(self.staging, entry.relpath)
-            if entry.relpath in self.staged and _staged_is_valid(final, entry, self.worker):
-                self.bar.update(entry.size)
-                self._finish(final, entry)
-            else:
-                todo.append(entry)
+        todo = [entry for entry in task.entries if not self._kept_from_staging(entry)]
         fallback: list[FileEntry] = []
         path = self.layout.pack(task.pack)
         for span in read_ranges((e, e.pack_offset or 0, e.size) for e in todo):
@@ -349,7 +353,7 @@ class _Downloader:
                 self.bar.update(size)
                 self.bar.file_done()
         for entry in fallback:
-            self.fetch(entry)
+            self._fetch_blob(entry)
 
     def run(self, task: FileEntry | _PackTask) -> None:
         """Stage one blob, or the files of one pack."""
