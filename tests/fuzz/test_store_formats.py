@@ -16,7 +16,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kara_file.backend import FileBackend
+from kara_file.testing import NoLocalFilesBackend
 
 from kara_core import KaraStorage
 from kara_core.errors import KaraError
@@ -26,15 +26,6 @@ MD5 = "b1946ac92492d2347c6235b4d2611184"
 SHA1 = "f572d396fae9206628714fb2ce00f72e94f2258f"
 BLOB = f"{MD5}_{SHA1}"
 PACK = "pack-" + "ab" * 20
-
-
-class _NoLocalFiles(FileBackend):
-    """The file backend as a remote store: loads read small files from their packs."""
-
-    capabilities = type(FileBackend.capabilities)(local_path=False)
-
-    def local_path(self, path: str) -> str | None:
-        return None
 
 
 _SCALARS = st.one_of(
@@ -108,7 +99,7 @@ def test_any_meta_json_reads_or_raises_a_kara_error(hard_timeout, document: byte
             # The same manifest loaded from a store without local files reads packs: every
             # file it writes holds the only content the store has for a valid entry.
             try:
-                ObjectStore(_NoLocalFiles(str(root / "store"))).load_directory(
+                ObjectStore(NoLocalFilesBackend(str(root / "store"))).load_directory(
                     "ns", "ckpt", str(root / "out-remote"), progress_bar=False
                 )
             except KaraError:

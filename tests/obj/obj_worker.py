@@ -18,8 +18,8 @@ import time
 from typing import BinaryIO
 
 from kara_file.backend import FileBackend
+from kara_file.testing import NoLocalFilesBackend
 
-from kara_core.backend import Capabilities
 from kara_core.obj import ObjectStore
 
 _STEP = 64 * 1024
@@ -49,13 +49,8 @@ class _SlowReader(io.RawIOBase):
         super().close()
 
 
-class SlowFileBackend(FileBackend):
+class SlowFileBackend(NoLocalFilesBackend):
     """The file backend, throttled, without local paths (forces the streaming code paths)."""
-
-    capabilities = Capabilities(writable=True, appendable=True, atomic_create=True, local_path=False)
-
-    def local_path(self, path: str) -> str | None:
-        return None
 
     def _write_temp(
         self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True, make_folder: bool = True

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from kara_file.backend import FileBackend
+from kara_file.testing import NoLocalFilesBackend
 
 from kara_core.errors import DatasetNotFoundError, VersionNotFoundError
 from kara_core.obj import ObjectStore
@@ -109,13 +110,7 @@ def test_gc_deletes_nothing_while_a_save_of_the_key_is_running(
 def test_gc_on_a_store_without_local_files_counts_age_from_the_first_sighting(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class RemoteLike(FileBackend):
-        capabilities = type(FileBackend.capabilities)(local_path=False)
-
-        def local_path(self, path: str) -> str | None:
-            return None
-
-    objects = ObjectStore(RemoteLike(str(tmp_path / "store")))
+    objects = ObjectStore(NoLocalFilesBackend(str(tmp_path / "store")))
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     objects.delete_version("ns", "ckpt", "0")
     assert objects.gc("ns", "ckpt", grace_period=60).removed == []

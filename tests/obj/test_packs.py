@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kara_file.backend import FileBackend
+from kara_file.testing import NoLocalFilesBackend
 
 from kara_core.errors import UnsafePathError
 from kara_core.obj import ObjectStore
@@ -114,18 +115,13 @@ def test_adjacent_members_share_one_read_and_far_ones_do_not() -> None:
 # -- save and load on a store without local files (the loads that use packs) --------
 
 
-class _Remote(FileBackend):
-    """The file backend seen as a remote store: no local paths, every read counted."""
-
-    capabilities = type(FileBackend.capabilities)(local_path=False)
+class _Remote(NoLocalFilesBackend):
+    """The file backend seen as a remote store, every read counted."""
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
         self.reads: list[tuple[str, int, int | None]] = []
         self.puts: list[str] = []
-
-    def local_path(self, path: str) -> str | None:
-        return None
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         self.reads.append((path, start, end))

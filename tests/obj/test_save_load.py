@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from kara_file.backend import FileBackend
+from kara_file.testing import NoLocalFilesBackend
 
 import kara_core.obj.load
 import kara_core.obj.save
+from kara_core.backend import Capabilities
 from kara_core.errors import BlobIntegrityError, ConfigurationError, DatasetNotFoundError, VersionNotFoundError
 from kara_core.obj import ObjectStore, UnmanagedFilesError
 from kara_core.testing.obj import read_tree, write_tree
@@ -196,16 +198,12 @@ def test_dry_run_plans_without_touching_anything(objects: ObjectStore, source: P
     assert plan.as_dict()["bytes_to_download"] == plan.bytes_to_download == 2000 + 6 + 2 + 6
 
 
-class _CorruptFirstRead(FileBackend):
+class _CorruptFirstRead(NoLocalFilesBackend):
     """A file store whose first read of each blob returns damaged bytes (a flaky network)."""
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
         self.reads: dict[str, int] = {}
-        self.capabilities = type(self.capabilities)(local_path=False)
-
-    def local_path(self, path: str) -> str | None:
-        return None
 
     def open_read(self, path: str, start: int = 0) -> io.BytesIO:  # type: ignore[override]
         self.reads[path] = self.reads.get(path, 0) + 1
@@ -255,16 +253,14 @@ def test_kara_loads_the_versions_kara_storage_2_1_5_saved(version: str, tree: Pa
     assert objects.verify("demo", "ckpt") == []
 
 
-class _RemoteLike(FileBackend):
+class _RemoteLike(NoLocalFilesBackend):
     """A file store that presents itself as a remote one: no local paths, parallel reads pay off."""
+
+    capabilities = Capabilities(local_path=False, parallel_reads=True)
 
     def __init__(self, root: str) -> None:
         super().__init__(root)
-        self.capabilities = type(self.capabilities)(local_path=False, parallel_reads=True)
         self.ranges: list[tuple[int, int | None]] = []
-
-    def local_path(self, path: str) -> str | None:
-        return None
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         self.ranges.append((start, end))
@@ -325,9 +321,10 @@ class _StreamedLike(_RemoteLike):
     """A remote-like store with streamed reads: records each open_range; ``shorten`` cuts
     the answers of ranges starting past 0 by one byte (a blob that shrank)."""
 
+    capabilities = Capabilities(local_path=False, parallel_reads=True, streamed_reads=True)
+
     def __init__(self, root: str) -> None:
         super().__init__(root)
-        self.capabilities = type(self.capabilities)(local_path=False, parallel_reads=True, streamed_reads=True)
         self.opened: list[tuple[int, int]] = []
         self.shorten = 0
 

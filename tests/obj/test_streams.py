@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from kara_file.backend import FileBackend
+from kara_file.testing import NoLocalFilesBackend
 
 from kara_core import KaraStorage
 from kara_core.errors import (
@@ -68,9 +69,7 @@ def test_remote_reader_reads_ahead_in_windows_and_serves_random_access(
     requests: list[tuple[int, int | None]] = []
     backend = objects.backend
 
-    class Remote(FileBackend):
-        capabilities = type(backend.capabilities)(local_path=False)
-
+    class Remote(NoLocalFilesBackend):
         def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
             if "/data/" in path:
                 requests.append((start, end))
