@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -86,6 +86,10 @@ class _Gateway:
             response = await self._dispatch(request)
         except _Refused as exc:
             response = PlainTextResponse(exc.message + "\n", status_code=exc.status, headers=exc.headers)
+        except ClientDisconnect:
+            # The client went away, or its body broke off (uvicorn answered it): nothing
+            # was written, and this answer reaches no one.
+            response = PlainTextResponse("request body cut off\n", status_code=400)
         except UnsafePathError as exc:
             response = PlainTextResponse(f"{exc}\n", status_code=400)
         except NotFoundError:
@@ -207,12 +211,15 @@ class _Gateway:
             raise _Refused(413, f"request body larger than the gateway's limit of {self.max_body_size} bytes")
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > self.max_body_size:
-                spool.close()
-                raise _Refused(413, f"request body larger than the gateway's limit of {self.max_body_size} bytes")
-            spool.write(chunk)
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > self.max_body_size:
+                    raise _Refused(413, f"request body larger than the gateway's limit of {self.max_body_size} bytes")
+                spool.write(chunk)
+        except BaseException:
+            spool.close()  # a body cut off (ClientDisconnect) or too large
+            raise
         spool.seek(0)
         return spool  # type: ignore[return-value]
 
