@@ -11,7 +11,7 @@ from kara_file import FileBackend
 from kara_file import backend as file_backend_module
 
 from kara_core.backend import Backend
-from kara_core.errors import ConfigurationError
+from kara_core.errors import ConfigurationError, NotFoundError, UnsafePathError
 from kara_core.testing import BackendConformance
 from kara_core.url import open_backend
 
@@ -248,3 +248,35 @@ def test_a_store_without_fsync_has_no_sync_scope(tmp_path) -> None:
     # Its puts are never synced: nothing for a later sync to do, nothing to defer.
     backend = open_backend(f"file://{tmp_path}", fsync=False)
     assert backend.sync_scope() is None
+
+
+def test_names_too_long_for_the_file_system_are_refused_before_anything_is_written(tmp_path) -> None:
+    backend = FileBackend(str(tmp_path / "store"))
+    fits = "n" * (255 - len(".") - len(".kara-tmp-") - 32)  # with its temporary name: 255 bytes
+    backend.put(f"ns/{fits}", b"ok")
+    assert backend.read(f"ns/{fits}") == b"ok"
+    for name in (fits + "n", "é" * 107, f"{'f' * 256}/a"):
+        target = f"ns/{name}"
+        for write in (
+            lambda path: backend.put(path, b"x"),
+            lambda path: backend.put_if_absent(path, b"x"),
+            lambda path: backend.create_lock(path, b"x"),
+            backend.open_append,
+            lambda path: backend.copy(f"ns/{fits}", path),
+            lambda path: backend.move(f"ns/{fits}", path),
+        ):
+            with pytest.raises(UnsafePathError, match="bytes"):
+                write(target)
+        with backend.open_batch() as batch, pytest.raises(UnsafePathError, match="bytes"):
+            batch.put(target, b"x")
+    # Reads of a name no file can have find nothing.
+    for name in ("r" * 256, f"{'f' * 256}/a"):
+        assert backend.size(name) is None
+        with pytest.raises(NotFoundError):
+            backend.read(name)
+        with pytest.raises(NotFoundError):
+            backend.open_read(name)
+        backend.delete(name)
+    with pytest.raises(UnsafePathError, match="4096 bytes"):
+        backend.put("/".join(["d" * 200] * 21), b"x")
+    assert sorted(p.name for p in (tmp_path / "store" / "ns").iterdir()) == [fits]

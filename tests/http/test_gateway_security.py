@@ -152,6 +152,17 @@ def test_a_backslash_is_a_plain_character_that_stays_in_the_store(
     assert secret_outside.read_text() == "outside the store"
 
 
+@pytest.mark.parametrize("target", ["/" + "x" * 300, "/row/" + "x" * 300 + "/a", "/" + "%C3%A9" * 120])
+def test_names_too_long_for_the_store_are_client_errors(gateway: GatewayServer, store_dir: Path, target: str) -> None:
+    # Found by the request fuzzer: the file system's ENAMETOOLONG was a 500.
+    assert _request(gateway, "GET", target, None, _auth())[0] == 404
+    assert _request(gateway, "HEAD", target, None, _auth())[0] == 404
+    status, content = _request(gateway, "PUT", target, b"data", _auth())
+    assert status == 400 and b"bytes" in content, (status, content)
+    assert _request(gateway, "DELETE", target, None, _auth())[0] in (200, 204)
+    assert list(store_dir.rglob("*")) == []
+
+
 def test_listing_with_an_escaping_prefix_is_refused(gateway: GatewayServer) -> None:
     assert _request(gateway, "GET", "/.kara-gateway?list=../", None, _auth())[0] == 400
     assert _request(gateway, "GET", "/.kara-gateway?list=%2e%2e/", None, _auth())[0] == 400

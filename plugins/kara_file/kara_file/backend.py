@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import shutil
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kara_core.backend import Backend, Batch, Capabilities, check_path
-from kara_core.errors import ConfigurationError, NotFoundError
+from kara_core.errors import ConfigurationError, NotFoundError, UnsafePathError
 from kara_core.localdisk import write_file
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ def __getattr__(name: str) -> Any:
 
 
 _TMP_MARK = ".kara-tmp-"
+#: What a temporary name adds to the name it stands for (see :func:`_temp_path`).
+_TEMP_EXTRA = len(".") + len(_TMP_MARK) + 32
+#: The longest name and path POSIX file systems take (ext4, xfs, tmpfs, APFS: 255 and 4096 bytes).
+_NAME_MAX, _PATH_MAX = 255, 4096
 
 #: FileOptions' fields and defaults (kara_file.options; tests/fuzz checks they agree).
 _DEFAULTS = {"fsync": True, "direct_io": "auto"}
@@ -172,7 +177,7 @@ class FileBatch(Batch):
         self._grown: set[str] = set()
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
-        full = self._file_backend._full(path)
+        full = self._file_backend._target(path)
         folder = os.path.dirname(full)
         if folder not in self._folders:
             self._make_folder(folder)
@@ -278,6 +283,22 @@ class FileBackend(Backend):
     def _full(self, path: str) -> str:
         return os.path.join(self.root, check_path(path))
 
+    def _target(self, path: str) -> str:
+        """:meth:`_full` of a path to write: refused unless its names and its temporary
+        name fit the file system (an :class:`UnsafePathError` before anything is written)."""
+        full = self._full(path)
+        *folders, name = path.split("/")
+        room = _NAME_MAX - _TEMP_EXTRA
+        if _bytes(name) > room or any(_bytes(folder) > _NAME_MAX for folder in folders):
+            raise UnsafePathError(
+                path,
+                f"a file name may have {room} bytes and a folder name {_NAME_MAX} here "
+                f"(the file system's {_NAME_MAX}, less {_TEMP_EXTRA} for kara's temporary names)",
+            )
+        if _bytes(full) + _TEMP_EXTRA >= _PATH_MAX:
+            raise UnsafePathError(path, f"the path is longer than the file system takes ({_PATH_MAX} bytes)")
+        return full
+
     # -- reading -------------------------------------------------------------------
 
     def size(self, path: str) -> int | None:
@@ -285,6 +306,10 @@ class FileBackend(Backend):
             st = os.stat(self._full(path))
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # no file can have this name here
+                return None
+            raise
         if not os.path.isfile(self._full(path)):
             return None
         return st.st_size
@@ -300,12 +325,16 @@ class FileBackend(Backend):
                 return fh.read(max(0, end - start))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFoundError(f"{self.url}/{path} does not exist") from None
+        except OSError as exc:
+            raise _not_found_if_too_long(exc, self.url, path) from None
 
     def open_read(self, path: str, start: int = 0) -> BinaryIO:
         try:
             fh = open(self._full(path), "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFoundError(f"{self.url}/{path} does not exist") from None
+        except OSError as exc:
+            raise _not_found_if_too_long(exc, self.url, path) from None
         if start:
             fh.seek(start)
         return fh
@@ -330,7 +359,7 @@ class FileBackend(Backend):
     # -- writing -------------------------------------------------------------------
 
     def open_append(self, path: str) -> FileAppender:
-        return FileAppender(self._full(path), self._fsync)
+        return FileAppender(self._target(path), self._fsync)
 
     def _write_temp(
         self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True, make_folder: bool = True
@@ -415,7 +444,7 @@ class FileBackend(Backend):
         self._put(path, data, sync=True)
 
     def _put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool) -> None:
-        full = self._full(path)
+        full = self._target(path)
         tmp = self._write_temp(full, data, sync=sync)
         try:
             os.replace(tmp, full)
@@ -427,7 +456,7 @@ class FileBackend(Backend):
 
     def copy(self, source: str, target: str) -> None:
         """Copy in the kernel (``shutil.copyfile``: sendfile/copy_file_range), then rename into place."""
-        src, full = self._full(source), self._full(target)
+        src, full = self._full(source), self._target(target)
         if not os.path.isfile(src):
             raise NotFoundError(f"{self.url}/{source} does not exist")
         os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -445,7 +474,7 @@ class FileBackend(Backend):
 
     def move(self, source: str, target: str) -> None:
         """Rename in place (``os.replace``): atomic, no byte moves; the folders are synced."""
-        src, full = self._full(source), self._full(target)
+        src, full = self._full(source), self._target(target)
         if not os.path.isfile(src):
             raise NotFoundError(f"{self.url}/{source} does not exist")
         os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -465,7 +494,7 @@ class FileBackend(Backend):
         return self._create(path, data, durable=False)
 
     def _create(self, path: str, data: bytes, durable: bool) -> bool:
-        full = self._full(path)
+        full = self._target(path)
         if os.path.exists(full):
             return False
         tmp = self._write_temp(full, data, sync=durable)
@@ -482,7 +511,11 @@ class FileBackend(Backend):
         return True
 
     def delete(self, path: str) -> None:
-        _unlink_quietly(self._full(path))
+        try:
+            _unlink_quietly(self._full(path))
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:  # no file has this name: nothing to delete
+                raise
 
     def cleanup(self, prefix: str, older_than: float) -> int:
         """Delete this backend's temp files under ``prefix`` last written over ``older_than`` s ago.
@@ -508,6 +541,18 @@ class FileBackend(Backend):
                 except FileNotFoundError:
                     continue
         return removed
+
+
+def _bytes(name: str) -> int:
+    """The length of ``name`` in the file system's encoding."""
+    return len(name.encode("utf-8", "surrogatepass"))
+
+
+def _not_found_if_too_long(exc: OSError, url: str, path: str) -> Exception:
+    """A read of a name too long for the file system finds nothing; other errors stay."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return NotFoundError(f"{url}/{path} does not exist (its name is longer than the file system takes)")
+    return exc
 
 
 def _temp_path(full: str) -> str:
