@@ -197,12 +197,50 @@ def _make_room(
         plan.unmanaged.append(rel)
 
 
+#: The longest staging prefix a file's path gets (``.kara-staging/files/``, plus room).
+_STAGING_ROOM = 64
+
+
+def _check_names_fit(manifest: Manifest, target: str) -> None:
+    """Refuse, before anything is written, a version whose paths this file system cannot hold.
+
+    Object stores take names the local disk does not (a 300-byte name from
+    ``open_version``): such a load would otherwise fail half-way with the OS's error.
+    """
+    folder = target
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        name_max, path_max = os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max, path_max = 255, 4096
+    base = len(os.fsencode(target)) + _STAGING_ROOM
+    short = min(name_max, path_max - base) // 4  # a path of fewer characters fits (4 bytes a character at most)
+    for parts in [*(e.path for e in manifest.files), *(link.path for link in manifest.links), *manifest.dirs]:
+        rel = "/".join(parts)
+        if len(rel) < short:
+            continue
+        shown = rel if len(rel) <= 80 else rel[:77] + "..."
+        longest = max(len(part.encode("utf-8", "surrogatepass")) for part in parts)
+        if longest > name_max:
+            raise ConfigurationError(
+                f"cannot load into {target!r}: the version's path {shown!r} has a name of {longest} bytes, "
+                f"and this file system takes {name_max}"
+            )
+        if base + len(rel.encode("utf-8", "surrogatepass")) >= path_max:
+            raise ConfigurationError(
+                f"cannot load into {target!r}: the version's path {shown!r} would be longer than this "
+                f"file system takes ({path_max} bytes)"
+            )
+
+
 def plan_load(manifest: Manifest, version: str, local_path: str) -> LoadPlan:
     """Compare the folder ``local_path`` with ``manifest`` and return the plan."""
     target = os.path.abspath(local_path)
     plan = LoadPlan(version, target)
     if os.path.lexists(target) and not os.path.isdir(target):
         raise ConfigurationError(f"cannot load into {local_path!r}: it exists and is not a folder")
+    _check_names_fit(manifest, target)
     scan = scan_folder(target, strict=False) if os.path.isdir(target) else ScanResult()
     state = _read_state(target)
     plan.previous = state

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from kara_file.backend import FileBackend
 
-from kara_core.errors import UnsafePathError
+from kara_core.errors import ConfigurationError, UnsafePathError
 from kara_core.obj import ObjectStore
 
 GOOD = {
@@ -87,3 +87,32 @@ def test_a_sidecar_folder_with_a_parent_component_is_rejected(store: FileBackend
         ObjectStore(store).load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
     _assert_nothing_written(tmp_path)
     assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["file name", "folder name", "link name", "empty folder", "path length"],
+)
+def test_a_version_whose_names_the_local_disk_cannot_hold_is_refused_before_anything_is_written(
+    store: FileBackend, tmp_path: Path, where: str
+) -> None:
+    # Object stores take names of up to 1024 bytes (a file streamed in with open_version);
+    # the load used to fail half-way with the OS's "File name too long".
+    long, sidecar = "n" * 256, {}
+    entries = [GOOD]
+    if where == "file name":
+        entries.append({**GOOD, "path": ["sub", long]})
+    elif where == "folder name":
+        entries.append({**GOOD, "path": [long, "x.txt"]})
+    elif where == "link name":
+        sidecar = {"links": [{"path": [long], "target": "ok.txt"}]}
+    elif where == "empty folder":
+        sidecar = {"dirs": [["d", long]]}
+    else:
+        entries.append({**GOOD, "path": ["d" * 200] * 21})
+    store.put("obj/ns/ckpt/vers/0.json", orjson.dumps(entries))
+    if sidecar:
+        store.put("obj/ns/ckpt/kara/0.json", orjson.dumps(sidecar))
+    with pytest.raises(ConfigurationError, match="this file system takes"):
+        ObjectStore(store).load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    _assert_nothing_written(tmp_path)
