@@ -280,3 +280,28 @@ def test_names_too_long_for_the_file_system_are_refused_before_anything_is_writt
     with pytest.raises(UnsafePathError, match="4096 bytes"):
         backend.put("/".join(["d" * 200] * 21), b"x")
     assert sorted(p.name for p in (tmp_path / "store" / "ns").iterdir()) == [fits]
+
+
+def test_a_file_where_a_folder_is_needed_and_a_folder_where_a_file_is_needed_are_refused(tmp_path) -> None:
+    # Object stores hold "a/b" and "a/b/c" side by side; a folder of files cannot. The
+    # gateway answered such writes 500 (found by the request fuzzer).
+    backend = FileBackend(str(tmp_path / "store"))
+    backend.put("a/b", b"file")
+    backend.put("d/e/f", b"deep")
+    for target, blocker in (("a/b/c", "'a/b' is a file"), ("a/b/c/d", "'a/b' is a file"), ("d/e", "is a folder")):
+        for write in (
+            lambda path: backend.put(path, b"x"),
+            lambda path: backend.put_if_absent(path, b"x"),
+            lambda path: backend.create_lock(path, b"x"),
+            backend.open_append,
+            lambda path: backend.copy("a/b", path),
+            lambda path: backend.move("d/e/f", path),
+        ):
+            with pytest.raises(UnsafePathError, match=blocker):
+                write(target)
+        with pytest.raises(UnsafePathError, match=blocker), backend.open_batch() as batch:
+            batch.put(target, b"x")
+    # Nothing moved, nothing half-written, no temporary file left.
+    assert backend.read("a/b") == b"file" and backend.read("d/e/f") == b"deep"
+    assert sorted(backend.list("")) == ["a/b", "d/e/f"]
+    assert not [p for p in (tmp_path / "store").rglob("*") if ".kara-tmp-" in p.name]

@@ -163,6 +163,16 @@ def test_names_too_long_for_the_store_are_client_errors(gateway: GatewayServer, 
     assert list(store_dir.rglob("*")) == []
 
 
+def test_a_path_through_a_file_or_onto_a_folder_is_a_client_error(gateway: GatewayServer, store_dir: Path) -> None:
+    # Found by the request fuzzer: a PUT of "/%/%" then a POST to "/%/%/x" was a 500.
+    assert _request(gateway, "PUT", "/%25/%25", b"file", _auth())[0] == 201
+    for method, target in (("PUT", "/%25/%25/x"), ("POST", "/%25/%25/x?append=0"), ("PUT", "/%25")):
+        status, content = _request(gateway, method, target, b"data", _auth())
+        assert status == 400 and b"of this store" in content, (method, target, status, content)
+    assert (store_dir / "%" / "%").read_bytes() == b"file"
+    assert [p.relative_to(store_dir).as_posix() for p in store_dir.rglob("*")] == ["%", "%/%"]
+
+
 def test_listing_with_an_escaping_prefix_is_refused(gateway: GatewayServer) -> None:
     assert _request(gateway, "GET", "/.kara-gateway?list=../", None, _auth())[0] == 400
     assert _request(gateway, "GET", "/.kara-gateway?list=%2e%2e/", None, _auth())[0] == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -177,12 +178,16 @@ class FileBatch(Batch):
         self._grown: set[str] = set()
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
-        full = self._file_backend._target(path)
+        backend = self._file_backend
+        full = backend._target(path)
         folder = os.path.dirname(full)
-        if folder not in self._folders:
-            self._make_folder(folder)
-            self._folders.add(folder)
-        tmp = self._file_backend._write_temp(full, data, sync=False, make_folder=False)
+        with backend._placing(path):
+            if folder not in self._folders:
+                self._make_folder(folder)
+                self._folders.add(folder)
+            if os.path.isdir(full):
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way", full)
+            tmp = backend._write_temp(full, data, sync=False, make_folder=False)
         with self._lock:
             replaced = self._pending.pop(full, None)
             self._pending[full] = tmp
@@ -211,7 +216,8 @@ class FileBatch(Batch):
             if self._file_backend._fsync:
                 self._file_backend._sync_files(list(pending.values()))
             for full, tmp in list(pending.items()):
-                os.replace(tmp, full)
+                with self._file_backend._placing(os.path.relpath(full, self._file_backend.root)):
+                    os.replace(tmp, full)
                 del pending[full]
         finally:
             for tmp in pending.values():
@@ -299,6 +305,27 @@ class FileBackend(Backend):
             raise UnsafePathError(path, f"the path is longer than the file system takes ({_PATH_MAX} bytes)")
         return full
 
+    @contextlib.contextmanager
+    def _placing(self, path: str) -> Iterator[None]:
+        """Turn the file system's refusals to place ``path`` (a file where it needs a
+        folder, a folder where it needs a file) into an :class:`UnsafePathError`.
+
+        Object stores hold ``a/b`` and ``a/b/c`` side by side; a folder of files cannot.
+        """
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY):
+                raise
+            parts = path.split("/")
+            for end in range(1, len(parts)):
+                if os.path.isfile(os.path.join(self.root, *parts[:end])):
+                    blocker = "/".join(parts[:end])
+                    raise UnsafePathError(path, f"{blocker!r} is a file of this store, not a folder") from None
+            if os.path.isdir(self._full(path)):
+                raise UnsafePathError(path, "it is a folder of this store, not a file") from None
+            raise
+
     # -- reading -------------------------------------------------------------------
 
     def size(self, path: str) -> int | None:
@@ -359,7 +386,9 @@ class FileBackend(Backend):
     # -- writing -------------------------------------------------------------------
 
     def open_append(self, path: str) -> FileAppender:
-        return FileAppender(self._target(path), self._fsync)
+        full = self._target(path)
+        with self._placing(path):
+            return FileAppender(full, self._fsync)
 
     def _write_temp(
         self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True, make_folder: bool = True
@@ -445,12 +474,13 @@ class FileBackend(Backend):
 
     def _put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool) -> None:
         full = self._target(path)
-        tmp = self._write_temp(full, data, sync=sync)
-        try:
-            os.replace(tmp, full)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        with self._placing(path):
+            tmp = self._write_temp(full, data, sync=sync)
+            try:
+                os.replace(tmp, full)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
         if sync:
             self._sync_dir(os.path.dirname(full))
 
@@ -459,13 +489,15 @@ class FileBackend(Backend):
         src, full = self._full(source), self._target(target)
         if not os.path.isfile(src):
             raise NotFoundError(f"{self.url}/{source} does not exist")
-        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with self._placing(target):
+            os.makedirs(os.path.dirname(full), exist_ok=True)
         tmp = _temp_path(full)
         try:
             shutil.copyfile(src, tmp)
             if self._fsync:
                 _fsync_path(tmp)
-            os.replace(tmp, full)
+            with self._placing(target):
+                os.replace(tmp, full)
         except FileNotFoundError:
             raise NotFoundError(f"{self.url}/{source} does not exist") from None
         finally:
@@ -477,9 +509,10 @@ class FileBackend(Backend):
         src, full = self._full(source), self._target(target)
         if not os.path.isfile(src):
             raise NotFoundError(f"{self.url}/{source} does not exist")
-        os.makedirs(os.path.dirname(full), exist_ok=True)
         try:
-            os.replace(src, full)
+            with self._placing(target):
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                os.replace(src, full)
         except FileNotFoundError:
             raise NotFoundError(f"{self.url}/{source} does not exist") from None
         self._sync_dir(os.path.dirname(full))
@@ -496,8 +529,11 @@ class FileBackend(Backend):
     def _create(self, path: str, data: bytes, durable: bool) -> bool:
         full = self._target(path)
         if os.path.exists(full):
+            if os.path.isdir(full):
+                raise UnsafePathError(path, "it is a folder of this store, not a file")
             return False
-        tmp = self._write_temp(full, data, sync=durable)
+        with self._placing(path):
+            tmp = self._write_temp(full, data, sync=durable)
         try:
             # link() publishes the complete temp file under the final name, or fails if
             # the name exists: an atomic create-with-content.
