@@ -74,14 +74,23 @@ def plain_json(raw: Any) -> Any:
     """``raw`` (UTF-8 JSON bytes) parsed by the standard library, or None when unsure.
 
     The plain common case of the JSON that kara's models parse: ``None`` when ``raw`` is
-    not ``bytes``, not strict UTF-8 or not JSON. The caller still checks the shape.
+    not ``bytes``, not strict UTF-8, not JSON or holds an object with a key twice (the
+    value dropped could hold what the model refuses, ``{"api": {"\\ud800": 0}, "api": 2}``).
+    The caller still checks the shape.
     """
     if type(raw) is not bytes:
         return None
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_once_each)
     except (ValueError, RecursionError):
         return None
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a key appears twice")
+    return obj
 
 
 def plain_value(value: Any) -> bool:

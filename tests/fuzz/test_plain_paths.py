@@ -266,6 +266,7 @@ SIDECAR_DOCS = _documents(
 
 
 _META_EDGES = [
+    b'{"latest": "1", "versions": ["1"], "api": {"\\ud800": null}, "api": 7}',  # a key twice
     b'{"": [NaN]}',  # NaN nested in an unknown field (a 4,000-example run)
     b'{"latest": "1", "versions": ["1"], "api": 2}',
     b'{"latest": null}',
@@ -316,6 +317,7 @@ def test_plain_meta_is_what_row_meta_gives_or_defers(hard_timeout, raw: bytes) -
 
 
 _SIDECAR_EDGES = [
+    b'{"format":1,"serializer":{"\\ud800":0},"serializer":"json","options":{}}',  # a key twice
     b'{"format":1,"serializer":"json","options":{}}',
     b'{"serializer": "json"}',
     b'{"serializer": ""}',
