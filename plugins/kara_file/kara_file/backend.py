@@ -8,6 +8,7 @@ import errno
 import functools
 import os
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -216,8 +217,12 @@ class FileBatch(Batch):
             if self._file_backend._fsync:
                 self._file_backend._sync_files(list(pending.values()))
             for full, tmp in list(pending.items()):
-                with self._file_backend._placing(os.path.relpath(full, self._file_backend.root)):
+                try:
                     os.replace(tmp, full)
+                except OSError:
+                    # Only a failed rename pays for working out what is in the way.
+                    with self._file_backend._placing(os.path.relpath(full, self._file_backend.root)):
+                        raise
                 del pending[full]
         finally:
             for tmp in pending.values():
@@ -337,9 +342,7 @@ class FileBackend(Backend):
             if exc.errno == errno.ENAMETOOLONG:  # no file can have this name here
                 return None
             raise
-        if not os.path.isfile(self._full(path)):
-            return None
-        return st.st_size
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
         full = self._full(path)
@@ -528,11 +531,11 @@ class FileBackend(Backend):
 
     def _create(self, path: str, data: bytes, durable: bool) -> bool:
         full = self._target(path)
-        if os.path.exists(full):
-            if os.path.isdir(full):
-                raise UnsafePathError(path, "it is a folder of this store, not a file")
-            return False
         with self._placing(path):
+            if os.path.exists(full):
+                if os.path.isdir(full):
+                    raise IsADirectoryError(errno.EISDIR, "a folder is in the way", full)
+                return False
             tmp = self._write_temp(full, data, sync=durable)
         try:
             # link() publishes the complete temp file under the final name, or fails if
