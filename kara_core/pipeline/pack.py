@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, CorruptDatasetError
 from .sources import RowView, as_view, sorted_unique
-from .token_counts import cached_token_counts
+from .token_counts import HEAD_BYTES, cached_token_counts, token_counts_path
 
 __all__ = ["PackedView"]
 
@@ -57,6 +57,8 @@ class PackedView:
         self.view, self.field, self.seq_len = view, field, seq_len
         self.eos_id, self.drop_remainder = eos_id, bool(drop_remainder)
         cumulative = cached_token_counts(view.rows, field)
+        #: Tokens of each record, as the counts say: every record read is checked against it.
+        self.counts = np.diff(cumulative, prepend=0)
         separators = np.arange(1, len(cumulative) + 1, dtype=np.int64) if eos_id is not None else 0
         #: ends[r]: where record r (and its eos) ends in the token stream.
         self.ends = cumulative + separators
@@ -97,8 +99,28 @@ class PackedView:
         spans = last - first + 1
         needed = sorted_unique(np.repeat(first - np.cumsum(spans) + spans, spans) + np.arange(spans.sum()))
         records = self.view.fetch(needed)
-        tokens = dict(zip(needed.tolist(), map(self._tokens, records), strict=True))
+        bodies = list(map(self._tokens, records))
+        lengths = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
+        if not np.array_equal(lengths, self.counts[needed]):
+            self._counts_disagree(needed, lengths)
+        tokens = dict(zip(needed.tolist(), bodies, strict=True))
         return starts, stops, first, last, tokens
+
+    def _counts_disagree(self, records: np.ndarray, lengths: np.ndarray) -> None:
+        """Refuse records whose length is not the one their token counts give: the samples
+        cut from them would be shifted, short or overlapping, without a word."""
+        wrong = int(np.flatnonzero(lengths != self.counts[records])[0])
+        record, rows = int(records[wrong]), self.view.rows
+        told = f"record {record} has {int(lengths[wrong])} tokens, but the token counts say {int(self.counts[record])}"
+        if rows.start:  # a slice: counted in memory when the view was made
+            raise CorruptDatasetError(repr(rows), None, f"{told}: the records read differently when counted")
+        path = token_counts_path(rows.namespace, rows.key, rows.version, self.field)
+        raise CorruptDatasetError(
+            f"{rows.backend.url}/{path}",
+            HEAD_BYTES + 8 * record,
+            f"{told}: this cache does not describe these records (counted with another serializer, "
+            "or damaged); delete it and pack() counts the version again",
+        )
 
     def fetch_batch(
         self, positions: np.ndarray, epoch: int = 0, alloc: Callable[[tuple[int, int], Any], np.ndarray] | None = None

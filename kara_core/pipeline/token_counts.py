@@ -21,10 +21,12 @@ import numpy as np
 from ..errors import ConfigurationError, CorruptDatasetError, KaraError
 from ..row.layout import version_prefix
 
-__all__ = ["MAGIC", "cached_token_counts", "decode_counts", "encode_counts", "token_counts_path"]
+__all__ = ["HEAD_BYTES", "MAGIC", "cached_token_counts", "decode_counts", "encode_counts", "token_counts_path"]
 
 MAGIC = b"KARATOK1"
 _HEAD = struct.Struct("<8sQ")
+#: Bytes before the first count.
+HEAD_BYTES = _HEAD.size
 #: Records decoded at a time while counting.
 COUNT_CHUNK = 4096
 

@@ -156,3 +156,92 @@ def test_a_slice_is_packed_from_its_own_records(tokens) -> None:
     packed = kara_core.pack(part, field=None, seq_len=64)
     np.testing.assert_array_equal(np.concatenate(list(packed)), stream(range(100, 150))[: len(packed) * 64])
     assert packed.order_identity()["rows"]["start"] == 100
+
+
+def _sample_holding(packed, record: int) -> int:
+    """The sample in which ``record`` starts."""
+    return int(packed.ends[record - 1]) // packed.seq_len if record else 0
+
+
+def test_token_counts_that_do_not_describe_the_records_are_refused_not_cut_into_wrong_samples(
+    tokens, store: KaraStorage
+) -> None:
+    truth = list(kara_core.pack(tokens, field=None, seq_len=64, eos_id=0))
+    path = token_counts_path("ns", "tok", "1", None)
+    cumulative = decode_counts(store.backend.read(path), path)
+    cumulative[120:] += 2  # record 120 "has" two tokens more than it holds; still a valid cache
+    store.backend.put(path, encode_counts(cumulative))
+    packed = kara_core.pack(tokens, field=None, seq_len=64, eos_id=0)
+    told = f"record 120 has {len(token_record(120))} tokens, but the token counts say {len(token_record(120)) + 2}"
+    reads = {
+        "iteration": lambda: list(packed),
+        "fetch": lambda: packed.fetch(np.array([3, _sample_holding(packed, 120)])),
+        "fetch_batch": lambda: packed.fetch_batch(np.arange(len(packed) - 1)),
+        "item": lambda: packed[_sample_holding(packed, 120)],
+    }
+    for name, read in reads.items():
+        with pytest.raises(CorruptDatasetError, match=told) as caught:
+            read()
+        assert f"{store.backend.url}/{path} at offset {16 + 8 * 120}" in str(caught.value), name
+    # Samples before the damaged record are the right ones; deleting the cache repairs the rest.
+    np.testing.assert_array_equal(packed[3], truth[3])
+    store.backend.delete(path)
+    repaired = list(kara_core.pack(tokens, field=None, seq_len=64, eos_id=0))
+    assert len(repaired) == len(truth)
+    np.testing.assert_array_equal(np.stack(repaired), np.stack(truth))
+
+
+@pytest.fixture(scope="module")
+def small_tokens(tmp_path_factory) -> tuple[KaraStorage, dict[bool, list[np.ndarray]]]:
+    """A store with 40 token records, and their samples of 16 tokens with eos 0 (by drop_remainder)."""
+    store = KaraStorage(f"file://{tmp_path_factory.mktemp('tokens')}")
+    write_tokens(store, "tok", range(40))
+    with store.open_dataset("ns", "tok") as ds:
+        samples = {drop: list(kara_core.pack(ds, None, 16, eos_id=0, drop_remainder=drop)) for drop in (True, False)}
+    return store, samples
+
+
+@settings(max_examples=60, deadline=None)
+@given(record=st.integers(0, 39), change=st.integers(-5, 5).filter(bool), drop_remainder=st.booleans())
+def test_a_wrong_token_count_never_gives_a_wrong_sample(small_tokens, record: int, change: int, drop_remainder) -> None:
+    store, truths = small_tokens
+    truth = truths[drop_remainder]
+    path = token_counts_path("ns", "tok", "1", None)
+    with store.open_dataset("ns", "tok") as ds:
+        kara_core.pack(ds, field=None, seq_len=16)  # the right counts, whatever the last example left
+        cumulative = decode_counts(store.backend.read(path), path)
+        cumulative[record:] += change
+        store.backend.put(path, encode_counts(cumulative))
+        packed = kara_core.pack(ds, field=None, seq_len=16, eos_id=0, drop_remainder=drop_remainder)
+        try:
+            samples = list(packed)
+        except CorruptDatasetError as error:
+            assert f"record {record} has" in str(error)
+            return
+        finally:
+            store.backend.delete(path)
+    # Counts that are not a cache (a count below 0) are counted again; otherwise only a
+    # record no sample reaches (the dropped tail) can be miscounted unnoticed.
+    assert len(samples) == len(truth) or (drop_remainder and len(samples) < len(truth))
+    for got, want in zip(samples, truth, strict=False):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_slice_whose_records_read_differently_than_when_counted_is_refused(store: KaraStorage) -> None:
+    class Drifting(kara_core.serialization.Serializer):
+        dtype = np.int32
+
+        def serialize(self, x: np.ndarray) -> bytes:
+            return np.asarray(x, dtype=np.int32).tobytes()
+
+        def deserialize(self, x: bytes) -> np.ndarray:
+            return np.frombuffer(x, dtype=self.dtype)
+
+    with store.open_dataset("ns", "drift", "w", version="1", serialization=Drifting) as ds:
+        ds.write_many(np.arange(8 + r, dtype=np.int32) for r in range(30))
+    with store.open_dataset("ns", "drift", serialization=Drifting) as ds:
+        packed = kara_core.pack(ds.slice(5, 20), field=None, seq_len=8)
+        Drifting.dtype = np.int16  # the same bytes now decode to twice the tokens
+        with pytest.raises(CorruptDatasetError, match="record 0 has 26 tokens, but the token counts say 13") as caught:
+            packed[0]
+        assert "read differently when counted" in str(caught.value)
