@@ -45,6 +45,28 @@ def _pattern(n: int, seed: int = 0) -> bytes:
     return (block * (n // len(block) + 1))[:n]
 
 
+class _StreamBroke(Exception):
+    """What :class:`_Breaking` raises."""
+
+
+class _Breaking(io.RawIOBase):
+    """A stream of ``data`` that raises once ``fails_after`` bytes have been read."""
+
+    def __init__(self, data: bytes, fails_after: int) -> None:
+        self._data, self._at, self._fails_after = data, 0, fails_after
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        if self._at >= self._fails_after:
+            raise _StreamBroke(f"the source broke after {self._at} bytes")
+        n = min(len(buf), self._fails_after - self._at, len(self._data) - self._at)
+        buf[:n] = self._data[self._at : self._at + n]
+        self._at += n
+        return n
+
+
 class _Common:
     """Read-side tests shared by writable and read-only suites."""
 
@@ -167,6 +189,24 @@ class BackendConformance(_Common):
         data = _pattern(_BIG, seed=6)
         backend.put("p/streamed", io.BytesIO(data))
         assert backend.read("p/streamed") == data
+
+    @pytest.mark.parametrize("fails_after", [1000, _BIG - 7, _BIG], ids=["early", "late", "at-the-end"])
+    def test_a_put_whose_stream_fails_stores_nothing(self, backend: Backend, fails_after: int) -> None:
+        # kara_core.obj refuses a file that changes while it is uploaded by raising from
+        # the stream at its end: the blob must then not exist under its content's name.
+        backend.put("broken/kept", b"the old object")
+        for path in ("broken/new", "broken/kept"):
+            with pytest.raises(_StreamBroke):
+                backend.put(path, _Breaking(_pattern(_BIG, seed=8), fails_after))
+        assert backend.size("broken/new") is None and not backend.exists("broken/new")
+        assert backend.read("broken/kept") == b"the old object"
+        with backend.open_batch() as batch:
+            with pytest.raises(_StreamBroke):
+                batch.put("broken/batched", _Breaking(_pattern(_BIG, seed=9), fails_after))
+            batch.put("broken/other", b"fine")
+            batch.commit()
+        assert not backend.exists("broken/batched") and backend.read("broken/other") == b"fine"
+        assert sorted(backend.list("broken/")) == ["broken/kept", "broken/other"]
 
     def test_put_accepts_bytearray_and_memoryview(self, backend: Backend) -> None:
         backend.put("p/ba", bytearray(b"abc"))
