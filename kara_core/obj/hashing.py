@@ -4,12 +4,16 @@ Every file is hashed with md5 and sha1 (2.x names blobs ``<md5>_<sha1>``) and sh
 (recorded in kara's manifest entries) in one pass over fixed-size chunks, so a file of
 any size is never held in memory.
 
-The cache remembers those hashes per folder, keyed by (path, size, mtime_ns, inode), in
-``$KARA_CACHE_DIR`` (else ``$XDG_CACHE_HOME/kara``, else ``~/.cache/kara``): never inside
-the saved folder. Re-saving or re-loading an unchanged folder then costs one ``stat``
-per file. An entry is trusted only if the file's mtime is older than the moment it was
-hashed by more than the filesystem's timestamp granularity (the "racy" rule of git), so
-a file rewritten in the same clock tick with the same size is hashed again.
+The cache remembers those hashes per folder, keyed by (path, size, mtime_ns, inode,
+ctime_ns), in ``$KARA_CACHE_DIR`` (else ``$XDG_CACHE_HOME/kara``, else ``~/.cache/kara``):
+never inside the saved folder. Re-saving or re-loading an unchanged folder then costs one
+``stat`` per file. An entry is trusted only if the file's mtime is older than the moment it
+was hashed by more than the filesystem's timestamp granularity (the "racy" rule of git), so
+a file rewritten in the same clock tick with the same size is hashed again. The ctime is
+part of the key because nothing sets it but the kernel: a file whose mtime was restored
+(``tar``, ``rsync -t``, ``cp -p``, ``touch -d``) or the same path on another machine that
+shares this cache (a home folder on NFS) has another ctime, and is hashed again. An entry
+that is not of the form kara writes is ignored.
 """
 
 from __future__ import annotations
@@ -146,9 +150,16 @@ def cache_dir() -> str:
     return os.path.join(xdg, "kara")
 
 
-def stat_key(st: os.stat_result) -> tuple[int, int, int]:
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     """The part of a file's stat that identifies its content for the cache."""
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _is_hex(value: object, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and value.isascii() and not value.strip(_HEX_DIGITS)
+
+
+_HEX_DIGITS = "0123456789abcdef"
 
 
 class HashCache:
@@ -175,10 +186,14 @@ class HashCache:
     def get(self, rel: str, st: os.stat_result) -> Digests | None:
         """Return the cached hashes of ``rel`` if its stat still matches, else None."""
         entry = self._entries.get(rel)
-        if entry is None or len(entry) != 7:
+        if not isinstance(entry, list) or len(entry) != 8:
+            return None  # none, or of an older kara (without the ctime)
+        size, mtime_ns, ino, ctime_ns, hashed_at, md5, sha1, sha256 = entry
+        if [size, mtime_ns, ino, ctime_ns] != list(stat_key(st)) or type(hashed_at) is not int:
             return None
-        size, mtime_ns, ino, hashed_at, md5, sha1, sha256 = entry
-        if (size, mtime_ns, ino) != stat_key(st) or mtime_ns + _RACY_NS > hashed_at:
+        if mtime_ns + _RACY_NS > hashed_at or not (_is_hex(md5, 32) and _is_hex(sha1, 40)):
+            return None
+        if sha256 is not None and not _is_hex(sha256, 64):
             return None
         return Digests(md5, sha1, sha256)
 

@@ -845,7 +845,6 @@ def execute_load(
             _remove(placer.dest(rel))
         # Each blob was staged at the path of its canonical entry: the other entries of
         # the same content get copies, all made before anything is moved.
-        stats: dict[str, os.stat_result] = {}
         for e in plan.download:
             path = staged_path(staging, e.relpath)
             want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
@@ -855,16 +854,13 @@ def execute_load(
                 os.chmod(path, want)
                 if e.mtime_ns is not None:
                     os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
-                stats[e.relpath] = os.stat(path)
-            else:
-                stats[e.relpath] = st = staged_stats[e.file]
-                if stat.S_IMODE(st.st_mode) != want:
-                    os.chmod(path, want)
+            elif stat.S_IMODE(staged_stats[e.file].st_mode) != want:
+                os.chmod(path, want)
         now = time.time_ns()
         for e in plan.download:
             placer.place_staged(staging, e.relpath)
-            # A rename keeps the inode, size and mtime: the staged stat is the placed file's key.
-            cache.put(e.relpath, stats[e.relpath], Digests(e.md5, e.sha1, e.sha256), now)
+            # The placed file's own stat: a rename (and a chmod) changes the ctime.
+            cache.put(e.relpath, os.stat(placer.dest(e.relpath)), Digests(e.md5, e.sha1, e.sha256), now)
         for link in plan.links:
             tmp = os.path.join(staging, f"link{_PART}{uuid.uuid4().hex}")
             os.makedirs(staging, exist_ok=True)

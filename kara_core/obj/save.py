@@ -23,7 +23,7 @@ import orjson
 from ..backend import Backend, Batch
 from ..errors import ConfigurationError, NotFoundError, ReadOnlyStoreError
 from ..locks import process_alive, process_start
-from .hashing import Digests, HashCache, Hasher, hash_file, stat_key
+from .hashing import Digests, HashCache, Hasher, hash_file, sha1_file, stat_key
 from .manifest import KeyLayout, dump_json, manifest_digest
 from .packs import Pack, plan_packs
 from .scan import LocalFile, scan_folder
@@ -264,10 +264,15 @@ class _FilePipeline:
         size = local.st.st_size
         digests = self.cache.get(local.rel, local.st)
         data = None
+        if digests is not None and self._needs_upload(self.stored, self.layout.blob(digests.blob), size):
+            # A blob about to be stored is named after bytes read now, never on the
+            # cache's word alone: a cache of another machine (one home folder on NFS) or a
+            # damaged one would otherwise put a file's bytes under another content's name.
+            digests, data = self._confirmed(local, digests)
         if digests is None:
             started = time.time_ns()
             if size <= SMALL_FILE:
-                data = _read_small(local)
+                data = _read_small(local) if data is None else data
                 hasher = Hasher()
                 hasher.update(data)
                 digests = hasher.digests()
@@ -293,6 +298,19 @@ class _FilePipeline:
                     self.batch.put(self.layout.blob(digests.blob), stream)  # type: ignore[arg-type]
         self.bar.file_done()
         return digests
+
+    def _confirmed(self, local: LocalFile, cached: Digests) -> tuple[Digests | None, bytes | None]:
+        """``cached`` if ``local`` still has its sha1, else None: the entry is then wrong
+        and the file is hashed again. A small file's bytes come along (read once)."""
+        data = None
+        if local.st.st_size <= SMALL_FILE:
+            data = _read_small(local)
+            if hashlib.sha1(data, usedforsecurity=False).hexdigest() == cached.sha1:
+                return cached, data
+        elif sha1_file(local.path, self.worker.check) == cached.sha1:
+            return cached, None
+        self.bar.add_total(local.st.st_size)  # hashed again below
+        return None, data
 
     def save_packs(self, files: list[LocalFile], digests: list[Digests], workers: int) -> dict[str, tuple[str, int]]:
         """Store the packs of the small files the store lacks; return each packed blob's pack and offset."""

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kara_file.backend import FileBackend
@@ -448,3 +449,88 @@ def test_a_reload_without_the_hash_cache_checks_local_files_by_size_and_sha1_alo
     monkeypatch.setattr(kara_core.obj.load, "sha1_file", lambda path, *a: sha1s.append(path) or sha1_file(path, *a))
     assert sorted(objects.plan_load("ns", "ckpt", str(out)).keep) == ["a.txt", "d.txt", "sub/b.bin", "sub/c.txt"]
     assert sha1s == []
+
+
+def _age(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        os.utime(path, ns=(1, 1_000_000_000))  # older than the racy-timestamp margin
+
+
+def test_a_file_rewritten_in_place_with_its_mtime_restored_is_hashed_again(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    # Same inode, size and mtime (rsync --inplace -t, touch -r, a restored backup): only the
+    # ctime, which nothing but the kernel sets, tells that the bytes changed.
+    big = source / "sub" / "big.bin"
+    big.write_bytes(b"\x01" * (kara_core.obj.save.SMALL_FILE + 10))
+    _age(source)
+    objects.save_directory("ns", "ckpt", str(source), version="1", progress_bar=False)
+    for path, byte in ((source / "a.txt", b"J"), (big, b"\x02")):
+        before = path.stat()
+        with open(path, "r+b") as fh:
+            fh.write(byte)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    objects.save_directory("ns", "ckpt", str(source), version="2", progress_bar=False)
+    objects.load_directory("ns", "ckpt", str(tmp_path / "out"), version="2", progress_bar=False)
+    assert read_tree(tmp_path / "out") == read_tree(source)
+    assert (tmp_path / "out" / "a.txt").read_bytes() == b"Jello\n"
+
+
+@pytest.mark.parametrize("size", [7, kara_core.obj.save.SMALL_FILE + 10], ids=["small", "large"])
+def test_a_hash_cache_that_names_other_content_never_stores_a_blob_under_a_wrong_name(
+    source: Path, tmp_path: Path, private_hash_cache: Path, size: int
+) -> None:
+    # A cache shared by two machines (a home folder on NFS) may hold, for this path and
+    # stat, the hashes of another machine's file: an upload must not trust it.
+    (source / "x.bin").write_bytes(b"\x07" * size)
+    _age(source)
+    ObjectStore(FileBackend(str(tmp_path / "first"))).save_directory("ns", "ckpt", str(source), progress_bar=False)
+    (cache_file,) = (private_hash_cache / "hashes").glob("*.json")
+    cache = json.loads(cache_file.read_text())
+    other = b"another machine's file"
+    cache["files"]["x.bin"][5:] = [hashlib.md5(other).hexdigest(), hashlib.sha1(other).hexdigest(), None]
+    cache_file.write_text(json.dumps(cache))
+    fresh = ObjectStore(FileBackend(str(tmp_path / "second")))
+    fresh.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    assert fresh.verify("ns", "ckpt") == []
+    fresh.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == read_tree(source)
+    entry = json.loads(cache_file.read_text())["files"]["x.bin"]
+    assert entry[6] == hashlib.sha1(b"\x07" * size).hexdigest()  # the entry was put right
+
+
+_GOOD_HASHES = ["a" * 32, "b" * 40, None]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda same: "not a list",
+        lambda same: [1, 2, 3],
+        lambda same: ["size", "mtime", "ino", "ctime", "when", *_GOOD_HASHES],
+        lambda same: [*same, None, *_GOOD_HASHES],
+        lambda same: [*same, 10**19, "A" * 32, "b" * 40, None],
+        lambda same: [*same, 10**19, "../" * 10 + "ab", "b" * 40, None],
+        lambda same: [*same, 10**19, "a" * 32, "b" * 40, "x"],
+        lambda same: [*same, 10**19, "a" * 32, "b" * 40, 7],
+        lambda same: [*same[:3], 10**19, *_GOOD_HASHES],  # an older kara's entry, without the ctime
+    ],
+    ids=["text", "short", "texts", "no-time", "upper-md5", "path-md5", "bad-sha256", "int-sha256", "no-ctime"],
+)
+def test_a_damaged_hash_cache_entry_is_ignored(
+    objects: ObjectStore, source: Path, tmp_path: Path, private_hash_cache: Path, damage: Any
+) -> None:
+    _age(source)
+    objects.save_directory("ns", "ckpt", str(source), version="1", progress_bar=False)
+    (cache_file,) = (private_hash_cache / "hashes").glob("*.json")
+    cache = json.loads(cache_file.read_text())
+    same = cache["files"]["a.txt"][:4]  # the file's own size, mtime, inode and ctime
+    cache["files"]["a.txt"] = damage(same)
+    cache_file.write_text(json.dumps(cache))
+    fresh = ObjectStore(FileBackend(str(tmp_path / "fresh")))  # every blob is uploaded
+    fresh.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    fresh.load_directory("ns", "ckpt", str(tmp_path / "out"), progress_bar=False)
+    assert read_tree(tmp_path / "out") == read_tree(source) and fresh.verify("ns", "ckpt") == []
+    assert json.loads(cache_file.read_text())["files"]["a.txt"][5:] == cache["files"]["d.txt"][5:]  # hashed again
