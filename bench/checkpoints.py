@@ -261,7 +261,8 @@ def rank_main(params: dict[str, Any]) -> None:
     elif step == "fs_save":
         dcp.save(state, storage_writer=FileSystemWriter(params["folder"], sync_files=True))
     elif step == "kara_load":
-        dcp.load(state, storage_reader=KaraReader(store, "bench", "ckpt", version="g0"))
+        reader = KaraReader(store, "bench", "ckpt", version="g0", verify=params.get("verify", False))
+        dcp.load(state, storage_reader=reader)
     elif step == "fs_load":
         dcp.load(state, storage_reader=FileSystemReader(params["folder"]))
     saved = time.perf_counter()
@@ -387,7 +388,9 @@ def run_round(work: str, round_: int, total: int, profile: str | None = None) ->
     times["two_step_215"] = fs["seconds"] + k215["seconds"]
     kara_load = launch({**base, "step": "kara_load"})
     fs_load = launch({**base, "step": "fs_load"})
+    verified = launch({**base, "step": "kara_load", "verify": True})
     times["kara_load"], times["fs_load"] = kara_load["seconds"], fs_load["seconds"]
+    times["kara_load_verified"] = verified["seconds"]
     times["cpu_kara_load"] = kara_load["cpu"]["user"] + kara_load["cpu"]["sys"]
     times["cpu_fs_load"] = fs_load["cpu"]["user"] + fs_load["cpu"]["sys"]
     remove_workdir(here)
@@ -547,6 +550,7 @@ def main() -> None:
         ("FileSystemWriter + kara save_directory", "two_step"),
         ("FileSystemWriter + 2.1.5 save_directory", "two_step_215"),
         ("kara DCP load (KaraReader)", "kara_load"),
+        ("kara DCP load, verify=True", "kara_load_verified"),
         ("FileSystemReader load", "fs_load"),
     ]
     for label, key in rows:
@@ -556,6 +560,7 @@ def main() -> None:
         ("kara save vs FileSystemWriter alone", med["fs_save"] / med["kara_save"], 0.8),
         ("re-save (half unchanged) vs first save", med["kara_save"] / med["kara_resave"], 1.8),
         ("kara load vs FileSystemReader", med["fs_load"] / med["kara_load"], 0.9),
+        ("kara load, verify=True vs FileSystemReader (no check)", med["fs_load"] / med["kara_load_verified"], None),
         ("kara save vs FileSystemWriter + 2.1.5 save_directory", med["two_step_215"] / med["kara_save"], None),
     ]
     print(f"\n  {'ratio (speed, higher is better)':<56} {'value':>7} {'target':>7}  ok")

@@ -94,7 +94,9 @@ def run_step(step: dict[str, Any], store: KaraStorage, mesh: Any, rank: int) -> 
             "uploaded_bytes": stats.uploaded_bytes,
             "reused_blobs": stats.reused_blobs,
         }
-    reader = KaraReader(store, "ckpt", step.get("key", "run"), version=step.get("version", "latest"))
+    reader = KaraReader(
+        store, "ckpt", step.get("key", "run"), version=step.get("version", "latest"), verify=step.get("verify", False)
+    )
     state = state_dict(step["kind"], 0, mesh, empty=True)
     dcp.load(state, storage_reader=reader)
     local = sum((v.to_local() if isinstance(v, DTensor) else v).numel() * 4 for v in state["model"].values())

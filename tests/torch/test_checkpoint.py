@@ -33,7 +33,13 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 
 from kara_core import KaraStorage
 from kara_core.cli import cli
-from kara_core.errors import ConfigurationError, CorruptDatasetError, DatasetNotFoundError, VersionNotFoundError
+from kara_core.errors import (
+    BlobIntegrityError,
+    ConfigurationError,
+    CorruptDatasetError,
+    DatasetNotFoundError,
+    VersionNotFoundError,
+)
 from kara_core.obj import stream
 from kara_core.obj.manifest import KeyLayout
 from kara_core.testing.obj import read_tree
@@ -92,6 +98,7 @@ def runs(store_url: str) -> dict[int, list[list[dict[str, Any]]]]:
         {"op": "load", "kind": "replicated", "key": "rep", "version": "g0"},
         {"op": "save", "kind": "sharded", "key": "four", "generation": 1},
         {"op": "load", "kind": "sharded", "key": "four", "generation": 1},
+        {"op": "load", "kind": "sharded", "version": "g0", "verify": True},
     ]
     return {2: reports(launch(store_url, 2, two)), 4: reports(launch(store_url, 4, four))}
 
@@ -110,6 +117,20 @@ def test_sharded_dtensor_state_dict_round_trips(runs, store_url: str) -> None:
     # Saved on 4 ranks, loaded on 4 ranks.
     assert runs[4][0][2]["version"] == "0"
     assert all(report[3]["ok"] for report in runs[4])
+
+
+def test_a_verified_load_on_another_world_size_reads_whole_items_and_loads_the_same(runs, store_url: str) -> None:
+    store = KaraStorage(store_url)
+    sizes = {e.relpath: e.size for e in store.objects.read_manifest("ckpt", "run", "g0").files}
+    step_file = KaraReader(store, "ckpt", "run", "g0").read_metadata().storage_data[MetadataIndex("step")].relative_path
+    shards = sum(size for relpath, size in sizes.items() if relpath not in (".metadata", step_file))
+    assert all(report[0]["ok"] and report[4]["ok"] for report in runs[4])
+    assert all(report[0]["bytes_read"] < report[4]["bytes_read"] for report in runs[4])
+    # Checked against its sha1, a file is read whole: each tensor shard of the 2-rank save
+    # by the 2 ranks of 4 that need a quarter of the tensor from it; the metadata and the
+    # pickled step by every rank.
+    verified = sum(report[4]["bytes_read"] for report in runs[4])
+    assert verified == 4 * (sizes[".metadata"] + sizes[step_file]) + 2 * shards
 
 
 def test_loading_on_another_world_size_reads_only_the_new_shards(runs, store_url: str) -> None:
@@ -361,6 +382,76 @@ def test_kara_reader_reports_a_blob_shorter_than_its_manifest(tmp_path: Path) ->
         dcp.load(_full_state(None), storage_reader=KaraReader(store, "ckpt", "direct", "v"), no_dist=True)
     error = raised.value.failures[0][0]
     assert isinstance(error, CorruptDatasetError) and "shorter than its manifest" in str(error)
+
+
+def _flip_a_byte(store: KaraStorage, relpath: str, where: float = 0.6) -> None:
+    """Damage ``relpath`` of ckpt/<key> version "v" in place (same size): bit rot."""
+    entry = next(e for e in store.objects.read_manifest("ckpt", "direct", "v").files if e.relpath == relpath)
+    path = store.backend.local_path(KeyLayout("ckpt", "direct").blob(entry.file))
+    with open(path, "r+b") as fh:
+        fh.seek(int(entry.size * where))
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x10]))
+
+
+@pytest.mark.parametrize("layout", ["kara-writer", "filesystem-writer"])
+@pytest.mark.parametrize("local", [True, False], ids=["local-files", "ranged-reads"])
+def test_a_verified_load_refuses_a_damaged_file_and_loads_an_intact_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, local: bool
+) -> None:
+    if layout == "kara-writer":
+        store, state = _saved_store(tmp_path)
+    else:  # torch's folder (several items per file) saved as version "v"
+        state = _full_state(1)
+        dcp.save(state, storage_writer=FileSystemWriter(str(tmp_path / "dcp")), no_dist=True)
+        store = KaraStorage(f"file://{tmp_path}/store")
+        store.save_directory("ckpt", "direct", str(tmp_path / "dcp"), version="v", progress_bar=False)
+    if not local:
+        capabilities = dataclasses.replace(store.backend.capabilities, local_path=False)
+        monkeypatch.setattr(store.backend, "capabilities", capabilities)
+    full = _full_state(None)
+    full["model"] = {
+        k: torch.zeros(v.shape[::-1]).t() if i % 2 else v for i, (k, v) in enumerate(full["model"].items())
+    }
+    reader = KaraReader(store, "ckpt", "direct", "v", verify=True)
+    addresses: list[int] = []
+    read_into = reader._read_into
+    monkeypatch.setattr(reader, "_read_into", lambda *a: addresses.append(checkpoint._address(a[2])) or read_into(*a))
+    contiguous = {v.data_ptr() for v in full["model"].values() if v.is_contiguous()}
+    dcp.load(full, storage_reader=reader, no_dist=True)
+    assert full["step"] == 1 and all(torch.equal(full["model"][k], state["model"][k]) for k in state["model"])
+    # KaraWriter's shards go straight into the contiguous destinations, checked there.
+    assert set(addresses) == (contiguous if layout == "kara-writer" else set())
+    files = store.objects.read_manifest("ckpt", "direct", "v").files
+    # Every file is read whole once; a file of several items is streamed through sha1
+    # first, then its items are read from it.
+    read = reader.bytes_read
+    items = sum(info.length for info in reader.read_metadata().storage_data.values())
+    assert read == sum(e.size for e in files) + (items if layout == "filesystem-writer" else 0)
+    largest = max((e for e in files if e.relpath != ".metadata"), key=lambda e: e.size).relpath
+    _flip_a_byte(store, largest)
+    with pytest.raises(CheckpointException) as raised:
+        dcp.load(_full_state(None), storage_reader=KaraReader(store, "ckpt", "direct", "v", verify=True), no_dist=True)
+    error = raised.value.failures[0][0]
+    assert isinstance(error, BlobIntegrityError) and f"({largest!r} of version 'v') does not match its sha1" in str(
+        error
+    )
+    # Without verify only sizes are checked (as torch's FileSystemReader): the flipped
+    # byte is loaded. This is what verify=True is for.
+    unchecked = _full_state(None)
+    dcp.load(unchecked, storage_reader=KaraReader(store, "ckpt", "direct", "v"), no_dist=True)
+    assert not all(torch.equal(unchecked["model"][k], state["model"][k]) for k in state["model"])
+
+
+def test_a_damaged_metadata_file_is_refused_with_or_without_verify(tmp_path: Path) -> None:
+    store, _ = _saved_store(tmp_path)
+    _flip_a_byte(store, ".metadata", 0.5)
+    for verify in (False, True):
+        with pytest.raises(BlobIntegrityError, match=r"'\.metadata' of version 'v'"):
+            KaraReader(store, "ckpt", "direct", "v", verify=verify).read_metadata()
+    with pytest.raises(ConfigurationError, match="verify must be True or False"):
+        KaraReader(store, "ckpt", "direct", "v", verify="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
