@@ -281,17 +281,31 @@ class ObjectStore(NamedEntries):
         return VersionWriter(self, self._layout(namespace, key), name, overwrite=overwrite)
 
     def open_file(
-        self, namespace: str, key: str, path: str, mode: str = "rb", version: Any = None, *, overwrite: bool = False
+        self,
+        namespace: str,
+        key: str,
+        path: str,
+        mode: str = "rb",
+        version: Any = None,
+        *,
+        overwrite: bool = False,
+        verify: bool = False,
     ) -> BlobFile | BlobReader:
         """Open one file of a directory version as a stream.
 
         ``mode="rb"``: a seekable reader of ``path`` in ``version`` (default ``"latest"``),
         memory-mapped on stores with local files, else ranged reads with read-ahead.
+        ``verify=True`` checks the file against its sha1 first (a pass over the mapping,
+        or one more download of it), raising ``BlobIntegrityError`` if it is damaged.
         ``mode="wb"``: a writable file that becomes a new version (``version``; None
         picks the next number) holding just ``path``, published when it is closed
         without error; an exception inside its ``with`` block publishes nothing.
         """
+        if not isinstance(verify, bool):
+            raise ConfigurationError(f"verify must be True or False, got {verify!r}")
         if mode == "wb":
+            if verify:
+                raise ConfigurationError("verify=True is for mode 'rb'; a written file is hashed as it is written")
             writer = self.open_version(namespace, key, version, overwrite=overwrite)
             return BlobFile(writer, split_file_path(path), owns_version=True)
         if mode != "rb":
@@ -301,7 +315,7 @@ class ObjectStore(NamedEntries):
         for entry in self.read_manifest(namespace, key, name).files:
             if entry.path == parts:
                 blob = self._layout(namespace, key).blob(entry.file)
-                return BlobReader(self.backend, blob, entry.size, entry.relpath)
+                return BlobReader(self.backend, blob, entry.size, entry.relpath, entry.sha1 if verify else None)
         raise NotFoundError(f"{path!r} is not a file of version {name!r} of {namespace}/{key} in {self.backend.url}")
 
     # -- load -----------------------------------------------------------------------

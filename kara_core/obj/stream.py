@@ -22,6 +22,7 @@ blob ``data/<md5>_<sha1>``, so what is written is an ordinary directory version 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mmap
 import os
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..backend import Backend
-from ..errors import ConfigurationError, ReadOnlyStoreError
+from ..errors import BlobIntegrityError, ConfigurationError, CorruptDatasetError, ReadOnlyStoreError
 from ..localdisk import Buffers, same_as_cached_file
 from .hashing import Digests, hash_views
 from .manifest import KeyLayout, check_relative_parts, dump_json
@@ -490,9 +491,13 @@ class BlobReader(SeekableReader):
     Stores with local files map the blob (``mmap``); others serve reads from a window of
     :data:`READ_AHEAD` bytes fetched with a ranged read, and fetch the next window in the
     background while the reader moves forward.
+
+    With ``sha1`` (the blob's, hex) the blob is checked before the reader is returned:
+    the mapping is hashed, or the blob is streamed through sha1 once (a second transfer
+    on remote stores); a mismatch raises :class:`~kara_core.errors.BlobIntegrityError`.
     """
 
-    def __init__(self, backend: Backend, path: str, size: int, name: str = "") -> None:
+    def __init__(self, backend: Backend, path: str, size: int, name: str = "", sha1: str | None = None) -> None:
         super().__init__(size)
         self._backend, self._path = backend, path
         self._name = name or path
@@ -504,6 +509,33 @@ class BlobReader(SeekableReader):
         if local is not None and size > 0:
             with open(local, "rb") as fh:
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if sha1 is not None:
+            try:
+                self._check(sha1)
+            except BaseException:
+                self.close()
+                raise
+
+    def _check(self, sha1: str) -> None:
+        hasher = hashlib.sha1(usedforsecurity=False)
+        if self._map is not None:
+            hasher.update(self._map)
+            # A mapping shorter than the manifest's size is caught by the size check below.
+            got = len(self._map)
+        else:
+            got = 0
+            for start in range(0, self._size, READ_AHEAD):
+                piece = self._backend.read(self._path, start, min(self._size, start + READ_AHEAD))
+                hasher.update(piece)
+                got += len(piece)
+                if len(piece) < min(READ_AHEAD, self._size - start):
+                    break
+        if got != self._size or hasher.hexdigest() != sha1:
+            what = f"size ({got} bytes, not {self._size})" if got != self._size else "sha1"
+            raise BlobIntegrityError(
+                f"{self._backend.url}/{self._path} ({self._name!r}) does not match its {what}: "
+                "the stored copy is corrupted (run `kara verify`)"
+            )
 
     @property
     def name(self) -> str:
@@ -513,9 +545,9 @@ class BlobReader(SeekableReader):
     def _read_at(self, position: int, out: memoryview) -> None:
         count = len(out)
         if self._map is not None:
-            out[:] = self._map[position : position + count]
+            self._fill(out, self._map[position : position + count], position)
         elif count >= READ_AHEAD:
-            out[:] = self._backend.read(self._path, position, position + count)
+            self._fill(out, self._backend.read(self._path, position, position + count), position)
         else:
             done = 0
             while done < count:
@@ -524,8 +556,24 @@ class BlobReader(SeekableReader):
                 out[done : done + n] = view[:n]
                 done += n
 
+    def _fill(self, out: memoryview, data: bytes, position: int) -> None:
+        if len(data) != len(out):
+            raise self._shorter(position + len(data))
+        out[:] = data
+
+    def _shorter(self, end: int) -> CorruptDatasetError:
+        return CorruptDatasetError(
+            f"{self._backend.url}/{self._path}",
+            end,
+            f"{self._name!r} ends before the {self._size} bytes its manifest says (run `kara verify`)",
+        )
+
     def _fetch(self, start: int) -> bytes:
-        return self._backend.read(self._path, start, min(self._size, start + READ_AHEAD))
+        end = min(self._size, start + READ_AHEAD)
+        data = self._backend.read(self._path, start, end)
+        if len(data) != end - start:
+            raise self._shorter(start + len(data))
+        return data
 
     def _window_at(self, position: int) -> memoryview:
         offset = position - self._window_start

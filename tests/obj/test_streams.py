@@ -14,7 +14,9 @@ from kara_file.testing import NoLocalFilesBackend
 
 from kara_core import KaraStorage
 from kara_core.errors import (
+    BlobIntegrityError,
     ConfigurationError,
+    CorruptDatasetError,
     DatasetNotFoundError,
     NotFoundError,
     UnsafePathError,
@@ -359,3 +361,49 @@ def test_same_as_cached_file_compares_bytes_only_when_the_file_is_cached(tmp_pat
     finally:
         os.close(fd)
     assert same_as_cached_file(str(path), parts) is None
+
+
+def _damage(objects: ObjectStore, path: str, how: str) -> None:
+    """Flip a byte of the blob of ``path`` in ns/ck (bit rot), or cut its last byte off."""
+    (entry,) = [e for e in objects.read_manifest("ns", "ck", "0").files if e.relpath == path]
+    blob = objects.backend.local_path(KeyLayout("ns", "ck").blob(entry.file))
+    if how == "cut":
+        os.truncate(blob, entry.size - 1)
+        return
+    with open(blob, "r+b") as fh:
+        fh.seek(entry.size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 1]))
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["mapped", "ranged-reads"])
+@pytest.mark.parametrize("how", ["flip", "cut"])
+def test_a_verified_reader_refuses_a_damaged_file_before_any_read(
+    objects: ObjectStore, monkeypatch: pytest.MonkeyPatch, remote: bool, how: str
+) -> None:
+    monkeypatch.setattr(stream, "READ_AHEAD", 4096)  # several windows: a streamed check
+    data = os.urandom(50_001)
+    _write(objects, "model.pt", [data], version="0")
+    store = ObjectStore(NoLocalFilesBackend(objects.backend.root)) if remote else objects
+    with store.open_file("ns", "ck", "model.pt", verify=True) as fh:
+        assert fh.read() == data
+    _damage(objects, "model.pt", how)
+    with pytest.raises(
+        BlobIntegrityError, match="'model.pt'.* does not match its " + ("sha1" if how == "flip" else "size")
+    ):
+        store.open_file("ns", "ck", "model.pt", verify=True)
+    with store.open_file("ns", "ck", "model.pt") as fh:  # unchecked: sizes only
+        if how == "flip":
+            assert fh.read() != data and fh.tell() == len(data)
+        else:
+            fh.seek(len(data) - 5)
+            with pytest.raises(CorruptDatasetError, match=f"'model.pt' ends before the {len(data)} bytes"):
+                fh.read(10)  # a short read of the end
+            fh.seek(0)
+            with pytest.raises(CorruptDatasetError, match="at offset 50000"):
+                fh.read()  # one large read
+    with pytest.raises(ConfigurationError, match="verify must be True or False"):
+        store.open_file("ns", "ck", "model.pt", verify=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="verify=True is for mode 'rb'"):
+        store.open_file("ns", "ck", "other.pt", "wb", verify=True)
