@@ -13,20 +13,25 @@
 - ``<target>/.kara/state.json`` remembers what kara placed. Only those files are ever
   deleted or overwritten without ``delete=True``; the state lists the files a load is
   about to place before it places them, so an interrupted load is still accounted for.
+- Loads into one folder take turns (:func:`target_lock`): every local rank of a job may
+  load the same checkpoint into the same folder; the first downloads, the others wait,
+  then find the files in place, and none returns before the folder holds the version.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import hashlib
 import itertools
+import logging
 import os
 import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +47,9 @@ from .packs import PACK_MEMBER_MAX, read_ranges
 from .scan import LocalFile, ScanResult, scan_folder
 from .tasks import Progress, Worker, defer_interrupt, run_parallel
 
-__all__ = ["STAGING_DIR", "STATE_DIR", "LoadPlan", "UnmanagedFilesError", "execute_load", "plan_load"]
+__all__ = ["STAGING_DIR", "STATE_DIR", "LoadPlan", "UnmanagedFilesError", "execute_load", "plan_load", "target_lock"]
+
+_log = logging.getLogger(__name__)
 
 STATE_DIR = ".kara"
 STAGING_DIR = ".kara-staging"
@@ -782,6 +789,32 @@ def _download_order(entries: list[FileEntry]) -> tuple[list[FileEntry], int]:
     # data block, so the big buffered writes come last.
     entries.sort(key=lambda e: e.size)
     return entries, 0
+
+
+LOCK_FILE = "load.lock"
+
+
+@contextlib.contextmanager
+def target_lock(target: str) -> Iterator[None]:
+    """Hold the lock of loads into the folder ``target`` (waiting for it if taken).
+
+    Two loads into one folder at once would share its staging folder (each clearing or
+    overwriting what the other staged) and place files of both. The lock is an ``flock``
+    of ``<target>/.kara/load.lock``, which the kernel releases when the holder exits,
+    however it exits (on NFS, the client turns it into a POSIX lock of the server).
+    """
+    folder = os.path.join(target, STATE_DIR)
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log.info("waiting for another load into %s to finish", target)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def execute_load(

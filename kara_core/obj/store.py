@@ -33,7 +33,7 @@ from ..errors import (
 from ..locks import LeaseLock
 from ..names import NamedEntries
 from .hashing import Hasher
-from .load import LoadPlan, execute_load, plan_load
+from .load import LoadPlan, execute_load, plan_load, target_lock
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest, sidecar_matches
 from .save import count_live_leases, save_directory
 from .stream import BlobFile, BlobReader, VersionWriter, split_file_path
@@ -355,18 +355,26 @@ class ObjectStore(NamedEntries):
         layout = self._layout(namespace, key)
         name = self.resolve_version(namespace, key, version)
         manifest = self.read_manifest(namespace, key, name)
-        plan = plan_load(manifest, name, local_path)
         if dry_run:
+            plan_load(manifest, name, local_path)
             return name
-        execute_load(
-            self.backend,
-            layout,
-            manifest,
-            plan,
-            delete=delete,
-            progress_bar=progress_bar,
-            workers=workers or load_workers(self.backend.capabilities),
-        )
+        if not os.path.isdir(local_path):
+            # Refused here (a file in the way, names this disk cannot hold), the load
+            # leaves no trace: the folder is made only by a load that can run.
+            plan_load(manifest, name, local_path)
+        # One load at a time into a folder (every local rank may load the same checkpoint
+        # to the same place), planned once its turn comes: a later load finds the files
+        # an earlier one placed, and none returns before the folder holds the version.
+        with target_lock(os.path.abspath(local_path)):
+            execute_load(
+                self.backend,
+                layout,
+                manifest,
+                plan_load(manifest, name, local_path),
+                delete=delete,
+                progress_bar=progress_bar,
+                workers=workers or load_workers(self.backend.capabilities),
+            )
         return name
 
     # -- housekeeping ---------------------------------------------------------------

@@ -35,7 +35,8 @@ FOLDER = {"config.json": b'{"layers": 12}', "weights/part-0.bin": os.urandom(300
 
 def _files(root: Path) -> dict[str, bytes]:
     files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    files.pop(".kara/state.json", None)  # what kara placed (a load keeps it; not part of the version)
+    for own in (".kara/state.json", ".kara/load.lock"):  # kara's own (a load keeps them; not part of the version)
+        files.pop(own, None)
     return files
 
 

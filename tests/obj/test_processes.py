@@ -16,6 +16,7 @@ import pytest
 from kara_file.backend import FileBackend
 
 from kara_core.obj import ObjectStore
+from kara_core.obj.load import target_lock
 from kara_core.testing.obj import read_tree, write_tree
 
 WORKER = str(Path(__file__).with_name("obj_worker.py"))
@@ -149,7 +150,40 @@ def test_a_load_killed_mid_download_leaves_no_torn_file_and_the_rerun_completes(
 
     assert objects.load_directory("ns", "ckpt", str(out), "1", progress_bar=False) == "1"
     assert read_tree(out) == _tree()
-    assert _files_under(out) == sorted([*_tree(), ".kara/state.json"]), "no stray staging or partial files"
+    assert _files_under(out) == sorted([*_tree(), ".kara/load.lock", ".kara/state.json"]), "no stray staging file"
+
+
+def test_loads_into_one_folder_take_turns_and_none_returns_before_the_folder_holds_the_version(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    ObjectStore(FileBackend(str(store))).save_directory(
+        "ns", "ckpt", str(write_tree(tmp_path / "v0", _tree())), progress_bar=False
+    )
+    out = tmp_path / "out"
+    with target_lock(str(out)):  # a load of another rank, still running
+        proc = _start("load", store, out)
+        time.sleep(1.5)
+        assert proc.poll() is None, "the second load waits for the first"
+        assert _files_under(out) == [".kara/load.lock"]
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert read_tree(out) == _tree()
+
+
+def test_every_local_rank_may_load_the_same_checkpoint_into_the_same_folder(tmp_path: Path) -> None:
+    # Before loads took turns, 4 at once failed with FileNotFoundError in 2 runs of 3 (each
+    # cleared the staging folder the others used) and once left 2 files with wrong bytes.
+    store = tmp_path / "store"
+    ObjectStore(FileBackend(str(store))).save_directory(
+        "ns", "ckpt", str(write_tree(tmp_path / "v0", _tree())), progress_bar=False
+    )
+    out, go = tmp_path / "out", tmp_path / "go"
+    procs = [_start("load", store, out, "--wait-for", str(go)) for _ in range(4)]
+    go.touch()
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    assert read_tree(out) == _tree()
+    assert _files_under(out) == sorted([*_tree(), ".kara/load.lock", ".kara/state.json"])
 
 
 def test_ctrl_c_during_a_save_stops_promptly_and_publishes_nothing(tmp_path: Path) -> None:
