@@ -248,18 +248,26 @@ class OSSBackend(Backend):
     def list(self, prefix: str) -> Iterator[str]:
         """ListObjectsV2 pages of 1,000 keys, following continuation tokens."""
         full = self._key_prefix + prefix
-        token = ""
+        token, what = "", "list " + (prefix or "the store")
         while True:
             page = self._call(
-                "list " + (prefix or "the store"),
-                lambda t=token: self._bucket.list_objects_v2(prefix=full, continuation_token=t, max_keys=1000),
+                what, lambda t=token: self._bucket.list_objects_v2(prefix=full, continuation_token=t, max_keys=1000)
             )
             for info in page.object_list:  # type: ignore[attr-defined]
+                if not info.key.startswith(full):
+                    raise BackendError(f"{what} on {self.url}: the server listed {info.key!r}, outside {full!r}")
                 if not info.key.endswith(_CONVERT_MARK):
                     yield info.key[len(self._key_prefix) :]
             if not page.is_truncated:  # type: ignore[attr-defined]
                 return
-            token = page.next_continuation_token  # type: ignore[attr-defined]
+            following = page.next_continuation_token  # type: ignore[attr-defined]
+            if not following or following == token:
+                # Asking again would get the same page for ever.
+                raise BackendError(
+                    f"{what} on {self.url}: the server says the listing goes on but gives "
+                    + ("no continuation token" if not following else "the same continuation token again")
+                )
+            token = following
 
     # -- writing ---------------------------------------------------------------------
 
