@@ -33,7 +33,7 @@ from ..errors import (
 from ..locks import LeaseLock
 from ..names import NamedEntries
 from .hashing import Hasher
-from .load import LoadPlan, execute_load, plan_load, target_lock
+from .load import STATE_DIR, LoadPlan, UnmanagedFilesError, execute_load, plan_load, target_lock
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest, sidecar_matches
 from .save import count_live_leases, save_directory
 from .stream import BlobFile, BlobReader, VersionWriter, split_file_path
@@ -358,10 +358,13 @@ class ObjectStore(NamedEntries):
         if dry_run:
             plan_load(manifest, name, local_path)
             return name
-        if not os.path.isdir(local_path):
-            # Refused here (a file in the way, names this disk cannot hold), the load
-            # leaves no trace: the folder is made only by a load that can run.
-            plan_load(manifest, name, local_path)
+        if not os.path.isdir(os.path.join(local_path, STATE_DIR)):
+            # A folder kara never loaded into (or none yet): a load refused here (a file
+            # in the way, names this disk cannot hold, files kara did not place) leaves
+            # no trace, not even the lock's folder.
+            first = plan_load(manifest, name, local_path)
+            if first.unmanaged and not delete:
+                raise UnmanagedFilesError(first.target, first.unmanaged)
         # One load at a time into a folder (every local rank may load the same checkpoint
         # to the same place), planned once its turn comes: a later load finds the files
         # an earlier one placed, and none returns before the folder holds the version.

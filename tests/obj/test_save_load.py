@@ -171,6 +171,17 @@ def test_a_user_file_added_to_a_loaded_folder_blocks_the_next_load(
     assert (out / "sub" / "mine.txt").read_bytes() == b"precious" and (out / "d.txt").exists()
 
 
+def test_a_refused_load_into_a_folder_kara_never_loaded_into_leaves_it_as_it_was(
+    objects: ObjectStore, source: Path, tmp_path: Path
+) -> None:
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    out = write_tree(tmp_path / "mine", {"a.txt": b"not hello", "notes.txt": b"mine"})
+    with pytest.raises(UnmanagedFilesError):
+        objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    # Not even the lock of loads into it (.kara/load.lock) was made.
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.txt", "notes.txt"]
+
+
 def test_delete_true_replaces_files_kara_did_not_place(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     out = write_tree(tmp_path / "out", {"notes.txt": b"mine", "a.txt": b"not hello"})
