@@ -874,7 +874,7 @@ class KaraReader(StorageReader):
             blob = self._blob_of(relpath)[0]
             raise BlobIntegrityError(
                 f"{self.store.url}/{blob} ({relpath!r} of version {self.version!r}) does not match its sha1: "
-                "the stored copy is corrupted (run `kara verify`); the load stops before any item of it is used"
+                "the stored copy is corrupted (run `kara verify`); the load stops"
             )
 
     def _check_streamed(self, relpath: str) -> None:
@@ -931,7 +931,7 @@ class KaraReader(StorageReader):
         if view is None:
             return False
         size, start = self._blob_of(relpath)[1], info.offset + offset
-        hasher = hashlib.sha1(self._read(relpath, 0, start), usedforsecurity=False)
+        hasher = hashlib.sha1(self._read(relpath, 0, start) if start else b"", usedforsecurity=False)
         self._read_into(relpath, start, view)
         hasher.update(view)
         if start + len(view) < size:
