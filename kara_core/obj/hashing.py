@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -32,7 +33,17 @@ import orjson
 
 from ..localdisk._direct import aligned_buffer
 
-__all__ = ["CHUNK", "HASH_SLICE", "Digests", "HashCache", "cache_dir", "hash_file", "hash_views", "sha1_file"]
+__all__ = [
+    "CHUNK",
+    "HASH_SLICE",
+    "Digests",
+    "HashCache",
+    "cache_dir",
+    "hash_file",
+    "hash_views",
+    "is_hex_digest",
+    "sha1_file",
+]
 
 CHUNK = 1024 * 1024
 #: Timestamp granularity margin of the racy rule: ext4/xfs/btrfs stamp files from a
@@ -155,11 +166,12 @@ def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-def _is_hex(value: object, length: int) -> bool:
-    return isinstance(value, str) and len(value) == length and value.isascii() and not value.strip(_HEX_DIGITS)
+_HEX_DIGESTS = {length: re.compile(f"[0-9a-f]{{{length}}}") for length in (32, 40, 64)}
 
 
-_HEX_DIGITS = "0123456789abcdef"
+def is_hex_digest(value: object, length: int) -> bool:
+    """Whether ``value`` is exactly ``length`` lowercase hex digits (md5 32, sha1 40, sha256 64)."""
+    return isinstance(value, str) and _HEX_DIGESTS[length].fullmatch(value) is not None
 
 
 class HashCache:
@@ -191,9 +203,9 @@ class HashCache:
         size, mtime_ns, ino, ctime_ns, hashed_at, md5, sha1, sha256 = entry
         if [size, mtime_ns, ino, ctime_ns] != list(stat_key(st)) or type(hashed_at) is not int:
             return None
-        if mtime_ns + _RACY_NS > hashed_at or not (_is_hex(md5, 32) and _is_hex(sha1, 40)):
+        if mtime_ns + _RACY_NS > hashed_at or not (is_hex_digest(md5, 32) and is_hex_digest(sha1, 40)):
             return None
-        if sha256 is not None and not _is_hex(sha256, 64):
+        if sha256 is not None and not is_hex_digest(sha256, 64):
             return None
         return Digests(md5, sha1, sha256)
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..backend import check_path
 from ..errors import CorruptDatasetError, UnsafePathError
 from ..names import check_name, check_nested_name
+from .hashing import is_hex_digest
 from .packs import is_pack_name
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
 #: saves skip them and manifests may not use them.
 RESERVED_NAMES = frozenset({".kara", ".kara-staging"})
 
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -107,21 +105,21 @@ class FileEntry(BaseModel):
     @field_validator("md5")
     @classmethod
     def _md5_is_hex(cls, value: str) -> str:
-        if not _HEX32.match(value):
+        if not is_hex_digest(value, 32):
             raise ValueError(f"md5 {value!r} is not 32 lowercase hex digits")
         return value
 
     @field_validator("sha1")
     @classmethod
     def _sha1_is_hex(cls, value: str) -> str:
-        if not _HEX40.match(value):
+        if not is_hex_digest(value, 40):
             raise ValueError(f"sha1 {value!r} is not 40 lowercase hex digits")
         return value
 
     @field_validator("sha256")
     @classmethod
     def _sha256_is_hex(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX64.match(value):
+        if value is not None and not is_hex_digest(value, 64):
             raise ValueError(f"sha256 {value!r} is not 64 lowercase hex digits")
         return value
 

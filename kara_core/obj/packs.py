@@ -57,14 +57,14 @@ PACK_MAX = 16 * 1024 * 1024
 #: two needed ones is at most this; a larger gap starts another ranged read.
 PACK_GAP = 1024 * 1024
 PACK_PREFIX = "pack-"
-_PACK_NAME = re.compile(r"^pack-[0-9a-f]{40}$")
+_PACK_NAME = re.compile(r"pack-[0-9a-f]{40}")
 
 T = TypeVar("T")
 
 
 def is_pack_name(name: str) -> bool:
     """Whether ``name`` is a pack's name (``pack-`` and 40 lowercase hex digits)."""
-    return bool(_PACK_NAME.match(name))
+    return _PACK_NAME.fullmatch(name) is not None
 
 
 def pack_name(blobs: Iterable[str]) -> str:

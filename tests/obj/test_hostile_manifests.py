@@ -32,6 +32,19 @@ HOSTILE_ENTRIES = {
     "blob name with a path": {**GOOD, "file": "../../../../etc/passwd"},
     "blob name not matching the hashes": {**GOOD, "file": "0" * 32 + "_" + "0" * 40},
     "md5 that is not hex": {**GOOD, "md5": "zz" * 16, "file": "zz" * 16 + "_" + GOOD["sha1"]},
+    # A regex's `$` also matches before a final line break: these were accepted.
+    "md5 with a line break after it": {
+        **GOOD,
+        "path": ["b.txt"],
+        "md5": GOOD["md5"] + "\n",
+        "file": GOOD["md5"] + "\n_" + GOOD["sha1"],
+    },
+    "sha1 with a line break after it": {
+        **GOOD,
+        "path": ["b.txt"],
+        "sha1": GOOD["sha1"] + "\n",
+        "file": GOOD["md5"] + "_" + GOOD["sha1"] + "\n",
+    },
     "negative size": {**GOOD, "size": -1},
 }
 

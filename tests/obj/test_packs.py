@@ -297,6 +297,7 @@ def test_a_file_changed_before_its_pack_is_written_fails_the_save(
     ("change", "match"),
     [
         ({"pack": "pack-../../etc"}, "pack"),
+        ({"pack": "pack-" + "0" * 40 + "\n", "pack_offset": 0}, "pack"),  # `$` of a regex allowed a line break
         ({"pack": "pack-" + "0" * 40}, "pack and pack_offset"),
         ({"pack_offset": 3}, "pack and pack_offset"),
         ({"pack": "pack-" + "0" * 40, "pack_offset": -1}, "pack_offset"),
