@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from kara_file import FileBackend
+from kara_file.testing import private_mounts_unavailable, run_with_private_mount
 
 from kara_core.localdisk._direct import ALIGN, DIRECT_MIN
 from kara_core.obj import ObjectStore
@@ -66,6 +66,7 @@ _RAMFS_CHILD = """
 import json, os, sys
 from pathlib import Path
 from kara_file import FileBackend
+from kara_file.testing import private_mounts_unavailable, run_with_private_mount
 from kara_core.localdisk._direct import DIRECT_MIN, set_direct
 from kara_core.obj import ObjectStore
 from kara_core.testing.obj import read_tree, write_tree
@@ -82,26 +83,16 @@ print(json.dumps({"refused": refused, "identical": read_tree(base / "out") == fi
 """
 
 
-def _on_a_private_ramfs(mount: Path, *command: str) -> subprocess.CompletedProcess:
-    """Run ``command`` with a ramfs mounted at ``mount`` in a private user and mount namespace."""
-    script = 'mount -t ramfs ramfs "$1" && shift && exec "$@"'
-    unshare = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount)]
-    return subprocess.run([*unshare, *command], capture_output=True, text=True, timeout=120, check=False)
-
-
 def test_a_filesystem_that_refuses_direct_io_gets_buffered_writes(tmp_path: Path) -> None:
     mount = tmp_path / "ramfs"
     mount.mkdir()
-    if shutil.which("unshare") is None:
-        pytest.skip("util-linux's unshare is not installed: no way to mount a ramfs without root")
-    probe = _on_a_private_ramfs(mount, "true")
-    if probe.returncode != 0:
-        pytest.skip(
-            "this host does not let an unprivileged user mount a ramfs in a private namespace "
-            "(user namespaces off: kernel.unprivileged_userns_clone, user.max_user_namespaces): " + probe.stderr.strip()
-        )
+    reason = private_mounts_unavailable(mount, "ramfs")
+    if reason is not None:
+        pytest.skip(f"no way to mount a ramfs without root: {reason}")
     sizes = [0, ALIGN + 1, DIRECT_MIN, DIRECT_MIN + ALIGN + 7]
-    proc = _on_a_private_ramfs(mount, sys.executable, "-c", _RAMFS_CHILD, str(mount), json.dumps(sizes))
+    proc = run_with_private_mount(
+        mount, "ramfs", "defaults", sys.executable, "-c", _RAMFS_CHILD, str(mount), json.dumps(sizes), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {"refused": True, "identical": True}
 
