@@ -71,7 +71,10 @@ class Appender(Protocol):
     ``append`` writes at). ``append`` may buffer; ``flush`` makes everything appended so
     far durable and visible to readers; ``close`` flushes and releases the stream.
     ``append`` must copy (or write) ``data`` before it returns: row writers hand it a
-    view of a buffer they reuse.
+    view of a buffer they reuse. An ``append`` that raises may have stored part of
+    ``data`` (kara-file's cuts it off again); a row writer then takes no more records
+    (:class:`~kara_core.errors.WriterFailedError`), and the next writer of the version
+    cuts off whatever lies past its last index entry.
     """
 
     @property

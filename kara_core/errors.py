@@ -29,10 +29,12 @@ __all__ = [
     "RecordIndexError",
     "SerializationError",
     "SerializerMismatchError",
+    "StorageFullError",
     "UnknownSchemeError",
     "UnsafePathError",
     "VersionExistsError",
     "VersionNotFoundError",
+    "WriterFailedError",
 ]
 
 
@@ -124,6 +126,15 @@ class BackendError(KaraError, OSError, RuntimeError):
     """
 
 
+class StorageFullError(BackendError):
+    """The disk under a store or a load's folder has no room left (``ENOSPC``, ``EDQUOT``).
+
+    Raised as ``StorageFullError(errno, message)``, so ``exc.errno`` is the operating
+    system's (``except OSError`` with ``errno.ENOSPC`` keeps working). Nothing is
+    published by the operation that raised it; what was stored before stays readable.
+    """
+
+
 class ModeError(KaraError, RuntimeError):
     """A read on a dataset opened for writing, or a write on one opened for reading."""
 
@@ -164,6 +175,15 @@ class SerializerMismatchError(ConfigurationError):
 
 class DatasetLockedError(KaraError, RuntimeError):
     """Another writer holds the lock on this dataset version."""
+
+
+class WriterFailedError(KaraError, RuntimeError):
+    """A write or flush on a dataset writer whose earlier append to storage failed.
+
+    A failed append may have left part of its bytes on storage, so the writer takes no
+    more records: the version keeps what was flushed before the failure, and opening it
+    again with mode ``"w"`` cuts the rest off and goes on from there.
+    """
 
 
 class ParallelWriteError(KaraError, RuntimeError):

@@ -3,7 +3,9 @@
 :func:`write_file` writes bytes or a stream into a new local file and lets files of
 8 MiB and more bypass the page cache when the kernel makes cache pages expensive (see
 the private module ``_direct`` for what it measures and why). kara-file's puts use it;
-nothing else of the local-disk machinery is public. Inside kara_core, directory loads
+:func:`raise_disk_error` turns the ``OSError`` of a full or read-only disk into kara's
+error. Nothing else of the local-disk machinery is
+public. Inside kara_core, directory loads
 use that machinery directly for the files they place and the file:// blobs they read.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import io
 import mmap
 import os
@@ -18,10 +21,13 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, Literal
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, KaraError, ReadOnlyStoreError, StorageFullError
 from ._direct import AUTO, BUFFERED_WRITE, DIRECT_MIN, cached, copy_to_fd, direct_io_setting, memory_reader, write_all
 
-__all__ = ["Buffers", "DirectIO", "same_as_cached_file", "write_file"]
+__all__ = ["FULL_DISK", "Buffers", "DirectIO", "raise_disk_error", "same_as_cached_file", "write_file"]
+
+#: The errnos of a disk with no room left: no free blocks or inodes, or the quota used up.
+FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 #: The ``direct_io`` settings: ``"auto"``, ``True`` (large files always direct) or ``False``.
 DirectIO = bool | Literal["auto"]
@@ -94,6 +100,23 @@ def _writev_all(fd: int, pending: list[memoryview]) -> None:
             else:
                 pending[0] = pending[0][written:]
                 written = 0
+
+
+def raise_disk_error(exc: OSError, what: str, url: str) -> None:
+    """Raise the ``OSError`` of a disk that cannot take a write as kara's error; else return.
+
+    A full disk's (:data:`FULL_DISK`) becomes a :class:`~kara_core.errors.StorageFullError`
+    saying what it stopped (``what``), a read-only one's (``EROFS``: a read-only mount,
+    or ext4 remounted read-only after an I/O error) a
+    :class:`~kara_core.errors.ReadOnlyStoreError` naming the store ``url``. Used as
+    ``except OSError as exc: raise_disk_error(exc, "...", url); raise``.
+    """
+    if isinstance(exc, KaraError):
+        return
+    if exc.errno in FULL_DISK:
+        raise StorageFullError(exc.errno, f"{what}: no room left on the disk ({exc.strerror})") from None
+    if exc.errno == errno.EROFS:
+        raise ReadOnlyStoreError(url, f"{what} (its disk is mounted read-only)") from None
 
 
 def write_file(fd: int, data: bytes | bytearray | memoryview | BinaryIO, *, direct_io: DirectIO = AUTO) -> int:

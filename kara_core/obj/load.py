@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -39,7 +40,15 @@ from typing import Any
 import orjson
 
 from ..backend import Backend, RangeFeed
-from ..errors import BlobIntegrityError, ConfigurationError, CorruptDatasetError, KaraError, NotFoundError
+from ..errors import (
+    BlobIntegrityError,
+    ConfigurationError,
+    CorruptDatasetError,
+    KaraError,
+    NotFoundError,
+    StorageFullError,
+)
+from ..localdisk import FULL_DISK
 from ..localdisk._direct import DIRECT_MIN, DirectReader, copy_to_fd, direct_io_allowed, write_all
 from .hashing import Digests, HashCache, sha1_file
 from .manifest import FileEntry, KeyLayout, LinkEntry, Manifest
@@ -47,7 +56,16 @@ from .packs import PACK_MEMBER_MAX, read_ranges
 from .scan import LocalFile, ScanResult, scan_folder
 from .tasks import Progress, Worker, defer_interrupt, run_parallel
 
-__all__ = ["STAGING_DIR", "STATE_DIR", "LoadPlan", "UnmanagedFilesError", "execute_load", "plan_load", "target_lock"]
+__all__ = [
+    "STAGING_DIR",
+    "STATE_DIR",
+    "LoadPlan",
+    "UnmanagedFilesError",
+    "check_room",
+    "execute_load",
+    "plan_load",
+    "target_lock",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -837,47 +855,42 @@ def execute_load(
     created_dirs = set(previous.get("dirs", []))
     new_files = {e.relpath for e in manifest.files}
     new_links = {link.relpath for link in manifest.links}
-    os.makedirs(target, exist_ok=True)
-    if plan.download or plan.links:
-        # Record what this load may place before placing it, so an interrupted load's
-        # files still count as kara's.
-        _write_state(
-            target,
-            {
-                "version": plan.version,
-                "pending": True,
-                "files": sorted(old_files | new_files),
-                "links": sorted(old_links | new_links),
-                "dirs": sorted(created_dirs),
-            },
-        )
     staging = os.path.join(target, STAGING_DIR)
-    staged_stats: dict[str, os.stat_result] = {}
     # One entry per blob, the last one using it: the blob is downloaded to its path.
     canonical = {e.file: e for e in plan.download}
-    if plan.download:
-        unique, extra = _download_order(list(canonical.values()))
-        staged = _prepare_staging(staging, unique)
-        worker = Worker()
-        with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
-            downloader = _Downloader(backend, layout, staging, staged, worker, bar)
-            # Small files come from their packs where a request costs more than a file
-            # (remote stores); a local store copies them one by one.
-            tasks = unique if backend.capabilities.local_path else _with_packs(unique)
-            run_parallel(tasks, downloader.run, workers + extra, worker)
-            staged_stats = downloader.stats
-
-    cache = HashCache(target)
+    check_room(plan)
     umask = os.umask(0)
     os.umask(umask)
-    placer = _Placer(target, created_dirs, set(plan.replace_dirs))
-    with defer_interrupt():
-        # Stale entries go first: a file of the old version may sit where the new one
-        # has a folder.
-        for rel in plan.delete:
-            _remove(placer.dest(rel))
+    staged_stats: dict[str, os.stat_result] = {}
+    try:
+        os.makedirs(target, exist_ok=True)
+        if plan.download or plan.links:
+            # Record what this load may place before placing it, so an interrupted
+            # load's files still count as kara's.
+            _write_state(
+                target,
+                {
+                    "version": plan.version,
+                    "pending": True,
+                    "files": sorted(old_files | new_files),
+                    "links": sorted(old_links | new_links),
+                    "dirs": sorted(created_dirs),
+                },
+            )
+        if plan.download:
+            unique, extra = _download_order(list(canonical.values()))
+            staged = _prepare_staging(staging, unique)
+            worker = Worker()
+            with Progress(progress_bar, sum(e.size for e in unique), len(unique), "Downloading") as bar:
+                downloader = _Downloader(backend, layout, staging, staged, worker, bar)
+                # Small files come from their packs where a request costs more than a
+                # file (remote stores); a local store copies them one by one.
+                tasks = unique if backend.capabilities.local_path else _with_packs(unique)
+                run_parallel(tasks, downloader.run, workers + extra, worker)
+                staged_stats = downloader.stats
         # Each blob was staged at the path of its canonical entry: the other entries of
-        # the same content get copies, all made before anything is moved.
+        # the same content get copies, all made in the staging folder before anything
+        # in the target changes.
         for e in plan.download:
             path = staged_path(staging, e.relpath)
             want = (e.mode if e.mode is not None else 0o666) & 0o777 & ~umask
@@ -889,6 +902,24 @@ def execute_load(
                     os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
             elif stat.S_IMODE(staged_stats[e.file].st_mode) != want:
                 os.chmod(path, want)
+    except OSError as exc:
+        if exc.errno not in FULL_DISK:
+            raise
+        # Nothing in the target changed yet; the staged files go, to give the space back.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageFullError(
+            exc.errno,
+            f"loading version {plan.version!r} into {target} ran out of disk ({exc.strerror}): the folder "
+            "holds what it held before, and the files downloaded so far were removed to give the space back",
+        ) from None
+
+    cache = HashCache(target)
+    placer = _Placer(target, created_dirs, set(plan.replace_dirs))
+    with defer_interrupt():
+        # Stale entries go first: a file of the old version may sit where the new one
+        # has a folder.
+        for rel in plan.delete:
+            _remove(placer.dest(rel))
         now = time.time_ns()
         for e in plan.download:
             placer.place_staged(staging, e.relpath)
@@ -916,6 +947,59 @@ def execute_load(
     cache.retain(new_files)
     cache.save()
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_room(plan: LoadPlan) -> None:
+    """Refuse a load whose files cannot fit on the target's disk, before anything is written.
+
+    A load needs room for every file it downloads (staged beside the old ones, which go
+    only once the new ones are in place) and for the copies of files of the same
+    content; a file an interrupted load left staged at its full size is counted as
+    there. Sizes are counted as the disk allocates them (whole blocks), uncompressed.
+    File systems that tell no size (``f_blocks`` 0: ramfs, some FUSE ones) are not checked.
+    """
+    if not plan.download:
+        return
+    staging = os.path.join(plan.target, STAGING_DIR)
+    canonical = {e.file: e for e in plan.download}
+    folder = plan.target
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        disk = os.statvfs(folder)
+    except OSError:
+        return
+    if not disk.f_blocks:
+        return  # a file system that tells no size (ramfs, some FUSE ones): nothing to check
+    unit = disk.f_frsize or disk.f_bsize or 4096
+    need = files = 0
+    for entry in plan.download:
+        if entry is canonical[entry.file]:
+            try:
+                if os.stat(staged_path(staging, entry.relpath)).st_size == entry.size:
+                    continue
+            except OSError:
+                pass
+        need += -(-entry.size // unit) * unit
+        files += 1
+    free = disk.f_bavail * unit
+    what = f"loading version {plan.version!r} into {plan.target}"
+    if need > free:
+        raise StorageFullError(
+            errno.ENOSPC,
+            f"{what} needs {_megabytes(need)} of disk for {files} file(s), and the disk of {folder} has "
+            f"{_megabytes(free)} free: nothing was written (free space there, or load into another disk)",
+        )
+    if disk.f_files and files > disk.f_favail:
+        raise StorageFullError(
+            errno.ENOSPC,
+            f"{what} creates {files} file(s), and the disk of {folder} has room for {disk.f_favail} more "
+            "(it is out of inodes): nothing was written",
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 def _prune_dirs(target: str, created: set[str], manifest: Manifest) -> None:

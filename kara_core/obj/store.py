@@ -33,7 +33,7 @@ from ..errors import (
 from ..locks import LeaseLock
 from ..names import NamedEntries
 from .hashing import Hasher
-from .load import STATE_DIR, LoadPlan, UnmanagedFilesError, execute_load, plan_load, target_lock
+from .load import STATE_DIR, LoadPlan, UnmanagedFilesError, check_room, execute_load, plan_load, target_lock
 from .manifest import KeyLayout, Manifest, Meta, check_version_name, dump_json, parse_manifest, sidecar_matches
 from .save import count_live_leases, save_directory
 from .stream import BlobFile, BlobReader, VersionWriter, split_file_path
@@ -365,6 +365,7 @@ class ObjectStore(NamedEntries):
             first = plan_load(manifest, name, local_path)
             if first.unmanaged and not delete:
                 raise UnmanagedFilesError(first.target, first.unmanaged)
+            check_room(first)
         # One load at a time into a folder (every local rank may load the same checkpoint
         # to the same place), planned once its turn comes: a later load finds the files
         # an earlier one placed, and none returns before the folder holds the version.

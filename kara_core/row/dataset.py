@@ -178,6 +178,9 @@ class RowDataset:
     def _unwritable(self) -> Exception:
         if self._closed:
             return DatasetClosedError(f"dataset {self._name()} is closed")
+        writer = self._writer
+        if writer is not None and writer.failure is not None:
+            return writer.failed_error()
         return ModeError(f"dataset {self._name()} was opened for reading (mode 'r'); open it with mode 'w' to append")
 
     def _name(self) -> str:
@@ -211,7 +214,7 @@ class RowDataset:
                 raise self._unwritable()
             self._drain()
             # Records of 64 KiB and more go straight to storage (RowWriter.append).
-            writer.append([raw])
+            self._to_writer(writer.append, [raw])
         return True
 
     def _hand_over(self, queue: list[bytes], raw: bytes) -> None:
@@ -258,9 +261,9 @@ class RowDataset:
                 self._drain()
                 before = writer.end
                 if direct:
-                    writer.append(raws)
+                    self._to_writer(writer.append, raws)
                 else:
-                    writer.serialize_into(batch, serialize)
+                    self._to_writer(writer.serialize_into, batch, serialize)
                 mean = (writer.end - before) // len(batch) + 1
             total += len(batch)
             # Chunks of about MANY_BYTES, so a chunk of large records never piles up in memory.
@@ -277,7 +280,17 @@ class RowDataset:
             count = len(queue)
             records = queue[:count]
             del queue[:count]
-            writer.append(records)
+            self._to_writer(writer.append, records)
+
+    def _to_writer(self, call: Callable[..., None], *args: Any) -> None:
+        # A call on the writer (lock held). Once an append of the writer failed, write()
+        # takes no record either: it finds no queue and raises the writer's error.
+        try:
+            call(*args)
+        except BaseException:
+            if self._writer is not None and self._writer.failure is not None:
+                self._queue = None
+            raise
 
     def flush(self) -> None:
         """Make every record written so far durable and visible to new readers."""
@@ -286,27 +299,36 @@ class RowDataset:
                 raise DatasetClosedError(f"dataset {self._name()} is closed")
             if self._writer is not None:
                 self._drain()
-                self._writer.flush()
+                self._to_writer(self._writer.flush)
 
     def close(self) -> None:
         """Flush (when writing), release files, threads and the writer lock. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            # The queue is taken away before it is drained: a write() that appends to it
-            # afterwards finds it gone and checks whether its record made it (_hand_over).
-            queue, self._queue = self._queue, None
-            if self._writer is not None and not self._writer.forked:
-                self._drain(queue)
-            writer, self._writer = self._writer, None
-            snap, self._snap = self._snap, None
-            self._batch = []
-            self._bpos = 0
-        if writer is not None:
-            writer.close()
-        if snap is not None:
-            snap.release()
+        writer = snap = None
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                # The queue is taken away before it is drained: a write() that appends to
+                # it afterwards finds it gone and checks whether its record made it
+                # (_hand_over).
+                queue, self._queue = self._queue, None
+                writer, snap = self._writer, self._snap
+                try:
+                    if writer is not None and not writer.forked:
+                        self._drain(queue)
+                finally:
+                    self._writer = self._snap = None
+                    self._batch = []
+                    self._bpos = 0
+        finally:
+            # Even when the drain failed: the writer closes (and releases its lock).
+            try:
+                if writer is not None:
+                    writer.close()
+            finally:
+                if snap is not None:
+                    snap.release()
 
     def __enter__(self) -> RowDataset:
         return self

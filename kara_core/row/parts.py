@@ -19,19 +19,20 @@ leaves an incomplete attempt that the commit never takes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate, islice
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ..backend import Backend
-from ..errors import ConfigurationError, CorruptDatasetError
+from ..errors import ConfigurationError, CorruptDatasetError, WriterFailedError
 from ..localdisk import Buffers
 from .blocks import LITTLE_ENDIAN, block_path
 from .dataset import RowDataset
@@ -241,6 +242,27 @@ class PartWriter:
         #: Set when the records must not count (an exception in the ``with`` block): close
         #: then leaves the attempt incomplete.
         self.discard = False
+        #: What made a put of this attempt's blocks fail: its buffers no longer match the
+        #: blocks stored, so it takes no more records and never completes.
+        self.failure: BaseException | None = None
+
+    def failed_error(self) -> WriterFailedError:
+        """The error for a record handed to this attempt after :attr:`failure`."""
+        return WriterFailedError(
+            f"part {self.part} (attempt {self.attempt}) takes no more records: a put of its blocks failed "
+            f"({type(self.failure).__name__}: {self.failure}). This attempt will not count: write the part "
+            "again (a new attempt)"
+        )
+
+    @contextlib.contextmanager
+    def _storing(self) -> Iterator[None]:
+        if self.failure is not None:
+            raise self.failed_error()
+        try:
+            yield
+        except BaseException as exc:
+            self.failure = exc
+            raise
 
     @property
     def forked(self) -> bool:
@@ -254,6 +276,8 @@ class PartWriter:
 
     def append(self, raws: list[bytes]) -> None:
         """Buffer serialized records; full blocks are put as they fill."""
+        if self.failure is not None:
+            raise self.failed_error()
         if not raws:
             return
         self._copy(raws[0] if len(raws) == 1 else b"".join(raws))
@@ -261,6 +285,8 @@ class PartWriter:
 
     def serialize_into(self, objs: list[Any], serialize: Callable[[Any], bytes]) -> None:
         """Serialize ``objs`` into :attr:`pending` and account for them (all or none)."""
+        if self.failure is not None:
+            raise self.failed_error()
         self.took(serialize_into(self.pending, objs, serialize))
 
     def append_joined(self, data: Any, ends: bytes) -> None:
@@ -269,6 +295,8 @@ class PartWriter:
         A read-only ``data`` (bytes, an Arrow buffer) is held as it is until its block is
         put, without a copy; a writable one is copied (its owner may change it).
         """
+        if self.failure is not None:
+            raise self.failed_error()
         if not ends:
             return
         view = memoryview(data).cast("B")
@@ -314,10 +342,13 @@ class PartWriter:
         self._buffered += len(data) if not isinstance(data, memoryview) else data.nbytes
 
     def _put_full(self) -> None:
-        while self._buffered >= self._block_size:
-            self._put_data(self._block_size)
-        while len(self._ends) >= self._entries_per_block:
-            self._put_index(self._entries_per_block)
+        if self._buffered < self._block_size and len(self._ends) < self._entries_per_block:
+            return
+        with self._storing():
+            while self._buffered >= self._block_size:
+                self._put_data(self._block_size)
+            while len(self._ends) >= self._entries_per_block:
+                self._put_index(self._entries_per_block)
 
     def _put_data(self, size: int) -> None:
         # Blocks are cut at exactly ``size`` bytes (a record may continue in the next one),
@@ -356,15 +387,16 @@ class PartWriter:
 
     def flush(self) -> None:
         """Put the buffered records as blocks (they count only once the part is closed)."""
-        self._put_data(self._buffered)
-        self._put_index(len(self._ends))
+        with self._storing():
+            self._put_data(self._buffered)
+            self._put_index(len(self._ends))
 
     def close(self) -> None:
         """Put the last blocks and ``done.json``: from then on the attempt is complete."""
         if self.closed:
             return
         self.closed = True
-        if self.forked or self.discard:
+        if self.forked or self.discard or self.failure is not None:
             return
         self.flush()
         done = PartDone(
@@ -430,7 +462,7 @@ class RowPart(RowDataset):
                 if self._queue is None or self._writer is None:
                     raise self._unwritable()
                 self._drain()
-                self._part_writer.append(chunk)
+                self._to_writer(self._part_writer.append, chunk)
             total += len(chunk)
         return total
 
@@ -451,7 +483,7 @@ class RowPart(RowDataset):
                 if self._queue is None or self._writer is None:
                     raise self._unwritable()
                 self._drain()
-                self._part_writer.append_joined(data, raw_ends)
+                self._to_writer(self._part_writer.append_joined, data, raw_ends)
         return len(raw_ends) // ENTRY
 
     def abandon(self) -> None:

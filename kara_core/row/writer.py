@@ -10,15 +10,16 @@ ignores and the next writer cuts off (:func:`~kara_core.row.blocks.truncate_stre
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import Any
 
 from ..backend import Backend
-from ..errors import DatasetLockedError
+from ..errors import DatasetLockedError, WriterFailedError
 from ..locks import LeaseLock
 from .blocks import LITTLE_ENDIAN, BlockWriter, probe_streams, truncate_stream
 from .layout import data_prefix, index_prefix, writer_lock_path
@@ -101,6 +102,8 @@ class RowWriter:
         #: End offset (in the data stream) of the last record appended.
         self.end = self._data.total
         self.closed = False
+        #: What made an append to storage fail (then the writer takes no more records).
+        self.failure: BaseException | None = None
 
     @property
     def forked(self) -> bool:
@@ -112,8 +115,32 @@ class RowWriter:
         """Records in the version, the buffered ones included."""
         return self._committed + len(self._ends)
 
+    def failed_error(self) -> WriterFailedError:
+        """The error for a record handed to this writer after :attr:`failure`."""
+        return WriterFailedError(
+            f"{self._lock.what} takes no more records: an earlier append to storage failed "
+            f"({type(self.failure).__name__}: {self.failure}). The version keeps the records flushed "
+            "before that; open it again with mode 'w' to go on from there (len() tells how many it kept)"
+        )
+
+    def _check_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failed_error()
+
+    @contextlib.contextmanager
+    def _storing(self) -> Iterator[None]:
+        """Around every write to storage: one that fails may have left part of its bytes
+        there, and the buffers no longer match what is stored, so the writer stops."""
+        try:
+            yield
+        except BaseException as exc:
+            if self.failure is None:
+                self.failure = exc
+            raise
+
     def append(self, raws: list[bytes]) -> None:
         """Buffer serialized records (the caller batches them: one call per many records)."""
+        self._check_failure()
         if not raws:
             return
         sizes = list(map(len, raws))
@@ -125,13 +152,15 @@ class RowWriter:
                     self.pending.write(raw)
                 else:
                     # A large record goes straight to storage: no copy into the buffer.
-                    self._spill()
-                    self._data.write(raw)
+                    with self._storing():
+                        self._spill()
+                        self._data.write(raw)
         self.took(sizes)
 
     def serialize_into(self, objs: list[Any], serialize: Callable[[Any], bytes]) -> None:
         """Serialize ``objs`` straight into :attr:`pending`, then account for them (see
         :func:`serialize_into`); if one record fails, none of ``objs`` is kept."""
+        self._check_failure()
         self.took(serialize_into(self.pending, objs, serialize))
 
     def took(self, sizes: list[int]) -> None:
@@ -142,10 +171,12 @@ class RowWriter:
         next(ends)  # the initial value: the end of the previous record
         self._ends.extend(ends)
         self.end = self._ends[-1]
-        if self.pending.tell() >= self._buffer_size:
-            self._spill()
-        if len(self._ends) >= INDEX_BATCH:
-            self._commit()
+        if self.pending.tell() >= self._buffer_size or len(self._ends) >= INDEX_BATCH:
+            with self._storing():
+                if self.pending.tell() >= self._buffer_size:
+                    self._spill()
+                if len(self._ends) >= INDEX_BATCH:
+                    self._commit()
 
     def _spill(self) -> None:
         pending = self.pending
@@ -166,11 +197,13 @@ class RowWriter:
         if not self._ends:
             return
         self._data.flush()
-        ends, self._ends = self._ends, array("Q")
-        self._committed += len(ends)
+        ends = self._ends
         if not LITTLE_ENDIAN:
+            ends = array("Q", ends)
             ends.byteswap()
         self._index.write(ends.tobytes())
+        self._committed += len(self._ends)
+        self._ends = array("Q")
 
     def flush(self) -> None:
         """Make every record appended so far durable and visible to new readers."""
@@ -179,11 +212,19 @@ class RowWriter:
                 f"the writer lock of {self._lock.what} was taken over by another process "
                 "(this writer was presumed dead); records written after that were not saved safely"
             )
-        self._commit()
-        self._index.flush()
+        self._check_failure()
+        with self._storing():
+            self._commit()
+            self._index.flush()
 
     def close(self) -> None:
-        """Flush, close the block streams and release the lock."""
+        """Flush, close the block streams and release the lock.
+
+        A writer whose append failed (see :class:`~kara_core.errors.WriterFailedError`)
+        writes nothing more: it closes its streams, ignoring their errors, and releases
+        the lock without raising again; the next writer of the version cuts off what
+        the failed append left.
+        """
         if self.closed:
             return
         self.closed = True
@@ -191,13 +232,22 @@ class RowWriter:
             # A forked copy of a writer: the parent owns the buffers, streams and lock.
             return
         try:
-            self.flush()
+            if self.failure is None:
+                self.flush()
         finally:
             try:
-                self._data.close()
-                self._index.close()
+                if self.failure is None:
+                    self._data.close()
+                    self._index.close()
+                else:
+                    self._close_quietly()
             finally:
                 self._lock.release()
+
+    def _close_quietly(self) -> None:
+        for stream in (self._data, self._index):
+            with contextlib.suppress(Exception):
+                stream.close()
 
     def abandon(self) -> None:
         """Close without flushing buffered records (opening the dataset failed half way)."""

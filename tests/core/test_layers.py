@@ -98,7 +98,7 @@ def test_the_contracts_hold_on_an_unchanged_copy(tmp_path: Path) -> None:
         ),
         pytest.param(
             "kara_file/backend.py",
-            "from kara_core.localdisk import write_file\n",
+            "from kara_core.localdisk import raise_disk_error, write_file\n",
             "from kara_core.localdisk._direct import cached\n",
             ["kara_file.backend -> kara_core.localdisk._direct"],
             id="a plugin reaches into the private local-disk module",

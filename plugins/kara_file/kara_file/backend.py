@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kara_core.backend import Backend, Batch, Capabilities, check_path
 from kara_core.errors import ConfigurationError, NotFoundError, UnsafePathError
-from kara_core.localdisk import write_file
+from kara_core.localdisk import raise_disk_error, write_file
 
 if TYPE_CHECKING:
     from kara_core.url import StoreURL
@@ -76,7 +76,9 @@ _WRITEBACK_CHUNK = 4 * 1024 * 1024
 class FileAppender:
     """Appends to one file; ``flush`` makes the appended bytes durable (fdatasync)."""
 
-    def __init__(self, path: str, fsync: bool) -> None:
+    def __init__(self, path: str, fsync: bool, url: str = "") -> None:
+        #: The store's URL, for errors (default: the file's folder).
+        self.url = url or "file://" + os.path.dirname(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         self._position = os.fstat(self._fd).st_size
@@ -90,13 +92,27 @@ class FileAppender:
         return self._position
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Append all of ``data``, or nothing: a failed append cuts its bytes off again,
+        so the file ends where it did and a retry appends at the same place."""
         if self._fd < 0:
             raise ValueError(f"append to closed file {self.path}")
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-            self._position += written
+        start = self._position
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._position += written
+        except OSError as exc:
+            if self._position != start:
+                try:
+                    os.ftruncate(self._fd, start)
+                    self._position = start
+                except OSError:
+                    # The cut failed too: the position stays where the file ends.
+                    pass
+            raise_disk_error(exc, f"append {len(data)} bytes to {self.path}", self.url)
+            raise
         self._dirty = True
         if self._fsync and self._position - self._written_back >= _WRITEBACK_CHUNK:
             # Start writing back what is appended while the writer goes on, so the fsync
@@ -108,7 +124,11 @@ class FileAppender:
         if self._fd >= 0 and self._dirty and self._fsync:
             # The appended bytes and the size that covers them (fdatasync skips only
             # timestamps, which no reader needs).
-            _fdatasync(self._fd)
+            try:
+                _fdatasync(self._fd)
+            except OSError as exc:
+                raise_disk_error(exc, f"make {self.path} durable", self.url)
+                raise
         self._dirty = False
 
     def close(self) -> None:
@@ -215,7 +235,11 @@ class FileBatch(Batch):
         folders = {os.path.dirname(full) for full in pending} | grown
         try:
             if self._file_backend._fsync:
-                self._file_backend._sync_files(list(pending.values()))
+                try:
+                    self._file_backend._sync_files(list(pending.values()))
+                except OSError as exc:
+                    raise_disk_error(exc, f"make a batch of {len(pending)} objects durable", self._file_backend.url)
+                    raise
             for full, tmp in list(pending.items()):
                 try:
                     os.replace(tmp, full)
@@ -320,6 +344,7 @@ class FileBackend(Backend):
         try:
             yield
         except OSError as exc:
+            raise_disk_error(exc, f"write {self.url}/{path}", self.url)
             if exc.errno not in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY):
                 raise
             parts = path.split("/")
@@ -391,7 +416,7 @@ class FileBackend(Backend):
     def open_append(self, path: str) -> FileAppender:
         full = self._target(path)
         with self._placing(path):
-            return FileAppender(full, self._fsync)
+            return FileAppender(full, self._fsync, self.url)
 
     def _write_temp(
         self, full: str, data: bytes | bytearray | memoryview | BinaryIO, sync: bool = True, make_folder: bool = True
@@ -496,10 +521,10 @@ class FileBackend(Backend):
             os.makedirs(os.path.dirname(full), exist_ok=True)
         tmp = _temp_path(full)
         try:
-            shutil.copyfile(src, tmp)
-            if self._fsync:
-                _fsync_path(tmp)
             with self._placing(target):
+                shutil.copyfile(src, tmp)
+                if self._fsync:
+                    _fsync_path(tmp)
                 os.replace(tmp, full)
         except FileNotFoundError:
             raise NotFoundError(f"{self.url}/{source} does not exist") from None
@@ -553,6 +578,7 @@ class FileBackend(Backend):
         try:
             _unlink_quietly(self._full(path))
         except OSError as exc:
+            raise_disk_error(exc, f"delete {self.url}/{path}", self.url)
             if exc.errno != errno.ENAMETOOLONG:  # no file has this name: nothing to delete
                 raise
 

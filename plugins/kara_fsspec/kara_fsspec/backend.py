@@ -19,6 +19,7 @@ opens, from the filesystem's class (:class:`Traits`):
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -36,8 +37,11 @@ from kara_core.errors import (
     KaraError,
     NotFoundError,
     PermissionDeniedError,
+    ReadOnlyStoreError,
+    StorageFullError,
     UnsafePathError,
 )
+from kara_core.localdisk import FULL_DISK, raise_disk_error
 from kara_core.remote import (
     TMP_MARK,
     ConditionalCreates,
@@ -164,6 +168,11 @@ class FsspecBackend(Backend):
             return NotFoundError(f"{what}: {self.url} has no such object")
         if isinstance(exc, PermissionError):
             return PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})")
+        if isinstance(exc, OSError) and exc.errno in FULL_DISK:
+            # A local or network filesystem's disk (fsspec's local, sftp, ...) is full.
+            return StorageFullError(exc.errno, f"{what} on {self.url}: no room left on the disk ({exc.strerror})")
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            return ReadOnlyStoreError(self.url, f"{what} (its disk is mounted read-only)")
         return BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}")
 
     def _call(self, what: str, fn: Callable[[], _Result], writing: bool = False) -> _Result:
@@ -248,7 +257,7 @@ class FsspecBackend(Backend):
     def open_append(self, path: str) -> Any:
         """A native appender on local files; elsewhere a :class:`WholeObjectAppender`."""
         if self.traits.kind == "local":
-            return _LocalAppender(self._key(path))
+            return _LocalAppender(self._key(path), self.url)
         return WholeObjectAppender(self, path)
 
     def put(self, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> None:
@@ -539,10 +548,15 @@ async def _read_exactly(body: Any, size: int) -> bytes:
 class _LocalAppender:
     """Native appends to a file of fsspec's local filesystem; ``flush`` fsyncs."""
 
-    def __init__(self, file_path: str) -> None:
-        os.makedirs(os.path.dirname(file_path), exist_ok=True)
-        # Kept open until close(): the appender is the file handle.
-        self._file = open(file_path, "ab")
+    def __init__(self, file_path: str, url: str) -> None:
+        self._url = url
+        try:
+            os.makedirs(os.path.dirname(file_path), exist_ok=True)
+            # Kept open until close(): the appender is the file handle.
+            self._file = open(file_path, "ab")
+        except OSError as exc:
+            raise_disk_error(exc, f"append to {file_path}", url)
+            raise
         self._position = self._file.tell()
 
     @property
@@ -550,12 +564,20 @@ class _LocalAppender:
         return self._position
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise_disk_error(exc, f"append {len(data)} bytes to {self._file.name}", self._url)
+            raise
         self._position += len(data)
 
     def flush(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise_disk_error(exc, f"make {self._file.name} durable", self._url)
+            raise
 
     def close(self) -> None:
         if not self._file.closed:

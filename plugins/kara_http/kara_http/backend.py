@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import ipaddress
 import os
@@ -17,7 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from kara_transport import RETRY_STATUSES, Response, RetryBudget, Transport, TransportError, parse_retry_after
 
 from kara_core.backend import Backend, Capabilities, check_path
-from kara_core.errors import BackendError, ConfigurationError, NotFoundError, PermissionDeniedError
+from kara_core.errors import BackendError, ConfigurationError, NotFoundError, PermissionDeniedError, StorageFullError
 from kara_core.url import StoreURL
 
 from .cache import WindowCache
@@ -353,6 +354,8 @@ class HTTPBackend(Backend):
         response.close()
         if response.status == 413:
             raise BackendError(f"{what} on {self.url}: the gateway refused a body this large ({detail.strip()})")
+        if response.status == 507:
+            raise StorageFullError(errno.ENOSPC, f"{what} on {self.url}: the gateway's disk is full ({detail.strip()})")
         raise BackendError(f"{what} on {self.url}: HTTP {response.status} {response.reason} {detail.strip()}")
 
     def _body(self, gateway: GatewayInfo, path: str, data: bytes | bytearray | memoryview | BinaryIO) -> Any:

@@ -30,7 +30,15 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kara_core.backend import Backend, check_path
-from kara_core.errors import BackendError, ConfigurationError, KaraError, NotFoundError, UnsafePathError
+from kara_core.errors import (
+    BackendError,
+    ConfigurationError,
+    KaraError,
+    NotFoundError,
+    StorageFullError,
+    UnsafePathError,
+)
+from kara_core.localdisk import FULL_DISK
 from kara_core.url import open_backend
 
 from .framing import FramingGuard
@@ -96,6 +104,10 @@ class _Gateway:
             response = PlainTextResponse("not found\n", status_code=404)
         except PermissionError as exc:
             response = PlainTextResponse(f"{exc}\n", status_code=403)
+        except StorageFullError as exc:
+            # No retry helps until someone frees space: 507, which clients do not retry.
+            logger.warning("%s %s failed: %s", request.method, request.url.path, exc)
+            response = PlainTextResponse(f"{type(exc).__name__}: {exc}\n", status_code=507)
         except BackendError as exc:
             # The store behind the gateway failed after its own retries: 503 lets the
             # client retry within its budget.
@@ -105,6 +117,12 @@ class _Gateway:
             # Anything else (corrupt data, bad configuration) will not improve on retry.
             logger.warning("%s %s failed: %s", request.method, request.url.path, exc)
             response = PlainTextResponse(f"{type(exc).__name__}: {exc}\n", status_code=422)
+        except OSError as exc:
+            # The gateway's own disk (where it spools request bodies) is full.
+            if exc.errno not in FULL_DISK:
+                raise
+            logger.warning("%s %s failed: %s", request.method, request.url.path, exc)
+            response = PlainTextResponse(f"the gateway's disk is full: {exc.strerror}\n", status_code=507)
         response.headers[GATEWAY_HEADER] = str(PROTOCOL_VERSION)
         return response
 
