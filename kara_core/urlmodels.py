@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 __all__ = ["SCHEME", "BackendOptions", "StoreURL"]
 
 #: What a scheme may be; kara_core.url's fast path checks the same pattern.
-SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 class StoreURL(BaseModel):
@@ -31,7 +31,7 @@ class StoreURL(BaseModel):
     @field_validator("scheme")
     @classmethod
     def _scheme_is_valid(cls, value: str) -> str:
-        if not SCHEME.match(value):
+        if not SCHEME.fullmatch(value):
             raise ValueError(f"invalid scheme {value!r}")
         return value.lower()
 

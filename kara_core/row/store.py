@@ -48,7 +48,8 @@ DEFAULT_BUFFER_SIZE = 1024 * 1024
 META_LOCK_TTL = 30.0
 META_LOCK_WAIT = 60.0
 _OPTIONS = ("buffer_size", "max_file_size", "cache_size")
-_BLOCK = re.compile(r"^(index|data)/(\d+)\.blk$")
+#: A block's name as ``block_path`` writes it (no leading zero, ASCII digits, nothing after).
+_BLOCK = re.compile(r"(index|data)/(0|[1-9][0-9]*)\.blk")
 
 
 def _options(kwargs: dict[str, Any]) -> dict[str, int]:
@@ -295,7 +296,7 @@ class RowStore(NamedEntries):
         except NotImplementedError:
             return []  # a store that cannot list (a static web mirror): gaps go unseen
         for path in paths:
-            match = _BLOCK.match(path[len(prefix) :])
+            match = _BLOCK.fullmatch(path[len(prefix) :])
             if match:
                 numbers[match.group(1)].add(int(match.group(2)))
         problems = []

@@ -37,10 +37,13 @@ def test_a_string_without_scheme_separator_is_a_configuration_error(url: str) ->
         parse_store_url(url)
 
 
-@pytest.mark.parametrize("url", ["9p://x/y", "fi le://x", "file://a\nb"])
+@pytest.mark.parametrize("url", ["9p://x/y", "fi le://x", "file://a\nb", "s3\n://b/p", "file\n://x"])
 def test_malformed_urls_are_configuration_errors(url: str) -> None:
+    # A scheme ending in a line break is malformed, not a scheme no plugin provides.
     with pytest.raises(ConfigurationError, match="invalid store URL"):
         parse_store_url(url)
+    with pytest.raises(ConfigurationError, match="invalid store URL"):
+        KaraStorage(url)
 
 
 def test_a_non_string_url_is_rejected() -> None:

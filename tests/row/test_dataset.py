@@ -361,6 +361,17 @@ def test_dataset_info_and_verify_describe_a_version(store: KaraStorage) -> None:
         assert len(ds) < 100  # records past the gap are not readable, and opening still works
 
 
+def test_verify_counts_only_the_blocks_kara_names(store: KaraStorage) -> None:
+    # Objects that only look like blocks (a leading zero, non-ASCII digits, a line break
+    # after the name, which object stores allow) are no blocks: 2.x and kara probe
+    # 0.blk, 1.blk, ... and never read them, so they open no gap.
+    _fill(store, 100, max_file_size=2048)
+    for stray in ("07.blk", "\u0663.blk", "5.blk\n", "+9.blk"):
+        store.backend.put(f"row/ns/rows/1/data/{stray}", b"x")
+    assert store.rows.verify("ns", "rows", "1") == []
+    assert len(store.open_dataset("ns", "rows")) == 100
+
+
 def test_threads_writing_at_once_lose_no_record(store: KaraStorage) -> None:
     with store.open_dataset("ns", "rows", "w", version="1", buffer_size=4096, max_file_size=10_000) as ds:
 

@@ -56,7 +56,7 @@ _STREAM_CHUNK = 1024 * 1024
 _SPOOL_IN_MEMORY = 16 * 1024 * 1024
 #: How many put-if-absent outcomes are remembered for answering retried requests.
 _REMEMBERED_CREATES = 10_000
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 class _Refused(Exception):
@@ -300,7 +300,7 @@ class _Gateway:
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int]:
-    match = _RANGE.match(header.strip())
+    match = _RANGE.fullmatch(header.strip())
     if match is None or match.groups() == ("", ""):
         raise _Refused(416, "only single byte ranges are supported", {"Content-Range": f"bytes */{size}"})
     first, last = match.groups()

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["BodyStream"]
 
 _READ_CHUNK = 1024 * 1024
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"[ \t]*bytes[ \t]+([0-9]+)-([0-9]+)/([0-9]+|\*)[ \t]*", re.IGNORECASE)
 
 
 class BodyStream(io.RawIOBase):
@@ -77,7 +77,7 @@ class BodyStream(io.RawIOBase):
                 "files for every record)"
             )
         if status == 206:
-            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
             if match is None or int(match.group(1)) != self._pos:
                 response.close()
                 raise BackendError(

@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 __all__ = ["Faults", "GatewayServer", "LoggedRequest", "StaticServer"]
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII)
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 #: Bodies up to this size go out with the headers in one write; larger ones with
 #: sendfile (the kernel copies them).
 _INLINE_BODY = 256 * 1024
@@ -205,7 +205,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("if-range", etag) != etag:
             wanted = None  # the client's copy is outdated: send the whole current object
         if wanted and not faults.ignore_range:
-            match = _RANGE.match(wanted.strip())
+            match = _RANGE.fullmatch(wanted.strip())
             if match is not None and match.groups() != ("", ""):
                 first, last = match.groups()
                 if first == "":
