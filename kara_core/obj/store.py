@@ -296,7 +296,8 @@ class ObjectStore(NamedEntries):
         ``mode="rb"``: a seekable reader of ``path`` in ``version`` (default ``"latest"``),
         memory-mapped on stores with local files, else ranged reads with read-ahead.
         ``verify=True`` checks the file against its sha1 first (a pass over the mapping,
-        or one more download of it), raising ``BlobIntegrityError`` if it is damaged.
+        or one download into a temporary file the reader then serves), raising
+        ``BlobIntegrityError`` if it is damaged.
         ``mode="wb"``: a writable file that becomes a new version (``version``; None
         picks the next number) holding just ``path``, published when it is closed
         without error; an exception inside its ``with`` block publishes nothing.

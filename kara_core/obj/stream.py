@@ -26,6 +26,7 @@ import hashlib
 import io
 import mmap
 import os
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..backend import Backend
 from ..errors import BlobIntegrityError, ConfigurationError, CorruptDatasetError, ReadOnlyStoreError
-from ..localdisk import Buffers, same_as_cached_file
+from ..localdisk import Buffers, raise_disk_error, same_as_cached_file
 from .hashing import Digests, hash_views
 from .manifest import KeyLayout, check_relative_parts, dump_json
 from .save import Lease
@@ -492,9 +493,11 @@ class BlobReader(SeekableReader):
     :data:`READ_AHEAD` bytes fetched with a ranged read, and fetch the next window in the
     background while the reader moves forward.
 
-    With ``sha1`` (the blob's, hex) the blob is checked before the reader is returned:
-    the mapping is hashed, or the blob is streamed through sha1 once (a second transfer
-    on remote stores); a mismatch raises :class:`~kara_core.errors.BlobIntegrityError`.
+    With ``sha1`` (the blob's, hex) the blob is checked before the reader is returned,
+    and the reader then serves exactly the bytes checked: the mapping is hashed on
+    stores with local files; elsewhere the blob is downloaded once into an unlinked
+    temporary file (in ``TMPDIR``), hashed on the way, and mapped. A mismatch raises
+    :class:`~kara_core.errors.BlobIntegrityError`.
     """
 
     def __init__(self, backend: Backend, path: str, size: int, name: str = "", sha1: str | None = None) -> None:
@@ -511,26 +514,43 @@ class BlobReader(SeekableReader):
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         if sha1 is not None:
             try:
-                self._check(sha1)
+                if self._map is None and size > 0:
+                    digest, got = self._spool()
+                else:
+                    mapped = self._map if self._map is not None else b""
+                    # A mapping shorter than the manifest's size fails the size check.
+                    digest, got = hashlib.sha1(mapped, usedforsecurity=False).hexdigest(), len(mapped)
+                self._compare(sha1, digest, got)
             except BaseException:
                 self.close()
                 raise
 
-    def _check(self, sha1: str) -> None:
+    def _spool(self) -> tuple[str, int]:
+        """Download the blob once into an unlinked temporary file, hashing it on the way,
+        and map it; return its sha1 and the bytes received."""
         hasher = hashlib.sha1(usedforsecurity=False)
-        if self._map is not None:
-            hasher.update(self._map)
-            # A mapping shorter than the manifest's size is caught by the size check below.
-            got = len(self._map)
-        else:
-            got = 0
+        got = 0
+        with tempfile.TemporaryFile(prefix="kara-verify-") as spool:
             for start in range(0, self._size, READ_AHEAD):
                 piece = self._backend.read(self._path, start, min(self._size, start + READ_AHEAD))
                 hasher.update(piece)
+                try:
+                    spool.write(piece)
+                except OSError as exc:
+                    folder = tempfile.gettempdir()
+                    raise_disk_error(exc, f"spool {self._name!r} to check it, in {folder}", "file://" + folder)
+                    raise
                 got += len(piece)
                 if len(piece) < min(READ_AHEAD, self._size - start):
                     break
-        if got != self._size or hasher.hexdigest() != sha1:
+            spool.flush()
+            if got:
+                # The mapping outlives the file: the reader serves the bytes it checked.
+                self._map = mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)
+        return hasher.hexdigest(), got
+
+    def _compare(self, sha1: str, digest: str, got: int) -> None:
+        if got != self._size or digest != sha1:
             what = f"size ({got} bytes, not {self._size})" if got != self._size else "sha1"
             raise BlobIntegrityError(
                 f"{self._backend.url}/{self._path} ({self._name!r}) does not match its {what}: "

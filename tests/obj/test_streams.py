@@ -407,3 +407,37 @@ def test_a_verified_reader_refuses_a_damaged_file_before_any_read(
         store.open_file("ns", "ck", "model.pt", verify=1)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="verify=True is for mode 'rb'"):
         store.open_file("ns", "ck", "other.pt", "wb", verify=True)
+
+
+class _CountingReads(NoLocalFilesBackend):
+    """The store seen as remote, counting the bytes of every read."""
+
+    read_bytes = 0
+
+    def read(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        data = super().read(path, start, end)
+        type(self).read_bytes += len(data)
+        return data
+
+
+def test_a_verified_remote_reader_downloads_once_and_serves_the_bytes_it_checked(
+    objects: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "READ_AHEAD", 4096)  # several ranged reads
+    monkeypatch.setattr(_CountingReads, "read_bytes", 0)
+    data = os.urandom(50_001)
+    _write(objects, "model.pt", [data], version="0")
+    remote = _CountingReads(objects.backend.root)
+    store = ObjectStore(remote)
+    manifest_bytes = _CountingReads.read_bytes
+    with store.open_file("ns", "ck", "model.pt", verify=True) as fh:
+        checked = _CountingReads.read_bytes
+        # Damaged after the check: the reader still serves what it checked.
+        _damage(objects, "model.pt", "flip")
+        assert fh.read() == data
+        fh.seek(123)
+        assert fh.read(1000) == data[123:1123]
+    assert _CountingReads.read_bytes == checked  # no read of the blob after the check
+    assert 0 < checked - manifest_bytes - len(data) < 10_000  # the blob once, plus manifest and meta
+    with pytest.raises(BlobIntegrityError, match="does not match its sha1"):
+        store.open_file("ns", "ck", "model.pt", verify=True)
