@@ -172,6 +172,8 @@ class LoadPlan:
 
 
 def _read_state(target: str) -> dict[str, Any]:
+    if os.path.islink(os.path.join(target, STATE_DIR)):
+        return {}  # not kara's (a load refuses it: target_lock)
     try:
         with open(os.path.join(target, STATE_DIR, _STATE_FILE), "rb") as fh:
             state = orjson.loads(fh.read())
@@ -822,8 +824,15 @@ def target_lock(target: str) -> Iterator[None]:
     however it exits (on NFS, the client turns it into a POSIX lock of the server).
     """
     folder = os.path.join(target, STATE_DIR)
+    if os.path.islink(folder):
+        # kara writes its state, lock and staged files only inside the target: a link
+        # here (planted, or left by a tool) would send them elsewhere.
+        raise ConfigurationError(
+            f"cannot load into {target}: {folder} is a symbolic link (to {os.readlink(folder)!r}), and kara "
+            "keeps the folder's load state in a real folder there; remove the link"
+        )
     os.makedirs(folder, exist_ok=True)
-    fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

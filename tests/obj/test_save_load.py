@@ -182,6 +182,27 @@ def test_a_refused_load_into_a_folder_kara_never_loaded_into_leaves_it_as_it_was
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.txt", "notes.txt"]
 
 
+@pytest.mark.parametrize("delete", [False, True])
+def test_a_load_never_follows_a_link_in_place_of_its_state_folder(
+    objects: ObjectStore, source: Path, tmp_path: Path, delete: bool
+) -> None:
+    # <target>/.kara as a link (planted, or left by a tool) would have sent the load's
+    # state.json and lock into the folder it points to.
+    objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".kara").symlink_to(elsewhere)
+    with pytest.raises(ConfigurationError, match=r"\.kara is a symbolic link .*remove the link"):
+        objects.load_directory("ns", "ckpt", str(out), progress_bar=False, delete=delete)
+    assert list(elsewhere.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [".kara"]
+    (out / ".kara").unlink()
+    objects.load_directory("ns", "ckpt", str(out), progress_bar=False)
+    assert read_tree(out) == read_tree(source)
+
+
 def test_delete_true_replaces_files_kara_did_not_place(objects: ObjectStore, source: Path, tmp_path: Path) -> None:
     objects.save_directory("ns", "ckpt", str(source), progress_bar=False)
     out = write_tree(tmp_path / "out", {"notes.txt": b"mine", "a.txt": b"not hello"})
