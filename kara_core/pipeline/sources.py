@@ -198,7 +198,14 @@ class RowView:
         the serializer decodes runs: then the cached records are read-only arrays, shared)."""
         if self._decoded:
             return self.raws(positions)
-        return self._many(self.raws(positions))
+        try:
+            return self._many(self.raws(positions))
+        except Exception:
+            # Read alone, the record that does not decode raises the dataset's own error,
+            # which names it and where it is stored.
+            for position in positions.tolist():
+                self.rows[position]
+            raise
 
     def fetch_encoded(self, positions: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, Decoder | None]:
         """The records at ``positions`` still encoded, and what decodes a list of them.

@@ -20,10 +20,19 @@ from ..errors import (
     CorruptDatasetError,
     DatasetClosedError,
     EndOfDatasetError,
+    KaraError,
     ModeError,
     RecordIndexError,
+    SerializationError,
 )
-from ..serialization import JSONSerializer, NoSerializer, PickleSerializer, Serializer, batch_deserializer
+from ..serialization import (
+    JSONSerializer,
+    NoSerializer,
+    PickleSerializer,
+    Serializer,
+    batch_deserializer,
+    serializer_label,
+)
 from ..serialization.groups import split_group
 from ..serialization.plain import native_decoder
 from .groups import GroupRun, open_snapshot
@@ -371,8 +380,9 @@ class RowDataset:
         self._decoded = False
         return True
 
-    def _next_raw(self) -> tuple[Any, bool] | None:
-        # The next stored record and whether it is decoded already, or None at the end.
+    def _next_raw(self) -> tuple[Any, bool, int] | None:
+        # The next stored record, whether it is decoded already and its position in the
+        # version, or None at the end.
         with self._lock:
             if self._bpos >= len(self._batch) and not self._refill():
                 return None
@@ -380,7 +390,27 @@ class RowDataset:
             self._bpos += 1
             self._pos += 1
             self._moves += 1
-            return raw, self._decoded
+            return raw, self._decoded, self._pos - 1
+
+    def _undecodable(self, exc: Exception, position: int) -> SerializationError:
+        """The error for stored record ``position`` (of the version) that its serializer cannot decode."""
+        snap = self._snap
+        where = snap.record_location(position) if snap is not None else "its bytes"
+        return SerializationError(
+            f"record {position - self._begin} of dataset {self._name()} cannot be decoded by its "
+            f"{serializer_label(self.serializer)!r} serializer ({type(exc).__name__}: {exc}): {where} are damaged, "
+            "or were written with another serializer"
+        )
+
+    def _decode(self, raw: Any, position: int) -> Any:
+        # One stored record decoded; what its serializer raises becomes a SerializationError
+        # naming the record and where it is stored (kara's own errors stay as they are).
+        try:
+            return self._deserialize(raw)
+        except KaraError:
+            raise
+        except Exception as exc:
+            raise self._undecodable(exc, position) from exc
 
     def read(self, default: Any = _RAISE) -> Any:
         """Return the next record and move the cursor past it.
@@ -394,8 +424,15 @@ class RowDataset:
             if default is _RAISE:
                 raise EndOfDatasetError(f"end of dataset {self._name()}: all {len(self)} records were read")
             return default
-        raw, decoded = taken
-        return raw if decoded else self._deserialize(raw)
+        raw, decoded, position = taken
+        if decoded:
+            return raw
+        try:  # _decode, inlined: one call less per record read
+            return self._deserialize(raw)
+        except KaraError:
+            raise
+        except Exception as exc:
+            raise self._undecodable(exc, position) from exc
 
     def __iter__(self) -> Iterator[Any]:
         """Yield the records from the cursor to the end, moving the cursor along.
@@ -421,6 +458,7 @@ class RowDataset:
                 batch = self._batch[self._bpos :] if self._bpos else self._batch
                 ready = self._decoded
                 self._batch, self._bpos = [], 0
+                first = self._pos
                 self._pos += len(batch)
                 self._moves += 1
                 moves = self._moves
@@ -483,6 +521,16 @@ class RowDataset:
                         current = iter(decoded)
                         yield from current
                 done, size, current = len(batch), 0, iter(())
+            except Exception as exc:
+                # A record that does not decode (the one `current` just passed) raises
+                # what ds[i] raises for it, naming it and where it is stored; anything
+                # else (thrown in, kara's own errors) goes on as it is.
+                failing = first + done + size - length_hint(current) - 1
+                snap = self._snap
+                if ready or isinstance(exc, KaraError) or snap is None or not first <= failing < first + len(batch):
+                    raise
+                self._decode(snap.raw(failing, self._views), failing)
+                raise
             finally:
                 left = len(batch) - done - size + length_hint(current)
                 if left:
@@ -539,7 +587,13 @@ class RowDataset:
             i += length
         if not 0 <= i < length:
             raise RecordIndexError(f"record {index} is out of range for dataset {self._name()} of {length} records")
-        return self._deserialize(snap.raw(self._begin + i, self._views))
+        raw = snap.raw(self._begin + i, self._views)
+        try:  # _decode, inlined: one call less per record read
+            return self._deserialize(raw)
+        except KaraError:
+            raise
+        except Exception as exc:
+            raise self._undecodable(exc, self._begin + i) from exc
 
     def pread(self, index: int) -> Any:
         """Record ``index`` without moving the cursor (same as ``ds[index]``)."""
@@ -615,7 +669,11 @@ class RowDataset:
         decoded = self._decode_run(snap, first, last, sys.maxsize)
         if decoded is not None:
             return decoded
-        return self._deserialize_many(snap.raw_range(first, last, False, None, self._views))
+        raws = snap.raw_range(first, last, False, None, self._views)
+        try:
+            return self._deserialize_many(raws)
+        except Exception:  # noqa: BLE001 - redone one by one: the error names the record
+            return [self._decode(raw, first + k) for k, raw in enumerate(raws)]
 
     def _decode_run(self, snap: Snapshot, start: int, stop: int, budget: int) -> list[Any] | None:
         # Records [start, stop) (fewer past ``budget`` bytes) decoded at once from mapped

@@ -267,6 +267,11 @@ class GroupedSnapshot(Snapshot):
             f"which holds {held} records: the index is damaged",
         )
 
+    def record_location(self, i: int) -> str:
+        """Where record ``i`` is stored: in the frame of its group (for errors)."""
+        first = self._first_of(i)
+        return f"{super().record_location(first)}, the group of records starting at record {first} that holds it,"
+
     def raw(self, i: int, view: bool = False) -> bytes:
         first = self._first_of(i)
         records = self._group(first)

@@ -231,6 +231,18 @@ class Snapshot:
             offset -= size
         return self.index_blocks - 1, offset
 
+    def record_location(self, i: int) -> str:
+        """Where record ``i``'s bytes are stored (its data block and offset there), for errors."""
+        start, end = self.end(i - 1), self.end(i)
+        offset = start
+        for number in range(self.data_blocks):
+            size = self.backend.size(block_path(self.data_prefix, number)) or 0
+            if offset < size or number == self.data_blocks - 1:
+                path = block_path(self.data_prefix, number)
+                return f"its {end - start} bytes at offset {offset} of {self.backend.url}/{path}"
+            offset -= size
+        return f"its {end - start} bytes at offset {start} of the data of {self.backend.url}/{self.data_prefix}"
+
     # -- records -------------------------------------------------------------------
 
     def raw(self, i: int, view: bool = False) -> bytes:

@@ -359,7 +359,11 @@ def test_a_group_that_does_not_decode_whole_is_decoded_record_by_record(store: K
         while ds.tell() < len(ds):
             try:
                 got.extend(ds)
-            except orjson.JSONDecodeError:
+            except SerializationError as exc:
+                # Named: the record, and the group frame that holds it.
+                assert isinstance(exc.__cause__, orjson.JSONDecodeError)
+                assert f"record {ds.tell() - 1} of dataset ns/k" in str(exc)
+                assert "data/0.blk, the group of records starting at record 0 that holds it" in str(exc)
                 got.append("error at " + str(ds.tell() - 1))
         assert got == [{"a": 0}, "error at 1", "error at 2", {"a": 3}, "error at 4", {"a": 5}]
         assert ds[3] == {"a": 3}

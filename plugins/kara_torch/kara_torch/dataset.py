@@ -421,9 +421,21 @@ def _row_samples(rows: Any, groups: Iterator[np.ndarray], begin: int, block: int
     reader = BlockReader(rows, block)
     decode = batch_deserializer(rows.serializer)
     for records in groups:
-        for raws in reader.read_in_order(records + begin, records // block):
+        indices = records + begin
+        done = 0
+        for raws in reader.read_in_order(indices, records // block):
             for first in range(0, len(raws), DECODE_CHUNK):
-                yield decode(raws[first : first + DECODE_CHUNK])
+                chunk = raws[first : first + DECODE_CHUNK]
+                try:
+                    samples = decode(chunk)
+                except Exception:
+                    # Read alone, the record that does not decode raises the dataset's
+                    # own error, which names it and where it is stored.
+                    for index in indices[done + first : done + first + len(chunk)]:
+                        rows[int(index)]
+                    raise
+                yield samples
+            done += len(raws)
 
 
 def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterator[list[Any]]:
