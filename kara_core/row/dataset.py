@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import io
+import logging
 import operator
 import sys
 import threading
+import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -45,6 +48,27 @@ if TYPE_CHECKING:
     from .shard import RowShard
 
 __all__ = ["RowDataset"]
+
+_log = logging.getLogger(__name__)
+
+#: Datasets opened for writing and not closed yet. At interpreter exit they are dropped
+#: (closed and flushed, as 2.x's garbage collector did; parts abandoned) by an atexit
+#: hook, while the interpreter still works: left to their finalizers during module
+#: teardown, their writer locks could not be released (builtins are gone by then) and
+#: stayed behind, making a writer on another host wait for the lock to expire.
+_OPEN_WRITERS: weakref.WeakSet[RowDataset] = weakref.WeakSet()
+
+
+@atexit.register
+def _drop_open_writers() -> None:
+    for dataset in list(_OPEN_WRITERS):
+        if dataset.closed:
+            continue
+        try:
+            dataset._drop()
+        except Exception:  # noqa: BLE001 - one dataset's failure must not keep the others open
+            _log.exception("closing %r at exit failed", dataset)
+
 
 #: Records ``write_many`` serializes at a time (its first chunk; later ones by bytes).
 DRAIN_RECORDS = 512
@@ -157,6 +181,8 @@ class RowDataset:
         self._closed = False
         self._snap = snapshot
         self._writer = writer
+        if writer is not None:
+            _OPEN_WRITERS.add(self)
         #: Serialized records ``write`` queued for the writer (None: not writable). Only
         #: ever appended to at its end, and emptied of a prefix under ``_lock``, so a
         #: record ``write`` appended is handed to the writer exactly once (see write).
@@ -348,7 +374,11 @@ class RowDataset:
     def __del__(self) -> None:
         # As in 2.x, a dataset dropped without close() is closed (and flushed) here.
         if not getattr(self, "_closed", True):
-            self.close()
+            self._drop()
+
+    def _drop(self) -> None:
+        """What dropping this dataset without ``close()`` does: close it (a part: abandon it)."""
+        self.close()
 
     # -- sequential reading ----------------------------------------------------------
 

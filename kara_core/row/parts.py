@@ -497,11 +497,10 @@ class RowPart(RowDataset):
         else:
             self.close()
 
-    def __del__(self) -> None:
+    def _drop(self) -> None:
         # Unlike a plain dataset, a part dropped without close() does not count.
-        if not getattr(self, "_closed", True):
-            self._part_writer.discard = True
-        super().__del__()
+        self._part_writer.discard = True
+        super()._drop()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self)} records"

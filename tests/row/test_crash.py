@@ -10,7 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from kara_core import KaraStorage
+from kara_core.errors import ParallelWriteError
 
 from .conftest import record, run_kara
 
@@ -128,3 +131,40 @@ def test_writers_killed_at_random_moments_lose_nothing_flushed(tmp_path: Path) -
             ds.write_many(record(i) for i in range(start, start + 10))
         assert _check(root, start + 10) == start + 10
         assert store.rows.verify("crash", "rows") == []
+
+
+_DIES_WITH_WRITERS_OPEN = """
+import sys
+import kara_core as kara
+store = kara.KaraStorage(sys.argv[1])
+ds = store.open_dataset("ns", "k", "w", version="1")
+ds.write_many({"i": i} for i in range(1000))
+handle = store.open_parallel_write("ns", "p", "1")
+part = handle.part(0)
+part.write_many({"i": i} for i in range(10))
+def work():
+    local = store.open_dataset("ns", "k2", "w", version="1")
+    local.write_many({"i": i} for i in range(500))
+    raise RuntimeError("a bug in the user's script")
+work()
+"""
+
+
+def test_a_script_that_dies_with_writers_open_flushes_them_and_leaves_no_lock(tmp_path: Path) -> None:
+    # Closed at exit while the interpreter still works (an atexit hook): before, their
+    # finalizers ran during module teardown, printed "Exception ignored ... NameError:
+    # name 'open' is not defined" and left the writer locks behind, which a writer on
+    # another host waited out (120 s).
+    url = f"file://{tmp_path}/store"
+    proc = run_kara(_DIES_WITH_WRITERS_OPEN, url)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "a bug in the user's script" in stderr
+    assert "Exception ignored" not in stderr and "NameError" not in stderr, stderr
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*.lock")) == []
+    store = KaraStorage(url)
+    assert [len(store.open_dataset("ns", key)) for key in ("k", "k2")] == [1000, 500]
+    # The part left open does not count: its attempt is incomplete.
+    handle = store.open_parallel_write("ns", "p", "1", resume=True)
+    with pytest.raises(ParallelWriteError, match="part 0"):
+        handle.commit(parts=1)
