@@ -254,10 +254,13 @@ class PartWriter:
             "again (a new attempt)"
         )
 
-    @contextlib.contextmanager
-    def _storing(self) -> Iterator[None]:
+    def _check_failure(self) -> None:
         if self.failure is not None:
             raise self.failed_error()
+
+    @contextlib.contextmanager
+    def _storing(self) -> Iterator[None]:
+        self._check_failure()
         try:
             yield
         except BaseException as exc:
@@ -276,8 +279,7 @@ class PartWriter:
 
     def append(self, raws: list[bytes]) -> None:
         """Buffer serialized records; full blocks are put as they fill."""
-        if self.failure is not None:
-            raise self.failed_error()
+        self._check_failure()
         if not raws:
             return
         self._copy(raws[0] if len(raws) == 1 else b"".join(raws))
@@ -285,8 +287,7 @@ class PartWriter:
 
     def serialize_into(self, objs: list[Any], serialize: Callable[[Any], bytes]) -> None:
         """Serialize ``objs`` into :attr:`pending` and account for them (all or none)."""
-        if self.failure is not None:
-            raise self.failed_error()
+        self._check_failure()
         self.took(serialize_into(self.pending, objs, serialize))
 
     def append_joined(self, data: Any, ends: bytes) -> None:
@@ -295,8 +296,7 @@ class PartWriter:
         A read-only ``data`` (bytes, an Arrow buffer) is held as it is until its block is
         put, without a copy; a writable one is copied (its owner may change it).
         """
-        if self.failure is not None:
-            raise self.failed_error()
+        self._check_failure()
         if not ends:
             return
         view = memoryview(data).cast("B")
