@@ -19,13 +19,12 @@ leaves an incomplete attempt that the commit never takes.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from itertools import accumulate, islice
 from typing import Any, TypeVar
 
@@ -38,7 +37,7 @@ from .blocks import LITTLE_ENDIAN, block_path
 from .dataset import RowDataset
 from .layout import version_prefix
 from .snapshot import ENTRY, ascending
-from .writer import serialize_into
+from .writer import StopsAtFailure, serialize_into
 
 __all__ = [
     "DATA_STEM",
@@ -202,7 +201,7 @@ def read_done(backend: Backend, prefix: str) -> PartDone | None:
     return done
 
 
-class PartWriter:
+class PartWriter(StopsAtFailure):
     """Writes one part attempt: the writer a :class:`RowPart` hands its records to.
 
     It offers what :class:`RowDataset` asks of a writer (``append``, ``flush``,
@@ -242,30 +241,15 @@ class PartWriter:
         #: Set when the records must not count (an exception in the ``with`` block): close
         #: then leaves the attempt incomplete.
         self.discard = False
-        #: What made a put of this attempt's blocks fail: its buffers no longer match the
-        #: blocks stored, so it takes no more records and never completes.
-        self.failure: BaseException | None = None
 
     def failed_error(self) -> WriterFailedError:
-        """The error for a record handed to this attempt after :attr:`failure`."""
+        """The error for a record handed to this attempt after a put of its blocks failed
+        (:attr:`failure`): it never completes."""
         return WriterFailedError(
             f"part {self.part} (attempt {self.attempt}) takes no more records: a put of its blocks failed "
             f"({type(self.failure).__name__}: {self.failure}). This attempt will not count: write the part "
             "again (a new attempt)"
         )
-
-    def _check_failure(self) -> None:
-        if self.failure is not None:
-            raise self.failed_error()
-
-    @contextlib.contextmanager
-    def _storing(self) -> Iterator[None]:
-        self._check_failure()
-        try:
-            yield
-        except BaseException as exc:
-            self.failure = exc
-            raise
 
     @property
     def forked(self) -> bool:

@@ -25,7 +25,7 @@ from .blocks import LITTLE_ENDIAN, BlockWriter, probe_streams, truncate_stream
 from .layout import data_prefix, index_prefix, writer_lock_path
 from .snapshot import ENTRY, complete_extent
 
-__all__ = ["WRITER_LOCK_TTL", "RowWriter", "serialize_into"]
+__all__ = ["WRITER_LOCK_TTL", "RowWriter", "StopsAtFailure", "serialize_into"]
 
 #: Seconds without a heartbeat after which another host may break a writer's lock.
 WRITER_LOCK_TTL = 120.0
@@ -66,7 +66,37 @@ def serialize_into(pending: io.BytesIO, objs: list[Any], serialize: Callable[[An
         raise
 
 
-class RowWriter:
+class StopsAtFailure:
+    """A writer that takes no more records once a write of it to storage failed.
+
+    A write that fails may have left part of its bytes on storage, so the writer's
+    buffers no longer match what is stored: every write to storage goes through
+    :meth:`_storing`, which records the first failure in :attr:`failure`; from then on
+    :meth:`_check_failure` raises :meth:`failed_error`, which says what became of the
+    records.
+    """
+
+    #: What made a write to storage fail (None while none did).
+    failure: BaseException | None = None
+
+    def failed_error(self) -> WriterFailedError:
+        raise NotImplementedError
+
+    def _check_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failed_error()
+
+    @contextlib.contextmanager
+    def _storing(self) -> Iterator[None]:
+        self._check_failure()
+        try:
+            yield
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+
+class RowWriter(StopsAtFailure):
     """Appends records to one version while holding its writer lock."""
 
     def __init__(
@@ -102,8 +132,6 @@ class RowWriter:
         #: End offset (in the data stream) of the last record appended.
         self.end = self._data.total
         self.closed = False
-        #: What made an append to storage fail (then the writer takes no more records).
-        self.failure: BaseException | None = None
 
     @property
     def forked(self) -> bool:
@@ -122,21 +150,6 @@ class RowWriter:
             f"({type(self.failure).__name__}: {self.failure}). The version keeps the records flushed "
             "before that; open it again with mode 'w' to go on from there (len() tells how many it kept)"
         )
-
-    def _check_failure(self) -> None:
-        if self.failure is not None:
-            raise self.failed_error()
-
-    @contextlib.contextmanager
-    def _storing(self) -> Iterator[None]:
-        """Around every write to storage: one that fails may have left part of its bytes
-        there, and the buffers no longer match what is stored, so the writer stops."""
-        try:
-            yield
-        except BaseException as exc:
-            if self.failure is None:
-                self.failure = exc
-            raise
 
     def append(self, raws: list[bytes]) -> None:
         """Buffer serialized records (the caller batches them: one call per many records)."""
