@@ -424,8 +424,13 @@ class RowDataset:
 
     def _undecodable(self, exc: Exception, position: int) -> SerializationError:
         """The error for stored record ``position`` (of the version) that its serializer cannot decode."""
+        where = "its bytes"
         snap = self._snap
-        where = snap.record_location(position) if snap is not None else "its bytes"
+        if snap is not None:
+            try:
+                where = snap.record_location(position)
+            except Exception:  # noqa: BLE001 - the record's own error matters more than where it is
+                pass
         return SerializationError(
             f"record {position - self._begin} of dataset {self._name()} cannot be decoded by its "
             f"{serializer_label(self.serializer)!r} serializer ({type(exc).__name__}: {exc}): {where} are damaged, "
