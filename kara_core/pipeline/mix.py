@@ -238,7 +238,27 @@ class Mixture:
     def fetch(self, positions: np.ndarray, epoch: int | None = None) -> list[Any]:
         """The samples at mixture ``positions`` of ``epoch`` (default: the current one)."""
         items, decode = self.fetch_encoded(positions, epoch)
-        return items.tolist() if decode is None else decode(items.tolist())
+        if decode is None:
+            return items.tolist()
+        try:
+            return decode(items.tolist())
+        except Exception:
+            self._fetch_from_sources(positions, epoch)
+            raise
+
+    def _fetch_from_sources(self, positions: np.ndarray, epoch: int | None) -> None:
+        """Fetch the samples at ``positions`` from each source view on its own.
+
+        Called when a shared decoder failed: a sample that does not decode then raises
+        its source's own error, which names the record and where it is stored (a row
+        dataset's :class:`~kara_core.errors.SerializationError`).
+        """
+        epoch = self.epoch if epoch is None else int(epoch)
+        sources, draws = self.locate(np.asarray(positions, dtype=np.int64))
+        for source in sorted_unique(sources).tolist():
+            records, epochs = self._records(source, epoch, draws[np.flatnonzero(sources == source)])
+            for sub_epoch in sorted_unique(epochs).tolist():
+                self.views[source].fetch(records[epochs == sub_epoch], sub_epoch)
 
     def fetch_encoded(self, positions: np.ndarray, epoch: int | None = None) -> tuple[np.ndarray, Decoder | None]:
         """The samples at ``positions``, still encoded when every source decodes alike.
@@ -267,7 +287,12 @@ class Mixture:
                     if shared:
                         decoder = decode
                     else:
-                        items = np.fromiter(decode(items.tolist()), dtype=object, count=len(items))
+                        try:
+                            items = np.fromiter(decode(items.tolist()), dtype=object, count=len(items))
+                        except Exception:
+                            # Its own error names the record that does not decode.
+                            self.views[source].fetch(records[part], sub_epoch)
+                            raise
                 if self.with_source:
                     name = self.names[source]
                     items = np.fromiter(((name, item) for item in items.tolist()), dtype=object, count=len(items))

@@ -84,7 +84,14 @@ def count_tokens(rows: Any, field: str | None, start: int, stop: int) -> np.ndar
     counts = np.empty(stop - start, dtype=np.int64)
     for first in range(start, stop, COUNT_CHUNK):
         raws = rows.read_raw_range(first, min(stop, first + COUNT_CHUNK))
-        counts[first - start : first - start + len(raws)] = [count(deserialize(raw)) for raw in raws]
+        try:
+            counts[first - start : first - start + len(raws)] = [count(deserialize(raw)) for raw in raws]
+        except Exception:
+            # Read alone, a record that does not decode raises the dataset's own error,
+            # which names it and where it is stored.
+            for index in range(first, first + len(raws)):
+                rows[index]
+            raise
     return counts
 
 

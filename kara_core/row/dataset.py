@@ -431,8 +431,9 @@ class RowDataset:
                 where = snap.record_location(position)
             except Exception:  # noqa: BLE001 - the record's own error matters more than where it is
                 pass
+        inside = f" (record {position - self._begin} of this slice)" if self._begin else ""
         return SerializationError(
-            f"record {position - self._begin} of dataset {self._name()} cannot be decoded by its "
+            f"record {position}{inside} of dataset {self._name()} cannot be decoded by its "
             f"{serializer_label(self.serializer)!r} serializer ({type(exc).__name__}: {exc}): {where} are damaged, "
             "or were written with another serializer"
         )

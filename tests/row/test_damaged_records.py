@@ -85,6 +85,40 @@ def test_the_torch_pipeline_names_the_record_that_does_not_decode(damaged: KaraS
     assert DAMAGED not in seen
 
 
+def test_mixtures_packed_views_and_slices_name_the_record_that_does_not_decode(
+    damaged: KaraStorage, tmp_path: Path
+) -> None:
+    from kara_torch import make_torch_dataset
+
+    import kara_core as kara
+
+    other = KaraStorage(f"file://{tmp_path}/other")
+    with other.open_dataset("ns", "o", "w", version="1") as ds:
+        ds.write_many({"i": -i} for i in range(1000))
+    damaged_rows, other_rows = damaged.open_dataset("ns", "k"), other.open_dataset("ns", "o")
+
+    def mixture() -> object:
+        return kara.mix({"a": damaged_rows, "b": other_rows}, weights={"a": 1, "b": 1}, seed=5)
+
+    def tokens() -> object:
+        # pack() counts tokens, then cuts samples: field=None takes each record (a dict
+        # of one key) as its own sequence of one token.
+        return kara.pack(damaged_rows, field=None, seq_len=4)
+
+    reads = {
+        "mixture": lambda: list(mixture()),
+        "mixture fetch": lambda: mixture().fetch(np.arange(2000)),
+        "torch over a mixture": lambda: list(make_torch_dataset(mixture())),
+        "packed view": lambda: list(tokens()),
+        "torch over a packed view": lambda: list(make_torch_dataset(tokens())),
+    }
+    for read in reads.values():
+        with pytest.raises(SerializationError, match=f"record {DAMAGED} of dataset ns/k version '1'"):
+            read()
+    with pytest.raises(SerializationError, match=f"record {DAMAGED} \\(record 67 of this slice\\) of dataset ns/k"):
+        damaged_rows.slice(500, 200)[67]
+
+
 def test_a_record_emptied_by_a_damaged_index_is_no_end_of_dataset(tmp_path: Path) -> None:
     # pickle.loads(b"") raises EOFError: a 2.x-style loop took it for the end of the
     # dataset and stopped there without a word.

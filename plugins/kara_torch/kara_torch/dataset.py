@@ -448,7 +448,8 @@ def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterat
     for positions in groups:
         first = 0
         while first < len(positions):
-            items, decode = encoded(view, positions[first : first + size], epoch)
+            fetched = positions[first : first + size]
+            items, decode = encoded(view, fetched, epoch)
             first += size
             samples = items.tolist()
             if not sized:
@@ -456,7 +457,17 @@ def _view_samples(view: Any, groups: Iterator[np.ndarray], epoch: int) -> Iterat
                 size, sized = _fetch_size(samples, decode), True
             for start in range(0, len(samples), DECODE_CHUNK):
                 chunk = samples[start : start + DECODE_CHUNK]
-                yield chunk if decode is None else decode(chunk)
+                if decode is None:
+                    yield chunk
+                    continue
+                try:
+                    decoded = decode(chunk)
+                except Exception:
+                    # Fetched decoded, the sample that does not decode raises its
+                    # source's own error, which names the record and where it is stored.
+                    view.fetch(fetched[start : start + len(chunk)], epoch)
+                    raise
+                yield decoded
 
 
 def _fetch_size(samples: list[Any], decode: Decoder | None) -> int:
