@@ -222,26 +222,27 @@ class Snapshot:
         bad = next(k for k in range(len(bounds) - 1) if bounds[k + 1] < bounds[k])
         return self._corrupt(start + bad, bounds[bad], bounds[bad + 1])
 
-    def _index_location(self, i: int) -> tuple[int, int]:
-        offset = i * ENTRY
-        for number in range(self.index_blocks):
-            size = self.backend.size(block_path(self.index_prefix, number)) or 0
+    def _block_location(self, prefix: str, blocks: int, offset: int) -> tuple[int, int]:
+        """The block of stream ``prefix`` (of ``blocks`` blocks) holding byte ``offset`` of
+        the stream, and the offset in it (past the last block: in the last one), for errors."""
+        for number in range(blocks):
+            size = self.backend.size(block_path(prefix, number)) or 0
             if offset < size:
                 return number, offset
             offset -= size
-        return self.index_blocks - 1, offset
+        return blocks - 1, offset
+
+    def _index_location(self, i: int) -> tuple[int, int]:
+        return self._block_location(self.index_prefix, self.index_blocks, i * ENTRY)
 
     def record_location(self, i: int) -> str:
         """Where record ``i``'s bytes are stored (its data block and offset there), for errors."""
         start, end = self.end(i - 1), self.end(i)
-        offset = start
-        for number in range(self.data_blocks):
-            size = self.backend.size(block_path(self.data_prefix, number)) or 0
-            if offset < size or number == self.data_blocks - 1:
-                path = block_path(self.data_prefix, number)
-                return f"its {end - start} bytes at offset {offset} of {self.backend.url}/{path}"
-            offset -= size
-        return f"its {end - start} bytes at offset {start} of the data of {self.backend.url}/{self.data_prefix}"
+        if not self.data_blocks:
+            return f"its {end - start} bytes at offset {start} of the data of {self.backend.url}/{self.data_prefix}"
+        number, offset = self._block_location(self.data_prefix, self.data_blocks, start)
+        path = block_path(self.data_prefix, number)
+        return f"its {end - start} bytes at offset {offset} of {self.backend.url}/{path}"
 
     # -- records -------------------------------------------------------------------
 
