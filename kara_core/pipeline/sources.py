@@ -16,7 +16,7 @@ A *record view* is a fixed-length sequence read in batches of positions:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,7 +26,7 @@ from ..errors import ConfigurationError, ModeError
 from ..serialization import Serializer, batch_deserializer, serializer_label
 from ..serialization.base import recorded_options
 
-__all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "pick", "sorted_unique"]
+__all__ = ["Decoder", "RecordView", "RowView", "as_view", "encoded", "name_undecodable", "pick", "sorted_unique"]
 
 #: Turns a list of encoded records into the records (``Serializer.deserialize_many``).
 Decoder = Callable[[list[Any]], list[Any]]
@@ -201,10 +201,7 @@ class RowView:
         try:
             return self._many(self.raws(positions))
         except Exception:
-            # Read alone, the record that does not decode raises the dataset's own error,
-            # which names it and where it is stored.
-            for position in positions.tolist():
-                self.rows[position]
+            name_undecodable(self.rows, positions.tolist())
             raise
 
     def fetch_encoded(self, positions: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, Decoder | None]:
@@ -283,6 +280,15 @@ def pick(values: list[Any], indices: np.ndarray) -> list[Any]:
     if len(indices) == 1:
         return [values[int(indices[0])]]
     return list(itemgetter(*indices.tolist())(values))
+
+
+def name_undecodable(rows: Any, indices: Iterable[int]) -> None:
+    """After a batch of records of ``rows`` failed to decode, read them again one by one:
+    the first that does not decode alone raises the dataset's own error, which names it
+    and where it is stored. Returns if each one decodes (the batch failed for another
+    reason, which the caller raises)."""
+    for index in indices:
+        rows[int(index)]
 
 
 def encoded(view: Any, positions: np.ndarray, epoch: int = 0) -> tuple[np.ndarray, Decoder | None]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, CorruptDatasetError, KaraError
 from ..row.layout import version_prefix
+from .sources import name_undecodable
 
 __all__ = ["HEAD_BYTES", "MAGIC", "cached_token_counts", "decode_counts", "encode_counts", "token_counts_path"]
 
@@ -87,10 +88,7 @@ def count_tokens(rows: Any, field: str | None, start: int, stop: int) -> np.ndar
         try:
             counts[first - start : first - start + len(raws)] = [count(deserialize(raw)) for raw in raws]
         except Exception:
-            # Read alone, a record that does not decode raises the dataset's own error,
-            # which names it and where it is stored.
-            for index in range(first, first + len(raws)):
-                rows[index]
+            name_undecodable(rows, range(first, first + len(raws)))
             raise
     return counts
 

@@ -23,7 +23,7 @@ import torch.distributed
 from torch.utils.data import IterableDataset, get_worker_info
 
 from kara_core.errors import ConfigurationError, ModeError
-from kara_core.pipeline.sources import Decoder, encoded
+from kara_core.pipeline.sources import Decoder, encoded, name_undecodable
 from kara_core.serialization import batch_deserializer
 
 from .order import EpochOrder, OrderCursor, RankPlan, ShuffleParams, worker_positions
@@ -429,10 +429,7 @@ def _row_samples(rows: Any, groups: Iterator[np.ndarray], begin: int, block: int
                 try:
                     samples = decode(chunk)
                 except Exception:
-                    # Read alone, the record that does not decode raises the dataset's
-                    # own error, which names it and where it is stored.
-                    for index in indices[done + first : done + first + len(chunk)]:
-                        rows[int(index)]
+                    name_undecodable(rows, indices[done + first : done + first + len(chunk)])
                     raise
                 yield samples
             done += len(raws)
