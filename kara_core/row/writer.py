@@ -225,8 +225,7 @@ class RowWriter(StopsAtFailure):
                 f"the writer lock of {self._lock.what} was taken over by another process "
                 "(this writer was presumed dead); records written after that were not saved safely"
             )
-        self._check_failure()
-        with self._storing():
+        with self._storing():  # which first refuses a failed writer
             self._commit()
             self._index.flush()
 
