@@ -3,10 +3,10 @@
 :func:`write_file` writes bytes or a stream into a new local file and lets files of
 8 MiB and more bypass the page cache when the kernel makes cache pages expensive (see
 the private module ``_direct`` for what it measures and why). kara-file's puts use it;
-:func:`raise_disk_error` turns the ``OSError`` of a full or read-only disk into kara's
-error. Nothing else of the local-disk machinery is
-public. Inside kara_core, directory loads
-use that machinery directly for the files they place and the file:// blobs they read.
+:func:`disk_error` and :func:`raise_disk_error` turn the ``OSError`` of a full or
+read-only disk into kara's error. Nothing else of the local-disk machinery is public.
+Inside kara_core, directory loads use that machinery directly for the files they place
+and the file:// blobs they read.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Literal
 from ..errors import ConfigurationError, KaraError, ReadOnlyStoreError, StorageFullError
 from ._direct import AUTO, BUFFERED_WRITE, DIRECT_MIN, cached, copy_to_fd, direct_io_setting, memory_reader, write_all
 
-__all__ = ["FULL_DISK", "Buffers", "DirectIO", "raise_disk_error", "same_as_cached_file", "write_file"]
+__all__ = ["FULL_DISK", "Buffers", "DirectIO", "disk_error", "raise_disk_error", "same_as_cached_file", "write_file"]
 
 #: The errnos of a disk with no room left: no free blocks or inodes, or the quota used up.
 FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -102,21 +102,31 @@ def _writev_all(fd: int, pending: list[memoryview]) -> None:
                 written = 0
 
 
-def raise_disk_error(exc: OSError, what: str, url: str) -> None:
-    """Raise the ``OSError`` of a disk that cannot take a write as kara's error; else return.
+def disk_error(exc: OSError, what: str, url: str) -> KaraError | None:
+    """kara's error for the ``OSError`` of a disk that cannot take a write; else None.
 
-    A full disk's (:data:`FULL_DISK`) becomes a :class:`~kara_core.errors.StorageFullError`
+    A full disk's (:data:`FULL_DISK`) is a :class:`~kara_core.errors.StorageFullError`
     saying what it stopped (``what``), a read-only one's (``EROFS``: a read-only mount,
     or ext4 remounted read-only after an I/O error) a
-    :class:`~kara_core.errors.ReadOnlyStoreError` naming the store ``url``. Used as
-    ``except OSError as exc: raise_disk_error(exc, "...", url); raise``.
+    :class:`~kara_core.errors.ReadOnlyStoreError` naming the store ``url``.
     """
     if isinstance(exc, KaraError):
-        return
+        return None
     if exc.errno in FULL_DISK:
-        raise StorageFullError(exc.errno, f"{what}: no room left on the disk ({exc.strerror})") from None
+        return StorageFullError(exc.errno, f"{what}: no room left on the disk ({exc.strerror})")
     if exc.errno == errno.EROFS:
-        raise ReadOnlyStoreError(url, f"{what} (its disk is mounted read-only)") from None
+        return ReadOnlyStoreError(url, f"{what} (its disk is mounted read-only)")
+    return None
+
+
+def raise_disk_error(exc: OSError, what: str, url: str) -> None:
+    """Raise :func:`disk_error` of ``exc`` if there is one; else return.
+
+    Used as ``except OSError as exc: raise_disk_error(exc, "...", url); raise``.
+    """
+    error = disk_error(exc, what, url)
+    if error is not None:
+        raise error from None
 
 
 def write_file(fd: int, data: bytes | bytearray | memoryview | BinaryIO, *, direct_io: DirectIO = AUTO) -> int:

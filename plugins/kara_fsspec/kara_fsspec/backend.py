@@ -19,7 +19,6 @@ opens, from the filesystem's class (:class:`Traits`):
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import shutil
@@ -37,11 +36,9 @@ from kara_core.errors import (
     KaraError,
     NotFoundError,
     PermissionDeniedError,
-    ReadOnlyStoreError,
-    StorageFullError,
     UnsafePathError,
 )
-from kara_core.localdisk import FULL_DISK, raise_disk_error
+from kara_core.localdisk import disk_error, raise_disk_error
 from kara_core.remote import (
     TMP_MARK,
     ConditionalCreates,
@@ -168,11 +165,11 @@ class FsspecBackend(Backend):
             return NotFoundError(f"{what}: {self.url} has no such object")
         if isinstance(exc, PermissionError):
             return PermissionDeniedError(f"{what} on {self.url}: access denied ({_REDACT.mask(str(exc))})")
-        if isinstance(exc, OSError) and exc.errno in FULL_DISK:
-            # A local or network filesystem's disk (fsspec's local, sftp, ...) is full.
-            return StorageFullError(exc.errno, f"{what} on {self.url}: no room left on the disk ({exc.strerror})")
-        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
-            return ReadOnlyStoreError(self.url, f"{what} (its disk is mounted read-only)")
+        if isinstance(exc, OSError):
+            # A local or network filesystem's disk (fsspec's local, sftp, ...): full or read-only.
+            error = disk_error(exc, f"{what} on {self.url}", self.url)
+            if error is not None:
+                return error
         return BackendError(f"{what} on {self.url} failed: {type(exc).__name__}: {_REDACT.mask(str(exc))}")
 
     def _call(self, what: str, fn: Callable[[], _Result], writing: bool = False) -> _Result:
